@@ -1,0 +1,103 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/parley-chat/parley/actors/grainpb"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Pending is a grain request in flight. Requests issued from one goroutine
+// to one grain reach its mailbox in issue order, so a link can pipeline many
+// commands and still have them applied in order.
+type Pending struct {
+	n      *Node
+	kind   string
+	id     string
+	req    *cluster.GrainRequest
+	future *actor.Future
+}
+
+// method returns the generated method index of service.method, from the
+// descriptor the generator used, so the index can never drift.
+func method(service, name string) int32 {
+	sd := grainpb.File_actors_grainpb_grains_proto.Services().ByName(protoreflect.Name(service))
+	if sd == nil {
+		panic("actors: no service " + service)
+	}
+	md := sd.Methods().ByName(protoreflect.Name(name))
+	if md == nil {
+		panic("actors: no method " + service + "." + name)
+	}
+	return int32(md.Index())
+}
+
+// Request starts a call to method of the grain (kind, id) without waiting.
+func (n *Node) Request(kind, id, methodName string, req proto.Message) (*Pending, error) {
+	data, err := proto.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("actors: marshal %T: %w", req, err)
+	}
+	p := &Pending{n: n, kind: kind, id: id, req: &cluster.GrainRequest{MethodIndex: method(kind, methodName), MessageData: data}}
+	p.send()
+	return p, nil
+}
+
+func (p *Pending) send() {
+	pid := p.n.pid(p.kind, p.id)
+	if pid == nil {
+		p.future = nil
+		return
+	}
+	p.future = p.n.System.Root.RequestFuture(pid, p.req, p.n.opts.RequestTimeout)
+}
+
+func (n *Node) pid(kind, id string) *actor.PID {
+	if pid, ok := n.Cluster.PidCache.Get(id, kind); ok && pid != nil {
+		return pid
+	}
+	pid := n.Cluster.Get(id, kind)
+	if pid != nil {
+		n.Cluster.PidCache.Set(id, kind, pid)
+	}
+	return pid
+}
+
+// Result waits for the answer. A grain error comes back as
+// *cluster.GrainErrorResponse whose Reason is a protocol error code. A
+// request that reached a stopped grain is sent once more (the grain is
+// re-activated from its stored state).
+func (p *Pending) Result() (proto.Message, error) {
+	for attempt := 0; ; attempt++ {
+		if p.future == nil {
+			return nil, fmt.Errorf("%w: no activation for %s/%s", ErrTimeout, p.kind, p.id)
+		}
+		res, err := p.future.Result()
+		if _, dead := res.(*actor.DeadLetterResponse); dead || errors.Is(err, actor.ErrDeadLetter) {
+			if attempt >= 2 {
+				return nil, fmt.Errorf("%w: %s/%s unreachable", ErrTimeout, p.kind, p.id)
+			}
+			p.n.Cluster.PidCache.Remove(p.id, p.kind)
+			p.send()
+			continue
+		}
+		if errors.Is(err, actor.ErrTimeout) {
+			return nil, fmt.Errorf("%w: %s/%s", ErrTimeout, p.kind, p.id)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("actors: %s/%s: %w", p.kind, p.id, err)
+		}
+		switch r := res.(type) {
+		case *cluster.GrainErrorResponse:
+			return nil, r
+		case proto.Message:
+			return r, nil
+		default:
+			return nil, fmt.Errorf("actors: %s/%s answered %T", p.kind, p.id, res)
+		}
+	}
+}

@@ -1,0 +1,317 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/parley-chat/parley/actors/conversation"
+	"github.com/parley-chat/parley/actors/grainpb"
+	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/parley-chat/parley/persistence"
+	"google.golang.org/protobuf/proto"
+)
+
+// dedupeWindow is how long a (user, device, client id) is remembered.
+const dedupeWindow = 24 * time.Hour
+
+// convGrain is the actor shell of one conversation. It steps the pure
+// machine, then group-commits: at most one synced commit is in flight, and
+// requests arriving meanwhile are batched into the next one. Replies and
+// deliveries leave only after their commit.
+type convGrain struct {
+	n   *Node
+	id  string
+	log *slog.Logger
+	st  *conversation.State
+	// committedSeq is the highest seq known durable; History never reads
+	// past it.
+	committedSeq int64
+	pending      []stepped
+	inflight     bool
+	broken       bool
+	self         *actor.PID
+}
+
+// stepped is a request whose effects wait for a commit.
+type stepped struct {
+	sender *actor.PID
+	fx     conversation.Effects
+}
+
+// commitDone reports the end of a commit to the grain's mailbox.
+type commitDone struct {
+	batch []stepped
+	err   error
+}
+
+// outboxDone reports a delivered (or failed) notification.
+type outboxDone struct {
+	opID string
+	rec  *grainpb.OutboxRecord
+	err  error
+}
+
+func (g *convGrain) Init(ctx cluster.GrainContext) {
+	g.n = nodeOf(ctx.Cluster())
+	g.id = ctx.Identity()
+	g.self = ctx.Self()
+	g.log = g.n.log.With("conversation_id", g.id)
+	st, outbox, err := loadConversation(g.n.opts.Store, g.id)
+	if err != nil {
+		// A grain that cannot read its state must not answer from an
+		// empty one: every request fails until a re-activation succeeds.
+		g.log.Error("load conversation", "err", err)
+		g.broken = true
+		st = conversation.NewState(g.id)
+	}
+	g.st = st
+	g.committedSeq = st.LastSeq
+	for op, rec := range outbox {
+		g.dispatch(op, rec)
+	}
+}
+
+func (g *convGrain) Terminate(ctx cluster.GrainContext) {}
+
+func (g *convGrain) ReceiveDefault(ctx cluster.GrainContext) {
+	switch m := ctx.Message().(type) {
+	case *commitDone:
+		g.committed(ctx, m)
+	case *outboxDone:
+		g.outboxDone(m)
+	case *outboxRetry:
+		g.dispatch(m.opID, m.rec)
+	}
+}
+
+// submit steps ev; a rejection is answered at once, anything else waits
+// for the next commit.
+func (g *convGrain) submit(ctx cluster.GrainContext, ev conversation.Event) error {
+	if g.broken {
+		return grainError(pb.CodeStorage, "conversation %s is unavailable after a storage error", g.id)
+	}
+	fx := g.st.Step(ev, g.n.opts.Limits)
+	if fx.Err != nil {
+		return grainError(fx.Err.Code, "%s", fx.Err.Message)
+	}
+	g.pending = append(g.pending, stepped{sender: ctx.Sender(), fx: fx})
+	if !g.inflight {
+		g.flush()
+	}
+	return nil
+}
+
+// flush starts one synced commit of everything pending.
+func (g *convGrain) flush() {
+	batch := g.pending
+	g.pending = nil
+	g.inflight = true
+	b := g.n.opts.Store.NewBatch(persistence.KindConv, g.id)
+	for _, s := range batch {
+		for _, w := range s.fx.Writes {
+			encodeWrite(b, g.id, w)
+		}
+	}
+	sys, self := g.n.System, g.self
+	go func() {
+		var err error
+		if b.Len() > 0 {
+			err = b.Commit()
+		} else {
+			b.Abort()
+		}
+		sys.Root.Send(self, &commitDone{batch: batch, err: err})
+	}()
+}
+
+func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
+	g.inflight = false
+	if m.err != nil {
+		g.n.opts.Metrics.StorageErrors.Add(1)
+		g.log.Error("commit failed; stopping so the next activation reloads from disk", "err", m.err)
+		g.broken = true
+		fail := grainError(pb.CodeStorage, "not stored: %v", m.err)
+		for _, s := range append(m.batch, g.pending...) {
+			ctx.Send(s.sender, fail)
+		}
+		g.pending = nil
+		ctx.Poison(ctx.Self())
+		return
+	}
+	g.n.opts.Metrics.Commits.Add(1)
+	fan := g.n.opts.Fanout
+	for _, s := range m.batch {
+		fx := s.fx
+		g.st.Step(conversation.Committed{Keys: fx.Dedupe}, g.n.opts.Limits)
+		for _, u := range fx.HubJoin {
+			fan.Join(g.id, u)
+		}
+		for _, msg := range fx.Deliver {
+			if msg.Seq > g.committedSeq {
+				g.committedSeq = msg.Seq
+			}
+			frame := pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_Message{Message: msg}})
+			fan.Publish(g.id, frame)
+			g.n.opts.Metrics.CommittedMessages.Add(1)
+			g.n.opts.Metrics.Deliveries.Add(1)
+		}
+		for _, u := range fx.HubLeave {
+			fan.Leave(g.id, u)
+		}
+		if fx.Reply != nil && s.sender != nil {
+			ctx.Send(s.sender, fx.Reply)
+		}
+		for _, w := range fx.Writes {
+			if w.Outbox != nil {
+				g.dispatch(w.Outbox.OpID, w.Outbox.Record)
+			}
+		}
+	}
+	if len(g.pending) > 0 {
+		g.flush()
+	}
+}
+
+// dispatch delivers a membership notification to the user grain, outside
+// the mailbox (a grain never blocks on another grain's reply).
+func (g *convGrain) dispatch(opID string, rec *grainpb.OutboxRecord) {
+	n, self := g.n, g.self
+	go func() {
+		client := grainpb.GetUserGrainClient(n.Cluster, rec.UserId)
+		_, err := client.Membership(&grainpb.MembershipReq{Conversation: rec.Entry}, n.callOpts()...)
+		n.System.Root.Send(self, &outboxDone{opID: opID, rec: rec, err: err})
+	}()
+}
+
+func (g *convGrain) outboxDone(m *outboxDone) {
+	if m.err != nil && cluster.FromError(m.err).Reason != pb.CodeNotFound {
+		g.n.opts.Metrics.OutboxRetries.Add(1)
+		g.log.Warn("membership notification failed; retrying", "user_id", m.rec.UserId, "err", m.err)
+		n, self := g.n, g.self
+		time.AfterFunc(time.Second, func() {
+			n.System.Root.Send(self, &outboxRetry{opID: m.opID, rec: m.rec})
+		})
+		return
+	}
+	b := g.n.opts.Store.NewBatch(persistence.KindConv, g.id)
+	b.Delete(persistence.EncodeKey(persistence.KindConvOutbox, g.id, []byte(m.opID)))
+	if err := b.Commit(); err != nil {
+		// Harmless: the notification is idempotent and is sent again at
+		// the next activation.
+		g.log.Warn("outbox cleanup", "err", err)
+	}
+}
+
+// outboxRetry re-dispatches a notification after a delay.
+type outboxRetry struct {
+	opID string
+	rec  *grainpb.OutboxRecord
+}
+
+func (g *convGrain) Create(req *grainpb.CreateConvReq, _ func(*pb.Conversation), _ func(error), ctx cluster.GrainContext) error {
+	return g.submit(ctx, conversation.Create{Actor: req.Actor, Kind: req.Kind, Title: req.Title, Members: req.Members, Now: g.n.now()})
+}
+
+func (g *convGrain) AddMembers(req *grainpb.MembersReq, _ func(*pb.Conversation), _ func(error), ctx cluster.GrainContext) error {
+	return g.submit(ctx, conversation.AddMembers{Actor: req.Actor, Users: req.UserIds, Now: g.n.now()})
+}
+
+func (g *convGrain) RemoveMember(req *grainpb.RemoveReq, _ func(*pb.Conversation), _ func(error), ctx cluster.GrainContext) error {
+	return g.submit(ctx, conversation.Remove{Actor: req.Actor, User: req.UserId, Now: g.n.now()})
+}
+
+func (g *convGrain) SetRole(req *grainpb.RoleReq, _ func(*pb.Conversation), _ func(error), ctx cluster.GrainContext) error {
+	return g.submit(ctx, conversation.SetRole{Actor: req.Actor, User: req.UserId, Role: req.Role, Now: g.n.now()})
+}
+
+func (g *convGrain) Rename(req *grainpb.RenameReq, _ func(*pb.Conversation), _ func(error), ctx cluster.GrainContext) error {
+	return g.submit(ctx, conversation.Rename{Actor: req.Actor, Title: req.Title, Now: g.n.now()})
+}
+
+func (g *convGrain) Send(req *grainpb.SendReq, _ func(*pb.Sent), _ func(error), ctx cluster.GrainContext) error {
+	if req.Send == nil {
+		return grainError(pb.CodeInvalidArgument, "send is empty")
+	}
+	now := g.n.now()
+	ev := conversation.Send{Actor: req.Actor, Device: req.DeviceId, Msg: req.Send, Now: now}
+	if req.Send.ClientId != "" && g.st.Exists {
+		prior, err := g.loadDedupe(conversation.DedupeKey{User: req.Actor, Device: req.DeviceId, ClientID: req.Send.ClientId}, now)
+		if err != nil {
+			return grainError(pb.CodeStorage, "dedupe lookup: %v", err)
+		}
+		ev.Prior = prior
+	}
+	return g.submit(ctx, ev)
+}
+
+func (g *convGrain) Delete(req *grainpb.DeleteReq, _ func(*pb.Sent), _ func(error), ctx cluster.GrainContext) error {
+	var target *pb.Message
+	if req.Seq > 0 && req.Seq <= g.committedSeq {
+		m, err := loadMessage(g.n.opts.Store, g.id, req.Seq)
+		if err != nil && !errors.Is(err, persistence.ErrNotFound) {
+			return grainError(pb.CodeStorage, "load message: %v", err)
+		}
+		target = m
+	}
+	return g.submit(ctx, conversation.Delete{Actor: req.Actor, Device: req.DeviceId, Seq: req.Seq, Target: target, Now: g.n.now()})
+}
+
+func (g *convGrain) MarkRead(req *grainpb.ReadReq, _ func(*grainpb.Ok), _ func(error), ctx cluster.GrainContext) error {
+	return g.submit(ctx, conversation.MarkRead{Actor: req.Actor, Seq: req.Seq})
+}
+
+// History reads committed entries straight from the store: the log is
+// immutable below committedSeq (tombstones replace in place atomically).
+func (g *convGrain) History(req *grainpb.HistoryReq, ctx cluster.GrainContext) (*pb.HistoryPage, error) {
+	if err := g.st.Authorize(req.Actor); err != nil {
+		return nil, grainError(err.Code, "%s", err.Message)
+	}
+	limit := int(req.Limit)
+	if limit <= 0 {
+		limit = 100
+	}
+	if limit > 500 {
+		limit = 500
+	}
+	if req.AfterSeq < 0 {
+		return nil, grainError(pb.CodeInvalidArgument, "after_seq is negative")
+	}
+	page := &pb.HistoryPage{ConversationId: g.id, LastSeq: g.committedSeq}
+	msgs, err := loadMessages(g.n.opts.Store, g.id, req.AfterSeq+1, g.committedSeq, limit)
+	if err != nil {
+		return nil, grainError(pb.CodeStorage, "read history: %v", err)
+	}
+	page.Messages = msgs
+	return page, nil
+}
+
+func (g *convGrain) Info(req *grainpb.InfoReq, ctx cluster.GrainContext) (*pb.Conversation, error) {
+	if err := g.st.Authorize(req.Actor); err != nil {
+		return nil, grainError(err.Code, "%s", err.Message)
+	}
+	info := g.st.Info(req.Actor, true)
+	info.LastSeq = g.committedSeq
+	return info, nil
+}
+
+func (g *convGrain) loadDedupe(k conversation.DedupeKey, now int64) (*grainpb.DedupeRecord, error) {
+	v, err := g.n.opts.Store.Get(dedupeKey(g.id, k))
+	if errors.Is(err, persistence.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec := &grainpb.DedupeRecord{}
+	if err := proto.Unmarshal(v, rec); err != nil {
+		return nil, fmt.Errorf("decode dedupe record: %w", err)
+	}
+	if now-rec.TimeMs > dedupeWindow.Milliseconds() {
+		return nil, nil
+	}
+	return rec, nil
+}

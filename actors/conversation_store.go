@@ -1,0 +1,148 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/parley-chat/parley/actors/conversation"
+	"github.com/parley-chat/parley/actors/grainpb"
+	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/parley-chat/parley/persistence"
+	"google.golang.org/protobuf/proto"
+)
+
+// dedupeKey is the store key of a send's dedupe record. The parts are
+// length-prefixed so that no two triples share a key.
+func dedupeKey(conv string, k conversation.DedupeKey) []byte {
+	var suffix []byte
+	for _, part := range []string{k.User, k.Device, k.ClientID} {
+		suffix = append(suffix, byte(len(part)))
+		suffix = append(suffix, part...)
+	}
+	return persistence.EncodeKey(persistence.KindDedupe, conv, suffix)
+}
+
+func mustMarshal(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(fmt.Sprintf("actors: marshal %T: %v", m, err))
+	}
+	return b
+}
+
+// encodeWrite adds one machine write to the batch.
+func encodeWrite(b *persistence.Batch, conv string, w conversation.Write) {
+	switch {
+	case w.Conv != nil:
+		b.Set(persistence.EncodeKey(persistence.KindConv, conv, nil), mustMarshal(w.Conv))
+	case w.Member != nil:
+		k := persistence.EncodeKey(persistence.KindMember, conv, []byte(w.Member.User))
+		if w.Member.Record == nil {
+			b.Delete(k)
+		} else {
+			b.Set(k, mustMarshal(w.Member.Record))
+		}
+	case w.Message != nil:
+		b.Set(persistence.EncodeKey(persistence.KindMessage, conv, persistence.SeqSuffix(w.Message.Seq)), mustMarshal(w.Message))
+	case w.Dedupe != nil:
+		b.Set(dedupeKey(conv, w.Dedupe.Key), mustMarshal(w.Dedupe.Record))
+	case w.Outbox != nil:
+		b.Set(persistence.EncodeKey(persistence.KindConvOutbox, conv, []byte(w.Outbox.OpID)), mustMarshal(w.Outbox.Record))
+	}
+}
+
+// loadConversation rebuilds a conversation's state and pending outbox.
+func loadConversation(s *persistence.Store, id string) (*conversation.State, map[string]*grainpb.OutboxRecord, error) {
+	st := conversation.NewState(id)
+	v, err := s.Get(persistence.EncodeKey(persistence.KindConv, id, nil))
+	if errors.Is(err, persistence.ErrNotFound) {
+		return st, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	rec := &grainpb.ConvRecord{}
+	if err := proto.Unmarshal(v, rec); err != nil {
+		return nil, nil, fmt.Errorf("decode conversation %s: %w", id, err)
+	}
+	st.Exists, st.Kind, st.Title, st.Created = true, rec.Kind, rec.Title, rec.CreatedMs
+	var scanErr error
+	mp := persistence.EntityPrefix(persistence.KindMember, id)
+	err = s.Scan(mp, persistence.PrefixEnd(mp), 0, func(k, v []byte) bool {
+		m := &grainpb.MemberRecord{}
+		if scanErr = proto.Unmarshal(v, m); scanErr != nil {
+			return false
+		}
+		st.Members[string(k[len(mp):])] = m
+		return true
+	})
+	if err == nil {
+		err = scanErr
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("load members of %s: %w", id, err)
+	}
+	lp := persistence.EntityPrefix(persistence.KindMessage, id)
+	k, _, err := s.Last(lp, persistence.PrefixEnd(lp))
+	switch {
+	case errors.Is(err, persistence.ErrNotFound):
+	case err != nil:
+		return nil, nil, err
+	default:
+		if st.LastSeq, err = persistence.DecodeSeqSuffix(k[len(lp):]); err != nil {
+			return nil, nil, err
+		}
+	}
+	outbox := map[string]*grainpb.OutboxRecord{}
+	op := persistence.EntityPrefix(persistence.KindConvOutbox, id)
+	err = s.Scan(op, persistence.PrefixEnd(op), 0, func(k, v []byte) bool {
+		r := &grainpb.OutboxRecord{}
+		if scanErr = proto.Unmarshal(v, r); scanErr != nil {
+			return false
+		}
+		outbox[string(k[len(op):])] = r
+		return true
+	})
+	if err == nil {
+		err = scanErr
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("load outbox of %s: %w", id, err)
+	}
+	return st, outbox, nil
+}
+
+func loadMessage(s *persistence.Store, conv string, seq int64) (*pb.Message, error) {
+	v, err := s.Get(persistence.EncodeKey(persistence.KindMessage, conv, persistence.SeqSuffix(seq)))
+	if err != nil {
+		return nil, err
+	}
+	m := &pb.Message{}
+	if err := proto.Unmarshal(v, m); err != nil {
+		return nil, fmt.Errorf("decode message %s/%d: %w", conv, seq, err)
+	}
+	return m, nil
+}
+
+// loadMessages reads entries from..to (inclusive), at most limit.
+func loadMessages(s *persistence.Store, conv string, from, to int64, limit int) ([]*pb.Message, error) {
+	if from > to {
+		return nil, nil
+	}
+	lower := persistence.EncodeKey(persistence.KindMessage, conv, persistence.SeqSuffix(from))
+	upper := persistence.EncodeKey(persistence.KindMessage, conv, persistence.SeqSuffix(to+1))
+	var out []*pb.Message
+	var decErr error
+	err := s.Scan(lower, upper, limit, func(_, v []byte) bool {
+		m := &pb.Message{}
+		if decErr = proto.Unmarshal(v, m); decErr != nil {
+			return false
+		}
+		out = append(out, m)
+		return true
+	})
+	if err == nil {
+		err = decErr
+	}
+	return out, err
+}

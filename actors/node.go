@@ -1,0 +1,180 @@
+// Package actors holds Parley's grains (virtual actors of a protoactor
+// cluster) and the node that hosts them. Each grain is a thin shell around a
+// state machine: it loads its state from the persistence seam, steps the
+// machine, persists with a synced commit, then performs the effects.
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/cluster/clusterproviders/test"
+	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
+	"github.com/asynkron/protoactor-go/remote"
+	"github.com/parley-chat/parley/actors/conversation"
+	"github.com/parley-chat/parley/actors/grainpb"
+	"github.com/parley-chat/parley/persistence"
+)
+
+// Fanout is the node-local delivery hub the grains hand frames to. The
+// gateway implements it; grains never touch links directly.
+type Fanout interface {
+	// Publish writes an encoded conversation frame to every local link of
+	// every online member of conv.
+	Publish(conv string, frame []byte)
+	// Join subscribes the user's local links to conv; Leave unsubscribes.
+	Join(conv, user string)
+	Leave(conv, user string)
+	// SendToLink writes an encoded frame to one link; false if it is gone.
+	SendToLink(link uint64, frame []byte) bool
+	// CloseLink closes a link with a WebSocket close code.
+	CloseLink(link uint64, code uint16, reason string)
+}
+
+// Options configure a Node. Zero values take the documented defaults.
+type Options struct {
+	// Store is the durable state. Required.
+	Store *persistence.Store
+	// Fanout delivers frames to local links. Required.
+	Fanout Fanout
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Limits of conversation requests.
+	Limits conversation.Limits
+	// ArgonTime and ArgonMemoryKiB are the argon2id cost of password hashes.
+	// Defaults 2 and 19456 (OWASP's minimum recommendation).
+	ArgonTime      uint32
+	ArgonMemoryKiB uint32
+	// TokenTTL is how long a login token is valid. Default 30 days.
+	TokenTTL time.Duration
+	// SessionKeep is how long a cut session is kept for rebuild. Default 5m.
+	SessionKeep time.Duration
+	// RequestTimeout bounds every grain call. Default 10s.
+	RequestTimeout time.Duration
+	// SessionBuffer bounds the unacknowledged session events kept per
+	// session. Default 1024.
+	SessionBuffer int
+	// Metrics receives counters; nil means none.
+	Metrics *Metrics
+	// Clock returns the current time; nil means time.Now. Tests inject one.
+	Clock func() time.Time
+}
+
+// EnsureDefaults fills zero fields.
+func (o *Options) EnsureDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	o.Limits.EnsureDefaults()
+	if o.ArgonTime == 0 {
+		o.ArgonTime = 2
+	}
+	if o.ArgonMemoryKiB == 0 {
+		o.ArgonMemoryKiB = 19456
+	}
+	if o.TokenTTL == 0 {
+		o.TokenTTL = 30 * 24 * time.Hour
+	}
+	if o.SessionKeep == 0 {
+		o.SessionKeep = 5 * time.Minute
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = 10 * time.Second
+	}
+	if o.SessionBuffer == 0 {
+		o.SessionBuffer = 1024
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics()
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+}
+
+// Node is one member of the Parley cluster: an actor system, the cluster
+// membership and the grain kinds, bound to a store and a fanout hub.
+type Node struct {
+	opts    Options
+	System  *actor.ActorSystem
+	Cluster *cluster.Cluster
+	log     *slog.Logger
+}
+
+// nodes maps each cluster to its node, so grains (created by generated
+// factories that take no arguments) find their dependencies in Init.
+var nodes sync.Map
+
+func nodeOf(c *cluster.Cluster) *Node {
+	v, ok := nodes.Load(c)
+	if !ok {
+		panic("actors: grain activated on a cluster without a node")
+	}
+	return v.(*Node)
+}
+
+// Start starts a single-member cluster (in-memory provider, disthash
+// placement) hosting all grain kinds.
+func Start(opts Options) (*Node, error) {
+	opts.EnsureDefaults()
+	if opts.Store == nil || opts.Fanout == nil {
+		return nil, errors.New("actors: Options.Store and Options.Fanout are required")
+	}
+	n := &Node{opts: opts, log: opts.Logger}
+	actorLog := opts.Logger.With("component", "protoactor")
+	n.System = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return actorLog }))
+	kinds := []*cluster.Kind{
+		grainpb.NewUsernameKind(func() grainpb.Username { return &usernameGrain{} }, 0),
+		grainpb.NewUserKind(func() grainpb.User { return &userGrain{} }, 0),
+		grainpb.NewSessionKind(func() grainpb.Session { return &sessionGrain{} }, 0),
+		grainpb.NewConversationKind(func() grainpb.Conversation { return &convGrain{} }, 0),
+	}
+	cfg := cluster.Configure("parley", test.NewTestProvider(test.NewInMemAgent()), disthash.New(),
+		remote.Configure("127.0.0.1", 0),
+		cluster.WithKinds(kinds...),
+		cluster.WithRequestTimeout(opts.RequestTimeout),
+	)
+	n.Cluster = cluster.New(n.System, cfg)
+	nodes.Store(n.Cluster, n)
+	n.Cluster.StartMember()
+	return n, nil
+}
+
+// Stop stops every grain (each saves on the way out) and leaves the cluster.
+func (n *Node) Stop() {
+	// Grains are children of disthash's placement actor: stopping it stops
+	// every grain (each saves on the way out) and waits for all of them.
+	// Doing this before the cluster shutdown also keeps the placement actor
+	// from reading the member list while the provider shutdown rewrites it
+	// (a data race in this protoactor version).
+	placement := actor.NewPID(n.System.Address(), disthash.PartitionActivatorActorName)
+	_ = n.System.Root.PoisonFuture(placement).Wait()
+	n.Cluster.Shutdown(true)
+	nodes.Delete(n.Cluster)
+}
+
+// Options returns the node's effective options.
+func (n *Node) Options() Options { return n.opts }
+
+func (n *Node) now() int64 { return n.opts.Clock().UnixMilli() }
+
+// callOpts are the options of every blocking grain call.
+func (n *Node) callOpts() []cluster.GrainCallOption {
+	return []cluster.GrainCallOption{cluster.WithTimeout(n.opts.RequestTimeout), cluster.WithRetryCount(3)}
+}
+
+// Error kinds surfaced by grain calls.
+var (
+	// ErrTimeout: the grain did not answer in time.
+	ErrTimeout = errors.New("actors: request timed out")
+)
+
+// grainError turns a protocol error code into the error a grain answers.
+func grainError(code, format string, args ...any) *cluster.GrainErrorResponse {
+	return cluster.NewGrainErrorResponse(code, fmt.Sprintf(format, args...))
+}

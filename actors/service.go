@@ -1,0 +1,209 @@
+package actors
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/parley-chat/parley/actors/grainpb"
+	pb "github.com/parley-chat/parley/gateway/protocol"
+)
+
+// Grain kind names (the service names in grains.proto).
+const (
+	KindUsername     = "Username"
+	KindUser         = "User"
+	KindSession      = "Session"
+	KindConversation = "Conversation"
+)
+
+// The operations below orchestrate several grains for the gateway. They
+// block, so they run on link goroutines, never inside a grain.
+
+var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// UserIDOf derives the user id of a username. Deriving it makes a
+// registration idempotent: whatever step a crash interrupts, a retry (or a
+// competing registration) converges on one account record.
+func UserIDOf(username string) string {
+	sum := sha256.Sum256([]byte("parley-user\x00" + username))
+	return "u" + strings.ToLower(b32.EncodeToString(sum[:16]))
+}
+
+// DirectID is the id of the direct conversation of two users.
+func DirectID(a, b string) string {
+	if a > b {
+		a, b = b, a
+	}
+	return "d." + a + "." + b
+}
+
+// NewID returns a random id with a prefix.
+func NewID(prefix string) string {
+	var b [12]byte
+	rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// Error codes come back from grains as *cluster.GrainErrorResponse.
+func codeError(code, format string, args ...any) error {
+	return cluster.NewGrainErrorResponse(code, fmt.Sprintf(format, args...))
+}
+
+// ValidateUsername checks the username rules.
+func ValidateUsername(u string) error {
+	if len(u) < 3 || len(u) > 32 {
+		return codeError(pb.CodeInvalidArgument, "username must be 3..32 characters")
+	}
+	for _, c := range u {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return codeError(pb.CodeInvalidArgument, "username may use only a-z 0-9 _ . -")
+		}
+	}
+	return nil
+}
+
+// ValidateDevice checks a device id and type.
+func ValidateDevice(d *pb.Device) error {
+	if d == nil || d.Id == "" || len(d.Id) > 64 {
+		return codeError(pb.CodeInvalidArgument, "device.id must be 1..64 characters")
+	}
+	for _, c := range d.Id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return codeError(pb.CodeInvalidArgument, "device.id may use only A-Z a-z 0-9 _ -")
+		}
+	}
+	if _, ok := pb.DeviceType_name[int32(d.Type)]; !ok {
+		return codeError(pb.CodeInvalidArgument, "unknown device type")
+	}
+	return nil
+}
+
+// Register creates an account and returns its user id.
+func (n *Node) Register(username, password, displayName string) (string, error) {
+	if err := ValidateUsername(username); err != nil {
+		return "", err
+	}
+	if len(password) < 8 || len(password) > 256 {
+		return "", codeError(pb.CodeInvalidArgument, "password must be 8..256 bytes")
+	}
+	if len(displayName) > 64 {
+		return "", codeError(pb.CodeInvalidArgument, "display name must be at most 64 bytes")
+	}
+	if displayName == "" {
+		displayName = username
+	}
+	uid := UserIDOf(username)
+	op := NewID("op")
+	if _, err := grainpb.GetUsernameGrainClient(n.Cluster, username).Claim(&grainpb.ClaimReq{UserId: uid, OpId: op}, n.callOpts()...); err != nil {
+		return "", err
+	}
+	_, err := grainpb.GetUserGrainClient(n.Cluster, uid).Create(&grainpb.CreateUserReq{
+		Username: username, DisplayName: displayName, Password: password, OpId: op,
+	}, n.callOpts()...)
+	if err != nil {
+		return "", err
+	}
+	return uid, nil
+}
+
+// Login checks credentials and issues a token for the device.
+func (n *Node) Login(username, password string, dev *pb.Device) (string, *grainpb.LoginReply, error) {
+	if err := ValidateDevice(dev); err != nil {
+		return "", nil, err
+	}
+	if ValidateUsername(username) != nil {
+		return "", nil, codeError(pb.CodeBadCredentials, "wrong username or password")
+	}
+	res, err := grainpb.GetUsernameGrainClient(n.Cluster, username).Lookup(&grainpb.LookupReq{}, n.callOpts()...)
+	if err != nil {
+		if cluster.FromError(err).Reason == pb.CodeNotFound {
+			return "", nil, codeError(pb.CodeBadCredentials, "wrong username or password")
+		}
+		return "", nil, err
+	}
+	reply, err := grainpb.GetUserGrainClient(n.Cluster, res.UserId).Login(&grainpb.LoginReq{Password: password, Device: dev}, n.callOpts()...)
+	if err != nil {
+		return "", nil, err
+	}
+	return res.UserId, reply, nil
+}
+
+// Authenticate checks a token for a device and returns the user.
+func (n *Node) Authenticate(token string, dev *pb.Device) (*grainpb.UserReply, error) {
+	if err := ValidateDevice(dev); err != nil {
+		return nil, err
+	}
+	uid := UserOfToken(token)
+	if uid == "" || len(token) > 256 {
+		return nil, codeError(pb.CodeBadToken, "malformed token")
+	}
+	return grainpb.GetUserGrainClient(n.Cluster, uid).Authenticate(&grainpb.AuthReq{Token: token, DeviceId: dev.Id}, n.callOpts()...)
+}
+
+// Logout revokes a token.
+func (n *Node) Logout(token string) error {
+	uid := UserOfToken(token)
+	if uid == "" {
+		return codeError(pb.CodeBadToken, "malformed token")
+	}
+	_, err := grainpb.GetUserGrainClient(n.Cluster, uid).Logout(&grainpb.LogoutReq{Token: token}, n.callOpts()...)
+	return err
+}
+
+// OpenSession creates the session of an authenticated device on a link and
+// returns what the client needs to catch up. A previous session of the same
+// device is ended (its link, if any, is closed).
+func (n *Node) OpenSession(user string, dev *pb.Device, rebuild bool, link uint64) (*pb.SessionInfo, []*grainpb.ConvEntry, error) {
+	sid := NewID("s")
+	sess, err := grainpb.GetSessionGrainClient(n.Cluster, sid).Open(&grainpb.OpenReq{
+		UserId: user, DeviceId: dev.Id, Rebuild: rebuild, LinkId: link,
+	}, n.callOpts()...)
+	if err != nil {
+		return nil, nil, err
+	}
+	att, err := grainpb.GetUserGrainClient(n.Cluster, user).Attach(&grainpb.AttachReq{DeviceId: dev.Id, SessionId: sid, DeviceType: dev.Type}, n.callOpts()...)
+	if err != nil {
+		return nil, nil, err
+	}
+	if att.PreviousSessionId != "" {
+		if _, err := grainpb.GetSessionGrainClient(n.Cluster, att.PreviousSessionId).Cut(&grainpb.CutReq{Replaced: true}, n.callOpts()...); err != nil {
+			n.log.Warn("end previous session", "session_id", att.PreviousSessionId, "err", err)
+		}
+	}
+	info := &pb.SessionInfo{
+		SessionId: sid, UserId: user, DeviceId: dev.Id, Rebuild: sess.Rebuild,
+		RebuildToken: sess.RebuildToken, KeepMs: sess.KeepMs, SessionSeq: sess.SessionSeq,
+	}
+	for _, c := range att.Conversations {
+		info.Conversations = append(info.Conversations, &pb.Conversation{Id: c.ConversationId, Kind: c.Kind, Title: c.Title})
+	}
+	return info, att.Conversations, nil
+}
+
+// CutSession records that a link carrying the session is gone.
+func (n *Node) CutSession(sessionID string, link uint64) {
+	if _, err := grainpb.GetSessionGrainClient(n.Cluster, sessionID).Cut(&grainpb.CutReq{LinkId: link}, n.callOpts()...); err != nil {
+		n.log.Debug("cut session", "session_id", sessionID, "err", err)
+	}
+}
+
+// UsersExist returns a not_found error naming the first unknown user.
+func (n *Node) UsersExist(ids []string) error {
+	for _, id := range ids {
+		if len(id) > 64 || id == "" {
+			return codeError(pb.CodeInvalidArgument, "bad user id %q", id)
+		}
+		if _, err := grainpb.GetUserGrainClient(n.Cluster, id).Profile(&grainpb.ListReq{}, n.callOpts()...); err != nil {
+			if cluster.FromError(err).Reason == pb.CodeNotFound {
+				return codeError(pb.CodeNotFound, "no user %s", id)
+			}
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,375 @@
+package actors
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/parley-chat/parley/actors/grainpb"
+	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/parley-chat/parley/persistence"
+	"golang.org/x/crypto/argon2"
+	"google.golang.org/protobuf/proto"
+)
+
+// maxTokens bounds the live tokens of one user; the oldest goes first.
+const maxTokens = 64
+
+// userGrain owns an account: credentials, tokens, devices and the list of
+// conversations the user belongs to.
+type userGrain struct {
+	n   *Node
+	id  string
+	log *slog.Logger
+	rec *grainpb.UserRecord // nil: no such user
+	err error
+}
+
+func (g *userGrain) Init(ctx cluster.GrainContext) {
+	g.n = nodeOf(ctx.Cluster())
+	g.id = ctx.Identity()
+	g.log = g.n.log.With("user_id", g.id)
+	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindUser, g.id, nil))
+	switch {
+	case errors.Is(err, persistence.ErrNotFound):
+	case err != nil:
+		g.err = err
+	default:
+		rec := &grainpb.UserRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
+			g.err = fmt.Errorf("decode user: %w", err)
+			return
+		}
+		g.rec = rec
+	}
+	if g.err != nil {
+		g.log.Error("load user", "err", g.err)
+	}
+}
+
+func (g *userGrain) Terminate(ctx cluster.GrainContext)      {}
+func (g *userGrain) ReceiveDefault(ctx cluster.GrainContext) {}
+
+func (g *userGrain) save(rec *grainpb.UserRecord) error {
+	b := g.n.opts.Store.NewBatch(persistence.KindUser, g.id)
+	b.Set(persistence.EncodeKey(persistence.KindUser, g.id, nil), mustMarshal(rec))
+	if err := b.Commit(); err != nil {
+		g.n.opts.Metrics.StorageErrors.Add(1)
+		return grainError(pb.CodeStorage, "save user: %v", err)
+	}
+	g.rec = rec
+	return nil
+}
+
+func (g *userGrain) ready() error {
+	if g.err != nil {
+		return grainError(pb.CodeStorage, "user unavailable: %v", g.err)
+	}
+	if g.rec == nil {
+		return grainError(pb.CodeNotFound, "no user %s", g.id)
+	}
+	return nil
+}
+
+func (g *userGrain) Create(req *grainpb.CreateUserReq, ctx cluster.GrainContext) (*grainpb.UserReply, error) {
+	if g.err != nil {
+		return nil, grainError(pb.CodeStorage, "user unavailable: %v", g.err)
+	}
+	if g.rec != nil {
+		if g.rec.CreateOp == req.OpId && req.OpId != "" {
+			return g.reply(), nil
+		}
+		return nil, grainError(pb.CodeUsernameTaken, "username %q is taken", req.Username)
+	}
+	salt := make([]byte, 16)
+	rand.Read(salt)
+	o := g.n.opts
+	rec := &grainpb.UserRecord{
+		UserId: g.id, Username: req.Username, DisplayName: req.DisplayName,
+		PasswordSalt: salt, ArgonTime: o.ArgonTime, ArgonMemoryKib: o.ArgonMemoryKiB,
+		PasswordHash: argon2.IDKey([]byte(req.Password), salt, o.ArgonTime, o.ArgonMemoryKiB, 1, 32),
+		CreateOp:     req.OpId,
+	}
+	if err := g.save(rec); err != nil {
+		return nil, err
+	}
+	return g.reply(), nil
+}
+
+func (g *userGrain) reply() *grainpb.UserReply {
+	return &grainpb.UserReply{UserId: g.id, Username: g.rec.Username, DisplayName: g.rec.DisplayName}
+}
+
+func (g *userGrain) Login(req *grainpb.LoginReq, ctx cluster.GrainContext) (*grainpb.LoginReply, error) {
+	if err := g.ready(); err != nil {
+		if cluster.FromError(err).Reason == pb.CodeNotFound {
+			return nil, grainError(pb.CodeBadCredentials, "wrong username or password")
+		}
+		return nil, err
+	}
+	r := g.rec
+	hash := argon2.IDKey([]byte(req.Password), r.PasswordSalt, r.ArgonTime, r.ArgonMemoryKib, 1, 32)
+	if subtle.ConstantTimeCompare(hash, r.PasswordHash) != 1 {
+		return nil, grainError(pb.CodeBadCredentials, "wrong username or password")
+	}
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	token := g.id + "." + base64.RawURLEncoding.EncodeToString(secret)
+	sum := sha256.Sum256([]byte(token))
+	now := g.n.now()
+	exp := now + g.n.opts.TokenTTL.Milliseconds()
+	rec := proto.Clone(r).(*grainpb.UserRecord)
+	rec.Tokens = slices.DeleteFunc(rec.Tokens, func(t *grainpb.TokenRecord) bool { return t.ExpiresAtMs <= now })
+	rec.Tokens = append(rec.Tokens, &grainpb.TokenRecord{Sha256: sum[:], DeviceId: req.Device.GetId(), ExpiresAtMs: exp})
+	if len(rec.Tokens) > maxTokens {
+		rec.Tokens = rec.Tokens[len(rec.Tokens)-maxTokens:]
+	}
+	g.touchDevice(rec, req.Device.GetId(), req.Device.GetType(), "")
+	if err := g.save(rec); err != nil {
+		return nil, err
+	}
+	return &grainpb.LoginReply{Token: token, ExpiresAtMs: exp}, nil
+}
+
+// UserOfToken returns the user id a token names (tokens are
+// "<user id>.<secret>"), or "".
+func UserOfToken(token string) string {
+	i := strings.IndexByte(token, '.')
+	if i <= 0 {
+		return ""
+	}
+	return token[:i]
+}
+
+func (g *userGrain) findToken(token string) *grainpb.TokenRecord {
+	sum := sha256.Sum256([]byte(token))
+	for _, t := range g.rec.Tokens {
+		if subtle.ConstantTimeCompare(t.Sha256, sum[:]) == 1 {
+			return t
+		}
+	}
+	return nil
+}
+
+func (g *userGrain) Authenticate(req *grainpb.AuthReq, ctx cluster.GrainContext) (*grainpb.UserReply, error) {
+	if err := g.ready(); err != nil {
+		if cluster.FromError(err).Reason == pb.CodeNotFound {
+			return nil, grainError(pb.CodeBadToken, "invalid token")
+		}
+		return nil, err
+	}
+	t := g.findToken(req.Token)
+	if t == nil || t.ExpiresAtMs <= g.n.now() {
+		return nil, grainError(pb.CodeBadToken, "invalid or expired token")
+	}
+	if t.DeviceId != req.DeviceId {
+		return nil, grainError(pb.CodeBadToken, "token was issued to another device")
+	}
+	return g.reply(), nil
+}
+
+func (g *userGrain) Logout(req *grainpb.LogoutReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
+	if err := g.ready(); err != nil {
+		return nil, err
+	}
+	t := g.findToken(req.Token)
+	if t == nil {
+		return &grainpb.Ok{}, nil
+	}
+	rec := proto.Clone(g.rec).(*grainpb.UserRecord)
+	rec.Tokens = slices.DeleteFunc(rec.Tokens, func(x *grainpb.TokenRecord) bool { return string(x.Sha256) == string(t.Sha256) })
+	if err := g.save(rec); err != nil {
+		return nil, err
+	}
+	return &grainpb.Ok{}, nil
+}
+
+// Membership applies a conversation's join/leave notice. A notice whose
+// version is not newer than the stored entry is stale (a retry or a
+// reordering) and changes nothing.
+func (g *userGrain) Membership(req *grainpb.MembershipReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
+	if err := g.ready(); err != nil {
+		return nil, err
+	}
+	e := req.Conversation
+	if e == nil {
+		return nil, grainError(pb.CodeInvalidArgument, "no conversation")
+	}
+	rec := proto.Clone(g.rec).(*grainpb.UserRecord)
+	i := slices.IndexFunc(rec.Conversations, func(c *grainpb.ConvEntry) bool { return c.ConversationId == e.ConversationId })
+	if i >= 0 && rec.Conversations[i].Version >= e.Version {
+		return &grainpb.Ok{}, nil
+	}
+	if i >= 0 {
+		rec.Conversations[i] = e
+	} else {
+		rec.Conversations = append(rec.Conversations, e)
+	}
+	if err := g.save(rec); err != nil {
+		return nil, err
+	}
+	ev := &pb.SessionEvent{TimeMs: g.n.now()}
+	if e.Left {
+		ev.Event = &pb.SessionEvent_ConversationLeft{ConversationLeft: &pb.ConversationLeft{ConversationId: e.ConversationId}}
+	} else {
+		ev.Event = &pb.SessionEvent_ConversationJoined{ConversationJoined: &pb.ConversationJoined{Conversation: &pb.Conversation{
+			Id: e.ConversationId, Kind: e.Kind, Title: e.Title,
+		}}}
+	}
+	op := fmt.Sprintf("m/%s/%d", e.ConversationId, e.Version)
+	for _, d := range rec.Devices {
+		if d.SessionId != "" {
+			g.push(d.SessionId, &grainpb.PushReq{Event: ev, OpId: op})
+		}
+	}
+	return &grainpb.Ok{}, nil
+}
+
+// push hands a session event to a session grain, outside the mailbox.
+func (g *userGrain) push(sessionID string, req *grainpb.PushReq) {
+	n, log := g.n, g.log
+	go func() {
+		if _, err := grainpb.GetSessionGrainClient(n.Cluster, sessionID).Push(req, n.callOpts()...); err != nil {
+			log.Warn("push session event", "session_id", sessionID, "err", err)
+		}
+	}()
+}
+
+func (g *userGrain) touchDevice(rec *grainpb.UserRecord, id string, typ pb.DeviceType, session string) string {
+	for _, d := range rec.Devices {
+		if d.DeviceId == id {
+			prev := d.SessionId
+			if typ != pb.DeviceType_DEVICE_TYPE_UNSPECIFIED {
+				d.Type = typ
+			}
+			if session != "" {
+				d.SessionId = session
+			}
+			d.LastActiveMs = g.n.now()
+			return prev
+		}
+	}
+	rec.Devices = append(rec.Devices, &grainpb.DeviceRecord{DeviceId: id, Type: typ, SessionId: session, LastActiveMs: g.n.now()})
+	return ""
+}
+
+func (g *userGrain) Attach(req *grainpb.AttachReq, ctx cluster.GrainContext) (*grainpb.AttachReply, error) {
+	if err := g.ready(); err != nil {
+		return nil, err
+	}
+	rec := proto.Clone(g.rec).(*grainpb.UserRecord)
+	prev := g.touchDevice(rec, req.DeviceId, req.DeviceType, req.SessionId)
+	if err := g.save(rec); err != nil {
+		return nil, err
+	}
+	out := &grainpb.AttachReply{PreviousSessionId: prev}
+	if prev == req.SessionId {
+		out.PreviousSessionId = ""
+	}
+	for _, c := range rec.Conversations {
+		if !c.Left {
+			out.Conversations = append(out.Conversations, c)
+		}
+	}
+	return out, nil
+}
+
+func (g *userGrain) Detach(req *grainpb.DetachReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
+	if err := g.ready(); err != nil {
+		return nil, err
+	}
+	rec := proto.Clone(g.rec).(*grainpb.UserRecord)
+	for _, d := range rec.Devices {
+		if d.DeviceId == req.DeviceId && d.SessionId == req.SessionId {
+			d.SessionId = ""
+			return &grainpb.Ok{}, g.save(rec)
+		}
+	}
+	return &grainpb.Ok{}, nil
+}
+
+func (g *userGrain) Conversations(req *grainpb.ListReq, ctx cluster.GrainContext) (*grainpb.ConvList, error) {
+	if err := g.ready(); err != nil {
+		return nil, err
+	}
+	out := &grainpb.ConvList{}
+	for _, c := range g.rec.Conversations {
+		if !c.Left {
+			out.Conversations = append(out.Conversations, c)
+		}
+	}
+	return out, nil
+}
+
+// usernameGrain is the unique index of usernames: one grain per username.
+type usernameGrain struct {
+	n   *Node
+	id  string
+	rec *grainpb.UsernameRecord
+	err error
+}
+
+func (g *usernameGrain) Init(ctx cluster.GrainContext) {
+	g.n = nodeOf(ctx.Cluster())
+	g.id = ctx.Identity()
+	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindUsername, g.id, nil))
+	switch {
+	case errors.Is(err, persistence.ErrNotFound):
+	case err != nil:
+		g.err = err
+	default:
+		rec := &grainpb.UsernameRecord{}
+		if g.err = proto.Unmarshal(v, rec); g.err == nil {
+			g.rec = rec
+		}
+	}
+}
+
+func (g *usernameGrain) Terminate(ctx cluster.GrainContext)      {}
+func (g *usernameGrain) ReceiveDefault(ctx cluster.GrainContext) {}
+
+// Claim binds the username to a user id if it is free. The user id of a
+// username is derived from it, so a claim is idempotent and a crash between
+// claim and account creation leaves nothing half-made: the user record
+// decides who registered (see Register).
+func (g *usernameGrain) Claim(req *grainpb.ClaimReq, ctx cluster.GrainContext) (*grainpb.ClaimReply, error) {
+	if g.err != nil {
+		return nil, grainError(pb.CodeStorage, "username index unavailable: %v", g.err)
+	}
+	if g.rec != nil {
+		return &grainpb.ClaimReply{UserId: g.rec.UserId}, nil
+	}
+	rec := &grainpb.UsernameRecord{UserId: req.UserId, OpId: req.OpId}
+	b := g.n.opts.Store.NewBatch(persistence.KindUsername, g.id)
+	b.Set(persistence.EncodeKey(persistence.KindUsername, g.id, nil), mustMarshal(rec))
+	if err := b.Commit(); err != nil {
+		return nil, grainError(pb.CodeStorage, "claim: %v", err)
+	}
+	g.rec = rec
+	return &grainpb.ClaimReply{UserId: rec.UserId}, nil
+}
+
+func (g *usernameGrain) Lookup(req *grainpb.LookupReq, ctx cluster.GrainContext) (*grainpb.ClaimReply, error) {
+	if g.err != nil {
+		return nil, grainError(pb.CodeStorage, "username index unavailable: %v", g.err)
+	}
+	if g.rec == nil {
+		return nil, grainError(pb.CodeNotFound, "no such username")
+	}
+	return &grainpb.ClaimReply{UserId: g.rec.UserId}, nil
+}
+
+// Profile returns the user's public profile (not_found if none).
+func (g *userGrain) Profile(req *grainpb.ListReq, ctx cluster.GrainContext) (*grainpb.UserReply, error) {
+	if err := g.ready(); err != nil {
+		return nil, err
+	}
+	return g.reply(), nil
+}

@@ -1,0 +1,198 @@
+package client
+
+import (
+	"context"
+	"sync"
+
+	pb "github.com/parley-chat/parley/gateway/protocol"
+)
+
+// stream merges live messages and history pages into per-conversation
+// order: a message is emitted once, after every lower seq. Live messages
+// above a gap wait until catch-up fills it.
+type stream struct {
+	c   *Client
+	out chan Event
+
+	mu      sync.Mutex
+	cursor  map[string]int64
+	held    map[string]map[int64]*pb.Message
+	syncing map[string]bool
+	again   map[string]bool
+	queue   []Event
+	wake    chan struct{}
+	done    bool
+	acked   int64
+}
+
+func newStream(c *Client, cursors map[string]int64) *stream {
+	s := &stream{
+		c: c, out: make(chan Event, 256), cursor: map[string]int64{}, held: map[string]map[int64]*pb.Message{},
+		syncing: map[string]bool{}, again: map[string]bool{}, wake: make(chan struct{}, 1),
+	}
+	for k, v := range cursors {
+		s.cursor[k] = v
+	}
+	go s.pump()
+	return s
+}
+
+// pump moves queued events to the channel, so the read loop never blocks
+// on a slow consumer.
+func (s *stream) pump() {
+	for {
+		s.mu.Lock()
+		q := s.queue
+		s.queue = nil
+		done := s.done
+		s.mu.Unlock()
+		for _, ev := range q {
+			s.out <- ev
+		}
+		if len(q) == 0 {
+			if done {
+				close(s.out)
+				return
+			}
+			<-s.wake
+		}
+	}
+}
+
+func (s *stream) emitLocked(ev Event) {
+	s.queue = append(s.queue, ev)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *stream) close() {
+	s.mu.Lock()
+	s.done = true
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *stream) cursors() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int64, len(s.cursor))
+	for k, v := range s.cursor {
+		out[k] = v
+	}
+	return out
+}
+
+// live handles a message pushed by the server.
+func (s *stream) live(m *pb.Message) {
+	s.mu.Lock()
+	gap := s.acceptLocked(m)
+	s.mu.Unlock()
+	if gap {
+		s.sync(m.ConversationId)
+	}
+}
+
+// acceptLocked emits m if it is next, holds it if above a gap (returning
+// true), drops it if already delivered.
+func (s *stream) acceptLocked(m *pb.Message) bool {
+	conv := m.ConversationId
+	cur := s.cursor[conv]
+	switch {
+	case m.Seq <= cur:
+		return false
+	case m.Seq > cur+1:
+		h := s.held[conv]
+		if h == nil {
+			h = map[int64]*pb.Message{}
+			s.held[conv] = h
+		}
+		h[m.Seq] = m
+		return true
+	}
+	s.emitLocked(Event{Message: m})
+	cur = m.Seq
+	h := s.held[conv]
+	for {
+		next, ok := h[cur+1]
+		if !ok {
+			break
+		}
+		delete(h, cur+1)
+		s.emitLocked(Event{Message: next})
+		cur++
+	}
+	for seq := range h {
+		if seq <= cur {
+			delete(h, seq)
+		}
+	}
+	s.cursor[conv] = cur
+	return len(h) > 0
+}
+
+// sync pulls history after the cursor until caught up. One sync per
+// conversation runs at a time; a request during a sync runs it again.
+func (s *stream) sync(conv string) {
+	s.mu.Lock()
+	if s.syncing[conv] {
+		s.again[conv] = true
+		s.mu.Unlock()
+		return
+	}
+	s.syncing[conv] = true
+	s.mu.Unlock()
+	go s.catchUp(conv)
+}
+
+func (s *stream) catchUp(conv string) {
+	ctx := context.Background()
+	for {
+		s.mu.Lock()
+		after := s.cursor[conv]
+		s.mu.Unlock()
+		page, err := s.c.History(ctx, conv, after, s.c.opts.HistoryPage)
+		if err != nil {
+			s.mu.Lock()
+			s.syncing[conv] = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Lock()
+		for _, m := range page.Messages {
+			s.acceptLocked(m)
+		}
+		more := len(page.Messages) > 0 && s.cursor[conv] < page.LastSeq
+		if !more {
+			if s.again[conv] {
+				s.again[conv] = false
+				s.mu.Unlock()
+				continue
+			}
+			s.syncing[conv] = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+	}
+}
+
+// session handles a session-local event: emit, follow membership, ack.
+func (s *stream) session(ev *pb.SessionEvent) {
+	s.mu.Lock()
+	if ev.Seq <= s.acked {
+		s.mu.Unlock()
+		return
+	}
+	s.acked = ev.Seq
+	s.emitLocked(Event{Session: ev})
+	s.mu.Unlock()
+	if j := ev.GetConversationJoined(); j != nil {
+		s.sync(j.GetConversation().GetId())
+	}
+	go s.c.Start(&pb.ClientFrame{Command: &pb.ClientFrame_Ack{Ack: &pb.Ack{SessionSeq: ev.Seq}}})
+}

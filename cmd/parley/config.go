@@ -1,0 +1,152 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything `parley serve` can be told. Precedence: flags over
+// environment (PARLEY_<NAME>, e.g. PARLEY_ADDR) over the JSON file given by
+// -config over the defaults shown here.
+type Config struct {
+	// Addr is the HTTP and WebSocket listen address. Default 127.0.0.1:8080.
+	Addr string `json:"addr"`
+	// DataDir holds the Pebble store. Default ./data.
+	DataDir string `json:"data_dir"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `json:"log_level"`
+	// MaxFrameBytes: largest client frame. Default 65536.
+	MaxFrameBytes int `json:"max_frame_bytes"`
+	// MaxTextBytes: largest message text. Default 16384.
+	MaxTextBytes int `json:"max_text_bytes"`
+	// AuthTimeout, IdleTimeout: link deadlines. Defaults 10s, 60s.
+	AuthTimeout time.Duration `json:"auth_timeout"`
+	IdleTimeout time.Duration `json:"idle_timeout"`
+	// RatePerSecond, RateBurst: per-user command rate. Defaults 200, 1000.
+	RatePerSecond float64 `json:"rate_per_second"`
+	RateBurst     float64 `json:"rate_burst"`
+	// AllowedOrigins: comma-separated Origin values for /ws ("*" for any).
+	AllowedOrigins string `json:"allowed_origins"`
+	// SessionKeep: how long a cut session is kept. Default 5m.
+	SessionKeep time.Duration `json:"session_keep"`
+	// ArgonMemoryKiB, ArgonTime: password hashing cost. Defaults 19456, 2.
+	ArgonMemoryKiB uint `json:"argon_memory_kib"`
+	ArgonTime      uint `json:"argon_time"`
+	// ShutdownTimeout is the hard deadline of a graceful shutdown.
+	// Default 15s.
+	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
+	// UnsafeNoSync disables fsync (benchmarks only: loses acknowledged
+	// messages on power failure).
+	UnsafeNoSync bool `json:"unsafe_no_sync"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		Addr: "127.0.0.1:8080", DataDir: "./data", LogLevel: "info",
+		MaxFrameBytes: 64 << 10, MaxTextBytes: 16 << 10,
+		AuthTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
+		RatePerSecond: 200, RateBurst: 1000, SessionKeep: 5 * time.Minute,
+		ArgonMemoryKiB: 19456, ArgonTime: 2, ShutdownTimeout: 15 * time.Second,
+	}
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("addr %q: %w", c.Addr, err))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir is empty"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	if c.MaxFrameBytes < 1024 {
+		errs = append(errs, fmt.Errorf("max_frame_bytes %d: at least 1024", c.MaxFrameBytes))
+	}
+	if c.MaxTextBytes < 1 || c.MaxTextBytes > c.MaxFrameBytes {
+		errs = append(errs, fmt.Errorf("max_text_bytes %d: between 1 and max_frame_bytes", c.MaxTextBytes))
+	}
+	for name, d := range map[string]time.Duration{"auth_timeout": c.AuthTimeout, "idle_timeout": c.IdleTimeout, "session_keep": c.SessionKeep, "shutdown_timeout": c.ShutdownTimeout} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	if c.RatePerSecond <= 0 || c.RateBurst < 1 {
+		errs = append(errs, errors.New("rate_per_second must be positive and rate_burst at least 1"))
+	}
+	if c.ArgonMemoryKiB < 8 || c.ArgonTime < 1 {
+		errs = append(errs, errors.New("argon_memory_kib must be at least 8 and argon_time at least 1"))
+	}
+	return errors.Join(errs...)
+}
+
+// loadConfig applies file, environment and flags, in that order.
+func loadConfig(args []string) (Config, error) {
+	c := defaultConfig()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	file := fs.String("config", "", "JSON config file")
+	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address")
+	fs.StringVar(&c.DataDir, "data", c.DataDir, "data directory")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug|info|warn|error")
+	fs.IntVar(&c.MaxFrameBytes, "max-frame-bytes", c.MaxFrameBytes, "largest client frame")
+	fs.IntVar(&c.MaxTextBytes, "max-text-bytes", c.MaxTextBytes, "largest message text")
+	fs.DurationVar(&c.AuthTimeout, "auth-timeout", c.AuthTimeout, "auth deadline of a link")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "idle timeout of a link")
+	fs.Float64Var(&c.RatePerSecond, "rate", c.RatePerSecond, "per-user commands per second")
+	fs.Float64Var(&c.RateBurst, "rate-burst", c.RateBurst, "per-user command burst")
+	fs.StringVar(&c.AllowedOrigins, "allowed-origins", c.AllowedOrigins, "comma-separated allowed Origins (* for any)")
+	fs.DurationVar(&c.SessionKeep, "session-keep", c.SessionKeep, "how long a cut session is kept")
+	fs.UintVar(&c.ArgonMemoryKiB, "argon-memory-kib", c.ArgonMemoryKiB, "argon2id memory cost")
+	fs.UintVar(&c.ArgonTime, "argon-time", c.ArgonTime, "argon2id time cost")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "hard deadline of a graceful shutdown")
+	fs.BoolVar(&c.UnsafeNoSync, "unsafe-no-sync", c.UnsafeNoSync, "benchmarks only: do not fsync")
+	// First pass to find -config; the file is applied, then env, then flags again.
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if *file != "" {
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return c, fmt.Errorf("config file: %w", err)
+		}
+		fileCfg := defaultConfig()
+		if err := json.Unmarshal(b, &fileCfg); err != nil {
+			return c, fmt.Errorf("config file %s: %w", *file, err)
+		}
+		c = fileCfg
+	}
+	if err := applyEnv(fs); err != nil {
+		return c, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// applyEnv sets every flag that has a PARLEY_<FLAG> variable.
+func applyEnv(fs *flag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "PARLEY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok && f.Name != "config" {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+var _ = strconv.Itoa

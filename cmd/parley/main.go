@@ -1,0 +1,44 @@
+// Command parley is the Parley server and its tools.
+//
+//	parley serve [flags]        run a single-node server (see -h)
+//	parley backup -data DIR -out DIR   checkpoint a stopped or running store
+//	parley chat -addr HOST:PORT  interactive terminal client
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "backup":
+		err = backup(os.Args[2:])
+	case "chat":
+		err = chat(os.Args[2:])
+	case "-h", "--help", "help":
+		usage()
+		return
+	default:
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "parley:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, `usage: parley <command> [flags]
+  serve    run a single-node server (data in ./data, listens on 127.0.0.1:8080)
+  backup   write a consistent checkpoint of a data directory
+  chat     interactive terminal client`)
+}

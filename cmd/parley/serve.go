@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/parley-chat/parley/actors"
+	"github.com/parley-chat/parley/actors/conversation"
+	"github.com/parley-chat/parley/gateway"
+	"github.com/parley-chat/parley/persistence"
+)
+
+func serve(args []string) error {
+	cfg, err := loadConfig(args)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, cfg, log, nil)
+}
+
+// run starts the server and blocks until ctx ends, then shuts down in
+// order: stop accepting, close links with 1001, stop grains, close Pebble,
+// all within cfg.ShutdownTimeout. ready, if set, receives the bound address.
+func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string) error {
+	app, err := gateway.NewApp(gateway.AppOptions{
+		DataDir: cfg.DataDir, NoSync: cfg.UnsafeNoSync, Logger: log,
+		Gateway: gateway.Options{
+			AuthTimeout: cfg.AuthTimeout, IdleTimeout: cfg.IdleTimeout, MaxFrameBytes: cfg.MaxFrameBytes,
+			RatePerSecond: cfg.RatePerSecond, RateBurst: cfg.RateBurst, AllowedOrigins: splitList(cfg.AllowedOrigins),
+		},
+		Actors: actors.Options{
+			Limits:         conversation.Limits{MaxTextBytes: cfg.MaxTextBytes},
+			ArgonTime:      uint32(cfg.ArgonTime),
+			ArgonMemoryKiB: uint32(cfg.ArgonMemoryKiB),
+			SessionKeep:    cfg.SessionKeep,
+		},
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		app.Close()
+		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
+	}
+	log.Info("parley serving", "addr", ln.Addr().String(), "data", cfg.DataDir)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	go func() {
+		<-ctx.Done()
+		// Hard deadline: a shutdown that hangs must not hold the process.
+		time.AfterFunc(cfg.ShutdownTimeout, func() {
+			log.Error("shutdown deadline exceeded; exiting")
+			os.Exit(3)
+		})
+	}()
+	err = app.Serve(ctx, ln)
+	log.Info("parley stopped")
+	return err
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func backup(args []string) error {
+	fs := flag.NewFlagSet("backup", flag.ContinueOnError)
+	data := fs.String("data", "./data", "data directory (the server must be stopped, or use a copy)")
+	out := fs.String("out", "", "destination directory (must not exist)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return fmt.Errorf("backup: -out is required")
+	}
+	store, err := persistence.Open(persistence.Options{Dir: *data})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := store.Checkpoint(*out); err != nil {
+		return err
+	}
+	fmt.Println("checkpoint written to", *out)
+	return nil
+}

@@ -1,0 +1,82 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/parley-chat/parley/actors"
+	"github.com/parley-chat/parley/persistence"
+)
+
+// AppOptions assemble a whole single-node server.
+type AppOptions struct {
+	// DataDir and FS locate the store (FS nil: the OS filesystem).
+	DataDir string
+	FS      vfs.FS
+	// NoSync: benchmarks only.
+	NoSync  bool
+	Gateway Options
+	Actors  actors.Options
+	Logger  *slog.Logger
+}
+
+// App is a running single-node server: store, actor node, gateway.
+type App struct {
+	Store   *persistence.Store
+	Hub     *Hub
+	Node    *actors.Node
+	Gateway *Server
+	log     *slog.Logger
+}
+
+// NewApp opens the store and starts the node and gateway (not yet serving).
+func NewApp(o AppOptions) (*App, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	store, err := persistence.Open(persistence.Options{Dir: o.DataDir, FS: o.FS, Logger: o.Logger, NoSync: o.NoSync})
+	if err != nil {
+		return nil, err
+	}
+	hub := NewHub()
+	gw, err := NewServer(o.Gateway, hub, o.Logger)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	store.OnSync(func(d time.Duration) { gw.ObserveSync(d.Seconds()) })
+	ao := o.Actors
+	ao.Store, ao.Fanout, ao.Logger = store, hub, o.Logger
+	node, err := actors.Start(ao)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	gw.Attach(node)
+	return &App{Store: store, Hub: hub, Node: node, Gateway: gw, log: o.Logger}, nil
+}
+
+// Serve serves on ln until ctx ends, then shuts down in order: stop
+// accepting, close links with 1001 ("come back"), stop grains, close the
+// store. The caller bounds the whole shutdown with its own deadline.
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	err := a.Gateway.Serve(ctx, ln)
+	if cerr := a.Close(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	return err
+}
+
+// Close stops grains and closes the store.
+func (a *App) Close() error {
+	a.Node.Stop()
+	if err := a.Store.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}

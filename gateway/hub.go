@@ -1,0 +1,169 @@
+package gateway
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Hub is the node-local registry of links: which links carry which user and
+// which online users belong to which conversation. Grains hand it encoded
+// frames (actors.Fanout); it writes each to the subscribed links' queues.
+type Hub struct {
+	mu    sync.RWMutex
+	links map[uint64]*link
+	users map[string]*hubUser
+	convs map[string]map[*hubUser]struct{}
+
+	// Published counts frames written to link queues (deliveries).
+	Published atomic.Int64
+}
+
+type hubUser struct {
+	id    string
+	links []*link
+	convs map[string]struct{}
+	rate  tokenBucket
+}
+
+// NewHub returns an empty hub.
+func NewHub() *Hub {
+	return &Hub{links: map[uint64]*link{}, users: map[string]*hubUser{}, convs: map[string]map[*hubUser]struct{}{}}
+}
+
+func (h *Hub) addLink(l *link) {
+	h.mu.Lock()
+	h.links[l.id] = l
+	h.mu.Unlock()
+}
+
+// attach binds an authenticated link to its user and subscribes the user to
+// convs. It returns the user's shared rate limiter.
+func (h *Hub) attach(l *link, user string, convs []string, rate, burst float64) *hubUser {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u := h.users[user]
+	if u == nil {
+		u = &hubUser{id: user, convs: map[string]struct{}{}}
+		u.rate.init(rate, burst)
+		h.users[user] = u
+	}
+	u.links = append(u.links, l)
+	for _, c := range convs {
+		h.joinLocked(c, u)
+	}
+	return u
+}
+
+// removeLink forgets a link; the user goes offline with its last link.
+func (h *Hub) removeLink(l *link) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.links, l.id)
+	u := l.user
+	if u == nil {
+		return
+	}
+	for i, x := range u.links {
+		if x == l {
+			u.links = append(u.links[:i], u.links[i+1:]...)
+			break
+		}
+	}
+	if len(u.links) > 0 {
+		return
+	}
+	for c := range u.convs {
+		if set := h.convs[c]; set != nil {
+			delete(set, u)
+			if len(set) == 0 {
+				delete(h.convs, c)
+			}
+		}
+	}
+	delete(h.users, u.id)
+}
+
+func (h *Hub) joinLocked(conv string, u *hubUser) {
+	set := h.convs[conv]
+	if set == nil {
+		set = map[*hubUser]struct{}{}
+		h.convs[conv] = set
+	}
+	set[u] = struct{}{}
+	u.convs[conv] = struct{}{}
+}
+
+// Join subscribes the user's local links (if any) to conv.
+func (h *Hub) Join(conv, user string) {
+	h.mu.Lock()
+	if u := h.users[user]; u != nil {
+		h.joinLocked(conv, u)
+	}
+	h.mu.Unlock()
+}
+
+// Leave unsubscribes the user's local links from conv.
+func (h *Hub) Leave(conv, user string) {
+	h.mu.Lock()
+	if u := h.users[user]; u != nil {
+		delete(u.convs, conv)
+		if set := h.convs[conv]; set != nil {
+			delete(set, u)
+			if len(set) == 0 {
+				delete(h.convs, conv)
+			}
+		}
+	}
+	h.mu.Unlock()
+}
+
+// Publish frames payload once and queues it on every subscribed link.
+func (h *Hub) Publish(conv string, payload []byte) {
+	frame := wsTextFrame(payload)
+	var n int64
+	h.mu.RLock()
+	for u := range h.convs[conv] {
+		for _, l := range u.links {
+			if l.enqueue(frame) {
+				n++
+			}
+		}
+	}
+	h.mu.RUnlock()
+	h.Published.Add(n)
+}
+
+// SendToLink queues payload on one link.
+func (h *Hub) SendToLink(id uint64, payload []byte) bool {
+	h.mu.RLock()
+	l := h.links[id]
+	h.mu.RUnlock()
+	return l != nil && l.enqueue(wsTextFrame(payload))
+}
+
+// CloseLink closes a link with a close code.
+func (h *Hub) CloseLink(id uint64, code uint16, reason string) {
+	h.mu.RLock()
+	l := h.links[id]
+	h.mu.RUnlock()
+	if l != nil {
+		l.close(code, reason)
+	}
+}
+
+// Links returns the number of open links.
+func (h *Hub) Links() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.links)
+}
+
+func (h *Hub) allLinks() []*link {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]*link, 0, len(h.links))
+	for _, l := range h.links {
+		out = append(out, l)
+	}
+	return out
+}

@@ -1,0 +1,126 @@
+package gateway
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+	pb "github.com/parley-chat/parley/gateway/protocol"
+	"google.golang.org/protobuf/proto"
+)
+
+// link is one WebSocket connection. Reads happen on gws's read goroutine;
+// writes go through a bounded queue drained by at most one writer goroutine,
+// which writes everything queued with one writev: frames queued while a
+// write is in progress are coalesced into the next.
+type link struct {
+	id   uint64
+	srv  *Server
+	conn *gws.Conn
+	nc   net.Conn
+
+	// Read-goroutine state.
+	helloDone bool
+	authed    bool
+	user      *hubUser
+	userID    string
+	deviceID  string
+	sessionID string
+	token     string
+	strikes   int
+	authTimer *time.Timer
+
+	inflight atomic.Int32
+
+	mu      sync.Mutex
+	queue   net.Buffers
+	spare   net.Buffers
+	queued  int
+	writing bool
+	closed  bool
+}
+
+// enqueue adds an encoded frame to the outbound queue. A queue over its
+// bound marks a slow consumer: the link is closed rather than letting it
+// hold memory without limit.
+func (l *link) enqueue(frame []byte) bool {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return false
+	}
+	if l.queued+len(frame) > l.srv.opts.MaxQueueBytes {
+		l.mu.Unlock()
+		l.srv.metrics.slowConsumers.Inc()
+		go l.close(pb.CloseSlowConsumer, "outbound queue full")
+		return false
+	}
+	l.queue = append(l.queue, frame)
+	l.queued += len(frame)
+	l.srv.queuedBytes.Add(int64(len(frame)))
+	start := !l.writing
+	l.writing = true
+	l.mu.Unlock()
+	if start {
+		go l.drain()
+	}
+	return true
+}
+
+func (l *link) drain() {
+	for {
+		l.mu.Lock()
+		if len(l.queue) == 0 || l.closed {
+			l.writing = false
+			l.srv.queuedBytes.Add(-int64(l.queued))
+			l.queue, l.queued = l.queue[:0], 0
+			l.mu.Unlock()
+			return
+		}
+		bufs, n := l.queue, l.queued
+		l.queue, l.spare = l.spare[:0], nil
+		l.queued = 0
+		l.mu.Unlock()
+
+		l.srv.queuedBytes.Add(-int64(n))
+		keep := bufs[:0:len(bufs)]
+		_ = l.nc.SetWriteDeadline(time.Now().Add(l.srv.opts.WriteTimeout))
+		_, err := bufs.WriteTo(l.nc)
+		if err != nil {
+			l.close(pb.CloseGoingAway, "write failed")
+			return
+		}
+		l.mu.Lock()
+		clear(keep[:cap(keep)])
+		l.spare = keep[:0]
+		l.mu.Unlock()
+	}
+}
+
+// reply queues a frame answering a command.
+func (l *link) reply(f *pb.ServerFrame) {
+	l.enqueue(wsTextFrame(pb.Encode(f)))
+}
+
+func (l *link) replyErr(re, code, msg string) {
+	l.srv.metrics.errors.WithLabelValues(code).Inc()
+	l.reply(pb.ErrorFrame(re, code, msg))
+}
+
+func (l *link) replyMsg(re string, body proto.Message) {
+	l.reply(frameFor(re, body))
+}
+
+// close sends a close frame and closes the connection once.
+func (l *link) close(code uint16, reason string) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	l.mu.Unlock()
+	_ = l.conn.WriteClose(code, []byte(reason))
+}

@@ -1,0 +1,50 @@
+package gateway
+
+import (
+	"github.com/parley-chat/parley/actors"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	connections   prometheus.Gauge
+	errors        *prometheus.CounterVec
+	slowConsumers prometheus.Counter
+	commands      prometheus.Counter
+	fsync         prometheus.Histogram
+	reg           *prometheus.Registry
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		connections:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_links", Help: "Open WebSocket links."}),
+		errors:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_errors_total", Help: "Error replies and refusals by code."}, []string{"code"}),
+		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_slow_consumers_total", Help: "Links closed because their outbound queue overflowed."}),
+		commands:      prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_commands_total", Help: "Client commands decoded."}),
+		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_fsync_seconds", Help: "Duration of synced commits.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		reg: s.reg,
+	}
+	s.reg.MustRegister(m.connections, m.errors, m.slowConsumers, m.commands, m.fsync,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_outbound_queue_bytes", Help: "Bytes queued to links, all links."},
+			func() float64 { return float64(s.queuedBytes.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_deliveries_total", Help: "Frames queued to links by the hub."},
+			func() float64 { return float64(s.hub.Published.Load()) }),
+	)
+	return m
+}
+
+// ObserveSync records one synced commit's duration (seconds).
+func (s *Server) ObserveSync(seconds float64) { s.metrics.fsync.Observe(seconds) }
+
+func (m *metrics) registerNode(n *actors.Node) {
+	am := n.Options().Metrics
+	counter := func(name, help string, f func() int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) })
+	}
+	m.reg.MustRegister(
+		counter("parley_commits_total", "Synced conversation commits.", am.Commits.Load),
+		counter("parley_committed_messages_total", "Conversation log entries made durable.", am.CommittedMessages.Load),
+		counter("parley_storage_errors_total", "Failed commits.", am.StorageErrors.Load),
+		counter("parley_outbox_retries_total", "Retried membership notifications.", am.OutboxRetries.Load),
+	)
+}

@@ -1,0 +1,164 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/parley-chat/parley/actors"
+	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Server serves /ws, /healthz and /metrics.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	hub      *Hub
+	node     *actors.Node
+	upgrader *gws.Upgrader
+	nextID   atomic.Uint64
+	metrics  *metrics
+	reg      *prometheus.Registry
+	mux      *http.ServeMux
+	closing  atomic.Bool
+	wg       sync.WaitGroup
+
+	queuedBytes atomic.Int64
+}
+
+// NewServer builds a gateway for hub; Attach binds the node once it exists
+// (the node needs the hub first, as its Fanout).
+func NewServer(opts Options, hub *Hub, log *slog.Logger) (*Server, error) {
+	opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{opts: opts, log: log.With("component", "gateway"), hub: hub, reg: prometheus.NewRegistry()}
+	s.upgrader = gws.NewUpgrader(&handler{s: s}, &gws.ServerOption{
+		ReadMaxPayloadSize:  opts.MaxFrameBytes,
+		WriteMaxPayloadSize: 16 << 20,
+		CheckUtf8Enabled:    true,
+		ReadBufferSize:      2048,
+		WriteBufferSize:     1024,
+		Logger:              gwsLogger{s.log},
+	})
+	s.metrics = newMetrics(s)
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("/ws", s.serveWS)
+	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if s.closing.Load() || s.node == nil {
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	s.mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	return s, nil
+}
+
+// Attach binds the actor node that serves commands.
+func (s *Server) Attach(n *actors.Node) {
+	s.node = n
+	s.metrics.registerNode(n)
+}
+
+// Registry is the Prometheus registry served at /metrics.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Handle adds a handler to the server's mux (e.g. the web client at /).
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || slices.Contains(s.opts.AllowedOrigins, "*") || slices.Contains(s.opts.AllowedOrigins, origin) {
+		return true
+	}
+	if len(s.opts.AllowedOrigins) > 0 {
+		return false
+	}
+	u, err := url.Parse(origin)
+	return err == nil && u.Host == r.Host
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if s.closing.Load() || s.node == nil {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if !s.originAllowed(r) {
+		s.metrics.errors.WithLabelValues("origin_refused").Inc()
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	conn, err := s.upgrader.Upgrade(w, r)
+	if err != nil {
+		return
+	}
+	l := &link{id: s.nextID.Add(1), srv: s, conn: conn, nc: conn.NetConn()}
+	conn.Session().Store("link", l)
+	s.hub.addLink(l)
+	s.metrics.connections.Inc()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		conn.ReadLoop()
+	}()
+}
+
+// Shutdown stops accepting links and closes every link with 1001 ("come
+// back"), waiting up to ShutdownGrace for their read loops to end.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.closing.Store(true)
+	for _, l := range s.hub.allLinks() {
+		l.close(pb.CloseGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-time.After(s.opts.ShutdownGrace):
+	}
+}
+
+// ListenAndServe serves on addr until ctx ends; then it shuts down.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.closing.Store(true)
+	shCtx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownGrace)
+	defer cancel()
+	_ = hs.Shutdown(shCtx)
+	s.Shutdown(shCtx)
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+type gwsLogger struct{ l *slog.Logger }
+
+func (g gwsLogger) Error(v ...any) { g.l.Error(fmt.Sprint(v...)) }

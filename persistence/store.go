@@ -1,0 +1,303 @@
+package persistence
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// ErrNotFound is returned by Get for a missing key.
+var ErrNotFound = errors.New("persistence: not found")
+
+// ErrLayout reports a data directory written with another key layout.
+var ErrLayout = errors.New("persistence: incompatible data directory")
+
+// ErrCrossShard reports a batch write outside the batch's shard.
+var ErrCrossShard = errors.New("persistence: write outside the batch's shard")
+
+// Options configure a Store.
+type Options struct {
+	// Dir is the data directory. Required.
+	Dir string
+	// FS is the filesystem; nil means the OS filesystem. Tests pass
+	// vfs.NewCrashableMem() to simulate crashes.
+	FS vfs.FS
+	// Logger receives Pebble's log; nil means slog.Default().
+	Logger *slog.Logger
+	// NoSync turns synced commits into unsynced ones. Only the benchmarks use
+	// it, to measure what durability costs. Never set it in production.
+	NoSync bool
+	// CacheSize is Pebble's block cache in bytes; 0 means 64 MiB.
+	CacheSize int64
+}
+
+// Store is the durable key-value store behind every actor.
+type Store struct {
+	db     *pebble.DB
+	noSync bool
+	// SyncLatency observes the duration of every synced commit, in seconds.
+	syncObserver atomic.Pointer[func(time.Duration)]
+}
+
+// Open opens (creating if needed) the store in opts.Dir.
+func Open(opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("persistence: Options.Dir is empty")
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	cacheSize := opts.CacheSize
+	if cacheSize == 0 {
+		cacheSize = 64 << 20
+	}
+	cache := pebble.NewCache(cacheSize)
+	defer cache.Unref()
+	po := &pebble.Options{
+		FS:                 opts.FS,
+		FormatMajorVersion: pebble.FormatNewest,
+		Logger:             pebbleLogger{logger.With("component", "pebble")},
+		Cache:              cache,
+	}
+	db, err := pebble.Open(opts.Dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("persistence: open %s: %w", opts.Dir, err)
+	}
+	s := &Store{db: db, noSync: opts.NoSync}
+	if err := s.checkLayout(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+var metaKey = EncodeKey(KindMeta, "layout", nil)
+
+// checkLayout writes the layout header of a new directory or verifies it.
+func (s *Store) checkLayout() error {
+	v, err := s.Get(metaKey)
+	if errors.Is(err, ErrNotFound) {
+		b := s.NewBatch(KindMeta, "layout")
+		var hdr [8]byte
+		binary.BigEndian.PutUint32(hdr[:4], LayoutVersion)
+		binary.BigEndian.PutUint32(hdr[4:], NumShards)
+		b.Set(metaKey, hdr[:])
+		return b.Commit()
+	}
+	if err != nil {
+		return err
+	}
+	if len(v) != 8 || binary.BigEndian.Uint32(v[:4]) != LayoutVersion || binary.BigEndian.Uint32(v[4:]) != NumShards {
+		return fmt.Errorf("%w: header %x, this build writes layout %d with %d shards", ErrLayout, v, LayoutVersion, NumShards)
+	}
+	return nil
+}
+
+// OnSync installs a function called with the duration of every synced commit.
+func (s *Store) OnSync(f func(time.Duration)) { s.syncObserver.Store(&f) }
+
+// Close closes the store.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("persistence: close: %w", err)
+	}
+	return nil
+}
+
+// Get returns a copy of the value at key, or ErrNotFound.
+func (s *Store) Get(key []byte) ([]byte, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("persistence: get: %w", err)
+	}
+	out := append([]byte(nil), v...)
+	closer.Close()
+	return out, nil
+}
+
+// Scan calls fn for each key in [lower, upper) in order, at most limit keys
+// (limit <= 0: no limit). fn's arguments are only valid during the call.
+// Returning false from fn stops the scan.
+func (s *Store) Scan(lower, upper []byte, limit int, fn func(k, v []byte) bool) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("persistence: scan: %w", err)
+	}
+	n := 0
+	for valid := it.First(); valid; valid = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("persistence: scan value: %w", err)
+		}
+		if !fn(it.Key(), v) {
+			break
+		}
+		n++
+		if limit > 0 && n >= limit {
+			break
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("persistence: scan: %w", err)
+	}
+	return nil
+}
+
+// Last returns the greatest key and its value in [lower, upper), or
+// ErrNotFound.
+func (s *Store) Last(lower, upper []byte) (k, v []byte, err error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, nil, fmt.Errorf("persistence: last: %w", err)
+	}
+	defer it.Close()
+	if !it.Last() {
+		if err := it.Error(); err != nil {
+			return nil, nil, fmt.Errorf("persistence: last: %w", err)
+		}
+		return nil, nil, ErrNotFound
+	}
+	val, err := it.ValueAndErr()
+	if err != nil {
+		return nil, nil, fmt.Errorf("persistence: last: %w", err)
+	}
+	return append([]byte(nil), it.Key()...), append([]byte(nil), val...), nil
+}
+
+// Checksum returns a SHA-256 over every key and value, in order. Tests use it
+// to prove that rejected input changed nothing.
+func (s *Store) Checksum() ([32]byte, error) {
+	h := sha256.New()
+	var lenBuf [8]byte
+	err := s.Scan(nil, nil, 0, func(k, v []byte) bool {
+		binary.BigEndian.PutUint32(lenBuf[:4], uint32(len(k)))
+		binary.BigEndian.PutUint32(lenBuf[4:], uint32(len(v)))
+		h.Write(lenBuf[:])
+		h.Write(k)
+		h.Write(v)
+		return true
+	})
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum, err
+}
+
+// Checkpoint writes a consistent copy of the store to dir (which must not
+// exist), for backups.
+func (s *Store) Checkpoint(dir string) error {
+	if err := s.db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
+		return fmt.Errorf("persistence: checkpoint to %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Batch is an atomic set of writes to one shard.
+type Batch struct {
+	s     *Store
+	shard Shard
+	b     *pebble.Batch
+	err   error
+}
+
+// NewBatch starts a batch for the shard of entity (kind, id).
+func (s *Store) NewBatch(kind Kind, id string) *Batch {
+	return &Batch{s: s, shard: ShardOf(kind, id), b: s.db.NewBatch()}
+}
+
+// Shard is the shard this batch writes to.
+func (b *Batch) Shard() Shard { return b.shard }
+
+// Len is the number of writes in the batch.
+func (b *Batch) Len() int { return int(b.b.Count()) }
+
+// Set writes key=value. A key of another shard poisons the batch: Commit
+// then fails with ErrCrossShard.
+func (b *Batch) Set(key, value []byte) {
+	if !b.check(key) {
+		return
+	}
+	if err := b.b.Set(key, value, nil); err != nil && b.err == nil {
+		b.err = err
+	}
+}
+
+// Delete removes key.
+func (b *Batch) Delete(key []byte) {
+	if !b.check(key) {
+		return
+	}
+	if err := b.b.Delete(key, nil); err != nil && b.err == nil {
+		b.err = err
+	}
+}
+
+func (b *Batch) check(key []byte) bool {
+	if len(key) == 0 || Shard(key[0]) != b.shard {
+		if b.err == nil {
+			b.err = fmt.Errorf("%w: key %x in batch of shard %d", ErrCrossShard, key, b.shard)
+		}
+		return false
+	}
+	return true
+}
+
+// Commit applies the batch atomically and syncs the WAL before returning.
+// When it returns nil the writes survive a crash.
+func (b *Batch) Commit() error {
+	defer b.b.Close()
+	if b.err != nil {
+		return b.err
+	}
+	opts := pebble.Sync
+	if b.s.noSync {
+		opts = pebble.NoSync
+	}
+	start := time.Now()
+	if err := b.b.Commit(opts); err != nil {
+		return fmt.Errorf("persistence: commit shard %d: %w", b.shard, err)
+	}
+	if f := b.s.syncObserver.Load(); f != nil {
+		(*f)(time.Since(start))
+	}
+	return nil
+}
+
+// Abort discards the batch.
+func (b *Batch) Abort() { b.b.Close() }
+
+// HasPrefix reports whether any key starts with p.
+func (s *Store) HasPrefix(p []byte) (bool, error) {
+	found := false
+	err := s.Scan(p, PrefixEnd(p), 1, func(k, _ []byte) bool {
+		found = bytes.HasPrefix(k, p)
+		return false
+	})
+	return found, err
+}
+
+// pebbleLogger routes Pebble's logger to slog.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...))
+	panic(fmt.Sprintf(format, args...))
+}
