@@ -241,15 +241,17 @@ func (c *Client) Wait(ctx context.Context, id string, ch chan *pb.ServerFrame) (
 	return nil, fmt.Errorf("parley: command %s timed out", id)
 }
 
-// SendRaw writes raw bytes as a text frame (tests of malformed input).
-func (c *Client) SendRaw(b []byte) error { return c.conn.WriteMessage(gws.OpcodeText, b) }
-
-// AwaitRaw waits for the reply to a raw frame with the given id.
-func (c *Client) AwaitRaw(ctx context.Context, id string) (*pb.ServerFrame, error) {
+// RawCall writes raw bytes as a text frame and waits for the reply whose
+// "re" is id ("" for frames the server could not read an id from). Tests of
+// malformed input use it.
+func (c *Client) RawCall(ctx context.Context, id string, raw []byte) (*pb.ServerFrame, error) {
 	ch := make(chan *pb.ServerFrame, 1)
 	c.mu.Lock()
 	c.pending[id] = ch
 	c.mu.Unlock()
+	if err := c.conn.WriteMessage(gws.OpcodeText, raw); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrClosed, err)
+	}
 	return c.Wait(ctx, id, ch)
 }
 
@@ -361,7 +363,8 @@ func (e *events) OnMessage(_ *gws.Conn, m *gws.Message) {
 		return
 	}
 	c := e.c
-	if f.Re != "" {
+	// An error without "re" answers a frame whose id was unreadable.
+	if f.Re != "" || f.GetError() != nil {
 		c.mu.Lock()
 		ch := c.pending[f.Re]
 		delete(c.pending, f.Re)

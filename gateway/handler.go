@@ -18,7 +18,7 @@ func linkOf(c *gws.Conn) *link {
 
 func (h *handler) OnOpen(c *gws.Conn) {
 	l := linkOf(c)
-	_ = c.SetReadDeadline(time.Now().Add(h.s.opts.IdleTimeout))
+	l.idle = time.AfterFunc(h.s.opts.IdleTimeout, func() { l.close(pb.CloseIdleTimeout, "idle timeout") })
 	l.authTimer = time.AfterFunc(h.s.opts.AuthTimeout, func() {
 		if !l.authedFlag() {
 			l.close(pb.CloseAuthTimeout, "not authenticated in time")
@@ -35,6 +35,7 @@ func (h *handler) OnClose(c *gws.Conn, err error) {
 	l.closed = true
 	l.mu.Unlock()
 	l.authTimer.Stop()
+	l.idle.Stop()
 	h.s.hub.removeLink(l)
 	h.s.metrics.connections.Dec()
 	if sid := l.sessionIDLocked(); sid != "" {
@@ -43,7 +44,7 @@ func (h *handler) OnClose(c *gws.Conn, err error) {
 }
 
 func (h *handler) OnPing(c *gws.Conn, payload []byte) {
-	_ = c.SetReadDeadline(time.Now().Add(h.s.opts.IdleTimeout))
+	linkOf(c).idle.Reset(h.s.opts.IdleTimeout)
 	_ = c.WritePong(payload)
 }
 
@@ -52,7 +53,7 @@ func (h *handler) OnPong(c *gws.Conn, payload []byte) {}
 func (h *handler) OnMessage(c *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
 	l := linkOf(c)
-	_ = c.SetReadDeadline(time.Now().Add(h.s.opts.IdleTimeout))
+	l.idle.Reset(h.s.opts.IdleTimeout)
 	if msg.Opcode != gws.OpcodeText {
 		l.replyErr("", pb.CodeBadFrame, "frames must be text (JSON)")
 		return

@@ -34,12 +34,18 @@ type link struct {
 
 	inflight atomic.Int32
 
+	idle *time.Timer
+
 	mu      sync.Mutex
 	queue   net.Buffers
 	spare   net.Buffers
 	queued  int
 	writing bool
 	closed  bool
+	// closeCode, once set, makes the writer send a close frame after the
+	// queued frames (so a final reply, e.g. to logout, is not lost).
+	closeCode   uint16
+	closeReason string
 }
 
 // enqueue adds an encoded frame to the outbound queue. A queue over its
@@ -47,14 +53,14 @@ type link struct {
 // hold memory without limit.
 func (l *link) enqueue(frame []byte) bool {
 	l.mu.Lock()
-	if l.closed {
+	if l.closed || l.closeCode != 0 {
 		l.mu.Unlock()
 		return false
 	}
 	if l.queued+len(frame) > l.srv.opts.MaxQueueBytes {
 		l.mu.Unlock()
 		l.srv.metrics.slowConsumers.Inc()
-		go l.close(pb.CloseSlowConsumer, "outbound queue full")
+		go l.abort(pb.CloseSlowConsumer, "outbound queue full")
 		return false
 	}
 	l.queue = append(l.queue, frame)
@@ -72,11 +78,17 @@ func (l *link) enqueue(frame []byte) bool {
 func (l *link) drain() {
 	for {
 		l.mu.Lock()
-		if len(l.queue) == 0 || l.closed {
-			l.writing = false
+		if l.closed || len(l.queue) == 0 {
 			l.srv.queuedBytes.Add(-int64(l.queued))
 			l.queue, l.queued = l.queue[:0], 0
+			code, reason := l.closeCode, l.closeReason
+			sendClose := code != 0 && !l.closed
+			l.closed = l.closed || sendClose
+			l.writing = false
 			l.mu.Unlock()
+			if sendClose {
+				_ = l.conn.WriteClose(code, []byte(reason))
+			}
 			return
 		}
 		bufs, n := l.queue, l.queued
@@ -87,9 +99,11 @@ func (l *link) drain() {
 		l.srv.queuedBytes.Add(-int64(n))
 		keep := bufs[:0:len(bufs)]
 		_ = l.nc.SetWriteDeadline(time.Now().Add(l.srv.opts.WriteTimeout))
-		_, err := bufs.WriteTo(l.nc)
-		if err != nil {
-			l.close(pb.CloseGoingAway, "write failed")
+		if _, err := bufs.WriteTo(l.nc); err != nil {
+			l.abort(pb.CloseGoingAway, "write failed")
+			l.mu.Lock()
+			l.writing = false
+			l.mu.Unlock()
 			return
 		}
 		l.mu.Lock()
@@ -113,8 +127,24 @@ func (l *link) replyMsg(re string, body proto.Message) {
 	l.reply(frameFor(re, body))
 }
 
-// close sends a close frame and closes the connection once.
+// close sends the queued frames, then a close frame, then closes.
 func (l *link) close(code uint16, reason string) {
+	l.mu.Lock()
+	if l.closed || l.closeCode != 0 {
+		l.mu.Unlock()
+		return
+	}
+	l.closeCode, l.closeReason = code, reason
+	start := !l.writing
+	l.writing = true
+	l.mu.Unlock()
+	if start {
+		go l.drain()
+	}
+}
+
+// abort drops the queue and closes at once (slow consumer, dead socket).
+func (l *link) abort(code uint16, reason string) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()

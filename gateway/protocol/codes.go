@@ -37,6 +37,7 @@ const (
 	CloseNormal          = 1000 // the client or server closed normally
 	CloseGoingAway       = 1001 // server shutting down: reconnect (rebuild) elsewhere or later
 	CloseProtocolError   = 1002
+	CloseInvalidUTF8     = 1007 // a text frame was not valid UTF-8
 	CloseTooLarge        = 1009 // a frame exceeded the maximum frame size
 	CloseAuthTimeout     = 4001 // no successful hello/login within the auth deadline
 	CloseSlowConsumer    = 4002 // the outbound queue overflowed

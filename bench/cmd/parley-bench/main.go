@@ -1,0 +1,119 @@
+// Command parley-bench is Parley's load harness. It starts a Parley server
+// as a child process (fresh data directory, cheap argon2, no rate limit),
+// starts client worker processes (this binary again, in -worker mode),
+// drives a scenario and prints throughput, server CPU per unit of work,
+// latency and memory. See bench/README.md.
+//
+//	parley-bench -scenario fanout|groups|conns|latency|all [flags]
+//
+// Two hidden modes serve the orchestrator: -worker (a client process,
+// commanded over stdin/stdout) and -baseline (the bare gws fan-out server
+// the fanout scenario is compared with).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/parley-chat/parley/bench/baseline"
+	"github.com/parley-chat/parley/bench/internal/control"
+	"github.com/parley-chat/parley/bench/internal/harness"
+	"github.com/parley-chat/parley/bench/internal/worker"
+)
+
+func main() {
+	var o harness.Options
+	fs := flag.NewFlagSet("parley-bench", flag.ExitOnError)
+	fs.StringVar(&o.Scenario, "scenario", "all", "fanout|groups|conns|latency|all (all = fanout with baseline, groups, conns, latency)")
+	fs.IntVar(&o.N, "n", 0, "members of the group (fanout 1000, latency 1000) or links (conns 10000); 0 = scenario default")
+	fs.IntVar(&o.Groups, "groups", 100, "groups of 3 members (groups scenario)")
+	fs.Float64Var(&o.Rate, "rate", 20, "messages per second (latency scenario)")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured window")
+	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "load before the first window")
+	fs.IntVar(&o.Runs, "runs", 1, "measured windows (fanout, groups, latency) or full runs (conns); the median is reported")
+	fs.IntVar(&o.Procs, "procs", 2, "client worker processes")
+	fs.IntVar(&o.Pubs, "pubs", 1, "fanout publishers (1-4 make sense)")
+	fs.IntVar(&o.Depth, "depth", 64, "sends in flight per publisher")
+	fs.StringVar(&o.Pace, "pace", control.PaceAck, "fanout: a publisher's slot frees on the send's ack (ack) or when its own message event arrives (echo)")
+	fs.IntVar(&o.Size, "size", 64, "message text bytes")
+	fs.IntVar(&o.Concurrency, "concurrency", 64, "link handshakes in flight per worker process")
+	fs.StringVar(&o.Server, "server", "", "parley binary (default: go build ./cmd/parley into a temp dir)")
+	fs.BoolVar(&o.NoSync, "nosync", false, "start the server with -unsafe-no-sync (durability-cost comparison)")
+	fs.BoolVar(&o.Keep, "keep", false, "keep the temp dir (data, server logs)")
+	workerMode := fs.Bool("worker", false, "internal: run as a client worker process")
+	baselineMode := fs.Bool("baseline", false, "internal: run the gws baseline server")
+	url := fs.String("url", "", "internal (-worker): server WebSocket URL")
+	src := fs.String("src", "", "internal (-worker): source IP of the links (127.0.0.x)")
+	addr := fs.String("addr", "127.0.0.1:0", "internal (-baseline): listen address")
+	_ = fs.Parse(os.Args[1:])
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch {
+	case *workerMode:
+		err = runWorker(ctx, *url, *src)
+	case *baselineMode:
+		err = runBaseline(ctx, *addr)
+	default:
+		err = runBench(ctx, o)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "parley-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func runBench(ctx context.Context, o harness.Options) error {
+	if o.Pace != control.PaceAck && o.Pace != control.PaceEcho {
+		return fmt.Errorf("-pace must be %s or %s", control.PaceAck, control.PaceEcho)
+	}
+	if o.Runs < 1 || o.Procs < 1 || o.Duration <= 0 || o.Rate <= 0 || o.Depth < 1 {
+		return fmt.Errorf("-runs, -procs, -duration, -rate and -depth must be positive")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	o.Self, o.Out = self, os.Stdout
+	return harness.Run(ctx, o)
+}
+
+func runWorker(ctx context.Context, url, src string) error {
+	if url == "" {
+		return fmt.Errorf("-worker needs -url")
+	}
+	cfg := worker.Config{URL: url}
+	if src != "" {
+		ip := net.ParseIP(src)
+		if ip == nil || !ip.IsLoopback() {
+			return fmt.Errorf("-src %q: must be a loopback address (127.0.0.0/8)", src)
+		}
+		cfg.Source = ip
+	}
+	return worker.Run(ctx, cfg, os.Stdin, os.Stdout)
+}
+
+func runBaseline(ctx context.Context, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("-addr %q: the baseline listens on loopback only", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log.Info("baseline serving", "addr", ln.Addr().String())
+	return baseline.New().Serve(ctx, ln)
+}

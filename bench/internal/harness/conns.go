@@ -1,0 +1,104 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// settle is how long the conns scenario lets the server settle before
+// reading its RSS (no GC is forced: RSS is what an operator would see).
+const settle = 2 * time.Second
+
+// conns: N links log in (hello + login with the password of a
+// pre-registered account) and join a group of 100; the report gives the
+// set-up rate and the server's resident memory per link, (RSS with the
+// links - RSS of the same server before any link) / N.
+//
+// Accounts are registered once on a server of their own; every run then
+// starts a fresh server on a copy of that data directory, so each run
+// measures the same thing from the same state.
+func (h *harness) conns(ctx context.Context) error {
+	o := h.o
+	n := o.N
+	if n == 0 {
+		n = defaultConnsN
+	}
+	h.printf("\n== conns (parley): %d links, hello+login each, then groups of %d created with the members online ==\n", n, connsGroupSize)
+	regDir := h.dir("conns-registered")
+	reg, err := h.startEnv(ctx, targetParley, n, regDir, true)
+	if err != nil {
+		return err
+	}
+	ids := reg.ids
+	reg.close()
+	var rates, perLink []float64
+	for r := range o.Runs {
+		rate, kib, err := h.connsRun(ctx, r, n, regDir, ids)
+		if err != nil {
+			return fmt.Errorf("run %d: %w", r+1, err)
+		}
+		rates, perLink = append(rates, rate), append(perLink, kib)
+	}
+	if o.Runs > 1 {
+		h.printf("  median of %d: %.0f links/s, %.1f KiB RSS per link\n", o.Runs, median(rates), median(perLink))
+	}
+	return nil
+}
+
+// connsRun is one run: fresh server on a copy of the registered data.
+func (h *harness) connsRun(ctx context.Context, r, n int, regDir string, ids []string) (rate, kibPerLink float64, err error) {
+	dir := h.dir("conns-run")
+	if err := copyDir(regDir, dir); err != nil {
+		return 0, 0, err
+	}
+	e, err := h.startEnv(ctx, targetParley, n, dir, false)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer e.close()
+	e.ids = ids
+	time.Sleep(settle)
+	empty := e.serverState()
+	if empty.err != nil {
+		return 0, 0, empty.err
+	}
+	cr, err := e.connect()
+	if err != nil {
+		if cr != nil {
+			h.printConnect(cr, n)
+		}
+		return 0, 0, err
+	}
+	var specs []groupSpec
+	for lo := 0; lo < n; lo += connsGroupSize {
+		hi := min(lo+connsGroupSize, n)
+		s := groupSpec{creator: lo}
+		for m := lo + 1; m < hi; m++ {
+			s.members = append(s.members, m)
+		}
+		specs = append(specs, s)
+	}
+	if _, err := e.createGroups(specs, "bench"); err != nil {
+		return 0, 0, err
+	}
+	if err := e.waitCreated(uint64(n), 5*time.Minute); err != nil {
+		return 0, 0, err
+	}
+	time.Sleep(settle)
+	st := e.serverState()
+	final, err := e.pool.stats()
+	if err != nil {
+		return 0, 0, err
+	}
+	rate = float64(cr.connected) / cr.took.Seconds()
+	kibPerLink = float64(st.rss-empty.rss) / 1024 / float64(n)
+	h.printf("  run %d: %d links in %s = %.0f links/s (per link p50 %s p99 %s); RSS %s empty -> %s with links = %.1f KiB/link\n",
+		r+1, cr.connected, cr.took.Round(time.Millisecond), rate, ms(cr.setup.Quantile(0.5)), ms(cr.setup.Quantile(0.99)),
+		mib(empty.rss), mib(st.rss), kibPerLink)
+	h.printf("         empty server: %s; with links: %s\n", empty.goRuntime(e.t), st.goRuntime(e.t))
+	if r == h.o.Runs-1 {
+		h.printServer(e, st, final)
+	}
+	return rate, kibPerLink, nil
+}

@@ -1,0 +1,156 @@
+// Package harness is the bench orchestrator: it starts a Parley server (or
+// the gws baseline) as a child process with a fresh data directory, starts
+// worker processes that hold the client links, drives the scenarios
+// (fanout, baseline, groups, conns, latency) over the workers' stdin/stdout
+// and reports throughput, server CPU per unit of work, latency and memory.
+package harness
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Options configure a bench invocation.
+type Options struct {
+	// Scenario is fanout, groups, conns, latency or all. "all" runs
+	// fanout, the baseline, groups, conns and latency.
+	Scenario string
+	// N is the group size (fanout, latency) or the number of links
+	// (conns); 0 takes the scenario's default.
+	N int
+	// Groups is the number of 3-member groups of the groups scenario.
+	Groups int
+	// Rate is the send rate of the latency scenario, messages per second.
+	Rate float64
+	// Duration is the measured window; Warmup precedes the first window.
+	Duration time.Duration
+	Warmup   time.Duration
+	// Runs is the number of measured windows (fanout, groups, latency) or
+	// full runs (conns); the report gives each and their median.
+	Runs int
+	// Procs is the number of worker processes (raised so that none holds
+	// more than 19,000 links).
+	Procs int
+	// Pubs, Depth and Pace shape the fan-out publishers: how many, sends
+	// in flight each, and when a slot frees ("ack" or "echo").
+	Pubs  int
+	Depth int
+	Pace  string
+	// Size is the message text length in bytes.
+	Size int
+	// Concurrency is the number of link handshakes in flight per worker.
+	Concurrency int
+	// Server is the parley binary; "" builds ./cmd/parley.
+	Server string
+	// NoSync starts the server with -unsafe-no-sync.
+	NoSync bool
+	// Self is this executable (re-executed as worker and baseline).
+	Self string
+	// Out receives the report.
+	Out io.Writer
+	// Keep keeps the temporary directory (data and server logs).
+	Keep bool
+}
+
+// Scenario defaults.
+const (
+	defaultFanoutN  = 1000
+	defaultConnsN   = 10000
+	defaultLatencyN = 1000
+	// connsGroupSize is the size of the groups the conns scenario's links
+	// join.
+	connsGroupSize = 100
+)
+
+// Run runs the scenario(s) of o.
+func Run(ctx context.Context, o Options) error {
+	tmp, err := os.MkdirTemp("", "parley-bench-")
+	if err != nil {
+		return err
+	}
+	if o.Keep {
+		fmt.Fprintf(o.Out, "temporary files kept in %s\n", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	if o.Server == "" {
+		fmt.Fprintln(o.Out, "building ./cmd/parley ...")
+		if o.Server, err = buildParley(ctx, tmp); err != nil {
+			return err
+		}
+	}
+	h := &harness{o: o, tmp: tmp}
+	h.header()
+	var scenarios []string
+	switch o.Scenario {
+	case "all":
+		scenarios = []string{"fanout", "groups", "conns", "latency"}
+	case "fanout", "groups", "conns", "latency", "baseline":
+		scenarios = []string{o.Scenario}
+	default:
+		return fmt.Errorf("unknown scenario %q (fanout|groups|conns|latency|all)", o.Scenario)
+	}
+	var failed []string
+	for _, sc := range scenarios {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var err error
+		switch sc {
+		case "fanout":
+			err = h.fanoutWithBaseline(ctx, o.Scenario == "all")
+		case "baseline":
+			_, err = h.fanout(ctx, targetBaseline)
+		case "groups":
+			err = h.groups(ctx)
+		case "conns":
+			err = h.conns(ctx)
+		case "latency":
+			err = h.latency(ctx)
+		}
+		if err != nil {
+			fmt.Fprintf(o.Out, "\n%s FAILED: %v\n", sc, err)
+			failed = append(failed, sc)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("failed: %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// harness holds one invocation's state.
+type harness struct {
+	o      Options
+	tmp    string
+	serial int
+}
+
+// dir returns a fresh directory under the invocation's temporary one.
+func (h *harness) dir(name string) string {
+	h.serial++
+	d := filepath.Join(h.tmp, fmt.Sprintf("%02d-%s", h.serial, name))
+	_ = os.MkdirAll(d, 0o755)
+	return d
+}
+
+func (h *harness) printf(format string, args ...any) { fmt.Fprintf(h.o.Out, format, args...) }
+
+func (h *harness) header() {
+	o := h.o
+	sync := "synced commits (default)"
+	if o.NoSync {
+		sync = "-unsafe-no-sync"
+	}
+	h.printf("parley-bench: %s, %s, %d worker procs, window %s x %d, warmup %s\n",
+		time.Now().Format(time.RFC3339), sync, o.Procs, o.Duration, o.Runs, o.Warmup)
+	h.printf("server: %s (argon2 64 KiB/t=1, -rate 1e9, idle-timeout 10m)\n", o.Server)
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		h.printf("load average at start: %s", b)
+	}
+}
