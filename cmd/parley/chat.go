@@ -192,11 +192,10 @@ func (s *chatSession) run(ctx context.Context, line, cmd string, args []string) 
 		}
 		return err
 	case cmd == "/open" && n == 1:
-		if err := s.showTail(ctx, args[0], 20); err != nil {
+		if err := s.showTail(ctx, args[0], 20, "* now in %s (%s)"); err != nil {
 			return err
 		}
 		s.current = args[0]
-		s.printf("* now in %s (%s)", s.label(args[0]), args[0])
 	case cmd == "/history" && n <= 1:
 		limit := 20
 		if n == 1 {
@@ -205,7 +204,7 @@ func (s *chatSession) run(ctx context.Context, line, cmd string, args []string) 
 		if limit < 1 || limit > 500 {
 			return &chatError{"usage", "/history [N] with N in 1..500"}
 		}
-		return s.showTail(ctx, s.current, limit)
+		return s.showTail(ctx, s.current, limit, "* history of %s (%s)")
 	default:
 		return &chatError{"usage", "wrong arguments to " + cmd + "; see /help"}
 	}
@@ -216,7 +215,7 @@ func (s *chatSession) run(ctx context.Context, line, cmd string, args []string) 
 // last one closed before login (the server drops links that do not log in
 // within its auth timeout). Each link gets its own event printer.
 func (s *chatSession) link(ctx context.Context) (*client.Client, error) {
-	if s.c != nil && !chatClosed(s.c) {
+	if s.c != nil {
 		return s.c, nil
 	} else if s.loggedIn() {
 		return nil, client.ErrClosed
@@ -286,14 +285,15 @@ func (s *chatSession) groups(ctx context.Context) error {
 	return err
 }
 
-// showTail prints the last n messages of conv in one write (History pages
-// forward from a seq, so a first page learns the last seq).
-func (s *chatSession) showTail(ctx context.Context, conv string, n int) error {
+// showTail prints a header (format of label and id) and the last n
+// messages of conv in one write. History pages forward from a seq, so a
+// first page learns the last seq.
+func (s *chatSession) showTail(ctx context.Context, conv string, n int, header string) error {
 	p, err := s.c.History(ctx, conv, 0, int32(n))
 	if err == nil && p.GetLastSeq() > int64(n) {
 		p, err = s.c.History(ctx, conv, p.GetLastSeq()-int64(n), int32(n))
 	}
-	out := []string{fmt.Sprintf("* %d messages", len(p.GetMessages()))}
+	out := []string{fmt.Sprintf(header, s.label(conv), conv)}
 	for _, m := range p.GetMessages() {
 		out = append(out, chatFormat(s.label(conv), m))
 	}

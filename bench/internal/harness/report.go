@@ -3,6 +3,7 @@ package harness
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/parley-chat/parley/bench/internal/control"
@@ -38,7 +39,7 @@ func (st serverState) goRuntime(t target) string {
 	heap, ok1 := st.metrics.get("go_memstats_heap_alloc_bytes")
 	gr, ok2 := st.metrics.get("go_goroutines")
 	if !ok1 || !ok2 {
-		return "heap n/a, goroutines n/a (the server's /metrics registry is custom: it exports only parley_* series, no Go collector)"
+		return "heap n/a, goroutines n/a (*)"
 	}
 	return fmt.Sprintf("heap %s, goroutines %.0f", mib(int64(heap)), gr)
 }
@@ -52,6 +53,10 @@ func (h *harness) printServer(e *env, st serverState, final *control.Stats) {
 		h.printf("  server state: %v\n", st.err)
 	}
 	h.printf("  server RSS %s; %s\n", mib(st.rss), st.goRuntime(e.t))
+	if strings.HasSuffix(st.goRuntime(e.t), "(*)") {
+		h.printf("  (*) no go_memstats_heap_alloc_bytes / go_goroutines: the server's /metrics registry is custom\n" +
+			"      (gateway/metrics.go registers only parley_* series, no Go collector), so heap and goroutines are not reported\n")
+	}
 	if e.t == targetParley {
 		m := st.metrics
 		links, _ := m.get("parley_links")
@@ -66,6 +71,10 @@ func (h *harness) printServer(e *env, st serverState, final *control.Stats) {
 			errs[k] = uint64(v)
 		}
 		h.printf("  server parley_errors_total: %s\n", formatCounts(errs))
+		if n, _ := m.get("parley_fsync_seconds_count"); n > 0 {
+			sum, _ := m.get("parley_fsync_seconds_sum")
+			h.printf("  server synced commits (all kinds): %.0f, mean %.2fms (parley_fsync_seconds)\n", n, sum/n*1e3)
+		}
 	}
 	if final != nil {
 		h.printf("  clients saw: error replies %s; link closes by code %s; links still open %d\n",
