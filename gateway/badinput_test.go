@@ -21,10 +21,10 @@ type rawConn struct {
 
 type rawEvents struct{ r *rawConn }
 
-func (e rawEvents) OnOpen(*gws.Conn)                {}
-func (e rawEvents) OnPing(*gws.Conn, []byte)        {}
-func (e rawEvents) OnPong(*gws.Conn, []byte)        {}
-func (e rawEvents) OnClose(_ *gws.Conn, err error)  { e.r.closed <- err }
+func (e rawEvents) OnOpen(*gws.Conn)               {}
+func (e rawEvents) OnPing(*gws.Conn, []byte)       {}
+func (e rawEvents) OnPong(*gws.Conn, []byte)       {}
+func (e rawEvents) OnClose(_ *gws.Conn, err error) { e.r.closed <- err }
 func (e rawEvents) OnMessage(_ *gws.Conn, m *gws.Message) {
 	e.r.frames <- append([]byte(nil), m.Bytes()...)
 	m.Close()

@@ -215,7 +215,7 @@ func (s *chatSession) run(ctx context.Context, line, cmd string, args []string) 
 // last one closed before login (the server drops links that do not log in
 // within its auth timeout). Each link gets its own event printer.
 func (s *chatSession) link(ctx context.Context) (*client.Client, error) {
-	if s.c != nil {
+	if s.c != nil && !chatClosed(s.c) {
 		return s.c, nil
 	} else if s.loggedIn() {
 		return nil, client.ErrClosed

@@ -182,23 +182,47 @@ func TestChatConversation(t *testing.T) {
 
 func TestChatFlagLogin(t *testing.T) {
 	srv := gatewaytest.Start(t, gatewaytest.Options{})
-	_, bobLogin := srv.User(t, "bob", "bob-dev")
-	host, _ := os.Hostname()
+	bob, bobLogin := srv.User(t, "bob", "bob-dev")
+	bobID := bobLogin.GetSession().GetUserId()
+	ctx, cancel := context.WithTimeout(context.Background(), chatTestTimeout)
+	defer cancel()
+	news, err := bob.CreateGroup(ctx, "news")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Send(ctx, news.Id, "old news"); err != nil {
+		t.Fatal(err)
+	}
 
 	// bob exists: -user/-password must ignore username_taken and log in.
-	out := newChatOutput()
-	err := runChat(context.Background(), chatOptions{Addr: srv.Addr, User: "bob", Password: "password-bob"},
-		strings.NewReader("/whoami\n"), out) // end of input quits
+	cr := startChat(t, chatOptions{Addr: srv.Addr, User: "bob", Password: "password-bob"})
+	cr.out.waitFor(t, "* logged in as bob (")
+	cr.say("/whoami")
+	host, _ := os.Hostname()
+	cr.out.waitFor(t, fmt.Sprintf("* user %s on device %s\n", bobID, chatDeviceID(host+"-bob")))
+	// Messages from before login are backlog: a new one is shown, the old
+	// one (which the stream would deliver first) is not, until /open.
+	sent, err := bob.Send(ctx, news.Id, "fresh news")
 	if err != nil {
-		t.Fatalf("runChat: %v\n%s", err, out)
+		t.Fatal(err)
 	}
-	want := fmt.Sprintf("* user %s on device %s\n", bobLogin.GetSession().GetUserId(), chatDeviceID(host+"-bob"))
-	if !strings.Contains(out.String(), want) || strings.Contains(out.String(), "error:") {
-		t.Fatalf("output lacks %q or has an error:\n%s", want, out)
+	cr.out.waitFor(t, fmt.Sprintf("[news #%d] %s: fresh news\n", sent.Seq, bobID))
+	if strings.Contains(cr.out.String(), "old news") {
+		t.Fatalf("backlog replayed at login:\n%s", cr.out)
+	}
+	cr.say("/open " + news.Id)
+	cr.out.waitFor(t, fmt.Sprintf("[news #%d] %s: old news\n", sent.Seq-1, bobID))
+	cr.in.Close() // end of input quits like /quit
+	select {
+	case err := <-cr.done:
+		if err != nil || strings.Contains(cr.out.String(), "error:") {
+			t.Fatalf("runChat: %v\n%s", err, cr.out)
+		}
+	case <-time.After(chatTestTimeout):
+		t.Fatal("runChat did not return at end of input")
 	}
 
-	err = runChat(context.Background(), chatOptions{Addr: srv.Addr, User: "bob", Password: "wrong-password"},
-		strings.NewReader(""), io.Discard)
+	err = runChat(ctx, chatOptions{Addr: srv.Addr, User: "bob", Password: "wrong-password"}, strings.NewReader(""), io.Discard)
 	if client.Code(err) != pb.CodeBadCredentials {
 		t.Fatalf("wrong password: got %v, want %s", err, pb.CodeBadCredentials)
 	}

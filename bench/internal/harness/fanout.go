@@ -70,6 +70,18 @@ func (h *harness) latency(ctx context.Context) error {
 	return err
 }
 
+// idleCPU reports the server's CPU use with every link open and no load,
+// the floor under the per-delivery figures at low rates.
+func (h *harness) idleCPU(e *env) {
+	const span = 2 * time.Second
+	c0, err0 := cpuTime(e.srv.pid())
+	time.Sleep(span)
+	c1, err1 := cpuTime(e.srv.pid())
+	if err0 == nil && err1 == nil {
+		h.printf("  idle server CPU (links open, no load, %s): %s\n", span, cores(c1-c0, span))
+	}
+}
+
 // groupLoad runs publishers into one group of n online members.
 func (h *harness) groupLoad(ctx context.Context, t target, n, pubs int, rate float64, pace string) (*fanoutSummary, error) {
 	o := h.o
@@ -96,6 +108,7 @@ func (h *harness) groupLoad(ctx context.Context, t target, n, pubs int, rate flo
 	if err := e.waitCreated(uint64(n), 2*time.Minute); err != nil {
 		return nil, err
 	}
+	h.idleCPU(e)
 	links := make([]int, pubs)
 	pconvs := make([]string, pubs)
 	for j := range links {

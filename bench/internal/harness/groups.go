@@ -45,6 +45,7 @@ func (h *harness) groups(ctx context.Context) error {
 	if err := e.waitCreated(uint64(n), 2*time.Minute); err != nil {
 		return err
 	}
+	h.idleCPU(e)
 	if err := e.publish(senders, convs, 0, control.PaceAck); err != nil {
 		return err
 	}
