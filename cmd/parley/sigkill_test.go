@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parley-chat/parley/client"
+	pb "github.com/parley-chat/parley/gateway/protocol"
+)
+
+// TestMain lets the test binary act as the server: with PARLEY_CHILD set it
+// runs main() with the arguments after "--".
+func TestMain(m *testing.M) {
+	if os.Getenv("PARLEY_CHILD") == "1" {
+		for i, a := range os.Args {
+			if a == "--" {
+				os.Args = append([]string{"parley"}, os.Args[i+1:]...)
+				break
+			}
+		}
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startChild runs `parley serve` as a child process and waits until healthy.
+func startChild(t *testing.T, addr, dir string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "--", "serve", "-addr", addr, "-data", dir,
+		"-argon-memory-kib", "64", "-argon-time", "1", "-log-level", "warn")
+	cmd.Env = append(os.Environ(), "PARLEY_CHILD=1")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if res, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return cmd
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	t.Fatal("server did not become healthy")
+	return nil
+}
+
+// TestSIGKILLRestart kills a real server process mid-stream and restarts it
+// on the same data directory: every acknowledged message is in the history,
+// in order, and new sends continue the seq.
+func TestSIGKILLRestart(t *testing.T) {
+	dir, addr := t.TempDir(), freeAddr(t)
+	srv := startChild(t, addr, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	url := "ws://" + addr + "/ws"
+	dev := &pb.Device{Id: "k1", Type: pb.DeviceType_DEVICE_TYPE_BOT}
+	c, err := client.Dial(ctx, client.Options{URL: url, Device: dev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Register(ctx, "killer", "password-killer", ""); err != nil {
+		t.Fatal(err)
+	}
+	li, err := c.Login(ctx, "killer", "password-killer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := c.CreateGroup(ctx, "survivors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := map[int64]string{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			text := fmt.Sprintf("m%d", i)
+			s, err := c.Send(ctx, g.Id, text)
+			if err != nil {
+				return // the server died
+			}
+			acked[s.Seq] = text
+		}
+	}()
+	time.Sleep(700 * time.Millisecond)
+	if err := srv.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	srv.Wait()
+	<-done
+	if len(acked) == 0 {
+		t.Fatal("nothing acknowledged before the kill")
+	}
+
+	srv = startChild(t, addr, dir)
+	defer func() { srv.Process.Signal(syscall.SIGTERM); srv.Wait() }()
+	c2, err := client.Dial(ctx, client.Options{URL: url, Device: dev, Token: li.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	var last int64
+	texts := map[int64]string{}
+	for {
+		page, err := c2.History(ctx, g.Id, last, 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range page.Messages {
+			if m.Seq != last+1 {
+				t.Fatalf("gap: seq %d after %d", m.Seq, last)
+			}
+			last = m.Seq
+			texts[m.Seq] = m.Text
+		}
+		if len(page.Messages) == 0 {
+			break
+		}
+	}
+	for seq, text := range acked {
+		if texts[seq] != text {
+			t.Fatalf("acknowledged seq %d %q: after restart %q", seq, text, texts[seq])
+		}
+	}
+	s, err := c2.Send(ctx, g.Id, "after")
+	if err != nil || s.Seq != last+1 {
+		t.Fatalf("send after restart: %v %v (log ends at %d)", s, err, last)
+	}
+	t.Logf("%d acknowledged before SIGKILL, log of %d after restart", len(acked), last)
+}
