@@ -19,7 +19,7 @@ type Kind byte
 
 // Kinds of keys. The values are part of the on-disk layout: never reuse one.
 const (
-	KindMeta       Kind = 0x01 // data-directory metadata (shard 0 only)
+	KindMeta       Kind = 0x01 // data-directory metadata (layout header)
 	KindUser       Kind = 'u'  // user record, id = user id
 	KindUsername   Kind = 'n'  // username index, id = username
 	KindSession    Kind = 's'  // session record, id = session id

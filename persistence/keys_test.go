@@ -2,7 +2,11 @@ package persistence
 
 import (
 	"bytes"
+	"errors"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 func TestKeyRoundTripAndOrder(t *testing.T) {
@@ -52,4 +56,37 @@ func FuzzDecodeKey(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestStoreLayoutAndShards(t *testing.T) {
+	fs := vfs.NewMem()
+	s, err := Open(Options{Dir: "/d", FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := s.NewBatch(KindConv, "g1")
+	b.Set(EncodeKey(KindMessage, "g1", SeqSuffix(1)), []byte("m"))
+	b.Set(EncodeKey(KindUser, "someone-else", nil), []byte("x"))
+	if err := b.Commit(); !errors.Is(err, ErrCrossShard) && ShardOf(KindUser, "someone-else") != ShardOf(KindConv, "g1") {
+		t.Fatalf("cross-shard batch: %v", err)
+	}
+	if _, err := s.Get(EncodeKey(KindMessage, "g1", SeqSuffix(1))); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a rejected batch wrote: %v", err)
+	}
+	s.Close()
+	// Reopening checks the header; a directory of foreign data is refused.
+	s, err = Open(Options{Dir: "/d", FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := pebble.Open("/other", &pebble.Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Set([]byte("foreign"), []byte("v"), pebble.Sync)
+	db.Close()
+	if _, err := Open(Options{Dir: "/other", FS: fs}); !errors.Is(err, ErrLayout) {
+		t.Fatalf("foreign data adopted: %v", err)
+	}
 }

@@ -86,6 +86,14 @@ var metaKey = EncodeKey(KindMeta, "layout", nil)
 func (s *Store) checkLayout() error {
 	v, err := s.Get(metaKey)
 	if errors.Is(err, ErrNotFound) {
+		// No header: only an empty directory may be adopted.
+		empty := true
+		if err := s.Scan(nil, nil, 1, func(_, _ []byte) bool { empty = false; return false }); err != nil {
+			return err
+		}
+		if !empty {
+			return fmt.Errorf("%w: data without a layout header", ErrLayout)
+		}
 		b := s.NewBatch(KindMeta, "layout")
 		var hdr [8]byte
 		binary.BigEndian.PutUint32(hdr[:4], LayoutVersion)

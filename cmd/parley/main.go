@@ -1,7 +1,7 @@
 // Command parley is the Parley server and its tools.
 //
 //	parley serve [flags]        run a single-node server (see -h)
-//	parley backup -data DIR -out DIR   checkpoint a stopped or running store
+//	parley backup -data DIR -out DIR   checkpoint the store of a stopped server
 //	parley chat -addr HOST:PORT  interactive terminal client
 package main
 
