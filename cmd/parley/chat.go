@@ -63,7 +63,7 @@ type chatError struct{ code, msg string }
 func (e *chatError) Error() string { return e.code + ": " + e.msg }
 
 // chatSession is one run of the client. The command goroutine owns c and
-// current; event printers share titles and floor under mu.
+// current; event printers share titles under mu.
 type chatSession struct {
 	url       string
 	device    *pb.Device
@@ -74,11 +74,11 @@ type chatSession struct {
 	out       io.Writer
 	mu        sync.Mutex
 	titles    map[string]string // conversation id → title
-	floor     map[string]int64  // last seq at login; older messages are backlog
 }
 
 // runChat runs the client: each line of in is a command or a message, and
-// everything shown goes to out. It returns nil on /quit or end of input.
+// everything shown goes to out. It returns nil on /quit or end of input;
+// ctx bounds the commands and is checked between lines.
 func runChat(ctx context.Context, o chatOptions, in io.Reader, out io.Writer) error {
 	if (o.User == "") != (o.Password == "") {
 		return errors.New("chat: -user and -password go together")
@@ -87,7 +87,7 @@ func runChat(ctx context.Context, o chatOptions, in io.Reader, out io.Writer) er
 	device := cmp.Or(o.Device, chatDeviceID(strings.Trim(host+"-"+o.User, "-")))
 	s := &chatSession{url: "ws://" + o.Addr + "/ws", keepAlive: cmp.Or(o.KeepAlive, 20*time.Second), out: out,
 		device: &pb.Device{Id: device, Type: pb.DeviceType_DEVICE_TYPE_DESKTOP},
-		titles: map[string]string{}, floor: map[string]int64{}}
+		titles: map[string]string{}}
 	defer func() {
 		if s.c != nil {
 			s.c.Close()
@@ -249,25 +249,23 @@ func chatClosed(c *client.Client) bool {
 // loggedIn reports whether the current link is authenticated.
 func (s *chatSession) loggedIn() bool { return s.c != nil && s.c.UserID() != "" }
 
-// login logs the link in. mu is held across the call so the printer cannot
-// show catch-up before the floors are set: messages up to each
-// conversation's last seq at login are history, for /open and /history.
+// login logs the link in; the SDK then streams each conversation's
+// history, which the printer shows.
 func (s *chatSession) login(ctx context.Context, user, pass string) error {
 	c, err := s.link(ctx)
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
 	li, err := c.Login(ctx, user, pass)
+	if err != nil {
+		return err
+	}
 	convs := li.GetSession().GetConversations()
 	for _, conv := range convs {
-		s.titles[conv.Id], s.floor[conv.Id] = conv.Title, conv.LastSeq
+		s.remember(conv)
 	}
-	s.mu.Unlock()
-	if err == nil {
-		s.printf("* logged in as %s (%s) on device %s; %d conversations (/groups)", user, c.UserID(), s.device.Id, len(convs))
-	}
-	return err
+	s.printf("* logged in as %s (%s) on device %s; %d conversations (/groups)", user, c.UserID(), s.device.Id, len(convs))
+	return nil
 }
 
 // groups lists the user's conversations: id, kind and title.
@@ -317,20 +315,14 @@ func (s *chatSession) label(id string) string {
 	return cmp.Or(chatClean(s.titles[id]), id[:min(len(id), 10)])
 }
 
-// printEvents prints c's event stream until it closes, skipping backlog
-// below the login floor.
+// printEvents prints c's event stream until it closes.
 func (s *chatSession) printEvents(c *client.Client) {
 	for ev := range c.Events() {
 		if m := ev.Message; m != nil {
-			s.mu.Lock()
 			if m.Kind == pb.MessageKind_MESSAGE_KIND_CREATED || m.Kind == pb.MessageKind_MESSAGE_KIND_RENAMED {
-				s.titles[m.ConversationId] = m.Text
+				s.remember(&pb.Conversation{Id: m.ConversationId, Title: m.Text})
 			}
-			backlog := m.Seq <= s.floor[m.ConversationId]
-			s.mu.Unlock()
-			if !backlog {
-				s.printf("%s", chatFormat(s.label(m.ConversationId), m))
-			}
+			s.printf("%s", chatFormat(s.label(m.ConversationId), m))
 		} else if j := ev.Session.GetConversationJoined(); j != nil {
 			s.remember(j.Conversation)
 			s.printf("* joined %s (%s)", s.label(j.Conversation.GetId()), j.Conversation.GetId())
