@@ -1,6 +1,10 @@
 package actors
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
 
 // Metrics are the grains' counters, exposed as data; the gateway registers
 // them with Prometheus.
@@ -15,7 +19,29 @@ type Metrics struct {
 	StorageErrors atomic.Int64
 	// OutboxRetries counts retried cross-grain notifications.
 	OutboxRetries atomic.Int64
+	// MailboxDepth is the number of messages waiting in the mailboxes of
+	// all grains of a kind, by kind name.
+	MailboxDepth map[string]*atomic.Int64
+}
+
+// depthCounter is a mailbox middleware keeping a kind's queued-message count.
+type depthCounter struct{ n *atomic.Int64 }
+
+func (d depthCounter) MailboxStarted()     {}
+func (d depthCounter) MessagePosted(any)   { d.n.Add(1) }
+func (d depthCounter) MessageReceived(any) { d.n.Add(-1) }
+func (d depthCounter) MailboxEmpty()       {}
+
+// mailbox returns the props option counting the depth of kind's mailboxes.
+func (m *Metrics) mailbox(kind string) actor.PropsOption {
+	return actor.WithMailbox(actor.Unbounded(depthCounter{m.MailboxDepth[kind]}))
 }
 
 // NewMetrics returns zeroed metrics.
-func NewMetrics() *Metrics { return &Metrics{} }
+func NewMetrics() *Metrics {
+	m := &Metrics{MailboxDepth: map[string]*atomic.Int64{}}
+	for _, k := range []string{KindUsername, KindUser, KindSession, KindConversation} {
+		m.MailboxDepth[k] = new(atomic.Int64)
+	}
+	return m
+}

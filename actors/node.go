@@ -129,10 +129,10 @@ func Start(opts Options) (*Node, error) {
 	actorLog := opts.Logger.With("component", "protoactor")
 	n.System = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return actorLog }))
 	kinds := []*cluster.Kind{
-		grainpb.NewUsernameKind(func() grainpb.Username { return &usernameGrain{} }, 0),
-		grainpb.NewUserKind(func() grainpb.User { return &userGrain{} }, 0),
-		grainpb.NewSessionKind(func() grainpb.Session { return &sessionGrain{} }, 0),
-		grainpb.NewConversationKind(func() grainpb.Conversation { return &convGrain{} }, 0),
+		grainpb.NewUsernameKind(func() grainpb.Username { return &usernameGrain{} }, 0, opts.Metrics.mailbox(KindUsername)),
+		grainpb.NewUserKind(func() grainpb.User { return &userGrain{} }, 0, opts.Metrics.mailbox(KindUser)),
+		grainpb.NewSessionKind(func() grainpb.Session { return &sessionGrain{} }, 0, opts.Metrics.mailbox(KindSession)),
+		grainpb.NewConversationKind(func() grainpb.Conversation { return &convGrain{} }, 0, opts.Metrics.mailbox(KindConversation)),
 	}
 	cfg := cluster.Configure("parley", test.NewTestProvider(test.NewInMemAgent()), disthash.New(),
 		remote.Configure("127.0.0.1", 0),

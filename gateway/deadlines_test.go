@@ -2,6 +2,9 @@ package gateway_test
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,4 +53,33 @@ func TestLinkDeadlinesAndLogout(t *testing.T) {
 			t.Fatalf("revoked token: %v", f)
 		}
 	})
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	srv := gatewaytest.Start(t, gatewaytest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, _ := srv.User(t, "metered", "m1")
+	g, err := c.CreateGroup(ctx, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send(ctx, g.Id, "count me"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.Get("http://" + srv.Addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, want := range []string{"parley_links 1", "parley_committed_messages_total 2", `parley_mailbox_depth{kind="Conversation"}`,
+		"parley_fsync_seconds_count", "parley_outbound_queue_bytes", "go_goroutines"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if res, err := http.Get("http://" + srv.Addr + "/healthz"); err != nil || res.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", res, err)
+	}
 }

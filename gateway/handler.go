@@ -39,7 +39,12 @@ func (h *handler) OnClose(c *gws.Conn, err error) {
 	h.s.hub.removeLink(l)
 	h.s.metrics.connections.Dec()
 	if sid := l.sessionIDLocked(); sid != "" {
-		go h.s.node.CutSession(sid, l.id)
+		// Tracked so that shutdown waits for it before stopping the node.
+		h.s.cuts.Add(1)
+		go func() {
+			defer h.s.cuts.Done()
+			h.s.node.CutSession(sid, l.id)
+		}()
 	}
 }
 

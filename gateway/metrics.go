@@ -3,6 +3,7 @@ package gateway
 import (
 	"github.com/parley-chat/parley/actors"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 type metrics struct {
@@ -24,7 +25,8 @@ func newMetrics(s *Server) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 		reg: s.reg,
 	}
-	s.reg.MustRegister(m.connections, m.errors, m.slowConsumers, m.commands, m.fsync,
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.connections, m.errors, m.slowConsumers, m.commands, m.fsync,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_outbound_queue_bytes", Help: "Bytes queued to links, all links."},
 			func() float64 { return float64(s.queuedBytes.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_deliveries_total", Help: "Frames queued to links by the hub."},
@@ -47,4 +49,10 @@ func (m *metrics) registerNode(n *actors.Node) {
 		counter("parley_storage_errors_total", "Failed commits.", am.StorageErrors.Load),
 		counter("parley_outbox_retries_total", "Retried membership notifications.", am.OutboxRetries.Load),
 	)
+	for kind, depth := range am.MailboxDepth {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "parley_mailbox_depth", Help: "Messages waiting in the mailboxes of all grains of a kind.",
+			ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 { return float64(depth.Load()) }))
+	}
 }

@@ -33,6 +33,8 @@ type Server struct {
 	mux      *http.ServeMux
 	closing  atomic.Bool
 	wg       sync.WaitGroup
+	// cuts counts session cuts in flight (see OnClose).
+	cuts sync.WaitGroup
 
 	queuedBytes atomic.Int64
 }
@@ -130,7 +132,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 		l.close(pb.CloseGoingAway, "server shutting down")
 	}
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { s.wg.Wait(); s.cuts.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
