@@ -155,7 +155,7 @@ func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
 				g.committedSeq = msg.Seq
 			}
 			frame := pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_Message{Message: msg}})
-			fan.Publish(g.id, frame)
+			fan.Publish(g.id, msg.Seq, frame)
 			g.n.opts.Metrics.CommittedMessages.Add(1)
 			g.n.opts.Metrics.Deliveries.Add(1)
 		}

@@ -24,9 +24,9 @@ import (
 // Fanout is the node-local delivery hub the grains hand frames to. The
 // gateway implements it; grains never touch links directly.
 type Fanout interface {
-	// Publish writes an encoded conversation frame to every local link of
-	// every online member of conv.
-	Publish(conv string, frame []byte)
+	// Publish writes an encoded conversation frame (the message with seq)
+	// to every local link of every online member of conv.
+	Publish(conv string, seq int64, frame []byte)
 	// Join subscribes the user's local links to conv; Leave unsubscribes.
 	Join(conv, user string)
 	Leave(conv, user string)

@@ -158,17 +158,17 @@ func (n *Node) Logout(token string) error {
 // OpenSession creates the session of an authenticated device on a link and
 // returns what the client needs to catch up. A previous session of the same
 // device is ended (its link, if any, is closed).
-func (n *Node) OpenSession(user string, dev *pb.Device, rebuild bool, link uint64) (*pb.SessionInfo, []*grainpb.ConvEntry, error) {
+func (n *Node) OpenSession(user string, dev *pb.Device, rebuild bool, link uint64) (*pb.SessionInfo, error) {
 	sid := NewID("s")
 	sess, err := grainpb.GetSessionGrainClient(n.Cluster, sid).Open(&grainpb.OpenReq{
 		UserId: user, DeviceId: dev.Id, Rebuild: rebuild, LinkId: link,
 	}, n.callOpts()...)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	att, err := grainpb.GetUserGrainClient(n.Cluster, user).Attach(&grainpb.AttachReq{DeviceId: dev.Id, SessionId: sid, DeviceType: dev.Type}, n.callOpts()...)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if att.PreviousSessionId != "" {
 		if _, err := grainpb.GetSessionGrainClient(n.Cluster, att.PreviousSessionId).Cut(&grainpb.CutReq{Replaced: true}, n.callOpts()...); err != nil {
@@ -182,7 +182,34 @@ func (n *Node) OpenSession(user string, dev *pb.Device, rebuild bool, link uint6
 	for _, c := range att.Conversations {
 		info.Conversations = append(info.Conversations, &pb.Conversation{Id: c.ConversationId, Kind: c.Kind, Title: c.Title})
 	}
-	return info, att.Conversations, nil
+	return info, nil
+}
+
+// ResumeSession rebuilds a cut session of an authenticated device on a
+// link. Its unacknowledged events are written to the link by the session
+// grain before this returns.
+func (n *Node) ResumeSession(user string, dev *pb.Device, r *pb.Resume, link uint64) (*pb.SessionInfo, error) {
+	if r.SessionId == "" || len(r.SessionId) > 64 {
+		return nil, codeError(pb.CodeSessionUnknown, "no such session")
+	}
+	sess, err := grainpb.GetSessionGrainClient(n.Cluster, r.SessionId).Resume(&grainpb.ResumeReq{
+		UserId: user, DeviceId: dev.Id, RebuildToken: r.RebuildToken, LastSessionSeq: r.LastSessionSeq, LinkId: link,
+	}, n.callOpts()...)
+	if err != nil {
+		return nil, err
+	}
+	att, err := grainpb.GetUserGrainClient(n.Cluster, user).Attach(&grainpb.AttachReq{DeviceId: dev.Id, SessionId: r.SessionId, DeviceType: dev.Type}, n.callOpts()...)
+	if err != nil {
+		return nil, err
+	}
+	info := &pb.SessionInfo{
+		SessionId: r.SessionId, UserId: user, DeviceId: dev.Id, Rebuild: true,
+		KeepMs: sess.KeepMs, SessionSeq: sess.SessionSeq, Rebuilt: true,
+	}
+	for _, c := range att.Conversations {
+		info.Conversations = append(info.Conversations, &pb.Conversation{Id: c.ConversationId, Kind: c.Kind, Title: c.Title})
+	}
+	return info, nil
 }
 
 // CutSession records that a link carrying the session is gone.

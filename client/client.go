@@ -6,10 +6,11 @@ package client
 
 import (
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/lxzan/gws"
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"google.golang.org/protobuf/proto"
 )
 
 // Options configure a Client.
@@ -38,6 +40,10 @@ type Options struct {
 	Dialer func() (net.Conn, error)
 	// HistoryPage is the page size of catch-up. Default 200.
 	HistoryPage int32
+	// Reconnect makes the client survive dropped links (see Client).
+	Reconnect bool
+	// MaxBackoff caps the reconnect backoff. Default 3s.
+	MaxBackoff time.Duration
 }
 
 // Error is an error reply from the server.
@@ -69,22 +75,34 @@ type Event struct {
 	Session *pb.SessionEvent
 }
 
-// Client is one link to a Parley server.
+// Client is a connection to a Parley server. With Options.Reconnect it
+// survives dropped links: it reconnects with jittered backoff, rebuilds its
+// session (or opens a fresh one when the rebuild is refused) and resumes
+// every conversation from its cursors, so Events stays gap-free and
+// duplicate-free across links.
 type Client struct {
-	opts    Options
-	conn    *gws.Conn
-	nextID  atomic.Uint64
-	closed  chan struct{}
-	closeMu sync.Mutex
-	// CloseCode is the WebSocket close code the connection ended with.
-	closeErr error
+	opts   Options
+	nextID atomic.Uint64
+	closed chan struct{}
 
-	mu      sync.Mutex
-	pending map[string]chan *pb.ServerFrame
-	session *pb.SessionInfo
-	userID  string
+	mu       sync.Mutex
+	conn     *gws.Conn
+	gen      int // connection generation, bumped per link
+	pending  map[string]pendingCall
+	session  *pb.SessionInfo
+	userID   string
+	token    string
+	closeErr error
+	closing  bool // Close was called
+	finished bool // closed is closed
 
 	stream *stream
+}
+
+// pendingCall is a command awaiting its reply on link generation gen.
+type pendingCall struct {
+	ch  chan *pb.ServerFrame
+	gen int
 }
 
 // Dial connects and says hello (with opts.Token if set).
@@ -95,37 +113,181 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.HistoryPage == 0 {
 		opts.HistoryPage = 200
 	}
-	c := &Client{opts: opts, closed: make(chan struct{}), pending: map[string]chan *pb.ServerFrame{}}
+	if opts.MaxBackoff == 0 {
+		opts.MaxBackoff = 3 * time.Second
+	}
+	c := &Client{opts: opts, closed: make(chan struct{}), pending: map[string]pendingCall{}, token: opts.Token}
 	c.stream = newStream(c, opts.Cursors)
-	co := &gws.ClientOption{Addr: opts.URL, ReadMaxPayloadSize: 64 << 20, HandshakeTimeout: opts.Timeout, CheckUtf8Enabled: true}
+	if err := c.connect(ctx, false); err != nil {
+		c.finish(err)
+		return nil, err
+	}
+	return c, nil
+}
+
+// connect opens a link and says hello: a rebuild of the current session if
+// there is one (falling back to a fresh session if refused), else a plain
+// hello with the token (if any).
+func (c *Client) connect(ctx context.Context, rebuild bool) error {
+	co := &gws.ClientOption{Addr: c.opts.URL, ReadMaxPayloadSize: 64 << 20, HandshakeTimeout: c.opts.Timeout, CheckUtf8Enabled: true}
+	c.mu.Lock()
+	c.gen++
+	gen := c.gen
+	c.mu.Unlock()
+	ev := &events{c: c, gen: gen}
 	var (
 		conn *gws.Conn
 		err  error
 	)
-	if opts.Dialer != nil {
-		nc, derr := opts.Dialer()
+	if c.opts.Dialer != nil {
+		nc, derr := c.opts.Dialer()
 		if derr != nil {
-			return nil, fmt.Errorf("parley: dial: %w", derr)
+			return fmt.Errorf("parley: dial: %w", derr)
 		}
-		conn, _, err = gws.NewClientFromConn(&events{c}, co, nc)
+		conn, _, err = gws.NewClientFromConn(ev, co, nc)
 	} else {
-		conn, _, err = gws.NewClient(&events{c}, co)
+		conn, _, err = gws.NewClient(ev, co)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("parley: connect %s: %w", opts.URL, err)
+		return fmt.Errorf("parley: connect %s: %w", c.opts.URL, err)
 	}
+	c.mu.Lock()
 	c.conn = conn
+	token, sess := c.token, c.session
+	c.mu.Unlock()
 	go conn.ReadLoop()
-	hello := &pb.Hello{Versions: []int32{pb.Version}, Token: opts.Token, Device: opts.Device, Rebuild: true}
+
+	hello := &pb.Hello{Versions: []int32{pb.Version}, Token: token, Device: c.opts.Device, Rebuild: true}
+	if token != "" {
+		hello.Cursors = c.stream.cursorList()
+	}
+	if rebuild && token != "" && sess.GetRebuild() && sess.GetRebuildToken() != "" {
+		resume := proto.Clone(hello).(*pb.Hello)
+		resume.Resume = &pb.Resume{SessionId: sess.SessionId, RebuildToken: sess.RebuildToken, LastSessionSeq: c.stream.lastSessionSeq()}
+		f, err := c.Call(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_Hello{Hello: resume}})
+		if err == nil {
+			s := f.GetHelloOk().GetSession()
+			s.RebuildToken = sess.RebuildToken
+			c.startSession(s)
+			return nil
+		}
+		if !isRefusal(Code(err)) {
+			return err
+		}
+		// Refused: a fresh session on the same link; the cursors in the
+		// plain hello make the server replay everything persisted.
+	}
 	f, err := c.Call(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_Hello{Hello: hello}})
 	if err != nil {
-		c.Close()
-		return nil, err
+		return err
 	}
 	if s := f.GetHelloOk().GetSession(); s != nil {
 		c.startSession(s)
 	}
-	return c, nil
+	return nil
+}
+
+// isRefusal reports a rebuild refusal (the link still accepts a hello).
+func isRefusal(code string) bool {
+	switch code {
+	case pb.CodeSessionUnknown, pb.CodeSessionExpired, pb.CodeBadRebuildToken,
+		pb.CodeSessionForeign, pb.CodeSeqInFuture, pb.CodeBufferOverflowed:
+		return true
+	}
+	return false
+}
+
+// lost handles the end of link generation gen.
+func (c *Client) lost(gen int, err error) {
+	c.mu.Lock()
+	if gen != c.gen {
+		c.mu.Unlock()
+		return
+	}
+	c.closeErr = err
+	c.conn = nil
+	// Commands of the dead link will not be answered: fail them as
+	// unavailable, which idempotent callers (SendMessage) retry.
+	for id, p := range c.pending {
+		if p.gen == gen {
+			p.ch <- pb.ErrorFrame(id, pb.CodeUnavailable, "connection lost")
+			delete(c.pending, id)
+		}
+	}
+	retry := c.opts.Reconnect && !c.closing && c.token != "" && !final(err)
+	c.mu.Unlock()
+	if !retry {
+		c.finish(err)
+		return
+	}
+	go c.reconnect()
+}
+
+// final reports close codes after which reconnecting is wrong.
+func final(err error) bool {
+	var ce *gws.CloseError
+	if errors.As(err, &ce) {
+		switch ce.Code {
+		case pb.CloseSessionReplaced, pb.CloseLoggedOut, pb.CloseUnsupported, pb.CloseSessionMoved:
+			return true
+		}
+	}
+	return false
+}
+
+// reconnect retries connect with jittered exponential backoff until it
+// succeeds or the client is closed.
+func (c *Client) reconnect() {
+	backoff := 50 * time.Millisecond
+	for {
+		c.mu.Lock()
+		stop := c.closing
+		c.mu.Unlock()
+		if stop {
+			c.finish(ErrClosed)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timeout)
+		err := c.connect(ctx, true)
+		cancel()
+		if err == nil {
+			return
+		}
+		c.mu.Lock()
+		if c.conn != nil {
+			// The link came up but hello failed: drop it and retry.
+			conn := c.conn
+			c.conn = nil
+			c.gen++
+			c.mu.Unlock()
+			conn.WriteClose(pb.CloseNormal, nil)
+		} else {
+			c.mu.Unlock()
+		}
+		if code := Code(err); code == pb.CodeBadToken || code == pb.CodeUnsupportedVersion {
+			c.finish(err)
+			return
+		}
+		sleep := backoff/2 + time.Duration(rand.Int64N(int64(backoff)))
+		time.Sleep(sleep)
+		backoff = min(backoff*2, c.opts.MaxBackoff)
+	}
+}
+
+// finish ends the client for good.
+func (c *Client) finish(err error) {
+	c.mu.Lock()
+	if c.finished {
+		c.mu.Unlock()
+		return
+	}
+	c.finished = true
+	if c.closeErr == nil {
+		c.closeErr = err
+	}
+	c.mu.Unlock()
+	close(c.closed)
+	c.stream.close()
 }
 
 // Register creates an account (the link stays unauthenticated).
@@ -139,21 +301,33 @@ func (c *Client) Register(ctx context.Context, username, password, displayName s
 
 // Login authenticates the link and starts catching up.
 func (c *Client) Login(ctx context.Context, username, password string) (*pb.LoggedIn, error) {
-	f, err := c.Call(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_Login{Login: &pb.Login{Username: username, Password: password, Device: c.opts.Device, Rebuild: true}}})
+	f, err := c.Call(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_Login{Login: &pb.Login{Username: username, Password: password, Device: c.opts.Device, Rebuild: true, Cursors: c.stream.cursorList()}}})
 	if err != nil {
 		return nil, err
 	}
 	li := f.GetLoggedIn()
+	c.mu.Lock()
+	c.token = li.Token
+	c.mu.Unlock()
 	c.startSession(li.GetSession())
 	return li, nil
 }
 
 func (c *Client) startSession(s *pb.SessionInfo) {
 	c.mu.Lock()
+	prev := c.session
 	c.session, c.userID = s, s.GetUserId()
 	c.mu.Unlock()
+	if prev.GetSessionId() != s.GetSessionId() {
+		c.stream.newSession()
+	}
+	// Conversations we hold a cursor for are replayed by the server;
+	// the others are caught up with History.
+	known := c.stream.cursors()
 	for _, conv := range s.GetConversations() {
-		c.stream.sync(conv.Id)
+		if _, ok := known[conv.Id]; !ok {
+			c.stream.sync(conv.Id)
+		}
 	}
 }
 
@@ -178,13 +352,14 @@ func (c *Client) Events() <-chan Event { return c.stream.out }
 // Cursors returns the highest seq delivered per conversation.
 func (c *Client) Cursors() map[string]int64 { return c.stream.cursors() }
 
-// Done is closed when the connection ends.
+// Done is closed when the client ends: on Close, or when the link drops
+// and Reconnect is off (or reconnecting is pointless).
 func (c *Client) Done() <-chan struct{} { return c.closed }
 
-// Err is why the connection ended (a *gws.CloseError carries the code).
+// Err is why the last link ended (a *gws.CloseError carries the code).
 func (c *Client) Err() error {
-	c.closeMu.Lock()
-	defer c.closeMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return c.closeErr
 }
 
@@ -204,15 +379,25 @@ func (c *Client) Start(f *pb.ClientFrame) (chan *pb.ServerFrame, error) {
 	if f.Id == "" {
 		f.Id = strconv.FormatUint(c.nextID.Add(1), 10)
 	}
+	return c.send(f.Id, pb.EncodeClientFrame(f))
+}
+
+// send registers a pending reply for id and writes raw on the current link.
+func (c *Client) send(id string, raw []byte) (chan *pb.ServerFrame, error) {
 	ch := make(chan *pb.ServerFrame, 1)
 	c.mu.Lock()
-	c.pending[f.Id] = ch
-	c.mu.Unlock()
-	if err := c.conn.WriteMessage(gws.OpcodeText, pb.EncodeClientFrame(f)); err != nil {
-		c.mu.Lock()
-		delete(c.pending, f.Id)
+	conn := c.conn
+	if conn == nil {
 		c.mu.Unlock()
-		return nil, fmt.Errorf("%w: %v", ErrClosed, err)
+		return nil, &Error{Code: pb.CodeUnavailable, Message: "not connected"}
+	}
+	c.pending[id] = pendingCall{ch: ch, gen: c.gen}
+	c.mu.Unlock()
+	if err := conn.WriteMessage(gws.OpcodeText, raw); err != nil {
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+		return nil, &Error{Code: pb.CodeUnavailable, Message: "write failed: " + err.Error()}
 	}
 	return ch, nil
 }
@@ -245,12 +430,9 @@ func (c *Client) Wait(ctx context.Context, id string, ch chan *pb.ServerFrame) (
 // "re" is id ("" for frames the server could not read an id from). Tests of
 // malformed input use it.
 func (c *Client) RawCall(ctx context.Context, id string, raw []byte) (*pb.ServerFrame, error) {
-	ch := make(chan *pb.ServerFrame, 1)
-	c.mu.Lock()
-	c.pending[id] = ch
-	c.mu.Unlock()
-	if err := c.conn.WriteMessage(gws.OpcodeText, raw); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrClosed, err)
+	ch, err := c.send(id, raw)
+	if err != nil {
+		return nil, err
 	}
 	return c.Wait(ctx, id, ch)
 }
@@ -258,7 +440,7 @@ func (c *Client) RawCall(ctx context.Context, id string, raw []byte) (*pb.Server
 // NewClientID returns a random client id for Send.
 func NewClientID() string {
 	var b [12]byte
-	rand.Read(b[:])
+	crand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
 
@@ -280,10 +462,17 @@ func (c *Client) SendMessage(ctx context.Context, m *pb.Send) (*pb.Sent, error) 
 		}
 		code := Code(err)
 		retry := code == pb.CodeUnavailable || code == pb.CodeRateLimited || (code == "" && !errors.Is(err, ErrClosed) && ctx.Err() == nil)
-		if !retry || attempt >= 5 {
+		// With Reconnect, retry until ctx ends: the same client id makes
+		// the retransmission safe.
+		if !retry || (attempt >= 5 && !c.opts.Reconnect) {
 			return nil, err
 		}
-		wait := time.Duration(50*(attempt+1)) * time.Millisecond
+		select {
+		case <-c.closed:
+			return nil, ErrClosed
+		default:
+		}
+		wait := time.Duration(min(50*(attempt+1), 500)) * time.Millisecond
 		var e *Error
 		if errors.As(err, &e) && e.RetryAfter > 0 {
 			wait = e.RetryAfter
@@ -332,29 +521,40 @@ func (c *Client) History(ctx context.Context, conv string, after int64, limit in
 	return f.GetHistoryPage(), nil
 }
 
-// Close closes the connection.
+// Close closes the client for good.
 func (c *Client) Close() error {
-	if c.conn == nil {
+	c.mu.Lock()
+	c.closing = true
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		c.finish(ErrClosed)
 		return nil
 	}
-	return c.conn.WriteClose(pb.CloseNormal, nil)
+	return conn.WriteClose(pb.CloseNormal, nil)
 }
 
-// events adapts gws callbacks.
-type events struct{ c *Client }
+// Drop cuts the current link abruptly, as a network failure would (tests).
+func (c *Client) Drop() {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		conn.NetConn().Close()
+	}
+}
+
+// events adapts gws callbacks of one link generation.
+type events struct {
+	c   *Client
+	gen int
+}
 
 func (e *events) OnOpen(*gws.Conn)                {}
 func (e *events) OnPing(conn *gws.Conn, p []byte) { _ = conn.WritePong(p) }
 func (e *events) OnPong(*gws.Conn, []byte)        {}
 
-func (e *events) OnClose(_ *gws.Conn, err error) {
-	c := e.c
-	c.closeMu.Lock()
-	c.closeErr = err
-	c.closeMu.Unlock()
-	close(c.closed)
-	c.stream.close()
-}
+func (e *events) OnClose(_ *gws.Conn, err error) { e.c.lost(e.gen, err) }
 
 func (e *events) OnMessage(_ *gws.Conn, m *gws.Message) {
 	defer m.Close()
@@ -366,11 +566,13 @@ func (e *events) OnMessage(_ *gws.Conn, m *gws.Message) {
 	// An error without "re" answers a frame whose id was unreadable.
 	if f.Re != "" || f.GetError() != nil {
 		c.mu.Lock()
-		ch := c.pending[f.Re]
-		delete(c.pending, f.Re)
+		p, ok := c.pending[f.Re]
+		if ok && p.gen == e.gen {
+			delete(c.pending, f.Re)
+		}
 		c.mu.Unlock()
-		if ch != nil {
-			ch <- f
+		if ok && p.gen == e.gen {
+			p.ch <- f
 		}
 		return
 	}

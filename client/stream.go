@@ -77,6 +77,31 @@ func (s *stream) close() {
 	}
 }
 
+// cursorList returns the cursors as protocol values.
+func (s *stream) cursorList() []*pb.Cursor {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*pb.Cursor, 0, len(s.cursor))
+	for k, v := range s.cursor {
+		out = append(out, &pb.Cursor{ConversationId: k, Seq: v})
+	}
+	return out
+}
+
+// lastSessionSeq is the highest session event seq received.
+func (s *stream) lastSessionSeq() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.acked
+}
+
+// newSession resets session-event numbering for a fresh session.
+func (s *stream) newSession() {
+	s.mu.Lock()
+	s.acked = 0
+	s.mu.Unlock()
+}
+
 func (s *stream) cursors() map[string]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()

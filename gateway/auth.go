@@ -16,9 +16,13 @@ func (l *link) hello(id string, h *pb.Hello) {
 		l.close(pb.CloseUnsupported, "no common protocol version")
 		return
 	}
-	l.helloDone = true
 	ok := &pb.HelloOK{Version: pb.Version, Server: serverName}
 	if h.Token == "" {
+		if h.Resume != nil {
+			l.replyErr(id, pb.CodeInvalidArgument, "resume needs the token")
+			return
+		}
+		l.helloDone = true
 		l.replyMsg(id, ok)
 		return
 	}
@@ -26,13 +30,24 @@ func (l *link) hello(id string, h *pb.Hello) {
 		l.replyGrainErr(id, err)
 		return
 	}
-	info, err := l.openSession(actors.UserOfToken(h.Token), h.Device, h.Rebuild, h.Token)
+	uid := actors.UserOfToken(h.Token)
+	var info *pb.SessionInfo
+	var err error
+	if h.Resume != nil {
+		// A refused rebuild leaves the link waiting for hello, so the
+		// client can open a fresh session on the same link.
+		info, err = l.srv.node.ResumeSession(uid, h.Device, h.Resume, l.id)
+	} else {
+		info, err = l.srv.node.OpenSession(uid, h.Device, h.Rebuild, l.id)
+	}
 	if err != nil {
 		l.replyGrainErr(id, err)
 		return
 	}
+	l.helloDone = true
+	l.bind(uid, h.Device, info, h.Token)
 	ok.Session = info
-	l.replyAndAttach(id, ok, info)
+	l.replyAndAttach(id, ok, info, h.Cursors)
 }
 
 func (l *link) register(id string, r *pb.Register) {
@@ -58,41 +73,50 @@ func (l *link) login(id string, r *pb.Login) {
 		l.replyGrainErr(id, err)
 		return
 	}
-	info, err := l.openSession(uid, r.Device, r.Rebuild, res.Token)
+	info, err := l.srv.node.OpenSession(uid, r.Device, r.Rebuild, l.id)
 	if err != nil {
 		l.replyGrainErr(id, err)
 		return
 	}
-	l.replyAndAttach(id, &pb.LoggedIn{Token: res.Token, ExpiresAtMs: res.ExpiresAtMs, Session: info}, info)
+	l.bind(uid, r.Device, info, res.Token)
+	l.replyAndAttach(id, &pb.LoggedIn{Token: res.Token, ExpiresAtMs: res.ExpiresAtMs, Session: info}, info, r.Cursors)
 }
 
-func (l *link) openSession(uid string, dev *pb.Device, rebuild bool, token string) (*pb.SessionInfo, error) {
-	info, _, err := l.srv.node.OpenSession(uid, dev, rebuild, l.id)
-	if err != nil {
-		return nil, err
-	}
+// bind records the authenticated identity on the link.
+func (l *link) bind(uid string, dev *pb.Device, info *pb.SessionInfo, token string) {
 	l.mu.Lock()
 	l.authed, l.userID, l.deviceID, l.sessionID, l.token = true, uid, dev.Id, info.SessionId, token
 	l.mu.Unlock()
-	return info, nil
 }
 
 // replyAndAttach queues the reply, then subscribes the link. Anything
 // committed before the subscription is in the history the client fetches
 // next (its history request is read only after this returns); anything
 // after reaches the link live.
-func (l *link) replyAndAttach(id string, body proto.Message, info *pb.SessionInfo) {
+func (l *link) replyAndAttach(id string, body proto.Message, info *pb.SessionInfo, cursors []*pb.Cursor) {
 	l.replyMsg(id, body)
 	convs := make([]string, 0, len(info.Conversations))
+	member := make(map[string]bool, len(info.Conversations))
 	for _, c := range info.Conversations {
 		convs = append(convs, c.Id)
+		member[c.Id] = true
 	}
+	var named []*pb.Cursor
+	for _, c := range cursors {
+		if member[c.ConversationId] {
+			named = append(named, c)
+		}
+	}
+	states := l.trackCursors(named, member)
 	o := l.srv.opts
 	u := l.srv.hub.attach(l, info.UserId, convs, o.RatePerSecond, o.RateBurst)
 	l.mu.Lock()
 	l.user = u
 	l.mu.Unlock()
 	l.authTimer.Stop()
+	if len(states) > 0 {
+		go l.replay(named, states)
+	}
 }
 
 func (l *link) logout(id string) {

@@ -83,3 +83,10 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatalf("healthz: %v %v", res, err)
 	}
 }
+
+func closeCodeOf(err error) uint16 {
+	if ce, ok := err.(*gws.CloseError); ok {
+		return ce.Code
+	}
+	return 0
+}

@@ -118,13 +118,13 @@ func (h *Hub) Leave(conv, user string) {
 }
 
 // Publish frames payload once and queues it on every subscribed link.
-func (h *Hub) Publish(conv string, payload []byte) {
+func (h *Hub) Publish(conv string, seq int64, payload []byte) {
 	frame := wsTextFrame(payload)
 	var n int64
 	h.mu.RLock()
 	for u := range h.convs[conv] {
 		for _, l := range u.links {
-			if l.enqueue(frame) {
+			if l.deliver(conv, seq, frame) {
 				n++
 			}
 		}

@@ -46,6 +46,43 @@ type link struct {
 	// queued frames (so a final reply, e.g. to logout, is not lost).
 	closeCode   uint16
 	closeReason string
+	// cursors tracks, for each conversation the client gave a cursor for,
+	// the highest seq written to this link, so that replay and live
+	// delivery write each message exactly once and in order.
+	cursors map[string]*convCursor
+}
+
+// convCursor is one conversation's delivery position on a link.
+type convCursor struct {
+	floor     int64
+	replaying bool
+	held      []heldFrame
+}
+
+// heldFrame is a live message that arrived while its conversation was
+// being replayed.
+type heldFrame struct {
+	seq   int64
+	frame []byte
+}
+
+// deliver writes a live conversation message, unless the link already
+// wrote it; during a replay it is held and written after the replay.
+func (l *link) deliver(conv string, seq int64, frame []byte) bool {
+	l.mu.Lock()
+	if cs := l.cursors[conv]; cs != nil {
+		if cs.replaying {
+			cs.held = append(cs.held, heldFrame{seq, frame})
+			l.mu.Unlock()
+			return true
+		}
+		if seq <= cs.floor {
+			l.mu.Unlock()
+			return false
+		}
+		cs.floor = seq
+	}
+	return l.enqueueLocked(frame)
 }
 
 // enqueue adds an encoded frame to the outbound queue. A queue over its
@@ -53,6 +90,11 @@ type link struct {
 // hold memory without limit.
 func (l *link) enqueue(frame []byte) bool {
 	l.mu.Lock()
+	return l.enqueueLocked(frame)
+}
+
+// enqueueLocked is enqueue with l.mu held; it unlocks.
+func (l *link) enqueueLocked(frame []byte) bool {
 	if l.closed || l.closeCode != 0 {
 		l.mu.Unlock()
 		return false

@@ -1201,6 +1201,91 @@ func (x *CutReq) GetReplaced() bool {
 	return false
 }
 
+// ResumeReq rebuilds a cut session on a new link.
+type ResumeReq struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	UserId         string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId       string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	RebuildToken   string                 `protobuf:"bytes,3,opt,name=rebuild_token,json=rebuildToken,proto3" json:"rebuild_token,omitempty"`
+	LastSessionSeq int64                  `protobuf:"varint,4,opt,name=last_session_seq,json=lastSessionSeq,proto3" json:"last_session_seq,omitempty"`
+	LinkId         uint64                 `protobuf:"varint,5,opt,name=link_id,json=linkId,proto3" json:"link_id,omitempty"`
+	Node           string                 `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ResumeReq) Reset() {
+	*x = ResumeReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeReq) ProtoMessage() {}
+
+func (x *ResumeReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeReq.ProtoReflect.Descriptor instead.
+func (*ResumeReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ResumeReq) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ResumeReq) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *ResumeReq) GetRebuildToken() string {
+	if x != nil {
+		return x.RebuildToken
+	}
+	return ""
+}
+
+func (x *ResumeReq) GetLastSessionSeq() int64 {
+	if x != nil {
+		return x.LastSessionSeq
+	}
+	return 0
+}
+
+func (x *ResumeReq) GetLinkId() uint64 {
+	if x != nil {
+		return x.LinkId
+	}
+	return 0
+}
+
+func (x *ResumeReq) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 type CreateConvReq struct {
 	state         protoimpl.MessageState    `protogen:"open.v1"`
 	Actor         string                    `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
@@ -1213,7 +1298,7 @@ type CreateConvReq struct {
 
 func (x *CreateConvReq) Reset() {
 	*x = CreateConvReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1310,7 @@ func (x *CreateConvReq) String() string {
 func (*CreateConvReq) ProtoMessage() {}
 
 func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1323,7 @@ func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConvReq.ProtoReflect.Descriptor instead.
 func (*CreateConvReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{22}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateConvReq) GetActor() string {
@@ -1279,7 +1364,7 @@ type MembersReq struct {
 
 func (x *MembersReq) Reset() {
 	*x = MembersReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1376,7 @@ func (x *MembersReq) String() string {
 func (*MembersReq) ProtoMessage() {}
 
 func (x *MembersReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1389,7 @@ func (x *MembersReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersReq.ProtoReflect.Descriptor instead.
 func (*MembersReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{23}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MembersReq) GetActor() string {
@@ -1332,7 +1417,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1429,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1442,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{24}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveReq) GetActor() string {
@@ -1385,7 +1470,7 @@ type RoleReq struct {
 
 func (x *RoleReq) Reset() {
 	*x = RoleReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1482,7 @@ func (x *RoleReq) String() string {
 func (*RoleReq) ProtoMessage() {}
 
 func (x *RoleReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1495,7 @@ func (x *RoleReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleReq.ProtoReflect.Descriptor instead.
 func (*RoleReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{25}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RoleReq) GetActor() string {
@@ -1444,7 +1529,7 @@ type RenameReq struct {
 
 func (x *RenameReq) Reset() {
 	*x = RenameReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1541,7 @@ func (x *RenameReq) String() string {
 func (*RenameReq) ProtoMessage() {}
 
 func (x *RenameReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1554,7 @@ func (x *RenameReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameReq.ProtoReflect.Descriptor instead.
 func (*RenameReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{26}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RenameReq) GetActor() string {
@@ -1497,7 +1582,7 @@ type SendReq struct {
 
 func (x *SendReq) Reset() {
 	*x = SendReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1594,7 @@ func (x *SendReq) String() string {
 func (*SendReq) ProtoMessage() {}
 
 func (x *SendReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1607,7 @@ func (x *SendReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReq.ProtoReflect.Descriptor instead.
 func (*SendReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{27}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SendReq) GetActor() string {
@@ -1557,7 +1642,7 @@ type DeleteReq struct {
 
 func (x *DeleteReq) Reset() {
 	*x = DeleteReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1654,7 @@ func (x *DeleteReq) String() string {
 func (*DeleteReq) ProtoMessage() {}
 
 func (x *DeleteReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1667,7 @@ func (x *DeleteReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReq.ProtoReflect.Descriptor instead.
 func (*DeleteReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeleteReq) GetActor() string {
@@ -1616,7 +1701,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1713,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1726,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReadReq) GetActor() string {
@@ -1669,7 +1754,7 @@ type HistoryReq struct {
 
 func (x *HistoryReq) Reset() {
 	*x = HistoryReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1766,7 @@ func (x *HistoryReq) String() string {
 func (*HistoryReq) ProtoMessage() {}
 
 func (x *HistoryReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1779,7 @@ func (x *HistoryReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryReq.ProtoReflect.Descriptor instead.
 func (*HistoryReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HistoryReq) GetActor() string {
@@ -1727,7 +1812,7 @@ type InfoReq struct {
 
 func (x *InfoReq) Reset() {
 	*x = InfoReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +1824,7 @@ func (x *InfoReq) String() string {
 func (*InfoReq) ProtoMessage() {}
 
 func (x *InfoReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +1837,7 @@ func (x *InfoReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReq.ProtoReflect.Descriptor instead.
 func (*InfoReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *InfoReq) GetActor() string {
@@ -1783,7 +1868,7 @@ type UserRecord struct {
 
 func (x *UserRecord) Reset() {
 	*x = UserRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +1880,7 @@ func (x *UserRecord) String() string {
 func (*UserRecord) ProtoMessage() {}
 
 func (x *UserRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +1893,7 @@ func (x *UserRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRecord.ProtoReflect.Descriptor instead.
 func (*UserRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UserRecord) GetUserId() string {
@@ -1899,7 +1984,7 @@ type TokenRecord struct {
 
 func (x *TokenRecord) Reset() {
 	*x = TokenRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1911,7 +1996,7 @@ func (x *TokenRecord) String() string {
 func (*TokenRecord) ProtoMessage() {}
 
 func (x *TokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1924,7 +2009,7 @@ func (x *TokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRecord.ProtoReflect.Descriptor instead.
 func (*TokenRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TokenRecord) GetSha256() []byte {
@@ -1960,7 +2045,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2057,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2070,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeviceRecord) GetDeviceId() string {
@@ -2027,7 +2112,7 @@ type UsernameRecord struct {
 
 func (x *UsernameRecord) Reset() {
 	*x = UsernameRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2124,7 @@ func (x *UsernameRecord) String() string {
 func (*UsernameRecord) ProtoMessage() {}
 
 func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2137,7 @@ func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsernameRecord.ProtoReflect.Descriptor instead.
 func (*UsernameRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UsernameRecord) GetUserId() string {
@@ -2083,13 +2168,19 @@ type SessionRecord struct {
 	Epoch              uint64                   `protobuf:"varint,9,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	CutAtMs            int64                    `protobuf:"varint,10,opt,name=cut_at_ms,json=cutAtMs,proto3" json:"cut_at_ms,omitempty"`
 	RecentOps          []string                 `protobuf:"bytes,11,rep,name=recent_ops,json=recentOps,proto3" json:"recent_ops,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The session ended (replaced by a newer one of its device, or logged
+	// out); it can no longer be rebuilt.
+	Ended bool `protobuf:"varint,12,opt,name=ended,proto3" json:"ended,omitempty"`
+	// Events with seq <= dropped_through were dropped from the buffer
+	// without an ack (overflow); a rebuild from before it is refused.
+	DroppedThrough int64 `protobuf:"varint,13,opt,name=dropped_through,json=droppedThrough,proto3" json:"dropped_through,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2101,7 +2192,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2114,7 +2205,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SessionRecord) GetSessionId() string {
@@ -2194,6 +2285,20 @@ func (x *SessionRecord) GetRecentOps() []string {
 	return nil
 }
 
+func (x *SessionRecord) GetEnded() bool {
+	if x != nil {
+		return x.Ended
+	}
+	return false
+}
+
+func (x *SessionRecord) GetDroppedThrough() int64 {
+	if x != nil {
+		return x.DroppedThrough
+	}
+	return 0
+}
+
 // ConvRecord is a conversation's durable header.
 type ConvRecord struct {
 	state          protoimpl.MessageState    `protogen:"open.v1"`
@@ -2207,7 +2312,7 @@ type ConvRecord struct {
 
 func (x *ConvRecord) Reset() {
 	*x = ConvRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2219,7 +2324,7 @@ func (x *ConvRecord) String() string {
 func (*ConvRecord) ProtoMessage() {}
 
 func (x *ConvRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2232,7 +2337,7 @@ func (x *ConvRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvRecord.ProtoReflect.Descriptor instead.
 func (*ConvRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ConvRecord) GetConversationId() string {
@@ -2275,7 +2380,7 @@ type MemberRecord struct {
 
 func (x *MemberRecord) Reset() {
 	*x = MemberRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2287,7 +2392,7 @@ func (x *MemberRecord) String() string {
 func (*MemberRecord) ProtoMessage() {}
 
 func (x *MemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2300,7 +2405,7 @@ func (x *MemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
 func (*MemberRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *MemberRecord) GetRole() protocol.Role {
@@ -2335,7 +2440,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2452,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2465,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DedupeRecord) GetSeq() int64 {
@@ -2388,7 +2493,7 @@ type OutboxRecord struct {
 
 func (x *OutboxRecord) Reset() {
 	*x = OutboxRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2400,7 +2505,7 @@ func (x *OutboxRecord) String() string {
 func (*OutboxRecord) ProtoMessage() {}
 
 func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2413,7 +2518,7 @@ func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxRecord.ProtoReflect.Descriptor instead.
 func (*OutboxRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *OutboxRecord) GetUserId() string {
@@ -2510,7 +2615,14 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"sessionSeq\"=\n" +
 	"\x06CutReq\x12\x17\n" +
 	"\alink_id\x18\x01 \x01(\x04R\x06linkId\x12\x1a\n" +
-	"\breplaced\x18\x02 \x01(\bR\breplaced\"\x8f\x01\n" +
+	"\breplaced\x18\x02 \x01(\bR\breplaced\"\xbd\x01\n" +
+	"\tResumeReq\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12#\n" +
+	"\rrebuild_token\x18\x03 \x01(\tR\frebuildToken\x12(\n" +
+	"\x10last_session_seq\x18\x04 \x01(\x03R\x0elastSessionSeq\x12\x17\n" +
+	"\alink_id\x18\x05 \x01(\x04R\x06linkId\x12\x12\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\"\x8f\x01\n" +
 	"\rCreateConvReq\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\x128\n" +
 	"\x04kind\x18\x02 \x01(\x0e2$.parley.protocol.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -2575,7 +2687,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x0elast_active_ms\x18\x04 \x01(\x03R\flastActiveMs\">\n" +
 	"\x0eUsernameRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x13\n" +
-	"\x05op_id\x18\x02 \x01(\tR\x04opId\"\xe5\x02\n" +
+	"\x05op_id\x18\x02 \x01(\tR\x04opId\"\xa4\x03\n" +
 	"\rSessionRecord\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
@@ -2590,7 +2702,9 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\tcut_at_ms\x18\n" +
 	" \x01(\x03R\acutAtMs\x12\x1d\n" +
 	"\n" +
-	"recent_ops\x18\v \x03(\tR\trecentOps\"\xa4\x01\n" +
+	"recent_ops\x18\v \x03(\tR\trecentOps\x12\x14\n" +
+	"\x05ended\x18\f \x01(\bR\x05ended\x12'\n" +
+	"\x0fdropped_through\x18\r \x01(\x03R\x0edroppedThrough\"\xa4\x01\n" +
 	"\n" +
 	"ConvRecord\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x128\n" +
@@ -2622,9 +2736,10 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x06Attach\x12\x1b.parley.grains.v1.AttachReq\x1a\x1d.parley.grains.v1.AttachReply\x12;\n" +
 	"\x06Detach\x12\x1b.parley.grains.v1.DetachReq\x1a\x14.parley.grains.v1.Ok\x12F\n" +
 	"\rConversations\x12\x19.parley.grains.v1.ListReq\x1a\x1a.parley.grains.v1.ConvList\x12A\n" +
-	"\aProfile\x12\x19.parley.grains.v1.ListReq\x1a\x1b.parley.grains.v1.UserReply2\xf3\x01\n" +
+	"\aProfile\x12\x19.parley.grains.v1.ListReq\x1a\x1b.parley.grains.v1.UserReply2\xba\x02\n" +
 	"\aSession\x12A\n" +
-	"\x04Open\x12\x19.parley.grains.v1.OpenReq\x1a\x1e.parley.grains.v1.SessionReply\x127\n" +
+	"\x04Open\x12\x19.parley.grains.v1.OpenReq\x1a\x1e.parley.grains.v1.SessionReply\x12E\n" +
+	"\x06Resume\x12\x1b.parley.grains.v1.ResumeReq\x1a\x1e.parley.grains.v1.SessionReply\x127\n" +
 	"\x04Push\x12\x19.parley.grains.v1.PushReq\x1a\x14.parley.grains.v1.Ok\x125\n" +
 	"\x03Ack\x12\x18.parley.grains.v1.AckReq\x1a\x14.parley.grains.v1.Ok\x125\n" +
 	"\x03Cut\x12\x18.parley.grains.v1.CutReq\x1a\x14.parley.grains.v1.Ok2\x93\x06\n" +
@@ -2653,7 +2768,7 @@ func file_actors_grainpb_grains_proto_rawDescGZIP() []byte {
 	return file_actors_grainpb_grains_proto_rawDescData
 }
 
-var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_actors_grainpb_grains_proto_goTypes = []any{
 	(*Ok)(nil),                     // 0: parley.grains.v1.Ok
 	(*ClaimReq)(nil),               // 1: parley.grains.v1.ClaimReq
@@ -2677,53 +2792,54 @@ var file_actors_grainpb_grains_proto_goTypes = []any{
 	(*PushReq)(nil),                // 19: parley.grains.v1.PushReq
 	(*AckReq)(nil),                 // 20: parley.grains.v1.AckReq
 	(*CutReq)(nil),                 // 21: parley.grains.v1.CutReq
-	(*CreateConvReq)(nil),          // 22: parley.grains.v1.CreateConvReq
-	(*MembersReq)(nil),             // 23: parley.grains.v1.MembersReq
-	(*RemoveReq)(nil),              // 24: parley.grains.v1.RemoveReq
-	(*RoleReq)(nil),                // 25: parley.grains.v1.RoleReq
-	(*RenameReq)(nil),              // 26: parley.grains.v1.RenameReq
-	(*SendReq)(nil),                // 27: parley.grains.v1.SendReq
-	(*DeleteReq)(nil),              // 28: parley.grains.v1.DeleteReq
-	(*ReadReq)(nil),                // 29: parley.grains.v1.ReadReq
-	(*HistoryReq)(nil),             // 30: parley.grains.v1.HistoryReq
-	(*InfoReq)(nil),                // 31: parley.grains.v1.InfoReq
-	(*UserRecord)(nil),             // 32: parley.grains.v1.UserRecord
-	(*TokenRecord)(nil),            // 33: parley.grains.v1.TokenRecord
-	(*DeviceRecord)(nil),           // 34: parley.grains.v1.DeviceRecord
-	(*UsernameRecord)(nil),         // 35: parley.grains.v1.UsernameRecord
-	(*SessionRecord)(nil),          // 36: parley.grains.v1.SessionRecord
-	(*ConvRecord)(nil),             // 37: parley.grains.v1.ConvRecord
-	(*MemberRecord)(nil),           // 38: parley.grains.v1.MemberRecord
-	(*DedupeRecord)(nil),           // 39: parley.grains.v1.DedupeRecord
-	(*OutboxRecord)(nil),           // 40: parley.grains.v1.OutboxRecord
-	(*protocol.Device)(nil),        // 41: parley.protocol.v1.Device
-	(protocol.ConversationKind)(0), // 42: parley.protocol.v1.ConversationKind
-	(protocol.DeviceType)(0),       // 43: parley.protocol.v1.DeviceType
-	(*protocol.SessionEvent)(nil),  // 44: parley.protocol.v1.SessionEvent
-	(protocol.Role)(0),             // 45: parley.protocol.v1.Role
-	(*protocol.Send)(nil),          // 46: parley.protocol.v1.Send
-	(*protocol.Conversation)(nil),  // 47: parley.protocol.v1.Conversation
-	(*protocol.Sent)(nil),          // 48: parley.protocol.v1.Sent
-	(*protocol.HistoryPage)(nil),   // 49: parley.protocol.v1.HistoryPage
+	(*ResumeReq)(nil),              // 22: parley.grains.v1.ResumeReq
+	(*CreateConvReq)(nil),          // 23: parley.grains.v1.CreateConvReq
+	(*MembersReq)(nil),             // 24: parley.grains.v1.MembersReq
+	(*RemoveReq)(nil),              // 25: parley.grains.v1.RemoveReq
+	(*RoleReq)(nil),                // 26: parley.grains.v1.RoleReq
+	(*RenameReq)(nil),              // 27: parley.grains.v1.RenameReq
+	(*SendReq)(nil),                // 28: parley.grains.v1.SendReq
+	(*DeleteReq)(nil),              // 29: parley.grains.v1.DeleteReq
+	(*ReadReq)(nil),                // 30: parley.grains.v1.ReadReq
+	(*HistoryReq)(nil),             // 31: parley.grains.v1.HistoryReq
+	(*InfoReq)(nil),                // 32: parley.grains.v1.InfoReq
+	(*UserRecord)(nil),             // 33: parley.grains.v1.UserRecord
+	(*TokenRecord)(nil),            // 34: parley.grains.v1.TokenRecord
+	(*DeviceRecord)(nil),           // 35: parley.grains.v1.DeviceRecord
+	(*UsernameRecord)(nil),         // 36: parley.grains.v1.UsernameRecord
+	(*SessionRecord)(nil),          // 37: parley.grains.v1.SessionRecord
+	(*ConvRecord)(nil),             // 38: parley.grains.v1.ConvRecord
+	(*MemberRecord)(nil),           // 39: parley.grains.v1.MemberRecord
+	(*DedupeRecord)(nil),           // 40: parley.grains.v1.DedupeRecord
+	(*OutboxRecord)(nil),           // 41: parley.grains.v1.OutboxRecord
+	(*protocol.Device)(nil),        // 42: parley.protocol.v1.Device
+	(protocol.ConversationKind)(0), // 43: parley.protocol.v1.ConversationKind
+	(protocol.DeviceType)(0),       // 44: parley.protocol.v1.DeviceType
+	(*protocol.SessionEvent)(nil),  // 45: parley.protocol.v1.SessionEvent
+	(protocol.Role)(0),             // 46: parley.protocol.v1.Role
+	(*protocol.Send)(nil),          // 47: parley.protocol.v1.Send
+	(*protocol.Conversation)(nil),  // 48: parley.protocol.v1.Conversation
+	(*protocol.Sent)(nil),          // 49: parley.protocol.v1.Sent
+	(*protocol.HistoryPage)(nil),   // 50: parley.protocol.v1.HistoryPage
 }
 var file_actors_grainpb_grains_proto_depIdxs = []int32{
-	41, // 0: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
-	42, // 1: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
+	42, // 0: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
+	43, // 1: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
 	10, // 2: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
-	43, // 3: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
+	44, // 3: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
 	10, // 4: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
 	10, // 5: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
-	44, // 6: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
-	42, // 7: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
-	45, // 8: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
-	46, // 9: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
-	33, // 10: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
+	45, // 6: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
+	43, // 7: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
+	46, // 8: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
+	47, // 9: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
+	34, // 10: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
 	10, // 11: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
-	34, // 12: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
-	43, // 13: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
-	44, // 14: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
-	42, // 15: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
-	45, // 16: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
+	35, // 12: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
+	44, // 13: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
+	45, // 14: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
+	43, // 15: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
+	46, // 16: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
 	10, // 17: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
 	1,  // 18: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
 	3,  // 19: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
@@ -2737,46 +2853,48 @@ var file_actors_grainpb_grains_proto_depIdxs = []int32{
 	15, // 27: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
 	15, // 28: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
 	17, // 29: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
-	19, // 30: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
-	20, // 31: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
-	21, // 32: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
-	22, // 33: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
-	23, // 34: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
-	24, // 35: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
-	25, // 36: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
-	26, // 37: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
-	27, // 38: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
-	28, // 39: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
-	29, // 40: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
-	30, // 41: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
-	31, // 42: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
-	2,  // 43: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
-	2,  // 44: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
-	5,  // 45: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
-	7,  // 46: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
-	5,  // 47: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
-	0,  // 48: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
-	0,  // 49: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
-	13, // 50: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
-	0,  // 51: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
-	16, // 52: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
-	5,  // 53: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
-	18, // 54: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
-	0,  // 55: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
-	0,  // 56: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
-	0,  // 57: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
-	47, // 58: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
-	47, // 59: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
-	47, // 60: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
-	47, // 61: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
-	47, // 62: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
-	48, // 63: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
-	48, // 64: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
-	0,  // 65: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
-	49, // 66: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
-	47, // 67: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
-	43, // [43:68] is the sub-list for method output_type
-	18, // [18:43] is the sub-list for method input_type
+	22, // 30: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
+	19, // 31: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
+	20, // 32: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
+	21, // 33: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
+	23, // 34: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
+	24, // 35: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
+	25, // 36: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
+	26, // 37: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
+	27, // 38: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
+	28, // 39: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
+	29, // 40: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
+	30, // 41: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
+	31, // 42: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
+	32, // 43: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
+	2,  // 44: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
+	2,  // 45: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
+	5,  // 46: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
+	7,  // 47: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
+	5,  // 48: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
+	0,  // 49: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
+	0,  // 50: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
+	13, // 51: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
+	0,  // 52: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
+	16, // 53: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
+	5,  // 54: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
+	18, // 55: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
+	18, // 56: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
+	0,  // 57: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
+	0,  // 58: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
+	0,  // 59: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
+	48, // 60: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
+	48, // 61: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
+	48, // 62: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
+	48, // 63: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
+	48, // 64: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
+	49, // 65: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
+	49, // 66: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
+	0,  // 67: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
+	50, // 68: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
+	48, // 69: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
+	44, // [44:70] is the sub-list for method output_type
+	18, // [18:44] is the sub-list for method input_type
 	18, // [18:18] is the sub-list for extension type_name
 	18, // [18:18] is the sub-list for extension extendee
 	0,  // [0:18] is the sub-list for field type_name
@@ -2793,7 +2911,7 @@ func file_actors_grainpb_grains_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_grainpb_grains_proto_rawDesc), len(file_actors_grainpb_grains_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

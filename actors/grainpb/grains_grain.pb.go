@@ -781,6 +781,7 @@ type Session interface {
 	Terminate(ctx cluster.GrainContext)
 	ReceiveDefault(ctx cluster.GrainContext)
 	Open(req *OpenReq, ctx cluster.GrainContext) (*SessionReply, error)
+	Resume(req *ResumeReq, ctx cluster.GrainContext) (*SessionReply, error)
 	Push(req *PushReq, ctx cluster.GrainContext) (*Ok, error)
 	Ack(req *AckReq, ctx cluster.GrainContext) (*Ok, error)
 	Cut(req *CutReq, ctx cluster.GrainContext) (*Ok, error)
@@ -819,6 +820,33 @@ func (g *SessionGrainClient) Open(r *OpenReq, opts ...cluster.GrainCallOption) (
 	}
 }
 
+// Resume requests the execution on to the cluster with CallOptions
+func (g *SessionGrainClient) Resume(r *ResumeReq, opts ...cluster.GrainCallOption) (*SessionReply, error) {
+	if g.cluster.Config.RequestLog {
+		g.cluster.Logger().Info("Requesting", slog.String("identity", g.Identity), slog.String("kind", "Session"), slog.String("method", "Resume"), slog.Any("request", r))
+	}
+	bytes, err := proto.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 1, MessageData: bytes}
+	resp, err := g.cluster.Request(g.Identity, "Session", reqMsg, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("error request: %w", err)
+	}
+	switch msg := resp.(type) {
+	case *SessionReply:
+		return msg, nil
+	case *cluster.GrainErrorResponse:
+		if msg == nil {
+			return nil, nil
+		}
+		return nil, msg
+	default:
+		return nil, fmt.Errorf("unknown response type %T", resp)
+	}
+}
+
 // Push requests the execution on to the cluster with CallOptions
 func (g *SessionGrainClient) Push(r *PushReq, opts ...cluster.GrainCallOption) (*Ok, error) {
 	if g.cluster.Config.RequestLog {
@@ -828,7 +856,7 @@ func (g *SessionGrainClient) Push(r *PushReq, opts ...cluster.GrainCallOption) (
 	if err != nil {
 		return nil, err
 	}
-	reqMsg := &cluster.GrainRequest{MethodIndex: 1, MessageData: bytes}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 2, MessageData: bytes}
 	resp, err := g.cluster.Request(g.Identity, "Session", reqMsg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("error request: %w", err)
@@ -855,7 +883,7 @@ func (g *SessionGrainClient) Ack(r *AckReq, opts ...cluster.GrainCallOption) (*O
 	if err != nil {
 		return nil, err
 	}
-	reqMsg := &cluster.GrainRequest{MethodIndex: 2, MessageData: bytes}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 3, MessageData: bytes}
 	resp, err := g.cluster.Request(g.Identity, "Session", reqMsg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("error request: %w", err)
@@ -882,7 +910,7 @@ func (g *SessionGrainClient) Cut(r *CutReq, opts ...cluster.GrainCallOption) (*O
 	if err != nil {
 		return nil, err
 	}
-	reqMsg := &cluster.GrainRequest{MethodIndex: 3, MessageData: bytes}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 4, MessageData: bytes}
 	resp, err := g.cluster.Request(g.Identity, "Session", reqMsg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("error request: %w", err)
@@ -949,6 +977,26 @@ func (a *SessionActor) Receive(ctx actor.Context) {
 			}
 			ctx.Respond(r0)
 		case 1:
+			req := &ResumeReq{}
+			err := proto.Unmarshal(msg.MessageData, req)
+			if err != nil {
+				ctx.Logger().Error("[Grain] Resume(ResumeReq) proto.Unmarshal failed.", slog.Any("error", err))
+				resp := cluster.NewGrainErrorResponse(cluster.ErrorReason_INVALID_ARGUMENT, err.Error()).
+					WithMetadata(map[string]string{
+						"argument": req.String(),
+					})
+				ctx.Respond(resp)
+				return
+			}
+
+			r0, err := a.inner.Resume(req, a.ctx)
+			if err != nil {
+				resp := cluster.FromError(err)
+				ctx.Respond(resp)
+				return
+			}
+			ctx.Respond(r0)
+		case 2:
 			req := &PushReq{}
 			err := proto.Unmarshal(msg.MessageData, req)
 			if err != nil {
@@ -968,7 +1016,7 @@ func (a *SessionActor) Receive(ctx actor.Context) {
 				return
 			}
 			ctx.Respond(r0)
-		case 2:
+		case 3:
 			req := &AckReq{}
 			err := proto.Unmarshal(msg.MessageData, req)
 			if err != nil {
@@ -988,7 +1036,7 @@ func (a *SessionActor) Receive(ctx actor.Context) {
 				return
 			}
 			ctx.Respond(r0)
-		case 3:
+		case 4:
 			req := &CutReq{}
 			err := proto.Unmarshal(msg.MessageData, req)
 			if err != nil {

@@ -30,6 +30,16 @@ const (
 	CodeUnavailable        = "unavailable"        // try again (timeout, shutting down)
 	CodeStorage            = "storage"            // the store failed; nothing was acknowledged
 	CodeInternal           = "internal"
+
+	// Refusals of a session rebuild (Hello.resume). After any of them the
+	// link is still waiting for hello: send a plain hello with the token
+	// (and cursors) to open a fresh session.
+	CodeSessionUnknown   = "session_unknown"   // no such session
+	CodeSessionExpired   = "session_expired"   // cut longer than the keep window, or ended
+	CodeBadRebuildToken  = "bad_rebuild_token" // the rebuild token does not match
+	CodeSessionForeign   = "session_foreign"   // the session belongs to another user or device
+	CodeSeqInFuture      = "seq_in_future"     // last_session_seq beyond what the session sent
+	CodeBufferOverflowed = "buffer_overflowed" // events after last_session_seq were dropped
 )
 
 // WebSocket close codes Parley uses (4000-4999 is the application range).
@@ -46,4 +56,5 @@ const (
 	CloseLoggedOut       = 4005 // the token was revoked
 	CloseUnsupported     = 4006 // no common protocol version
 	CloseFlood           = 4007 // the link kept exceeding its rate limit
+	CloseSessionMoved    = 4008 // the session was rebuilt on a newer link
 )

@@ -1044,7 +1044,14 @@ type Hello struct {
 	// Required with token.
 	Device *Device `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
 	// The client supports session rebuild (see session-rebuild).
-	Rebuild       bool `protobuf:"varint,4,opt,name=rebuild,proto3" json:"rebuild,omitempty"`
+	Rebuild bool `protobuf:"varint,4,opt,name=rebuild,proto3" json:"rebuild,omitempty"`
+	// Rebuild a cut session instead of opening a new one (needs token).
+	Resume *Resume `protobuf:"bytes,5,opt,name=resume,proto3" json:"resume,omitempty"`
+	// Highest seq the client holds per conversation. For each conversation
+	// named here the server writes every message after the cursor before the
+	// live ones, each exactly once on this link. Conversations not named are
+	// live only; catch them up with History.
+	Cursors       []*Cursor `protobuf:"bytes,6,rep,name=cursors,proto3" json:"cursors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1107,6 +1114,136 @@ func (x *Hello) GetRebuild() bool {
 	return false
 }
 
+func (x *Hello) GetResume() *Resume {
+	if x != nil {
+		return x.Resume
+	}
+	return nil
+}
+
+func (x *Hello) GetCursors() []*Cursor {
+	if x != nil {
+		return x.Cursors
+	}
+	return nil
+}
+
+// Cursor is the client's position in one conversation.
+type Cursor struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Seq            int64                  `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Cursor) Reset() {
+	*x = Cursor{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cursor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cursor) ProtoMessage() {}
+
+func (x *Cursor) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cursor.ProtoReflect.Descriptor instead.
+func (*Cursor) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Cursor) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Cursor) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// Resume asks to rebuild a cut session on this link.
+type Resume struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	SessionId    string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	RebuildToken string                 `protobuf:"bytes,2,opt,name=rebuild_token,json=rebuildToken,proto3" json:"rebuild_token,omitempty"`
+	// Highest session event seq the client received; later ones are
+	// replayed, earlier ones count as acknowledged.
+	LastSessionSeq int64 `protobuf:"varint,3,opt,name=last_session_seq,json=lastSessionSeq,proto3" json:"last_session_seq,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Resume) Reset() {
+	*x = Resume{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resume) ProtoMessage() {}
+
+func (x *Resume) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resume.ProtoReflect.Descriptor instead.
+func (*Resume) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Resume) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Resume) GetRebuildToken() string {
+	if x != nil {
+		return x.RebuildToken
+	}
+	return ""
+}
+
+func (x *Resume) GetLastSessionSeq() int64 {
+	if x != nil {
+		return x.LastSessionSeq
+	}
+	return 0
+}
+
 // HelloOK answers Hello. When the link was authenticated, session is set.
 type HelloOK struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1119,7 +1256,7 @@ type HelloOK struct {
 
 func (x *HelloOK) Reset() {
 	*x = HelloOK{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[6]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1268,7 @@ func (x *HelloOK) String() string {
 func (*HelloOK) ProtoMessage() {}
 
 func (x *HelloOK) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[6]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1281,7 @@ func (x *HelloOK) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloOK.ProtoReflect.Descriptor instead.
 func (*HelloOK) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{6}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HelloOK) GetVersion() int32 {
@@ -1182,16 +1319,19 @@ type SessionInfo struct {
 	KeepMs int64 `protobuf:"varint,6,opt,name=keep_ms,json=keepMs,proto3" json:"keep_ms,omitempty"`
 	// Highest session-local event seq assigned so far.
 	SessionSeq int64 `protobuf:"varint,7,opt,name=session_seq,json=sessionSeq,proto3" json:"session_seq,omitempty"`
-	// The user's conversations with their last seq, so the client can catch up
-	// (History) from its own cursors.
+	// The user's conversations, so the client can catch up (History) the
+	// ones it gave no cursor for.
 	Conversations []*Conversation `protobuf:"bytes,8,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	// True when this answers a Resume: the session was rebuilt and its
+	// unacknowledged events after last_session_seq follow on the link.
+	Rebuilt       bool `protobuf:"varint,9,opt,name=rebuilt,proto3" json:"rebuilt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionInfo) Reset() {
 	*x = SessionInfo{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[7]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1343,7 @@ func (x *SessionInfo) String() string {
 func (*SessionInfo) ProtoMessage() {}
 
 func (x *SessionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[7]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1356,7 @@ func (x *SessionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionInfo.ProtoReflect.Descriptor instead.
 func (*SessionInfo) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{7}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SessionInfo) GetSessionId() string {
@@ -1275,6 +1415,13 @@ func (x *SessionInfo) GetConversations() []*Conversation {
 	return nil
 }
 
+func (x *SessionInfo) GetRebuilt() bool {
+	if x != nil {
+		return x.Rebuilt
+	}
+	return false
+}
+
 type Register struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 3..32 bytes of [a-z0-9_.-], unique.
@@ -1288,7 +1435,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[8]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1447,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[8]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1460,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{8}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Register) GetUsername() string {
@@ -1346,7 +1493,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[9]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1505,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[9]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1518,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{9}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Registered) GetUserId() string {
@@ -1383,18 +1530,20 @@ func (x *Registered) GetUserId() string {
 
 // Login checks the password and authenticates the link for the device.
 type Login struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
-	Password      string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
-	Device        *Device                `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
-	Rebuild       bool                   `protobuf:"varint,4,opt,name=rebuild,proto3" json:"rebuild,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Username string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	Password string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	Device   *Device                `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	Rebuild  bool                   `protobuf:"varint,4,opt,name=rebuild,proto3" json:"rebuild,omitempty"`
+	// As in Hello.
+	Cursors       []*Cursor `protobuf:"bytes,5,rep,name=cursors,proto3" json:"cursors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Login) Reset() {
 	*x = Login{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[10]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1555,7 @@ func (x *Login) String() string {
 func (*Login) ProtoMessage() {}
 
 func (x *Login) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[10]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1568,7 @@ func (x *Login) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Login.ProtoReflect.Descriptor instead.
 func (*Login) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{10}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Login) GetUsername() string {
@@ -1450,6 +1599,13 @@ func (x *Login) GetRebuild() bool {
 	return false
 }
 
+func (x *Login) GetCursors() []*Cursor {
+	if x != nil {
+		return x.Cursors
+	}
+	return nil
+}
+
 type LoggedIn struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Bearer token for Hello on later links. Keep it secret.
@@ -1462,7 +1618,7 @@ type LoggedIn struct {
 
 func (x *LoggedIn) Reset() {
 	*x = LoggedIn{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[11]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1630,7 @@ func (x *LoggedIn) String() string {
 func (*LoggedIn) ProtoMessage() {}
 
 func (x *LoggedIn) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[11]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1643,7 @@ func (x *LoggedIn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoggedIn.ProtoReflect.Descriptor instead.
 func (*LoggedIn) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{11}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LoggedIn) GetToken() string {
@@ -1520,7 +1676,7 @@ type Logout struct {
 
 func (x *Logout) Reset() {
 	*x = Logout{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[12]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1688,7 @@ func (x *Logout) String() string {
 func (*Logout) ProtoMessage() {}
 
 func (x *Logout) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[12]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1701,7 @@ func (x *Logout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Logout.ProtoReflect.Descriptor instead.
 func (*Logout) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{12}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{14}
 }
 
 type Ping struct {
@@ -1556,7 +1712,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[13]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1724,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[13]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1737,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{13}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{15}
 }
 
 type Pong struct {
@@ -1593,7 +1749,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[14]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1761,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[14]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1774,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{14}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Pong) GetServerTimeMs() int64 {
@@ -1640,7 +1796,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[15]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1808,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[15]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1821,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{15}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Member) GetUserId() string {
@@ -1706,7 +1862,7 @@ type Conversation struct {
 
 func (x *Conversation) Reset() {
 	*x = Conversation{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[16]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1874,7 @@ func (x *Conversation) String() string {
 func (*Conversation) ProtoMessage() {}
 
 func (x *Conversation) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[16]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1887,7 @@ func (x *Conversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conversation.ProtoReflect.Descriptor instead.
 func (*Conversation) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{16}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Conversation) GetId() string {
@@ -1785,7 +1941,7 @@ type ConversationList struct {
 
 func (x *ConversationList) Reset() {
 	*x = ConversationList{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[17]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +1953,7 @@ func (x *ConversationList) String() string {
 func (*ConversationList) ProtoMessage() {}
 
 func (x *ConversationList) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[17]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +1966,7 @@ func (x *ConversationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationList.ProtoReflect.Descriptor instead.
 func (*ConversationList) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{17}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ConversationList) GetConversations() []*Conversation {
@@ -1831,7 +1987,7 @@ type CreateGroup struct {
 
 func (x *CreateGroup) Reset() {
 	*x = CreateGroup{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[18]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +1999,7 @@ func (x *CreateGroup) String() string {
 func (*CreateGroup) ProtoMessage() {}
 
 func (x *CreateGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[18]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +2012,7 @@ func (x *CreateGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroup.ProtoReflect.Descriptor instead.
 func (*CreateGroup) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{18}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateGroup) GetTitle() string {
@@ -1883,7 +2039,7 @@ type AddMembers struct {
 
 func (x *AddMembers) Reset() {
 	*x = AddMembers{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[19]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +2051,7 @@ func (x *AddMembers) String() string {
 func (*AddMembers) ProtoMessage() {}
 
 func (x *AddMembers) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[19]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +2064,7 @@ func (x *AddMembers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMembers.ProtoReflect.Descriptor instead.
 func (*AddMembers) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{19}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddMembers) GetConversationId() string {
@@ -1935,7 +2091,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[20]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1947,7 +2103,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[20]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1960,7 +2116,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{20}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemoveMember) GetConversationId() string {
@@ -1986,7 +2142,7 @@ type LeaveGroup struct {
 
 func (x *LeaveGroup) Reset() {
 	*x = LeaveGroup{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[21]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2154,7 @@ func (x *LeaveGroup) String() string {
 func (*LeaveGroup) ProtoMessage() {}
 
 func (x *LeaveGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[21]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2167,7 @@ func (x *LeaveGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveGroup.ProtoReflect.Descriptor instead.
 func (*LeaveGroup) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{21}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LeaveGroup) GetConversationId() string {
@@ -2032,7 +2188,7 @@ type SetRole struct {
 
 func (x *SetRole) Reset() {
 	*x = SetRole{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[22]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2200,7 @@ func (x *SetRole) String() string {
 func (*SetRole) ProtoMessage() {}
 
 func (x *SetRole) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[22]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2213,7 @@ func (x *SetRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRole.ProtoReflect.Descriptor instead.
 func (*SetRole) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{22}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetRole) GetConversationId() string {
@@ -2091,7 +2247,7 @@ type RenameGroup struct {
 
 func (x *RenameGroup) Reset() {
 	*x = RenameGroup{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[23]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2103,7 +2259,7 @@ func (x *RenameGroup) String() string {
 func (*RenameGroup) ProtoMessage() {}
 
 func (x *RenameGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[23]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2116,7 +2272,7 @@ func (x *RenameGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameGroup.ProtoReflect.Descriptor instead.
 func (*RenameGroup) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{23}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RenameGroup) GetConversationId() string {
@@ -2143,7 +2299,7 @@ type OpenDirect struct {
 
 func (x *OpenDirect) Reset() {
 	*x = OpenDirect{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[24]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2155,7 +2311,7 @@ func (x *OpenDirect) String() string {
 func (*OpenDirect) ProtoMessage() {}
 
 func (x *OpenDirect) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[24]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2168,7 +2324,7 @@ func (x *OpenDirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenDirect.ProtoReflect.Descriptor instead.
 func (*OpenDirect) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{24}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *OpenDirect) GetUserId() string {
@@ -2195,7 +2351,7 @@ type Send struct {
 
 func (x *Send) Reset() {
 	*x = Send{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[25]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2207,7 +2363,7 @@ func (x *Send) String() string {
 func (*Send) ProtoMessage() {}
 
 func (x *Send) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[25]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2220,7 +2376,7 @@ func (x *Send) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Send.ProtoReflect.Descriptor instead.
 func (*Send) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{25}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Send) GetConversationId() string {
@@ -2271,7 +2427,7 @@ type Sent struct {
 
 func (x *Sent) Reset() {
 	*x = Sent{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[26]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2283,7 +2439,7 @@ func (x *Sent) String() string {
 func (*Sent) ProtoMessage() {}
 
 func (x *Sent) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[26]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2296,7 +2452,7 @@ func (x *Sent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sent.ProtoReflect.Descriptor instead.
 func (*Sent) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{26}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Sent) GetConversationId() string {
@@ -2337,7 +2493,7 @@ type DeleteMessage struct {
 
 func (x *DeleteMessage) Reset() {
 	*x = DeleteMessage{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[27]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2349,7 +2505,7 @@ func (x *DeleteMessage) String() string {
 func (*DeleteMessage) ProtoMessage() {}
 
 func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[27]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2362,7 +2518,7 @@ func (x *DeleteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessage.ProtoReflect.Descriptor instead.
 func (*DeleteMessage) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{27}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeleteMessage) GetConversationId() string {
@@ -2392,7 +2548,7 @@ type History struct {
 
 func (x *History) Reset() {
 	*x = History{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[28]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2404,7 +2560,7 @@ func (x *History) String() string {
 func (*History) ProtoMessage() {}
 
 func (x *History) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[28]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2417,7 +2573,7 @@ func (x *History) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use History.ProtoReflect.Descriptor instead.
 func (*History) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{28}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *History) GetConversationId() string {
@@ -2453,7 +2609,7 @@ type HistoryPage struct {
 
 func (x *HistoryPage) Reset() {
 	*x = HistoryPage{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[29]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2465,7 +2621,7 @@ func (x *HistoryPage) String() string {
 func (*HistoryPage) ProtoMessage() {}
 
 func (x *HistoryPage) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[29]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2478,7 +2634,7 @@ func (x *HistoryPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryPage.ProtoReflect.Descriptor instead.
 func (*HistoryPage) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{29}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HistoryPage) GetConversationId() string {
@@ -2512,7 +2668,7 @@ type MarkRead struct {
 
 func (x *MarkRead) Reset() {
 	*x = MarkRead{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[30]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2524,7 +2680,7 @@ func (x *MarkRead) String() string {
 func (*MarkRead) ProtoMessage() {}
 
 func (x *MarkRead) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[30]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2537,7 +2693,7 @@ func (x *MarkRead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkRead.ProtoReflect.Descriptor instead.
 func (*MarkRead) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{30}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *MarkRead) GetConversationId() string {
@@ -2562,7 +2718,7 @@ type ListConversations struct {
 
 func (x *ListConversations) Reset() {
 	*x = ListConversations{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[31]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2574,7 +2730,7 @@ func (x *ListConversations) String() string {
 func (*ListConversations) ProtoMessage() {}
 
 func (x *ListConversations) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[31]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2587,7 +2743,7 @@ func (x *ListConversations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversations.ProtoReflect.Descriptor instead.
 func (*ListConversations) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{31}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{33}
 }
 
 type ConversationInfo struct {
@@ -2599,7 +2755,7 @@ type ConversationInfo struct {
 
 func (x *ConversationInfo) Reset() {
 	*x = ConversationInfo{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[32]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2611,7 +2767,7 @@ func (x *ConversationInfo) String() string {
 func (*ConversationInfo) ProtoMessage() {}
 
 func (x *ConversationInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[32]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2624,7 +2780,7 @@ func (x *ConversationInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationInfo.ProtoReflect.Descriptor instead.
 func (*ConversationInfo) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{32}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ConversationInfo) GetConversationId() string {
@@ -2644,7 +2800,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[33]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2656,7 +2812,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[33]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2669,7 +2825,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{33}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Ack) GetSessionSeq() int64 {
@@ -2703,7 +2859,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[34]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2715,7 +2871,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[34]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2728,7 +2884,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{34}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Message) GetConversationId() string {
@@ -2832,7 +2988,7 @@ type SessionEvent struct {
 
 func (x *SessionEvent) Reset() {
 	*x = SessionEvent{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[35]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +3000,7 @@ func (x *SessionEvent) String() string {
 func (*SessionEvent) ProtoMessage() {}
 
 func (x *SessionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[35]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,7 +3013,7 @@ func (x *SessionEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionEvent.ProtoReflect.Descriptor instead.
 func (*SessionEvent) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{35}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SessionEvent) GetSeq() int64 {
@@ -2926,7 +3082,7 @@ type ConversationJoined struct {
 
 func (x *ConversationJoined) Reset() {
 	*x = ConversationJoined{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[36]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2938,7 +3094,7 @@ func (x *ConversationJoined) String() string {
 func (*ConversationJoined) ProtoMessage() {}
 
 func (x *ConversationJoined) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[36]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2951,7 +3107,7 @@ func (x *ConversationJoined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationJoined.ProtoReflect.Descriptor instead.
 func (*ConversationJoined) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{36}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ConversationJoined) GetConversation() *Conversation {
@@ -2971,7 +3127,7 @@ type ConversationLeft struct {
 
 func (x *ConversationLeft) Reset() {
 	*x = ConversationLeft{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[37]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3139,7 @@ func (x *ConversationLeft) String() string {
 func (*ConversationLeft) ProtoMessage() {}
 
 func (x *ConversationLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[37]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3152,7 @@ func (x *ConversationLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationLeft.ProtoReflect.Descriptor instead.
 func (*ConversationLeft) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{37}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ConversationLeft) GetConversationId() string {
@@ -3062,16 +3218,26 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x05Empty\"L\n" +
 	"\x06Device\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x122\n" +
-	"\x04type\x18\x02 \x01(\x0e2\x1e.parley.protocol.v1.DeviceTypeR\x04type\"\x87\x01\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x1e.parley.protocol.v1.DeviceTypeR\x04type\"\xf1\x01\n" +
 	"\x05Hello\x12\x1a\n" +
 	"\bversions\x18\x01 \x03(\x05R\bversions\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x122\n" +
 	"\x06device\x18\x03 \x01(\v2\x1a.parley.protocol.v1.DeviceR\x06device\x12\x18\n" +
-	"\arebuild\x18\x04 \x01(\bR\arebuild\"v\n" +
+	"\arebuild\x18\x04 \x01(\bR\arebuild\x122\n" +
+	"\x06resume\x18\x05 \x01(\v2\x1a.parley.protocol.v1.ResumeR\x06resume\x124\n" +
+	"\acursors\x18\x06 \x03(\v2\x1a.parley.protocol.v1.CursorR\acursors\"C\n" +
+	"\x06Cursor\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x03R\x03seq\"v\n" +
+	"\x06Resume\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12#\n" +
+	"\rrebuild_token\x18\x02 \x01(\tR\frebuildToken\x12(\n" +
+	"\x10last_session_seq\x18\x03 \x01(\x03R\x0elastSessionSeq\"v\n" +
 	"\aHelloOK\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x05R\aversion\x12\x16\n" +
 	"\x06server\x18\x02 \x01(\tR\x06server\x129\n" +
-	"\asession\x18\x03 \x01(\v2\x1f.parley.protocol.v1.SessionInfoR\asession\"\xa3\x02\n" +
+	"\asession\x18\x03 \x01(\v2\x1f.parley.protocol.v1.SessionInfoR\asession\"\xbd\x02\n" +
 	"\vSessionInfo\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
@@ -3082,19 +3248,21 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\akeep_ms\x18\x06 \x01(\x03R\x06keepMs\x12\x1f\n" +
 	"\vsession_seq\x18\a \x01(\x03R\n" +
 	"sessionSeq\x12F\n" +
-	"\rconversations\x18\b \x03(\v2 .parley.protocol.v1.ConversationR\rconversations\"e\n" +
+	"\rconversations\x18\b \x03(\v2 .parley.protocol.v1.ConversationR\rconversations\x12\x18\n" +
+	"\arebuilt\x18\t \x01(\bR\arebuilt\"e\n" +
 	"\bRegister\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\x12!\n" +
 	"\fdisplay_name\x18\x03 \x01(\tR\vdisplayName\"%\n" +
 	"\n" +
 	"Registered\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"\x8d\x01\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"\xc3\x01\n" +
 	"\x05Login\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\x122\n" +
 	"\x06device\x18\x03 \x01(\v2\x1a.parley.protocol.v1.DeviceR\x06device\x12\x18\n" +
-	"\arebuild\x18\x04 \x01(\bR\arebuild\"\x7f\n" +
+	"\arebuild\x18\x04 \x01(\bR\arebuild\x124\n" +
+	"\acursors\x18\x05 \x03(\v2\x1a.parley.protocol.v1.CursorR\acursors\"\x7f\n" +
 	"\bLoggedIn\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\"\n" +
 	"\rexpires_at_ms\x18\x02 \x01(\x03R\vexpiresAtMs\x129\n" +
@@ -3238,7 +3406,7 @@ func file_gateway_protocol_parley_proto_rawDescGZIP() []byte {
 }
 
 var file_gateway_protocol_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_gateway_protocol_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_gateway_protocol_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_gateway_protocol_parley_proto_goTypes = []any{
 	(DeviceType)(0),            // 0: parley.protocol.v1.DeviceType
 	(Role)(0),                  // 1: parley.protocol.v1.Role
@@ -3250,92 +3418,97 @@ var file_gateway_protocol_parley_proto_goTypes = []any{
 	(*Empty)(nil),              // 7: parley.protocol.v1.Empty
 	(*Device)(nil),             // 8: parley.protocol.v1.Device
 	(*Hello)(nil),              // 9: parley.protocol.v1.Hello
-	(*HelloOK)(nil),            // 10: parley.protocol.v1.HelloOK
-	(*SessionInfo)(nil),        // 11: parley.protocol.v1.SessionInfo
-	(*Register)(nil),           // 12: parley.protocol.v1.Register
-	(*Registered)(nil),         // 13: parley.protocol.v1.Registered
-	(*Login)(nil),              // 14: parley.protocol.v1.Login
-	(*LoggedIn)(nil),           // 15: parley.protocol.v1.LoggedIn
-	(*Logout)(nil),             // 16: parley.protocol.v1.Logout
-	(*Ping)(nil),               // 17: parley.protocol.v1.Ping
-	(*Pong)(nil),               // 18: parley.protocol.v1.Pong
-	(*Member)(nil),             // 19: parley.protocol.v1.Member
-	(*Conversation)(nil),       // 20: parley.protocol.v1.Conversation
-	(*ConversationList)(nil),   // 21: parley.protocol.v1.ConversationList
-	(*CreateGroup)(nil),        // 22: parley.protocol.v1.CreateGroup
-	(*AddMembers)(nil),         // 23: parley.protocol.v1.AddMembers
-	(*RemoveMember)(nil),       // 24: parley.protocol.v1.RemoveMember
-	(*LeaveGroup)(nil),         // 25: parley.protocol.v1.LeaveGroup
-	(*SetRole)(nil),            // 26: parley.protocol.v1.SetRole
-	(*RenameGroup)(nil),        // 27: parley.protocol.v1.RenameGroup
-	(*OpenDirect)(nil),         // 28: parley.protocol.v1.OpenDirect
-	(*Send)(nil),               // 29: parley.protocol.v1.Send
-	(*Sent)(nil),               // 30: parley.protocol.v1.Sent
-	(*DeleteMessage)(nil),      // 31: parley.protocol.v1.DeleteMessage
-	(*History)(nil),            // 32: parley.protocol.v1.History
-	(*HistoryPage)(nil),        // 33: parley.protocol.v1.HistoryPage
-	(*MarkRead)(nil),           // 34: parley.protocol.v1.MarkRead
-	(*ListConversations)(nil),  // 35: parley.protocol.v1.ListConversations
-	(*ConversationInfo)(nil),   // 36: parley.protocol.v1.ConversationInfo
-	(*Ack)(nil),                // 37: parley.protocol.v1.Ack
-	(*Message)(nil),            // 38: parley.protocol.v1.Message
-	(*SessionEvent)(nil),       // 39: parley.protocol.v1.SessionEvent
-	(*ConversationJoined)(nil), // 40: parley.protocol.v1.ConversationJoined
-	(*ConversationLeft)(nil),   // 41: parley.protocol.v1.ConversationLeft
+	(*Cursor)(nil),             // 10: parley.protocol.v1.Cursor
+	(*Resume)(nil),             // 11: parley.protocol.v1.Resume
+	(*HelloOK)(nil),            // 12: parley.protocol.v1.HelloOK
+	(*SessionInfo)(nil),        // 13: parley.protocol.v1.SessionInfo
+	(*Register)(nil),           // 14: parley.protocol.v1.Register
+	(*Registered)(nil),         // 15: parley.protocol.v1.Registered
+	(*Login)(nil),              // 16: parley.protocol.v1.Login
+	(*LoggedIn)(nil),           // 17: parley.protocol.v1.LoggedIn
+	(*Logout)(nil),             // 18: parley.protocol.v1.Logout
+	(*Ping)(nil),               // 19: parley.protocol.v1.Ping
+	(*Pong)(nil),               // 20: parley.protocol.v1.Pong
+	(*Member)(nil),             // 21: parley.protocol.v1.Member
+	(*Conversation)(nil),       // 22: parley.protocol.v1.Conversation
+	(*ConversationList)(nil),   // 23: parley.protocol.v1.ConversationList
+	(*CreateGroup)(nil),        // 24: parley.protocol.v1.CreateGroup
+	(*AddMembers)(nil),         // 25: parley.protocol.v1.AddMembers
+	(*RemoveMember)(nil),       // 26: parley.protocol.v1.RemoveMember
+	(*LeaveGroup)(nil),         // 27: parley.protocol.v1.LeaveGroup
+	(*SetRole)(nil),            // 28: parley.protocol.v1.SetRole
+	(*RenameGroup)(nil),        // 29: parley.protocol.v1.RenameGroup
+	(*OpenDirect)(nil),         // 30: parley.protocol.v1.OpenDirect
+	(*Send)(nil),               // 31: parley.protocol.v1.Send
+	(*Sent)(nil),               // 32: parley.protocol.v1.Sent
+	(*DeleteMessage)(nil),      // 33: parley.protocol.v1.DeleteMessage
+	(*History)(nil),            // 34: parley.protocol.v1.History
+	(*HistoryPage)(nil),        // 35: parley.protocol.v1.HistoryPage
+	(*MarkRead)(nil),           // 36: parley.protocol.v1.MarkRead
+	(*ListConversations)(nil),  // 37: parley.protocol.v1.ListConversations
+	(*ConversationInfo)(nil),   // 38: parley.protocol.v1.ConversationInfo
+	(*Ack)(nil),                // 39: parley.protocol.v1.Ack
+	(*Message)(nil),            // 40: parley.protocol.v1.Message
+	(*SessionEvent)(nil),       // 41: parley.protocol.v1.SessionEvent
+	(*ConversationJoined)(nil), // 42: parley.protocol.v1.ConversationJoined
+	(*ConversationLeft)(nil),   // 43: parley.protocol.v1.ConversationLeft
 }
 var file_gateway_protocol_parley_proto_depIdxs = []int32{
 	9,  // 0: parley.protocol.v1.ClientFrame.hello:type_name -> parley.protocol.v1.Hello
-	12, // 1: parley.protocol.v1.ClientFrame.register:type_name -> parley.protocol.v1.Register
-	14, // 2: parley.protocol.v1.ClientFrame.login:type_name -> parley.protocol.v1.Login
-	16, // 3: parley.protocol.v1.ClientFrame.logout:type_name -> parley.protocol.v1.Logout
-	17, // 4: parley.protocol.v1.ClientFrame.ping:type_name -> parley.protocol.v1.Ping
-	22, // 5: parley.protocol.v1.ClientFrame.create_group:type_name -> parley.protocol.v1.CreateGroup
-	23, // 6: parley.protocol.v1.ClientFrame.add_members:type_name -> parley.protocol.v1.AddMembers
-	24, // 7: parley.protocol.v1.ClientFrame.remove_member:type_name -> parley.protocol.v1.RemoveMember
-	25, // 8: parley.protocol.v1.ClientFrame.leave_group:type_name -> parley.protocol.v1.LeaveGroup
-	26, // 9: parley.protocol.v1.ClientFrame.set_role:type_name -> parley.protocol.v1.SetRole
-	27, // 10: parley.protocol.v1.ClientFrame.rename_group:type_name -> parley.protocol.v1.RenameGroup
-	28, // 11: parley.protocol.v1.ClientFrame.open_direct:type_name -> parley.protocol.v1.OpenDirect
-	29, // 12: parley.protocol.v1.ClientFrame.send:type_name -> parley.protocol.v1.Send
-	31, // 13: parley.protocol.v1.ClientFrame.delete_message:type_name -> parley.protocol.v1.DeleteMessage
-	32, // 14: parley.protocol.v1.ClientFrame.history:type_name -> parley.protocol.v1.History
-	34, // 15: parley.protocol.v1.ClientFrame.mark_read:type_name -> parley.protocol.v1.MarkRead
-	35, // 16: parley.protocol.v1.ClientFrame.list_conversations:type_name -> parley.protocol.v1.ListConversations
-	36, // 17: parley.protocol.v1.ClientFrame.conversation_info:type_name -> parley.protocol.v1.ConversationInfo
-	37, // 18: parley.protocol.v1.ClientFrame.ack:type_name -> parley.protocol.v1.Ack
+	14, // 1: parley.protocol.v1.ClientFrame.register:type_name -> parley.protocol.v1.Register
+	16, // 2: parley.protocol.v1.ClientFrame.login:type_name -> parley.protocol.v1.Login
+	18, // 3: parley.protocol.v1.ClientFrame.logout:type_name -> parley.protocol.v1.Logout
+	19, // 4: parley.protocol.v1.ClientFrame.ping:type_name -> parley.protocol.v1.Ping
+	24, // 5: parley.protocol.v1.ClientFrame.create_group:type_name -> parley.protocol.v1.CreateGroup
+	25, // 6: parley.protocol.v1.ClientFrame.add_members:type_name -> parley.protocol.v1.AddMembers
+	26, // 7: parley.protocol.v1.ClientFrame.remove_member:type_name -> parley.protocol.v1.RemoveMember
+	27, // 8: parley.protocol.v1.ClientFrame.leave_group:type_name -> parley.protocol.v1.LeaveGroup
+	28, // 9: parley.protocol.v1.ClientFrame.set_role:type_name -> parley.protocol.v1.SetRole
+	29, // 10: parley.protocol.v1.ClientFrame.rename_group:type_name -> parley.protocol.v1.RenameGroup
+	30, // 11: parley.protocol.v1.ClientFrame.open_direct:type_name -> parley.protocol.v1.OpenDirect
+	31, // 12: parley.protocol.v1.ClientFrame.send:type_name -> parley.protocol.v1.Send
+	33, // 13: parley.protocol.v1.ClientFrame.delete_message:type_name -> parley.protocol.v1.DeleteMessage
+	34, // 14: parley.protocol.v1.ClientFrame.history:type_name -> parley.protocol.v1.History
+	36, // 15: parley.protocol.v1.ClientFrame.mark_read:type_name -> parley.protocol.v1.MarkRead
+	37, // 16: parley.protocol.v1.ClientFrame.list_conversations:type_name -> parley.protocol.v1.ListConversations
+	38, // 17: parley.protocol.v1.ClientFrame.conversation_info:type_name -> parley.protocol.v1.ConversationInfo
+	39, // 18: parley.protocol.v1.ClientFrame.ack:type_name -> parley.protocol.v1.Ack
 	6,  // 19: parley.protocol.v1.ServerFrame.error:type_name -> parley.protocol.v1.Error
-	10, // 20: parley.protocol.v1.ServerFrame.hello_ok:type_name -> parley.protocol.v1.HelloOK
-	13, // 21: parley.protocol.v1.ServerFrame.registered:type_name -> parley.protocol.v1.Registered
-	15, // 22: parley.protocol.v1.ServerFrame.logged_in:type_name -> parley.protocol.v1.LoggedIn
+	12, // 20: parley.protocol.v1.ServerFrame.hello_ok:type_name -> parley.protocol.v1.HelloOK
+	15, // 21: parley.protocol.v1.ServerFrame.registered:type_name -> parley.protocol.v1.Registered
+	17, // 22: parley.protocol.v1.ServerFrame.logged_in:type_name -> parley.protocol.v1.LoggedIn
 	7,  // 23: parley.protocol.v1.ServerFrame.ok:type_name -> parley.protocol.v1.Empty
-	18, // 24: parley.protocol.v1.ServerFrame.pong:type_name -> parley.protocol.v1.Pong
-	20, // 25: parley.protocol.v1.ServerFrame.conversation:type_name -> parley.protocol.v1.Conversation
-	30, // 26: parley.protocol.v1.ServerFrame.sent:type_name -> parley.protocol.v1.Sent
-	33, // 27: parley.protocol.v1.ServerFrame.history_page:type_name -> parley.protocol.v1.HistoryPage
-	21, // 28: parley.protocol.v1.ServerFrame.conversation_list:type_name -> parley.protocol.v1.ConversationList
-	38, // 29: parley.protocol.v1.ServerFrame.message:type_name -> parley.protocol.v1.Message
-	39, // 30: parley.protocol.v1.ServerFrame.session_event:type_name -> parley.protocol.v1.SessionEvent
+	20, // 24: parley.protocol.v1.ServerFrame.pong:type_name -> parley.protocol.v1.Pong
+	22, // 25: parley.protocol.v1.ServerFrame.conversation:type_name -> parley.protocol.v1.Conversation
+	32, // 26: parley.protocol.v1.ServerFrame.sent:type_name -> parley.protocol.v1.Sent
+	35, // 27: parley.protocol.v1.ServerFrame.history_page:type_name -> parley.protocol.v1.HistoryPage
+	23, // 28: parley.protocol.v1.ServerFrame.conversation_list:type_name -> parley.protocol.v1.ConversationList
+	40, // 29: parley.protocol.v1.ServerFrame.message:type_name -> parley.protocol.v1.Message
+	41, // 30: parley.protocol.v1.ServerFrame.session_event:type_name -> parley.protocol.v1.SessionEvent
 	0,  // 31: parley.protocol.v1.Device.type:type_name -> parley.protocol.v1.DeviceType
 	8,  // 32: parley.protocol.v1.Hello.device:type_name -> parley.protocol.v1.Device
-	11, // 33: parley.protocol.v1.HelloOK.session:type_name -> parley.protocol.v1.SessionInfo
-	20, // 34: parley.protocol.v1.SessionInfo.conversations:type_name -> parley.protocol.v1.Conversation
-	8,  // 35: parley.protocol.v1.Login.device:type_name -> parley.protocol.v1.Device
-	11, // 36: parley.protocol.v1.LoggedIn.session:type_name -> parley.protocol.v1.SessionInfo
-	1,  // 37: parley.protocol.v1.Member.role:type_name -> parley.protocol.v1.Role
-	2,  // 38: parley.protocol.v1.Conversation.kind:type_name -> parley.protocol.v1.ConversationKind
-	19, // 39: parley.protocol.v1.Conversation.members:type_name -> parley.protocol.v1.Member
-	20, // 40: parley.protocol.v1.ConversationList.conversations:type_name -> parley.protocol.v1.Conversation
-	1,  // 41: parley.protocol.v1.SetRole.role:type_name -> parley.protocol.v1.Role
-	38, // 42: parley.protocol.v1.HistoryPage.messages:type_name -> parley.protocol.v1.Message
-	3,  // 43: parley.protocol.v1.Message.kind:type_name -> parley.protocol.v1.MessageKind
-	40, // 44: parley.protocol.v1.SessionEvent.conversation_joined:type_name -> parley.protocol.v1.ConversationJoined
-	41, // 45: parley.protocol.v1.SessionEvent.conversation_left:type_name -> parley.protocol.v1.ConversationLeft
-	20, // 46: parley.protocol.v1.ConversationJoined.conversation:type_name -> parley.protocol.v1.Conversation
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	11, // 33: parley.protocol.v1.Hello.resume:type_name -> parley.protocol.v1.Resume
+	10, // 34: parley.protocol.v1.Hello.cursors:type_name -> parley.protocol.v1.Cursor
+	13, // 35: parley.protocol.v1.HelloOK.session:type_name -> parley.protocol.v1.SessionInfo
+	22, // 36: parley.protocol.v1.SessionInfo.conversations:type_name -> parley.protocol.v1.Conversation
+	8,  // 37: parley.protocol.v1.Login.device:type_name -> parley.protocol.v1.Device
+	10, // 38: parley.protocol.v1.Login.cursors:type_name -> parley.protocol.v1.Cursor
+	13, // 39: parley.protocol.v1.LoggedIn.session:type_name -> parley.protocol.v1.SessionInfo
+	1,  // 40: parley.protocol.v1.Member.role:type_name -> parley.protocol.v1.Role
+	2,  // 41: parley.protocol.v1.Conversation.kind:type_name -> parley.protocol.v1.ConversationKind
+	21, // 42: parley.protocol.v1.Conversation.members:type_name -> parley.protocol.v1.Member
+	22, // 43: parley.protocol.v1.ConversationList.conversations:type_name -> parley.protocol.v1.Conversation
+	1,  // 44: parley.protocol.v1.SetRole.role:type_name -> parley.protocol.v1.Role
+	40, // 45: parley.protocol.v1.HistoryPage.messages:type_name -> parley.protocol.v1.Message
+	3,  // 46: parley.protocol.v1.Message.kind:type_name -> parley.protocol.v1.MessageKind
+	42, // 47: parley.protocol.v1.SessionEvent.conversation_joined:type_name -> parley.protocol.v1.ConversationJoined
+	43, // 48: parley.protocol.v1.SessionEvent.conversation_left:type_name -> parley.protocol.v1.ConversationLeft
+	22, // 49: parley.protocol.v1.ConversationJoined.conversation:type_name -> parley.protocol.v1.Conversation
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_gateway_protocol_parley_proto_init() }
@@ -3378,7 +3551,7 @@ func file_gateway_protocol_parley_proto_init() {
 		(*ServerFrame_Message)(nil),
 		(*ServerFrame_SessionEvent)(nil),
 	}
-	file_gateway_protocol_parley_proto_msgTypes[35].OneofWrappers = []any{
+	file_gateway_protocol_parley_proto_msgTypes[37].OneofWrappers = []any{
 		(*SessionEvent_ConversationJoined)(nil),
 		(*SessionEvent_ConversationLeft)(nil),
 	}
@@ -3388,7 +3561,7 @@ func file_gateway_protocol_parley_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gateway_protocol_parley_proto_rawDesc), len(file_gateway_protocol_parley_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   38,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,315 @@
+// Package session is the logic of one device's session: a pure state
+// machine stepped by the session grain. It numbers session-local events,
+// keeps them until acknowledged, follows the link that carries the session
+// and decides whether a rebuild request may take the session over.
+//
+// Session events are committed before they are sent (every step that
+// changes the record asks for a synced persist before its Send effects), so
+// a rebuild after a crash replays exactly what was sent: no epoch change is
+// needed, and Epoch stays 1.
+package session
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"slices"
+
+	"github.com/parley-chat/parley/actors/grainpb"
+	pb "github.com/parley-chat/parley/gateway/protocol"
+	"google.golang.org/protobuf/proto"
+)
+
+// MaxRecentOps bounds the remembered push operation ids.
+const MaxRecentOps = 64
+
+// Limits configure the machine.
+type Limits struct {
+	// KeepMs is how long a cut session may be rebuilt.
+	KeepMs int64
+	// Buffer bounds the unacknowledged events held.
+	Buffer int
+}
+
+// State is a session's state: the durable record plus the link carrying it
+// (links die with the process, so the link is not persisted).
+type State struct {
+	ID   string
+	Rec  *grainpb.SessionRecord // nil: no such session
+	Link uint64
+}
+
+// Event is an input of the machine.
+type Event interface{ isEvent() }
+
+// Open creates the session on a link. Token is the rebuild token (empty
+// without rebuild); the machine keeps only its SHA-256.
+type Open struct {
+	User, Device string
+	Rebuild      bool
+	Token        string
+	Link         uint64
+	Now          int64
+}
+
+// Resume rebuilds the session on a new link.
+type Resume struct {
+	User, Device string
+	Token        string
+	LastSeq      int64
+	Link         uint64
+	Now          int64
+}
+
+// Push adds a session event (OpID deduplicates retried pushes).
+type Push struct {
+	Event *pb.SessionEvent
+	OpID  string
+	Now   int64
+}
+
+// Ack acknowledges events up to Seq.
+type Ack struct{ Seq int64 }
+
+// Cut reports that Link no longer carries the session.
+type Cut struct {
+	Link uint64
+	Now  int64
+}
+
+// Replace ends the session: a newer session of its device took over.
+type Replace struct{ Now int64 }
+
+// Activated is stepped once after the grain loaded its record: a session
+// that had a link in an earlier process lost it with that process.
+type Activated struct{ Now int64 }
+
+func (Open) isEvent()      {}
+func (Resume) isEvent()    {}
+func (Push) isEvent()      {}
+func (Ack) isEvent()       {}
+func (Cut) isEvent()       {}
+func (Replace) isEvent()   {}
+func (Activated) isEvent() {}
+
+// Error is a refused request; nothing changed.
+type Error struct{ Code, Message string }
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Effects are performed by the grain in this order: persist the record
+// (synced) if Persist, close Close links, apply hub changes, send Send to
+// SendLink, reply, schedule PassivateAfterMs.
+type Effects struct {
+	Err      *Error
+	Persist  bool
+	Close    []LinkClose
+	HubJoin  []string
+	HubLeave []string
+	Send     []*pb.SessionEvent
+	SendLink uint64
+	Reply    *grainpb.SessionReply
+	// PassivateAfterMs >= 0 asks for a passivation check after that delay
+	// (the session is stopped if it is still cut then); -1: none.
+	PassivateAfterMs int64
+}
+
+// LinkClose closes a link with a WebSocket close code.
+type LinkClose struct {
+	Link   uint64
+	Code   uint16
+	Reason string
+}
+
+// Step applies ev and returns the effects. On error the state is unchanged.
+func (s *State) Step(ev Event, lim Limits) Effects {
+	fx := Effects{PassivateAfterMs: -1}
+	switch e := ev.(type) {
+	case Open:
+		s.open(e, &fx)
+	case Resume:
+		s.resume(e, lim, &fx)
+	case Push:
+		s.push(e, lim, &fx)
+	case Ack:
+		s.ack(e, &fx)
+	case Cut:
+		s.cut(e, lim, &fx)
+	case Replace:
+		s.replace(&fx)
+	case Activated:
+		if s.Rec != nil && !s.Rec.Ended && s.Rec.CutAtMs == 0 {
+			s.Rec = s.clone()
+			s.Rec.CutAtMs = e.Now
+			fx.Persist = true
+			fx.PassivateAfterMs = keepOf(s.Rec, lim)
+		}
+	default:
+		fx.Err = errorf(pb.CodeInternal, "unknown event %T", ev)
+	}
+	return fx
+}
+
+func (s *State) clone() *grainpb.SessionRecord { return proto.Clone(s.Rec).(*grainpb.SessionRecord) }
+
+func keepOf(r *grainpb.SessionRecord, lim Limits) int64 {
+	if !r.Rebuild || r.Ended {
+		return 0
+	}
+	return lim.KeepMs
+}
+
+func (s *State) reply(lim Limits) *grainpb.SessionReply {
+	r := &grainpb.SessionReply{SessionId: s.ID, SessionSeq: s.Rec.Seq, Rebuild: s.Rec.Rebuild}
+	if s.Rec.Rebuild {
+		r.KeepMs = lim.KeepMs
+	}
+	return r
+}
+
+func (s *State) open(e Open, fx *Effects) {
+	if s.Rec != nil {
+		fx.Err = errorf(pb.CodeConflict, "session %s exists", s.ID)
+		return
+	}
+	rec := &grainpb.SessionRecord{SessionId: s.ID, UserId: e.User, DeviceId: e.Device, Rebuild: e.Rebuild, Epoch: 1}
+	if e.Rebuild {
+		sum := sha256.Sum256([]byte(e.Token))
+		rec.RebuildTokenSha256 = sum[:]
+	}
+	s.Rec, s.Link = rec, e.Link
+	fx.Persist = true
+	fx.Reply = &grainpb.SessionReply{SessionId: s.ID, Rebuild: e.Rebuild, RebuildToken: e.Token}
+}
+
+func (s *State) resume(e Resume, lim Limits, fx *Effects) {
+	r := s.Rec
+	switch {
+	case r == nil:
+		fx.Err = errorf(pb.CodeSessionUnknown, "no session %s", s.ID)
+		return
+	case r.UserId != e.User || r.DeviceId != e.Device:
+		fx.Err = errorf(pb.CodeSessionForeign, "session %s belongs to another user or device", s.ID)
+		return
+	case r.Ended:
+		fx.Err = errorf(pb.CodeSessionExpired, "session %s ended", s.ID)
+		return
+	case !r.Rebuild:
+		fx.Err = errorf(pb.CodeSessionExpired, "session %s was opened without rebuild", s.ID)
+		return
+	}
+	sum := sha256.Sum256([]byte(e.Token))
+	if subtle.ConstantTimeCompare(sum[:], r.RebuildTokenSha256) != 1 {
+		fx.Err = errorf(pb.CodeBadRebuildToken, "wrong rebuild token")
+		return
+	}
+	if s.Link == 0 && r.CutAtMs > 0 && e.Now-r.CutAtMs > lim.KeepMs {
+		fx.Err = errorf(pb.CodeSessionExpired, "session %s was cut %d ms ago, kept %d ms", s.ID, e.Now-r.CutAtMs, lim.KeepMs)
+		return
+	}
+	if e.LastSeq > r.Seq || e.LastSeq < 0 {
+		fx.Err = errorf(pb.CodeSeqInFuture, "last_session_seq %d, the session sent up to %d", e.LastSeq, r.Seq)
+		return
+	}
+	if e.LastSeq < r.Acked || e.LastSeq < r.DroppedThrough {
+		fx.Err = errorf(pb.CodeBufferOverflowed, "events after %d are no longer held (held from %d)", e.LastSeq, max(r.Acked, r.DroppedThrough)+1)
+		return
+	}
+	rec := s.clone()
+	rec.Acked = e.LastSeq
+	rec.Unacked = slices.DeleteFunc(rec.Unacked, func(ev *pb.SessionEvent) bool { return ev.Seq <= e.LastSeq })
+	rec.CutAtMs = 0
+	if s.Link != 0 && s.Link != e.Link {
+		fx.Close = append(fx.Close, LinkClose{Link: s.Link, Code: pb.CloseSessionMoved, Reason: "session moved to a newer link"})
+	}
+	s.Rec, s.Link = rec, e.Link
+	fx.Persist = true
+	fx.Send, fx.SendLink = rec.Unacked, e.Link
+	fx.Reply = s.reply(lim)
+}
+
+func (s *State) push(e Push, lim Limits, fx *Effects) {
+	if s.Rec == nil {
+		fx.Err = errorf(pb.CodeNotFound, "no session %s", s.ID)
+		return
+	}
+	if s.Rec.Ended || e.OpID != "" && slices.Contains(s.Rec.RecentOps, e.OpID) {
+		return
+	}
+	rec := s.clone()
+	rec.Seq++
+	ev := proto.Clone(e.Event).(*pb.SessionEvent)
+	ev.Seq = rec.Seq
+	rec.Unacked = append(rec.Unacked, ev)
+	if over := len(rec.Unacked) - lim.Buffer; over > 0 {
+		rec.DroppedThrough = rec.Unacked[over-1].Seq
+		rec.Unacked = rec.Unacked[over:]
+	}
+	if e.OpID != "" {
+		rec.RecentOps = append(rec.RecentOps, e.OpID)
+		if len(rec.RecentOps) > MaxRecentOps {
+			rec.RecentOps = rec.RecentOps[len(rec.RecentOps)-MaxRecentOps:]
+		}
+	}
+	s.Rec = rec
+	fx.Persist = true
+	// Membership changes move the hub subscription too: a link attached
+	// while the change was in flight learns of it only here.
+	switch x := ev.Event.(type) {
+	case *pb.SessionEvent_ConversationJoined:
+		fx.HubJoin = append(fx.HubJoin, x.ConversationJoined.GetConversation().GetId())
+	case *pb.SessionEvent_ConversationLeft:
+		fx.HubLeave = append(fx.HubLeave, x.ConversationLeft.ConversationId)
+	}
+	if s.Link != 0 {
+		fx.Send, fx.SendLink = []*pb.SessionEvent{ev}, s.Link
+	}
+}
+
+func (s *State) ack(e Ack, fx *Effects) {
+	if s.Rec == nil {
+		fx.Err = errorf(pb.CodeNotFound, "no session %s", s.ID)
+		return
+	}
+	if e.Seq > s.Rec.Seq || e.Seq < 0 {
+		fx.Err = errorf(pb.CodeBadSeq, "ack %d is beyond the last session event %d", e.Seq, s.Rec.Seq)
+		return
+	}
+	if e.Seq <= s.Rec.Acked {
+		return
+	}
+	rec := s.clone()
+	rec.Acked = e.Seq
+	rec.Unacked = slices.DeleteFunc(rec.Unacked, func(ev *pb.SessionEvent) bool { return ev.Seq <= e.Seq })
+	s.Rec = rec
+	fx.Persist = true
+}
+
+func (s *State) cut(e Cut, lim Limits, fx *Effects) {
+	if s.Rec == nil || e.Link != s.Link || s.Link == 0 {
+		return // a late cut of a link that no longer carries the session
+	}
+	rec := s.clone()
+	rec.CutAtMs = e.Now
+	s.Rec, s.Link = rec, 0
+	fx.Persist = true
+	fx.PassivateAfterMs = keepOf(rec, lim)
+}
+
+func (s *State) replace(fx *Effects) {
+	if s.Rec == nil || s.Rec.Ended {
+		return
+	}
+	if s.Link != 0 {
+		fx.Close = append(fx.Close, LinkClose{Link: s.Link, Code: pb.CloseSessionReplaced, Reason: "session replaced by a newer login of this device"})
+	}
+	rec := s.clone()
+	rec.Ended = true
+	s.Rec, s.Link = rec, 0
+	fx.Persist = true
+	fx.PassivateAfterMs = 0
+}

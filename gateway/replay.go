@@ -1,0 +1,88 @@
+package gateway
+
+import (
+	"github.com/parley-chat/parley/actors"
+	"github.com/parley-chat/parley/actors/grainpb"
+	pb "github.com/parley-chat/parley/gateway/protocol"
+)
+
+// replayPage is the history page size of a replay.
+const replayPage = 500
+
+// trackCursors starts delivery tracking for the conversations the client
+// named, before the link is subscribed: live messages of those are held
+// until their replay has caught up.
+func (l *link) trackCursors(cursors []*pb.Cursor, member map[string]bool) []*convCursor {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cursors == nil {
+		l.cursors = map[string]*convCursor{}
+	}
+	var started []*convCursor
+	for _, c := range cursors {
+		if !member[c.ConversationId] || c.Seq < 0 {
+			continue // not (or no longer) a member: nothing to replay
+		}
+		cs := &convCursor{floor: c.Seq, replaying: true}
+		l.cursors[c.ConversationId] = cs
+		started = append(started, cs)
+	}
+	return started
+}
+
+// replay writes every message after each named cursor, then the held live
+// ones, so each message reaches the link once and in order. It runs on its
+// own goroutine, one conversation after another.
+func (l *link) replay(cursors []*pb.Cursor, states []*convCursor) {
+	for i, cs := range states {
+		conv := cursors[i].ConversationId
+		for l.replayPage(conv, cs) {
+		}
+		// Held frames are re-read under the lock on every step: live
+		// delivery may append while a frame is being queued.
+		l.mu.Lock()
+		for i := 0; i < len(cs.held); i++ {
+			if h := cs.held[i]; h.seq > cs.floor {
+				cs.floor = h.seq
+				l.enqueueLocked(h.frame)
+				l.mu.Lock()
+			}
+		}
+		cs.held, cs.replaying = nil, false
+		l.mu.Unlock()
+	}
+}
+
+// replayPage writes one history page; it reports whether more may follow.
+func (l *link) replayPage(conv string, cs *convCursor) bool {
+	l.mu.Lock()
+	after, closed := cs.floor, l.closed
+	l.mu.Unlock()
+	if closed {
+		return false
+	}
+	p, err := l.srv.node.Request(actors.KindConversation, conv, "History", &grainpb.HistoryReq{Actor: l.userID, AfterSeq: after, Limit: replayPage})
+	if err != nil {
+		return false
+	}
+	res, err := p.Result()
+	if err != nil {
+		l.srv.log.Debug("replay history", "conversation_id", conv, "err", err)
+		return false
+	}
+	page := res.(*pb.HistoryPage)
+	for _, m := range page.Messages {
+		frame := wsTextFrame(pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_Message{Message: m}}))
+		l.mu.Lock()
+		if m.Seq > cs.floor {
+			cs.floor = m.Seq
+			l.enqueueLocked(frame)
+		} else {
+			l.mu.Unlock()
+		}
+	}
+	l.mu.Lock()
+	more := len(page.Messages) == replayPage && cs.floor < page.LastSeq
+	l.mu.Unlock()
+	return more
+}
