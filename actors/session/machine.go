@@ -219,6 +219,12 @@ func (s *State) resume(e Resume, lim Limits, fx *Effects) {
 		fx.Err = errorf(pb.CodeBufferOverflowed, "events after %d are no longer held (held from %d)", e.LastSeq, max(r.Acked, r.DroppedThrough)+1)
 		return
 	}
+	if e.Link == s.Link && e.LastSeq == r.Acked {
+		// A duplicate of the rebuild that put the session on this link:
+		// answered again, but nothing is written twice to the link.
+		fx.Reply = s.reply(lim)
+		return
+	}
 	rec := s.clone()
 	rec.Acked = e.LastSeq
 	rec.Unacked = slices.DeleteFunc(rec.Unacked, func(ev *pb.SessionEvent) bool { return ev.Seq <= e.LastSeq })
