@@ -42,6 +42,13 @@ func DirectID(a, b string) string {
 	return "d." + a + "." + b
 }
 
+// GroupIDFor derives the id of a group created by user with a client id,
+// so a retransmitted create names the same group.
+func GroupIDFor(user, clientID string) string {
+	sum := sha256.Sum256([]byte("parley-group\x00" + user + "\x00" + clientID))
+	return "g" + hex.EncodeToString(sum[:12])
+}
+
 // NewID returns a random id with a prefix.
 func NewID(prefix string) string {
 	var b [12]byte
@@ -210,6 +217,13 @@ func (n *Node) ResumeSession(user string, dev *pb.Device, r *pb.Resume, link uin
 		info.Conversations = append(info.Conversations, &pb.Conversation{Id: c.ConversationId, Kind: c.Kind, Title: c.Title})
 	}
 	return info, nil
+}
+
+// EndSession ends a session for good (logout): it cannot be rebuilt.
+func (n *Node) EndSession(sessionID string) {
+	if _, err := grainpb.GetSessionGrainClient(n.Cluster, sessionID).Cut(&grainpb.CutReq{Replaced: true}, n.callOpts()...); err != nil {
+		n.log.Warn("end session", "session_id", sessionID, "err", err)
+	}
 }
 
 // CutSession records that a link carrying the session is gone.

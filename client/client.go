@@ -177,6 +177,11 @@ func (c *Client) connect(ctx context.Context, rebuild bool) error {
 		// Refused: a fresh session on the same link; the cursors in the
 		// plain hello make the server replay everything persisted.
 	}
+	if token != "" {
+		// This hello opens a new session: its events start at seq 1, and
+		// may arrive before the reply.
+		c.stream.newSession()
+	}
 	f, err := c.Call(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_Hello{Hello: hello}})
 	if err != nil {
 		return err
@@ -301,6 +306,7 @@ func (c *Client) Register(ctx context.Context, username, password, displayName s
 
 // Login authenticates the link and starts catching up.
 func (c *Client) Login(ctx context.Context, username, password string) (*pb.LoggedIn, error) {
+	c.stream.newSession()
 	f, err := c.Call(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_Login{Login: &pb.Login{Username: username, Password: password, Device: c.opts.Device, Rebuild: true, Cursors: c.stream.cursorList()}}})
 	if err != nil {
 		return nil, err
@@ -315,12 +321,8 @@ func (c *Client) Login(ctx context.Context, username, password string) (*pb.Logg
 
 func (c *Client) startSession(s *pb.SessionInfo) {
 	c.mu.Lock()
-	prev := c.session
 	c.session, c.userID = s, s.GetUserId()
 	c.mu.Unlock()
-	if prev.GetSessionId() != s.GetSessionId() {
-		c.stream.newSession()
-	}
 	// Conversations we hold a cursor for are replayed by the server;
 	// the others are caught up with History.
 	known := c.stream.cursors()
@@ -455,22 +457,42 @@ func (c *Client) SendMessage(ctx context.Context, m *pb.Send) (*pb.Sent, error) 
 	if m.ClientId == "" {
 		m.ClientId = NewClientID()
 	}
+	f, err := c.retry(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_Send{Send: m}})
+	if err != nil {
+		return nil, err
+	}
+	return f.GetSent(), nil
+}
+
+// CreateGroup creates a group with members.
+// It carries a client id, so a retry after a lost reply returns the same
+// group; with Reconnect it retries through dropped links.
+func (c *Client) CreateGroup(ctx context.Context, title string, members ...string) (*pb.Conversation, error) {
+	cg := &pb.CreateGroup{Title: title, Members: members, ClientId: NewClientID()}
+	f, err := c.retry(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_CreateGroup{CreateGroup: cg}})
+	if err != nil {
+		return nil, err
+	}
+	return f.GetConversation(), nil
+}
+
+// retry sends an idempotent command until it is answered (not with
+// unavailable or rate_limited) or ctx ends. Without Reconnect it gives up
+// after a few attempts.
+func (c *Client) retry(ctx context.Context, f *pb.ClientFrame) (*pb.ServerFrame, error) {
 	for attempt := 0; ; attempt++ {
-		f, err := c.Call(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_Send{Send: m}})
+		f.Id = ""
+		r, err := c.Call(ctx, f)
 		if err == nil {
-			return f.GetSent(), nil
+			return r, nil
 		}
 		code := Code(err)
-		retry := code == pb.CodeUnavailable || code == pb.CodeRateLimited || (code == "" && !errors.Is(err, ErrClosed) && ctx.Err() == nil)
-		// With Reconnect, retry until ctx ends: the same client id makes
-		// the retransmission safe.
-		if !retry || (attempt >= 5 && !c.opts.Reconnect) {
+		// A timeout (no code) may have been applied: retrying is safe
+		// because the command is idempotent.
+		retryable := code == pb.CodeUnavailable || code == pb.CodeRateLimited ||
+			code == "" && !errors.Is(err, ErrClosed) && ctx.Err() == nil
+		if !retryable || (attempt >= 5 && !c.opts.Reconnect) {
 			return nil, err
-		}
-		select {
-		case <-c.closed:
-			return nil, ErrClosed
-		default:
 		}
 		wait := time.Duration(min(50*(attempt+1), 500)) * time.Millisecond
 		var e *Error
@@ -479,19 +501,12 @@ func (c *Client) SendMessage(ctx context.Context, m *pb.Send) (*pb.Sent, error) 
 		}
 		select {
 		case <-time.After(wait):
+		case <-c.closed:
+			return nil, ErrClosed
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
-}
-
-// CreateGroup creates a group with members.
-func (c *Client) CreateGroup(ctx context.Context, title string, members ...string) (*pb.Conversation, error) {
-	f, err := c.Call(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_CreateGroup{CreateGroup: &pb.CreateGroup{Title: title, Members: members}}})
-	if err != nil {
-		return nil, err
-	}
-	return f.GetConversation(), nil
 }
 
 // AddMembers adds users to a group.

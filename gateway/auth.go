@@ -101,13 +101,7 @@ func (l *link) replyAndAttach(id string, body proto.Message, info *pb.SessionInf
 		convs = append(convs, c.Id)
 		member[c.Id] = true
 	}
-	var named []*pb.Cursor
-	for _, c := range cursors {
-		if member[c.ConversationId] {
-			named = append(named, c)
-		}
-	}
-	states := l.trackCursors(named, member)
+	states := l.trackCursors(cursors, member)
 	o := l.srv.opts
 	u := l.srv.hub.attach(l, info.UserId, convs, o.RatePerSecond, o.RateBurst)
 	l.mu.Lock()
@@ -115,7 +109,7 @@ func (l *link) replyAndAttach(id string, body proto.Message, info *pb.SessionInf
 	l.mu.Unlock()
 	l.authTimer.Stop()
 	if len(states) > 0 {
-		go l.replay(named, states)
+		go l.replay(states)
 	}
 }
 
@@ -124,6 +118,8 @@ func (l *link) logout(id string) {
 		l.replyGrainErr(id, err)
 		return
 	}
+	// A logged-out session can no longer be rebuilt.
+	l.srv.node.EndSession(l.sessionID)
 	l.replyMsg(id, &pb.Empty{})
 	l.close(pb.CloseLoggedOut, "logged out")
 }

@@ -119,7 +119,15 @@ func (l *link) command(id string, f *pb.ClientFrame) {
 			l.replyGrainErr(id, err)
 			return
 		}
-		conv(actors.NewID("g"), "Create", &grainpb.CreateConvReq{Actor: uid, Kind: pb.ConversationKind_CONVERSATION_KIND_GROUP, Title: g.Title, Members: g.Members})
+		gid := actors.NewID("g")
+		if g.ClientId != "" {
+			if len(g.ClientId) > 64 {
+				l.replyErr(id, pb.CodeInvalidArgument, "client_id must be 1..64 bytes")
+				return
+			}
+			gid = actors.GroupIDFor(uid, g.ClientId)
+		}
+		conv(gid, "Create", &grainpb.CreateConvReq{Actor: uid, Kind: pb.ConversationKind_CONVERSATION_KIND_GROUP, Title: g.Title, Members: g.Members})
 	case *pb.ClientFrame_OpenDirect:
 		other := c.OpenDirect.UserId
 		if other == uid {

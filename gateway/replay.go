@@ -12,20 +12,20 @@ const replayPage = 500
 // trackCursors starts delivery tracking for the conversations the client
 // named, before the link is subscribed: live messages of those are held
 // until their replay has caught up.
-func (l *link) trackCursors(cursors []*pb.Cursor, member map[string]bool) []*convCursor {
+func (l *link) trackCursors(cursors []*pb.Cursor, member map[string]bool) map[string]*convCursor {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.cursors == nil {
 		l.cursors = map[string]*convCursor{}
 	}
-	var started []*convCursor
+	started := map[string]*convCursor{}
 	for _, c := range cursors {
-		if !member[c.ConversationId] || c.Seq < 0 {
-			continue // not (or no longer) a member: nothing to replay
+		if !member[c.ConversationId] || c.Seq < 0 || l.cursors[c.ConversationId] != nil {
+			continue // not (or no longer) a member, or named twice
 		}
 		cs := &convCursor{floor: c.Seq, replaying: true}
 		l.cursors[c.ConversationId] = cs
-		started = append(started, cs)
+		started[c.ConversationId] = cs
 	}
 	return started
 }
@@ -33,9 +33,8 @@ func (l *link) trackCursors(cursors []*pb.Cursor, member map[string]bool) []*con
 // replay writes every message after each named cursor, then the held live
 // ones, so each message reaches the link once and in order. It runs on its
 // own goroutine, one conversation after another.
-func (l *link) replay(cursors []*pb.Cursor, states []*convCursor) {
-	for i, cs := range states {
-		conv := cursors[i].ConversationId
+func (l *link) replay(states map[string]*convCursor) {
+	for conv, cs := range states {
 		for l.replayPage(conv, cs) {
 		}
 		// Held frames are re-read under the lock on every step: live
@@ -82,6 +81,11 @@ func (l *link) replayPage(conv string, cs *convCursor) bool {
 		}
 	}
 	l.mu.Lock()
+	if cs.floor > page.LastSeq {
+		// A cursor beyond the log is the client's mistake; clamping it
+		// keeps live messages flowing.
+		cs.floor = page.LastSeq
+	}
 	more := len(page.Messages) == replayPage && cs.floor < page.LastSeq
 	l.mu.Unlock()
 	return more

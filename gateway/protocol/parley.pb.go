@@ -1980,7 +1980,11 @@ type CreateGroup struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Title string                 `protobuf:"bytes,1,opt,name=title,proto3" json:"title,omitempty"`
 	// Users added as members at creation (besides the creator, the owner).
-	Members       []string `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	Members []string `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	// Optional, 1..64 bytes: makes the command idempotent. A retransmission
+	// with the same client_id (same user) returns the same group instead of
+	// creating another.
+	ClientId      string `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2027,6 +2031,13 @@ func (x *CreateGroup) GetMembers() []string {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *CreateGroup) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
 }
 
 type AddMembers struct {
@@ -3283,10 +3294,11 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\amembers\x18\x05 \x03(\v2\x1a.parley.protocol.v1.MemberR\amembers\x12\x19\n" +
 	"\bread_seq\x18\x06 \x01(\x03R\areadSeq\"Z\n" +
 	"\x10ConversationList\x12F\n" +
-	"\rconversations\x18\x01 \x03(\v2 .parley.protocol.v1.ConversationR\rconversations\"=\n" +
+	"\rconversations\x18\x01 \x03(\v2 .parley.protocol.v1.ConversationR\rconversations\"Z\n" +
 	"\vCreateGroup\x12\x14\n" +
 	"\x05title\x18\x01 \x01(\tR\x05title\x12\x18\n" +
-	"\amembers\x18\x02 \x03(\tR\amembers\"P\n" +
+	"\amembers\x18\x02 \x03(\tR\amembers\x12\x1b\n" +
+	"\tclient_id\x18\x03 \x01(\tR\bclientId\"P\n" +
 	"\n" +
 	"AddMembers\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x19\n" +
