@@ -118,8 +118,8 @@ func (l *link) logout(id string) {
 		l.replyGrainErr(id, err)
 		return
 	}
-	// A logged-out session can no longer be rebuilt.
-	l.srv.node.EndSession(l.sessionID)
 	l.replyMsg(id, &pb.Empty{})
 	l.close(pb.CloseLoggedOut, "logged out")
+	// A logged-out session can no longer be rebuilt.
+	l.srv.node.EndSession(l.sessionID)
 }

@@ -97,7 +97,9 @@ func (cr *chatRun) say(line string) {
 // quit types /quit and checks runChat returns nil.
 func (cr *chatRun) quit() {
 	cr.t.Helper()
-	cr.say("/quit")
+	// Not say: runChat may return as soon as it read the line, racing the
+	// write's completion.
+	go io.WriteString(cr.in, "/quit\n")
 	select {
 	case err := <-cr.done:
 		if err != nil {
