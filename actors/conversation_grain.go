@@ -32,6 +32,8 @@ type convGrain struct {
 	committedSeq int64
 	pending      []stepped
 	inflight     bool
+	// sweptGen is the dedupe generation whose older ones were deleted.
+	sweptGen uint32
 	broken       bool
 	self         *actor.PID
 }
@@ -299,7 +301,19 @@ func (g *convGrain) Info(req *grainpb.InfoReq, ctx cluster.GrainContext) (*pb.Co
 }
 
 func (g *convGrain) loadDedupe(k conversation.DedupeKey, now int64) (*grainpb.DedupeRecord, error) {
-	v, err := g.n.opts.Store.Get(dedupeKey(g.id, k))
+	if gen := dedupeGen(now); gen != g.sweptGen {
+		// A new generation began: drop the ones no lookup reads any more.
+		if err := sweepDedupe(g.n.opts.Store, g.id, now); err != nil {
+			g.log.Warn("sweep dedupe records", "err", err)
+		} else {
+			g.sweptGen = gen
+		}
+	}
+	gen := dedupeGen(now)
+	v, err := g.n.opts.Store.Get(dedupeKey(g.id, gen, k))
+	if errors.Is(err, persistence.ErrNotFound) && gen > 0 {
+		v, err = g.n.opts.Store.Get(dedupeKey(g.id, gen-1, k))
+	}
 	if errors.Is(err, persistence.ErrNotFound) {
 		return nil, nil
 	}

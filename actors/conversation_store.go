@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -11,10 +12,16 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// dedupeKey is the store key of a send's dedupe record. The parts are
-// length-prefixed so that no two triples share a key.
-func dedupeKey(conv string, k conversation.DedupeKey) []byte {
-	var suffix []byte
+// dedupeGen is the generation of a dedupe record written at timeMs: one
+// generation per dedupe window. A lookup reads the current and previous
+// generation; older generations are dropped with one range delete, so a
+// record lives between one and two windows and cleanup never scans.
+func dedupeGen(timeMs int64) uint32 { return uint32(timeMs / dedupeWindow.Milliseconds()) }
+
+// dedupeKey is the store key of a send's dedupe record: generation, then
+// the length-prefixed parts, so that no two triples share a key.
+func dedupeKey(conv string, gen uint32, k conversation.DedupeKey) []byte {
+	suffix := binary.BigEndian.AppendUint32(nil, gen)
 	for _, part := range []string{k.User, k.Device, k.ClientID} {
 		suffix = append(suffix, byte(len(part)))
 		suffix = append(suffix, part...)
@@ -45,7 +52,7 @@ func encodeWrite(b *persistence.Batch, conv string, w conversation.Write) {
 	case w.Message != nil:
 		b.Set(persistence.EncodeKey(persistence.KindMessage, conv, persistence.SeqSuffix(w.Message.Seq)), mustMarshal(w.Message))
 	case w.Dedupe != nil:
-		b.Set(dedupeKey(conv, w.Dedupe.Key), mustMarshal(w.Dedupe.Record))
+		b.Set(dedupeKey(conv, dedupeGen(w.Dedupe.Record.TimeMs), w.Dedupe.Key), mustMarshal(w.Dedupe.Record))
 	case w.Outbox != nil:
 		b.Set(persistence.EncodeKey(persistence.KindConvOutbox, conv, []byte(w.Outbox.OpID)), mustMarshal(w.Outbox.Record))
 	}
@@ -145,4 +152,16 @@ func loadMessages(s *persistence.Store, conv string, from, to int64, limit int) 
 		err = decErr
 	}
 	return out, err
+}
+
+// sweepDedupe deletes dedupe generations older than the previous one.
+func sweepDedupe(s *persistence.Store, conv string, now int64) error {
+	gen := dedupeGen(now)
+	if gen < 2 {
+		return nil
+	}
+	p := persistence.EntityPrefix(persistence.KindDedupe, conv)
+	b := s.NewBatch(persistence.KindConv, conv)
+	b.DeleteRange(p, append(append([]byte(nil), p...), binary.BigEndian.AppendUint32(nil, gen-1)...))
+	return b.Commit()
 }

@@ -283,6 +283,17 @@ func (b *Batch) Commit() error {
 	return nil
 }
 
+// DeleteRange removes every key in [start, end); both must be in the
+// batch's shard.
+func (b *Batch) DeleteRange(start, end []byte) {
+	if !b.check(start) || !b.check(end) {
+		return
+	}
+	if err := b.b.DeleteRange(start, end, nil); err != nil && b.err == nil {
+		b.err = err
+	}
+}
+
 // Abort discards the batch.
 func (b *Batch) Abort() { b.b.Close() }
 
