@@ -34,8 +34,8 @@ type convGrain struct {
 	inflight     bool
 	// sweptGen is the dedupe generation whose older ones were deleted.
 	sweptGen uint32
-	broken       bool
-	self         *actor.PID
+	broken   bool
+	self     *actor.PID
 }
 
 // stepped is a request whose effects wait for a commit.

@@ -4,7 +4,7 @@
 // drives a scenario and prints throughput, server CPU per unit of work,
 // latency and memory. See bench/README.md.
 //
-//	parley-bench -scenario fanout|groups|conns|latency|all [flags]
+//	parley-bench -scenario fanout|baseline|groups|conns|latency|all [flags]
 //
 // Two hidden modes serve the orchestrator: -worker (a client process,
 // commanded over stdin/stdout) and -baseline (the bare gws fan-out server
@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	neturl "net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -31,7 +32,7 @@ import (
 func main() {
 	var o harness.Options
 	fs := flag.NewFlagSet("parley-bench", flag.ExitOnError)
-	fs.StringVar(&o.Scenario, "scenario", "all", "fanout|groups|conns|latency|all (all = fanout with baseline, groups, conns, latency)")
+	fs.StringVar(&o.Scenario, "scenario", "all", "comma-separated fanout,baseline,groups,conns,latency or all (fanout and baseline together also print their ratio)")
 	fs.IntVar(&o.N, "n", 0, "members of the group (fanout 1000, latency 1000) or links (conns 10000); 0 = scenario default")
 	fs.IntVar(&o.Groups, "groups", 100, "groups of 3 members (groups scenario)")
 	fs.Float64Var(&o.Rate, "rate", 20, "messages per second (latency scenario)")
@@ -87,8 +88,12 @@ func runBench(ctx context.Context, o harness.Options) error {
 }
 
 func runWorker(ctx context.Context, url, src string) error {
-	if url == "" {
-		return fmt.Errorf("-worker needs -url")
+	u, err := neturl.Parse(url)
+	if err != nil || u.Hostname() == "" {
+		return fmt.Errorf("-worker needs -url ws://127.0.0.1:PORT/ws")
+	}
+	if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("-url %q: load goes to loopback (127.0.0.0/8) only", url)
 	}
 	cfg := worker.Config{URL: url}
 	if src != "" {

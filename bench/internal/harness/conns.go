@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -58,12 +59,16 @@ func (h *harness) connsRun(ctx context.Context, r, n int, regDir string, ids []s
 	}
 	defer e.close()
 	e.ids = ids
-	time.Sleep(settle)
+	if err := e.sleep(settle); err != nil {
+		return 0, 0, err
+	}
 	empty := e.serverState()
 	if empty.err != nil {
 		return 0, 0, empty.err
 	}
+	c0, _ := cpuTime(e.srv.pid())
 	cr, err := e.connect()
+	c1, _ := cpuTime(e.srv.pid())
 	if err != nil {
 		if cr != nil {
 			h.printConnect(cr, n)
@@ -85,7 +90,9 @@ func (h *harness) connsRun(ctx context.Context, r, n int, regDir string, ids []s
 	if err := e.waitCreated(uint64(n), 5*time.Minute); err != nil {
 		return 0, 0, err
 	}
-	time.Sleep(settle)
+	if err := e.sleep(settle); err != nil {
+		return 0, 0, err
+	}
 	st := e.serverState()
 	final, err := e.pool.stats()
 	if err != nil {
@@ -93,10 +100,13 @@ func (h *harness) connsRun(ctx context.Context, r, n int, regDir string, ids []s
 	}
 	rate = float64(cr.connected) / cr.took.Seconds()
 	kibPerLink = float64(st.rss-empty.rss) / 1024 / float64(n)
-	h.printf("  run %d: %d links in %s = %.0f links/s (per link p50 %s p99 %s); RSS %s empty -> %s with links = %.1f KiB/link\n",
+	h.printf("  run %d: %d links in %s = %.0f links/s (per link p50 %s p99 %s; server CPU %s, %.0f µs/link)\n",
 		r+1, cr.connected, cr.took.Round(time.Millisecond), rate, ms(cr.setup.Quantile(0.5)), ms(cr.setup.Quantile(0.99)),
-		mib(empty.rss), mib(st.rss), kibPerLink)
-	h.printf("         empty server: %s; with links: %s\n", empty.goRuntime(e.t), st.goRuntime(e.t))
+		cores(c1-c0, cr.took), float64((c1-c0).Microseconds())/float64(cr.connected))
+	h.printf("         RSS %s empty -> %s with links = %.1f KiB/link\n", mib(empty.rss), mib(st.rss), kibPerLink)
+	if g := st.goRuntime(e.t); !strings.HasSuffix(g, "(*)") {
+		h.printf("         empty server: %s; with links: %s\n", empty.goRuntime(e.t), g)
+	}
 	if r == h.o.Runs-1 {
 		h.printServer(e, st, final)
 	}

@@ -30,6 +30,7 @@ func (t target) String() string {
 // env is a running server with n accounts and (after connect) one
 // logged-in link per account, spread over the worker processes.
 type env struct {
+	ctx    context.Context
 	h      *harness
 	t      target
 	srv    *server
@@ -43,7 +44,7 @@ type env struct {
 // startEnv starts the server (on dataDir, which may hold registered
 // accounts) and, when doRegister is set, registers n accounts.
 func (h *harness) startEnv(ctx context.Context, t target, n int, dataDir string, doRegister bool) (*env, error) {
-	e := &env{h: h, t: t, accts: accounts(n)}
+	e := &env{ctx: ctx, h: h, t: t, accts: accounts(n)}
 	logPath := filepath.Join(h.tmp, fmt.Sprintf("%s-%d.log", t, h.serial))
 	var err error
 	if t == targetBaseline {
@@ -165,7 +166,21 @@ func (e *env) waitCreated(want uint64, timeout time.Duration) error {
 			return fmt.Errorf("only %d of %d links saw their group's CREATED entry within %s (closes: %s)",
 				s.Created, want, timeout, formatCounts(s.Closes))
 		}
-		time.Sleep(200 * time.Millisecond)
+		if err := e.sleep(200 * time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// sleep waits d, or less if the invocation is interrupted.
+func (e *env) sleep(d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-e.ctx.Done():
+		return e.ctx.Err()
 	}
 }
 
@@ -220,7 +235,9 @@ func (e *env) measure() (*window, error) {
 		return nil, err
 	}
 	w0, t0 := e.pool.cpu(), time.Now()
-	time.Sleep(e.h.o.Duration)
+	if err := e.sleep(e.h.o.Duration); err != nil {
+		return nil, err
+	}
 	s1, err := e.pool.stats()
 	if err != nil {
 		return nil, err

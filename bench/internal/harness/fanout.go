@@ -2,7 +2,6 @@ package harness
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/parley-chat/parley/bench/internal/control"
@@ -15,25 +14,12 @@ type fanoutSummary struct {
 	p50, p99   float64 // ms
 }
 
-// fanoutWithBaseline runs the Parley fan-out and, when asked, the same
-// load against the baseline, then their ratio.
-func (h *harness) fanoutWithBaseline(ctx context.Context, baseline bool) error {
-	p, err := h.fanout(ctx, targetParley)
-	if err != nil {
-		return err
-	}
-	if !baseline {
-		return nil
-	}
-	b, err := h.fanout(ctx, targetBaseline)
-	if err != nil {
-		return fmt.Errorf("baseline: %w", err)
-	}
+// compare reports the Parley fan-out against the baseline's.
+func (h *harness) compare(p, b *fanoutSummary) {
 	h.printf("\n== fanout: parley / baseline ==\n")
 	h.printf("  deliveries/s: parley %.0f, baseline %.0f, ratio %.2f\n", p.deliveries, b.deliveries, ratio(p.deliveries, b.deliveries))
 	h.printf("  server CPU µs/delivery: parley %.2f, baseline %.2f, ratio %.2f\n", p.cpuPer, b.cpuPer, ratio(p.cpuPer, b.cpuPer))
 	h.printf("  e2e p50: parley %.2fms, baseline %.2fms; p99: parley %.2fms, baseline %.2fms\n", p.p50, b.p50, p.p99, b.p99)
-	return nil
 }
 
 func ratio(a, b float64) float64 {
@@ -70,14 +56,18 @@ func (h *harness) latency(ctx context.Context) error {
 	return err
 }
 
-// idleCPU reports the server's CPU use with every link open and no load,
-// the floor under the per-delivery figures at low rates.
+// idleCPU lets the set-up settle (session events, membership outbox) and
+// reports the server's CPU use with every link open and no load: the floor
+// under the per-delivery figures at low rates.
 func (h *harness) idleCPU(e *env) {
 	const span = 2 * time.Second
+	if e.sleep(settle) != nil {
+		return
+	}
 	c0, err0 := cpuTime(e.srv.pid())
-	time.Sleep(span)
+	err := e.sleep(span)
 	c1, err1 := cpuTime(e.srv.pid())
-	if err0 == nil && err1 == nil {
+	if err == nil && err0 == nil && err1 == nil {
 		h.printf("  idle server CPU (links open, no load, %s): %s\n", span, cores(c1-c0, span))
 	}
 }
@@ -117,7 +107,9 @@ func (h *harness) groupLoad(ctx context.Context, t target, n, pubs int, rate flo
 	if err := e.publish(links, pconvs, rate, pace); err != nil {
 		return nil, err
 	}
-	time.Sleep(o.Warmup)
+	if err := e.sleep(o.Warmup); err != nil {
+		return nil, err
+	}
 	var dps, cpu, p50, p99 []float64
 	for r := range o.Runs {
 		w, err := e.measure()
@@ -139,7 +131,7 @@ func (h *harness) groupLoad(ctx context.Context, t target, n, pubs int, rate flo
 	if err := e.pool.all(control.OpStop); err != nil {
 		return nil, err
 	}
-	time.Sleep(time.Second)
+	_ = e.sleep(time.Second) // let replies and deliveries drain
 	final, err := e.pool.stats()
 	if err != nil {
 		return nil, err

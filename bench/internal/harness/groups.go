@@ -49,7 +49,9 @@ func (h *harness) groups(ctx context.Context) error {
 	if err := e.publish(senders, convs, 0, control.PaceAck); err != nil {
 		return err
 	}
-	time.Sleep(o.Warmup)
+	if err := e.sleep(o.Warmup); err != nil {
+		return err
+	}
 	var mps, cpu []float64
 	for r := range o.Runs {
 		w, err := e.measure()
@@ -66,7 +68,7 @@ func (h *harness) groups(ctx context.Context) error {
 	if err := e.pool.all(control.OpStop); err != nil {
 		return err
 	}
-	time.Sleep(time.Second)
+	_ = e.sleep(time.Second) // let replies and deliveries drain
 	final, err := e.pool.stats()
 	if err != nil {
 		return err

@@ -11,14 +11,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
 
 // Options configure a bench invocation.
 type Options struct {
-	// Scenario is fanout, groups, conns, latency or all. "all" runs
-	// fanout, the baseline, groups, conns and latency.
+	// Scenario is a comma-separated list of fanout, baseline, groups,
+	// conns and latency, or "all" for every one. With both fanout and
+	// baseline, their ratio is reported.
 	Scenario string
 	// N is the group size (fanout, latency) or the number of links
 	// (conns); 0 takes the scenario's default.
@@ -69,6 +71,10 @@ const (
 
 // Run runs the scenario(s) of o.
 func Run(ctx context.Context, o Options) error {
+	scenarios, err := parseScenarios(o.Scenario)
+	if err != nil {
+		return err
+	}
 	tmp, err := os.MkdirTemp("", "parley-bench-")
 	if err != nil {
 		return err
@@ -86,16 +92,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	h := &harness{o: o, tmp: tmp}
 	h.header()
-	var scenarios []string
-	switch o.Scenario {
-	case "all":
-		scenarios = []string{"fanout", "groups", "conns", "latency"}
-	case "fanout", "groups", "conns", "latency", "baseline":
-		scenarios = []string{o.Scenario}
-	default:
-		return fmt.Errorf("unknown scenario %q (fanout|groups|conns|latency|all)", o.Scenario)
-	}
 	var failed []string
+	var parley, base *fanoutSummary
 	for _, sc := range scenarios {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -103,9 +101,9 @@ func Run(ctx context.Context, o Options) error {
 		var err error
 		switch sc {
 		case "fanout":
-			err = h.fanoutWithBaseline(ctx, o.Scenario == "all")
+			parley, err = h.fanout(ctx, targetParley)
 		case "baseline":
-			_, err = h.fanout(ctx, targetBaseline)
+			base, err = h.fanout(ctx, targetBaseline)
 		case "groups":
 			err = h.groups(ctx)
 		case "conns":
@@ -117,11 +115,43 @@ func Run(ctx context.Context, o Options) error {
 			fmt.Fprintf(o.Out, "\n%s FAILED: %v\n", sc, err)
 			failed = append(failed, sc)
 		}
+		if sc == "baseline" && parley != nil && base != nil {
+			h.compare(parley, base)
+		}
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("failed: %s", strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// scenarioOrder is the order scenarios run in, and what "all" means.
+var scenarioOrder = []string{"fanout", "baseline", "groups", "conns", "latency"}
+
+// parseScenarios reads a comma-separated list ("all" for every scenario)
+// and returns it in run order (the baseline right after fanout).
+func parseScenarios(list string) ([]string, error) {
+	want := map[string]bool{}
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		switch {
+		case s == "all":
+			for _, x := range scenarioOrder {
+				want[x] = true
+			}
+		case slices.Contains(scenarioOrder, s):
+			want[s] = true
+		default:
+			return nil, fmt.Errorf("unknown scenario %q (want a comma-separated list of %s, or all)", s, strings.Join(scenarioOrder, ", "))
+		}
+	}
+	var out []string
+	for _, s := range scenarioOrder {
+		if want[s] {
+			out = append(out, s)
+		}
+	}
+	return out, nil
 }
 
 // harness holds one invocation's state.

@@ -54,8 +54,8 @@ func (h *harness) printServer(e *env, st serverState, final *control.Stats) {
 	}
 	h.printf("  server RSS %s; %s\n", mib(st.rss), st.goRuntime(e.t))
 	if strings.HasSuffix(st.goRuntime(e.t), "(*)") {
-		h.printf("  (*) no go_memstats_heap_alloc_bytes / go_goroutines: the server's /metrics registry is custom\n" +
-			"      (gateway/metrics.go registers only parley_* series, no Go collector), so heap and goroutines are not reported\n")
+		h.printf("  (*) the server's /metrics has no go_memstats_heap_alloc_bytes / go_goroutines (its registry is custom and\n" +
+			"      registers no Go collector; servers before commit 604a5d0), so heap and goroutines are not reported\n")
 	}
 	if e.t == targetParley {
 		m := st.metrics
@@ -71,6 +71,13 @@ func (h *harness) printServer(e *env, st serverState, final *control.Stats) {
 			errs[k] = uint64(v)
 		}
 		h.printf("  server parley_errors_total: %s\n", formatCounts(errs))
+		depth := map[string]uint64{}
+		for k, v := range m.withPrefix("parley_mailbox_depth") {
+			depth[strings.TrimSuffix(strings.TrimPrefix(k, `parley_mailbox_depth{kind="`), `"}`)] = uint64(v)
+		}
+		if q, ok := m.get("parley_outbound_queue_bytes"); ok {
+			h.printf("  server backlog at the end of the last window: parley_outbound_queue_bytes %.0f; parley_mailbox_depth %s\n", q, formatCounts(depth))
+		}
 		if n, _ := m.get("parley_fsync_seconds_count"); n > 0 {
 			sum, _ := m.get("parley_fsync_seconds_sum")
 			h.printf("  server synced commits (all kinds): %.0f, mean %.2fms (parley_fsync_seconds)\n", n, sum/n*1e3)
