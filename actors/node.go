@@ -5,6 +5,7 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -126,7 +127,9 @@ func Start(opts Options) (*Node, error) {
 		return nil, errors.New("actors: Options.Store and Options.Fanout are required")
 	}
 	n := &Node{opts: opts, log: opts.Logger}
-	actorLog := opts.Logger.With("component", "protoactor")
+	// protoactor narrates every lifecycle step at Info; keep its Info for
+	// debug runs only.
+	actorLog := slog.New(quietHandler{opts.Logger.Handler()}).With("component", "protoactor")
 	n.System = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return actorLog }))
 	kinds := []*cluster.Kind{
 		grainpb.NewUsernameKind(func() grainpb.Username { return &usernameGrain{} }, 0, opts.Metrics.mailbox(KindUsername)),
@@ -178,3 +181,28 @@ var (
 func grainError(code, format string, args ...any) *cluster.GrainErrorResponse {
 	return cluster.NewGrainErrorResponse(code, fmt.Sprintf(format, args...))
 }
+
+// quietHandler lowers a library's Info records to Debug.
+type quietHandler struct{ slog.Handler }
+
+func (q quietHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelInfo {
+		r.Level = slog.LevelDebug
+	}
+	if !q.Handler.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	if l == slog.LevelInfo {
+		l = slog.LevelDebug
+	}
+	return q.Handler.Enabled(ctx, l)
+}
+
+func (q quietHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return quietHandler{q.Handler.WithAttrs(a)}
+}
+func (q quietHandler) WithGroup(n string) slog.Handler { return quietHandler{q.Handler.WithGroup(n)} }

@@ -57,6 +57,12 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// The first signal stops the run in order (servers and workers
+		// are shut down); a second one kills the bench at once.
+		<-ctx.Done()
+		stop()
+	}()
 	var err error
 	switch {
 	case *workerMode:

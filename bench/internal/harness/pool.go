@@ -54,6 +54,7 @@ func startWorker(self, url string, k int) (*workerProc, error) {
 	src := "127.0.0." + strconv.Itoa(2+k)
 	cmd := exec.Command(self, "-worker", "-url", url, "-src", src)
 	cmd.Env = cleanEnv()
+	cmd.SysProcAttr = childAttr()
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {

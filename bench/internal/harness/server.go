@@ -65,6 +65,7 @@ func startServer(name, bin string, args []string, logPath string) (*server, erro
 	s := &server{name: name, logPath: logPath, exited: make(chan struct{})}
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Env = cleanEnv()
+	s.cmd.SysProcAttr = childAttr()
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		logf.Close()
