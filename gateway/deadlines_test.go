@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/parley-chat/parley/client"
 	"github.com/parley-chat/parley/gateway"
 	"github.com/parley-chat/parley/gateway/gatewaytest"
 	pb "github.com/parley-chat/parley/gateway/protocol"
@@ -89,4 +91,54 @@ func closeCodeOf(err error) uint16 {
 		return ce.Code
 	}
 	return 0
+}
+
+func TestOriginAndRateLimit(t *testing.T) {
+	srv := gatewaytest.Start(t, gatewaytest.Options{Gateway: gateway.Options{
+		AllowedOrigins: []string{"https://chat.example"}, RatePerSecond: 1, RateBurst: 3, FloodStrikes: 5}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	t.Run("origin", func(t *testing.T) {
+		for origin, want := range map[string]bool{"https://chat.example": true, "https://evil.example": false, "": true} {
+			h := http.Header{}
+			if origin != "" {
+				h.Set("Origin", origin)
+			}
+			conn, res, err := gws.NewClient(rawEvents{&rawConn{frames: make(chan []byte, 1), closed: make(chan error, 1)}},
+				&gws.ClientOption{Addr: srv.URL, RequestHeader: h})
+			if want != (err == nil) {
+				t.Fatalf("origin %q: accepted=%v, want %v (%v)", origin, err == nil, want, err)
+			}
+			if err == nil {
+				conn.WriteClose(1000, nil)
+			} else if res != nil && res.StatusCode != http.StatusForbidden {
+				t.Fatalf("origin %q refused with %d", origin, res.StatusCode)
+			}
+		}
+	})
+	t.Run("rate limit then flood close", func(t *testing.T) {
+		c, _ := srv.User(t, "flooder", "f1")
+		limited := 0
+		for i := 0; i < 10; i++ {
+			_, err := c.Call(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_ListConversations{ListConversations: &pb.ListConversations{}}})
+			var e *client.Error
+			if errors.As(err, &e) && e.Code == pb.CodeRateLimited {
+				if e.RetryAfter <= 0 {
+					t.Fatal("rate_limited without retry_after")
+				}
+				limited++
+			}
+			if errors.Is(err, client.ErrClosed) || client.Code(err) == pb.CodeUnavailable {
+				break
+			}
+		}
+		if limited == 0 {
+			t.Fatal("never rate limited")
+		}
+		<-c.Done()
+		if code := closeCodeOf(c.Err()); code != pb.CloseFlood {
+			t.Fatalf("closed with %v, want 4007", c.Err())
+		}
+	})
 }
