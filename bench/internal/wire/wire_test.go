@@ -1,0 +1,64 @@
+package wire
+
+import (
+	"testing"
+	"time"
+
+	pb "github.com/parley-chat/parley/gateway/protocol"
+)
+
+// The scanner must read what the server's own encoder writes (protojson
+// may add spaces after ':' and ',').
+func TestScanServerFrames(t *testing.T) {
+	text := string(AppendText(nil, Stamp{SentNanos: time.Unix(1700000000, 5).UnixNano(), Publisher: 3}, 40))
+	msg := pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_Message{Message: &pb.Message{
+		ConversationId: "g1", Seq: 9, Kind: pb.MessageKind_MESSAGE_KIND_TEXT, Sender: "u1", Text: text}}})
+	f := Scan(msg)
+	if f.Kind != KindMessage {
+		t.Fatalf("message: kind %v (%s)", f.Kind, msg)
+	}
+	s, ok := ParseText(Field(msg, "text"))
+	if !ok || s.Publisher != 3 || s.SentNanos != time.Unix(1700000000, 5).UnixNano() {
+		t.Fatalf("stamp %+v %v from %s", s, ok, msg)
+	}
+	if got := string(Field(msg, "kind")); got != "MESSAGE_KIND_TEXT" {
+		t.Fatalf("kind field %q", got)
+	}
+
+	sent := pb.Encode(&pb.ServerFrame{Re: "s42", Body: &pb.ServerFrame_Sent{Sent: &pb.Sent{ConversationId: "g1", Seq: 9}}})
+	f = Scan(sent)
+	if f.Kind != KindReply || string(f.Body) != "sent" {
+		t.Fatalf("sent: %+v (%s)", f, sent)
+	}
+	if n, ok := SendID(f.Re); !ok || n != 42 {
+		t.Fatalf("send id %d %v", n, ok)
+	}
+
+	e := pb.Encode(pb.ErrorFrame("s7", pb.CodeRateLimited, "slow down"))
+	f = Scan(e)
+	if f.Kind != KindReply || string(f.Body) != "error" || string(Field(e, "code")) != pb.CodeRateLimited {
+		t.Fatalf("error reply: %+v (%s)", f, e)
+	}
+
+	ev := pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_SessionEvent{SessionEvent: &pb.SessionEvent{Seq: 1}}})
+	if f := Scan(ev); f.Kind != KindSession {
+		t.Fatalf("session event: %+v (%s)", f, ev)
+	}
+}
+
+// A send frame built by appending must be a valid client frame.
+func TestAppendSendDecodes(t *testing.T) {
+	text := AppendText(nil, Stamp{SentNanos: 1, Publisher: 2}, 64)
+	b := AppendSend(nil, 17, "g1", "p2-x-17", text)
+	f, derr := pb.DecodeClientFrame(b)
+	if derr != nil {
+		t.Fatalf("decode %s: %v", b, derr)
+	}
+	s := f.GetSend()
+	if f.Id != "s17" || s.GetConversationId() != "g1" || s.GetClientId() != "p2-x-17" || s.GetText() != string(text) || len(text) != 64 {
+		t.Fatalf("decoded %v", f)
+	}
+	if _, ok := ParseText([]byte("bench")); ok {
+		t.Fatal("a title parsed as a stamp")
+	}
+}
