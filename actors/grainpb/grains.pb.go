@@ -2392,8 +2392,10 @@ func (x *FileAttachReq) GetTempPath() string {
 }
 
 type FileReleaseReq struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RefId         string                 `protobuf:"bytes,1,opt,name=ref_id,json=refId,proto3" json:"ref_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	RefId string                 `protobuf:"bytes,1,opt,name=ref_id,json=refId,proto3" json:"ref_id,omitempty"`
+	// The file (the grain's identity; named so an outbox entry knows it).
+	FileId        string `protobuf:"bytes,2,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2431,6 +2433,13 @@ func (*FileReleaseReq) Descriptor() ([]byte, []int) {
 func (x *FileReleaseReq) GetRefId() string {
 	if x != nil {
 		return x.RefId
+	}
+	return ""
+}
+
+func (x *FileReleaseReq) GetFileId() string {
+	if x != nil {
+		return x.FileId
 	}
 	return ""
 }
@@ -3706,9 +3715,10 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\n" +
 	"piece_size\x18\x03 \x01(\x03R\tpieceSize\x12!\n" +
 	"\fpiece_hashes\x18\x04 \x03(\fR\vpieceHashes\x12\x1b\n" +
-	"\ttemp_path\x18\x05 \x01(\tR\btempPath\"'\n" +
+	"\ttemp_path\x18\x05 \x01(\tR\btempPath\"@\n" +
 	"\x0eFileReleaseReq\x12\x15\n" +
-	"\x06ref_id\x18\x01 \x01(\tR\x05refId\"\f\n" +
+	"\x06ref_id\x18\x01 \x01(\tR\x05refId\x12\x17\n" +
+	"\afile_id\x18\x02 \x01(\tR\x06fileId\"\f\n" +
 	"\n" +
 	"FileGetReq\"\xc8\x03\n" +
 	"\n" +
