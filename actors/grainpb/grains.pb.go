@@ -2445,7 +2445,9 @@ func (x *FileReleaseReq) GetFileId() string {
 }
 
 type FileGetReq struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Include the piece hashes (large for large files).
+	Pieces        bool `protobuf:"varint,1,opt,name=pieces,proto3" json:"pieces,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2478,6 +2480,13 @@ func (x *FileGetReq) ProtoReflect() protoreflect.Message {
 // Deprecated: Use FileGetReq.ProtoReflect.Descriptor instead.
 func (*FileGetReq) Descriptor() ([]byte, []int) {
 	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *FileGetReq) GetPieces() bool {
+	if x != nil {
+		return x.Pieces
+	}
+	return false
 }
 
 // UserRecord is a user's durable state.
@@ -3718,9 +3727,10 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\ttemp_path\x18\x05 \x01(\tR\btempPath\"@\n" +
 	"\x0eFileReleaseReq\x12\x15\n" +
 	"\x06ref_id\x18\x01 \x01(\tR\x05refId\x12\x17\n" +
-	"\afile_id\x18\x02 \x01(\tR\x06fileId\"\f\n" +
+	"\afile_id\x18\x02 \x01(\tR\x06fileId\"$\n" +
 	"\n" +
-	"FileGetReq\"\xc8\x03\n" +
+	"FileGetReq\x12\x16\n" +
+	"\x06pieces\x18\x01 \x01(\bR\x06pieces\"\xc8\x03\n" +
 	"\n" +
 	"UserRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +

@@ -3004,9 +3004,8 @@ type FileInfo struct {
 	PieceSize int64 `protobuf:"varint,6,opt,name=piece_size,json=pieceSize,proto3" json:"piece_size,omitempty"`
 	// SHA-256 of each piece, in order (base64 in JSON).
 	PieceHashes [][]byte `protobuf:"bytes,7,rep,name=piece_hashes,json=pieceHashes,proto3" json:"piece_hashes,omitempty"`
-	// The conversation and message through which the asker sees the file.
+	// The conversation through which the asker sees the file.
 	ConversationId string `protobuf:"bytes,8,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	Seq            int64  `protobuf:"varint,9,opt,name=seq,proto3" json:"seq,omitempty"`
 	Uploader       string `protobuf:"bytes,10,opt,name=uploader,proto3" json:"uploader,omitempty"`
 	CreatedMs      int64  `protobuf:"varint,11,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
 	unknownFields  protoimpl.UnknownFields
@@ -3097,13 +3096,6 @@ func (x *FileInfo) GetConversationId() string {
 		return x.ConversationId
 	}
 	return ""
-}
-
-func (x *FileInfo) GetSeq() int64 {
-	if x != nil {
-		return x.Seq
-	}
-	return 0
 }
 
 func (x *FileInfo) GetUploader() string {
@@ -3501,7 +3493,7 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x04mime\x18\x04 \x01(\tR\x04mime\x12\x1a\n" +
 	"\buploader\x18\x05 \x01(\tR\buploader\"&\n" +
 	"\vGetFileInfo\x12\x17\n" +
-	"\afile_id\x18\x01 \x01(\tR\x06fileId\"\xaf\x02\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\"\xa3\x02\n" +
 	"\bFileInfo\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -3511,12 +3503,12 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\n" +
 	"piece_size\x18\x06 \x01(\x03R\tpieceSize\x12!\n" +
 	"\fpiece_hashes\x18\a \x03(\fR\vpieceHashes\x12'\n" +
-	"\x0fconversation_id\x18\b \x01(\tR\x0econversationId\x12\x10\n" +
-	"\x03seq\x18\t \x01(\x03R\x03seq\x12\x1a\n" +
+	"\x0fconversation_id\x18\b \x01(\tR\x0econversationId\x12\x1a\n" +
 	"\buploader\x18\n" +
 	" \x01(\tR\buploader\x12\x1d\n" +
 	"\n" +
-	"created_ms\x18\v \x01(\x03R\tcreatedMs\"\xf2\x01\n" +
+	"created_ms\x18\v \x01(\x03R\tcreatedMsJ\x04\b\t\x10\n" +
+	"\"\xf2\x01\n" +
 	"\fSessionEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12Y\n" +
