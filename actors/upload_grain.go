@@ -196,8 +196,8 @@ func (g *uploadGrain) run(step upload.Step) {
 	case upload.StepPost:
 		req := &grainpb.SendReq{
 			Actor: rec.UserId, DeviceId: rec.DeviceId,
-			Send: &pb.Send{ConversationId: rec.ConversationId, ClientId: upload.ClientID(rec.UploadId)},
-			File: &pb.FileRef{FileId: rec.FileId, Name: rec.Name, Size: rec.Size, Mime: rec.Mime, Uploader: rec.UserId},
+			Send:      &pb.Send{ConversationId: rec.ConversationId, ClientId: upload.ClientID(rec.UploadId)},
+			File:      &pb.FileRef{FileId: rec.FileId, Name: rec.Name, Size: rec.Size, Mime: rec.Mime, Uploader: rec.UserId},
 			FileRefId: rec.UploadId,
 		}
 		go func() {

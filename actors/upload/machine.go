@@ -242,10 +242,14 @@ func (s *State) expired(now int64) bool {
 }
 
 // own checks that the upload exists, is not expired and belongs to actor.
-// Someone else's upload is reported as missing: its id leaks nothing.
+// Upload ids are random and known only to their uploader, so refusing
+// someone else's with forbidden leaks nothing worth hiding.
 func (s *State) own(actor string, now int64) *Error {
-	if s.Rec == nil || s.Rec.UserId != actor {
+	if s.Rec == nil {
 		return errorf(pb.CodeNotFound, "no upload %s", s.ID)
+	}
+	if s.Rec.UserId != actor {
+		return errorf(pb.CodeForbidden, "upload %s belongs to another user", s.ID)
 	}
 	if s.expired(now) {
 		return errorf(CodeGone, "upload %s expired", s.ID)
@@ -304,8 +308,8 @@ func (s *State) begin(e Begin) Effects {
 }
 
 func (s *State) end(e End, lim Limits) Effects {
-	if s.Rec == nil || s.Rec.UserId != e.Actor {
-		return Effects{Err: errorf(pb.CodeNotFound, "no upload %s", s.ID)}
+	if err := s.own(e.Actor, -1); err != nil {
+		return Effects{Err: err}
 	}
 	r := s.Rec
 	if e.Lease == 0 || e.Lease != s.Lease {
@@ -328,8 +332,8 @@ func (s *State) end(e End, lim Limits) Effects {
 }
 
 func (s *State) remove(e Remove) Effects {
-	if s.Rec == nil || s.Rec.UserId != e.Actor {
-		return Effects{Err: errorf(pb.CodeNotFound, "no upload %s", s.ID)}
+	if err := s.own(e.Actor, -1); err != nil {
+		return Effects{Err: err}
 	}
 	if s.completing() {
 		return Effects{Err: errorf(pb.CodeConflict, "upload %s is being stored", s.ID)}

@@ -59,9 +59,10 @@ func TestPatchRefusals(t *testing.T) {
 		ev   Event
 		code string
 	}{
-		{"foreign begin", Begin{Actor: "bob", Offset: 0, Now: 11}, pb.CodeNotFound},
-		{"foreign head", Head{Actor: "bob", Now: 11}, pb.CodeNotFound},
-		{"foreign remove", Remove{Actor: "bob"}, pb.CodeNotFound},
+		{"foreign begin", Begin{Actor: "bob", Offset: 0, Now: 11}, pb.CodeForbidden},
+		{"foreign head", Head{Actor: "bob", Now: 11}, pb.CodeForbidden},
+		{"foreign remove", Remove{Actor: "bob"}, pb.CodeForbidden},
+		{"foreign end", End{Actor: "bob", Lease: 1, Offset: 1, Now: 11}, pb.CodeForbidden},
 		{"wrong offset", Begin{Actor: "alice", Offset: 3, Now: 11}, CodeOffset},
 		{"end without lease", End{Actor: "alice", Lease: 7, Offset: 3, Now: 11}, CodeLocked},
 		{"expired", Begin{Actor: "alice", Offset: 0, Now: 111}, CodeGone},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/parley-chat/parley/actors"
 	"github.com/parley-chat/parley/actors/conversation"
+	"github.com/parley-chat/parley/actors/upload"
 	"github.com/parley-chat/parley/gateway"
 	"github.com/parley-chat/parley/persistence"
 )
@@ -46,6 +47,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 			ArgonTime:      uint32(cfg.ArgonTime),
 			ArgonMemoryKiB: uint32(cfg.ArgonMemoryKiB),
 			SessionKeep:    cfg.SessionKeep,
+			Uploads:        upload.Limits{MaxSize: cfg.MaxFileBytes, ExpiryMs: cfg.UploadExpiry.Milliseconds()},
 		},
 	})
 	if err != nil {
