@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,13 @@ type Options struct {
 	Dialer func() (net.Conn, error)
 	// HistoryPage is the page size of catch-up. Default 200.
 	HistoryPage int32
+	// HTTPURL is the server's HTTP base for files, e.g.
+	// http://127.0.0.1:8080. Default: derived from URL (ws→http,
+	// wss→https, path dropped).
+	HTTPURL string
+	// HTTPClient makes the file requests. Default: a client without a
+	// whole-request timeout (uploads and downloads can be long).
+	HTTPClient *http.Client
 }
 
 // Error is an error reply from the server.
@@ -46,6 +54,8 @@ type Error struct {
 	Message string
 	// RetryAfter is set for rate_limited.
 	RetryAfter time.Duration
+	// HTTPStatus is set for errors of the HTTP file endpoints.
+	HTTPStatus int
 }
 
 func (e *Error) Error() string { return "parley: " + e.Code + ": " + e.Message }
@@ -83,6 +93,7 @@ type Client struct {
 	pending map[string]chan *pb.ServerFrame
 	session *pb.SessionInfo
 	userID  string
+	token   string
 
 	stream *stream
 }
@@ -95,7 +106,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.HistoryPage == 0 {
 		opts.HistoryPage = 200
 	}
-	c := &Client{opts: opts, closed: make(chan struct{}), pending: map[string]chan *pb.ServerFrame{}}
+	c := &Client{opts: opts, closed: make(chan struct{}), pending: map[string]chan *pb.ServerFrame{}, token: opts.Token}
 	c.stream = newStream(c, opts.Cursors)
 	co := &gws.ClientOption{Addr: opts.URL, ReadMaxPayloadSize: 64 << 20, HandshakeTimeout: opts.Timeout, CheckUtf8Enabled: true}
 	var (
@@ -144,6 +155,9 @@ func (c *Client) Login(ctx context.Context, username, password string) (*pb.Logg
 		return nil, err
 	}
 	li := f.GetLoggedIn()
+	c.mu.Lock()
+	c.token = li.GetToken()
+	c.mu.Unlock()
 	c.startSession(li.GetSession())
 	return li, nil
 }
@@ -162,6 +176,14 @@ func (c *Client) UserID() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.userID
+}
+
+// Token is the login token of this link ("" before login): the bearer
+// token of the file endpoints.
+func (c *Client) Token() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token
 }
 
 // Session is the session info of the last hello/login.
