@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	pb "github.com/parley-chat/parley/gateway/protocol"
@@ -330,6 +331,7 @@ func (c *Client) uploadChunk(ctx context.Context, loc string, offset int64, chun
 	hdr.Set("Upload-Checksum", "sha256 "+base64.StdEncoding.EncodeToString(sum[:]))
 	body := &progressReader{r: bytes.NewReader(chunk), size: int64(len(chunk)), base: offset, total: size, fn: progress}
 	res, err := c.fileRequest(ctx, http.MethodPatch, loc, body, hdr)
+	body.stop()
 	if err != nil {
 		return 0, err
 	}
@@ -346,8 +348,12 @@ func (c *Client) uploadChunk(ctx context.Context, loc string, offset int64, chun
 }
 
 // progressReader reports bytes read to fn. size is the length of r (-1:
-// unknown).
+// unknown). After stop, reads fail: an HTTP transport may go on reading a
+// request body after Do returned, and must then neither touch the caller's
+// buffer nor call fn.
 type progressReader struct {
+	mu          sync.Mutex
+	stopped     bool
 	r           io.Reader
 	size        int64
 	base, total int64
@@ -356,7 +362,20 @@ type progressReader struct {
 	last        time.Time
 }
 
+var errStopped = errors.New("parley: request finished")
+
+func (p *progressReader) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+}
+
 func (p *progressReader) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return 0, errStopped
+	}
 	n, err := p.r.Read(b)
 	p.read += int64(n)
 	if p.fn != nil && (time.Since(p.last) > 50*time.Millisecond || err != nil) {

@@ -43,10 +43,10 @@ func HashReader(r io.Reader, pieceSize int64) (Digest, error) {
 		if n > 0 {
 			b := buf[:n]
 			wg.Add(1)
-			go func() {
+			go func(block []byte) {
 				defer wg.Done()
-				whole.Write(b)
-			}()
+				whole.Write(block)
+			}(b)
 			for len(b) > 0 {
 				take := min(int64(len(b)), pieceSize-inPiece)
 				piece.Write(b[:take])
