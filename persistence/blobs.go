@@ -3,6 +3,7 @@ package persistence
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -184,4 +185,55 @@ func syncDir(dir string) error {
 		return fmt.Errorf("persistence: sync dir %s: %w", dir, err)
 	}
 	return nil
+}
+
+// CopyBlobs copies the blob store under root into the same place under
+// out, hard-linking where it can (blobs never change) and copying where it
+// cannot. It returns the number of blobs. A root without blobs is fine.
+func CopyBlobs(root, out string) (int, error) {
+	src := filepath.Join(root, "blobs")
+	if _, err := os.Stat(src); errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	n := 0
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		dst := filepath.Join(out, "blobs", rel)
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o755)
+		}
+		n++
+		if os.Link(path, dst) == nil {
+			return nil
+		}
+		return copyFile(path, dst)
+	})
+	if err != nil {
+		return n, fmt.Errorf("persistence: copy blobs: %w", err)
+	}
+	return n, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

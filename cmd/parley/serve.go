@@ -103,6 +103,13 @@ func backup(args []string) error {
 	if err := store.Checkpoint(*out); err != nil {
 		return err
 	}
-	fmt.Println("checkpoint written to", *out)
+	// File contents live beside Pebble (docs/storage.md §10): blobs are
+	// immutable, so hard links (or copies across filesystems) are a
+	// consistent copy. Upload temp files are not backed up.
+	n, err := persistence.CopyBlobs(*data, *out)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("checkpoint written to %s (%d file blobs)\n", *out, n)
 	return nil
 }
