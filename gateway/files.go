@@ -47,6 +47,9 @@ func (f *files) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "file storage unavailable", http.StatusServiceUnavailable)
 		return
 	}
+	if !f.cors(w, r) {
+		return
+	}
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/files/"), "/")
 	switch {
 	case parts[0] == "uploads":
@@ -60,11 +63,48 @@ func (f *files) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// CORS for browser clients on allowed origins (the -allowed-origins rule
+// of /ws): tus needs its headers readable and sendable.
+const (
+	corsExpose = "Location, Upload-Offset, Upload-Length, Upload-Expires, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, " +
+		"Parley-Error, Parley-File-Id, Parley-Seq, Parley-Upload-State, Parley-Sha256, Content-Range, Content-Disposition, ETag"
+	corsAllow = "Authorization, Content-Type, Tus-Resumable, Upload-Length, Upload-Metadata, Upload-Offset, Upload-Checksum, Upload-Defer-Length, Range, If-Range, If-None-Match, X-Requested-With, X-HTTP-Method-Override"
+)
+
+// cors sets the CORS headers of a request with an Origin; it answers a
+// refused origin (403) or a preflight itself and then returns false.
+func (f *files) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if !f.s.originAllowed(r) {
+		f.fail(w, http.StatusForbidden, pb.CodeForbidden, "origin not allowed")
+		return false
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Expose-Headers", corsExpose)
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PATCH, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", corsAllow)
+		h.Set("Access-Control-Max-Age", "86400")
+		w.WriteHeader(http.StatusNoContent)
+		return false
+	}
+	return true
+}
+
 // serveTus answers the tus endpoints under /files/uploads/.
 func (f *files) serveTus(w http.ResponseWriter, r *http.Request, rest []string) {
 	h := w.Header()
 	h.Set("Tus-Resumable", tusVersion)
 	h.Set("Cache-Control", "no-store")
+	if m := r.Header.Get("X-HTTP-Method-Override"); m != "" && r.Method == http.MethodPost {
+		// tus clients behind proxies that drop PATCH and DELETE.
+		r.Method = strings.ToUpper(m)
+	}
 	if r.Method == http.MethodOptions {
 		h.Set("Tus-Version", tusVersion)
 		h.Set("Tus-Extension", tusExtensions)
@@ -220,9 +260,17 @@ func (f *files) patch(w http.ResponseWriter, r *http.Request, id, user string) {
 		f.failErr(w, err)
 		return
 	}
+	ended := false
 	end := func(durable int64, timeout time.Duration) (*grainpb.UploadStatus, error) {
+		ended = true
 		return grain.End(&grainpb.UploadEndReq{Actor: user, Lease: st.Lease, Offset: durable}, f.s.node.CallOpts(timeout)...)
 	}
+	defer func() {
+		if !ended {
+			// A panic on the way: give the lease back, keeping nothing.
+			end(offset, 0)
+		}
+	}()
 	remaining := st.Size - offset
 	if r.ContentLength > remaining {
 		end(offset, 0)

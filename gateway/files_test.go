@@ -151,7 +151,9 @@ func TestFileSendResumeDownloadOnNewDevice(t *testing.T) {
 	if err != nil {
 		t.Fatalf("resumed upload: %v", err)
 	}
-	if first != offset {
+	// The cut chunk may still land after our HEAD (its bytes were all
+	// sent when the cut came), so the resume starts at or after offset.
+	if first < offset || first >= size {
 		t.Fatalf("the resumed upload started at %d, not at the server's offset %d", first, offset)
 	}
 	if up.FileID != sha(data) || up.Seq == 0 {

@@ -90,10 +90,10 @@ func Run(ctx context.Context, o Options) error {
 	switch o.Scenario {
 	case "all":
 		scenarios = []string{"fanout", "groups", "conns", "latency"}
-	case "fanout", "groups", "conns", "latency", "baseline":
+	case "fanout", "groups", "conns", "latency", "baseline", "files":
 		scenarios = []string{o.Scenario}
 	default:
-		return fmt.Errorf("unknown scenario %q (fanout|groups|conns|latency|all)", o.Scenario)
+		return fmt.Errorf("unknown scenario %q (fanout|groups|conns|latency|files|all)", o.Scenario)
 	}
 	var failed []string
 	for _, sc := range scenarios {
@@ -112,6 +112,8 @@ func Run(ctx context.Context, o Options) error {
 			err = h.conns(ctx)
 		case "latency":
 			err = h.latency(ctx)
+		case "files":
+			err = h.files(ctx)
 		}
 		if err != nil {
 			fmt.Fprintf(o.Out, "\n%s FAILED: %v\n", sc, err)
