@@ -293,9 +293,16 @@ func TestFileDedupeAndRetention(t *testing.T) {
 	deleteMessage(t, ctx, alice, g1.Id, a.Seq)
 	deleteMessage(t, ctx, bob, g1.Id, c.Seq)
 	waitBlobs(t, srv, 2)
-	// Bob sees the file only through g1, where it is gone now.
-	if r, _ := httpDo(t, srv, http.MethodGet, "/files/"+a.FileID, bobLogin.Token, nil, nil); r.StatusCode != http.StatusNotFound {
-		t.Fatalf("bob after both deletes: %s", r.Status)
+	// Bob sees the file only through g1, where it is gone now (once the
+	// releases, which follow the deletes' commit, have landed).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		r, _ := httpDo(t, srv, http.MethodGet, "/files/"+a.FileID, bobLogin.Token, nil, nil)
+		if r.StatusCode == http.StatusNotFound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob after both deletes: %s", r.Status)
+		}
 	}
 	var buf bytes.Buffer
 	if _, err := alice.Download(ctx, a.FileID, &buf, nil); err != nil || !bytes.Equal(buf.Bytes(), data) {
