@@ -51,9 +51,19 @@ func (n *Node) FileInfo(user, fileID string, pieces bool) (*pb.FileInfo, error) 
 	if !persistence.ValidHash(fileID) {
 		return nil, notFound
 	}
-	rec, err := grainpb.GetFileGrainClient(n.Cluster, fileID).Get(&grainpb.FileGetReq{Pieces: pieces}, n.callOpts()...)
+	// Reads go to the committed record, not through the file grain: a
+	// request for an id nobody may see activates nothing. The grain
+	// commits every change before acting on it, so the record is never
+	// behind what was acknowledged.
+	rec, err := loadFile(n.opts.Store, fileID)
 	if err != nil {
-		return nil, err
+		return nil, codeError(pb.CodeStorage, "read file %s: %v", fileID, err)
+	}
+	if !rec.Stored || len(rec.Refs) == 0 {
+		return nil, notFound
+	}
+	if !pieces {
+		rec.PieceHashes = nil
 	}
 	checked := map[string]bool{}
 	for _, ref := range slices.Backward(rec.Refs) {
