@@ -178,13 +178,20 @@ func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
 	}
 }
 
-// dispatch delivers a membership notification to the user grain, outside
-// the mailbox (a grain never blocks on another grain's reply).
+// dispatch delivers an outbox entry, outside the mailbox (a grain never
+// blocks on another grain's reply): a membership notification to the user
+// grain, or a file reference release to the file grain. Both are
+// idempotent, so a retry or a re-dispatch at activation is harmless.
 func (g *convGrain) dispatch(opID string, rec *grainpb.OutboxRecord) {
 	n, self := g.n, g.self
 	go func() {
-		client := grainpb.GetUserGrainClient(n.Cluster, rec.UserId)
-		_, err := client.Membership(&grainpb.MembershipReq{Conversation: rec.Entry}, n.callOpts()...)
+		var err error
+		if r := rec.Release; r != nil {
+			_, err = grainpb.GetFileGrainClient(n.Cluster, r.FileId).Release(r, n.callOpts()...)
+		} else {
+			client := grainpb.GetUserGrainClient(n.Cluster, rec.UserId)
+			_, err = client.Membership(&grainpb.MembershipReq{Conversation: rec.Entry}, n.callOpts()...)
+		}
 		n.System.Root.Send(self, &outboxDone{opID: opID, rec: rec, err: err})
 	}()
 }
@@ -192,7 +199,7 @@ func (g *convGrain) dispatch(opID string, rec *grainpb.OutboxRecord) {
 func (g *convGrain) outboxDone(m *outboxDone) {
 	if m.err != nil && cluster.FromError(m.err).Reason != pb.CodeNotFound {
 		g.n.opts.Metrics.OutboxRetries.Add(1)
-		g.log.Warn("membership notification failed; retrying", "user_id", m.rec.UserId, "err", m.err)
+		g.log.Warn("outbox entry failed; retrying", "op", m.opID, "err", m.err)
 		n, self := g.n, g.self
 		time.AfterFunc(time.Second, func() {
 			n.System.Root.Send(self, &outboxRetry{opID: m.opID, rec: m.rec})
@@ -239,7 +246,7 @@ func (g *convGrain) Send(req *grainpb.SendReq, _ func(*pb.Sent), _ func(error), 
 		return grainError(pb.CodeInvalidArgument, "send is empty")
 	}
 	now := g.n.now()
-	ev := conversation.Send{Actor: req.Actor, Device: req.DeviceId, Msg: req.Send, Now: now}
+	ev := conversation.Send{Actor: req.Actor, Device: req.DeviceId, Msg: req.Send, File: req.File, FileRefID: req.FileRefId, Now: now}
 	if req.Send.ClientId != "" && g.st.Exists {
 		prior, err := g.loadDedupe(conversation.DedupeKey{User: req.Actor, Device: req.DeviceId, ClientID: req.Send.ClientId}, now)
 		if err != nil {
@@ -298,6 +305,18 @@ func (g *convGrain) Info(req *grainpb.InfoReq, ctx cluster.GrainContext) (*pb.Co
 	info := g.st.Info(req.Actor, true)
 	info.LastSeq = g.committedSeq
 	return info, nil
+}
+
+// Check answers Ok when the actor is a member: the authorization of file
+// reads and uploads, without Info's member list.
+func (g *convGrain) Check(req *grainpb.InfoReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
+	if g.broken {
+		return nil, grainError(pb.CodeStorage, "conversation %s is unavailable after a storage error", g.id)
+	}
+	if err := g.st.Authorize(req.Actor); err != nil {
+		return nil, grainError(err.Code, "%s", err.Message)
+	}
+	return &grainpb.Ok{}, nil
 }
 
 func (g *convGrain) loadDedupe(k conversation.DedupeKey, now int64) (*grainpb.DedupeRecord, error) {

@@ -55,6 +55,13 @@ func encodeWrite(b *persistence.Batch, conv string, w conversation.Write) {
 		b.Set(dedupeKey(conv, dedupeGen(w.Dedupe.Record.TimeMs), w.Dedupe.Key), mustMarshal(w.Dedupe.Record))
 	case w.Outbox != nil:
 		b.Set(persistence.EncodeKey(persistence.KindConvOutbox, conv, []byte(w.Outbox.OpID)), mustMarshal(w.Outbox.Record))
+	case w.File != nil:
+		k := persistence.EncodeKey(persistence.KindConvFile, conv, persistence.SeqSuffix(w.File.Seq))
+		if w.File.Record == nil {
+			b.Delete(k)
+		} else {
+			b.Set(k, mustMarshal(w.File.Record))
+		}
 	}
 }
 
@@ -88,6 +95,25 @@ func loadConversation(s *persistence.Store, id string) (*conversation.State, map
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("load members of %s: %w", id, err)
+	}
+	fp := persistence.EntityPrefix(persistence.KindConvFile, id)
+	err = s.Scan(fp, persistence.PrefixEnd(fp), 0, func(k, v []byte) bool {
+		var seq int64
+		if seq, scanErr = persistence.DecodeSeqSuffix(k[len(fp):]); scanErr != nil {
+			return false
+		}
+		f := &grainpb.ConvFileRecord{}
+		if scanErr = proto.Unmarshal(v, f); scanErr != nil {
+			return false
+		}
+		st.Files[seq] = f
+		return true
+	})
+	if err == nil {
+		err = scanErr
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("load files of %s: %w", id, err)
 	}
 	lp := persistence.EntityPrefix(persistence.KindMessage, id)
 	k, _, err := s.Last(lp, persistence.PrefixEnd(lp))

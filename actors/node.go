@@ -19,6 +19,7 @@ import (
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/parley-chat/parley/actors/conversation"
 	"github.com/parley-chat/parley/actors/grainpb"
+	"github.com/parley-chat/parley/actors/upload"
 	"github.com/parley-chat/parley/persistence"
 )
 
@@ -64,6 +65,13 @@ type Options struct {
 	Metrics *Metrics
 	// Clock returns the current time; nil means time.Now. Tests inject one.
 	Clock func() time.Time
+	// Blobs stores file contents and upload temp files; nil disables
+	// files (uploads and downloads answer unavailable).
+	Blobs *persistence.Blobs
+	// Uploads bounds uploads (size limit, expiry, piece size).
+	Uploads upload.Limits
+	// SweepEvery is the period of the upload expiry sweep. Default 1m.
+	SweepEvery time.Duration
 }
 
 // EnsureDefaults fills zero fields.
@@ -96,6 +104,10 @@ func (o *Options) EnsureDefaults() {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
+	o.Uploads.EnsureDefaults()
+	if o.SweepEvery == 0 {
+		o.SweepEvery = time.Minute
+	}
 }
 
 // Node is one member of the Parley cluster: an actor system, the cluster
@@ -105,6 +117,9 @@ type Node struct {
 	System  *actor.ActorSystem
 	Cluster *cluster.Cluster
 	log     *slog.Logger
+	// stopSweep ends the periodic upload sweep.
+	stopSweep chan struct{}
+	sweepDone chan struct{}
 }
 
 // nodes maps each cluster to its node, so grains (created by generated
@@ -136,6 +151,8 @@ func Start(opts Options) (*Node, error) {
 		grainpb.NewUserKind(func() grainpb.User { return &userGrain{} }, 0, opts.Metrics.mailbox(KindUser)),
 		grainpb.NewSessionKind(func() grainpb.Session { return &sessionGrain{} }, 0, opts.Metrics.mailbox(KindSession)),
 		grainpb.NewConversationKind(func() grainpb.Conversation { return &convGrain{} }, 0, opts.Metrics.mailbox(KindConversation)),
+		grainpb.NewUploadKind(func() grainpb.Upload { return &uploadGrain{} }, 0, opts.Metrics.mailbox(KindUpload)),
+		grainpb.NewFileKind(func() grainpb.File { return &fileGrain{} }, 0, opts.Metrics.mailbox(KindFile)),
 	}
 	cfg := cluster.Configure("parley", test.NewTestProvider(test.NewInMemAgent()), disthash.New(),
 		remote.Configure("127.0.0.1", 0),
@@ -145,11 +162,22 @@ func Start(opts Options) (*Node, error) {
 	n.Cluster = cluster.New(n.System, cfg)
 	nodes.Store(n.Cluster, n)
 	n.Cluster.StartMember()
+	n.stopSweep, n.sweepDone = make(chan struct{}), make(chan struct{})
+	if opts.Blobs != nil {
+		if err := n.recoverFiles(); err != nil {
+			n.log.Error("file recovery at start", "err", err)
+		}
+		go n.sweepLoop()
+	} else {
+		close(n.sweepDone)
+	}
 	return n, nil
 }
 
 // Stop stops every grain (each saves on the way out) and leaves the cluster.
 func (n *Node) Stop() {
+	close(n.stopSweep)
+	<-n.sweepDone
 	// Grains are children of disthash's placement actor: stopping it stops
 	// every grain (each saves on the way out) and waits for all of them.
 	// Doing this before the cluster shutdown also keeps the placement actor

@@ -19,6 +19,8 @@ const (
 	KindUser         = "User"
 	KindSession      = "Session"
 	KindConversation = "Conversation"
+	KindUpload       = "Upload"
+	KindFile         = "File"
 )
 
 // The operations below orchestrate several grains for the gateway. They

@@ -169,10 +169,12 @@ func (g *userGrain) Authenticate(req *grainpb.AuthReq, ctx cluster.GrainContext)
 	if t == nil || t.ExpiresAtMs <= g.n.now() {
 		return nil, grainError(pb.CodeBadToken, "invalid or expired token")
 	}
-	if t.DeviceId != req.DeviceId {
+	if t.DeviceId != req.DeviceId && !req.AnyDevice {
 		return nil, grainError(pb.CodeBadToken, "token was issued to another device")
 	}
-	return g.reply(), nil
+	r := g.reply()
+	r.DeviceId = t.DeviceId
+	return r, nil
 }
 
 func (g *userGrain) Logout(req *grainpb.LogoutReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,13 @@ type Options struct {
 	Reconnect bool
 	// MaxBackoff caps the reconnect backoff. Default 3s.
 	MaxBackoff time.Duration
+	// HTTPURL is the server's HTTP base for files, e.g.
+	// http://127.0.0.1:8080. Default: derived from URL (ws→http,
+	// wss→https, path dropped).
+	HTTPURL string
+	// HTTPClient makes the file requests. Default: a client without a
+	// whole-request timeout (uploads and downloads can be long).
+	HTTPClient *http.Client
 }
 
 // Error is an error reply from the server.
@@ -52,6 +60,8 @@ type Error struct {
 	Message string
 	// RetryAfter is set for rate_limited.
 	RetryAfter time.Duration
+	// HTTPStatus is set for errors of the HTTP file endpoints.
+	HTTPStatus int
 }
 
 func (e *Error) Error() string { return "parley: " + e.Code + ": " + e.Message }
@@ -338,6 +348,14 @@ func (c *Client) UserID() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.userID
+}
+
+// Token is the login token of this link ("" before login): the bearer
+// token of the file endpoints.
+func (c *Client) Token() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token
 }
 
 // Session is the session info of the last hello/login.

@@ -18,6 +18,10 @@ type AppOptions struct {
 	// DataDir and FS locate the store (FS nil: the OS filesystem).
 	DataDir string
 	FS      vfs.FS
+	// FilesDir holds blobs and upload temp files (always on the OS
+	// filesystem). Default: DataDir when FS is nil; with another FS, files
+	// are disabled unless FilesDir is set.
+	FilesDir string
 	// NoSync: benchmarks only.
 	NoSync  bool
 	Gateway Options
@@ -52,6 +56,15 @@ func NewApp(o AppOptions) (*App, error) {
 	store.OnSync(func(d time.Duration) { gw.ObserveSync(d.Seconds()) })
 	ao := o.Actors
 	ao.Store, ao.Fanout, ao.Logger = store, hub, o.Logger
+	if o.FilesDir == "" && o.FS == nil {
+		o.FilesDir = o.DataDir
+	}
+	if o.FilesDir != "" {
+		if ao.Blobs, err = persistence.OpenBlobs(o.FilesDir); err != nil {
+			store.Close()
+			return nil, err
+		}
+	}
 	node, err := actors.Start(ao)
 	if err != nil {
 		store.Close()

@@ -151,6 +151,9 @@ func (l *link) command(id string, f *pb.ClientFrame) {
 			}
 			return out, nil
 		})
+	case *pb.ClientFrame_FileInfo:
+		fileID := c.FileInfo.FileId
+		l.async(id, func() (proto.Message, error) { return n.FileInfo(uid, fileID, true) })
 	case *pb.ClientFrame_Ack:
 		l.pipeline(id, actors.KindSession, l.sessionID, "Ack", &grainpb.AckReq{SessionSeq: c.Ack.SessionSeq})
 	default:
@@ -239,6 +242,8 @@ func frameFor(re string, body proto.Message) *pb.ServerFrame {
 		f.Body = &pb.ServerFrame_HistoryPage{HistoryPage: b}
 	case *pb.ConversationList:
 		f.Body = &pb.ServerFrame_ConversationList{ConversationList: b}
+	case *pb.FileInfo:
+		f.Body = &pb.ServerFrame_FileInfo{FileInfo: b}
 	default:
 		f.Body = &pb.ServerFrame_Ok{Ok: &pb.Empty{}}
 	}

@@ -12,6 +12,8 @@ type metrics struct {
 	slowConsumers prometheus.Counter
 	commands      prometheus.Counter
 	fsync         prometheus.Histogram
+	uploadBytes   prometheus.Counter
+	downloadBytes prometheus.Counter
 	reg           *prometheus.Registry
 }
 
@@ -23,10 +25,12 @@ func newMetrics(s *Server) *metrics {
 		commands:      prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_commands_total", Help: "Client commands decoded."}),
 		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_fsync_seconds", Help: "Duration of synced commits.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
-		reg: s.reg,
+		uploadBytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_file_upload_bytes_total", Help: "File bytes received by tus PATCH requests and kept."}),
+		downloadBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_file_download_bytes_total", Help: "File bytes sent by downloads."}),
+		reg:           s.reg,
 	}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connections, m.errors, m.slowConsumers, m.commands, m.fsync,
+		m.connections, m.errors, m.slowConsumers, m.commands, m.fsync, m.uploadBytes, m.downloadBytes,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_outbound_queue_bytes", Help: "Bytes queued to links, all links."},
 			func() float64 { return float64(s.queuedBytes.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_deliveries_total", Help: "Frames queued to links by the hub."},

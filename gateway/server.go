@@ -20,7 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Server serves /ws, /healthz and /metrics.
+// Server serves /ws, /files/ (uploads and downloads), /healthz and
+// /metrics.
 type Server struct {
 	opts     Options
 	log      *slog.Logger
@@ -69,6 +70,7 @@ func NewServer(opts Options, hub *Hub, log *slog.Logger) (*Server, error) {
 		fmt.Fprintln(w, "ok")
 	})
 	s.mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	s.mux.Handle("/files/", &files{s: s})
 	return s, nil
 }
 

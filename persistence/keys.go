@@ -28,6 +28,9 @@ const (
 	KindMessage    Kind = 'm'  // conversation log entry, id = conversation id, suffix = seq (8 bytes BE)
 	KindDedupe     Kind = 'd'  // send dedupe, id = conversation id, suffix = user/device/client id
 	KindConvOutbox Kind = 'o'  // conversation outbox, id = conversation id, suffix = op id
+	KindConvFile   Kind = 'F'  // live file message of a conversation, id = conversation id, suffix = seq (8 bytes BE)
+	KindFile       Kind = 'f'  // file record (content facts, references), id = file id (hex SHA-256)
+	KindUpload     Kind = 'p'  // tus upload in progress or recently finished, id = upload id
 )
 
 // ErrBadKey reports a key that does not decode.
@@ -49,7 +52,7 @@ func ShardOf(kind Kind, id string) Shard {
 // conversation's members, messages, dedupe entries and outbox live with it.
 func kindFamily(k Kind) Kind {
 	switch k {
-	case KindMember, KindMessage, KindDedupe, KindConvOutbox:
+	case KindMember, KindMessage, KindDedupe, KindConvOutbox, KindConvFile:
 		return KindConv
 	}
 	return k

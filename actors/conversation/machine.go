@@ -9,6 +9,7 @@ package conversation
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"unicode/utf8"
 
@@ -55,6 +56,9 @@ type State struct {
 	Created int64
 	LastSeq int64
 	Members map[string]*grainpb.MemberRecord
+	// Files indexes the live FILE messages by seq: deleting one, or the
+	// conversation losing its last member, releases its file reference.
+	Files map[int64]*grainpb.ConvFileRecord
 	// inflight holds dedupe entries not yet found in the store because
 	// their commit has not happened: a retransmission arriving before the
 	// commit must still be recognised.
@@ -63,7 +67,7 @@ type State struct {
 
 // NewState returns the state of a conversation that does not exist yet.
 func NewState(id string) *State {
-	return &State{ID: id, Members: map[string]*grainpb.MemberRecord{}, inflight: map[DedupeKey]int64{}}
+	return &State{ID: id, Members: map[string]*grainpb.MemberRecord{}, Files: map[int64]*grainpb.ConvFileRecord{}, inflight: map[DedupeKey]int64{}}
 }
 
 // DedupeKey identifies a send for deduplication.
@@ -108,11 +112,15 @@ type Rename struct {
 	Now          int64
 }
 
-// Send posts a text message. Prior is the dedupe record the grain found in
-// the store for (Actor, Device, ClientID), or nil.
+// Send posts a text message, or a FILE message when File is set (only the
+// upload path sets it, with the reference id FileRefID that the file holds
+// for this message). Prior is the dedupe record the grain found in the
+// store for (Actor, Device, ClientID), or nil.
 type Send struct {
 	Actor, Device string
 	Msg           *pb.Send
+	File          *pb.FileRef
+	FileRefID     string
 	Prior         *grainpb.DedupeRecord
 	Now           int64
 }
@@ -177,6 +185,14 @@ type Write struct {
 	Message *pb.Message
 	Dedupe  *DedupeWrite
 	Outbox  *OutboxWrite
+	File    *FileWrite
+}
+
+// FileWrite sets (Record != nil) or deletes the file index entry of the
+// FILE message at Seq.
+type FileWrite struct {
+	Seq    int64
+	Record *grainpb.ConvFileRecord
 }
 
 // MemberWrite sets (Record != nil) or deletes a member.
@@ -350,6 +366,14 @@ func (s *State) remove(e Remove) Effects {
 	fx.Writes = append(fx.Writes, Write{Member: &MemberWrite{User: e.User}})
 	fx.HubLeave = append(fx.HubLeave, e.User)
 	s.notify(&fx, e.User, seq, true)
+	if len(s.Members) == 0 {
+		// The last member left: nobody can read the conversation again
+		// (only members add members), so it is deleted as far as its
+		// files are concerned.
+		for _, fseq := range slices.Sorted(maps.Keys(s.Files)) {
+			s.releaseFile(&fx, fseq, s.Files[fseq], seq)
+		}
+	}
 	fx.Reply = s.Info(e.Actor, false)
 	return fx
 }
@@ -416,7 +440,11 @@ func (s *State) send(e Send, lim Limits) Effects {
 	if e.Prior != nil {
 		return Effects{Reply: &pb.Sent{ConversationId: s.ID, Seq: e.Prior.Seq, TimeMs: e.Prior.TimeMs, Duplicate: true}}
 	}
-	if m.Text == "" {
+	if e.File != nil {
+		if err := checkFile(e.File, e.FileRefID); err != nil {
+			return fail(err)
+		}
+	} else if m.Text == "" {
 		return fail(errorf(pb.CodeInvalidArgument, "text is empty"))
 	}
 	if len(m.Text) > lim.MaxTextBytes {
@@ -437,10 +465,20 @@ func (s *State) send(e Send, lim Limits) Effects {
 		}
 	}
 	var fx Effects
-	seq := s.appendLog(&fx, &pb.Message{
+	msg := &pb.Message{
 		Kind: pb.MessageKind_MESSAGE_KIND_TEXT, Sender: e.Actor, SenderDevice: e.Device,
 		ClientId: m.ClientId, TimeMs: e.Now, Text: m.Text, ReplyTo: m.ReplyTo, Mentions: m.Mentions,
-	})
+	}
+	if e.File != nil {
+		msg.Kind, msg.File = pb.MessageKind_MESSAGE_KIND_FILE, proto.Clone(e.File).(*pb.FileRef)
+		msg.File.Uploader = e.Actor
+	}
+	seq := s.appendLog(&fx, msg)
+	if e.File != nil {
+		rec := &grainpb.ConvFileRecord{FileId: e.File.FileId, RefId: e.FileRefID}
+		s.Files[seq] = rec
+		fx.Writes = append(fx.Writes, Write{File: &FileWrite{Seq: seq, Record: rec}})
+	}
 	s.inflight[key] = seq
 	fx.Dedupe = append(fx.Dedupe, key)
 	fx.Writes = append(fx.Writes, Write{Dedupe: &DedupeWrite{Key: key, Record: &grainpb.DedupeRecord{Seq: seq, TimeMs: e.Now}}})
@@ -456,8 +494,8 @@ func (s *State) delete(e Delete) Effects {
 	if t == nil || t.Seq != e.Seq {
 		return fail(errorf(pb.CodeNotFound, "no message %d in %s", e.Seq, s.ID))
 	}
-	if t.Kind != pb.MessageKind_MESSAGE_KIND_TEXT {
-		return fail(errorf(pb.CodeInvalidArgument, "message %d is not a text message", e.Seq))
+	if t.Kind != pb.MessageKind_MESSAGE_KIND_TEXT && t.Kind != pb.MessageKind_MESSAGE_KIND_FILE {
+		return fail(errorf(pb.CodeInvalidArgument, "message %d is not a text or file message", e.Seq))
 	}
 	if t.Sender != e.Actor && s.role(e.Actor) < pb.Role_ROLE_ADMIN {
 		return fail(errorf(pb.CodeForbidden, "only the sender or an admin may delete"))
@@ -466,6 +504,9 @@ func (s *State) delete(e Delete) Effects {
 	tomb := &pb.Message{ConversationId: s.ID, Seq: t.Seq, Kind: pb.MessageKind_MESSAGE_KIND_DELETED, Sender: t.Sender, TimeMs: t.TimeMs}
 	fx.Writes = append(fx.Writes, Write{Message: tomb})
 	seq := s.appendLog(&fx, &pb.Message{Kind: pb.MessageKind_MESSAGE_KIND_DELETE, Sender: e.Actor, SenderDevice: e.Device, TimeMs: e.Now, TargetSeq: t.Seq})
+	if f, ok := s.Files[t.Seq]; ok {
+		s.releaseFile(&fx, t.Seq, f, seq)
+	}
 	fx.Reply = &pb.Sent{ConversationId: s.ID, Seq: seq, TimeMs: e.Now}
 	return fx
 }
@@ -494,6 +535,44 @@ func (s *State) appendLog(fx *Effects, m *pb.Message) int64 {
 	fx.Writes = append(fx.Writes, Write{Message: m})
 	fx.Deliver = append(fx.Deliver, m)
 	return m.Seq
+}
+
+// releaseFile drops the file index entry of the FILE message at fseq and
+// owes the file a release of its reference (through the outbox, since the
+// file is another entity). change is the seq of the change that caused it.
+func (s *State) releaseFile(fx *Effects, fseq int64, f *grainpb.ConvFileRecord, change int64) {
+	delete(s.Files, fseq)
+	fx.Writes = append(fx.Writes, Write{File: &FileWrite{Seq: fseq}})
+	rec := &grainpb.OutboxRecord{Release: &grainpb.FileReleaseReq{RefId: f.RefId, FileId: f.FileId}}
+	fx.Writes = append(fx.Writes, Write{Outbox: &OutboxWrite{OpID: fmt.Sprintf("%020d/file/%s/%s", change, f.FileId, f.RefId), Record: rec}})
+}
+
+// checkFile validates the file of a FILE message (the upload path built it,
+// but the machine keeps its own invariants).
+func checkFile(f *pb.FileRef, refID string) *Error {
+	switch {
+	case !validHex64(f.FileId):
+		return errorf(pb.CodeInvalidArgument, "file id must be a hex SHA-256")
+	case refID == "" || len(refID) > 64:
+		return errorf(pb.CodeInvalidArgument, "file reference id must be 1..64 bytes")
+	case f.Name == "" || len(f.Name) > 255 || !utf8.ValidString(f.Name):
+		return errorf(pb.CodeInvalidArgument, "file name must be 1..255 bytes of UTF-8")
+	case f.Size < 0:
+		return errorf(pb.CodeInvalidArgument, "file size is negative")
+	}
+	return nil
+}
+
+func validHex64(h string) bool {
+	if len(h) != 64 {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *State) join(fx *Effects, u string, role pb.Role, seq int64) {

@@ -28,6 +28,69 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type UploadState int32
+
+const (
+	UploadState_UPLOAD_STATE_UNSPECIFIED UploadState = 0
+	// Bytes are arriving; offset == size means hashing is due.
+	UploadState_UPLOAD_STATE_RECEIVING UploadState = 1
+	// Hashed: file_id is known; the content is being attached to the file.
+	UploadState_UPLOAD_STATE_HASHED UploadState = 2
+	// The file holds a reference; the message is being posted.
+	UploadState_UPLOAD_STATE_ATTACHED UploadState = 3
+	// The message is posted (seq).
+	UploadState_UPLOAD_STATE_DONE UploadState = 4
+	// Completion failed for good (error_code).
+	UploadState_UPLOAD_STATE_FAILED UploadState = 5
+)
+
+// Enum value maps for UploadState.
+var (
+	UploadState_name = map[int32]string{
+		0: "UPLOAD_STATE_UNSPECIFIED",
+		1: "UPLOAD_STATE_RECEIVING",
+		2: "UPLOAD_STATE_HASHED",
+		3: "UPLOAD_STATE_ATTACHED",
+		4: "UPLOAD_STATE_DONE",
+		5: "UPLOAD_STATE_FAILED",
+	}
+	UploadState_value = map[string]int32{
+		"UPLOAD_STATE_UNSPECIFIED": 0,
+		"UPLOAD_STATE_RECEIVING":   1,
+		"UPLOAD_STATE_HASHED":      2,
+		"UPLOAD_STATE_ATTACHED":    3,
+		"UPLOAD_STATE_DONE":        4,
+		"UPLOAD_STATE_FAILED":      5,
+	}
+)
+
+func (x UploadState) Enum() *UploadState {
+	p := new(UploadState)
+	*p = x
+	return p
+}
+
+func (x UploadState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UploadState) Descriptor() protoreflect.EnumDescriptor {
+	return file_actors_grainpb_grains_proto_enumTypes[0].Descriptor()
+}
+
+func (UploadState) Type() protoreflect.EnumType {
+	return &file_actors_grainpb_grains_proto_enumTypes[0]
+}
+
+func (x UploadState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UploadState.Descriptor instead.
+func (UploadState) EnumDescriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{0}
+}
+
 type Ok struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -267,10 +330,12 @@ func (x *CreateUserReq) GetOpId() string {
 }
 
 type UserReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
-	DisplayName   string                 `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	UserId      string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Username    string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	DisplayName string                 `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// Authenticate: the device the token was issued to.
+	DeviceId      string `protobuf:"bytes,4,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -322,6 +387,13 @@ func (x *UserReply) GetUsername() string {
 func (x *UserReply) GetDisplayName() string {
 	if x != nil {
 		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *UserReply) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
 	}
 	return ""
 }
@@ -431,9 +503,12 @@ func (x *LoginReply) GetExpiresAtMs() int64 {
 }
 
 type AuthReq struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
-	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Token    string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	DeviceId string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// Accept the token whatever device it was issued to (HTTP requests carry
+	// no device); the reply names the device.
+	AnyDevice     bool `protobuf:"varint,3,opt,name=any_device,json=anyDevice,proto3" json:"any_device,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -480,6 +555,13 @@ func (x *AuthReq) GetDeviceId() string {
 		return x.DeviceId
 	}
 	return ""
+}
+
+func (x *AuthReq) GetAnyDevice() bool {
+	if x != nil {
+		return x.AnyDevice
+	}
+	return false
 }
 
 type LogoutReq struct {
@@ -1572,10 +1654,14 @@ func (x *RenameReq) GetTitle() string {
 }
 
 type SendReq struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
-	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	Send          *protocol.Send         `protobuf:"bytes,3,opt,name=send,proto3" json:"send,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Actor    string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	DeviceId string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Send     *protocol.Send         `protobuf:"bytes,3,opt,name=send,proto3" json:"send,omitempty"`
+	// Set only by the upload path (never from a client frame): the message
+	// is a FILE message for this file, held by the reference file_ref_id.
+	File          *protocol.FileRef `protobuf:"bytes,4,opt,name=file,proto3" json:"file,omitempty"`
+	FileRefId     string            `protobuf:"bytes,5,opt,name=file_ref_id,json=fileRefId,proto3" json:"file_ref_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1629,6 +1715,20 @@ func (x *SendReq) GetSend() *protocol.Send {
 		return x.Send
 	}
 	return nil
+}
+
+func (x *SendReq) GetFile() *protocol.FileRef {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *SendReq) GetFileRefId() string {
+	if x != nil {
+		return x.FileRefId
+	}
+	return ""
 }
 
 type DeleteReq struct {
@@ -1847,6 +1947,633 @@ func (x *InfoReq) GetActor() string {
 	return ""
 }
 
+type UploadCreateReq struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Actor          string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	DeviceId       string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,3,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Name           string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Mime           string                 `protobuf:"bytes,5,opt,name=mime,proto3" json:"mime,omitempty"`
+	Size           int64                  `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *UploadCreateReq) Reset() {
+	*x = UploadCreateReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadCreateReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadCreateReq) ProtoMessage() {}
+
+func (x *UploadCreateReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadCreateReq.ProtoReflect.Descriptor instead.
+func (*UploadCreateReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *UploadCreateReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *UploadCreateReq) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *UploadCreateReq) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *UploadCreateReq) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UploadCreateReq) GetMime() string {
+	if x != nil {
+		return x.Mime
+	}
+	return ""
+}
+
+func (x *UploadCreateReq) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type UploadHeadReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadHeadReq) Reset() {
+	*x = UploadHeadReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadHeadReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadHeadReq) ProtoMessage() {}
+
+func (x *UploadHeadReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadHeadReq.ProtoReflect.Descriptor instead.
+func (*UploadHeadReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *UploadHeadReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+type UploadBeginReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadBeginReq) Reset() {
+	*x = UploadBeginReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadBeginReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadBeginReq) ProtoMessage() {}
+
+func (x *UploadBeginReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadBeginReq.ProtoReflect.Descriptor instead.
+func (*UploadBeginReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *UploadBeginReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *UploadBeginReq) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type UploadEndReq struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Actor string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	Lease uint64                 `protobuf:"varint,2,opt,name=lease,proto3" json:"lease,omitempty"`
+	// Bytes durably in the temp file (fsynced); equal to the begin offset
+	// when the chunk was discarded.
+	Offset        int64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadEndReq) Reset() {
+	*x = UploadEndReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadEndReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadEndReq) ProtoMessage() {}
+
+func (x *UploadEndReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadEndReq.ProtoReflect.Descriptor instead.
+func (*UploadEndReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *UploadEndReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *UploadEndReq) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *UploadEndReq) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type UploadTerminateReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadTerminateReq) Reset() {
+	*x = UploadTerminateReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadTerminateReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadTerminateReq) ProtoMessage() {}
+
+func (x *UploadTerminateReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadTerminateReq.ProtoReflect.Descriptor instead.
+func (*UploadTerminateReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *UploadTerminateReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+type UploadSweepReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadSweepReq) Reset() {
+	*x = UploadSweepReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadSweepReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadSweepReq) ProtoMessage() {}
+
+func (x *UploadSweepReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadSweepReq.ProtoReflect.Descriptor instead.
+func (*UploadSweepReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
+}
+
+// UploadStatus is what the gateway needs to answer a tus request.
+type UploadStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	UploadId  string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	Offset    int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Size      int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	ExpiresMs int64                  `protobuf:"varint,4,opt,name=expires_ms,json=expiresMs,proto3" json:"expires_ms,omitempty"`
+	State     UploadState            `protobuf:"varint,5,opt,name=state,proto3,enum=parley.grains.v1.UploadState" json:"state,omitempty"`
+	// Begin: the lease to hand back with End.
+	Lease uint64 `protobuf:"varint,6,opt,name=lease,proto3" json:"lease,omitempty"`
+	// Once hashed: the file id; once posted: the message seq.
+	FileId         string `protobuf:"bytes,7,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Seq            int64  `protobuf:"varint,8,opt,name=seq,proto3" json:"seq,omitempty"`
+	ConversationId string `protobuf:"bytes,9,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// For FAILED: why (a protocol error code).
+	ErrorCode     string `protobuf:"bytes,10,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage  string `protobuf:"bytes,11,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadStatus) Reset() {
+	*x = UploadStatus{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadStatus) ProtoMessage() {}
+
+func (x *UploadStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadStatus.ProtoReflect.Descriptor instead.
+func (*UploadStatus) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *UploadStatus) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *UploadStatus) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *UploadStatus) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *UploadStatus) GetExpiresMs() int64 {
+	if x != nil {
+		return x.ExpiresMs
+	}
+	return 0
+}
+
+func (x *UploadStatus) GetState() UploadState {
+	if x != nil {
+		return x.State
+	}
+	return UploadState_UPLOAD_STATE_UNSPECIFIED
+}
+
+func (x *UploadStatus) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *UploadStatus) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *UploadStatus) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *UploadStatus) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *UploadStatus) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *UploadStatus) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+type FileAttachReq struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reference: the upload id that produced the message.
+	Ref         *FileRefRecord `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Size        int64          `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	PieceSize   int64          `protobuf:"varint,3,opt,name=piece_size,json=pieceSize,proto3" json:"piece_size,omitempty"`
+	PieceHashes [][]byte       `protobuf:"bytes,4,rep,name=piece_hashes,json=pieceHashes,proto3" json:"piece_hashes,omitempty"`
+	// The fsynced temp file holding the content; moved into the blob store
+	// unless the blob is already stored. Empty on a retry after the move.
+	TempPath      string `protobuf:"bytes,5,opt,name=temp_path,json=tempPath,proto3" json:"temp_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileAttachReq) Reset() {
+	*x = FileAttachReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileAttachReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileAttachReq) ProtoMessage() {}
+
+func (x *FileAttachReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileAttachReq.ProtoReflect.Descriptor instead.
+func (*FileAttachReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *FileAttachReq) GetRef() *FileRefRecord {
+	if x != nil {
+		return x.Ref
+	}
+	return nil
+}
+
+func (x *FileAttachReq) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileAttachReq) GetPieceSize() int64 {
+	if x != nil {
+		return x.PieceSize
+	}
+	return 0
+}
+
+func (x *FileAttachReq) GetPieceHashes() [][]byte {
+	if x != nil {
+		return x.PieceHashes
+	}
+	return nil
+}
+
+func (x *FileAttachReq) GetTempPath() string {
+	if x != nil {
+		return x.TempPath
+	}
+	return ""
+}
+
+type FileReleaseReq struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	RefId string                 `protobuf:"bytes,1,opt,name=ref_id,json=refId,proto3" json:"ref_id,omitempty"`
+	// The file (the grain's identity; named so an outbox entry knows it).
+	FileId        string `protobuf:"bytes,2,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileReleaseReq) Reset() {
+	*x = FileReleaseReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileReleaseReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileReleaseReq) ProtoMessage() {}
+
+func (x *FileReleaseReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileReleaseReq.ProtoReflect.Descriptor instead.
+func (*FileReleaseReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *FileReleaseReq) GetRefId() string {
+	if x != nil {
+		return x.RefId
+	}
+	return ""
+}
+
+func (x *FileReleaseReq) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+type FileGetReq struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Include the piece hashes (large for large files).
+	Pieces        bool `protobuf:"varint,1,opt,name=pieces,proto3" json:"pieces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileGetReq) Reset() {
+	*x = FileGetReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileGetReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileGetReq) ProtoMessage() {}
+
+func (x *FileGetReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileGetReq.ProtoReflect.Descriptor instead.
+func (*FileGetReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *FileGetReq) GetPieces() bool {
+	if x != nil {
+		return x.Pieces
+	}
+	return false
+}
+
 // UserRecord is a user's durable state.
 type UserRecord struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -1868,7 +2595,7 @@ type UserRecord struct {
 
 func (x *UserRecord) Reset() {
 	*x = UserRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +2607,7 @@ func (x *UserRecord) String() string {
 func (*UserRecord) ProtoMessage() {}
 
 func (x *UserRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +2620,7 @@ func (x *UserRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRecord.ProtoReflect.Descriptor instead.
 func (*UserRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UserRecord) GetUserId() string {
@@ -1984,7 +2711,7 @@ type TokenRecord struct {
 
 func (x *TokenRecord) Reset() {
 	*x = TokenRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2723,7 @@ func (x *TokenRecord) String() string {
 func (*TokenRecord) ProtoMessage() {}
 
 func (x *TokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2736,7 @@ func (x *TokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRecord.ProtoReflect.Descriptor instead.
 func (*TokenRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *TokenRecord) GetSha256() []byte {
@@ -2045,7 +2772,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2057,7 +2784,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2070,7 +2797,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DeviceRecord) GetDeviceId() string {
@@ -2112,7 +2839,7 @@ type UsernameRecord struct {
 
 func (x *UsernameRecord) Reset() {
 	*x = UsernameRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2851,7 @@ func (x *UsernameRecord) String() string {
 func (*UsernameRecord) ProtoMessage() {}
 
 func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2864,7 @@ func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsernameRecord.ProtoReflect.Descriptor instead.
 func (*UsernameRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UsernameRecord) GetUserId() string {
@@ -2180,7 +2907,7 @@ type SessionRecord struct {
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2919,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2932,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SessionRecord) GetSessionId() string {
@@ -2312,7 +3039,7 @@ type ConvRecord struct {
 
 func (x *ConvRecord) Reset() {
 	*x = ConvRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +3051,7 @@ func (x *ConvRecord) String() string {
 func (*ConvRecord) ProtoMessage() {}
 
 func (x *ConvRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +3064,7 @@ func (x *ConvRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvRecord.ProtoReflect.Descriptor instead.
 func (*ConvRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ConvRecord) GetConversationId() string {
@@ -2380,7 +3107,7 @@ type MemberRecord struct {
 
 func (x *MemberRecord) Reset() {
 	*x = MemberRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2392,7 +3119,7 @@ func (x *MemberRecord) String() string {
 func (*MemberRecord) ProtoMessage() {}
 
 func (x *MemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2405,7 +3132,7 @@ func (x *MemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
 func (*MemberRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *MemberRecord) GetRole() protocol.Role {
@@ -2440,7 +3167,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +3179,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +3192,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DedupeRecord) GetSeq() int64 {
@@ -2484,16 +3211,18 @@ func (x *DedupeRecord) GetTimeMs() int64 {
 
 // OutboxRecord is a notification owed to another grain, kept until done.
 type OutboxRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Entry         *ConvEntry             `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Entry  *ConvEntry             `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
+	// Instead of a membership notice: release a file reference.
+	Release       *FileReleaseReq `protobuf:"bytes,3,opt,name=release,proto3" json:"release,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OutboxRecord) Reset() {
 	*x = OutboxRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2505,7 +3234,7 @@ func (x *OutboxRecord) String() string {
 func (*OutboxRecord) ProtoMessage() {}
 
 func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2518,7 +3247,7 @@ func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxRecord.ProtoReflect.Descriptor instead.
 func (*OutboxRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *OutboxRecord) GetUserId() string {
@@ -2531,6 +3260,408 @@ func (x *OutboxRecord) GetUserId() string {
 func (x *OutboxRecord) GetEntry() *ConvEntry {
 	if x != nil {
 		return x.Entry
+	}
+	return nil
+}
+
+func (x *OutboxRecord) GetRelease() *FileReleaseReq {
+	if x != nil {
+		return x.Release
+	}
+	return nil
+}
+
+// ConvFileRecord indexes a live FILE message of a conversation (key suffix:
+// its seq), so deleting the message or the conversation releases the file.
+type ConvFileRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	RefId         string                 `protobuf:"bytes,2,opt,name=ref_id,json=refId,proto3" json:"ref_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConvFileRecord) Reset() {
+	*x = ConvFileRecord{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConvFileRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConvFileRecord) ProtoMessage() {}
+
+func (x *ConvFileRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConvFileRecord.ProtoReflect.Descriptor instead.
+func (*ConvFileRecord) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ConvFileRecord) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *ConvFileRecord) GetRefId() string {
+	if x != nil {
+		return x.RefId
+	}
+	return ""
+}
+
+// UploadRecord is an upload's durable state.
+type UploadRecord struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	UploadId       string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	UserId         string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId       string                 `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,4,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Name           string                 `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	Mime           string                 `protobuf:"bytes,6,opt,name=mime,proto3" json:"mime,omitempty"`
+	Size           int64                  `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"`
+	// Bytes received and fsynced in the temp file.
+	Offset    int64 `protobuf:"varint,8,opt,name=offset,proto3" json:"offset,omitempty"`
+	CreatedMs int64 `protobuf:"varint,9,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	// When an idle upload is abandoned (and a finished one forgotten).
+	ExpiresMs     int64       `protobuf:"varint,10,opt,name=expires_ms,json=expiresMs,proto3" json:"expires_ms,omitempty"`
+	State         UploadState `protobuf:"varint,11,opt,name=state,proto3,enum=parley.grains.v1.UploadState" json:"state,omitempty"`
+	FileId        string      `protobuf:"bytes,12,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Seq           int64       `protobuf:"varint,13,opt,name=seq,proto3" json:"seq,omitempty"`
+	ErrorCode     string      `protobuf:"bytes,14,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage  string      `protobuf:"bytes,15,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadRecord) Reset() {
+	*x = UploadRecord{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadRecord) ProtoMessage() {}
+
+func (x *UploadRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadRecord.ProtoReflect.Descriptor instead.
+func (*UploadRecord) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *UploadRecord) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *UploadRecord) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UploadRecord) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *UploadRecord) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *UploadRecord) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UploadRecord) GetMime() string {
+	if x != nil {
+		return x.Mime
+	}
+	return ""
+}
+
+func (x *UploadRecord) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *UploadRecord) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *UploadRecord) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+func (x *UploadRecord) GetExpiresMs() int64 {
+	if x != nil {
+		return x.ExpiresMs
+	}
+	return 0
+}
+
+func (x *UploadRecord) GetState() UploadState {
+	if x != nil {
+		return x.State
+	}
+	return UploadState_UPLOAD_STATE_UNSPECIFIED
+}
+
+func (x *UploadRecord) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *UploadRecord) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *UploadRecord) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *UploadRecord) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+// FileRefRecord is one reference to a file: the FILE message an upload
+// posted (or is posting).
+type FileRefRecord struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	RefId          string                 `protobuf:"bytes,1,opt,name=ref_id,json=refId,proto3" json:"ref_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Name           string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Mime           string                 `protobuf:"bytes,4,opt,name=mime,proto3" json:"mime,omitempty"`
+	Uploader       string                 `protobuf:"bytes,5,opt,name=uploader,proto3" json:"uploader,omitempty"`
+	CreatedMs      int64                  `protobuf:"varint,6,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FileRefRecord) Reset() {
+	*x = FileRefRecord{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileRefRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileRefRecord) ProtoMessage() {}
+
+func (x *FileRefRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileRefRecord.ProtoReflect.Descriptor instead.
+func (*FileRefRecord) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *FileRefRecord) GetRefId() string {
+	if x != nil {
+		return x.RefId
+	}
+	return ""
+}
+
+func (x *FileRefRecord) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *FileRefRecord) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FileRefRecord) GetMime() string {
+	if x != nil {
+		return x.Mime
+	}
+	return ""
+}
+
+func (x *FileRefRecord) GetUploader() string {
+	if x != nil {
+		return x.Uploader
+	}
+	return ""
+}
+
+func (x *FileRefRecord) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+// FileRecord is a file's durable state: content facts and references.
+type FileRecord struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	FileId      string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Size        int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	PieceSize   int64                  `protobuf:"varint,3,opt,name=piece_size,json=pieceSize,proto3" json:"piece_size,omitempty"`
+	PieceHashes [][]byte               `protobuf:"bytes,4,rep,name=piece_hashes,json=pieceHashes,proto3" json:"piece_hashes,omitempty"`
+	// The blob is in the blob store.
+	Stored bool             `protobuf:"varint,5,opt,name=stored,proto3" json:"stored,omitempty"`
+	Refs   []*FileRefRecord `protobuf:"bytes,6,rep,name=refs,proto3" json:"refs,omitempty"`
+	// Released reference ids (tombstones): a late retry of Attach for one of
+	// them is refused instead of resurrecting it.
+	Released      []string `protobuf:"bytes,7,rep,name=released,proto3" json:"released,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileRecord) Reset() {
+	*x = FileRecord{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileRecord) ProtoMessage() {}
+
+func (x *FileRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileRecord.ProtoReflect.Descriptor instead.
+func (*FileRecord) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *FileRecord) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *FileRecord) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileRecord) GetPieceSize() int64 {
+	if x != nil {
+		return x.PieceSize
+	}
+	return 0
+}
+
+func (x *FileRecord) GetPieceHashes() [][]byte {
+	if x != nil {
+		return x.PieceHashes
+	}
+	return nil
+}
+
+func (x *FileRecord) GetStored() bool {
+	if x != nil {
+		return x.Stored
+	}
+	return false
+}
+
+func (x *FileRecord) GetRefs() []*FileRefRecord {
+	if x != nil {
+		return x.Refs
+	}
+	return nil
+}
+
+func (x *FileRecord) GetReleased() []string {
+	if x != nil {
+		return x.Released
 	}
 	return nil
 }
@@ -2552,21 +3683,24 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\busername\x18\x01 \x01(\tR\busername\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1a\n" +
 	"\bpassword\x18\x03 \x01(\tR\bpassword\x12\x13\n" +
-	"\x05op_id\x18\x04 \x01(\tR\x04opId\"c\n" +
+	"\x05op_id\x18\x04 \x01(\tR\x04opId\"\x80\x01\n" +
 	"\tUserReply\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12!\n" +
-	"\fdisplay_name\x18\x03 \x01(\tR\vdisplayName\"Z\n" +
+	"\fdisplay_name\x18\x03 \x01(\tR\vdisplayName\x12\x1b\n" +
+	"\tdevice_id\x18\x04 \x01(\tR\bdeviceId\"Z\n" +
 	"\bLoginReq\x12\x1a\n" +
 	"\bpassword\x18\x01 \x01(\tR\bpassword\x122\n" +
 	"\x06device\x18\x02 \x01(\v2\x1a.parley.protocol.v1.DeviceR\x06device\"F\n" +
 	"\n" +
 	"LoginReply\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\"\n" +
-	"\rexpires_at_ms\x18\x02 \x01(\x03R\vexpiresAtMs\"<\n" +
+	"\rexpires_at_ms\x18\x02 \x01(\x03R\vexpiresAtMs\"[\n" +
 	"\aAuthReq\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
-	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\"!\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1d\n" +
+	"\n" +
+	"any_device\x18\x03 \x01(\bR\tanyDevice\"!\n" +
 	"\tLogoutReq\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"\xb2\x01\n" +
 	"\tConvEntry\x12'\n" +
@@ -2641,11 +3775,13 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x04role\x18\x03 \x01(\x0e2\x18.parley.protocol.v1.RoleR\x04role\"7\n" +
 	"\tRenameReq\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x14\n" +
-	"\x05title\x18\x02 \x01(\tR\x05title\"j\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\"\xbb\x01\n" +
 	"\aSendReq\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12,\n" +
-	"\x04send\x18\x03 \x01(\v2\x18.parley.protocol.v1.SendR\x04send\"P\n" +
+	"\x04send\x18\x03 \x01(\v2\x18.parley.protocol.v1.SendR\x04send\x12/\n" +
+	"\x04file\x18\x04 \x01(\v2\x1b.parley.protocol.v1.FileRefR\x04file\x12\x1e\n" +
+	"\vfile_ref_id\x18\x05 \x01(\tR\tfileRefId\"P\n" +
 	"\tDeleteReq\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x10\n" +
@@ -2659,7 +3795,54 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\tafter_seq\x18\x02 \x01(\x03R\bafterSeq\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\"\x1f\n" +
 	"\aInfoReq\x12\x14\n" +
-	"\x05actor\x18\x01 \x01(\tR\x05actor\"\xc8\x03\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\"\xa9\x01\n" +
+	"\x0fUploadCreateReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12'\n" +
+	"\x0fconversation_id\x18\x03 \x01(\tR\x0econversationId\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x12\n" +
+	"\x04mime\x18\x05 \x01(\tR\x04mime\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x03R\x04size\"%\n" +
+	"\rUploadHeadReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\">\n" +
+	"\x0eUploadBeginReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\"R\n" +
+	"\fUploadEndReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x14\n" +
+	"\x05lease\x18\x02 \x01(\x04R\x05lease\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\"*\n" +
+	"\x12UploadTerminateReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\"\x10\n" +
+	"\x0eUploadSweepReq\"\xd9\x02\n" +
+	"\fUploadStatus\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x1d\n" +
+	"\n" +
+	"expires_ms\x18\x04 \x01(\x03R\texpiresMs\x123\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x1d.parley.grains.v1.UploadStateR\x05state\x12\x14\n" +
+	"\x05lease\x18\x06 \x01(\x04R\x05lease\x12\x17\n" +
+	"\afile_id\x18\a \x01(\tR\x06fileId\x12\x10\n" +
+	"\x03seq\x18\b \x01(\x03R\x03seq\x12'\n" +
+	"\x0fconversation_id\x18\t \x01(\tR\x0econversationId\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\n" +
+	" \x01(\tR\terrorCode\x12#\n" +
+	"\rerror_message\x18\v \x01(\tR\ferrorMessage\"\xb5\x01\n" +
+	"\rFileAttachReq\x121\n" +
+	"\x03ref\x18\x01 \x01(\v2\x1f.parley.grains.v1.FileRefRecordR\x03ref\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1d\n" +
+	"\n" +
+	"piece_size\x18\x03 \x01(\x03R\tpieceSize\x12!\n" +
+	"\fpiece_hashes\x18\x04 \x03(\fR\vpieceHashes\x12\x1b\n" +
+	"\ttemp_path\x18\x05 \x01(\tR\btempPath\"@\n" +
+	"\x0eFileReleaseReq\x12\x15\n" +
+	"\x06ref_id\x18\x01 \x01(\tR\x05refId\x12\x17\n" +
+	"\afile_id\x18\x02 \x01(\tR\x06fileId\"$\n" +
+	"\n" +
+	"FileGetReq\x12\x16\n" +
+	"\x06pieces\x18\x01 \x01(\bR\x06pieces\"\xc8\x03\n" +
 	"\n" +
 	"UserRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
@@ -2719,10 +3902,59 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"joined_seq\x18\x03 \x01(\x03R\tjoinedSeq\"9\n" +
 	"\fDedupeRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x17\n" +
-	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\"Z\n" +
+	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\"\x96\x01\n" +
 	"\fOutboxRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x121\n" +
-	"\x05entry\x18\x02 \x01(\v2\x1b.parley.grains.v1.ConvEntryR\x05entry2\x92\x01\n" +
+	"\x05entry\x18\x02 \x01(\v2\x1b.parley.grains.v1.ConvEntryR\x05entry\x12:\n" +
+	"\arelease\x18\x03 \x01(\v2 .parley.grains.v1.FileReleaseReqR\arelease\"@\n" +
+	"\x0eConvFileRecord\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x15\n" +
+	"\x06ref_id\x18\x02 \x01(\tR\x05refId\"\xc0\x03\n" +
+	"\fUploadRecord\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12'\n" +
+	"\x0fconversation_id\x18\x04 \x01(\tR\x0econversationId\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\x12\x12\n" +
+	"\x04mime\x18\x06 \x01(\tR\x04mime\x12\x12\n" +
+	"\x04size\x18\a \x01(\x03R\x04size\x12\x16\n" +
+	"\x06offset\x18\b \x01(\x03R\x06offset\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\t \x01(\x03R\tcreatedMs\x12\x1d\n" +
+	"\n" +
+	"expires_ms\x18\n" +
+	" \x01(\x03R\texpiresMs\x123\n" +
+	"\x05state\x18\v \x01(\x0e2\x1d.parley.grains.v1.UploadStateR\x05state\x12\x17\n" +
+	"\afile_id\x18\f \x01(\tR\x06fileId\x12\x10\n" +
+	"\x03seq\x18\r \x01(\x03R\x03seq\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x0e \x01(\tR\terrorCode\x12#\n" +
+	"\rerror_message\x18\x0f \x01(\tR\ferrorMessage\"\xb2\x01\n" +
+	"\rFileRefRecord\x12\x15\n" +
+	"\x06ref_id\x18\x01 \x01(\tR\x05refId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
+	"\x04mime\x18\x04 \x01(\tR\x04mime\x12\x1a\n" +
+	"\buploader\x18\x05 \x01(\tR\buploader\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\x06 \x01(\x03R\tcreatedMs\"\xe4\x01\n" +
+	"\n" +
+	"FileRecord\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1d\n" +
+	"\n" +
+	"piece_size\x18\x03 \x01(\x03R\tpieceSize\x12!\n" +
+	"\fpiece_hashes\x18\x04 \x03(\fR\vpieceHashes\x12\x16\n" +
+	"\x06stored\x18\x05 \x01(\bR\x06stored\x123\n" +
+	"\x04refs\x18\x06 \x03(\v2\x1f.parley.grains.v1.FileRefRecordR\x04refs\x12\x1a\n" +
+	"\breleased\x18\a \x03(\tR\breleased*\xab\x01\n" +
+	"\vUploadState\x12\x1c\n" +
+	"\x18UPLOAD_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16UPLOAD_STATE_RECEIVING\x10\x01\x12\x17\n" +
+	"\x13UPLOAD_STATE_HASHED\x10\x02\x12\x19\n" +
+	"\x15UPLOAD_STATE_ATTACHED\x10\x03\x12\x15\n" +
+	"\x11UPLOAD_STATE_DONE\x10\x04\x12\x17\n" +
+	"\x13UPLOAD_STATE_FAILED\x10\x052\x92\x01\n" +
 	"\bUsername\x12A\n" +
 	"\x05Claim\x12\x1a.parley.grains.v1.ClaimReq\x1a\x1c.parley.grains.v1.ClaimReply\x12C\n" +
 	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\xe9\x04\n" +
@@ -2742,7 +3974,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x06Resume\x12\x1b.parley.grains.v1.ResumeReq\x1a\x1e.parley.grains.v1.SessionReply\x127\n" +
 	"\x04Push\x12\x19.parley.grains.v1.PushReq\x1a\x14.parley.grains.v1.Ok\x125\n" +
 	"\x03Ack\x12\x18.parley.grains.v1.AckReq\x1a\x14.parley.grains.v1.Ok\x125\n" +
-	"\x03Cut\x12\x18.parley.grains.v1.CutReq\x1a\x14.parley.grains.v1.Ok2\x93\x06\n" +
+	"\x03Cut\x12\x18.parley.grains.v1.CutReq\x1a\x14.parley.grains.v1.Ok2\xcd\x06\n" +
 	"\fConversation\x12S\n" +
 	"\x06Create\x12\x1f.parley.grains.v1.CreateConvReq\x1a .parley.protocol.v1.Conversation\"\x06\x82\xb5\x18\x02\b\x01\x12T\n" +
 	"\n" +
@@ -2754,7 +3986,19 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x06Delete\x12\x1b.parley.grains.v1.DeleteReq\x1a\x18.parley.protocol.v1.Sent\"\x06\x82\xb5\x18\x02\b\x01\x12C\n" +
 	"\bMarkRead\x12\x19.parley.grains.v1.ReadReq\x1a\x14.parley.grains.v1.Ok\"\x06\x82\xb5\x18\x02\b\x01\x12H\n" +
 	"\aHistory\x12\x1c.parley.grains.v1.HistoryReq\x1a\x1f.parley.protocol.v1.HistoryPage\x12C\n" +
-	"\x04Info\x12\x19.parley.grains.v1.InfoReq\x1a .parley.protocol.v1.ConversationB.Z,github.com/parley-chat/parley/actors/grainpbb\x06proto3"
+	"\x04Info\x12\x19.parley.grains.v1.InfoReq\x1a .parley.protocol.v1.Conversation\x128\n" +
+	"\x05Check\x12\x19.parley.grains.v1.InfoReq\x1a\x14.parley.grains.v1.Ok2\xbf\x03\n" +
+	"\x06Upload\x12K\n" +
+	"\x06Create\x12!.parley.grains.v1.UploadCreateReq\x1a\x1e.parley.grains.v1.UploadStatus\x12G\n" +
+	"\x04Head\x12\x1f.parley.grains.v1.UploadHeadReq\x1a\x1e.parley.grains.v1.UploadStatus\x12I\n" +
+	"\x05Begin\x12 .parley.grains.v1.UploadBeginReq\x1a\x1e.parley.grains.v1.UploadStatus\x12M\n" +
+	"\x03End\x12\x1e.parley.grains.v1.UploadEndReq\x1a\x1e.parley.grains.v1.UploadStatus\"\x06\x82\xb5\x18\x02\b\x01\x12D\n" +
+	"\x06Remove\x12$.parley.grains.v1.UploadTerminateReq\x1a\x14.parley.grains.v1.Ok\x12?\n" +
+	"\x05Sweep\x12 .parley.grains.v1.UploadSweepReq\x1a\x14.parley.grains.v1.Ok2\xcd\x01\n" +
+	"\x04File\x12?\n" +
+	"\x06Attach\x12\x1f.parley.grains.v1.FileAttachReq\x1a\x14.parley.grains.v1.Ok\x12A\n" +
+	"\aRelease\x12 .parley.grains.v1.FileReleaseReq\x1a\x14.parley.grains.v1.Ok\x12A\n" +
+	"\x03Get\x12\x1c.parley.grains.v1.FileGetReq\x1a\x1c.parley.grains.v1.FileRecordB.Z,github.com/parley-chat/parley/actors/grainpbb\x06proto3"
 
 var (
 	file_actors_grainpb_grains_proto_rawDescOnce sync.Once
@@ -2768,136 +4012,179 @@ func file_actors_grainpb_grains_proto_rawDescGZIP() []byte {
 	return file_actors_grainpb_grains_proto_rawDescData
 }
 
-var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_actors_grainpb_grains_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_actors_grainpb_grains_proto_goTypes = []any{
-	(*Ok)(nil),                     // 0: parley.grains.v1.Ok
-	(*ClaimReq)(nil),               // 1: parley.grains.v1.ClaimReq
-	(*ClaimReply)(nil),             // 2: parley.grains.v1.ClaimReply
-	(*LookupReq)(nil),              // 3: parley.grains.v1.LookupReq
-	(*CreateUserReq)(nil),          // 4: parley.grains.v1.CreateUserReq
-	(*UserReply)(nil),              // 5: parley.grains.v1.UserReply
-	(*LoginReq)(nil),               // 6: parley.grains.v1.LoginReq
-	(*LoginReply)(nil),             // 7: parley.grains.v1.LoginReply
-	(*AuthReq)(nil),                // 8: parley.grains.v1.AuthReq
-	(*LogoutReq)(nil),              // 9: parley.grains.v1.LogoutReq
-	(*ConvEntry)(nil),              // 10: parley.grains.v1.ConvEntry
-	(*MembershipReq)(nil),          // 11: parley.grains.v1.MembershipReq
-	(*AttachReq)(nil),              // 12: parley.grains.v1.AttachReq
-	(*AttachReply)(nil),            // 13: parley.grains.v1.AttachReply
-	(*DetachReq)(nil),              // 14: parley.grains.v1.DetachReq
-	(*ListReq)(nil),                // 15: parley.grains.v1.ListReq
-	(*ConvList)(nil),               // 16: parley.grains.v1.ConvList
-	(*OpenReq)(nil),                // 17: parley.grains.v1.OpenReq
-	(*SessionReply)(nil),           // 18: parley.grains.v1.SessionReply
-	(*PushReq)(nil),                // 19: parley.grains.v1.PushReq
-	(*AckReq)(nil),                 // 20: parley.grains.v1.AckReq
-	(*CutReq)(nil),                 // 21: parley.grains.v1.CutReq
-	(*ResumeReq)(nil),              // 22: parley.grains.v1.ResumeReq
-	(*CreateConvReq)(nil),          // 23: parley.grains.v1.CreateConvReq
-	(*MembersReq)(nil),             // 24: parley.grains.v1.MembersReq
-	(*RemoveReq)(nil),              // 25: parley.grains.v1.RemoveReq
-	(*RoleReq)(nil),                // 26: parley.grains.v1.RoleReq
-	(*RenameReq)(nil),              // 27: parley.grains.v1.RenameReq
-	(*SendReq)(nil),                // 28: parley.grains.v1.SendReq
-	(*DeleteReq)(nil),              // 29: parley.grains.v1.DeleteReq
-	(*ReadReq)(nil),                // 30: parley.grains.v1.ReadReq
-	(*HistoryReq)(nil),             // 31: parley.grains.v1.HistoryReq
-	(*InfoReq)(nil),                // 32: parley.grains.v1.InfoReq
-	(*UserRecord)(nil),             // 33: parley.grains.v1.UserRecord
-	(*TokenRecord)(nil),            // 34: parley.grains.v1.TokenRecord
-	(*DeviceRecord)(nil),           // 35: parley.grains.v1.DeviceRecord
-	(*UsernameRecord)(nil),         // 36: parley.grains.v1.UsernameRecord
-	(*SessionRecord)(nil),          // 37: parley.grains.v1.SessionRecord
-	(*ConvRecord)(nil),             // 38: parley.grains.v1.ConvRecord
-	(*MemberRecord)(nil),           // 39: parley.grains.v1.MemberRecord
-	(*DedupeRecord)(nil),           // 40: parley.grains.v1.DedupeRecord
-	(*OutboxRecord)(nil),           // 41: parley.grains.v1.OutboxRecord
-	(*protocol.Device)(nil),        // 42: parley.protocol.v1.Device
-	(protocol.ConversationKind)(0), // 43: parley.protocol.v1.ConversationKind
-	(protocol.DeviceType)(0),       // 44: parley.protocol.v1.DeviceType
-	(*protocol.SessionEvent)(nil),  // 45: parley.protocol.v1.SessionEvent
-	(protocol.Role)(0),             // 46: parley.protocol.v1.Role
-	(*protocol.Send)(nil),          // 47: parley.protocol.v1.Send
-	(*protocol.Conversation)(nil),  // 48: parley.protocol.v1.Conversation
-	(*protocol.Sent)(nil),          // 49: parley.protocol.v1.Sent
-	(*protocol.HistoryPage)(nil),   // 50: parley.protocol.v1.HistoryPage
+	(UploadState)(0),               // 0: parley.grains.v1.UploadState
+	(*Ok)(nil),                     // 1: parley.grains.v1.Ok
+	(*ClaimReq)(nil),               // 2: parley.grains.v1.ClaimReq
+	(*ClaimReply)(nil),             // 3: parley.grains.v1.ClaimReply
+	(*LookupReq)(nil),              // 4: parley.grains.v1.LookupReq
+	(*CreateUserReq)(nil),          // 5: parley.grains.v1.CreateUserReq
+	(*UserReply)(nil),              // 6: parley.grains.v1.UserReply
+	(*LoginReq)(nil),               // 7: parley.grains.v1.LoginReq
+	(*LoginReply)(nil),             // 8: parley.grains.v1.LoginReply
+	(*AuthReq)(nil),                // 9: parley.grains.v1.AuthReq
+	(*LogoutReq)(nil),              // 10: parley.grains.v1.LogoutReq
+	(*ConvEntry)(nil),              // 11: parley.grains.v1.ConvEntry
+	(*MembershipReq)(nil),          // 12: parley.grains.v1.MembershipReq
+	(*AttachReq)(nil),              // 13: parley.grains.v1.AttachReq
+	(*AttachReply)(nil),            // 14: parley.grains.v1.AttachReply
+	(*DetachReq)(nil),              // 15: parley.grains.v1.DetachReq
+	(*ListReq)(nil),                // 16: parley.grains.v1.ListReq
+	(*ConvList)(nil),               // 17: parley.grains.v1.ConvList
+	(*OpenReq)(nil),                // 18: parley.grains.v1.OpenReq
+	(*SessionReply)(nil),           // 19: parley.grains.v1.SessionReply
+	(*PushReq)(nil),                // 20: parley.grains.v1.PushReq
+	(*AckReq)(nil),                 // 21: parley.grains.v1.AckReq
+	(*CutReq)(nil),                 // 22: parley.grains.v1.CutReq
+	(*ResumeReq)(nil),              // 23: parley.grains.v1.ResumeReq
+	(*CreateConvReq)(nil),          // 24: parley.grains.v1.CreateConvReq
+	(*MembersReq)(nil),             // 25: parley.grains.v1.MembersReq
+	(*RemoveReq)(nil),              // 26: parley.grains.v1.RemoveReq
+	(*RoleReq)(nil),                // 27: parley.grains.v1.RoleReq
+	(*RenameReq)(nil),              // 28: parley.grains.v1.RenameReq
+	(*SendReq)(nil),                // 29: parley.grains.v1.SendReq
+	(*DeleteReq)(nil),              // 30: parley.grains.v1.DeleteReq
+	(*ReadReq)(nil),                // 31: parley.grains.v1.ReadReq
+	(*HistoryReq)(nil),             // 32: parley.grains.v1.HistoryReq
+	(*InfoReq)(nil),                // 33: parley.grains.v1.InfoReq
+	(*UploadCreateReq)(nil),        // 34: parley.grains.v1.UploadCreateReq
+	(*UploadHeadReq)(nil),          // 35: parley.grains.v1.UploadHeadReq
+	(*UploadBeginReq)(nil),         // 36: parley.grains.v1.UploadBeginReq
+	(*UploadEndReq)(nil),           // 37: parley.grains.v1.UploadEndReq
+	(*UploadTerminateReq)(nil),     // 38: parley.grains.v1.UploadTerminateReq
+	(*UploadSweepReq)(nil),         // 39: parley.grains.v1.UploadSweepReq
+	(*UploadStatus)(nil),           // 40: parley.grains.v1.UploadStatus
+	(*FileAttachReq)(nil),          // 41: parley.grains.v1.FileAttachReq
+	(*FileReleaseReq)(nil),         // 42: parley.grains.v1.FileReleaseReq
+	(*FileGetReq)(nil),             // 43: parley.grains.v1.FileGetReq
+	(*UserRecord)(nil),             // 44: parley.grains.v1.UserRecord
+	(*TokenRecord)(nil),            // 45: parley.grains.v1.TokenRecord
+	(*DeviceRecord)(nil),           // 46: parley.grains.v1.DeviceRecord
+	(*UsernameRecord)(nil),         // 47: parley.grains.v1.UsernameRecord
+	(*SessionRecord)(nil),          // 48: parley.grains.v1.SessionRecord
+	(*ConvRecord)(nil),             // 49: parley.grains.v1.ConvRecord
+	(*MemberRecord)(nil),           // 50: parley.grains.v1.MemberRecord
+	(*DedupeRecord)(nil),           // 51: parley.grains.v1.DedupeRecord
+	(*OutboxRecord)(nil),           // 52: parley.grains.v1.OutboxRecord
+	(*ConvFileRecord)(nil),         // 53: parley.grains.v1.ConvFileRecord
+	(*UploadRecord)(nil),           // 54: parley.grains.v1.UploadRecord
+	(*FileRefRecord)(nil),          // 55: parley.grains.v1.FileRefRecord
+	(*FileRecord)(nil),             // 56: parley.grains.v1.FileRecord
+	(*protocol.Device)(nil),        // 57: parley.protocol.v1.Device
+	(protocol.ConversationKind)(0), // 58: parley.protocol.v1.ConversationKind
+	(protocol.DeviceType)(0),       // 59: parley.protocol.v1.DeviceType
+	(*protocol.SessionEvent)(nil),  // 60: parley.protocol.v1.SessionEvent
+	(protocol.Role)(0),             // 61: parley.protocol.v1.Role
+	(*protocol.Send)(nil),          // 62: parley.protocol.v1.Send
+	(*protocol.FileRef)(nil),       // 63: parley.protocol.v1.FileRef
+	(*protocol.Conversation)(nil),  // 64: parley.protocol.v1.Conversation
+	(*protocol.Sent)(nil),          // 65: parley.protocol.v1.Sent
+	(*protocol.HistoryPage)(nil),   // 66: parley.protocol.v1.HistoryPage
 }
 var file_actors_grainpb_grains_proto_depIdxs = []int32{
-	42, // 0: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
-	43, // 1: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
-	10, // 2: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
-	44, // 3: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
-	10, // 4: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
-	10, // 5: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
-	45, // 6: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
-	43, // 7: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
-	46, // 8: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
-	47, // 9: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
-	34, // 10: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
-	10, // 11: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
-	35, // 12: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
-	44, // 13: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
-	45, // 14: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
-	43, // 15: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
-	46, // 16: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
-	10, // 17: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
-	1,  // 18: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
-	3,  // 19: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
-	4,  // 20: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
-	6,  // 21: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
-	8,  // 22: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
-	9,  // 23: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
-	11, // 24: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
-	12, // 25: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
-	14, // 26: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
-	15, // 27: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
-	15, // 28: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
-	17, // 29: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
-	22, // 30: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
-	19, // 31: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
-	20, // 32: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
-	21, // 33: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
-	23, // 34: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
-	24, // 35: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
-	25, // 36: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
-	26, // 37: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
-	27, // 38: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
-	28, // 39: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
-	29, // 40: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
-	30, // 41: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
-	31, // 42: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
-	32, // 43: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
-	2,  // 44: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
-	2,  // 45: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
-	5,  // 46: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
-	7,  // 47: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
-	5,  // 48: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
-	0,  // 49: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
-	0,  // 50: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
-	13, // 51: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
-	0,  // 52: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
-	16, // 53: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
-	5,  // 54: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
-	18, // 55: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
-	18, // 56: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
-	0,  // 57: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
-	0,  // 58: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
-	0,  // 59: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
-	48, // 60: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
-	48, // 61: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
-	48, // 62: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
-	48, // 63: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
-	48, // 64: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
-	49, // 65: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
-	49, // 66: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
-	0,  // 67: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
-	50, // 68: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
-	48, // 69: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
-	44, // [44:70] is the sub-list for method output_type
-	18, // [18:44] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	57, // 0: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
+	58, // 1: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
+	11, // 2: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
+	59, // 3: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
+	11, // 4: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
+	11, // 5: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
+	60, // 6: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
+	58, // 7: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
+	61, // 8: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
+	62, // 9: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
+	63, // 10: parley.grains.v1.SendReq.file:type_name -> parley.protocol.v1.FileRef
+	0,  // 11: parley.grains.v1.UploadStatus.state:type_name -> parley.grains.v1.UploadState
+	55, // 12: parley.grains.v1.FileAttachReq.ref:type_name -> parley.grains.v1.FileRefRecord
+	45, // 13: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
+	11, // 14: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
+	46, // 15: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
+	59, // 16: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
+	60, // 17: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
+	58, // 18: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
+	61, // 19: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
+	11, // 20: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
+	42, // 21: parley.grains.v1.OutboxRecord.release:type_name -> parley.grains.v1.FileReleaseReq
+	0,  // 22: parley.grains.v1.UploadRecord.state:type_name -> parley.grains.v1.UploadState
+	55, // 23: parley.grains.v1.FileRecord.refs:type_name -> parley.grains.v1.FileRefRecord
+	2,  // 24: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
+	4,  // 25: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
+	5,  // 26: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
+	7,  // 27: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
+	9,  // 28: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
+	10, // 29: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
+	12, // 30: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
+	13, // 31: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
+	15, // 32: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
+	16, // 33: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
+	16, // 34: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
+	18, // 35: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
+	23, // 36: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
+	20, // 37: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
+	21, // 38: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
+	22, // 39: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
+	24, // 40: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
+	25, // 41: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
+	26, // 42: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
+	27, // 43: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
+	28, // 44: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
+	29, // 45: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
+	30, // 46: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
+	31, // 47: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
+	32, // 48: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
+	33, // 49: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
+	33, // 50: parley.grains.v1.Conversation.Check:input_type -> parley.grains.v1.InfoReq
+	34, // 51: parley.grains.v1.Upload.Create:input_type -> parley.grains.v1.UploadCreateReq
+	35, // 52: parley.grains.v1.Upload.Head:input_type -> parley.grains.v1.UploadHeadReq
+	36, // 53: parley.grains.v1.Upload.Begin:input_type -> parley.grains.v1.UploadBeginReq
+	37, // 54: parley.grains.v1.Upload.End:input_type -> parley.grains.v1.UploadEndReq
+	38, // 55: parley.grains.v1.Upload.Remove:input_type -> parley.grains.v1.UploadTerminateReq
+	39, // 56: parley.grains.v1.Upload.Sweep:input_type -> parley.grains.v1.UploadSweepReq
+	41, // 57: parley.grains.v1.File.Attach:input_type -> parley.grains.v1.FileAttachReq
+	42, // 58: parley.grains.v1.File.Release:input_type -> parley.grains.v1.FileReleaseReq
+	43, // 59: parley.grains.v1.File.Get:input_type -> parley.grains.v1.FileGetReq
+	3,  // 60: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
+	3,  // 61: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
+	6,  // 62: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
+	8,  // 63: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
+	6,  // 64: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
+	1,  // 65: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
+	1,  // 66: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
+	14, // 67: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
+	1,  // 68: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
+	17, // 69: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
+	6,  // 70: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
+	19, // 71: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
+	19, // 72: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
+	1,  // 73: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
+	1,  // 74: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
+	1,  // 75: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
+	64, // 76: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
+	64, // 77: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
+	64, // 78: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
+	64, // 79: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
+	64, // 80: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
+	65, // 81: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
+	65, // 82: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
+	1,  // 83: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
+	66, // 84: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
+	64, // 85: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
+	1,  // 86: parley.grains.v1.Conversation.Check:output_type -> parley.grains.v1.Ok
+	40, // 87: parley.grains.v1.Upload.Create:output_type -> parley.grains.v1.UploadStatus
+	40, // 88: parley.grains.v1.Upload.Head:output_type -> parley.grains.v1.UploadStatus
+	40, // 89: parley.grains.v1.Upload.Begin:output_type -> parley.grains.v1.UploadStatus
+	40, // 90: parley.grains.v1.Upload.End:output_type -> parley.grains.v1.UploadStatus
+	1,  // 91: parley.grains.v1.Upload.Remove:output_type -> parley.grains.v1.Ok
+	1,  // 92: parley.grains.v1.Upload.Sweep:output_type -> parley.grains.v1.Ok
+	1,  // 93: parley.grains.v1.File.Attach:output_type -> parley.grains.v1.Ok
+	1,  // 94: parley.grains.v1.File.Release:output_type -> parley.grains.v1.Ok
+	56, // 95: parley.grains.v1.File.Get:output_type -> parley.grains.v1.FileRecord
+	60, // [60:96] is the sub-list for method output_type
+	24, // [24:60] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_actors_grainpb_grains_proto_init() }
@@ -2910,13 +4197,14 @@ func file_actors_grainpb_grains_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_grainpb_grains_proto_rawDesc), len(file_actors_grainpb_grains_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   42,
+			NumEnums:      1,
+			NumMessages:   56,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   6,
 		},
 		GoTypes:           file_actors_grainpb_grains_proto_goTypes,
 		DependencyIndexes: file_actors_grainpb_grains_proto_depIdxs,
+		EnumInfos:         file_actors_grainpb_grains_proto_enumTypes,
 		MessageInfos:      file_actors_grainpb_grains_proto_msgTypes,
 	}.Build()
 	File_actors_grainpb_grains_proto = out.File

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +38,8 @@ const chatHelp = `commands:
   /dm USERID                     open the direct conversation with a user
   /open CONV                     switch conversation; shows its last 20 messages
   /history [N]                   show the last N messages (default 20)
+  /send-file PATH                upload a file into the open conversation
+  /get-file FILEID [PATH]        download a file (default: its name, here)
   /quit                          leave
 Other lines go to the open conversation; start one with // to send a leading /.`
 
@@ -151,7 +154,7 @@ func (s *chatSession) run(ctx context.Context, line, cmd string, args []string) 
 		return &chatError{pb.CodeUnknownCommand, cmd + " (see /help)"}
 	case !s.loggedIn() && cmd != "/register" && cmd != "/login":
 		return &chatError{pb.CodeUnauthenticated, "not logged in; use /login USER PASS"}
-	case (!isCmd || cmd == "/history" && n <= 1) && s.current == "":
+	case (!isCmd || cmd == "/history" && n <= 1 || cmd == "/send-file") && s.current == "":
 		return &chatError{"no_conversation", "no conversation open; use /open or /create"}
 	case !isCmd:
 		_, err := s.c.Send(ctx, s.current, strings.TrimPrefix(line, "/"))
@@ -196,6 +199,27 @@ func (s *chatSession) run(ctx context.Context, line, cmd string, args []string) 
 			return err
 		}
 		s.current = args[0]
+	case cmd == "/send-file" && n >= 1:
+		path := strings.TrimSpace(strings.TrimPrefix(line, "/send-file"))
+		res, err := s.c.UploadFile(ctx, path, client.UploadOptions{Conversation: s.current, MIME: mimeOf(path)})
+		if err == nil {
+			s.printf("* sent %s as file %s (#%d)", chatClean(path), res.FileID, res.Seq)
+		}
+		return err
+	case cmd == "/get-file" && (n == 1 || n == 2):
+		path := ""
+		if n == 2 {
+			path = args[1]
+		} else if info, err := s.c.FileInfo(ctx, args[0]); err != nil {
+			return err
+		} else {
+			path = filepath.Base(info.Name)
+		}
+		info, err := s.c.DownloadFile(ctx, args[0], path, nil)
+		if err == nil {
+			s.printf("* saved %s (%d bytes, sha256 verified)", chatClean(path), info.Size)
+		}
+		return err
 	case cmd == "/history" && n <= 1:
 		limit := 20
 		if n == 1 {
@@ -341,6 +365,9 @@ func chatFormat(label string, m *pb.Message) string {
 		return fmt.Sprintf("%s %s: %s", head, m.Sender, chatClean(m.Text))
 	case pb.MessageKind_MESSAGE_KIND_DELETED:
 		return head + " (deleted)"
+	case pb.MessageKind_MESSAGE_KIND_FILE:
+		f := m.File
+		return fmt.Sprintf("%s %s: [file] %s (%s, %d bytes) /get-file %s", head, m.Sender, chatClean(f.GetName()), chatClean(f.GetMime()), f.GetSize(), f.GetFileId())
 	}
 	about := strings.Join(m.Users, ",")
 	if m.TargetSeq != 0 {

@@ -42,6 +42,11 @@ type Config struct {
 	// ShutdownTimeout is the hard deadline of a graceful shutdown.
 	// Default 15s.
 	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
+	// MaxFileBytes is the largest file upload. Default 2 GiB.
+	MaxFileBytes int64 `json:"max_file_bytes"`
+	// UploadExpiry is how long an idle upload is kept before it is
+	// abandoned. Default 24h.
+	UploadExpiry time.Duration `json:"upload_expiry"`
 	// UnsafeNoSync disables fsync (benchmarks only: loses acknowledged
 	// messages on power failure).
 	UnsafeNoSync bool `json:"unsafe_no_sync"`
@@ -54,6 +59,7 @@ func defaultConfig() Config {
 		AuthTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
 		RatePerSecond: 200, RateBurst: 1000, SessionKeep: 5 * time.Minute,
 		ArgonMemoryKiB: 19456, ArgonTime: 2, ShutdownTimeout: 15 * time.Second,
+		MaxFileBytes: 2 << 30, UploadExpiry: 24 * time.Hour,
 	}
 }
 
@@ -77,7 +83,10 @@ func (c *Config) Validate() error {
 	if c.MaxTextBytes < 1 || c.MaxTextBytes > c.MaxFrameBytes {
 		errs = append(errs, fmt.Errorf("max_text_bytes %d: between 1 and max_frame_bytes", c.MaxTextBytes))
 	}
-	for name, d := range map[string]time.Duration{"auth_timeout": c.AuthTimeout, "idle_timeout": c.IdleTimeout, "session_keep": c.SessionKeep, "shutdown_timeout": c.ShutdownTimeout} {
+	if c.MaxFileBytes < 1 {
+		errs = append(errs, fmt.Errorf("max_file_bytes %d: at least 1", c.MaxFileBytes))
+	}
+	for name, d := range map[string]time.Duration{"auth_timeout": c.AuthTimeout, "idle_timeout": c.IdleTimeout, "session_keep": c.SessionKeep, "shutdown_timeout": c.ShutdownTimeout, "upload_expiry": c.UploadExpiry} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
@@ -110,6 +119,8 @@ func loadConfig(args []string) (Config, error) {
 	fs.UintVar(&c.ArgonMemoryKiB, "argon-memory-kib", c.ArgonMemoryKiB, "argon2id memory cost")
 	fs.UintVar(&c.ArgonTime, "argon-time", c.ArgonTime, "argon2id time cost")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "hard deadline of a graceful shutdown")
+	fs.Int64Var(&c.MaxFileBytes, "max-file-bytes", c.MaxFileBytes, "largest file upload in bytes (413 beyond)")
+	fs.DurationVar(&c.UploadExpiry, "upload-expiry", c.UploadExpiry, "how long an idle upload is kept before it is abandoned")
 	fs.BoolVar(&c.UnsafeNoSync, "unsafe-no-sync", c.UnsafeNoSync, "benchmarks only: do not fsync")
 	// First pass to find -config; the file is applied, then env, then flags again.
 	if err := fs.Parse(args); err != nil {

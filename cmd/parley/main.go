@@ -3,6 +3,8 @@
 //	parley serve [flags]        run a single-node server (see -h)
 //	parley backup -data DIR -out DIR   checkpoint the store of a stopped server
 //	parley chat -addr HOST:PORT  interactive terminal client
+//	parley send-file -user U -password P -conv CONV PATH   upload a file into a conversation
+//	parley get-file -user U -password P [-o PATH] FILEID   download a file by id
 package main
 
 import (
@@ -23,6 +25,10 @@ func main() {
 		err = backup(os.Args[2:])
 	case "chat":
 		err = chat(os.Args[2:])
+	case "send-file":
+		err = sendFile(os.Args[2:])
+	case "get-file":
+		err = getFile(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -40,5 +46,7 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage: parley <command> [flags]
   serve    run a single-node server (data in ./data, listens on 127.0.0.1:8080)
   backup   write a consistent checkpoint of a data directory
-  chat     interactive terminal client`)
+  chat     interactive terminal client
+  send-file  upload a file into a conversation (resumable, with a progress bar)
+  get-file   download a file by id (resumable, sha256-checked)`)
 }

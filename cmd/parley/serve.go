@@ -14,6 +14,7 @@ import (
 
 	"github.com/parley-chat/parley/actors"
 	"github.com/parley-chat/parley/actors/conversation"
+	"github.com/parley-chat/parley/actors/upload"
 	"github.com/parley-chat/parley/gateway"
 	"github.com/parley-chat/parley/persistence"
 )
@@ -46,6 +47,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 			ArgonTime:      uint32(cfg.ArgonTime),
 			ArgonMemoryKiB: uint32(cfg.ArgonMemoryKiB),
 			SessionKeep:    cfg.SessionKeep,
+			Uploads:        upload.Limits{MaxSize: cfg.MaxFileBytes, ExpiryMs: cfg.UploadExpiry.Milliseconds()},
 		},
 	})
 	if err != nil {
@@ -101,6 +103,13 @@ func backup(args []string) error {
 	if err := store.Checkpoint(*out); err != nil {
 		return err
 	}
-	fmt.Println("checkpoint written to", *out)
+	// File contents live beside Pebble (docs/storage.md §10): blobs are
+	// immutable, so hard links (or copies across filesystems) are a
+	// consistent copy. Upload temp files are not backed up.
+	n, err := persistence.CopyBlobs(*data, *out)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("checkpoint written to %s (%d file blobs)\n", *out, n)
 	return nil
 }

@@ -202,6 +202,9 @@ const (
 	MessageKind_MESSAGE_KIND_RENAMED        MessageKind = 6
 	MessageKind_MESSAGE_KIND_CREATED        MessageKind = 7
 	MessageKind_MESSAGE_KIND_ROLE_CHANGED   MessageKind = 8
+	// A file posted by completing an upload; Message.file describes it and
+	// text is empty.
+	MessageKind_MESSAGE_KIND_FILE MessageKind = 9
 )
 
 // Enum value maps for MessageKind.
@@ -216,6 +219,7 @@ var (
 		6: "MESSAGE_KIND_RENAMED",
 		7: "MESSAGE_KIND_CREATED",
 		8: "MESSAGE_KIND_ROLE_CHANGED",
+		9: "MESSAGE_KIND_FILE",
 	}
 	MessageKind_value = map[string]int32{
 		"MESSAGE_KIND_UNSPECIFIED":    0,
@@ -227,6 +231,7 @@ var (
 		"MESSAGE_KIND_RENAMED":        6,
 		"MESSAGE_KIND_CREATED":        7,
 		"MESSAGE_KIND_ROLE_CHANGED":   8,
+		"MESSAGE_KIND_FILE":           9,
 	}
 )
 
@@ -285,6 +290,7 @@ type ClientFrame struct {
 	//	*ClientFrame_ListConversations
 	//	*ClientFrame_ConversationInfo
 	//	*ClientFrame_Ack
+	//	*ClientFrame_FileInfo
 	Command       isClientFrame_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -505,6 +511,15 @@ func (x *ClientFrame) GetAck() *Ack {
 	return nil
 }
 
+func (x *ClientFrame) GetFileInfo() *GetFileInfo {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_FileInfo); ok {
+			return x.FileInfo
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Command interface {
 	isClientFrame_Command()
 }
@@ -585,6 +600,11 @@ type ClientFrame_Ack struct {
 	Ack *Ack `protobuf:"bytes,40,opt,name=ack,proto3,oneof"`
 }
 
+type ClientFrame_FileInfo struct {
+	// Files (60..69).
+	FileInfo *GetFileInfo `protobuf:"bytes,60,opt,name=file_info,json=fileInfo,proto3,oneof"`
+}
+
 func (*ClientFrame_Hello) isClientFrame_Command() {}
 
 func (*ClientFrame_Register) isClientFrame_Command() {}
@@ -623,6 +643,8 @@ func (*ClientFrame_ConversationInfo) isClientFrame_Command() {}
 
 func (*ClientFrame_Ack) isClientFrame_Command() {}
 
+func (*ClientFrame_FileInfo) isClientFrame_Command() {}
+
 // ServerFrame is one frame from server to client: a reply to a command (with
 // "re" set) or an event (without "re").
 type ServerFrame struct {
@@ -643,6 +665,7 @@ type ServerFrame struct {
 	//	*ServerFrame_ConversationList
 	//	*ServerFrame_Message
 	//	*ServerFrame_SessionEvent
+	//	*ServerFrame_FileInfo
 	Body          isServerFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -800,6 +823,15 @@ func (x *ServerFrame) GetSessionEvent() *SessionEvent {
 	return nil
 }
 
+func (x *ServerFrame) GetFileInfo() *FileInfo {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_FileInfo); ok {
+			return x.FileInfo
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Body interface {
 	isServerFrame_Body()
 }
@@ -854,6 +886,11 @@ type ServerFrame_SessionEvent struct {
 	SessionEvent *SessionEvent `protobuf:"bytes,51,opt,name=session_event,json=sessionEvent,proto3,oneof"`
 }
 
+type ServerFrame_FileInfo struct {
+	// Files (60..69).
+	FileInfo *FileInfo `protobuf:"bytes,60,opt,name=file_info,json=fileInfo,proto3,oneof"`
+}
+
 func (*ServerFrame_Error) isServerFrame_Body() {}
 
 func (*ServerFrame_HelloOk) isServerFrame_Body() {}
@@ -877,6 +914,8 @@ func (*ServerFrame_ConversationList) isServerFrame_Body() {}
 func (*ServerFrame_Message) isServerFrame_Body() {}
 
 func (*ServerFrame_SessionEvent) isServerFrame_Body() {}
+
+func (*ServerFrame_FileInfo) isServerFrame_Body() {}
 
 // Error is the reply to a command that failed. Codes are stable; messages are
 // for humans. See docs/protocol.md for the table of codes.
@@ -2863,7 +2902,9 @@ type Message struct {
 	// For DELETE: the deleted seq. For MEMBER_*: unused.
 	TargetSeq int64 `protobuf:"varint,11,opt,name=target_seq,json=targetSeq,proto3" json:"target_seq,omitempty"`
 	// For MEMBER_* and ROLE_CHANGED: the affected users.
-	Users         []string `protobuf:"bytes,12,rep,name=users,proto3" json:"users,omitempty"`
+	Users []string `protobuf:"bytes,12,rep,name=users,proto3" json:"users,omitempty"`
+	// For FILE: the file. Only the server's upload path sets it.
+	File          *FileRef `protobuf:"bytes,13,opt,name=file,proto3" json:"file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2982,6 +3023,262 @@ func (x *Message) GetUsers() []string {
 	return nil
 }
 
+func (x *Message) GetFile() *FileRef {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+// FileRef is the file a FILE message carries. Fetch its bytes with
+// GET /files/{file_id} and its hashes with fileInfo.
+type FileRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file id: the lowercase hex SHA-256 of the content.
+	FileId string `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	// File name as given by the uploader (no directories).
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Size int64  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// MIME type as given by the uploader (application/octet-stream if none).
+	Mime string `protobuf:"bytes,4,opt,name=mime,proto3" json:"mime,omitempty"`
+	// The user who uploaded it (the message's sender).
+	Uploader      string `protobuf:"bytes,5,opt,name=uploader,proto3" json:"uploader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileRef) Reset() {
+	*x = FileRef{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileRef) ProtoMessage() {}
+
+func (x *FileRef) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileRef.ProtoReflect.Descriptor instead.
+func (*FileRef) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *FileRef) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *FileRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FileRef) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileRef) GetMime() string {
+	if x != nil {
+		return x.Mime
+	}
+	return ""
+}
+
+func (x *FileRef) GetUploader() string {
+	if x != nil {
+		return x.Uploader
+	}
+	return ""
+}
+
+// GetFileInfo asks for a file's metadata and hashes. Only members of a
+// conversation that holds the file may ask; anyone else gets not_found.
+type GetFileInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFileInfo) Reset() {
+	*x = GetFileInfo{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFileInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFileInfo) ProtoMessage() {}
+
+func (x *GetFileInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFileInfo.ProtoReflect.Descriptor instead.
+func (*GetFileInfo) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *GetFileInfo) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+// FileInfo describes a stored file as the asking member sees it.
+type FileInfo struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	FileId string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Size   int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Mime   string                 `protobuf:"bytes,4,opt,name=mime,proto3" json:"mime,omitempty"`
+	// Lowercase hex SHA-256 of the whole content (equal to file_id).
+	Sha256 string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Size of every piece but the last, in bytes (262144 by default).
+	PieceSize int64 `protobuf:"varint,6,opt,name=piece_size,json=pieceSize,proto3" json:"piece_size,omitempty"`
+	// SHA-256 of each piece, in order (base64 in JSON).
+	PieceHashes [][]byte `protobuf:"bytes,7,rep,name=piece_hashes,json=pieceHashes,proto3" json:"piece_hashes,omitempty"`
+	// The conversation through which the asker sees the file.
+	ConversationId string `protobuf:"bytes,8,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Uploader       string `protobuf:"bytes,10,opt,name=uploader,proto3" json:"uploader,omitempty"`
+	CreatedMs      int64  `protobuf:"varint,11,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FileInfo) Reset() {
+	*x = FileInfo{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileInfo) ProtoMessage() {}
+
+func (x *FileInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
+func (*FileInfo) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *FileInfo) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *FileInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FileInfo) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileInfo) GetMime() string {
+	if x != nil {
+		return x.Mime
+	}
+	return ""
+}
+
+func (x *FileInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *FileInfo) GetPieceSize() int64 {
+	if x != nil {
+		return x.PieceSize
+	}
+	return 0
+}
+
+func (x *FileInfo) GetPieceHashes() [][]byte {
+	if x != nil {
+		return x.PieceHashes
+	}
+	return nil
+}
+
+func (x *FileInfo) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *FileInfo) GetUploader() string {
+	if x != nil {
+		return x.Uploader
+	}
+	return ""
+}
+
+func (x *FileInfo) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
 // SessionEvent is a session-local event. Its seq is per session; the client
 // acknowledges with Ack (cumulative).
 type SessionEvent struct {
@@ -2999,7 +3296,7 @@ type SessionEvent struct {
 
 func (x *SessionEvent) Reset() {
 	*x = SessionEvent{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[37]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3011,7 +3308,7 @@ func (x *SessionEvent) String() string {
 func (*SessionEvent) ProtoMessage() {}
 
 func (x *SessionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[37]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3024,7 +3321,7 @@ func (x *SessionEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionEvent.ProtoReflect.Descriptor instead.
 func (*SessionEvent) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{37}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SessionEvent) GetSeq() int64 {
@@ -3093,7 +3390,7 @@ type ConversationJoined struct {
 
 func (x *ConversationJoined) Reset() {
 	*x = ConversationJoined{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[38]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3105,7 +3402,7 @@ func (x *ConversationJoined) String() string {
 func (*ConversationJoined) ProtoMessage() {}
 
 func (x *ConversationJoined) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[38]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3118,7 +3415,7 @@ func (x *ConversationJoined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationJoined.ProtoReflect.Descriptor instead.
 func (*ConversationJoined) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{38}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ConversationJoined) GetConversation() *Conversation {
@@ -3138,7 +3435,7 @@ type ConversationLeft struct {
 
 func (x *ConversationLeft) Reset() {
 	*x = ConversationLeft{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[39]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3150,7 +3447,7 @@ func (x *ConversationLeft) String() string {
 func (*ConversationLeft) ProtoMessage() {}
 
 func (x *ConversationLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[39]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3163,7 +3460,7 @@ func (x *ConversationLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationLeft.ProtoReflect.Descriptor instead.
 func (*ConversationLeft) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{39}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ConversationLeft) GetConversationId() string {
@@ -3177,7 +3474,8 @@ var File_gateway_protocol_parley_proto protoreflect.FileDescriptor
 
 const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x1dgateway/protocol/parley.proto\x12\x12parley.protocol.v1\"\xd4\t\n" +
+	"\x1dgateway/protocol/parley.proto\x12\x12parley.protocol.v1\"\x94\n" +
+	"\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
 	"\x05hello\x18\n" +
@@ -3202,8 +3500,9 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\tmark_read\x18! \x01(\v2\x1c.parley.protocol.v1.MarkReadH\x00R\bmarkRead\x12V\n" +
 	"\x12list_conversations\x18\" \x01(\v2%.parley.protocol.v1.ListConversationsH\x00R\x11listConversations\x12S\n" +
 	"\x11conversation_info\x18# \x01(\v2$.parley.protocol.v1.ConversationInfoH\x00R\x10conversationInfo\x12+\n" +
-	"\x03ack\x18( \x01(\v2\x17.parley.protocol.v1.AckH\x00R\x03ackB\t\n" +
-	"\acommand\"\x83\x06\n" +
+	"\x03ack\x18( \x01(\v2\x17.parley.protocol.v1.AckH\x00R\x03ack\x12>\n" +
+	"\tfile_info\x18< \x01(\v2\x1f.parley.protocol.v1.GetFileInfoH\x00R\bfileInfoB\t\n" +
+	"\acommand\"\xc0\x06\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02re\x18\x01 \x01(\tR\x02re\x121\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.parley.protocol.v1.ErrorH\x00R\x05error\x128\n" +
@@ -3220,7 +3519,8 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\fhistory_page\x18  \x01(\v2\x1f.parley.protocol.v1.HistoryPageH\x00R\vhistoryPage\x12S\n" +
 	"\x11conversation_list\x18\" \x01(\v2$.parley.protocol.v1.ConversationListH\x00R\x10conversationList\x127\n" +
 	"\amessage\x182 \x01(\v2\x1b.parley.protocol.v1.MessageH\x00R\amessage\x12G\n" +
-	"\rsession_event\x183 \x01(\v2 .parley.protocol.v1.SessionEventH\x00R\fsessionEventB\x06\n" +
+	"\rsession_event\x183 \x01(\v2 .parley.protocol.v1.SessionEventH\x00R\fsessionEvent\x12;\n" +
+	"\tfile_info\x18< \x01(\v2\x1c.parley.protocol.v1.FileInfoH\x00R\bfileInfoB\x06\n" +
 	"\x04body\"[\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
@@ -3349,7 +3649,7 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"&\n" +
 	"\x03Ack\x12\x1f\n" +
 	"\vsession_seq\x18\x01 \x01(\x03R\n" +
-	"sessionSeq\"\xec\x02\n" +
+	"sessionSeq\"\x9d\x03\n" +
 	"\aMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x123\n" +
@@ -3364,7 +3664,31 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	" \x03(\tR\bmentions\x12\x1d\n" +
 	"\n" +
 	"target_seq\x18\v \x01(\x03R\ttargetSeq\x12\x14\n" +
-	"\x05users\x18\f \x03(\tR\x05users\"\xf2\x01\n" +
+	"\x05users\x18\f \x03(\tR\x05users\x12/\n" +
+	"\x04file\x18\r \x01(\v2\x1b.parley.protocol.v1.FileRefR\x04file\"z\n" +
+	"\aFileRef\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04mime\x18\x04 \x01(\tR\x04mime\x12\x1a\n" +
+	"\buploader\x18\x05 \x01(\tR\buploader\"&\n" +
+	"\vGetFileInfo\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\"\xa3\x02\n" +
+	"\bFileInfo\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04mime\x18\x04 \x01(\tR\x04mime\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"piece_size\x18\x06 \x01(\x03R\tpieceSize\x12!\n" +
+	"\fpiece_hashes\x18\a \x03(\fR\vpieceHashes\x12'\n" +
+	"\x0fconversation_id\x18\b \x01(\tR\x0econversationId\x12\x1a\n" +
+	"\buploader\x18\n" +
+	" \x01(\tR\buploader\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\v \x01(\x03R\tcreatedMsJ\x04\b\t\x10\n" +
+	"\"\xf2\x01\n" +
 	"\fSessionEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12Y\n" +
@@ -3393,7 +3717,7 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17CONVERSATION_KIND_GROUP\x10\x01\x12\x1c\n" +
-	"\x18CONVERSATION_KIND_DIRECT\x10\x02*\x88\x02\n" +
+	"\x18CONVERSATION_KIND_DIRECT\x10\x02*\x9f\x02\n" +
 	"\vMessageKind\x12\x1c\n" +
 	"\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11MESSAGE_KIND_TEXT\x10\x01\x12\x18\n" +
@@ -3403,7 +3727,8 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x1bMESSAGE_KIND_MEMBER_REMOVED\x10\x05\x12\x18\n" +
 	"\x14MESSAGE_KIND_RENAMED\x10\x06\x12\x18\n" +
 	"\x14MESSAGE_KIND_CREATED\x10\a\x12\x1d\n" +
-	"\x19MESSAGE_KIND_ROLE_CHANGED\x10\bB0Z.github.com/parley-chat/parley/gateway/protocolb\x06proto3"
+	"\x19MESSAGE_KIND_ROLE_CHANGED\x10\b\x12\x15\n" +
+	"\x11MESSAGE_KIND_FILE\x10\tB0Z.github.com/parley-chat/parley/gateway/protocolb\x06proto3"
 
 var (
 	file_gateway_protocol_parley_proto_rawDescOnce sync.Once
@@ -3418,7 +3743,7 @@ func file_gateway_protocol_parley_proto_rawDescGZIP() []byte {
 }
 
 var file_gateway_protocol_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_gateway_protocol_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_gateway_protocol_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_gateway_protocol_parley_proto_goTypes = []any{
 	(DeviceType)(0),            // 0: parley.protocol.v1.DeviceType
 	(Role)(0),                  // 1: parley.protocol.v1.Role
@@ -3461,9 +3786,12 @@ var file_gateway_protocol_parley_proto_goTypes = []any{
 	(*ConversationInfo)(nil),   // 38: parley.protocol.v1.ConversationInfo
 	(*Ack)(nil),                // 39: parley.protocol.v1.Ack
 	(*Message)(nil),            // 40: parley.protocol.v1.Message
-	(*SessionEvent)(nil),       // 41: parley.protocol.v1.SessionEvent
-	(*ConversationJoined)(nil), // 42: parley.protocol.v1.ConversationJoined
-	(*ConversationLeft)(nil),   // 43: parley.protocol.v1.ConversationLeft
+	(*FileRef)(nil),            // 41: parley.protocol.v1.FileRef
+	(*GetFileInfo)(nil),        // 42: parley.protocol.v1.GetFileInfo
+	(*FileInfo)(nil),           // 43: parley.protocol.v1.FileInfo
+	(*SessionEvent)(nil),       // 44: parley.protocol.v1.SessionEvent
+	(*ConversationJoined)(nil), // 45: parley.protocol.v1.ConversationJoined
+	(*ConversationLeft)(nil),   // 46: parley.protocol.v1.ConversationLeft
 }
 var file_gateway_protocol_parley_proto_depIdxs = []int32{
 	9,  // 0: parley.protocol.v1.ClientFrame.hello:type_name -> parley.protocol.v1.Hello
@@ -3485,42 +3813,45 @@ var file_gateway_protocol_parley_proto_depIdxs = []int32{
 	37, // 16: parley.protocol.v1.ClientFrame.list_conversations:type_name -> parley.protocol.v1.ListConversations
 	38, // 17: parley.protocol.v1.ClientFrame.conversation_info:type_name -> parley.protocol.v1.ConversationInfo
 	39, // 18: parley.protocol.v1.ClientFrame.ack:type_name -> parley.protocol.v1.Ack
-	6,  // 19: parley.protocol.v1.ServerFrame.error:type_name -> parley.protocol.v1.Error
-	12, // 20: parley.protocol.v1.ServerFrame.hello_ok:type_name -> parley.protocol.v1.HelloOK
-	15, // 21: parley.protocol.v1.ServerFrame.registered:type_name -> parley.protocol.v1.Registered
-	17, // 22: parley.protocol.v1.ServerFrame.logged_in:type_name -> parley.protocol.v1.LoggedIn
-	7,  // 23: parley.protocol.v1.ServerFrame.ok:type_name -> parley.protocol.v1.Empty
-	20, // 24: parley.protocol.v1.ServerFrame.pong:type_name -> parley.protocol.v1.Pong
-	22, // 25: parley.protocol.v1.ServerFrame.conversation:type_name -> parley.protocol.v1.Conversation
-	32, // 26: parley.protocol.v1.ServerFrame.sent:type_name -> parley.protocol.v1.Sent
-	35, // 27: parley.protocol.v1.ServerFrame.history_page:type_name -> parley.protocol.v1.HistoryPage
-	23, // 28: parley.protocol.v1.ServerFrame.conversation_list:type_name -> parley.protocol.v1.ConversationList
-	40, // 29: parley.protocol.v1.ServerFrame.message:type_name -> parley.protocol.v1.Message
-	41, // 30: parley.protocol.v1.ServerFrame.session_event:type_name -> parley.protocol.v1.SessionEvent
-	0,  // 31: parley.protocol.v1.Device.type:type_name -> parley.protocol.v1.DeviceType
-	8,  // 32: parley.protocol.v1.Hello.device:type_name -> parley.protocol.v1.Device
-	11, // 33: parley.protocol.v1.Hello.resume:type_name -> parley.protocol.v1.Resume
-	10, // 34: parley.protocol.v1.Hello.cursors:type_name -> parley.protocol.v1.Cursor
-	13, // 35: parley.protocol.v1.HelloOK.session:type_name -> parley.protocol.v1.SessionInfo
-	22, // 36: parley.protocol.v1.SessionInfo.conversations:type_name -> parley.protocol.v1.Conversation
-	8,  // 37: parley.protocol.v1.Login.device:type_name -> parley.protocol.v1.Device
-	10, // 38: parley.protocol.v1.Login.cursors:type_name -> parley.protocol.v1.Cursor
-	13, // 39: parley.protocol.v1.LoggedIn.session:type_name -> parley.protocol.v1.SessionInfo
-	1,  // 40: parley.protocol.v1.Member.role:type_name -> parley.protocol.v1.Role
-	2,  // 41: parley.protocol.v1.Conversation.kind:type_name -> parley.protocol.v1.ConversationKind
-	21, // 42: parley.protocol.v1.Conversation.members:type_name -> parley.protocol.v1.Member
-	22, // 43: parley.protocol.v1.ConversationList.conversations:type_name -> parley.protocol.v1.Conversation
-	1,  // 44: parley.protocol.v1.SetRole.role:type_name -> parley.protocol.v1.Role
-	40, // 45: parley.protocol.v1.HistoryPage.messages:type_name -> parley.protocol.v1.Message
-	3,  // 46: parley.protocol.v1.Message.kind:type_name -> parley.protocol.v1.MessageKind
-	42, // 47: parley.protocol.v1.SessionEvent.conversation_joined:type_name -> parley.protocol.v1.ConversationJoined
-	43, // 48: parley.protocol.v1.SessionEvent.conversation_left:type_name -> parley.protocol.v1.ConversationLeft
-	22, // 49: parley.protocol.v1.ConversationJoined.conversation:type_name -> parley.protocol.v1.Conversation
-	50, // [50:50] is the sub-list for method output_type
-	50, // [50:50] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	42, // 19: parley.protocol.v1.ClientFrame.file_info:type_name -> parley.protocol.v1.GetFileInfo
+	6,  // 20: parley.protocol.v1.ServerFrame.error:type_name -> parley.protocol.v1.Error
+	12, // 21: parley.protocol.v1.ServerFrame.hello_ok:type_name -> parley.protocol.v1.HelloOK
+	15, // 22: parley.protocol.v1.ServerFrame.registered:type_name -> parley.protocol.v1.Registered
+	17, // 23: parley.protocol.v1.ServerFrame.logged_in:type_name -> parley.protocol.v1.LoggedIn
+	7,  // 24: parley.protocol.v1.ServerFrame.ok:type_name -> parley.protocol.v1.Empty
+	20, // 25: parley.protocol.v1.ServerFrame.pong:type_name -> parley.protocol.v1.Pong
+	22, // 26: parley.protocol.v1.ServerFrame.conversation:type_name -> parley.protocol.v1.Conversation
+	32, // 27: parley.protocol.v1.ServerFrame.sent:type_name -> parley.protocol.v1.Sent
+	35, // 28: parley.protocol.v1.ServerFrame.history_page:type_name -> parley.protocol.v1.HistoryPage
+	23, // 29: parley.protocol.v1.ServerFrame.conversation_list:type_name -> parley.protocol.v1.ConversationList
+	40, // 30: parley.protocol.v1.ServerFrame.message:type_name -> parley.protocol.v1.Message
+	44, // 31: parley.protocol.v1.ServerFrame.session_event:type_name -> parley.protocol.v1.SessionEvent
+	43, // 32: parley.protocol.v1.ServerFrame.file_info:type_name -> parley.protocol.v1.FileInfo
+	0,  // 33: parley.protocol.v1.Device.type:type_name -> parley.protocol.v1.DeviceType
+	8,  // 34: parley.protocol.v1.Hello.device:type_name -> parley.protocol.v1.Device
+	11, // 35: parley.protocol.v1.Hello.resume:type_name -> parley.protocol.v1.Resume
+	10, // 36: parley.protocol.v1.Hello.cursors:type_name -> parley.protocol.v1.Cursor
+	13, // 37: parley.protocol.v1.HelloOK.session:type_name -> parley.protocol.v1.SessionInfo
+	22, // 38: parley.protocol.v1.SessionInfo.conversations:type_name -> parley.protocol.v1.Conversation
+	8,  // 39: parley.protocol.v1.Login.device:type_name -> parley.protocol.v1.Device
+	10, // 40: parley.protocol.v1.Login.cursors:type_name -> parley.protocol.v1.Cursor
+	13, // 41: parley.protocol.v1.LoggedIn.session:type_name -> parley.protocol.v1.SessionInfo
+	1,  // 42: parley.protocol.v1.Member.role:type_name -> parley.protocol.v1.Role
+	2,  // 43: parley.protocol.v1.Conversation.kind:type_name -> parley.protocol.v1.ConversationKind
+	21, // 44: parley.protocol.v1.Conversation.members:type_name -> parley.protocol.v1.Member
+	22, // 45: parley.protocol.v1.ConversationList.conversations:type_name -> parley.protocol.v1.Conversation
+	1,  // 46: parley.protocol.v1.SetRole.role:type_name -> parley.protocol.v1.Role
+	40, // 47: parley.protocol.v1.HistoryPage.messages:type_name -> parley.protocol.v1.Message
+	3,  // 48: parley.protocol.v1.Message.kind:type_name -> parley.protocol.v1.MessageKind
+	41, // 49: parley.protocol.v1.Message.file:type_name -> parley.protocol.v1.FileRef
+	45, // 50: parley.protocol.v1.SessionEvent.conversation_joined:type_name -> parley.protocol.v1.ConversationJoined
+	46, // 51: parley.protocol.v1.SessionEvent.conversation_left:type_name -> parley.protocol.v1.ConversationLeft
+	22, // 52: parley.protocol.v1.ConversationJoined.conversation:type_name -> parley.protocol.v1.Conversation
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_gateway_protocol_parley_proto_init() }
@@ -3548,6 +3879,7 @@ func file_gateway_protocol_parley_proto_init() {
 		(*ClientFrame_ListConversations)(nil),
 		(*ClientFrame_ConversationInfo)(nil),
 		(*ClientFrame_Ack)(nil),
+		(*ClientFrame_FileInfo)(nil),
 	}
 	file_gateway_protocol_parley_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_Error)(nil),
@@ -3562,8 +3894,9 @@ func file_gateway_protocol_parley_proto_init() {
 		(*ServerFrame_ConversationList)(nil),
 		(*ServerFrame_Message)(nil),
 		(*ServerFrame_SessionEvent)(nil),
+		(*ServerFrame_FileInfo)(nil),
 	}
-	file_gateway_protocol_parley_proto_msgTypes[37].OneofWrappers = []any{
+	file_gateway_protocol_parley_proto_msgTypes[40].OneofWrappers = []any{
 		(*SessionEvent_ConversationJoined)(nil),
 		(*SessionEvent_ConversationLeft)(nil),
 	}
@@ -3573,7 +3906,7 @@ func file_gateway_protocol_parley_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gateway_protocol_parley_proto_rawDesc), len(file_gateway_protocol_parley_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   40,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -110,6 +110,8 @@ func Run(ctx context.Context, o Options) error {
 			err = h.conns(ctx)
 		case "latency":
 			err = h.latency(ctx)
+		case "files":
+			err = h.files(ctx)
 		}
 		if err != nil {
 			fmt.Fprintf(o.Out, "\n%s FAILED: %v\n", sc, err)
@@ -126,7 +128,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // scenarioOrder is the order scenarios run in, and what "all" means.
-var scenarioOrder = []string{"fanout", "baseline", "groups", "conns", "latency"}
+var scenarioOrder = []string{"fanout", "baseline", "groups", "conns", "latency", "files"}
 
 // parseScenarios reads a comma-separated list ("all" for every scenario)
 // and returns it in run order (the baseline right after fanout).
