@@ -145,10 +145,20 @@ func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
 		return
 	}
 	g.n.opts.Metrics.Commits.Add(1)
+	// The next commit starts before this batch fans out, so its fsync
+	// overlaps the fan-out work.
+	if len(g.pending) > 0 {
+		g.flush()
+	}
 	fan := g.n.opts.Fanout
 	for _, s := range m.batch {
 		fx := s.fx
 		g.st.Step(conversation.Committed{Keys: fx.Dedupe}, g.n.opts.Limits)
+		// The sender's ack first: the message is durable, and the ack
+		// need not wait for the fan-out to every member.
+		if fx.Reply != nil && s.sender != nil {
+			ctx.Send(s.sender, fx.Reply)
+		}
 		for _, u := range fx.HubJoin {
 			fan.Join(g.id, u)
 		}
@@ -164,17 +174,11 @@ func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
 		for _, u := range fx.HubLeave {
 			fan.Leave(g.id, u)
 		}
-		if fx.Reply != nil && s.sender != nil {
-			ctx.Send(s.sender, fx.Reply)
-		}
 		for _, w := range fx.Writes {
 			if w.Outbox != nil {
 				g.dispatch(w.Outbox.OpID, w.Outbox.Record)
 			}
 		}
-	}
-	if len(g.pending) > 0 {
-		g.flush()
 	}
 }
 
