@@ -61,7 +61,10 @@ export class Store extends EventTarget {
     c.cursor = base;
     c.low = base + 1;
     for (const seq of c.held.keys()) if (seq <= base) c.held.delete(seq);
-    this.drainHeld(c, []);
+    const appended = [];
+    const changed = [];
+    this.drainHeld(c, appended, changed);
+    this.flush(c, appended, changed);
   }
 
   // deliver merges one message (live or from a page). It returns true when

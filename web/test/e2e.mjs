@@ -21,7 +21,7 @@ fs.mkdirSync(artifacts, { recursive: true });
 
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
-const WAIT = 20000;
+const WAIT = 30000;
 const suffix = Math.random().toString(36).slice(2, 7);
 const password = 'correct horse battery';
 const problems = []; // console errors and page errors, from every page

@@ -140,7 +140,7 @@ export class ConversationView {
         this.items.set(seq, li);
       }
     }
-    if (meta || prepended?.length) this.header();
+    this.header();
   }
 
   append(msgs) {
