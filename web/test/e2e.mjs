@@ -185,6 +185,17 @@ async function main() {
   await waitFn(bob2, () => document.getElementById('banner').hidden, 'offline banner gone');
   await shot(bob2, '11-after-reconnect-desktop');
 
+  log('bob reloads the page: same log from the stored state, still signed in');
+  await bob2.page.reload();
+  await expectLog(bob2, group);
+  await waitText(bob2, '#status-text', 'Online');
+
+  log('carol signs out');
+  await carol.page.click('#back');
+  await carol.page.click('#logout');
+  await carol.page.waitForSelector('#login-form', { state: 'visible', timeout: WAIT });
+  check(await carol.page.evaluate(() => !Object.keys(localStorage).some((k) => k.includes('account') || k.includes('user.'))), 'sign out clears token and stored messages');
+
   log('phone screens of the direct conversation');
   await alice.page.setViewportSize(PHONE);
   check(await alice.page.isHidden('#sidebar'), 'phone: list hidden in a conversation');

@@ -7,6 +7,7 @@ import { clock, convTitle, fullTime, systemText, userLabel } from './format.js';
 import { avatar } from './sidebar.js';
 
 const GROUP_MS = 5 * 60 * 1000; // consecutive messages of one sender share a header
+const MAX_FRAME_TEXT = 60000;
 
 export class ConversationView {
   constructor(app) {
@@ -219,7 +220,8 @@ export class ConversationView {
   submit() {
     const text = $('compose').value;
     if (!text.trim() || !this.id) return;
-    if (utf8Length(text) > MAX_TEXT_BYTES) {
+    // Control characters grow sixfold in JSON; the frame limit is 64 KiB.
+    if (utf8Length(text) > MAX_TEXT_BYTES || utf8Length(JSON.stringify(text)) > MAX_FRAME_TEXT) {
       this.app.toast(`Message too long (max ${MAX_TEXT_BYTES} bytes).`);
       return;
     }
