@@ -125,6 +125,7 @@ export class Connection extends EventTarget {
   async ensureHello() {
     if (this.ws && this.state === 'unauthenticated' && Date.now() - this.helloAt < 6000) return;
     this.drop(1000, 'idle');
+    if (!navigator.onLine) throw new ProtocolError('closed', 'offline');
     await this.open();
     this.helloAt = Date.now();
     await this.call('hello', { versions: [PROTOCOL_VERSION] });

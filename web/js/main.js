@@ -118,6 +118,7 @@ class App {
   }
 
   onStopped(code) {
+    if (!this.account) return; // signed out already
     if (code === CLOSE_REPLACED) {
       this.showBanner('Parley is open in another tab or window.', 'Use here', () => this.conn.start(this.account.token));
     } else if (code === CLOSE_LOGGED_OUT) {
