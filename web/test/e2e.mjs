@@ -185,6 +185,27 @@ async function main() {
   await waitFn(bob2, () => document.getElementById('banner').hidden, 'offline banner gone');
   await shot(bob2, '11-after-reconnect-desktop');
 
+  log('a send whose reply is lost is resent with the same client id and stored once');
+  const route = {};
+  const bob4 = await open('bob4', DESKTOP, undefined, route);
+  await login(bob4, `bob-${suffix}`);
+  await openConv(bob4, 'Launch plan');
+  await expectLog(bob4, group);
+  route.drop = true; // the server stores the message, the page hears nothing
+  await say(bob4, 'reply lost', null);
+  group.push('reply lost');
+  await expectLog(alice, group);
+  await bob4.page.waitForSelector('#pending li[data-state="pending"]', { timeout: WAIT });
+  route.drop = false;
+  route.cut();
+  await expectLog(bob4, group);
+  await expectLog(bob2, group);
+  const sends = route.sent.filter((f) => f.send?.text === 'reply lost');
+  check(sends.length === 2 && sends[0].send.clientId === sends[1].send.clientId, `resent once with the same client id: ${JSON.stringify(sends)}`);
+  const replies = sends.map((f) => route.received.find((r) => r.re === f.id)?.sent);
+  check(replies[0] && replies[1]?.duplicate === true && replies[0].seq === replies[1].seq, `the server deduped the resend: ${JSON.stringify(replies)}`);
+  await close(bob4);
+
   log('bob reloads the page: same log from the stored state, still signed in');
   await bob2.page.reload();
   await expectLog(bob2, group);
@@ -213,8 +234,29 @@ async function main() {
 
 // --- helpers ---
 
-async function open(name, viewport, storageState) {
+// open makes a browser context with one page. With route, its WebSockets
+// go through a proxy in this script: route.sent collects the frames the
+// page sends, route.drop = true drops what the server sends, route.cut()
+// closes the page's socket as a broken network would.
+async function open(name, viewport, storageState, route) {
   const ctx = await browser.newContext({ viewport, storageState });
+  if (route) {
+    route.sent = [];
+    route.received = [];
+    route.drop = false;
+    await ctx.routeWebSocket(/\/ws$/, (ws) => {
+      const server = ws.connectToServer();
+      route.cut = () => ws.close({ code: 4000, reason: 'cut by test' });
+      ws.onMessage((m) => {
+        route.sent.push(JSON.parse(m));
+        server.send(m);
+      });
+      server.onMessage((m) => {
+        route.received.push(JSON.parse(m));
+        if (!route.drop) ws.send(m);
+      });
+    });
+  }
   const page = await ctx.newPage();
   page.on('console', (m) => {
     if (m.type() === 'error') problems.push(`${name}: console error: ${m.text()}`);
