@@ -189,7 +189,8 @@ class App {
     this.sidebar.select(id);
     if (id) {
       this.conversation.open(id);
-      this.conversation.focusComposer();
+      // Not on touch screens, where focus would pop up the keyboard.
+      if (matchMedia('(pointer: fine)').matches) this.conversation.focusComposer();
     } else {
       this.conversation.close();
     }

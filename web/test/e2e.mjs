@@ -217,6 +217,37 @@ async function main() {
   await carol.page.waitForSelector('#login-form', { state: 'visible', timeout: WAIT });
   check(await carol.page.evaluate(() => !Object.keys(localStorage).some((k) => k.includes('account') || k.includes('user.'))), 'sign out clears token and stored messages');
 
+  log('scroll-back: a new device starts near the end of a long log and pages back to the start');
+  await alice.page.click('#new-group');
+  await alice.page.fill('#group-title', 'Archive');
+  await alice.page.fill('#group-members', bobId);
+  await alice.page.press('#group-title', 'Enter');
+  await waitText(alice, '#conv-title', 'Archive');
+  const archive = [];
+  for (let i = 1; i <= 230; i++) await say(alice, `note ${String(i).padStart(3, '0')}`, archive);
+  await expectLog(alice, archive);
+  await waitUnread(bob2, 'Archive', 230);
+  const bob5 = await open('bob5', DESKTOP);
+  await login(bob5, `bob-${suffix}`);
+  await openConv(bob5, 'Archive');
+  // 231 entries (seq 1 is the creation): the last 150 are loaded first.
+  await expectLog(bob5, archive.slice(80));
+  await bob5.page.click('#load-older'); // one page of 50
+  await expectLog(bob5, archive.slice(30));
+  await waitFn(
+    bob5,
+    () => {
+      const box = document.getElementById('messages');
+      box.scrollTop = 0;
+      return !!document.querySelector('#log [data-seq="1"]');
+    },
+    'scrolled back to the creation entry',
+  );
+  await expectLog(bob5, archive);
+  check(await bob5.page.isHidden('#load-older'), 'no older messages left');
+  await shot(bob5, '15-scrollback-desktop');
+  await close(bob5);
+
   log('phone screens of the direct conversation');
   await alice.page.setViewportSize(PHONE);
   check(await alice.page.isHidden('#sidebar'), 'phone: list hidden in a conversation');
