@@ -94,10 +94,12 @@ func (cr *chatRun) say(line string) {
 	}
 }
 
-// quit types /quit and checks runChat returns nil.
+// quit types /quit and checks runChat returns nil. Not through say: once
+// runChat reads /quit it returns, so say would see the write and the return
+// ready at once and could pick the return, failing a run that was fine.
 func (cr *chatRun) quit() {
 	cr.t.Helper()
-	cr.say("/quit")
+	go func() { _, _ = io.WriteString(cr.in, "/quit\n") }()
 	select {
 	case err := <-cr.done:
 		if err != nil {
