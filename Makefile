@@ -45,5 +45,11 @@ generate:
 bench:
 	$(GO) run ./bench/cmd/parley-bench -scenario all
 
+# npm packages of the browser tests (playwright-core, pinned by
+# web/test/package-lock.json). The tests drive Debian's /usr/bin/chromium
+# (apt-get install chromium); no browser is downloaded.
+web-deps:
+	cd web/test && npm ci --no-audit --no-fund --loglevel=error
+
 clean:
 	rm -rf bin data

@@ -11,6 +11,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/parley-chat/parley/actors"
 	"github.com/parley-chat/parley/persistence"
+	"github.com/parley-chat/parley/web"
 )
 
 // AppOptions assemble a whole single-node server.
@@ -53,6 +54,7 @@ func NewApp(o AppOptions) (*App, error) {
 		store.Close()
 		return nil, err
 	}
+	gw.Handle("/", web.Handler())
 	store.OnSync(func(d time.Duration) { gw.ObserveSync(d.Seconds()) })
 	ao := o.Actors
 	ao.Store, ao.Fanout, ao.Logger = store, hub, o.Logger

@@ -94,7 +94,9 @@ func (cr *chatRun) say(line string) {
 	}
 }
 
-// quit types /quit and checks runChat returns nil.
+// quit types /quit and checks runChat returns nil. Not through say: once
+// runChat reads /quit it returns, so say would see the write and the return
+// ready at once and could pick the return, failing a run that was fine.
 func (cr *chatRun) quit() {
 	cr.t.Helper()
 	// Not say: runChat may return as soon as it read the line, racing the
