@@ -24,7 +24,9 @@ FUZZTIME ?= 15s
 FUZZ_TARGETS = \
 	./gateway/protocol:FuzzDecodeClientFrame \
 	./persistence:FuzzDecodeKey \
-	./actors/conversation:FuzzStep
+	./actors/conversation:FuzzStep \
+	./actors/conversation:FuzzImport \
+	./actors/channel:FuzzStep
 fuzz:
 	@set -e; for spec in $(FUZZ_TARGETS); do \
 		pkg=$${spec%%:*}; fn=$${spec##*:}; \

@@ -28,6 +28,12 @@ const (
 	KindMessage    Kind = 'm'  // conversation log entry, id = conversation id, suffix = seq (8 bytes BE)
 	KindDedupe     Kind = 'd'  // send dedupe, id = conversation id, suffix = user/device/client id
 	KindConvOutbox Kind = 'o'  // conversation outbox, id = conversation id, suffix = op id
+
+	// Channels and channel import.
+	KindChannel       Kind = 'k' // channel header, id = channel id
+	KindChannelMember Kind = 'K' // channel member, id = channel id, suffix = user id
+	KindInvitation    Kind = 'i' // group invitation, id = group id, suffix = invitation local id
+	KindImport        Kind = 'I' // done import of a group, id = group id, suffix = actor "/" op id
 )
 
 // ErrBadKey reports a key that does not decode.
@@ -51,6 +57,10 @@ func kindFamily(k Kind) Kind {
 	switch k {
 	case KindMember, KindMessage, KindDedupe, KindConvOutbox:
 		return KindConv
+	case KindInvitation, KindImport:
+		return KindConv
+	case KindChannelMember:
+		return KindChannel
 	}
 	return k
 }
