@@ -43,7 +43,9 @@ func TestChannelBadInput(t *testing.T) {
 	waitQuiet(t, srv)
 
 	long := strings.Repeat("x", 16<<10+1)
-	chf := func(cmd, body string) string { return `{"id":"1","` + cmd + `":{"channelId":"` + ch.Id + `"` + body + `}}` }
+	chf := func(cmd, body string) string {
+		return `{"id":"1","` + cmd + `":{"channelId":"` + ch.Id + `"` + body + `}}`
+	}
 	rows := []struct {
 		name  string
 		frame string
