@@ -61,6 +61,9 @@ type State struct {
 	Presence map[string]map[uint64]struct{}
 	// recent remembers sends for deduplication, oldest first.
 	recent []recentSend
+	// links caches presentLinks; nil when presence changed. It is never
+	// modified in place, so frames may keep it.
+	links []uint64
 }
 
 // DedupeKey identifies a send.
@@ -206,7 +209,7 @@ func (s *State) Step(ev Event, lim Limits) Effects {
 		}
 		var fx Effects
 		s.leaveLink(&fx, e.Actor, e.Link, e.Now)
-		fx.Reply = s.Info(e.Actor)
+		fx.Reply = s.Brief(e.Actor)
 		return fx
 	case LinksGone:
 		var fx Effects
@@ -366,6 +369,7 @@ func (s *State) removeMember(u string, now int64) Effects {
 	links := s.presentLinks()
 	delete(s.Members, u)
 	delete(s.Presence, u)
+	s.links = nil
 	fx.Writes = append(fx.Writes, Write{Member: &MemberWrite{User: u}})
 	s.event(&fx, links, pb.ChannelEventKind_CHANNEL_EVENT_KIND_REMOVED, u, now)
 	return fx
@@ -383,11 +387,12 @@ func (s *State) join(e Join) Effects {
 	}
 	if _, ok := links[e.Link]; !ok {
 		links[e.Link] = struct{}{}
+		s.links = nil
 		if len(links) == 1 {
 			s.event(&fx, s.presentLinks(), pb.ChannelEventKind_CHANNEL_EVENT_KIND_PRESENT, e.Actor, e.Now)
 		}
 	}
-	fx.Reply = s.Info(e.Actor)
+	fx.Reply = s.Brief(e.Actor)
 	return fx
 }
 
@@ -404,6 +409,7 @@ func (s *State) leaveLink(fx *Effects, u string, link uint64, now int64) {
 		return
 	}
 	delete(links, link)
+	s.links = nil
 	if len(links) > 0 {
 		return
 	}
@@ -470,14 +476,24 @@ func (s *State) prune(now int64, lim Limits) {
 
 // presentLinks lists every present link, sorted.
 func (s *State) presentLinks() []uint64 {
-	var out []uint64
+	if s.links != nil {
+		return s.links
+	}
+	out := []uint64{}
 	for _, links := range s.Presence {
 		for l := range links {
 			out = append(out, l)
 		}
 	}
 	slices.Sort(out)
+	s.links = out
 	return out
+}
+
+// Brief describes the channel without its members (the reply to join and
+// leave, which a big channel gets many of): id, title and actor's level.
+func (s *State) Brief(actor string) *pb.Channel {
+	return &pb.Channel{Id: s.ID, Title: s.Title, Level: s.level(actor)}
 }
 
 // Info describes the channel to a member.

@@ -169,7 +169,11 @@ func (fx Effects) String() string {
 	}
 	switch r := fx.Reply.(type) {
 	case *pb.Channel:
-		fmt.Fprintf(&b, "reply channel present=%s\n", strings.Join(r.Present, ","))
+		if len(r.Members) == 0 {
+			fmt.Fprintf(&b, "reply channel (brief) level=%s\n", shortLevel(r.Level))
+		} else {
+			fmt.Fprintf(&b, "reply channel members=%d present=%s\n", len(r.Members), strings.Join(r.Present, ","))
+		}
 	case *pb.ChannelSent:
 		fmt.Fprintf(&b, "reply sent recipients=%d duplicate=%v\n", r.Recipients, r.Duplicate)
 	case *grainpb.Ok:
