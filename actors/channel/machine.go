@@ -59,8 +59,10 @@ type State struct {
 	Creator  string
 	Members  map[string]*grainpb.ChannelMemberRecord
 	Presence map[string]map[uint64]struct{}
-	// recent remembers sends for deduplication, oldest first.
+	// recent remembers sends for deduplication, oldest first; sent
+	// indexes them.
 	recent []recentSend
+	sent   map[DedupeKey]*pb.ChannelSent
 	// links caches presentLinks; nil when presence changed. It is never
 	// modified in place, so frames may keep it.
 	links []uint64
@@ -76,7 +78,8 @@ type recentSend struct {
 
 // NewState returns the state of a channel that does not exist yet.
 func NewState(id string) *State {
-	return &State{ID: id, Members: map[string]*grainpb.ChannelMemberRecord{}, Presence: map[string]map[uint64]struct{}{}}
+	return &State{ID: id, Members: map[string]*grainpb.ChannelMemberRecord{}, Presence: map[string]map[uint64]struct{}{},
+		sent: map[DedupeKey]*pb.ChannelSent{}}
 }
 
 // Event is a request stepped through the machine.
@@ -436,12 +439,10 @@ func (s *State) send(e Send, lim Limits) Effects {
 	}
 	s.prune(e.Now, lim)
 	key := DedupeKey{User: e.Actor, Device: e.Device, ClientID: m.ClientId}
-	for _, r := range s.recent {
-		if r.key == key {
-			dup := proto.Clone(r.reply).(*pb.ChannelSent)
-			dup.Duplicate = true
-			return Effects{Reply: dup}
-		}
+	if r := s.sent[key]; r != nil {
+		dup := proto.Clone(r).(*pb.ChannelSent)
+		dup.Duplicate = true
+		return Effects{Reply: dup}
 	}
 	if m.Text == "" {
 		return Effects{Err: errorf(pb.CodeInvalidArgument, "text is empty")}
@@ -460,7 +461,9 @@ func (s *State) send(e Send, lim Limits) Effects {
 		}}}}}
 	}
 	reply := &pb.ChannelSent{ChannelId: s.ID, ClientId: m.ClientId, TimeMs: e.Now, Recipients: int32(len(links))}
-	s.recent = append(s.recent, recentSend{key: key, reply: proto.Clone(reply).(*pb.ChannelSent)})
+	kept := proto.Clone(reply).(*pb.ChannelSent)
+	s.recent = append(s.recent, recentSend{key: key, reply: kept})
+	s.sent[key] = kept
 	fx.Reply = reply
 	return fx
 }
@@ -469,6 +472,7 @@ func (s *State) send(e Send, lim Limits) Effects {
 func (s *State) prune(now int64, lim Limits) {
 	i := 0
 	for i < len(s.recent) && s.recent[i].reply.TimeMs <= now-lim.DedupeWindowMs {
+		delete(s.sent, s.recent[i].key)
 		i++
 	}
 	s.recent = s.recent[i:]
