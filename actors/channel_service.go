@@ -10,6 +10,7 @@ import (
 	"github.com/parley-chat/parley/actors/conversation"
 	"github.com/parley-chat/parley/actors/grainpb"
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"google.golang.org/protobuf/proto"
 )
 
 // Orchestration of channels and channel imports for the gateway. Like
@@ -50,7 +51,7 @@ func (n *Node) ImportChannel(actor string, req *pb.ImportChannel) (*pb.ImportRes
 		return nil, err
 	}
 	if prior.Duplicate {
-		return prior, nil
+		return trimResult(prior), nil
 	}
 	snap, err := grainpb.GetChannelGrainClient(n.Cluster, req.ChannelId).Snapshot(&grainpb.ChannelInfoReq{Actor: actor}, n.callOpts()...)
 	if err != nil {
@@ -72,7 +73,28 @@ func (n *Node) ImportChannel(actor string, req *pb.ImportChannel) (*pb.ImportRes
 			n.log.Warn("release import reservation", "op", key, "err", rerr)
 		}
 	}
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return trimResult(out), nil
+}
+
+// maxResultEntries bounds each list of an import's reply, so the reply of a
+// huge channel fits a link's outbound queue.
+const maxResultEntries = 1000
+
+func trimResult(r *pb.ImportResult) *pb.ImportResult {
+	if len(r.Added) <= maxResultEntries && len(r.Invitations) <= maxResultEntries &&
+		len(r.AlreadyMembers) <= maxResultEntries && len(r.AlreadyInvited) <= maxResultEntries {
+		return r
+	}
+	t := proto.Clone(r).(*pb.ImportResult)
+	t.Added = t.Added[:min(len(t.Added), maxResultEntries)]
+	t.Invitations = t.Invitations[:min(len(t.Invitations), maxResultEntries)]
+	t.AlreadyMembers = t.AlreadyMembers[:min(len(t.AlreadyMembers), maxResultEntries)]
+	t.AlreadyInvited = t.AlreadyInvited[:min(len(t.AlreadyInvited), maxResultEntries)]
+	t.Truncated = true
+	return t
 }
 
 // definite reports a refusal that means the request was not applied (as

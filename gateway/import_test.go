@@ -126,7 +126,7 @@ func TestChannelImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Added) != 20 || res.Duplicate {
+	if len(res.Added) != 20 || res.AddedCount != 20 || res.Truncated || res.Duplicate {
 		t.Fatalf("import added %d (duplicate %v)", len(res.Added), res.Duplicate)
 	}
 	for _, m := range res.Added {

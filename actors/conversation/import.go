@@ -282,6 +282,7 @@ func (s *State) importChannel(e Import, lim Limits) Effects {
 		mem.Subgroup, mem.SubgroupSeq = lim.SubgroupFor(byUser[u].ClientType), since
 		fx.Writes = append(fx.Writes, Write{Member: &MemberWrite{User: u, Record: clone(mem)}})
 	}
+	res.AddedCount, res.InvitedCount = int32(len(res.Added)), int32(len(res.Invitations))
 	rec := &grainpb.ImportRecord{Actor: e.Actor, OpId: e.OpID, ChannelId: e.ChannelID, Mode: e.Mode, TimeMs: e.Now, Result: res}
 	s.Imports[ImportKey(e.Actor, e.OpID)] = rec
 	fx.Writes = append(fx.Writes, Write{Import: proto.Clone(rec).(*grainpb.ImportRecord)})

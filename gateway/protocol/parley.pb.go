@@ -4706,7 +4706,12 @@ type ImportResult struct {
 	SubgroupsCreated []string `protobuf:"bytes,9,rep,name=subgroups_created,json=subgroupsCreated,proto3" json:"subgroups_created,omitempty"`
 	TimeMs           int64    `protobuf:"varint,10,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
 	// True when this answers a retry of an import already done.
-	Duplicate     bool `protobuf:"varint,11,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Duplicate bool `protobuf:"varint,11,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// How many members were added or invited. The lists above hold at most
+	// 1000 entries each; truncated says some were left out.
+	AddedCount    int32 `protobuf:"varint,12,opt,name=added_count,json=addedCount,proto3" json:"added_count,omitempty"`
+	InvitedCount  int32 `protobuf:"varint,13,opt,name=invited_count,json=invitedCount,proto3" json:"invited_count,omitempty"`
+	Truncated     bool  `protobuf:"varint,14,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4814,6 +4819,27 @@ func (x *ImportResult) GetTimeMs() int64 {
 func (x *ImportResult) GetDuplicate() bool {
 	if x != nil {
 		return x.Duplicate
+	}
+	return false
+}
+
+func (x *ImportResult) GetAddedCount() int32 {
+	if x != nil {
+		return x.AddedCount
+	}
+	return 0
+}
+
+func (x *ImportResult) GetInvitedCount() int32 {
+	if x != nil {
+		return x.InvitedCount
+	}
+	return 0
+}
+
+func (x *ImportResult) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
 	}
 	return false
 }
@@ -5314,7 +5340,7 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\rchannel_level\x18\b \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\fchannelLevel\x12\"\n" +
 	"\rexpires_at_ms\x18\t \x01(\x03R\vexpiresAtMs\x129\n" +
 	"\x05state\x18\n" +
-	" \x01(\x0e2#.parley.protocol.v1.InvitationStateR\x05state\"\xbb\x03\n" +
+	" \x01(\x0e2#.parley.protocol.v1.InvitationStateR\x05state\"\x9f\x04\n" +
 	"\fImportResult\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1d\n" +
 	"\n" +
@@ -5328,7 +5354,11 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x11subgroups_created\x18\t \x03(\tR\x10subgroupsCreated\x12\x17\n" +
 	"\atime_ms\x18\n" +
 	" \x01(\x03R\x06timeMs\x12\x1c\n" +
-	"\tduplicate\x18\v \x01(\bR\tduplicate\"O\n" +
+	"\tduplicate\x18\v \x01(\bR\tduplicate\x12\x1f\n" +
+	"\vadded_count\x18\f \x01(\x05R\n" +
+	"addedCount\x12#\n" +
+	"\rinvited_count\x18\r \x01(\x05R\finvitedCount\x12\x1c\n" +
+	"\ttruncated\x18\x0e \x01(\bR\ttruncated\"O\n" +
 	"\x10AnswerInvitation\x12#\n" +
 	"\rinvitation_id\x18\x01 \x01(\tR\finvitationId\x12\x16\n" +
 	"\x06accept\x18\x02 \x01(\bR\x06accept\"r\n" +
