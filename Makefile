@@ -25,7 +25,9 @@ FUZZ_TARGETS = \
 	./gateway/protocol:FuzzDecodeClientFrame \
 	./persistence:FuzzDecodeKey \
 	./actors/conversation:FuzzStep \
-	./gateway:FuzzTusHeaders
+	./gateway:FuzzTusHeaders \
+	./actors/conversation:FuzzImport \
+	./actors/channel:FuzzStep
 fuzz:
 	@set -e; for spec in $(FUZZ_TARGETS); do \
 		pkg=$${spec%%:*}; fn=$${spec##*:}; \

@@ -36,6 +36,8 @@ type convGrain struct {
 	sweptGen uint32
 	broken   bool
 	self     *actor.PID
+	// expiryAt is when the invitation-expiry timer fires (0: none).
+	expiryAt int64
 }
 
 // stepped is a request whose effects wait for a commit.
@@ -75,6 +77,7 @@ func (g *convGrain) Init(ctx cluster.GrainContext) {
 	for op, rec := range outbox {
 		g.dispatch(op, rec)
 	}
+	g.scheduleExpiry()
 }
 
 func (g *convGrain) Terminate(ctx cluster.GrainContext) {}
@@ -87,6 +90,8 @@ func (g *convGrain) ReceiveDefault(ctx cluster.GrainContext) {
 		g.outboxDone(m)
 	case *outboxRetry:
 		g.dispatch(m.opID, m.rec)
+	case *expiryTick:
+		g.expiryTick(ctx, m)
 	}
 }
 
@@ -98,7 +103,7 @@ func (g *convGrain) submit(ctx cluster.GrainContext, ev conversation.Event) erro
 	}
 	fx := g.st.Step(ev, g.n.opts.Limits)
 	if fx.Err != nil {
-		return grainError(fx.Err.Code, "%s", fx.Err.Message)
+		return machineError(fx.Err)
 	}
 	g.pending = append(g.pending, stepped{sender: ctx.Sender(), fx: fx})
 	if !g.inflight {
@@ -167,7 +172,11 @@ func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
 				g.committedSeq = msg.Seq
 			}
 			frame := pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_Message{Message: msg}})
-			fan.Publish(g.id, msg.Seq, frame)
+			if aud, ok := fx.Audiences[msg.Seq]; ok {
+				g.publishTargeted(msg, frame, aud)
+			} else {
+				fan.Publish(g.id, msg.Seq, frame)
+			}
 			g.n.opts.Metrics.CommittedMessages.Add(1)
 			g.n.opts.Metrics.Deliveries.Add(1)
 		}
@@ -180,6 +189,7 @@ func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
 			}
 		}
 	}
+	g.scheduleExpiry()
 }
 
 // dispatch delivers an outbox entry, outside the mailbox (a grain never
@@ -189,13 +199,7 @@ func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
 func (g *convGrain) dispatch(opID string, rec *grainpb.OutboxRecord) {
 	n, self := g.n, g.self
 	go func() {
-		var err error
-		if r := rec.Release; r != nil {
-			_, err = grainpb.GetFileGrainClient(n.Cluster, r.FileId).Release(r, n.callOpts()...)
-		} else {
-			client := grainpb.GetUserGrainClient(n.Cluster, rec.UserId)
-			_, err = client.Membership(&grainpb.MembershipReq{Conversation: rec.Entry}, n.callOpts()...)
-		}
+		err := n.deliverOutbox(rec)
 		n.System.Root.Send(self, &outboxDone{opID: opID, rec: rec, err: err})
 	}()
 }
@@ -297,6 +301,10 @@ func (g *convGrain) History(req *grainpb.HistoryReq, ctx cluster.GrainContext) (
 	msgs, err := loadMessages(g.n.opts.Store, g.id, req.AfterSeq+1, g.committedSeq, limit)
 	if err != nil {
 		return nil, grainError(pb.CodeStorage, "read history: %v", err)
+	}
+	for i, m := range msgs {
+		// Sub-group messages: outsiders read the placeholder.
+		msgs[i] = g.st.View(req.Actor, m)
 	}
 	page.Messages = msgs
 	return page, nil

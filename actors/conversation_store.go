@@ -62,6 +62,11 @@ func encodeWrite(b *persistence.Batch, conv string, w conversation.Write) {
 		} else {
 			b.Set(k, mustMarshal(w.File.Record))
 		}
+	case w.Invitation != nil:
+		_, local, _ := conversation.SplitInvitationID(w.Invitation.Invitation.GetId())
+		b.Set(persistence.EncodeKey(persistence.KindInvitation, conv, []byte(local)), mustMarshal(w.Invitation))
+	case w.Import != nil:
+		b.Set(persistence.EncodeKey(persistence.KindImport, conv, []byte(conversation.ImportKey(w.Import.Actor, w.Import.OpId))), mustMarshal(w.Import))
 	}
 }
 
@@ -142,7 +147,48 @@ func loadConversation(s *persistence.Store, id string) (*conversation.State, map
 	if err != nil {
 		return nil, nil, fmt.Errorf("load outbox of %s: %w", id, err)
 	}
+	st.Subgroups = rec.Subgroups
+	if err := loadImports(s, st); err != nil {
+		return nil, nil, err
+	}
 	return st, outbox, nil
+}
+
+// loadImports reads a group's invitations and done imports.
+func loadImports(s *persistence.Store, st *conversation.State) error {
+	var invs []*grainpb.InvitationRecord
+	if err := scanRecords(s, persistence.KindInvitation, st.ID, func() proto.Message {
+		r := &grainpb.InvitationRecord{}
+		invs = append(invs, r)
+		return r
+	}); err != nil {
+		return fmt.Errorf("load invitations of %s: %w", st.ID, err)
+	}
+	var imps []*grainpb.ImportRecord
+	if err := scanRecords(s, persistence.KindImport, st.ID, func() proto.Message {
+		r := &grainpb.ImportRecord{}
+		imps = append(imps, r)
+		return r
+	}); err != nil {
+		return fmt.Errorf("load imports of %s: %w", st.ID, err)
+	}
+	st.RestoreImports(invs, imps)
+	return nil
+}
+
+// scanRecords decodes every value under EntityPrefix(kind, id) into a
+// message from next.
+func scanRecords(s *persistence.Store, kind persistence.Kind, id string, next func() proto.Message) error {
+	p := persistence.EntityPrefix(kind, id)
+	var decErr error
+	err := s.Scan(p, persistence.PrefixEnd(p), 0, func(_, v []byte) bool {
+		decErr = proto.Unmarshal(v, next())
+		return decErr == nil
+	})
+	if err == nil {
+		err = decErr
+	}
+	return err
 }
 
 func loadMessage(s *persistence.Store, conv string, seq int64) (*pb.Message, error) {

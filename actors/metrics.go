@@ -40,7 +40,7 @@ func (m *Metrics) mailbox(kind string) actor.PropsOption {
 // NewMetrics returns zeroed metrics.
 func NewMetrics() *Metrics {
 	m := &Metrics{MailboxDepth: map[string]*atomic.Int64{}}
-	for _, k := range []string{KindUsername, KindUser, KindSession, KindConversation, KindUpload, KindFile} {
+	for _, k := range []string{KindUsername, KindUser, KindSession, KindConversation, KindUpload, KindFile, KindChannel} {
 		m.MailboxDepth[k] = new(atomic.Int64)
 	}
 	return m

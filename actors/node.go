@@ -36,6 +36,13 @@ type Fanout interface {
 	SendToLink(link uint64, frame []byte) bool
 	// CloseLink closes a link with a WebSocket close code.
 	CloseLink(link uint64, code uint16, reason string)
+	// PublishTargeted is Publish for a message sent to a sub-group: the
+	// local links of the users in audience get frame, the other subscribed
+	// links get placeholder (the HIDDEN message at the same seq).
+	PublishTargeted(conv string, seq int64, frame []byte, audience map[string]struct{}, placeholder []byte)
+	// SendToLinks writes one encoded frame to each of links (channels) and
+	// returns the links that are gone.
+	SendToLinks(links []uint64, frame []byte) (gone []uint64)
 }
 
 // Options configure a Node. Zero values take the documented defaults.
@@ -153,6 +160,7 @@ func Start(opts Options) (*Node, error) {
 		grainpb.NewConversationKind(func() grainpb.Conversation { return &convGrain{} }, 0, opts.Metrics.mailbox(KindConversation)),
 		grainpb.NewUploadKind(func() grainpb.Upload { return &uploadGrain{} }, 0, opts.Metrics.mailbox(KindUpload)),
 		grainpb.NewFileKind(func() grainpb.File { return &fileGrain{} }, 0, opts.Metrics.mailbox(KindFile)),
+		grainpb.NewChannelKind(func() grainpb.Channel { return &channelGrain{} }, 0, opts.Metrics.mailbox(KindChannel)),
 	}
 	cfg := cluster.Configure("parley", test.NewTestProvider(test.NewInMemAgent()), disthash.New(),
 		remote.Configure("127.0.0.1", 0),

@@ -373,5 +373,7 @@ func (g *userGrain) Profile(req *grainpb.ListReq, ctx cluster.GrainContext) (*gr
 	if err := g.ready(); err != nil {
 		return nil, err
 	}
-	return g.reply(), nil
+	r := g.reply()
+	r.ClientType = latestDeviceType(g.rec)
+	return r, nil
 }

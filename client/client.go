@@ -79,10 +79,13 @@ func Code(err error) string {
 var ErrClosed = errors.New("parley: connection closed")
 
 // Event is one item of the stream: a conversation message (in seq order
-// per conversation, each once) or a session event.
+// per conversation, each once), a session event, or a channel message or
+// presence event (live only: never replayed, no seq).
 type Event struct {
-	Message *pb.Message
-	Session *pb.SessionEvent
+	Message        *pb.Message
+	Session        *pb.SessionEvent
+	ChannelMessage *pb.ChannelMessage
+	ChannelEvent   *pb.ChannelEvent
 }
 
 // Client is a connection to a Parley server. With Options.Reconnect it
@@ -107,6 +110,10 @@ type Client struct {
 	finished bool // closed is closed
 
 	stream *stream
+
+	// joined lists the channels joined on this client (channels.go); they
+	// are joined again after a reconnect.
+	joined map[string]bool
 }
 
 // pendingCall is a command awaiting its reply on link generation gen.
@@ -266,6 +273,7 @@ func (c *Client) reconnect() {
 		err := c.connect(ctx, true)
 		cancel()
 		if err == nil {
+			go c.rejoinChannels()
 			return
 		}
 		c.mu.Lock()
@@ -614,5 +622,9 @@ func (e *events) OnMessage(_ *gws.Conn, m *gws.Message) {
 		c.stream.live(b.Message)
 	case *pb.ServerFrame_SessionEvent:
 		c.stream.session(b.SessionEvent)
+	case *pb.ServerFrame_ChannelMessage:
+		c.stream.other(Event{ChannelMessage: b.ChannelMessage})
+	case *pb.ServerFrame_ChannelEvent:
+		c.stream.other(Event{ChannelEvent: b.ChannelEvent})
 	}
 }

@@ -221,3 +221,10 @@ func (s *stream) session(ev *pb.SessionEvent) {
 	}
 	go s.c.Start(&pb.ClientFrame{Command: &pb.ClientFrame_Ack{Ack: &pb.Ack{SessionSeq: ev.Seq}}})
 }
+
+// other emits a live event that has no order to keep (channel frames).
+func (s *stream) other(ev Event) {
+	s.mu.Lock()
+	s.emitLocked(ev)
+	s.mu.Unlock()
+}

@@ -157,7 +157,9 @@ func (l *link) command(id string, f *pb.ClientFrame) {
 	case *pb.ClientFrame_Ack:
 		l.pipeline(id, actors.KindSession, l.sessionID, "Ack", &grainpb.AckReq{SessionSeq: c.Ack.SessionSeq})
 	default:
-		l.replyErr(id, pb.CodeUnknownCommand, "command not available")
+		if !l.channelCommand(id, f) {
+			l.replyErr(id, pb.CodeUnknownCommand, "command not available")
+		}
 	}
 }
 
@@ -208,6 +210,10 @@ func (l *link) answer(id string, res proto.Message, err error) {
 func (l *link) replyGrainErr(id string, err error) {
 	ge := cluster.FromError(err)
 	switch {
+	case ge != nil && ge.Reason == pb.CodeRateLimited:
+		l.srv.metrics.errors.WithLabelValues(ge.Reason).Inc()
+		l.reply(&pb.ServerFrame{Re: id, Body: &pb.ServerFrame_Error{Error: &pb.Error{
+			Code: ge.Reason, Message: ge.Message, RetryAfterMs: actors.RetryAfterMs(err)}}})
 	case ge != nil && isProtocolCode(ge.Reason):
 		l.replyErr(id, ge.Reason, ge.Message)
 	case ge != nil && (ge.Reason == cluster.ErrorReason_UNAVAILABLE || ge.Reason == cluster.ErrorReason_DEADLINE_EXCEEDED):
@@ -244,6 +250,16 @@ func frameFor(re string, body proto.Message) *pb.ServerFrame {
 		f.Body = &pb.ServerFrame_ConversationList{ConversationList: b}
 	case *pb.FileInfo:
 		f.Body = &pb.ServerFrame_FileInfo{FileInfo: b}
+	case *pb.Channel:
+		f.Body = &pb.ServerFrame_Channel{Channel: b}
+	case *pb.ChannelSent:
+		f.Body = &pb.ServerFrame_ChannelSent{ChannelSent: b}
+	case *pb.ImportResult:
+		f.Body = &pb.ServerFrame_ImportResult{ImportResult: b}
+	case *pb.InvitationAnswered:
+		f.Body = &pb.ServerFrame_InvitationAnswered{InvitationAnswered: b}
+	case *pb.InvitationList:
+		f.Body = &pb.ServerFrame_InvitationList{InvitationList: b}
 	default:
 		f.Body = &pb.ServerFrame_Ok{Ok: &pb.Empty{}}
 	}

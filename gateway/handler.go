@@ -38,6 +38,7 @@ func (h *handler) OnClose(c *gws.Conn, err error) {
 	l.idle.Stop()
 	h.s.hub.removeLink(l)
 	h.s.metrics.connections.Dec()
+	l.leaveChannels()
 	if sid := l.sessionIDLocked(); sid != "" {
 		// Tracked so that shutdown waits for it before stopping the node.
 		h.s.cuts.Add(1)

@@ -167,3 +167,43 @@ func (h *Hub) allLinks() []*link {
 	}
 	return out
 }
+
+// PublishTargeted frames both payloads once and queues, on every link
+// subscribed to conv, frame for the users in audience and placeholder for
+// the others (a message sent to a sub-group).
+func (h *Hub) PublishTargeted(conv string, seq int64, payload []byte, audience map[string]struct{}, placeholder []byte) {
+	full, hidden := wsTextFrame(payload), wsTextFrame(placeholder)
+	var n int64
+	h.mu.RLock()
+	for u := range h.convs[conv] {
+		f := hidden
+		if _, ok := audience[u.id]; ok {
+			f = full
+		}
+		for _, l := range u.links {
+			if l.deliver(conv, seq, f) {
+				n++
+			}
+		}
+	}
+	h.mu.RUnlock()
+	h.Published.Add(n)
+}
+
+// SendToLinks frames payload once and queues it on each of links; it
+// returns the links that are gone (closed, closing, or unknown).
+func (h *Hub) SendToLinks(links []uint64, payload []byte) (gone []uint64) {
+	frame := wsTextFrame(payload)
+	var n int64
+	h.mu.RLock()
+	for _, id := range links {
+		if l := h.links[id]; l != nil && l.enqueue(frame) {
+			n++
+		} else {
+			gone = append(gone, id)
+		}
+	}
+	h.mu.RUnlock()
+	h.Published.Add(n)
+	return gone
+}

@@ -50,6 +50,9 @@ type link struct {
 	// the highest seq written to this link, so that replay and live
 	// delivery write each message exactly once and in order.
 	cursors map[string]*convCursor
+	// channels this link joined (channels.go): when the link closes, each
+	// is told, so its member becomes absent at once.
+	channels map[string]struct{}
 }
 
 // convCursor is one conversation's delivery position on a link.

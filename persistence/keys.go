@@ -31,6 +31,12 @@ const (
 	KindConvFile   Kind = 'F'  // live file message of a conversation, id = conversation id, suffix = seq (8 bytes BE)
 	KindFile       Kind = 'f'  // file record (content facts, references), id = file id (hex SHA-256)
 	KindUpload     Kind = 'p'  // tus upload in progress or recently finished, id = upload id
+
+	// Channels and channel import.
+	KindChannel       Kind = 'k' // channel header, id = channel id
+	KindChannelMember Kind = 'K' // channel member, id = channel id, suffix = user id
+	KindInvitation    Kind = 'i' // group invitation, id = group id, suffix = invitation local id
+	KindImport        Kind = 'I' // done import of a group, id = group id, suffix = actor "/" op id
 )
 
 // ErrBadKey reports a key that does not decode.
@@ -54,6 +60,10 @@ func kindFamily(k Kind) Kind {
 	switch k {
 	case KindMember, KindMessage, KindDedupe, KindConvOutbox, KindConvFile:
 		return KindConv
+	case KindInvitation, KindImport:
+		return KindConv
+	case KindChannelMember:
+		return KindChannel
 	}
 	return k
 }

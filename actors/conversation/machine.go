@@ -28,6 +28,21 @@ type Limits struct {
 	MaxTitleBytes int
 	// MaxMentions is the most mentions in one message. Default 256.
 	MaxMentions int
+
+	// Channel import (import.go).
+	// ImportLimit is the most successful imports per ImportWindowMs, per
+	// group (the grain shell applies the same limit per admin). Default 5.
+	ImportLimit int
+	// ImportWindowMs is the rate-limit window. Default one hour.
+	ImportWindowMs int64
+	// InvitationTTLMs is how long an invitation may be answered. Default
+	// seven days.
+	InvitationTTLMs int64
+	// Subgroups maps a client type (the type of a member's most recently
+	// active device; unspecified for none) to the name of the sub-group an
+	// import places the member in. Missing types get the default names
+	// desktop, mobile, web, bot and unknown.
+	Subgroups map[pb.DeviceType]string
 }
 
 // EnsureDefaults fills zero fields with defaults.
@@ -44,6 +59,7 @@ func (l *Limits) EnsureDefaults() {
 	if l.MaxMentions == 0 {
 		l.MaxMentions = 256
 	}
+	l.ensureImportDefaults()
 }
 
 // State is a conversation's state. The grain loads it from the store at
@@ -59,6 +75,13 @@ type State struct {
 	// Files indexes the live FILE messages by seq: deleting one, or the
 	// conversation losing its last member, releases its file reference.
 	Files map[int64]*grainpb.ConvFileRecord
+	// Subgroups of a group, in creation order (import.go).
+	Subgroups []string
+	// Invitations by id and done imports by importKey (import.go).
+	Invitations map[string]*grainpb.InvitationRecord
+	Imports     map[string]*grainpb.ImportRecord
+	// pending maps a user to their pending invitation's id.
+	pending map[string]string
 	// inflight holds dedupe entries not yet found in the store because
 	// their commit has not happened: a retransmission arriving before the
 	// commit must still be recognised.
@@ -67,7 +90,8 @@ type State struct {
 
 // NewState returns the state of a conversation that does not exist yet.
 func NewState(id string) *State {
-	return &State{ID: id, Members: map[string]*grainpb.MemberRecord{}, Files: map[int64]*grainpb.ConvFileRecord{}, inflight: map[DedupeKey]int64{}}
+	return &State{ID: id, Members: map[string]*grainpb.MemberRecord{}, Files: map[int64]*grainpb.ConvFileRecord{}, inflight: map[DedupeKey]int64{},
+		Invitations: map[string]*grainpb.InvitationRecord{}, Imports: map[string]*grainpb.ImportRecord{}, pending: map[string]string{}}
 }
 
 // DedupeKey identifies a send for deduplication.
@@ -155,7 +179,11 @@ func (MarkRead) isEvent()   {}
 func (Committed) isEvent()  {}
 
 // Error is a rejected request: nothing changed.
-type Error struct{ Code, Message string }
+type Error struct {
+	Code, Message string
+	// RetryAfterMs is set for rate_limited.
+	RetryAfterMs int64
+}
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
@@ -176,6 +204,10 @@ type Effects struct {
 	HubLeave []string
 	// Dedupe lists in-flight dedupe entries to clear once Writes commit.
 	Dedupe []DedupeKey
+	// Audiences lists, for each delivered message sent to a sub-group (by
+	// seq), the members who get it in full; every other member gets a
+	// HIDDEN placeholder (Placeholder) at that seq.
+	Audiences map[int64][]string
 }
 
 // Write is one record to persist. Exactly one field is set.
@@ -186,6 +218,9 @@ type Write struct {
 	Dedupe  *DedupeWrite
 	Outbox  *OutboxWrite
 	File    *FileWrite
+	// Channel import (import.go).
+	Invitation *grainpb.InvitationRecord
+	Import     *grainpb.ImportRecord
 }
 
 // FileWrite sets (Record != nil) or deletes the file index entry of the
@@ -239,6 +274,9 @@ func (s *State) Step(ev Event, lim Limits) Effects {
 			delete(s.inflight, k)
 		}
 		return Effects{}
+	}
+	if fx, ok := s.stepImport(ev, lim); ok {
+		return fx
 	}
 	return Effects{Err: errorf(pb.CodeInternal, "unknown event %T", ev)}
 }
@@ -464,10 +502,14 @@ func (s *State) send(e Send, lim Limits) Effects {
 			return fail(errorf(pb.CodeInvalidArgument, "mention of %q who is not a member", u))
 		}
 	}
+	if err := s.checkSubgroup(m.Subgroup); err != nil {
+		return fail(err)
+	}
 	var fx Effects
 	msg := &pb.Message{
 		Kind: pb.MessageKind_MESSAGE_KIND_TEXT, Sender: e.Actor, SenderDevice: e.Device,
 		ClientId: m.ClientId, TimeMs: e.Now, Text: m.Text, ReplyTo: m.ReplyTo, Mentions: m.Mentions,
+		Subgroup: m.Subgroup,
 	}
 	if e.File != nil {
 		msg.Kind, msg.File = pb.MessageKind_MESSAGE_KIND_FILE, proto.Clone(e.File).(*pb.FileRef)
@@ -501,9 +543,11 @@ func (s *State) delete(e Delete) Effects {
 		return fail(errorf(pb.CodeForbidden, "only the sender or an admin may delete"))
 	}
 	var fx Effects
-	tomb := &pb.Message{ConversationId: s.ID, Seq: t.Seq, Kind: pb.MessageKind_MESSAGE_KIND_DELETED, Sender: t.Sender, TimeMs: t.TimeMs}
+	// A sub-group message stays hidden from outsiders as a tombstone, and
+	// so does the notice of its deletion.
+	tomb := &pb.Message{ConversationId: s.ID, Seq: t.Seq, Kind: pb.MessageKind_MESSAGE_KIND_DELETED, Sender: t.Sender, TimeMs: t.TimeMs, Subgroup: t.Subgroup}
 	fx.Writes = append(fx.Writes, Write{Message: tomb})
-	seq := s.appendLog(&fx, &pb.Message{Kind: pb.MessageKind_MESSAGE_KIND_DELETE, Sender: e.Actor, SenderDevice: e.Device, TimeMs: e.Now, TargetSeq: t.Seq})
+	seq := s.appendLog(&fx, &pb.Message{Kind: pb.MessageKind_MESSAGE_KIND_DELETE, Sender: e.Actor, SenderDevice: e.Device, TimeMs: e.Now, TargetSeq: t.Seq, Subgroup: t.Subgroup})
 	if f, ok := s.Files[t.Seq]; ok {
 		s.releaseFile(&fx, t.Seq, f, seq)
 	}
@@ -534,6 +578,12 @@ func (s *State) appendLog(fx *Effects, m *pb.Message) int64 {
 	m.ConversationId, m.Seq = s.ID, s.LastSeq
 	fx.Writes = append(fx.Writes, Write{Message: m})
 	fx.Deliver = append(fx.Deliver, m)
+	if m.Subgroup != "" {
+		if fx.Audiences == nil {
+			fx.Audiences = map[int64][]string{}
+		}
+		fx.Audiences[m.Seq] = s.audience(m)
+	}
 	return m.Seq
 }
 
@@ -592,12 +642,12 @@ func (s *State) notify(fx *Effects, u string, seq int64, left bool) {
 }
 
 func (s *State) record() *grainpb.ConvRecord {
-	return &grainpb.ConvRecord{ConversationId: s.ID, Kind: s.Kind, Title: s.Title, CreatedMs: s.Created}
+	return &grainpb.ConvRecord{ConversationId: s.ID, Kind: s.Kind, Title: s.Title, CreatedMs: s.Created, Subgroups: slices.Clone(s.Subgroups)}
 }
 
 // Info describes the conversation to actor; withMembers adds the member list.
 func (s *State) Info(actor string, withMembers bool) *pb.Conversation {
-	c := &pb.Conversation{Id: s.ID, Kind: s.Kind, Title: s.Title, LastSeq: s.LastSeq}
+	c := &pb.Conversation{Id: s.ID, Kind: s.Kind, Title: s.Title, LastSeq: s.LastSeq, Subgroups: slices.Clone(s.Subgroups)}
 	if m, ok := s.Members[actor]; ok {
 		c.ReadSeq = m.ReadSeq
 	}
@@ -609,7 +659,8 @@ func (s *State) Info(actor string, withMembers bool) *pb.Conversation {
 		slices.Sort(ids)
 		for _, u := range ids {
 			m := s.Members[u]
-			c.Members = append(c.Members, &pb.Member{UserId: u, Role: m.Role, ReadSeq: m.ReadSeq})
+			c.Members = append(c.Members, &pb.Member{UserId: u, Role: m.Role, ReadSeq: m.ReadSeq,
+				Subgroup: m.Subgroup, DisplayName: m.DisplayName, ChannelLevel: m.ChannelLevel})
 		}
 	}
 	return c

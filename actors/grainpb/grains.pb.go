@@ -335,7 +335,10 @@ type UserReply struct {
 	Username    string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
 	DisplayName string                 `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
 	// Authenticate: the device the token was issued to.
-	DeviceId      string `protobuf:"bytes,4,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	DeviceId string `protobuf:"bytes,4,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// Only in Profile replies: the type of the user's most recently active
+	// device (unspecified if none).
+	ClientType    protocol.DeviceType `protobuf:"varint,20,opt,name=client_type,json=clientType,proto3,enum=parley.protocol.v1.DeviceType" json:"client_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -396,6 +399,13 @@ func (x *UserReply) GetDeviceId() string {
 		return x.DeviceId
 	}
 	return ""
+}
+
+func (x *UserReply) GetClientType() protocol.DeviceType {
+	if x != nil {
+		return x.ClientType
+	}
+	return protocol.DeviceType(0)
 }
 
 type LoginReq struct {
@@ -979,6 +989,258 @@ func (x *ConvList) GetConversations() []*ConvEntry {
 	return nil
 }
 
+// ImportReserveReq counts an import against the requesting admin's limit
+// (identity = the admin). op_key names the import ("<group>/<op id>"): a
+// retry finds its reservation instead of taking another.
+type ImportReserveReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OpKey         string                 `protobuf:"bytes,1,opt,name=op_key,json=opKey,proto3" json:"op_key,omitempty"`
+	GroupId       string                 `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportReserveReq) Reset() {
+	*x = ImportReserveReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportReserveReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportReserveReq) ProtoMessage() {}
+
+func (x *ImportReserveReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportReserveReq.ProtoReflect.Descriptor instead.
+func (*ImportReserveReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ImportReserveReq) GetOpKey() string {
+	if x != nil {
+		return x.OpKey
+	}
+	return ""
+}
+
+func (x *ImportReserveReq) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+type ImportReserveReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when the op_key already held a reservation.
+	Fresh         bool `protobuf:"varint,1,opt,name=fresh,proto3" json:"fresh,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportReserveReply) Reset() {
+	*x = ImportReserveReply{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportReserveReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportReserveReply) ProtoMessage() {}
+
+func (x *ImportReserveReply) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportReserveReply.ProtoReflect.Descriptor instead.
+func (*ImportReserveReply) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ImportReserveReply) GetFresh() bool {
+	if x != nil {
+		return x.Fresh
+	}
+	return false
+}
+
+// ImportReleaseReq returns a reservation whose import was refused.
+type ImportReleaseReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OpKey         string                 `protobuf:"bytes,1,opt,name=op_key,json=opKey,proto3" json:"op_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportReleaseReq) Reset() {
+	*x = ImportReleaseReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportReleaseReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportReleaseReq) ProtoMessage() {}
+
+func (x *ImportReleaseReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportReleaseReq.ProtoReflect.Descriptor instead.
+func (*ImportReleaseReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ImportReleaseReq) GetOpKey() string {
+	if x != nil {
+		return x.OpKey
+	}
+	return ""
+}
+
+// InvitationNoticeReq tells a user grain about one of its invitations: a
+// pending one (stored, pushed as a session event) or its final state.
+type InvitationNoticeReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Invitation    *protocol.Invitation   `protobuf:"bytes,1,opt,name=invitation,proto3" json:"invitation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InvitationNoticeReq) Reset() {
+	*x = InvitationNoticeReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvitationNoticeReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvitationNoticeReq) ProtoMessage() {}
+
+func (x *InvitationNoticeReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvitationNoticeReq.ProtoReflect.Descriptor instead.
+func (*InvitationNoticeReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *InvitationNoticeReq) GetInvitation() *protocol.Invitation {
+	if x != nil {
+		return x.Invitation
+	}
+	return nil
+}
+
+// ImportStamp is one reserved import of an admin (UserRecord).
+type ImportStamp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OpKey         string                 `protobuf:"bytes,1,opt,name=op_key,json=opKey,proto3" json:"op_key,omitempty"`
+	GroupId       string                 `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	TimeMs        int64                  `protobuf:"varint,3,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportStamp) Reset() {
+	*x = ImportStamp{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportStamp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportStamp) ProtoMessage() {}
+
+func (x *ImportStamp) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportStamp.ProtoReflect.Descriptor instead.
+func (*ImportStamp) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ImportStamp) GetOpKey() string {
+	if x != nil {
+		return x.OpKey
+	}
+	return ""
+}
+
+func (x *ImportStamp) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *ImportStamp) GetTimeMs() int64 {
+	if x != nil {
+		return x.TimeMs
+	}
+	return 0
+}
+
 type OpenReq struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	UserId   string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
@@ -993,7 +1255,7 @@ type OpenReq struct {
 
 func (x *OpenReq) Reset() {
 	*x = OpenReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[17]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +1267,7 @@ func (x *OpenReq) String() string {
 func (*OpenReq) ProtoMessage() {}
 
 func (x *OpenReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[17]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +1280,7 @@ func (x *OpenReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenReq.ProtoReflect.Descriptor instead.
 func (*OpenReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{17}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *OpenReq) GetUserId() string {
@@ -1069,7 +1331,7 @@ type SessionReply struct {
 
 func (x *SessionReply) Reset() {
 	*x = SessionReply{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[18]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1343,7 @@ func (x *SessionReply) String() string {
 func (*SessionReply) ProtoMessage() {}
 
 func (x *SessionReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[18]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1356,7 @@ func (x *SessionReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionReply.ProtoReflect.Descriptor instead.
 func (*SessionReply) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{18}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SessionReply) GetSessionId() string {
@@ -1143,7 +1405,7 @@ type PushReq struct {
 
 func (x *PushReq) Reset() {
 	*x = PushReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[19]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1417,7 @@ func (x *PushReq) String() string {
 func (*PushReq) ProtoMessage() {}
 
 func (x *PushReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[19]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1430,7 @@ func (x *PushReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushReq.ProtoReflect.Descriptor instead.
 func (*PushReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{19}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PushReq) GetEvent() *protocol.SessionEvent {
@@ -1194,7 +1456,7 @@ type AckReq struct {
 
 func (x *AckReq) Reset() {
 	*x = AckReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[20]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1468,7 @@ func (x *AckReq) String() string {
 func (*AckReq) ProtoMessage() {}
 
 func (x *AckReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[20]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1481,7 @@ func (x *AckReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckReq.ProtoReflect.Descriptor instead.
 func (*AckReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{20}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AckReq) GetSessionSeq() int64 {
@@ -1241,7 +1503,7 @@ type CutReq struct {
 
 func (x *CutReq) Reset() {
 	*x = CutReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[21]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1515,7 @@ func (x *CutReq) String() string {
 func (*CutReq) ProtoMessage() {}
 
 func (x *CutReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[21]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1528,7 @@ func (x *CutReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CutReq.ProtoReflect.Descriptor instead.
 func (*CutReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{21}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CutReq) GetLinkId() uint64 {
@@ -1298,7 +1560,7 @@ type ResumeReq struct {
 
 func (x *ResumeReq) Reset() {
 	*x = ResumeReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1572,7 @@ func (x *ResumeReq) String() string {
 func (*ResumeReq) ProtoMessage() {}
 
 func (x *ResumeReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1585,7 @@ func (x *ResumeReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeReq.ProtoReflect.Descriptor instead.
 func (*ResumeReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{22}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResumeReq) GetUserId() string {
@@ -1380,7 +1642,7 @@ type CreateConvReq struct {
 
 func (x *CreateConvReq) Reset() {
 	*x = CreateConvReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1654,7 @@ func (x *CreateConvReq) String() string {
 func (*CreateConvReq) ProtoMessage() {}
 
 func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1667,7 @@ func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConvReq.ProtoReflect.Descriptor instead.
 func (*CreateConvReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{23}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateConvReq) GetActor() string {
@@ -1446,7 +1708,7 @@ type MembersReq struct {
 
 func (x *MembersReq) Reset() {
 	*x = MembersReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1720,7 @@ func (x *MembersReq) String() string {
 func (*MembersReq) ProtoMessage() {}
 
 func (x *MembersReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1733,7 @@ func (x *MembersReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersReq.ProtoReflect.Descriptor instead.
 func (*MembersReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{24}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MembersReq) GetActor() string {
@@ -1499,7 +1761,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1773,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1786,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{25}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RemoveReq) GetActor() string {
@@ -1552,7 +1814,7 @@ type RoleReq struct {
 
 func (x *RoleReq) Reset() {
 	*x = RoleReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1826,7 @@ func (x *RoleReq) String() string {
 func (*RoleReq) ProtoMessage() {}
 
 func (x *RoleReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1839,7 @@ func (x *RoleReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleReq.ProtoReflect.Descriptor instead.
 func (*RoleReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{26}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RoleReq) GetActor() string {
@@ -1611,7 +1873,7 @@ type RenameReq struct {
 
 func (x *RenameReq) Reset() {
 	*x = RenameReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1885,7 @@ func (x *RenameReq) String() string {
 func (*RenameReq) ProtoMessage() {}
 
 func (x *RenameReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1898,7 @@ func (x *RenameReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameReq.ProtoReflect.Descriptor instead.
 func (*RenameReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{27}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RenameReq) GetActor() string {
@@ -1668,7 +1930,7 @@ type SendReq struct {
 
 func (x *SendReq) Reset() {
 	*x = SendReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1942,7 @@ func (x *SendReq) String() string {
 func (*SendReq) ProtoMessage() {}
 
 func (x *SendReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1955,7 @@ func (x *SendReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReq.ProtoReflect.Descriptor instead.
 func (*SendReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SendReq) GetActor() string {
@@ -1742,7 +2004,7 @@ type DeleteReq struct {
 
 func (x *DeleteReq) Reset() {
 	*x = DeleteReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +2016,7 @@ func (x *DeleteReq) String() string {
 func (*DeleteReq) ProtoMessage() {}
 
 func (x *DeleteReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +2029,7 @@ func (x *DeleteReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReq.ProtoReflect.Descriptor instead.
 func (*DeleteReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DeleteReq) GetActor() string {
@@ -1801,7 +2063,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +2075,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +2088,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadReq) GetActor() string {
@@ -1854,7 +2116,7 @@ type HistoryReq struct {
 
 func (x *HistoryReq) Reset() {
 	*x = HistoryReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +2128,7 @@ func (x *HistoryReq) String() string {
 func (*HistoryReq) ProtoMessage() {}
 
 func (x *HistoryReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2141,7 @@ func (x *HistoryReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryReq.ProtoReflect.Descriptor instead.
 func (*HistoryReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *HistoryReq) GetActor() string {
@@ -1912,7 +2174,7 @@ type InfoReq struct {
 
 func (x *InfoReq) Reset() {
 	*x = InfoReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2186,7 @@ func (x *InfoReq) String() string {
 func (*InfoReq) ProtoMessage() {}
 
 func (x *InfoReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2199,7 @@ func (x *InfoReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReq.ProtoReflect.Descriptor instead.
 func (*InfoReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *InfoReq) GetActor() string {
@@ -1961,7 +2223,7 @@ type UploadCreateReq struct {
 
 func (x *UploadCreateReq) Reset() {
 	*x = UploadCreateReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2235,7 @@ func (x *UploadCreateReq) String() string {
 func (*UploadCreateReq) ProtoMessage() {}
 
 func (x *UploadCreateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2248,7 @@ func (x *UploadCreateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadCreateReq.ProtoReflect.Descriptor instead.
 func (*UploadCreateReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UploadCreateReq) GetActor() string {
@@ -2040,7 +2302,7 @@ type UploadHeadReq struct {
 
 func (x *UploadHeadReq) Reset() {
 	*x = UploadHeadReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2314,7 @@ func (x *UploadHeadReq) String() string {
 func (*UploadHeadReq) ProtoMessage() {}
 
 func (x *UploadHeadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2327,7 @@ func (x *UploadHeadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeadReq.ProtoReflect.Descriptor instead.
 func (*UploadHeadReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UploadHeadReq) GetActor() string {
@@ -2085,7 +2347,7 @@ type UploadBeginReq struct {
 
 func (x *UploadBeginReq) Reset() {
 	*x = UploadBeginReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2359,7 @@ func (x *UploadBeginReq) String() string {
 func (*UploadBeginReq) ProtoMessage() {}
 
 func (x *UploadBeginReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2372,7 @@ func (x *UploadBeginReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadBeginReq.ProtoReflect.Descriptor instead.
 func (*UploadBeginReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UploadBeginReq) GetActor() string {
@@ -2140,7 +2402,7 @@ type UploadEndReq struct {
 
 func (x *UploadEndReq) Reset() {
 	*x = UploadEndReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2152,7 +2414,7 @@ func (x *UploadEndReq) String() string {
 func (*UploadEndReq) ProtoMessage() {}
 
 func (x *UploadEndReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2165,7 +2427,7 @@ func (x *UploadEndReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadEndReq.ProtoReflect.Descriptor instead.
 func (*UploadEndReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UploadEndReq) GetActor() string {
@@ -2198,7 +2460,7 @@ type UploadTerminateReq struct {
 
 func (x *UploadTerminateReq) Reset() {
 	*x = UploadTerminateReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2472,7 @@ func (x *UploadTerminateReq) String() string {
 func (*UploadTerminateReq) ProtoMessage() {}
 
 func (x *UploadTerminateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2485,7 @@ func (x *UploadTerminateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadTerminateReq.ProtoReflect.Descriptor instead.
 func (*UploadTerminateReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UploadTerminateReq) GetActor() string {
@@ -2241,7 +2503,7 @@ type UploadSweepReq struct {
 
 func (x *UploadSweepReq) Reset() {
 	*x = UploadSweepReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2253,7 +2515,7 @@ func (x *UploadSweepReq) String() string {
 func (*UploadSweepReq) ProtoMessage() {}
 
 func (x *UploadSweepReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2266,7 +2528,7 @@ func (x *UploadSweepReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadSweepReq.ProtoReflect.Descriptor instead.
 func (*UploadSweepReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{43}
 }
 
 // UploadStatus is what the gateway needs to answer a tus request.
@@ -2292,7 +2554,7 @@ type UploadStatus struct {
 
 func (x *UploadStatus) Reset() {
 	*x = UploadStatus{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2566,7 @@ func (x *UploadStatus) String() string {
 func (*UploadStatus) ProtoMessage() {}
 
 func (x *UploadStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2579,7 @@ func (x *UploadStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadStatus.ProtoReflect.Descriptor instead.
 func (*UploadStatus) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UploadStatus) GetUploadId() string {
@@ -2413,7 +2675,7 @@ type FileAttachReq struct {
 
 func (x *FileAttachReq) Reset() {
 	*x = FileAttachReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +2687,7 @@ func (x *FileAttachReq) String() string {
 func (*FileAttachReq) ProtoMessage() {}
 
 func (x *FileAttachReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +2700,7 @@ func (x *FileAttachReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileAttachReq.ProtoReflect.Descriptor instead.
 func (*FileAttachReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *FileAttachReq) GetRef() *FileRefRecord {
@@ -2487,7 +2749,7 @@ type FileReleaseReq struct {
 
 func (x *FileReleaseReq) Reset() {
 	*x = FileReleaseReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2499,7 +2761,7 @@ func (x *FileReleaseReq) String() string {
 func (*FileReleaseReq) ProtoMessage() {}
 
 func (x *FileReleaseReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2512,7 +2774,7 @@ func (x *FileReleaseReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileReleaseReq.ProtoReflect.Descriptor instead.
 func (*FileReleaseReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *FileReleaseReq) GetRefId() string {
@@ -2539,7 +2801,7 @@ type FileGetReq struct {
 
 func (x *FileGetReq) Reset() {
 	*x = FileGetReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2551,7 +2813,7 @@ func (x *FileGetReq) String() string {
 func (*FileGetReq) ProtoMessage() {}
 
 func (x *FileGetReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2564,7 +2826,7 @@ func (x *FileGetReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileGetReq.ProtoReflect.Descriptor instead.
 func (*FileGetReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{42}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *FileGetReq) GetPieces() bool {
@@ -2572,6 +2834,656 @@ func (x *FileGetReq) GetPieces() bool {
 		return x.Pieces
 	}
 	return false
+}
+
+// ImportMember is one channel member as the import adds or invites them.
+type ImportMember struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	UserId      string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DisplayName string                 `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	Level       protocol.ChannelLevel  `protobuf:"varint,3,opt,name=level,proto3,enum=parley.protocol.v1.ChannelLevel" json:"level,omitempty"`
+	// Type of the member's most recently active device.
+	ClientType    protocol.DeviceType `protobuf:"varint,4,opt,name=client_type,json=clientType,proto3,enum=parley.protocol.v1.DeviceType" json:"client_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportMember) Reset() {
+	*x = ImportMember{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportMember) ProtoMessage() {}
+
+func (x *ImportMember) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportMember.ProtoReflect.Descriptor instead.
+func (*ImportMember) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ImportMember) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ImportMember) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *ImportMember) GetLevel() protocol.ChannelLevel {
+	if x != nil {
+		return x.Level
+	}
+	return protocol.ChannelLevel(0)
+}
+
+func (x *ImportMember) GetClientType() protocol.DeviceType {
+	if x != nil {
+		return x.ClientType
+	}
+	return protocol.DeviceType(0)
+}
+
+type ImportReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	OpId          string                 `protobuf:"bytes,2,opt,name=op_id,json=opId,proto3" json:"op_id,omitempty"`
+	ChannelId     string                 `protobuf:"bytes,3,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	Mode          protocol.ImportMode    `protobuf:"varint,4,opt,name=mode,proto3,enum=parley.protocol.v1.ImportMode" json:"mode,omitempty"`
+	Members       []*ImportMember        `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportReq) Reset() {
+	*x = ImportReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportReq) ProtoMessage() {}
+
+func (x *ImportReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportReq.ProtoReflect.Descriptor instead.
+func (*ImportReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ImportReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ImportReq) GetOpId() string {
+	if x != nil {
+		return x.OpId
+	}
+	return ""
+}
+
+func (x *ImportReq) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ImportReq) GetMode() protocol.ImportMode {
+	if x != nil {
+		return x.Mode
+	}
+	return protocol.ImportMode(0)
+}
+
+func (x *ImportReq) GetMembers() []*ImportMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type AnswerReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	InvitationId  string                 `protobuf:"bytes,2,opt,name=invitation_id,json=invitationId,proto3" json:"invitation_id,omitempty"`
+	Accept        bool                   `protobuf:"varint,3,opt,name=accept,proto3" json:"accept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnswerReq) Reset() {
+	*x = AnswerReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnswerReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnswerReq) ProtoMessage() {}
+
+func (x *AnswerReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnswerReq.ProtoReflect.Descriptor instead.
+func (*AnswerReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *AnswerReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AnswerReq) GetInvitationId() string {
+	if x != nil {
+		return x.InvitationId
+	}
+	return ""
+}
+
+func (x *AnswerReq) GetAccept() bool {
+	if x != nil {
+		return x.Accept
+	}
+	return false
+}
+
+type CreateChannelReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	Title         string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	Members       []string               `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateChannelReq) Reset() {
+	*x = CreateChannelReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateChannelReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateChannelReq) ProtoMessage() {}
+
+func (x *CreateChannelReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateChannelReq.ProtoReflect.Descriptor instead.
+func (*CreateChannelReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *CreateChannelReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *CreateChannelReq) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *CreateChannelReq) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type ChannelMembersReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	UserIds       []string               `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	Level         protocol.ChannelLevel  `protobuf:"varint,3,opt,name=level,proto3,enum=parley.protocol.v1.ChannelLevel" json:"level,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelMembersReq) Reset() {
+	*x = ChannelMembersReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelMembersReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelMembersReq) ProtoMessage() {}
+
+func (x *ChannelMembersReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelMembersReq.ProtoReflect.Descriptor instead.
+func (*ChannelMembersReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ChannelMembersReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ChannelMembersReq) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+func (x *ChannelMembersReq) GetLevel() protocol.ChannelLevel {
+	if x != nil {
+		return x.Level
+	}
+	return protocol.ChannelLevel(0)
+}
+
+type ChannelRemoveReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelRemoveReq) Reset() {
+	*x = ChannelRemoveReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelRemoveReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelRemoveReq) ProtoMessage() {}
+
+func (x *ChannelRemoveReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelRemoveReq.ProtoReflect.Descriptor instead.
+func (*ChannelRemoveReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ChannelRemoveReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ChannelRemoveReq) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// ChannelDropReq removes a member without an actor: the group side of a
+// declined invitation (from an outbox, so it may repeat).
+type ChannelDropReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelDropReq) Reset() {
+	*x = ChannelDropReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelDropReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelDropReq) ProtoMessage() {}
+
+func (x *ChannelDropReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelDropReq.ProtoReflect.Descriptor instead.
+func (*ChannelDropReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ChannelDropReq) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// ChannelPresenceReq joins or leaves on one link. gone: the link closed.
+type ChannelPresenceReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	LinkId        uint64                 `protobuf:"varint,2,opt,name=link_id,json=linkId,proto3" json:"link_id,omitempty"`
+	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Gone          bool                   `protobuf:"varint,4,opt,name=gone,proto3" json:"gone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelPresenceReq) Reset() {
+	*x = ChannelPresenceReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelPresenceReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelPresenceReq) ProtoMessage() {}
+
+func (x *ChannelPresenceReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelPresenceReq.ProtoReflect.Descriptor instead.
+func (*ChannelPresenceReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ChannelPresenceReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ChannelPresenceReq) GetLinkId() uint64 {
+	if x != nil {
+		return x.LinkId
+	}
+	return 0
+}
+
+func (x *ChannelPresenceReq) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ChannelPresenceReq) GetGone() bool {
+	if x != nil {
+		return x.Gone
+	}
+	return false
+}
+
+type ChannelSendReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Send          *protocol.ChannelSend  `protobuf:"bytes,3,opt,name=send,proto3" json:"send,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelSendReq) Reset() {
+	*x = ChannelSendReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelSendReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelSendReq) ProtoMessage() {}
+
+func (x *ChannelSendReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelSendReq.ProtoReflect.Descriptor instead.
+func (*ChannelSendReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ChannelSendReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ChannelSendReq) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *ChannelSendReq) GetSend() *protocol.ChannelSend {
+	if x != nil {
+		return x.Send
+	}
+	return nil
+}
+
+type ChannelInfoReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelInfoReq) Reset() {
+	*x = ChannelInfoReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelInfoReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelInfoReq) ProtoMessage() {}
+
+func (x *ChannelInfoReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelInfoReq.ProtoReflect.Descriptor instead.
+func (*ChannelInfoReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ChannelInfoReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+// ChannelSnapshot lists the members for an import (admins only).
+type ChannelSnapshot struct {
+	state         protoimpl.MessageState    `protogen:"open.v1"`
+	Title         string                    `protobuf:"bytes,1,opt,name=title,proto3" json:"title,omitempty"`
+	Members       []*protocol.ChannelMember `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelSnapshot) Reset() {
+	*x = ChannelSnapshot{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelSnapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelSnapshot) ProtoMessage() {}
+
+func (x *ChannelSnapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelSnapshot.ProtoReflect.Descriptor instead.
+func (*ChannelSnapshot) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ChannelSnapshot) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *ChannelSnapshot) GetMembers() []*protocol.ChannelMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
 }
 
 // UserRecord is a user's durable state.
@@ -2589,13 +3501,19 @@ type UserRecord struct {
 	Tokens         []*TokenRecord  `protobuf:"bytes,9,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	Conversations  []*ConvEntry    `protobuf:"bytes,10,rep,name=conversations,proto3" json:"conversations,omitempty"`
 	Devices        []*DeviceRecord `protobuf:"bytes,11,rep,name=devices,proto3" json:"devices,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Imports this user reserved as an admin (the per-admin rate limit);
+	// stamps older than the window are dropped.
+	ImportStamps []*ImportStamp `protobuf:"bytes,20,rep,name=import_stamps,json=importStamps,proto3" json:"import_stamps,omitempty"`
+	// Invitations to groups: pending ones, and answered or expired ones
+	// until they expire (so a late notice cannot revive them).
+	Invitations   []*protocol.Invitation `protobuf:"bytes,21,rep,name=invitations,proto3" json:"invitations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UserRecord) Reset() {
 	*x = UserRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +3525,7 @@ func (x *UserRecord) String() string {
 func (*UserRecord) ProtoMessage() {}
 
 func (x *UserRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +3538,7 @@ func (x *UserRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRecord.ProtoReflect.Descriptor instead.
 func (*UserRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{43}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *UserRecord) GetUserId() string {
@@ -2700,6 +3618,20 @@ func (x *UserRecord) GetDevices() []*DeviceRecord {
 	return nil
 }
 
+func (x *UserRecord) GetImportStamps() []*ImportStamp {
+	if x != nil {
+		return x.ImportStamps
+	}
+	return nil
+}
+
+func (x *UserRecord) GetInvitations() []*protocol.Invitation {
+	if x != nil {
+		return x.Invitations
+	}
+	return nil
+}
+
 type TokenRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sha256        []byte                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
@@ -2711,7 +3643,7 @@ type TokenRecord struct {
 
 func (x *TokenRecord) Reset() {
 	*x = TokenRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +3655,7 @@ func (x *TokenRecord) String() string {
 func (*TokenRecord) ProtoMessage() {}
 
 func (x *TokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +3668,7 @@ func (x *TokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRecord.ProtoReflect.Descriptor instead.
 func (*TokenRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{44}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *TokenRecord) GetSha256() []byte {
@@ -2772,7 +3704,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2784,7 +3716,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2797,7 +3729,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{45}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *DeviceRecord) GetDeviceId() string {
@@ -2839,7 +3771,7 @@ type UsernameRecord struct {
 
 func (x *UsernameRecord) Reset() {
 	*x = UsernameRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2851,7 +3783,7 @@ func (x *UsernameRecord) String() string {
 func (*UsernameRecord) ProtoMessage() {}
 
 func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2864,7 +3796,7 @@ func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsernameRecord.ProtoReflect.Descriptor instead.
 func (*UsernameRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{46}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *UsernameRecord) GetUserId() string {
@@ -2907,7 +3839,7 @@ type SessionRecord struct {
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2919,7 +3851,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2932,7 +3864,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{47}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SessionRecord) GetSessionId() string {
@@ -3033,13 +3965,15 @@ type ConvRecord struct {
 	Kind           protocol.ConversationKind `protobuf:"varint,2,opt,name=kind,proto3,enum=parley.protocol.v1.ConversationKind" json:"kind,omitempty"`
 	Title          string                    `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`
 	CreatedMs      int64                     `protobuf:"varint,4,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Sub-groups, in creation order.
+	Subgroups     []string `protobuf:"bytes,20,rep,name=subgroups,proto3" json:"subgroups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConvRecord) Reset() {
 	*x = ConvRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3051,7 +3985,7 @@ func (x *ConvRecord) String() string {
 func (*ConvRecord) ProtoMessage() {}
 
 func (x *ConvRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3064,7 +3998,7 @@ func (x *ConvRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvRecord.ProtoReflect.Descriptor instead.
 func (*ConvRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{48}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ConvRecord) GetConversationId() string {
@@ -3095,19 +4029,33 @@ func (x *ConvRecord) GetCreatedMs() int64 {
 	return 0
 }
 
+func (x *ConvRecord) GetSubgroups() []string {
+	if x != nil {
+		return x.Subgroups
+	}
+	return nil
+}
+
 // MemberRecord is one member of a conversation.
 type MemberRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Role          protocol.Role          `protobuf:"varint,1,opt,name=role,proto3,enum=parley.protocol.v1.Role" json:"role,omitempty"`
-	ReadSeq       int64                  `protobuf:"varint,2,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
-	JoinedSeq     int64                  `protobuf:"varint,3,opt,name=joined_seq,json=joinedSeq,proto3" json:"joined_seq,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Role      protocol.Role          `protobuf:"varint,1,opt,name=role,proto3,enum=parley.protocol.v1.Role" json:"role,omitempty"`
+	ReadSeq   int64                  `protobuf:"varint,2,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	JoinedSeq int64                  `protobuf:"varint,3,opt,name=joined_seq,json=joinedSeq,proto3" json:"joined_seq,omitempty"`
+	// The member's sub-group and the seq from which its targeted messages
+	// are visible to the member.
+	Subgroup    string `protobuf:"bytes,20,opt,name=subgroup,proto3" json:"subgroup,omitempty"`
+	SubgroupSeq int64  `protobuf:"varint,21,opt,name=subgroup_seq,json=subgroupSeq,proto3" json:"subgroup_seq,omitempty"`
+	// From a channel import.
+	DisplayName   string                `protobuf:"bytes,22,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	ChannelLevel  protocol.ChannelLevel `protobuf:"varint,23,opt,name=channel_level,json=channelLevel,proto3,enum=parley.protocol.v1.ChannelLevel" json:"channel_level,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MemberRecord) Reset() {
 	*x = MemberRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3119,7 +4067,7 @@ func (x *MemberRecord) String() string {
 func (*MemberRecord) ProtoMessage() {}
 
 func (x *MemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3132,7 +4080,7 @@ func (x *MemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
 func (*MemberRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{49}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *MemberRecord) GetRole() protocol.Role {
@@ -3156,6 +4104,34 @@ func (x *MemberRecord) GetJoinedSeq() int64 {
 	return 0
 }
 
+func (x *MemberRecord) GetSubgroup() string {
+	if x != nil {
+		return x.Subgroup
+	}
+	return ""
+}
+
+func (x *MemberRecord) GetSubgroupSeq() int64 {
+	if x != nil {
+		return x.SubgroupSeq
+	}
+	return 0
+}
+
+func (x *MemberRecord) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *MemberRecord) GetChannelLevel() protocol.ChannelLevel {
+	if x != nil {
+		return x.ChannelLevel
+	}
+	return protocol.ChannelLevel(0)
+}
+
 // DedupeRecord remembers the seq assigned to a (user, device, client id).
 type DedupeRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3167,7 +4143,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3179,7 +4155,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3192,7 +4168,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{50}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *DedupeRecord) GetSeq() int64 {
@@ -3215,14 +4191,18 @@ type OutboxRecord struct {
 	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	Entry  *ConvEntry             `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
 	// Instead of a membership notice: release a file reference.
-	Release       *FileReleaseReq `protobuf:"bytes,3,opt,name=release,proto3" json:"release,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Release *FileReleaseReq `protobuf:"bytes,3,opt,name=release,proto3" json:"release,omitempty"`
+	// Instead of entry: an invitation notice for the user grain, or the
+	// channel side of a declined invitation.
+	Invitation     *protocol.Invitation `protobuf:"bytes,20,opt,name=invitation,proto3" json:"invitation,omitempty"`
+	ChannelRemoval *ChannelRemoval      `protobuf:"bytes,21,opt,name=channel_removal,json=channelRemoval,proto3" json:"channel_removal,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *OutboxRecord) Reset() {
 	*x = OutboxRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3234,7 +4214,7 @@ func (x *OutboxRecord) String() string {
 func (*OutboxRecord) ProtoMessage() {}
 
 func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3247,7 +4227,7 @@ func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxRecord.ProtoReflect.Descriptor instead.
 func (*OutboxRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{51}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *OutboxRecord) GetUserId() string {
@@ -3271,6 +4251,20 @@ func (x *OutboxRecord) GetRelease() *FileReleaseReq {
 	return nil
 }
 
+func (x *OutboxRecord) GetInvitation() *protocol.Invitation {
+	if x != nil {
+		return x.Invitation
+	}
+	return nil
+}
+
+func (x *OutboxRecord) GetChannelRemoval() *ChannelRemoval {
+	if x != nil {
+		return x.ChannelRemoval
+	}
+	return nil
+}
+
 // ConvFileRecord indexes a live FILE message of a conversation (key suffix:
 // its seq), so deleting the message or the conversation releases the file.
 type ConvFileRecord struct {
@@ -3283,7 +4277,7 @@ type ConvFileRecord struct {
 
 func (x *ConvFileRecord) Reset() {
 	*x = ConvFileRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3295,7 +4289,7 @@ func (x *ConvFileRecord) String() string {
 func (*ConvFileRecord) ProtoMessage() {}
 
 func (x *ConvFileRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3308,7 +4302,7 @@ func (x *ConvFileRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvFileRecord.ProtoReflect.Descriptor instead.
 func (*ConvFileRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{52}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ConvFileRecord) GetFileId() string {
@@ -3351,7 +4345,7 @@ type UploadRecord struct {
 
 func (x *UploadRecord) Reset() {
 	*x = UploadRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3363,7 +4357,7 @@ func (x *UploadRecord) String() string {
 func (*UploadRecord) ProtoMessage() {}
 
 func (x *UploadRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3376,7 +4370,7 @@ func (x *UploadRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRecord.ProtoReflect.Descriptor instead.
 func (*UploadRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{53}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *UploadRecord) GetUploadId() string {
@@ -3500,7 +4494,7 @@ type FileRefRecord struct {
 
 func (x *FileRefRecord) Reset() {
 	*x = FileRefRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3512,7 +4506,7 @@ func (x *FileRefRecord) String() string {
 func (*FileRefRecord) ProtoMessage() {}
 
 func (x *FileRefRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3525,7 +4519,7 @@ func (x *FileRefRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRefRecord.ProtoReflect.Descriptor instead.
 func (*FileRefRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{54}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *FileRefRecord) GetRefId() string {
@@ -3589,7 +4583,7 @@ type FileRecord struct {
 
 func (x *FileRecord) Reset() {
 	*x = FileRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3601,7 +4595,7 @@ func (x *FileRecord) String() string {
 func (*FileRecord) ProtoMessage() {}
 
 func (x *FileRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3614,7 +4608,7 @@ func (x *FileRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRecord.ProtoReflect.Descriptor instead.
 func (*FileRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{55}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *FileRecord) GetFileId() string {
@@ -3666,6 +4660,346 @@ func (x *FileRecord) GetReleased() []string {
 	return nil
 }
 
+// ChannelRemoval removes user_id from a channel (a declined invitation).
+type ChannelRemoval struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelRemoval) Reset() {
+	*x = ChannelRemoval{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelRemoval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelRemoval) ProtoMessage() {}
+
+func (x *ChannelRemoval) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelRemoval.ProtoReflect.Descriptor instead.
+func (*ChannelRemoval) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *ChannelRemoval) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ChannelRemoval) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// InvitationRecord is a group's invitation (key 'i', in the group's shard).
+type InvitationRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Invitation    *protocol.Invitation   `protobuf:"bytes,1,opt,name=invitation,proto3" json:"invitation,omitempty"`
+	DisplayName   string                 `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	OpId          string                 `protobuf:"bytes,3,opt,name=op_id,json=opId,proto3" json:"op_id,omitempty"`
+	CreatedMs     int64                  `protobuf:"varint,4,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	AnsweredMs    int64                  `protobuf:"varint,5,opt,name=answered_ms,json=answeredMs,proto3" json:"answered_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InvitationRecord) Reset() {
+	*x = InvitationRecord{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvitationRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvitationRecord) ProtoMessage() {}
+
+func (x *InvitationRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvitationRecord.ProtoReflect.Descriptor instead.
+func (*InvitationRecord) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *InvitationRecord) GetInvitation() *protocol.Invitation {
+	if x != nil {
+		return x.Invitation
+	}
+	return nil
+}
+
+func (x *InvitationRecord) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *InvitationRecord) GetOpId() string {
+	if x != nil {
+		return x.OpId
+	}
+	return ""
+}
+
+func (x *InvitationRecord) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+func (x *InvitationRecord) GetAnsweredMs() int64 {
+	if x != nil {
+		return x.AnsweredMs
+	}
+	return 0
+}
+
+// ImportRecord is a done import of a group (key 'I', in the group's shard):
+// a retry with its op id gets result again; time_ms counts toward the
+// group's rate limit.
+type ImportRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Actor         string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	OpId          string                 `protobuf:"bytes,2,opt,name=op_id,json=opId,proto3" json:"op_id,omitempty"`
+	ChannelId     string                 `protobuf:"bytes,3,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	Mode          protocol.ImportMode    `protobuf:"varint,4,opt,name=mode,proto3,enum=parley.protocol.v1.ImportMode" json:"mode,omitempty"`
+	TimeMs        int64                  `protobuf:"varint,5,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	Result        *protocol.ImportResult `protobuf:"bytes,6,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportRecord) Reset() {
+	*x = ImportRecord{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportRecord) ProtoMessage() {}
+
+func (x *ImportRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportRecord.ProtoReflect.Descriptor instead.
+func (*ImportRecord) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *ImportRecord) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ImportRecord) GetOpId() string {
+	if x != nil {
+		return x.OpId
+	}
+	return ""
+}
+
+func (x *ImportRecord) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ImportRecord) GetMode() protocol.ImportMode {
+	if x != nil {
+		return x.Mode
+	}
+	return protocol.ImportMode(0)
+}
+
+func (x *ImportRecord) GetTimeMs() int64 {
+	if x != nil {
+		return x.TimeMs
+	}
+	return 0
+}
+
+func (x *ImportRecord) GetResult() *protocol.ImportResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+// ChannelRecord is a channel's durable header (key 'k').
+type ChannelRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	Title         string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	CreatedMs     int64                  `protobuf:"varint,3,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	Creator       string                 `protobuf:"bytes,4,opt,name=creator,proto3" json:"creator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelRecord) Reset() {
+	*x = ChannelRecord{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelRecord) ProtoMessage() {}
+
+func (x *ChannelRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelRecord.ProtoReflect.Descriptor instead.
+func (*ChannelRecord) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *ChannelRecord) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ChannelRecord) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *ChannelRecord) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+func (x *ChannelRecord) GetCreator() string {
+	if x != nil {
+		return x.Creator
+	}
+	return ""
+}
+
+// ChannelMemberRecord is one channel member (key 'K', in the channel's
+// shard).
+type ChannelMemberRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Level         protocol.ChannelLevel  `protobuf:"varint,1,opt,name=level,proto3,enum=parley.protocol.v1.ChannelLevel" json:"level,omitempty"`
+	JoinedMs      int64                  `protobuf:"varint,2,opt,name=joined_ms,json=joinedMs,proto3" json:"joined_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelMemberRecord) Reset() {
+	*x = ChannelMemberRecord{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelMemberRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelMemberRecord) ProtoMessage() {}
+
+func (x *ChannelMemberRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelMemberRecord.ProtoReflect.Descriptor instead.
+func (*ChannelMemberRecord) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *ChannelMemberRecord) GetLevel() protocol.ChannelLevel {
+	if x != nil {
+		return x.Level
+	}
+	return protocol.ChannelLevel(0)
+}
+
+func (x *ChannelMemberRecord) GetJoinedMs() int64 {
+	if x != nil {
+		return x.JoinedMs
+	}
+	return 0
+}
+
 var File_actors_grainpb_grains_proto protoreflect.FileDescriptor
 
 const file_actors_grainpb_grains_proto_rawDesc = "" +
@@ -3683,12 +5017,14 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\busername\x18\x01 \x01(\tR\busername\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1a\n" +
 	"\bpassword\x18\x03 \x01(\tR\bpassword\x12\x13\n" +
-	"\x05op_id\x18\x04 \x01(\tR\x04opId\"\x80\x01\n" +
+	"\x05op_id\x18\x04 \x01(\tR\x04opId\"\xc1\x01\n" +
 	"\tUserReply\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12!\n" +
 	"\fdisplay_name\x18\x03 \x01(\tR\vdisplayName\x12\x1b\n" +
-	"\tdevice_id\x18\x04 \x01(\tR\bdeviceId\"Z\n" +
+	"\tdevice_id\x18\x04 \x01(\tR\bdeviceId\x12?\n" +
+	"\vclient_type\x18\x14 \x01(\x0e2\x1e.parley.protocol.v1.DeviceTypeR\n" +
+	"clientType\"Z\n" +
 	"\bLoginReq\x12\x1a\n" +
 	"\bpassword\x18\x01 \x01(\tR\bpassword\x122\n" +
 	"\x06device\x18\x02 \x01(\v2\x1a.parley.protocol.v1.DeviceR\x06device\"F\n" +
@@ -3726,7 +5062,22 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\"\t\n" +
 	"\aListReq\"M\n" +
 	"\bConvList\x12A\n" +
-	"\rconversations\x18\x01 \x03(\v2\x1b.parley.grains.v1.ConvEntryR\rconversations\"\x86\x01\n" +
+	"\rconversations\x18\x01 \x03(\v2\x1b.parley.grains.v1.ConvEntryR\rconversations\"D\n" +
+	"\x10ImportReserveReq\x12\x15\n" +
+	"\x06op_key\x18\x01 \x01(\tR\x05opKey\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\tR\agroupId\"*\n" +
+	"\x12ImportReserveReply\x12\x14\n" +
+	"\x05fresh\x18\x01 \x01(\bR\x05fresh\")\n" +
+	"\x10ImportReleaseReq\x12\x15\n" +
+	"\x06op_key\x18\x01 \x01(\tR\x05opKey\"U\n" +
+	"\x13InvitationNoticeReq\x12>\n" +
+	"\n" +
+	"invitation\x18\x01 \x01(\v2\x1e.parley.protocol.v1.InvitationR\n" +
+	"invitation\"X\n" +
+	"\vImportStamp\x12\x15\n" +
+	"\x06op_key\x18\x01 \x01(\tR\x05opKey\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x17\n" +
+	"\atime_ms\x18\x03 \x01(\x03R\x06timeMs\"\x86\x01\n" +
 	"\aOpenReq\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x18\n" +
@@ -3842,7 +5193,51 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\afile_id\x18\x02 \x01(\tR\x06fileId\"$\n" +
 	"\n" +
 	"FileGetReq\x12\x16\n" +
-	"\x06pieces\x18\x01 \x01(\bR\x06pieces\"\xc8\x03\n" +
+	"\x06pieces\x18\x01 \x01(\bR\x06pieces\"\xc3\x01\n" +
+	"\fImportMember\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12!\n" +
+	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x126\n" +
+	"\x05level\x18\x03 \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\x05level\x12?\n" +
+	"\vclient_type\x18\x04 \x01(\x0e2\x1e.parley.protocol.v1.DeviceTypeR\n" +
+	"clientType\"\xc3\x01\n" +
+	"\tImportReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x13\n" +
+	"\x05op_id\x18\x02 \x01(\tR\x04opId\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x03 \x01(\tR\tchannelId\x122\n" +
+	"\x04mode\x18\x04 \x01(\x0e2\x1e.parley.protocol.v1.ImportModeR\x04mode\x128\n" +
+	"\amembers\x18\x05 \x03(\v2\x1e.parley.grains.v1.ImportMemberR\amembers\"^\n" +
+	"\tAnswerReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12#\n" +
+	"\rinvitation_id\x18\x02 \x01(\tR\finvitationId\x12\x16\n" +
+	"\x06accept\x18\x03 \x01(\bR\x06accept\"X\n" +
+	"\x10CreateChannelReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\x12\x18\n" +
+	"\amembers\x18\x03 \x03(\tR\amembers\"|\n" +
+	"\x11ChannelMembersReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x19\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\x126\n" +
+	"\x05level\x18\x03 \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\x05level\"A\n" +
+	"\x10ChannelRemoveReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\")\n" +
+	"\x0eChannelDropReq\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"k\n" +
+	"\x12ChannelPresenceReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x17\n" +
+	"\alink_id\x18\x02 \x01(\x04R\x06linkId\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x12\n" +
+	"\x04gone\x18\x04 \x01(\bR\x04gone\"x\n" +
+	"\x0eChannelSendReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x123\n" +
+	"\x04send\x18\x03 \x01(\v2\x1f.parley.protocol.v1.ChannelSendR\x04send\"&\n" +
+	"\x0eChannelInfoReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\"d\n" +
+	"\x0fChannelSnapshot\x12\x14\n" +
+	"\x05title\x18\x01 \x01(\tR\x05title\x12;\n" +
+	"\amembers\x18\x02 \x03(\v2!.parley.protocol.v1.ChannelMemberR\amembers\"\xce\x04\n" +
 	"\n" +
 	"UserRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
@@ -3857,7 +5252,9 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x06tokens\x18\t \x03(\v2\x1d.parley.grains.v1.TokenRecordR\x06tokens\x12A\n" +
 	"\rconversations\x18\n" +
 	" \x03(\v2\x1b.parley.grains.v1.ConvEntryR\rconversations\x128\n" +
-	"\adevices\x18\v \x03(\v2\x1e.parley.grains.v1.DeviceRecordR\adevices\"f\n" +
+	"\adevices\x18\v \x03(\v2\x1e.parley.grains.v1.DeviceRecordR\adevices\x12B\n" +
+	"\rimport_stamps\x18\x14 \x03(\v2\x1d.parley.grains.v1.ImportStampR\fimportStamps\x12@\n" +
+	"\vinvitations\x18\x15 \x03(\v2\x1e.parley.protocol.v1.InvitationR\vinvitations\"f\n" +
 	"\vTokenRecord\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\fR\x06sha256\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\"\n" +
@@ -3887,26 +5284,35 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\n" +
 	"recent_ops\x18\v \x03(\tR\trecentOps\x12\x14\n" +
 	"\x05ended\x18\f \x01(\bR\x05ended\x12'\n" +
-	"\x0fdropped_through\x18\r \x01(\x03R\x0edroppedThrough\"\xa4\x01\n" +
+	"\x0fdropped_through\x18\r \x01(\x03R\x0edroppedThrough\"\xc2\x01\n" +
 	"\n" +
 	"ConvRecord\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x128\n" +
 	"\x04kind\x18\x02 \x01(\x0e2$.parley.protocol.v1.ConversationKindR\x04kind\x12\x14\n" +
 	"\x05title\x18\x03 \x01(\tR\x05title\x12\x1d\n" +
 	"\n" +
-	"created_ms\x18\x04 \x01(\x03R\tcreatedMs\"v\n" +
+	"created_ms\x18\x04 \x01(\x03R\tcreatedMs\x12\x1c\n" +
+	"\tsubgroups\x18\x14 \x03(\tR\tsubgroups\"\x9f\x02\n" +
 	"\fMemberRecord\x12,\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x18.parley.protocol.v1.RoleR\x04role\x12\x19\n" +
 	"\bread_seq\x18\x02 \x01(\x03R\areadSeq\x12\x1d\n" +
 	"\n" +
-	"joined_seq\x18\x03 \x01(\x03R\tjoinedSeq\"9\n" +
+	"joined_seq\x18\x03 \x01(\x03R\tjoinedSeq\x12\x1a\n" +
+	"\bsubgroup\x18\x14 \x01(\tR\bsubgroup\x12!\n" +
+	"\fsubgroup_seq\x18\x15 \x01(\x03R\vsubgroupSeq\x12!\n" +
+	"\fdisplay_name\x18\x16 \x01(\tR\vdisplayName\x12E\n" +
+	"\rchannel_level\x18\x17 \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\fchannelLevel\"9\n" +
 	"\fDedupeRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x17\n" +
-	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\"\x96\x01\n" +
+	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\"\xa1\x02\n" +
 	"\fOutboxRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x121\n" +
 	"\x05entry\x18\x02 \x01(\v2\x1b.parley.grains.v1.ConvEntryR\x05entry\x12:\n" +
-	"\arelease\x18\x03 \x01(\v2 .parley.grains.v1.FileReleaseReqR\arelease\"@\n" +
+	"\arelease\x18\x03 \x01(\v2 .parley.grains.v1.FileReleaseReqR\arelease\x12>\n" +
+	"\n" +
+	"invitation\x18\x14 \x01(\v2\x1e.parley.protocol.v1.InvitationR\n" +
+	"invitation\x12I\n" +
+	"\x0fchannel_removal\x18\x15 \x01(\v2 .parley.grains.v1.ChannelRemovalR\x0echannelRemoval\"@\n" +
 	"\x0eConvFileRecord\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x15\n" +
 	"\x06ref_id\x18\x02 \x01(\tR\x05refId\"\xc0\x03\n" +
@@ -3947,7 +5353,39 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\fpiece_hashes\x18\x04 \x03(\fR\vpieceHashes\x12\x16\n" +
 	"\x06stored\x18\x05 \x01(\bR\x06stored\x123\n" +
 	"\x04refs\x18\x06 \x03(\v2\x1f.parley.grains.v1.FileRefRecordR\x04refs\x12\x1a\n" +
-	"\breleased\x18\a \x03(\tR\breleased*\xab\x01\n" +
+	"\breleased\x18\a \x03(\tR\breleased\"H\n" +
+	"\x0eChannelRemoval\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\xca\x01\n" +
+	"\x10InvitationRecord\x12>\n" +
+	"\n" +
+	"invitation\x18\x01 \x01(\v2\x1e.parley.protocol.v1.InvitationR\n" +
+	"invitation\x12!\n" +
+	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x13\n" +
+	"\x05op_id\x18\x03 \x01(\tR\x04opId\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\x04 \x01(\x03R\tcreatedMs\x12\x1f\n" +
+	"\vanswered_ms\x18\x05 \x01(\x03R\n" +
+	"answeredMs\"\xdf\x01\n" +
+	"\fImportRecord\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x13\n" +
+	"\x05op_id\x18\x02 \x01(\tR\x04opId\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x03 \x01(\tR\tchannelId\x122\n" +
+	"\x04mode\x18\x04 \x01(\x0e2\x1e.parley.protocol.v1.ImportModeR\x04mode\x12\x17\n" +
+	"\atime_ms\x18\x05 \x01(\x03R\x06timeMs\x128\n" +
+	"\x06result\x18\x06 \x01(\v2 .parley.protocol.v1.ImportResultR\x06result\"}\n" +
+	"\rChannelRecord\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\x03 \x01(\x03R\tcreatedMs\x12\x18\n" +
+	"\acreator\x18\x04 \x01(\tR\acreator\"j\n" +
+	"\x13ChannelMemberRecord\x126\n" +
+	"\x05level\x18\x01 \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\x05level\x12\x1b\n" +
+	"\tjoined_ms\x18\x02 \x01(\x03R\bjoinedMs*\xab\x01\n" +
 	"\vUploadState\x12\x1c\n" +
 	"\x18UPLOAD_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16UPLOAD_STATE_RECEIVING\x10\x01\x12\x17\n" +
@@ -3957,7 +5395,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x13UPLOAD_STATE_FAILED\x10\x052\x92\x01\n" +
 	"\bUsername\x12A\n" +
 	"\x05Claim\x12\x1a.parley.grains.v1.ClaimReq\x1a\x1c.parley.grains.v1.ClaimReply\x12C\n" +
-	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\xe9\x04\n" +
+	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\xa8\a\n" +
 	"\x04User\x12F\n" +
 	"\x06Create\x12\x1f.parley.grains.v1.CreateUserReq\x1a\x1b.parley.grains.v1.UserReply\x12A\n" +
 	"\x05Login\x12\x1a.parley.grains.v1.LoginReq\x1a\x1c.parley.grains.v1.LoginReply\x12F\n" +
@@ -3968,13 +5406,18 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x06Attach\x12\x1b.parley.grains.v1.AttachReq\x1a\x1d.parley.grains.v1.AttachReply\x12;\n" +
 	"\x06Detach\x12\x1b.parley.grains.v1.DetachReq\x1a\x14.parley.grains.v1.Ok\x12F\n" +
 	"\rConversations\x12\x19.parley.grains.v1.ListReq\x1a\x1a.parley.grains.v1.ConvList\x12A\n" +
-	"\aProfile\x12\x19.parley.grains.v1.ListReq\x1a\x1b.parley.grains.v1.UserReply2\xba\x02\n" +
+	"\aProfile\x12\x19.parley.grains.v1.ListReq\x1a\x1b.parley.grains.v1.UserReply\x12Y\n" +
+	"\rReserveImport\x12\".parley.grains.v1.ImportReserveReq\x1a$.parley.grains.v1.ImportReserveReply\x12I\n" +
+	"\rReleaseImport\x12\".parley.grains.v1.ImportReleaseReq\x1a\x14.parley.grains.v1.Ok\x12I\n" +
+	"\n" +
+	"Invitation\x12%.parley.grains.v1.InvitationNoticeReq\x1a\x14.parley.grains.v1.Ok\x12L\n" +
+	"\vInvitations\x12\x19.parley.grains.v1.ListReq\x1a\".parley.protocol.v1.InvitationList2\xba\x02\n" +
 	"\aSession\x12A\n" +
 	"\x04Open\x12\x19.parley.grains.v1.OpenReq\x1a\x1e.parley.grains.v1.SessionReply\x12E\n" +
 	"\x06Resume\x12\x1b.parley.grains.v1.ResumeReq\x1a\x1e.parley.grains.v1.SessionReply\x127\n" +
 	"\x04Push\x12\x19.parley.grains.v1.PushReq\x1a\x14.parley.grains.v1.Ok\x125\n" +
 	"\x03Ack\x12\x18.parley.grains.v1.AckReq\x1a\x14.parley.grains.v1.Ok\x125\n" +
-	"\x03Cut\x12\x18.parley.grains.v1.CutReq\x1a\x14.parley.grains.v1.Ok2\xcd\x06\n" +
+	"\x03Cut\x12\x18.parley.grains.v1.CutReq\x1a\x14.parley.grains.v1.Ok2\xc3\b\n" +
 	"\fConversation\x12S\n" +
 	"\x06Create\x12\x1f.parley.grains.v1.CreateConvReq\x1a .parley.protocol.v1.Conversation\"\x06\x82\xb5\x18\x02\b\x01\x12T\n" +
 	"\n" +
@@ -3986,7 +5429,10 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x06Delete\x12\x1b.parley.grains.v1.DeleteReq\x1a\x18.parley.protocol.v1.Sent\"\x06\x82\xb5\x18\x02\b\x01\x12C\n" +
 	"\bMarkRead\x12\x19.parley.grains.v1.ReadReq\x1a\x14.parley.grains.v1.Ok\"\x06\x82\xb5\x18\x02\b\x01\x12H\n" +
 	"\aHistory\x12\x1c.parley.grains.v1.HistoryReq\x1a\x1f.parley.protocol.v1.HistoryPage\x12C\n" +
-	"\x04Info\x12\x19.parley.grains.v1.InfoReq\x1a .parley.protocol.v1.Conversation\x128\n" +
+	"\x04Info\x12\x19.parley.grains.v1.InfoReq\x1a .parley.protocol.v1.Conversation\x12L\n" +
+	"\vImportCheck\x12\x1b.parley.grains.v1.ImportReq\x1a .parley.protocol.v1.ImportResult\x12O\n" +
+	"\x06Import\x12\x1b.parley.grains.v1.ImportReq\x1a .parley.protocol.v1.ImportResult\"\x06\x82\xb5\x18\x02\b\x01\x12U\n" +
+	"\x06Answer\x12\x1b.parley.grains.v1.AnswerReq\x1a&.parley.protocol.v1.InvitationAnswered\"\x06\x82\xb5\x18\x02\b\x01\x128\n" +
 	"\x05Check\x12\x19.parley.grains.v1.InfoReq\x1a\x14.parley.grains.v1.Ok2\xbf\x03\n" +
 	"\x06Upload\x12K\n" +
 	"\x06Create\x12!.parley.grains.v1.UploadCreateReq\x1a\x1e.parley.grains.v1.UploadStatus\x12G\n" +
@@ -3998,7 +5444,18 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x04File\x12?\n" +
 	"\x06Attach\x12\x1f.parley.grains.v1.FileAttachReq\x1a\x14.parley.grains.v1.Ok\x12A\n" +
 	"\aRelease\x12 .parley.grains.v1.FileReleaseReq\x1a\x14.parley.grains.v1.Ok\x12A\n" +
-	"\x03Get\x12\x1c.parley.grains.v1.FileGetReq\x1a\x1c.parley.grains.v1.FileRecordB.Z,github.com/parley-chat/parley/actors/grainpbb\x06proto3"
+	"\x03Get\x12\x1c.parley.grains.v1.FileGetReq\x1a\x1c.parley.grains.v1.FileRecord2\xaf\x05\n" +
+	"\aChannel\x12I\n" +
+	"\x06Create\x12\".parley.grains.v1.CreateChannelReq\x1a\x1b.parley.protocol.v1.Channel\x12N\n" +
+	"\n" +
+	"AddMembers\x12#.parley.grains.v1.ChannelMembersReq\x1a\x1b.parley.protocol.v1.Channel\x12O\n" +
+	"\fRemoveMember\x12\".parley.grains.v1.ChannelRemoveReq\x1a\x1b.parley.protocol.v1.Channel\x12>\n" +
+	"\x04Drop\x12 .parley.grains.v1.ChannelDropReq\x1a\x14.parley.grains.v1.Ok\x12I\n" +
+	"\x04Join\x12$.parley.grains.v1.ChannelPresenceReq\x1a\x1b.parley.protocol.v1.Channel\x12J\n" +
+	"\x05Leave\x12$.parley.grains.v1.ChannelPresenceReq\x1a\x1b.parley.protocol.v1.Channel\x12I\n" +
+	"\x04Send\x12 .parley.grains.v1.ChannelSendReq\x1a\x1f.parley.protocol.v1.ChannelSent\x12E\n" +
+	"\x04Info\x12 .parley.grains.v1.ChannelInfoReq\x1a\x1b.parley.protocol.v1.Channel\x12O\n" +
+	"\bSnapshot\x12 .parley.grains.v1.ChannelInfoReq\x1a!.parley.grains.v1.ChannelSnapshotB.Z,github.com/parley-chat/parley/actors/grainpbb\x06proto3"
 
 var (
 	file_actors_grainpb_grains_proto_rawDescOnce sync.Once
@@ -4013,178 +5470,259 @@ func file_actors_grainpb_grains_proto_rawDescGZIP() []byte {
 }
 
 var file_actors_grainpb_grains_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
 var file_actors_grainpb_grains_proto_goTypes = []any{
-	(UploadState)(0),               // 0: parley.grains.v1.UploadState
-	(*Ok)(nil),                     // 1: parley.grains.v1.Ok
-	(*ClaimReq)(nil),               // 2: parley.grains.v1.ClaimReq
-	(*ClaimReply)(nil),             // 3: parley.grains.v1.ClaimReply
-	(*LookupReq)(nil),              // 4: parley.grains.v1.LookupReq
-	(*CreateUserReq)(nil),          // 5: parley.grains.v1.CreateUserReq
-	(*UserReply)(nil),              // 6: parley.grains.v1.UserReply
-	(*LoginReq)(nil),               // 7: parley.grains.v1.LoginReq
-	(*LoginReply)(nil),             // 8: parley.grains.v1.LoginReply
-	(*AuthReq)(nil),                // 9: parley.grains.v1.AuthReq
-	(*LogoutReq)(nil),              // 10: parley.grains.v1.LogoutReq
-	(*ConvEntry)(nil),              // 11: parley.grains.v1.ConvEntry
-	(*MembershipReq)(nil),          // 12: parley.grains.v1.MembershipReq
-	(*AttachReq)(nil),              // 13: parley.grains.v1.AttachReq
-	(*AttachReply)(nil),            // 14: parley.grains.v1.AttachReply
-	(*DetachReq)(nil),              // 15: parley.grains.v1.DetachReq
-	(*ListReq)(nil),                // 16: parley.grains.v1.ListReq
-	(*ConvList)(nil),               // 17: parley.grains.v1.ConvList
-	(*OpenReq)(nil),                // 18: parley.grains.v1.OpenReq
-	(*SessionReply)(nil),           // 19: parley.grains.v1.SessionReply
-	(*PushReq)(nil),                // 20: parley.grains.v1.PushReq
-	(*AckReq)(nil),                 // 21: parley.grains.v1.AckReq
-	(*CutReq)(nil),                 // 22: parley.grains.v1.CutReq
-	(*ResumeReq)(nil),              // 23: parley.grains.v1.ResumeReq
-	(*CreateConvReq)(nil),          // 24: parley.grains.v1.CreateConvReq
-	(*MembersReq)(nil),             // 25: parley.grains.v1.MembersReq
-	(*RemoveReq)(nil),              // 26: parley.grains.v1.RemoveReq
-	(*RoleReq)(nil),                // 27: parley.grains.v1.RoleReq
-	(*RenameReq)(nil),              // 28: parley.grains.v1.RenameReq
-	(*SendReq)(nil),                // 29: parley.grains.v1.SendReq
-	(*DeleteReq)(nil),              // 30: parley.grains.v1.DeleteReq
-	(*ReadReq)(nil),                // 31: parley.grains.v1.ReadReq
-	(*HistoryReq)(nil),             // 32: parley.grains.v1.HistoryReq
-	(*InfoReq)(nil),                // 33: parley.grains.v1.InfoReq
-	(*UploadCreateReq)(nil),        // 34: parley.grains.v1.UploadCreateReq
-	(*UploadHeadReq)(nil),          // 35: parley.grains.v1.UploadHeadReq
-	(*UploadBeginReq)(nil),         // 36: parley.grains.v1.UploadBeginReq
-	(*UploadEndReq)(nil),           // 37: parley.grains.v1.UploadEndReq
-	(*UploadTerminateReq)(nil),     // 38: parley.grains.v1.UploadTerminateReq
-	(*UploadSweepReq)(nil),         // 39: parley.grains.v1.UploadSweepReq
-	(*UploadStatus)(nil),           // 40: parley.grains.v1.UploadStatus
-	(*FileAttachReq)(nil),          // 41: parley.grains.v1.FileAttachReq
-	(*FileReleaseReq)(nil),         // 42: parley.grains.v1.FileReleaseReq
-	(*FileGetReq)(nil),             // 43: parley.grains.v1.FileGetReq
-	(*UserRecord)(nil),             // 44: parley.grains.v1.UserRecord
-	(*TokenRecord)(nil),            // 45: parley.grains.v1.TokenRecord
-	(*DeviceRecord)(nil),           // 46: parley.grains.v1.DeviceRecord
-	(*UsernameRecord)(nil),         // 47: parley.grains.v1.UsernameRecord
-	(*SessionRecord)(nil),          // 48: parley.grains.v1.SessionRecord
-	(*ConvRecord)(nil),             // 49: parley.grains.v1.ConvRecord
-	(*MemberRecord)(nil),           // 50: parley.grains.v1.MemberRecord
-	(*DedupeRecord)(nil),           // 51: parley.grains.v1.DedupeRecord
-	(*OutboxRecord)(nil),           // 52: parley.grains.v1.OutboxRecord
-	(*ConvFileRecord)(nil),         // 53: parley.grains.v1.ConvFileRecord
-	(*UploadRecord)(nil),           // 54: parley.grains.v1.UploadRecord
-	(*FileRefRecord)(nil),          // 55: parley.grains.v1.FileRefRecord
-	(*FileRecord)(nil),             // 56: parley.grains.v1.FileRecord
-	(*protocol.Device)(nil),        // 57: parley.protocol.v1.Device
-	(protocol.ConversationKind)(0), // 58: parley.protocol.v1.ConversationKind
-	(protocol.DeviceType)(0),       // 59: parley.protocol.v1.DeviceType
-	(*protocol.SessionEvent)(nil),  // 60: parley.protocol.v1.SessionEvent
-	(protocol.Role)(0),             // 61: parley.protocol.v1.Role
-	(*protocol.Send)(nil),          // 62: parley.protocol.v1.Send
-	(*protocol.FileRef)(nil),       // 63: parley.protocol.v1.FileRef
-	(*protocol.Conversation)(nil),  // 64: parley.protocol.v1.Conversation
-	(*protocol.Sent)(nil),          // 65: parley.protocol.v1.Sent
-	(*protocol.HistoryPage)(nil),   // 66: parley.protocol.v1.HistoryPage
+	(UploadState)(0),                    // 0: parley.grains.v1.UploadState
+	(*Ok)(nil),                          // 1: parley.grains.v1.Ok
+	(*ClaimReq)(nil),                    // 2: parley.grains.v1.ClaimReq
+	(*ClaimReply)(nil),                  // 3: parley.grains.v1.ClaimReply
+	(*LookupReq)(nil),                   // 4: parley.grains.v1.LookupReq
+	(*CreateUserReq)(nil),               // 5: parley.grains.v1.CreateUserReq
+	(*UserReply)(nil),                   // 6: parley.grains.v1.UserReply
+	(*LoginReq)(nil),                    // 7: parley.grains.v1.LoginReq
+	(*LoginReply)(nil),                  // 8: parley.grains.v1.LoginReply
+	(*AuthReq)(nil),                     // 9: parley.grains.v1.AuthReq
+	(*LogoutReq)(nil),                   // 10: parley.grains.v1.LogoutReq
+	(*ConvEntry)(nil),                   // 11: parley.grains.v1.ConvEntry
+	(*MembershipReq)(nil),               // 12: parley.grains.v1.MembershipReq
+	(*AttachReq)(nil),                   // 13: parley.grains.v1.AttachReq
+	(*AttachReply)(nil),                 // 14: parley.grains.v1.AttachReply
+	(*DetachReq)(nil),                   // 15: parley.grains.v1.DetachReq
+	(*ListReq)(nil),                     // 16: parley.grains.v1.ListReq
+	(*ConvList)(nil),                    // 17: parley.grains.v1.ConvList
+	(*ImportReserveReq)(nil),            // 18: parley.grains.v1.ImportReserveReq
+	(*ImportReserveReply)(nil),          // 19: parley.grains.v1.ImportReserveReply
+	(*ImportReleaseReq)(nil),            // 20: parley.grains.v1.ImportReleaseReq
+	(*InvitationNoticeReq)(nil),         // 21: parley.grains.v1.InvitationNoticeReq
+	(*ImportStamp)(nil),                 // 22: parley.grains.v1.ImportStamp
+	(*OpenReq)(nil),                     // 23: parley.grains.v1.OpenReq
+	(*SessionReply)(nil),                // 24: parley.grains.v1.SessionReply
+	(*PushReq)(nil),                     // 25: parley.grains.v1.PushReq
+	(*AckReq)(nil),                      // 26: parley.grains.v1.AckReq
+	(*CutReq)(nil),                      // 27: parley.grains.v1.CutReq
+	(*ResumeReq)(nil),                   // 28: parley.grains.v1.ResumeReq
+	(*CreateConvReq)(nil),               // 29: parley.grains.v1.CreateConvReq
+	(*MembersReq)(nil),                  // 30: parley.grains.v1.MembersReq
+	(*RemoveReq)(nil),                   // 31: parley.grains.v1.RemoveReq
+	(*RoleReq)(nil),                     // 32: parley.grains.v1.RoleReq
+	(*RenameReq)(nil),                   // 33: parley.grains.v1.RenameReq
+	(*SendReq)(nil),                     // 34: parley.grains.v1.SendReq
+	(*DeleteReq)(nil),                   // 35: parley.grains.v1.DeleteReq
+	(*ReadReq)(nil),                     // 36: parley.grains.v1.ReadReq
+	(*HistoryReq)(nil),                  // 37: parley.grains.v1.HistoryReq
+	(*InfoReq)(nil),                     // 38: parley.grains.v1.InfoReq
+	(*UploadCreateReq)(nil),             // 39: parley.grains.v1.UploadCreateReq
+	(*UploadHeadReq)(nil),               // 40: parley.grains.v1.UploadHeadReq
+	(*UploadBeginReq)(nil),              // 41: parley.grains.v1.UploadBeginReq
+	(*UploadEndReq)(nil),                // 42: parley.grains.v1.UploadEndReq
+	(*UploadTerminateReq)(nil),          // 43: parley.grains.v1.UploadTerminateReq
+	(*UploadSweepReq)(nil),              // 44: parley.grains.v1.UploadSweepReq
+	(*UploadStatus)(nil),                // 45: parley.grains.v1.UploadStatus
+	(*FileAttachReq)(nil),               // 46: parley.grains.v1.FileAttachReq
+	(*FileReleaseReq)(nil),              // 47: parley.grains.v1.FileReleaseReq
+	(*FileGetReq)(nil),                  // 48: parley.grains.v1.FileGetReq
+	(*ImportMember)(nil),                // 49: parley.grains.v1.ImportMember
+	(*ImportReq)(nil),                   // 50: parley.grains.v1.ImportReq
+	(*AnswerReq)(nil),                   // 51: parley.grains.v1.AnswerReq
+	(*CreateChannelReq)(nil),            // 52: parley.grains.v1.CreateChannelReq
+	(*ChannelMembersReq)(nil),           // 53: parley.grains.v1.ChannelMembersReq
+	(*ChannelRemoveReq)(nil),            // 54: parley.grains.v1.ChannelRemoveReq
+	(*ChannelDropReq)(nil),              // 55: parley.grains.v1.ChannelDropReq
+	(*ChannelPresenceReq)(nil),          // 56: parley.grains.v1.ChannelPresenceReq
+	(*ChannelSendReq)(nil),              // 57: parley.grains.v1.ChannelSendReq
+	(*ChannelInfoReq)(nil),              // 58: parley.grains.v1.ChannelInfoReq
+	(*ChannelSnapshot)(nil),             // 59: parley.grains.v1.ChannelSnapshot
+	(*UserRecord)(nil),                  // 60: parley.grains.v1.UserRecord
+	(*TokenRecord)(nil),                 // 61: parley.grains.v1.TokenRecord
+	(*DeviceRecord)(nil),                // 62: parley.grains.v1.DeviceRecord
+	(*UsernameRecord)(nil),              // 63: parley.grains.v1.UsernameRecord
+	(*SessionRecord)(nil),               // 64: parley.grains.v1.SessionRecord
+	(*ConvRecord)(nil),                  // 65: parley.grains.v1.ConvRecord
+	(*MemberRecord)(nil),                // 66: parley.grains.v1.MemberRecord
+	(*DedupeRecord)(nil),                // 67: parley.grains.v1.DedupeRecord
+	(*OutboxRecord)(nil),                // 68: parley.grains.v1.OutboxRecord
+	(*ConvFileRecord)(nil),              // 69: parley.grains.v1.ConvFileRecord
+	(*UploadRecord)(nil),                // 70: parley.grains.v1.UploadRecord
+	(*FileRefRecord)(nil),               // 71: parley.grains.v1.FileRefRecord
+	(*FileRecord)(nil),                  // 72: parley.grains.v1.FileRecord
+	(*ChannelRemoval)(nil),              // 73: parley.grains.v1.ChannelRemoval
+	(*InvitationRecord)(nil),            // 74: parley.grains.v1.InvitationRecord
+	(*ImportRecord)(nil),                // 75: parley.grains.v1.ImportRecord
+	(*ChannelRecord)(nil),               // 76: parley.grains.v1.ChannelRecord
+	(*ChannelMemberRecord)(nil),         // 77: parley.grains.v1.ChannelMemberRecord
+	(protocol.DeviceType)(0),            // 78: parley.protocol.v1.DeviceType
+	(*protocol.Device)(nil),             // 79: parley.protocol.v1.Device
+	(protocol.ConversationKind)(0),      // 80: parley.protocol.v1.ConversationKind
+	(*protocol.Invitation)(nil),         // 81: parley.protocol.v1.Invitation
+	(*protocol.SessionEvent)(nil),       // 82: parley.protocol.v1.SessionEvent
+	(protocol.Role)(0),                  // 83: parley.protocol.v1.Role
+	(*protocol.Send)(nil),               // 84: parley.protocol.v1.Send
+	(*protocol.FileRef)(nil),            // 85: parley.protocol.v1.FileRef
+	(protocol.ChannelLevel)(0),          // 86: parley.protocol.v1.ChannelLevel
+	(protocol.ImportMode)(0),            // 87: parley.protocol.v1.ImportMode
+	(*protocol.ChannelSend)(nil),        // 88: parley.protocol.v1.ChannelSend
+	(*protocol.ChannelMember)(nil),      // 89: parley.protocol.v1.ChannelMember
+	(*protocol.ImportResult)(nil),       // 90: parley.protocol.v1.ImportResult
+	(*protocol.InvitationList)(nil),     // 91: parley.protocol.v1.InvitationList
+	(*protocol.Conversation)(nil),       // 92: parley.protocol.v1.Conversation
+	(*protocol.Sent)(nil),               // 93: parley.protocol.v1.Sent
+	(*protocol.HistoryPage)(nil),        // 94: parley.protocol.v1.HistoryPage
+	(*protocol.InvitationAnswered)(nil), // 95: parley.protocol.v1.InvitationAnswered
+	(*protocol.Channel)(nil),            // 96: parley.protocol.v1.Channel
+	(*protocol.ChannelSent)(nil),        // 97: parley.protocol.v1.ChannelSent
 }
 var file_actors_grainpb_grains_proto_depIdxs = []int32{
-	57, // 0: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
-	58, // 1: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
-	11, // 2: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
-	59, // 3: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
-	11, // 4: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
-	11, // 5: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
-	60, // 6: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
-	58, // 7: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
-	61, // 8: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
-	62, // 9: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
-	63, // 10: parley.grains.v1.SendReq.file:type_name -> parley.protocol.v1.FileRef
-	0,  // 11: parley.grains.v1.UploadStatus.state:type_name -> parley.grains.v1.UploadState
-	55, // 12: parley.grains.v1.FileAttachReq.ref:type_name -> parley.grains.v1.FileRefRecord
-	45, // 13: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
-	11, // 14: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
-	46, // 15: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
-	59, // 16: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
-	60, // 17: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
-	58, // 18: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
-	61, // 19: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
-	11, // 20: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
-	42, // 21: parley.grains.v1.OutboxRecord.release:type_name -> parley.grains.v1.FileReleaseReq
-	0,  // 22: parley.grains.v1.UploadRecord.state:type_name -> parley.grains.v1.UploadState
-	55, // 23: parley.grains.v1.FileRecord.refs:type_name -> parley.grains.v1.FileRefRecord
-	2,  // 24: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
-	4,  // 25: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
-	5,  // 26: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
-	7,  // 27: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
-	9,  // 28: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
-	10, // 29: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
-	12, // 30: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
-	13, // 31: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
-	15, // 32: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
-	16, // 33: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
-	16, // 34: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
-	18, // 35: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
-	23, // 36: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
-	20, // 37: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
-	21, // 38: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
-	22, // 39: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
-	24, // 40: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
-	25, // 41: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
-	26, // 42: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
-	27, // 43: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
-	28, // 44: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
-	29, // 45: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
-	30, // 46: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
-	31, // 47: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
-	32, // 48: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
-	33, // 49: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
-	33, // 50: parley.grains.v1.Conversation.Check:input_type -> parley.grains.v1.InfoReq
-	34, // 51: parley.grains.v1.Upload.Create:input_type -> parley.grains.v1.UploadCreateReq
-	35, // 52: parley.grains.v1.Upload.Head:input_type -> parley.grains.v1.UploadHeadReq
-	36, // 53: parley.grains.v1.Upload.Begin:input_type -> parley.grains.v1.UploadBeginReq
-	37, // 54: parley.grains.v1.Upload.End:input_type -> parley.grains.v1.UploadEndReq
-	38, // 55: parley.grains.v1.Upload.Remove:input_type -> parley.grains.v1.UploadTerminateReq
-	39, // 56: parley.grains.v1.Upload.Sweep:input_type -> parley.grains.v1.UploadSweepReq
-	41, // 57: parley.grains.v1.File.Attach:input_type -> parley.grains.v1.FileAttachReq
-	42, // 58: parley.grains.v1.File.Release:input_type -> parley.grains.v1.FileReleaseReq
-	43, // 59: parley.grains.v1.File.Get:input_type -> parley.grains.v1.FileGetReq
-	3,  // 60: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
-	3,  // 61: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
-	6,  // 62: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
-	8,  // 63: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
-	6,  // 64: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
-	1,  // 65: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
-	1,  // 66: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
-	14, // 67: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
-	1,  // 68: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
-	17, // 69: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
-	6,  // 70: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
-	19, // 71: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
-	19, // 72: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
-	1,  // 73: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
-	1,  // 74: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
-	1,  // 75: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
-	64, // 76: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
-	64, // 77: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
-	64, // 78: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
-	64, // 79: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
-	64, // 80: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
-	65, // 81: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
-	65, // 82: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
-	1,  // 83: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
-	66, // 84: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
-	64, // 85: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
-	1,  // 86: parley.grains.v1.Conversation.Check:output_type -> parley.grains.v1.Ok
-	40, // 87: parley.grains.v1.Upload.Create:output_type -> parley.grains.v1.UploadStatus
-	40, // 88: parley.grains.v1.Upload.Head:output_type -> parley.grains.v1.UploadStatus
-	40, // 89: parley.grains.v1.Upload.Begin:output_type -> parley.grains.v1.UploadStatus
-	40, // 90: parley.grains.v1.Upload.End:output_type -> parley.grains.v1.UploadStatus
-	1,  // 91: parley.grains.v1.Upload.Remove:output_type -> parley.grains.v1.Ok
-	1,  // 92: parley.grains.v1.Upload.Sweep:output_type -> parley.grains.v1.Ok
-	1,  // 93: parley.grains.v1.File.Attach:output_type -> parley.grains.v1.Ok
-	1,  // 94: parley.grains.v1.File.Release:output_type -> parley.grains.v1.Ok
-	56, // 95: parley.grains.v1.File.Get:output_type -> parley.grains.v1.FileRecord
-	60, // [60:96] is the sub-list for method output_type
-	24, // [24:60] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	78, // 0: parley.grains.v1.UserReply.client_type:type_name -> parley.protocol.v1.DeviceType
+	79, // 1: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
+	80, // 2: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
+	11, // 3: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
+	78, // 4: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
+	11, // 5: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
+	11, // 6: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
+	81, // 7: parley.grains.v1.InvitationNoticeReq.invitation:type_name -> parley.protocol.v1.Invitation
+	82, // 8: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
+	80, // 9: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
+	83, // 10: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
+	84, // 11: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
+	85, // 12: parley.grains.v1.SendReq.file:type_name -> parley.protocol.v1.FileRef
+	0,  // 13: parley.grains.v1.UploadStatus.state:type_name -> parley.grains.v1.UploadState
+	71, // 14: parley.grains.v1.FileAttachReq.ref:type_name -> parley.grains.v1.FileRefRecord
+	86, // 15: parley.grains.v1.ImportMember.level:type_name -> parley.protocol.v1.ChannelLevel
+	78, // 16: parley.grains.v1.ImportMember.client_type:type_name -> parley.protocol.v1.DeviceType
+	87, // 17: parley.grains.v1.ImportReq.mode:type_name -> parley.protocol.v1.ImportMode
+	49, // 18: parley.grains.v1.ImportReq.members:type_name -> parley.grains.v1.ImportMember
+	86, // 19: parley.grains.v1.ChannelMembersReq.level:type_name -> parley.protocol.v1.ChannelLevel
+	88, // 20: parley.grains.v1.ChannelSendReq.send:type_name -> parley.protocol.v1.ChannelSend
+	89, // 21: parley.grains.v1.ChannelSnapshot.members:type_name -> parley.protocol.v1.ChannelMember
+	61, // 22: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
+	11, // 23: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
+	62, // 24: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
+	22, // 25: parley.grains.v1.UserRecord.import_stamps:type_name -> parley.grains.v1.ImportStamp
+	81, // 26: parley.grains.v1.UserRecord.invitations:type_name -> parley.protocol.v1.Invitation
+	78, // 27: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
+	82, // 28: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
+	80, // 29: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
+	83, // 30: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
+	86, // 31: parley.grains.v1.MemberRecord.channel_level:type_name -> parley.protocol.v1.ChannelLevel
+	11, // 32: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
+	47, // 33: parley.grains.v1.OutboxRecord.release:type_name -> parley.grains.v1.FileReleaseReq
+	81, // 34: parley.grains.v1.OutboxRecord.invitation:type_name -> parley.protocol.v1.Invitation
+	73, // 35: parley.grains.v1.OutboxRecord.channel_removal:type_name -> parley.grains.v1.ChannelRemoval
+	0,  // 36: parley.grains.v1.UploadRecord.state:type_name -> parley.grains.v1.UploadState
+	71, // 37: parley.grains.v1.FileRecord.refs:type_name -> parley.grains.v1.FileRefRecord
+	81, // 38: parley.grains.v1.InvitationRecord.invitation:type_name -> parley.protocol.v1.Invitation
+	87, // 39: parley.grains.v1.ImportRecord.mode:type_name -> parley.protocol.v1.ImportMode
+	90, // 40: parley.grains.v1.ImportRecord.result:type_name -> parley.protocol.v1.ImportResult
+	86, // 41: parley.grains.v1.ChannelMemberRecord.level:type_name -> parley.protocol.v1.ChannelLevel
+	2,  // 42: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
+	4,  // 43: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
+	5,  // 44: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
+	7,  // 45: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
+	9,  // 46: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
+	10, // 47: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
+	12, // 48: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
+	13, // 49: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
+	15, // 50: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
+	16, // 51: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
+	16, // 52: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
+	18, // 53: parley.grains.v1.User.ReserveImport:input_type -> parley.grains.v1.ImportReserveReq
+	20, // 54: parley.grains.v1.User.ReleaseImport:input_type -> parley.grains.v1.ImportReleaseReq
+	21, // 55: parley.grains.v1.User.Invitation:input_type -> parley.grains.v1.InvitationNoticeReq
+	16, // 56: parley.grains.v1.User.Invitations:input_type -> parley.grains.v1.ListReq
+	23, // 57: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
+	28, // 58: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
+	25, // 59: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
+	26, // 60: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
+	27, // 61: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
+	29, // 62: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
+	30, // 63: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
+	31, // 64: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
+	32, // 65: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
+	33, // 66: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
+	34, // 67: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
+	35, // 68: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
+	36, // 69: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
+	37, // 70: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
+	38, // 71: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
+	50, // 72: parley.grains.v1.Conversation.ImportCheck:input_type -> parley.grains.v1.ImportReq
+	50, // 73: parley.grains.v1.Conversation.Import:input_type -> parley.grains.v1.ImportReq
+	51, // 74: parley.grains.v1.Conversation.Answer:input_type -> parley.grains.v1.AnswerReq
+	38, // 75: parley.grains.v1.Conversation.Check:input_type -> parley.grains.v1.InfoReq
+	39, // 76: parley.grains.v1.Upload.Create:input_type -> parley.grains.v1.UploadCreateReq
+	40, // 77: parley.grains.v1.Upload.Head:input_type -> parley.grains.v1.UploadHeadReq
+	41, // 78: parley.grains.v1.Upload.Begin:input_type -> parley.grains.v1.UploadBeginReq
+	42, // 79: parley.grains.v1.Upload.End:input_type -> parley.grains.v1.UploadEndReq
+	43, // 80: parley.grains.v1.Upload.Remove:input_type -> parley.grains.v1.UploadTerminateReq
+	44, // 81: parley.grains.v1.Upload.Sweep:input_type -> parley.grains.v1.UploadSweepReq
+	46, // 82: parley.grains.v1.File.Attach:input_type -> parley.grains.v1.FileAttachReq
+	47, // 83: parley.grains.v1.File.Release:input_type -> parley.grains.v1.FileReleaseReq
+	48, // 84: parley.grains.v1.File.Get:input_type -> parley.grains.v1.FileGetReq
+	52, // 85: parley.grains.v1.Channel.Create:input_type -> parley.grains.v1.CreateChannelReq
+	53, // 86: parley.grains.v1.Channel.AddMembers:input_type -> parley.grains.v1.ChannelMembersReq
+	54, // 87: parley.grains.v1.Channel.RemoveMember:input_type -> parley.grains.v1.ChannelRemoveReq
+	55, // 88: parley.grains.v1.Channel.Drop:input_type -> parley.grains.v1.ChannelDropReq
+	56, // 89: parley.grains.v1.Channel.Join:input_type -> parley.grains.v1.ChannelPresenceReq
+	56, // 90: parley.grains.v1.Channel.Leave:input_type -> parley.grains.v1.ChannelPresenceReq
+	57, // 91: parley.grains.v1.Channel.Send:input_type -> parley.grains.v1.ChannelSendReq
+	58, // 92: parley.grains.v1.Channel.Info:input_type -> parley.grains.v1.ChannelInfoReq
+	58, // 93: parley.grains.v1.Channel.Snapshot:input_type -> parley.grains.v1.ChannelInfoReq
+	3,  // 94: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
+	3,  // 95: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
+	6,  // 96: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
+	8,  // 97: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
+	6,  // 98: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
+	1,  // 99: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
+	1,  // 100: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
+	14, // 101: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
+	1,  // 102: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
+	17, // 103: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
+	6,  // 104: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
+	19, // 105: parley.grains.v1.User.ReserveImport:output_type -> parley.grains.v1.ImportReserveReply
+	1,  // 106: parley.grains.v1.User.ReleaseImport:output_type -> parley.grains.v1.Ok
+	1,  // 107: parley.grains.v1.User.Invitation:output_type -> parley.grains.v1.Ok
+	91, // 108: parley.grains.v1.User.Invitations:output_type -> parley.protocol.v1.InvitationList
+	24, // 109: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
+	24, // 110: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
+	1,  // 111: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
+	1,  // 112: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
+	1,  // 113: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
+	92, // 114: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
+	92, // 115: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
+	92, // 116: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
+	92, // 117: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
+	92, // 118: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
+	93, // 119: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
+	93, // 120: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
+	1,  // 121: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
+	94, // 122: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
+	92, // 123: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
+	90, // 124: parley.grains.v1.Conversation.ImportCheck:output_type -> parley.protocol.v1.ImportResult
+	90, // 125: parley.grains.v1.Conversation.Import:output_type -> parley.protocol.v1.ImportResult
+	95, // 126: parley.grains.v1.Conversation.Answer:output_type -> parley.protocol.v1.InvitationAnswered
+	1,  // 127: parley.grains.v1.Conversation.Check:output_type -> parley.grains.v1.Ok
+	45, // 128: parley.grains.v1.Upload.Create:output_type -> parley.grains.v1.UploadStatus
+	45, // 129: parley.grains.v1.Upload.Head:output_type -> parley.grains.v1.UploadStatus
+	45, // 130: parley.grains.v1.Upload.Begin:output_type -> parley.grains.v1.UploadStatus
+	45, // 131: parley.grains.v1.Upload.End:output_type -> parley.grains.v1.UploadStatus
+	1,  // 132: parley.grains.v1.Upload.Remove:output_type -> parley.grains.v1.Ok
+	1,  // 133: parley.grains.v1.Upload.Sweep:output_type -> parley.grains.v1.Ok
+	1,  // 134: parley.grains.v1.File.Attach:output_type -> parley.grains.v1.Ok
+	1,  // 135: parley.grains.v1.File.Release:output_type -> parley.grains.v1.Ok
+	72, // 136: parley.grains.v1.File.Get:output_type -> parley.grains.v1.FileRecord
+	96, // 137: parley.grains.v1.Channel.Create:output_type -> parley.protocol.v1.Channel
+	96, // 138: parley.grains.v1.Channel.AddMembers:output_type -> parley.protocol.v1.Channel
+	96, // 139: parley.grains.v1.Channel.RemoveMember:output_type -> parley.protocol.v1.Channel
+	1,  // 140: parley.grains.v1.Channel.Drop:output_type -> parley.grains.v1.Ok
+	96, // 141: parley.grains.v1.Channel.Join:output_type -> parley.protocol.v1.Channel
+	96, // 142: parley.grains.v1.Channel.Leave:output_type -> parley.protocol.v1.Channel
+	97, // 143: parley.grains.v1.Channel.Send:output_type -> parley.protocol.v1.ChannelSent
+	96, // 144: parley.grains.v1.Channel.Info:output_type -> parley.protocol.v1.Channel
+	59, // 145: parley.grains.v1.Channel.Snapshot:output_type -> parley.grains.v1.ChannelSnapshot
+	94, // [94:146] is the sub-list for method output_type
+	42, // [42:94] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_actors_grainpb_grains_proto_init() }
@@ -4198,9 +5736,9 @@ func file_actors_grainpb_grains_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_grainpb_grains_proto_rawDesc), len(file_actors_grainpb_grains_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   56,
+			NumMessages:   77,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   7,
 		},
 		GoTypes:           file_actors_grainpb_grains_proto_goTypes,
 		DependencyIndexes: file_actors_grainpb_grains_proto_depIdxs,

@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/parley-chat/parley/actors/conversation"
+	pb "github.com/parley-chat/parley/gateway/protocol"
 )
 
 // Config is everything `parley serve` can be told. Precedence: flags over
@@ -50,6 +53,17 @@ type Config struct {
 	// UnsafeNoSync disables fsync (benchmarks only: loses acknowledged
 	// messages on power failure).
 	UnsafeNoSync bool `json:"unsafe_no_sync"`
+	// ImportLimit, ImportWindow: successful channel imports allowed per
+	// window, per admin and per group. Defaults 5, 1h.
+	ImportLimit  int           `json:"import_limit"`
+	ImportWindow time.Duration `json:"import_window"`
+	// InvitationTTL: how long an import invitation may be answered.
+	// Default 168h.
+	InvitationTTL time.Duration `json:"invitation_ttl"`
+	// Subgroups maps client types to the sub-group names an import uses:
+	// comma-separated type=name pairs, types desktop, mobile, web, bot and
+	// unknown (no device). Unnamed types keep their own name.
+	Subgroups string `json:"subgroups"`
 }
 
 func defaultConfig() Config {
@@ -60,6 +74,7 @@ func defaultConfig() Config {
 		RatePerSecond: 200, RateBurst: 1000, SessionKeep: 5 * time.Minute,
 		ArgonMemoryKiB: 19456, ArgonTime: 2, ShutdownTimeout: 15 * time.Second,
 		MaxFileBytes: 2 << 30, UploadExpiry: 24 * time.Hour,
+		ImportLimit: 5, ImportWindow: time.Hour, InvitationTTL: 7 * 24 * time.Hour,
 	}
 }
 
@@ -97,6 +112,12 @@ func (c *Config) Validate() error {
 	if c.ArgonMemoryKiB < 8 || c.ArgonTime < 1 {
 		errs = append(errs, errors.New("argon_memory_kib must be at least 8 and argon_time at least 1"))
 	}
+	if c.ImportLimit < 1 || c.ImportWindow < time.Millisecond || c.InvitationTTL < time.Millisecond {
+		errs = append(errs, errors.New("import_limit must be at least 1, import_window and invitation_ttl positive"))
+	}
+	if _, err := parseSubgroups(c.Subgroups); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -122,6 +143,10 @@ func loadConfig(args []string) (Config, error) {
 	fs.Int64Var(&c.MaxFileBytes, "max-file-bytes", c.MaxFileBytes, "largest file upload in bytes (413 beyond)")
 	fs.DurationVar(&c.UploadExpiry, "upload-expiry", c.UploadExpiry, "how long an idle upload is kept before it is abandoned")
 	fs.BoolVar(&c.UnsafeNoSync, "unsafe-no-sync", c.UnsafeNoSync, "benchmarks only: do not fsync")
+	fs.IntVar(&c.ImportLimit, "import-limit", c.ImportLimit, "channel imports per window, per admin and per group")
+	fs.DurationVar(&c.ImportWindow, "import-window", c.ImportWindow, "window of the channel import limit")
+	fs.DurationVar(&c.InvitationTTL, "invitation-ttl", c.InvitationTTL, "how long an import invitation may be answered")
+	fs.StringVar(&c.Subgroups, "subgroups", c.Subgroups, "client type to sub-group names, e.g. desktop=computers,web=computers,mobile=phones")
 	// First pass to find -config; the file is applied, then env, then flags again.
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -161,3 +186,22 @@ func applyEnv(fs *flag.FlagSet) error {
 }
 
 var _ = strconv.Itoa
+
+// parseSubgroups parses the -subgroups mapping.
+func parseSubgroups(s string) (map[pb.DeviceType]string, error) {
+	out := map[pb.DeviceType]string{}
+	if s == "" {
+		return out, nil
+	}
+	types := map[string]pb.DeviceType{"desktop": pb.DeviceType_DEVICE_TYPE_DESKTOP, "mobile": pb.DeviceType_DEVICE_TYPE_MOBILE,
+		"web": pb.DeviceType_DEVICE_TYPE_WEB, "bot": pb.DeviceType_DEVICE_TYPE_BOT, "unknown": pb.DeviceType_DEVICE_TYPE_UNSPECIFIED}
+	for _, pair := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		t, known := types[k]
+		if !ok || !known || v == "" || len(v) > conversation.MaxSubgroupBytes {
+			return nil, fmt.Errorf("subgroups %q: want type=name pairs, types desktop, mobile, web, bot, unknown; names 1..%d bytes", pair, conversation.MaxSubgroupBytes)
+		}
+		out[t] = v
+	}
+	return out, nil
+}

@@ -36,6 +36,10 @@ func serve(args []string) error {
 // order: stop accepting, close links with 1001, stop grains, close Pebble,
 // all within cfg.ShutdownTimeout. ready, if set, receives the bound address.
 func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string) error {
+	subgroups, err := parseSubgroups(cfg.Subgroups)
+	if err != nil {
+		return err
+	}
 	app, err := gateway.NewApp(gateway.AppOptions{
 		DataDir: cfg.DataDir, NoSync: cfg.UnsafeNoSync, Logger: log,
 		Gateway: gateway.Options{
@@ -43,7 +47,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 			RatePerSecond: cfg.RatePerSecond, RateBurst: cfg.RateBurst, AllowedOrigins: splitList(cfg.AllowedOrigins),
 		},
 		Actors: actors.Options{
-			Limits:         conversation.Limits{MaxTextBytes: cfg.MaxTextBytes},
+			Limits: conversation.Limits{MaxTextBytes: cfg.MaxTextBytes,
+				ImportLimit: cfg.ImportLimit, ImportWindowMs: cfg.ImportWindow.Milliseconds(),
+				InvitationTTLMs: cfg.InvitationTTL.Milliseconds(), Subgroups: subgroups},
 			ArgonTime:      uint32(cfg.ArgonTime),
 			ArgonMemoryKiB: uint32(cfg.ArgonMemoryKiB),
 			SessionKeep:    cfg.SessionKeep,

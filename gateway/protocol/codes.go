@@ -40,6 +40,11 @@ const (
 	CodeSessionForeign   = "session_foreign"   // the session belongs to another user or device
 	CodeSeqInFuture      = "seq_in_future"     // last_session_seq beyond what the session sent
 	CodeBufferOverflowed = "buffer_overflowed" // events after last_session_seq were dropped
+
+	// Channel import (importChannel, answerInvitation).
+	CodeNotGroupAdmin     = "not_group_admin"    // the requester is not an admin (or owner) of the group
+	CodeNotChannelAdmin   = "not_channel_admin"  // the requester is not an admin of the channel
+	CodeInvitationExpired = "invitation_expired" // the invitation expired before it was answered
 )
 
 // WebSocket close codes Parley uses (4000-4999 is the application range).

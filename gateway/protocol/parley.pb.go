@@ -205,21 +205,26 @@ const (
 	// A file posted by completing an upload; Message.file describes it and
 	// text is empty.
 	MessageKind_MESSAGE_KIND_FILE MessageKind = 9
+	// Channels and import (20..29).
+	// A placeholder: the message at this seq was sent to a sub-group the
+	// reader is not in. It has no sender and no text.
+	MessageKind_MESSAGE_KIND_HIDDEN MessageKind = 20
 )
 
 // Enum value maps for MessageKind.
 var (
 	MessageKind_name = map[int32]string{
-		0: "MESSAGE_KIND_UNSPECIFIED",
-		1: "MESSAGE_KIND_TEXT",
-		2: "MESSAGE_KIND_DELETED",
-		3: "MESSAGE_KIND_DELETE",
-		4: "MESSAGE_KIND_MEMBER_ADDED",
-		5: "MESSAGE_KIND_MEMBER_REMOVED",
-		6: "MESSAGE_KIND_RENAMED",
-		7: "MESSAGE_KIND_CREATED",
-		8: "MESSAGE_KIND_ROLE_CHANGED",
-		9: "MESSAGE_KIND_FILE",
+		0:  "MESSAGE_KIND_UNSPECIFIED",
+		1:  "MESSAGE_KIND_TEXT",
+		2:  "MESSAGE_KIND_DELETED",
+		3:  "MESSAGE_KIND_DELETE",
+		4:  "MESSAGE_KIND_MEMBER_ADDED",
+		5:  "MESSAGE_KIND_MEMBER_REMOVED",
+		6:  "MESSAGE_KIND_RENAMED",
+		7:  "MESSAGE_KIND_CREATED",
+		8:  "MESSAGE_KIND_ROLE_CHANGED",
+		9:  "MESSAGE_KIND_FILE",
+		20: "MESSAGE_KIND_HIDDEN",
 	}
 	MessageKind_value = map[string]int32{
 		"MESSAGE_KIND_UNSPECIFIED":    0,
@@ -232,6 +237,7 @@ var (
 		"MESSAGE_KIND_CREATED":        7,
 		"MESSAGE_KIND_ROLE_CHANGED":   8,
 		"MESSAGE_KIND_FILE":           9,
+		"MESSAGE_KIND_HIDDEN":         20,
 	}
 )
 
@@ -260,6 +266,218 @@ func (x MessageKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use MessageKind.Descriptor instead.
 func (MessageKind) EnumDescriptor() ([]byte, []int) {
 	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{3}
+}
+
+// ChannelLevel is a member's level in a channel.
+type ChannelLevel int32
+
+const (
+	ChannelLevel_CHANNEL_LEVEL_UNSPECIFIED ChannelLevel = 0
+	ChannelLevel_CHANNEL_LEVEL_MEMBER      ChannelLevel = 1
+	ChannelLevel_CHANNEL_LEVEL_ADMIN       ChannelLevel = 2
+)
+
+// Enum value maps for ChannelLevel.
+var (
+	ChannelLevel_name = map[int32]string{
+		0: "CHANNEL_LEVEL_UNSPECIFIED",
+		1: "CHANNEL_LEVEL_MEMBER",
+		2: "CHANNEL_LEVEL_ADMIN",
+	}
+	ChannelLevel_value = map[string]int32{
+		"CHANNEL_LEVEL_UNSPECIFIED": 0,
+		"CHANNEL_LEVEL_MEMBER":      1,
+		"CHANNEL_LEVEL_ADMIN":       2,
+	}
+)
+
+func (x ChannelLevel) Enum() *ChannelLevel {
+	p := new(ChannelLevel)
+	*p = x
+	return p
+}
+
+func (x ChannelLevel) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChannelLevel) Descriptor() protoreflect.EnumDescriptor {
+	return file_gateway_protocol_parley_proto_enumTypes[4].Descriptor()
+}
+
+func (ChannelLevel) Type() protoreflect.EnumType {
+	return &file_gateway_protocol_parley_proto_enumTypes[4]
+}
+
+func (x ChannelLevel) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChannelLevel.Descriptor instead.
+func (ChannelLevel) EnumDescriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{4}
+}
+
+type ChannelEventKind int32
+
+const (
+	ChannelEventKind_CHANNEL_EVENT_KIND_UNSPECIFIED ChannelEventKind = 0
+	// user_id became present (their first link joined).
+	ChannelEventKind_CHANNEL_EVENT_KIND_PRESENT ChannelEventKind = 1
+	// user_id became absent (their last link left or closed).
+	ChannelEventKind_CHANNEL_EVENT_KIND_ABSENT ChannelEventKind = 2
+	// user_id is no longer a member (removed, or declined an invitation).
+	ChannelEventKind_CHANNEL_EVENT_KIND_REMOVED ChannelEventKind = 3
+)
+
+// Enum value maps for ChannelEventKind.
+var (
+	ChannelEventKind_name = map[int32]string{
+		0: "CHANNEL_EVENT_KIND_UNSPECIFIED",
+		1: "CHANNEL_EVENT_KIND_PRESENT",
+		2: "CHANNEL_EVENT_KIND_ABSENT",
+		3: "CHANNEL_EVENT_KIND_REMOVED",
+	}
+	ChannelEventKind_value = map[string]int32{
+		"CHANNEL_EVENT_KIND_UNSPECIFIED": 0,
+		"CHANNEL_EVENT_KIND_PRESENT":     1,
+		"CHANNEL_EVENT_KIND_ABSENT":      2,
+		"CHANNEL_EVENT_KIND_REMOVED":     3,
+	}
+)
+
+func (x ChannelEventKind) Enum() *ChannelEventKind {
+	p := new(ChannelEventKind)
+	*p = x
+	return p
+}
+
+func (x ChannelEventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChannelEventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_gateway_protocol_parley_proto_enumTypes[5].Descriptor()
+}
+
+func (ChannelEventKind) Type() protoreflect.EnumType {
+	return &file_gateway_protocol_parley_proto_enumTypes[5]
+}
+
+func (x ChannelEventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChannelEventKind.Descriptor instead.
+func (ChannelEventKind) EnumDescriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{5}
+}
+
+type ImportMode int32
+
+const (
+	ImportMode_IMPORT_MODE_UNSPECIFIED ImportMode = 0
+	// Members are added to the group at once.
+	ImportMode_IMPORT_MODE_DIRECT ImportMode = 1
+	// Each member gets an invitation; accepting adds them, declining also
+	// removes them from the channel.
+	ImportMode_IMPORT_MODE_INVITE ImportMode = 2
+)
+
+// Enum value maps for ImportMode.
+var (
+	ImportMode_name = map[int32]string{
+		0: "IMPORT_MODE_UNSPECIFIED",
+		1: "IMPORT_MODE_DIRECT",
+		2: "IMPORT_MODE_INVITE",
+	}
+	ImportMode_value = map[string]int32{
+		"IMPORT_MODE_UNSPECIFIED": 0,
+		"IMPORT_MODE_DIRECT":      1,
+		"IMPORT_MODE_INVITE":      2,
+	}
+)
+
+func (x ImportMode) Enum() *ImportMode {
+	p := new(ImportMode)
+	*p = x
+	return p
+}
+
+func (x ImportMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ImportMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_gateway_protocol_parley_proto_enumTypes[6].Descriptor()
+}
+
+func (ImportMode) Type() protoreflect.EnumType {
+	return &file_gateway_protocol_parley_proto_enumTypes[6]
+}
+
+func (x ImportMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ImportMode.Descriptor instead.
+func (ImportMode) EnumDescriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{6}
+}
+
+type InvitationState int32
+
+const (
+	InvitationState_INVITATION_STATE_UNSPECIFIED InvitationState = 0
+	InvitationState_INVITATION_STATE_PENDING     InvitationState = 1
+	InvitationState_INVITATION_STATE_ACCEPTED    InvitationState = 2
+	InvitationState_INVITATION_STATE_DECLINED    InvitationState = 3
+	InvitationState_INVITATION_STATE_EXPIRED     InvitationState = 4
+)
+
+// Enum value maps for InvitationState.
+var (
+	InvitationState_name = map[int32]string{
+		0: "INVITATION_STATE_UNSPECIFIED",
+		1: "INVITATION_STATE_PENDING",
+		2: "INVITATION_STATE_ACCEPTED",
+		3: "INVITATION_STATE_DECLINED",
+		4: "INVITATION_STATE_EXPIRED",
+	}
+	InvitationState_value = map[string]int32{
+		"INVITATION_STATE_UNSPECIFIED": 0,
+		"INVITATION_STATE_PENDING":     1,
+		"INVITATION_STATE_ACCEPTED":    2,
+		"INVITATION_STATE_DECLINED":    3,
+		"INVITATION_STATE_EXPIRED":     4,
+	}
+)
+
+func (x InvitationState) Enum() *InvitationState {
+	p := new(InvitationState)
+	*p = x
+	return p
+}
+
+func (x InvitationState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (InvitationState) Descriptor() protoreflect.EnumDescriptor {
+	return file_gateway_protocol_parley_proto_enumTypes[7].Descriptor()
+}
+
+func (InvitationState) Type() protoreflect.EnumType {
+	return &file_gateway_protocol_parley_proto_enumTypes[7]
+}
+
+func (x InvitationState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use InvitationState.Descriptor instead.
+func (InvitationState) EnumDescriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{7}
 }
 
 // ClientFrame is one frame from client to server. It carries exactly one
@@ -291,6 +509,16 @@ type ClientFrame struct {
 	//	*ClientFrame_ConversationInfo
 	//	*ClientFrame_Ack
 	//	*ClientFrame_FileInfo
+	//	*ClientFrame_CreateChannel
+	//	*ClientFrame_AddChannelMembers
+	//	*ClientFrame_RemoveChannelMember
+	//	*ClientFrame_JoinChannel
+	//	*ClientFrame_LeaveChannel
+	//	*ClientFrame_ChannelSend
+	//	*ClientFrame_ChannelInfo
+	//	*ClientFrame_ImportChannel
+	//	*ClientFrame_AnswerInvitation
+	//	*ClientFrame_ListInvitations
 	Command       isClientFrame_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -520,6 +748,96 @@ func (x *ClientFrame) GetFileInfo() *GetFileInfo {
 	return nil
 }
 
+func (x *ClientFrame) GetCreateChannel() *CreateChannel {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_CreateChannel); ok {
+			return x.CreateChannel
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetAddChannelMembers() *AddChannelMembers {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_AddChannelMembers); ok {
+			return x.AddChannelMembers
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetRemoveChannelMember() *RemoveChannelMember {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_RemoveChannelMember); ok {
+			return x.RemoveChannelMember
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetJoinChannel() *JoinChannel {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_JoinChannel); ok {
+			return x.JoinChannel
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetLeaveChannel() *LeaveChannel {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_LeaveChannel); ok {
+			return x.LeaveChannel
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetChannelSend() *ChannelSend {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_ChannelSend); ok {
+			return x.ChannelSend
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetChannelInfo() *ChannelInfo {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_ChannelInfo); ok {
+			return x.ChannelInfo
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetImportChannel() *ImportChannel {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_ImportChannel); ok {
+			return x.ImportChannel
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetAnswerInvitation() *AnswerInvitation {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_AnswerInvitation); ok {
+			return x.AnswerInvitation
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetListInvitations() *ListInvitations {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_ListInvitations); ok {
+			return x.ListInvitations
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Command interface {
 	isClientFrame_Command()
 }
@@ -605,6 +923,48 @@ type ClientFrame_FileInfo struct {
 	FileInfo *GetFileInfo `protobuf:"bytes,60,opt,name=file_info,json=fileInfo,proto3,oneof"`
 }
 
+type ClientFrame_CreateChannel struct {
+	// Channels (80..89).
+	CreateChannel *CreateChannel `protobuf:"bytes,80,opt,name=create_channel,json=createChannel,proto3,oneof"`
+}
+
+type ClientFrame_AddChannelMembers struct {
+	AddChannelMembers *AddChannelMembers `protobuf:"bytes,81,opt,name=add_channel_members,json=addChannelMembers,proto3,oneof"`
+}
+
+type ClientFrame_RemoveChannelMember struct {
+	RemoveChannelMember *RemoveChannelMember `protobuf:"bytes,82,opt,name=remove_channel_member,json=removeChannelMember,proto3,oneof"`
+}
+
+type ClientFrame_JoinChannel struct {
+	JoinChannel *JoinChannel `protobuf:"bytes,83,opt,name=join_channel,json=joinChannel,proto3,oneof"`
+}
+
+type ClientFrame_LeaveChannel struct {
+	LeaveChannel *LeaveChannel `protobuf:"bytes,84,opt,name=leave_channel,json=leaveChannel,proto3,oneof"`
+}
+
+type ClientFrame_ChannelSend struct {
+	ChannelSend *ChannelSend `protobuf:"bytes,85,opt,name=channel_send,json=channelSend,proto3,oneof"`
+}
+
+type ClientFrame_ChannelInfo struct {
+	ChannelInfo *ChannelInfo `protobuf:"bytes,86,opt,name=channel_info,json=channelInfo,proto3,oneof"`
+}
+
+type ClientFrame_ImportChannel struct {
+	// Importing a channel into a group (90..99).
+	ImportChannel *ImportChannel `protobuf:"bytes,90,opt,name=import_channel,json=importChannel,proto3,oneof"`
+}
+
+type ClientFrame_AnswerInvitation struct {
+	AnswerInvitation *AnswerInvitation `protobuf:"bytes,91,opt,name=answer_invitation,json=answerInvitation,proto3,oneof"`
+}
+
+type ClientFrame_ListInvitations struct {
+	ListInvitations *ListInvitations `protobuf:"bytes,92,opt,name=list_invitations,json=listInvitations,proto3,oneof"`
+}
+
 func (*ClientFrame_Hello) isClientFrame_Command() {}
 
 func (*ClientFrame_Register) isClientFrame_Command() {}
@@ -645,6 +1005,26 @@ func (*ClientFrame_Ack) isClientFrame_Command() {}
 
 func (*ClientFrame_FileInfo) isClientFrame_Command() {}
 
+func (*ClientFrame_CreateChannel) isClientFrame_Command() {}
+
+func (*ClientFrame_AddChannelMembers) isClientFrame_Command() {}
+
+func (*ClientFrame_RemoveChannelMember) isClientFrame_Command() {}
+
+func (*ClientFrame_JoinChannel) isClientFrame_Command() {}
+
+func (*ClientFrame_LeaveChannel) isClientFrame_Command() {}
+
+func (*ClientFrame_ChannelSend) isClientFrame_Command() {}
+
+func (*ClientFrame_ChannelInfo) isClientFrame_Command() {}
+
+func (*ClientFrame_ImportChannel) isClientFrame_Command() {}
+
+func (*ClientFrame_AnswerInvitation) isClientFrame_Command() {}
+
+func (*ClientFrame_ListInvitations) isClientFrame_Command() {}
+
 // ServerFrame is one frame from server to client: a reply to a command (with
 // "re" set) or an event (without "re").
 type ServerFrame struct {
@@ -666,6 +1046,13 @@ type ServerFrame struct {
 	//	*ServerFrame_Message
 	//	*ServerFrame_SessionEvent
 	//	*ServerFrame_FileInfo
+	//	*ServerFrame_Channel
+	//	*ServerFrame_ChannelSent
+	//	*ServerFrame_ChannelMessage
+	//	*ServerFrame_ChannelEvent
+	//	*ServerFrame_ImportResult
+	//	*ServerFrame_InvitationAnswered
+	//	*ServerFrame_InvitationList
 	Body          isServerFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -832,6 +1219,69 @@ func (x *ServerFrame) GetFileInfo() *FileInfo {
 	return nil
 }
 
+func (x *ServerFrame) GetChannel() *Channel {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Channel); ok {
+			return x.Channel
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetChannelSent() *ChannelSent {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_ChannelSent); ok {
+			return x.ChannelSent
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetChannelMessage() *ChannelMessage {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_ChannelMessage); ok {
+			return x.ChannelMessage
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetChannelEvent() *ChannelEvent {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_ChannelEvent); ok {
+			return x.ChannelEvent
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetImportResult() *ImportResult {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_ImportResult); ok {
+			return x.ImportResult
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetInvitationAnswered() *InvitationAnswered {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_InvitationAnswered); ok {
+			return x.InvitationAnswered
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetInvitationList() *InvitationList {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_InvitationList); ok {
+			return x.InvitationList
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Body interface {
 	isServerFrame_Body()
 }
@@ -891,6 +1341,36 @@ type ServerFrame_FileInfo struct {
 	FileInfo *FileInfo `protobuf:"bytes,60,opt,name=file_info,json=fileInfo,proto3,oneof"`
 }
 
+type ServerFrame_Channel struct {
+	// Channels (80..89): replies, then events.
+	Channel *Channel `protobuf:"bytes,80,opt,name=channel,proto3,oneof"`
+}
+
+type ServerFrame_ChannelSent struct {
+	ChannelSent *ChannelSent `protobuf:"bytes,81,opt,name=channel_sent,json=channelSent,proto3,oneof"`
+}
+
+type ServerFrame_ChannelMessage struct {
+	ChannelMessage *ChannelMessage `protobuf:"bytes,85,opt,name=channel_message,json=channelMessage,proto3,oneof"`
+}
+
+type ServerFrame_ChannelEvent struct {
+	ChannelEvent *ChannelEvent `protobuf:"bytes,86,opt,name=channel_event,json=channelEvent,proto3,oneof"`
+}
+
+type ServerFrame_ImportResult struct {
+	// Import (90..99): replies.
+	ImportResult *ImportResult `protobuf:"bytes,90,opt,name=import_result,json=importResult,proto3,oneof"`
+}
+
+type ServerFrame_InvitationAnswered struct {
+	InvitationAnswered *InvitationAnswered `protobuf:"bytes,91,opt,name=invitation_answered,json=invitationAnswered,proto3,oneof"`
+}
+
+type ServerFrame_InvitationList struct {
+	InvitationList *InvitationList `protobuf:"bytes,92,opt,name=invitation_list,json=invitationList,proto3,oneof"`
+}
+
 func (*ServerFrame_Error) isServerFrame_Body() {}
 
 func (*ServerFrame_HelloOk) isServerFrame_Body() {}
@@ -916,6 +1396,20 @@ func (*ServerFrame_Message) isServerFrame_Body() {}
 func (*ServerFrame_SessionEvent) isServerFrame_Body() {}
 
 func (*ServerFrame_FileInfo) isServerFrame_Body() {}
+
+func (*ServerFrame_Channel) isServerFrame_Body() {}
+
+func (*ServerFrame_ChannelSent) isServerFrame_Body() {}
+
+func (*ServerFrame_ChannelMessage) isServerFrame_Body() {}
+
+func (*ServerFrame_ChannelEvent) isServerFrame_Body() {}
+
+func (*ServerFrame_ImportResult) isServerFrame_Body() {}
+
+func (*ServerFrame_InvitationAnswered) isServerFrame_Body() {}
+
+func (*ServerFrame_InvitationList) isServerFrame_Body() {}
 
 // Error is the reply to a command that failed. Codes are stable; messages are
 // for humans. See docs/protocol.md for the table of codes.
@@ -1828,7 +2322,13 @@ type Member struct {
 	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	Role   Role                   `protobuf:"varint,2,opt,name=role,proto3,enum=parley.protocol.v1.Role" json:"role,omitempty"`
 	// Highest seq this member marked read.
-	ReadSeq       int64 `protobuf:"varint,3,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	ReadSeq int64 `protobuf:"varint,3,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	// The member's sub-group (set by a channel import), if any.
+	Subgroup string `protobuf:"bytes,20,opt,name=subgroup,proto3" json:"subgroup,omitempty"`
+	// Display name and channel level recorded when the member was imported
+	// from a channel.
+	DisplayName   string       `protobuf:"bytes,21,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	ChannelLevel  ChannelLevel `protobuf:"varint,22,opt,name=channel_level,json=channelLevel,proto3,enum=parley.protocol.v1.ChannelLevel" json:"channel_level,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1884,6 +2384,27 @@ func (x *Member) GetReadSeq() int64 {
 	return 0
 }
 
+func (x *Member) GetSubgroup() string {
+	if x != nil {
+		return x.Subgroup
+	}
+	return ""
+}
+
+func (x *Member) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *Member) GetChannelLevel() ChannelLevel {
+	if x != nil {
+		return x.ChannelLevel
+	}
+	return ChannelLevel_CHANNEL_LEVEL_UNSPECIFIED
+}
+
 // Conversation describes a group or direct conversation.
 type Conversation struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1894,7 +2415,9 @@ type Conversation struct {
 	// Only in ConversationInfo replies.
 	Members []*Member `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`
 	// The asking user's read marker.
-	ReadSeq       int64 `protobuf:"varint,6,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	ReadSeq int64 `protobuf:"varint,6,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	// The group's sub-groups (created by channel imports).
+	Subgroups     []string `protobuf:"bytes,20,rep,name=subgroups,proto3" json:"subgroups,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1969,6 +2492,13 @@ func (x *Conversation) GetReadSeq() int64 {
 		return x.ReadSeq
 	}
 	return 0
+}
+
+func (x *Conversation) GetSubgroups() []string {
+	if x != nil {
+		return x.Subgroups
+	}
+	return nil
 }
 
 type ConversationList struct {
@@ -2392,9 +2922,13 @@ type Send struct {
 	// Client-chosen, unique per device, 1..64 bytes.
 	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	// UTF-8, at most 16 KiB by default.
-	Text          string   `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
-	ReplyTo       int64    `protobuf:"varint,4,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
-	Mentions      []string `protobuf:"bytes,5,rep,name=mentions,proto3" json:"mentions,omitempty"`
+	Text     string   `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	ReplyTo  int64    `protobuf:"varint,4,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	Mentions []string `protobuf:"bytes,5,rep,name=mentions,proto3" json:"mentions,omitempty"`
+	// Optional: a sub-group of the group. Only its members (and the sender)
+	// get the text; every other member gets a MESSAGE_KIND_HIDDEN
+	// placeholder at the same seq.
+	Subgroup      string `protobuf:"bytes,20,opt,name=subgroup,proto3" json:"subgroup,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2462,6 +2996,13 @@ func (x *Send) GetMentions() []string {
 		return x.Mentions
 	}
 	return nil
+}
+
+func (x *Send) GetSubgroup() string {
+	if x != nil {
+		return x.Subgroup
+	}
+	return ""
 }
 
 type Sent struct {
@@ -2904,7 +3445,9 @@ type Message struct {
 	// For MEMBER_* and ROLE_CHANGED: the affected users.
 	Users []string `protobuf:"bytes,12,rep,name=users,proto3" json:"users,omitempty"`
 	// For FILE: the file. Only the server's upload path sets it.
-	File          *FileRef `protobuf:"bytes,13,opt,name=file,proto3" json:"file,omitempty"`
+	File *FileRef `protobuf:"bytes,13,opt,name=file,proto3" json:"file,omitempty"`
+	// The sub-group a message was sent to (TEXT, HIDDEN, DELETED, DELETE).
+	Subgroup      string `protobuf:"bytes,20,opt,name=subgroup,proto3" json:"subgroup,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3028,6 +3571,13 @@ func (x *Message) GetFile() *FileRef {
 		return x.File
 	}
 	return nil
+}
+
+func (x *Message) GetSubgroup() string {
+	if x != nil {
+		return x.Subgroup
+	}
+	return ""
 }
 
 // FileRef is the file a FILE message carries. Fetch its bytes with
@@ -3289,6 +3839,7 @@ type SessionEvent struct {
 	//
 	//	*SessionEvent_ConversationJoined
 	//	*SessionEvent_ConversationLeft
+	//	*SessionEvent_InvitationReceived
 	Event         isSessionEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3363,6 +3914,15 @@ func (x *SessionEvent) GetConversationLeft() *ConversationLeft {
 	return nil
 }
 
+func (x *SessionEvent) GetInvitationReceived() *Invitation {
+	if x != nil {
+		if x, ok := x.Event.(*SessionEvent_InvitationReceived); ok {
+			return x.InvitationReceived
+		}
+	}
+	return nil
+}
+
 type isSessionEvent_Event interface {
 	isSessionEvent_Event()
 }
@@ -3375,9 +3935,16 @@ type SessionEvent_ConversationLeft struct {
 	ConversationLeft *ConversationLeft `protobuf:"bytes,11,opt,name=conversation_left,json=conversationLeft,proto3,oneof"`
 }
 
+type SessionEvent_InvitationReceived struct {
+	// Channels and import (20..29).
+	InvitationReceived *Invitation `protobuf:"bytes,20,opt,name=invitation_received,json=invitationReceived,proto3,oneof"`
+}
+
 func (*SessionEvent_ConversationJoined) isSessionEvent_Event() {}
 
 func (*SessionEvent_ConversationLeft) isSessionEvent_Event() {}
+
+func (*SessionEvent_InvitationReceived) isSessionEvent_Event() {}
 
 // ConversationJoined: the user became a member of a conversation. The link
 // now receives its messages.
@@ -3470,12 +4037,1303 @@ func (x *ConversationLeft) GetConversationId() string {
 	return ""
 }
 
+// CreateChannel creates a channel; the creator is its admin.
+type CreateChannel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Title string                 `protobuf:"bytes,1,opt,name=title,proto3" json:"title,omitempty"`
+	// Users added as members (level member) at creation.
+	Members []string `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	// Optional, 1..64 bytes: a retransmission with the same client_id (same
+	// user) returns the same channel.
+	ClientId      string `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateChannel) Reset() {
+	*x = CreateChannel{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateChannel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateChannel) ProtoMessage() {}
+
+func (x *CreateChannel) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateChannel.ProtoReflect.Descriptor instead.
+func (*CreateChannel) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *CreateChannel) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *CreateChannel) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *CreateChannel) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+// AddChannelMembers adds users (admin only). Users already members get
+// level, if it is set.
+type AddChannelMembers struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	UserIds   []string               `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	// Default: member.
+	Level         ChannelLevel `protobuf:"varint,3,opt,name=level,proto3,enum=parley.protocol.v1.ChannelLevel" json:"level,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddChannelMembers) Reset() {
+	*x = AddChannelMembers{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddChannelMembers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddChannelMembers) ProtoMessage() {}
+
+func (x *AddChannelMembers) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddChannelMembers.ProtoReflect.Descriptor instead.
+func (*AddChannelMembers) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *AddChannelMembers) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *AddChannelMembers) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+func (x *AddChannelMembers) GetLevel() ChannelLevel {
+	if x != nil {
+		return x.Level
+	}
+	return ChannelLevel_CHANNEL_LEVEL_UNSPECIFIED
+}
+
+// RemoveChannelMember removes a member (admin only; anyone may remove
+// themselves).
+type RemoveChannelMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveChannelMember) Reset() {
+	*x = RemoveChannelMember{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveChannelMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveChannelMember) ProtoMessage() {}
+
+func (x *RemoveChannelMember) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveChannelMember.ProtoReflect.Descriptor instead.
+func (*RemoveChannelMember) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *RemoveChannelMember) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *RemoveChannelMember) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// JoinChannel makes the member present in the channel on this link.
+type JoinChannel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinChannel) Reset() {
+	*x = JoinChannel{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinChannel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinChannel) ProtoMessage() {}
+
+func (x *JoinChannel) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinChannel.ProtoReflect.Descriptor instead.
+func (*JoinChannel) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *JoinChannel) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+// LeaveChannel makes the member absent on this link.
+type LeaveChannel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveChannel) Reset() {
+	*x = LeaveChannel{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveChannel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveChannel) ProtoMessage() {}
+
+func (x *LeaveChannel) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveChannel.ProtoReflect.Descriptor instead.
+func (*LeaveChannel) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *LeaveChannel) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+// ChannelSend posts a message to the members present at this moment. It is
+// not stored.
+type ChannelSend struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	// Client-chosen, 1..64 bytes; echoed in the event and the reply. A
+	// retransmission within a minute is not delivered again.
+	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// UTF-8, the same limit as group messages (16 KiB by default).
+	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelSend) Reset() {
+	*x = ChannelSend{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelSend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelSend) ProtoMessage() {}
+
+func (x *ChannelSend) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelSend.ProtoReflect.Descriptor instead.
+func (*ChannelSend) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ChannelSend) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ChannelSend) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *ChannelSend) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+type ChannelInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelInfo) Reset() {
+	*x = ChannelInfo{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelInfo) ProtoMessage() {}
+
+func (x *ChannelInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelInfo.ProtoReflect.Descriptor instead.
+func (*ChannelInfo) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ChannelInfo) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+type ChannelMember struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Level  ChannelLevel           `protobuf:"varint,2,opt,name=level,proto3,enum=parley.protocol.v1.ChannelLevel" json:"level,omitempty"`
+	// At least one of the member's links joined the channel and is open.
+	Present       bool `protobuf:"varint,3,opt,name=present,proto3" json:"present,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelMember) Reset() {
+	*x = ChannelMember{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelMember) ProtoMessage() {}
+
+func (x *ChannelMember) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelMember.ProtoReflect.Descriptor instead.
+func (*ChannelMember) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ChannelMember) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ChannelMember) GetLevel() ChannelLevel {
+	if x != nil {
+		return x.Level
+	}
+	return ChannelLevel_CHANNEL_LEVEL_UNSPECIFIED
+}
+
+func (x *ChannelMember) GetPresent() bool {
+	if x != nil {
+		return x.Present
+	}
+	return false
+}
+
+// Channel describes a channel: the reply to the channel commands.
+type Channel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Title string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	// Every member, sorted by user id.
+	Members []*ChannelMember `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	// The present members' user ids, sorted.
+	Present []string `protobuf:"bytes,4,rep,name=present,proto3" json:"present,omitempty"`
+	// The asking user's level.
+	Level         ChannelLevel `protobuf:"varint,5,opt,name=level,proto3,enum=parley.protocol.v1.ChannelLevel" json:"level,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Channel) Reset() {
+	*x = Channel{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Channel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Channel) ProtoMessage() {}
+
+func (x *Channel) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Channel.ProtoReflect.Descriptor instead.
+func (*Channel) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *Channel) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Channel) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *Channel) GetMembers() []*ChannelMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *Channel) GetPresent() []string {
+	if x != nil {
+		return x.Present
+	}
+	return nil
+}
+
+func (x *Channel) GetLevel() ChannelLevel {
+	if x != nil {
+		return x.Level
+	}
+	return ChannelLevel_CHANNEL_LEVEL_UNSPECIFIED
+}
+
+type ChannelSent struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	ClientId  string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	TimeMs    int64                  `protobuf:"varint,3,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	// How many links the message was written to.
+	Recipients int32 `protobuf:"varint,4,opt,name=recipients,proto3" json:"recipients,omitempty"`
+	// True when this answers a retransmission: nothing was delivered again.
+	Duplicate     bool `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelSent) Reset() {
+	*x = ChannelSent{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelSent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelSent) ProtoMessage() {}
+
+func (x *ChannelSent) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelSent.ProtoReflect.Descriptor instead.
+func (*ChannelSent) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ChannelSent) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ChannelSent) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *ChannelSent) GetTimeMs() int64 {
+	if x != nil {
+		return x.TimeMs
+	}
+	return 0
+}
+
+func (x *ChannelSent) GetRecipients() int32 {
+	if x != nil {
+		return x.Recipients
+	}
+	return 0
+}
+
+func (x *ChannelSent) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+// ChannelMessage is the event of a channel message; it has no seq.
+type ChannelMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	Sender        string                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
+	SenderDevice  string                 `protobuf:"bytes,3,opt,name=sender_device,json=senderDevice,proto3" json:"sender_device,omitempty"`
+	ClientId      string                 `protobuf:"bytes,4,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	TimeMs        int64                  `protobuf:"varint,5,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	Text          string                 `protobuf:"bytes,6,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelMessage) Reset() {
+	*x = ChannelMessage{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelMessage) ProtoMessage() {}
+
+func (x *ChannelMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelMessage.ProtoReflect.Descriptor instead.
+func (*ChannelMessage) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ChannelMessage) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ChannelMessage) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *ChannelMessage) GetSenderDevice() string {
+	if x != nil {
+		return x.SenderDevice
+	}
+	return ""
+}
+
+func (x *ChannelMessage) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *ChannelMessage) GetTimeMs() int64 {
+	if x != nil {
+		return x.TimeMs
+	}
+	return 0
+}
+
+func (x *ChannelMessage) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// ChannelEvent is a presence or membership change, sent to the present
+// members' links. It is not a session event: it is never replayed.
+type ChannelEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	Kind          ChannelEventKind       `protobuf:"varint,2,opt,name=kind,proto3,enum=parley.protocol.v1.ChannelEventKind" json:"kind,omitempty"`
+	UserId        string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	TimeMs        int64                  `protobuf:"varint,4,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelEvent) Reset() {
+	*x = ChannelEvent{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelEvent) ProtoMessage() {}
+
+func (x *ChannelEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelEvent.ProtoReflect.Descriptor instead.
+func (*ChannelEvent) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ChannelEvent) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ChannelEvent) GetKind() ChannelEventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ChannelEventKind_CHANNEL_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *ChannelEvent) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ChannelEvent) GetTimeMs() int64 {
+	if x != nil {
+		return x.TimeMs
+	}
+	return 0
+}
+
+// ImportChannel adds a channel's members to a group. The requester must be
+// admin of both. Idempotent by op_id.
+type ImportChannel struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	GroupId   string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	ChannelId string                 `protobuf:"bytes,2,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	Mode      ImportMode             `protobuf:"varint,3,opt,name=mode,proto3,enum=parley.protocol.v1.ImportMode" json:"mode,omitempty"`
+	// Client-chosen, 1..64 bytes: a retry with the same op_id is answered
+	// with the original result and adds no one twice.
+	OpId          string `protobuf:"bytes,4,opt,name=op_id,json=opId,proto3" json:"op_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportChannel) Reset() {
+	*x = ImportChannel{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportChannel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportChannel) ProtoMessage() {}
+
+func (x *ImportChannel) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportChannel.ProtoReflect.Descriptor instead.
+func (*ImportChannel) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ImportChannel) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *ImportChannel) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ImportChannel) GetMode() ImportMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ImportMode_IMPORT_MODE_UNSPECIFIED
+}
+
+func (x *ImportChannel) GetOpId() string {
+	if x != nil {
+		return x.OpId
+	}
+	return ""
+}
+
+// Invitation to join a group, from a channel import.
+type Invitation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "<group id>/<16 hex digits>".
+	Id         string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	GroupId    string `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	GroupTitle string `protobuf:"bytes,3,opt,name=group_title,json=groupTitle,proto3" json:"group_title,omitempty"`
+	ChannelId  string `protobuf:"bytes,4,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	// The admin who imported the channel.
+	Inviter string `protobuf:"bytes,5,opt,name=inviter,proto3" json:"inviter,omitempty"`
+	// The invitee.
+	UserId string `protobuf:"bytes,6,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The sub-group the invitee joins on accepting.
+	Subgroup      string          `protobuf:"bytes,7,opt,name=subgroup,proto3" json:"subgroup,omitempty"`
+	ChannelLevel  ChannelLevel    `protobuf:"varint,8,opt,name=channel_level,json=channelLevel,proto3,enum=parley.protocol.v1.ChannelLevel" json:"channel_level,omitempty"`
+	ExpiresAtMs   int64           `protobuf:"varint,9,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	State         InvitationState `protobuf:"varint,10,opt,name=state,proto3,enum=parley.protocol.v1.InvitationState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Invitation) Reset() {
+	*x = Invitation{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Invitation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Invitation) ProtoMessage() {}
+
+func (x *Invitation) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Invitation.ProtoReflect.Descriptor instead.
+func (*Invitation) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *Invitation) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Invitation) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *Invitation) GetGroupTitle() string {
+	if x != nil {
+		return x.GroupTitle
+	}
+	return ""
+}
+
+func (x *Invitation) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *Invitation) GetInviter() string {
+	if x != nil {
+		return x.Inviter
+	}
+	return ""
+}
+
+func (x *Invitation) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Invitation) GetSubgroup() string {
+	if x != nil {
+		return x.Subgroup
+	}
+	return ""
+}
+
+func (x *Invitation) GetChannelLevel() ChannelLevel {
+	if x != nil {
+		return x.ChannelLevel
+	}
+	return ChannelLevel_CHANNEL_LEVEL_UNSPECIFIED
+}
+
+func (x *Invitation) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+func (x *Invitation) GetState() InvitationState {
+	if x != nil {
+		return x.State
+	}
+	return InvitationState_INVITATION_STATE_UNSPECIFIED
+}
+
+type ImportResult struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	GroupId   string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	ChannelId string                 `protobuf:"bytes,2,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	Mode      ImportMode             `protobuf:"varint,3,opt,name=mode,proto3,enum=parley.protocol.v1.ImportMode" json:"mode,omitempty"`
+	OpId      string                 `protobuf:"bytes,4,opt,name=op_id,json=opId,proto3" json:"op_id,omitempty"`
+	// Direct mode: the members added now, with display name, channel level
+	// and sub-group.
+	Added []*Member `protobuf:"bytes,5,rep,name=added,proto3" json:"added,omitempty"`
+	// Invite mode: the invitations sent.
+	Invitations []*Invitation `protobuf:"bytes,6,rep,name=invitations,proto3" json:"invitations,omitempty"`
+	// Channel members who were already in the group.
+	AlreadyMembers []string `protobuf:"bytes,7,rep,name=already_members,json=alreadyMembers,proto3" json:"already_members,omitempty"`
+	// Channel members who already had a pending invitation to the group.
+	AlreadyInvited []string `protobuf:"bytes,8,rep,name=already_invited,json=alreadyInvited,proto3" json:"already_invited,omitempty"`
+	// Sub-groups this import created.
+	SubgroupsCreated []string `protobuf:"bytes,9,rep,name=subgroups_created,json=subgroupsCreated,proto3" json:"subgroups_created,omitempty"`
+	TimeMs           int64    `protobuf:"varint,10,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	// True when this answers a retry of an import already done.
+	Duplicate bool `protobuf:"varint,11,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// How many members were added or invited. The lists above hold at most
+	// 1000 entries each; truncated says some were left out.
+	AddedCount    int32 `protobuf:"varint,12,opt,name=added_count,json=addedCount,proto3" json:"added_count,omitempty"`
+	InvitedCount  int32 `protobuf:"varint,13,opt,name=invited_count,json=invitedCount,proto3" json:"invited_count,omitempty"`
+	Truncated     bool  `protobuf:"varint,14,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportResult) Reset() {
+	*x = ImportResult{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportResult) ProtoMessage() {}
+
+func (x *ImportResult) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportResult.ProtoReflect.Descriptor instead.
+func (*ImportResult) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ImportResult) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *ImportResult) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ImportResult) GetMode() ImportMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ImportMode_IMPORT_MODE_UNSPECIFIED
+}
+
+func (x *ImportResult) GetOpId() string {
+	if x != nil {
+		return x.OpId
+	}
+	return ""
+}
+
+func (x *ImportResult) GetAdded() []*Member {
+	if x != nil {
+		return x.Added
+	}
+	return nil
+}
+
+func (x *ImportResult) GetInvitations() []*Invitation {
+	if x != nil {
+		return x.Invitations
+	}
+	return nil
+}
+
+func (x *ImportResult) GetAlreadyMembers() []string {
+	if x != nil {
+		return x.AlreadyMembers
+	}
+	return nil
+}
+
+func (x *ImportResult) GetAlreadyInvited() []string {
+	if x != nil {
+		return x.AlreadyInvited
+	}
+	return nil
+}
+
+func (x *ImportResult) GetSubgroupsCreated() []string {
+	if x != nil {
+		return x.SubgroupsCreated
+	}
+	return nil
+}
+
+func (x *ImportResult) GetTimeMs() int64 {
+	if x != nil {
+		return x.TimeMs
+	}
+	return 0
+}
+
+func (x *ImportResult) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+func (x *ImportResult) GetAddedCount() int32 {
+	if x != nil {
+		return x.AddedCount
+	}
+	return 0
+}
+
+func (x *ImportResult) GetInvitedCount() int32 {
+	if x != nil {
+		return x.InvitedCount
+	}
+	return 0
+}
+
+func (x *ImportResult) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+type AnswerInvitation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	InvitationId  string                 `protobuf:"bytes,1,opt,name=invitation_id,json=invitationId,proto3" json:"invitation_id,omitempty"`
+	Accept        bool                   `protobuf:"varint,2,opt,name=accept,proto3" json:"accept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnswerInvitation) Reset() {
+	*x = AnswerInvitation{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnswerInvitation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnswerInvitation) ProtoMessage() {}
+
+func (x *AnswerInvitation) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnswerInvitation.ProtoReflect.Descriptor instead.
+func (*AnswerInvitation) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *AnswerInvitation) GetInvitationId() string {
+	if x != nil {
+		return x.InvitationId
+	}
+	return ""
+}
+
+func (x *AnswerInvitation) GetAccept() bool {
+	if x != nil {
+		return x.Accept
+	}
+	return false
+}
+
+type InvitationAnswered struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The invitation in its final state (accepted or declined).
+	Invitation *Invitation `protobuf:"bytes,1,opt,name=invitation,proto3" json:"invitation,omitempty"`
+	// True when the invitation had already been answered: the first answer
+	// stands.
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InvitationAnswered) Reset() {
+	*x = InvitationAnswered{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvitationAnswered) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvitationAnswered) ProtoMessage() {}
+
+func (x *InvitationAnswered) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvitationAnswered.ProtoReflect.Descriptor instead.
+func (*InvitationAnswered) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *InvitationAnswered) GetInvitation() *Invitation {
+	if x != nil {
+		return x.Invitation
+	}
+	return nil
+}
+
+func (x *InvitationAnswered) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+type ListInvitations struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInvitations) Reset() {
+	*x = ListInvitations{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInvitations) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInvitations) ProtoMessage() {}
+
+func (x *ListInvitations) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInvitations.ProtoReflect.Descriptor instead.
+func (*ListInvitations) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{60}
+}
+
+type InvitationList struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pending, unexpired invitations of the user.
+	Invitations   []*Invitation `protobuf:"bytes,1,rep,name=invitations,proto3" json:"invitations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InvitationList) Reset() {
+	*x = InvitationList{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvitationList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvitationList) ProtoMessage() {}
+
+func (x *InvitationList) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvitationList.ProtoReflect.Descriptor instead.
+func (*InvitationList) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *InvitationList) GetInvitations() []*Invitation {
+	if x != nil {
+		return x.Invitations
+	}
+	return nil
+}
+
 var File_gateway_protocol_parley_proto protoreflect.FileDescriptor
 
 const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x1dgateway/protocol/parley.proto\x12\x12parley.protocol.v1\"\x94\n" +
-	"\n" +
+	"\x1dgateway/protocol/parley.proto\x12\x12parley.protocol.v1\"\xa6\x10\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
 	"\x05hello\x18\n" +
@@ -3501,8 +5359,19 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x12list_conversations\x18\" \x01(\v2%.parley.protocol.v1.ListConversationsH\x00R\x11listConversations\x12S\n" +
 	"\x11conversation_info\x18# \x01(\v2$.parley.protocol.v1.ConversationInfoH\x00R\x10conversationInfo\x12+\n" +
 	"\x03ack\x18( \x01(\v2\x17.parley.protocol.v1.AckH\x00R\x03ack\x12>\n" +
-	"\tfile_info\x18< \x01(\v2\x1f.parley.protocol.v1.GetFileInfoH\x00R\bfileInfoB\t\n" +
-	"\acommand\"\xc0\x06\n" +
+	"\tfile_info\x18< \x01(\v2\x1f.parley.protocol.v1.GetFileInfoH\x00R\bfileInfo\x12J\n" +
+	"\x0ecreate_channel\x18P \x01(\v2!.parley.protocol.v1.CreateChannelH\x00R\rcreateChannel\x12W\n" +
+	"\x13add_channel_members\x18Q \x01(\v2%.parley.protocol.v1.AddChannelMembersH\x00R\x11addChannelMembers\x12]\n" +
+	"\x15remove_channel_member\x18R \x01(\v2'.parley.protocol.v1.RemoveChannelMemberH\x00R\x13removeChannelMember\x12D\n" +
+	"\fjoin_channel\x18S \x01(\v2\x1f.parley.protocol.v1.JoinChannelH\x00R\vjoinChannel\x12G\n" +
+	"\rleave_channel\x18T \x01(\v2 .parley.protocol.v1.LeaveChannelH\x00R\fleaveChannel\x12D\n" +
+	"\fchannel_send\x18U \x01(\v2\x1f.parley.protocol.v1.ChannelSendH\x00R\vchannelSend\x12D\n" +
+	"\fchannel_info\x18V \x01(\v2\x1f.parley.protocol.v1.ChannelInfoH\x00R\vchannelInfo\x12J\n" +
+	"\x0eimport_channel\x18Z \x01(\v2!.parley.protocol.v1.ImportChannelH\x00R\rimportChannel\x12S\n" +
+	"\x11answer_invitation\x18[ \x01(\v2$.parley.protocol.v1.AnswerInvitationH\x00R\x10answerInvitation\x12P\n" +
+	"\x10list_invitations\x18\\ \x01(\v2#.parley.protocol.v1.ListInvitationsH\x00R\x0flistInvitationsB\t\n" +
+	"\acommand\"\xca\n" +
+	"\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02re\x18\x01 \x01(\tR\x02re\x121\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.parley.protocol.v1.ErrorH\x00R\x05error\x128\n" +
@@ -3520,7 +5389,14 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x11conversation_list\x18\" \x01(\v2$.parley.protocol.v1.ConversationListH\x00R\x10conversationList\x127\n" +
 	"\amessage\x182 \x01(\v2\x1b.parley.protocol.v1.MessageH\x00R\amessage\x12G\n" +
 	"\rsession_event\x183 \x01(\v2 .parley.protocol.v1.SessionEventH\x00R\fsessionEvent\x12;\n" +
-	"\tfile_info\x18< \x01(\v2\x1c.parley.protocol.v1.FileInfoH\x00R\bfileInfoB\x06\n" +
+	"\tfile_info\x18< \x01(\v2\x1c.parley.protocol.v1.FileInfoH\x00R\bfileInfo\x127\n" +
+	"\achannel\x18P \x01(\v2\x1b.parley.protocol.v1.ChannelH\x00R\achannel\x12D\n" +
+	"\fchannel_sent\x18Q \x01(\v2\x1f.parley.protocol.v1.ChannelSentH\x00R\vchannelSent\x12M\n" +
+	"\x0fchannel_message\x18U \x01(\v2\".parley.protocol.v1.ChannelMessageH\x00R\x0echannelMessage\x12G\n" +
+	"\rchannel_event\x18V \x01(\v2 .parley.protocol.v1.ChannelEventH\x00R\fchannelEvent\x12G\n" +
+	"\rimport_result\x18Z \x01(\v2 .parley.protocol.v1.ImportResultH\x00R\fimportResult\x12Y\n" +
+	"\x13invitation_answered\x18[ \x01(\v2&.parley.protocol.v1.InvitationAnsweredH\x00R\x12invitationAnswered\x12M\n" +
+	"\x0finvitation_list\x18\\ \x01(\v2\".parley.protocol.v1.InvitationListH\x00R\x0einvitationListB\x06\n" +
 	"\x04body\"[\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
@@ -3581,18 +5457,22 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x06Logout\"\x06\n" +
 	"\x04Ping\",\n" +
 	"\x04Pong\x12$\n" +
-	"\x0eserver_time_ms\x18\x01 \x01(\x03R\fserverTimeMs\"j\n" +
+	"\x0eserver_time_ms\x18\x01 \x01(\x03R\fserverTimeMs\"\xf0\x01\n" +
 	"\x06Member\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12,\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x18.parley.protocol.v1.RoleR\x04role\x12\x19\n" +
-	"\bread_seq\x18\x03 \x01(\x03R\areadSeq\"\xda\x01\n" +
+	"\bread_seq\x18\x03 \x01(\x03R\areadSeq\x12\x1a\n" +
+	"\bsubgroup\x18\x14 \x01(\tR\bsubgroup\x12!\n" +
+	"\fdisplay_name\x18\x15 \x01(\tR\vdisplayName\x12E\n" +
+	"\rchannel_level\x18\x16 \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\fchannelLevel\"\xf8\x01\n" +
 	"\fConversation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x128\n" +
 	"\x04kind\x18\x02 \x01(\x0e2$.parley.protocol.v1.ConversationKindR\x04kind\x12\x14\n" +
 	"\x05title\x18\x03 \x01(\tR\x05title\x12\x19\n" +
 	"\blast_seq\x18\x04 \x01(\x03R\alastSeq\x124\n" +
 	"\amembers\x18\x05 \x03(\v2\x1a.parley.protocol.v1.MemberR\amembers\x12\x19\n" +
-	"\bread_seq\x18\x06 \x01(\x03R\areadSeq\"Z\n" +
+	"\bread_seq\x18\x06 \x01(\x03R\areadSeq\x12\x1c\n" +
+	"\tsubgroups\x18\x14 \x03(\tR\tsubgroups\"Z\n" +
 	"\x10ConversationList\x12F\n" +
 	"\rconversations\x18\x01 \x03(\v2 .parley.protocol.v1.ConversationR\rconversations\"Z\n" +
 	"\vCreateGroup\x12\x14\n" +
@@ -3618,13 +5498,14 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x05title\x18\x02 \x01(\tR\x05title\"%\n" +
 	"\n" +
 	"OpenDirect\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"\x97\x01\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"\xb3\x01\n" +
 	"\x04Send\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x12\n" +
 	"\x04text\x18\x03 \x01(\tR\x04text\x12\x19\n" +
 	"\breply_to\x18\x04 \x01(\x03R\areplyTo\x12\x1a\n" +
-	"\bmentions\x18\x05 \x03(\tR\bmentions\"x\n" +
+	"\bmentions\x18\x05 \x03(\tR\bmentions\x12\x1a\n" +
+	"\bsubgroup\x18\x14 \x01(\tR\bsubgroup\"x\n" +
 	"\x04Sent\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x17\n" +
@@ -3649,7 +5530,7 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"&\n" +
 	"\x03Ack\x12\x1f\n" +
 	"\vsession_seq\x18\x01 \x01(\x03R\n" +
-	"sessionSeq\"\x9d\x03\n" +
+	"sessionSeq\"\xb9\x03\n" +
 	"\aMessage\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x123\n" +
@@ -3665,7 +5546,8 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\n" +
 	"target_seq\x18\v \x01(\x03R\ttargetSeq\x12\x14\n" +
 	"\x05users\x18\f \x03(\tR\x05users\x12/\n" +
-	"\x04file\x18\r \x01(\v2\x1b.parley.protocol.v1.FileRefR\x04file\"z\n" +
+	"\x04file\x18\r \x01(\v2\x1b.parley.protocol.v1.FileRefR\x04file\x12\x1a\n" +
+	"\bsubgroup\x18\x14 \x01(\tR\bsubgroup\"z\n" +
 	"\aFileRef\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -3688,18 +5570,129 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	" \x01(\tR\buploader\x12\x1d\n" +
 	"\n" +
 	"created_ms\x18\v \x01(\x03R\tcreatedMsJ\x04\b\t\x10\n" +
-	"\"\xf2\x01\n" +
+	"\"\xc5\x02\n" +
 	"\fSessionEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12Y\n" +
 	"\x13conversation_joined\x18\n" +
 	" \x01(\v2&.parley.protocol.v1.ConversationJoinedH\x00R\x12conversationJoined\x12S\n" +
-	"\x11conversation_left\x18\v \x01(\v2$.parley.protocol.v1.ConversationLeftH\x00R\x10conversationLeftB\a\n" +
+	"\x11conversation_left\x18\v \x01(\v2$.parley.protocol.v1.ConversationLeftH\x00R\x10conversationLeft\x12Q\n" +
+	"\x13invitation_received\x18\x14 \x01(\v2\x1e.parley.protocol.v1.InvitationH\x00R\x12invitationReceivedB\a\n" +
 	"\x05event\"Z\n" +
 	"\x12ConversationJoined\x12D\n" +
 	"\fconversation\x18\x01 \x01(\v2 .parley.protocol.v1.ConversationR\fconversation\";\n" +
 	"\x10ConversationLeft\x12'\n" +
-	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId*\x84\x01\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\\\n" +
+	"\rCreateChannel\x12\x14\n" +
+	"\x05title\x18\x01 \x01(\tR\x05title\x12\x18\n" +
+	"\amembers\x18\x02 \x03(\tR\amembers\x12\x1b\n" +
+	"\tclient_id\x18\x03 \x01(\tR\bclientId\"\x85\x01\n" +
+	"\x11AddChannelMembers\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x19\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\x126\n" +
+	"\x05level\x18\x03 \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\x05level\"M\n" +
+	"\x13RemoveChannelMember\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\",\n" +
+	"\vJoinChannel\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\"-\n" +
+	"\fLeaveChannel\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\"]\n" +
+	"\vChannelSend\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\",\n" +
+	"\vChannelInfo\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\"z\n" +
+	"\rChannelMember\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x126\n" +
+	"\x05level\x18\x02 \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\x05level\x12\x18\n" +
+	"\apresent\x18\x03 \x01(\bR\apresent\"\xbe\x01\n" +
+	"\aChannel\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\x12;\n" +
+	"\amembers\x18\x03 \x03(\v2!.parley.protocol.v1.ChannelMemberR\amembers\x12\x18\n" +
+	"\apresent\x18\x04 \x03(\tR\apresent\x126\n" +
+	"\x05level\x18\x05 \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\x05level\"\xa0\x01\n" +
+	"\vChannelSent\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x17\n" +
+	"\atime_ms\x18\x03 \x01(\x03R\x06timeMs\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x04 \x01(\x05R\n" +
+	"recipients\x12\x1c\n" +
+	"\tduplicate\x18\x05 \x01(\bR\tduplicate\"\xb6\x01\n" +
+	"\x0eChannelMessage\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x16\n" +
+	"\x06sender\x18\x02 \x01(\tR\x06sender\x12#\n" +
+	"\rsender_device\x18\x03 \x01(\tR\fsenderDevice\x12\x1b\n" +
+	"\tclient_id\x18\x04 \x01(\tR\bclientId\x12\x17\n" +
+	"\atime_ms\x18\x05 \x01(\x03R\x06timeMs\x12\x12\n" +
+	"\x04text\x18\x06 \x01(\tR\x04text\"\x99\x01\n" +
+	"\fChannelEvent\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\x128\n" +
+	"\x04kind\x18\x02 \x01(\x0e2$.parley.protocol.v1.ChannelEventKindR\x04kind\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\x12\x17\n" +
+	"\atime_ms\x18\x04 \x01(\x03R\x06timeMs\"\x92\x01\n" +
+	"\rImportChannel\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x02 \x01(\tR\tchannelId\x122\n" +
+	"\x04mode\x18\x03 \x01(\x0e2\x1e.parley.protocol.v1.ImportModeR\x04mode\x12\x13\n" +
+	"\x05op_id\x18\x04 \x01(\tR\x04opId\"\xec\x02\n" +
+	"\n" +
+	"Invitation\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x1f\n" +
+	"\vgroup_title\x18\x03 \x01(\tR\n" +
+	"groupTitle\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x04 \x01(\tR\tchannelId\x12\x18\n" +
+	"\ainviter\x18\x05 \x01(\tR\ainviter\x12\x17\n" +
+	"\auser_id\x18\x06 \x01(\tR\x06userId\x12\x1a\n" +
+	"\bsubgroup\x18\a \x01(\tR\bsubgroup\x12E\n" +
+	"\rchannel_level\x18\b \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\fchannelLevel\x12\"\n" +
+	"\rexpires_at_ms\x18\t \x01(\x03R\vexpiresAtMs\x129\n" +
+	"\x05state\x18\n" +
+	" \x01(\x0e2#.parley.protocol.v1.InvitationStateR\x05state\"\x9f\x04\n" +
+	"\fImportResult\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x02 \x01(\tR\tchannelId\x122\n" +
+	"\x04mode\x18\x03 \x01(\x0e2\x1e.parley.protocol.v1.ImportModeR\x04mode\x12\x13\n" +
+	"\x05op_id\x18\x04 \x01(\tR\x04opId\x120\n" +
+	"\x05added\x18\x05 \x03(\v2\x1a.parley.protocol.v1.MemberR\x05added\x12@\n" +
+	"\vinvitations\x18\x06 \x03(\v2\x1e.parley.protocol.v1.InvitationR\vinvitations\x12'\n" +
+	"\x0falready_members\x18\a \x03(\tR\x0ealreadyMembers\x12'\n" +
+	"\x0falready_invited\x18\b \x03(\tR\x0ealreadyInvited\x12+\n" +
+	"\x11subgroups_created\x18\t \x03(\tR\x10subgroupsCreated\x12\x17\n" +
+	"\atime_ms\x18\n" +
+	" \x01(\x03R\x06timeMs\x12\x1c\n" +
+	"\tduplicate\x18\v \x01(\bR\tduplicate\x12\x1f\n" +
+	"\vadded_count\x18\f \x01(\x05R\n" +
+	"addedCount\x12#\n" +
+	"\rinvited_count\x18\r \x01(\x05R\finvitedCount\x12\x1c\n" +
+	"\ttruncated\x18\x0e \x01(\bR\ttruncated\"O\n" +
+	"\x10AnswerInvitation\x12#\n" +
+	"\rinvitation_id\x18\x01 \x01(\tR\finvitationId\x12\x16\n" +
+	"\x06accept\x18\x02 \x01(\bR\x06accept\"r\n" +
+	"\x12InvitationAnswered\x12>\n" +
+	"\n" +
+	"invitation\x18\x01 \x01(\v2\x1e.parley.protocol.v1.InvitationR\n" +
+	"invitation\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x11\n" +
+	"\x0fListInvitations\"R\n" +
+	"\x0eInvitationList\x12@\n" +
+	"\vinvitations\x18\x01 \x03(\v2\x1e.parley.protocol.v1.InvitationR\vinvitations*\x84\x01\n" +
 	"\n" +
 	"DeviceType\x12\x1b\n" +
 	"\x17DEVICE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -3717,7 +5710,7 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x10ConversationKind\x12!\n" +
 	"\x1dCONVERSATION_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17CONVERSATION_KIND_GROUP\x10\x01\x12\x1c\n" +
-	"\x18CONVERSATION_KIND_DIRECT\x10\x02*\x9f\x02\n" +
+	"\x18CONVERSATION_KIND_DIRECT\x10\x02*\xb8\x02\n" +
 	"\vMessageKind\x12\x1c\n" +
 	"\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11MESSAGE_KIND_TEXT\x10\x01\x12\x18\n" +
@@ -3728,7 +5721,28 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x14MESSAGE_KIND_RENAMED\x10\x06\x12\x18\n" +
 	"\x14MESSAGE_KIND_CREATED\x10\a\x12\x1d\n" +
 	"\x19MESSAGE_KIND_ROLE_CHANGED\x10\b\x12\x15\n" +
-	"\x11MESSAGE_KIND_FILE\x10\tB0Z.github.com/parley-chat/parley/gateway/protocolb\x06proto3"
+	"\x11MESSAGE_KIND_FILE\x10\t\x12\x17\n" +
+	"\x13MESSAGE_KIND_HIDDEN\x10\x14*`\n" +
+	"\fChannelLevel\x12\x1d\n" +
+	"\x19CHANNEL_LEVEL_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14CHANNEL_LEVEL_MEMBER\x10\x01\x12\x17\n" +
+	"\x13CHANNEL_LEVEL_ADMIN\x10\x02*\x95\x01\n" +
+	"\x10ChannelEventKind\x12\"\n" +
+	"\x1eCHANNEL_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aCHANNEL_EVENT_KIND_PRESENT\x10\x01\x12\x1d\n" +
+	"\x19CHANNEL_EVENT_KIND_ABSENT\x10\x02\x12\x1e\n" +
+	"\x1aCHANNEL_EVENT_KIND_REMOVED\x10\x03*Y\n" +
+	"\n" +
+	"ImportMode\x12\x1b\n" +
+	"\x17IMPORT_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12IMPORT_MODE_DIRECT\x10\x01\x12\x16\n" +
+	"\x12IMPORT_MODE_INVITE\x10\x02*\xad\x01\n" +
+	"\x0fInvitationState\x12 \n" +
+	"\x1cINVITATION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18INVITATION_STATE_PENDING\x10\x01\x12\x1d\n" +
+	"\x19INVITATION_STATE_ACCEPTED\x10\x02\x12\x1d\n" +
+	"\x19INVITATION_STATE_DECLINED\x10\x03\x12\x1c\n" +
+	"\x18INVITATION_STATE_EXPIRED\x10\x04B0Z.github.com/parley-chat/parley/gateway/protocolb\x06proto3"
 
 var (
 	file_gateway_protocol_parley_proto_rawDescOnce sync.Once
@@ -3742,116 +5756,171 @@ func file_gateway_protocol_parley_proto_rawDescGZIP() []byte {
 	return file_gateway_protocol_parley_proto_rawDescData
 }
 
-var file_gateway_protocol_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_gateway_protocol_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_gateway_protocol_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_gateway_protocol_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_gateway_protocol_parley_proto_goTypes = []any{
-	(DeviceType)(0),            // 0: parley.protocol.v1.DeviceType
-	(Role)(0),                  // 1: parley.protocol.v1.Role
-	(ConversationKind)(0),      // 2: parley.protocol.v1.ConversationKind
-	(MessageKind)(0),           // 3: parley.protocol.v1.MessageKind
-	(*ClientFrame)(nil),        // 4: parley.protocol.v1.ClientFrame
-	(*ServerFrame)(nil),        // 5: parley.protocol.v1.ServerFrame
-	(*Error)(nil),              // 6: parley.protocol.v1.Error
-	(*Empty)(nil),              // 7: parley.protocol.v1.Empty
-	(*Device)(nil),             // 8: parley.protocol.v1.Device
-	(*Hello)(nil),              // 9: parley.protocol.v1.Hello
-	(*Cursor)(nil),             // 10: parley.protocol.v1.Cursor
-	(*Resume)(nil),             // 11: parley.protocol.v1.Resume
-	(*HelloOK)(nil),            // 12: parley.protocol.v1.HelloOK
-	(*SessionInfo)(nil),        // 13: parley.protocol.v1.SessionInfo
-	(*Register)(nil),           // 14: parley.protocol.v1.Register
-	(*Registered)(nil),         // 15: parley.protocol.v1.Registered
-	(*Login)(nil),              // 16: parley.protocol.v1.Login
-	(*LoggedIn)(nil),           // 17: parley.protocol.v1.LoggedIn
-	(*Logout)(nil),             // 18: parley.protocol.v1.Logout
-	(*Ping)(nil),               // 19: parley.protocol.v1.Ping
-	(*Pong)(nil),               // 20: parley.protocol.v1.Pong
-	(*Member)(nil),             // 21: parley.protocol.v1.Member
-	(*Conversation)(nil),       // 22: parley.protocol.v1.Conversation
-	(*ConversationList)(nil),   // 23: parley.protocol.v1.ConversationList
-	(*CreateGroup)(nil),        // 24: parley.protocol.v1.CreateGroup
-	(*AddMembers)(nil),         // 25: parley.protocol.v1.AddMembers
-	(*RemoveMember)(nil),       // 26: parley.protocol.v1.RemoveMember
-	(*LeaveGroup)(nil),         // 27: parley.protocol.v1.LeaveGroup
-	(*SetRole)(nil),            // 28: parley.protocol.v1.SetRole
-	(*RenameGroup)(nil),        // 29: parley.protocol.v1.RenameGroup
-	(*OpenDirect)(nil),         // 30: parley.protocol.v1.OpenDirect
-	(*Send)(nil),               // 31: parley.protocol.v1.Send
-	(*Sent)(nil),               // 32: parley.protocol.v1.Sent
-	(*DeleteMessage)(nil),      // 33: parley.protocol.v1.DeleteMessage
-	(*History)(nil),            // 34: parley.protocol.v1.History
-	(*HistoryPage)(nil),        // 35: parley.protocol.v1.HistoryPage
-	(*MarkRead)(nil),           // 36: parley.protocol.v1.MarkRead
-	(*ListConversations)(nil),  // 37: parley.protocol.v1.ListConversations
-	(*ConversationInfo)(nil),   // 38: parley.protocol.v1.ConversationInfo
-	(*Ack)(nil),                // 39: parley.protocol.v1.Ack
-	(*Message)(nil),            // 40: parley.protocol.v1.Message
-	(*FileRef)(nil),            // 41: parley.protocol.v1.FileRef
-	(*GetFileInfo)(nil),        // 42: parley.protocol.v1.GetFileInfo
-	(*FileInfo)(nil),           // 43: parley.protocol.v1.FileInfo
-	(*SessionEvent)(nil),       // 44: parley.protocol.v1.SessionEvent
-	(*ConversationJoined)(nil), // 45: parley.protocol.v1.ConversationJoined
-	(*ConversationLeft)(nil),   // 46: parley.protocol.v1.ConversationLeft
+	(DeviceType)(0),             // 0: parley.protocol.v1.DeviceType
+	(Role)(0),                   // 1: parley.protocol.v1.Role
+	(ConversationKind)(0),       // 2: parley.protocol.v1.ConversationKind
+	(MessageKind)(0),            // 3: parley.protocol.v1.MessageKind
+	(ChannelLevel)(0),           // 4: parley.protocol.v1.ChannelLevel
+	(ChannelEventKind)(0),       // 5: parley.protocol.v1.ChannelEventKind
+	(ImportMode)(0),             // 6: parley.protocol.v1.ImportMode
+	(InvitationState)(0),        // 7: parley.protocol.v1.InvitationState
+	(*ClientFrame)(nil),         // 8: parley.protocol.v1.ClientFrame
+	(*ServerFrame)(nil),         // 9: parley.protocol.v1.ServerFrame
+	(*Error)(nil),               // 10: parley.protocol.v1.Error
+	(*Empty)(nil),               // 11: parley.protocol.v1.Empty
+	(*Device)(nil),              // 12: parley.protocol.v1.Device
+	(*Hello)(nil),               // 13: parley.protocol.v1.Hello
+	(*Cursor)(nil),              // 14: parley.protocol.v1.Cursor
+	(*Resume)(nil),              // 15: parley.protocol.v1.Resume
+	(*HelloOK)(nil),             // 16: parley.protocol.v1.HelloOK
+	(*SessionInfo)(nil),         // 17: parley.protocol.v1.SessionInfo
+	(*Register)(nil),            // 18: parley.protocol.v1.Register
+	(*Registered)(nil),          // 19: parley.protocol.v1.Registered
+	(*Login)(nil),               // 20: parley.protocol.v1.Login
+	(*LoggedIn)(nil),            // 21: parley.protocol.v1.LoggedIn
+	(*Logout)(nil),              // 22: parley.protocol.v1.Logout
+	(*Ping)(nil),                // 23: parley.protocol.v1.Ping
+	(*Pong)(nil),                // 24: parley.protocol.v1.Pong
+	(*Member)(nil),              // 25: parley.protocol.v1.Member
+	(*Conversation)(nil),        // 26: parley.protocol.v1.Conversation
+	(*ConversationList)(nil),    // 27: parley.protocol.v1.ConversationList
+	(*CreateGroup)(nil),         // 28: parley.protocol.v1.CreateGroup
+	(*AddMembers)(nil),          // 29: parley.protocol.v1.AddMembers
+	(*RemoveMember)(nil),        // 30: parley.protocol.v1.RemoveMember
+	(*LeaveGroup)(nil),          // 31: parley.protocol.v1.LeaveGroup
+	(*SetRole)(nil),             // 32: parley.protocol.v1.SetRole
+	(*RenameGroup)(nil),         // 33: parley.protocol.v1.RenameGroup
+	(*OpenDirect)(nil),          // 34: parley.protocol.v1.OpenDirect
+	(*Send)(nil),                // 35: parley.protocol.v1.Send
+	(*Sent)(nil),                // 36: parley.protocol.v1.Sent
+	(*DeleteMessage)(nil),       // 37: parley.protocol.v1.DeleteMessage
+	(*History)(nil),             // 38: parley.protocol.v1.History
+	(*HistoryPage)(nil),         // 39: parley.protocol.v1.HistoryPage
+	(*MarkRead)(nil),            // 40: parley.protocol.v1.MarkRead
+	(*ListConversations)(nil),   // 41: parley.protocol.v1.ListConversations
+	(*ConversationInfo)(nil),    // 42: parley.protocol.v1.ConversationInfo
+	(*Ack)(nil),                 // 43: parley.protocol.v1.Ack
+	(*Message)(nil),             // 44: parley.protocol.v1.Message
+	(*FileRef)(nil),             // 45: parley.protocol.v1.FileRef
+	(*GetFileInfo)(nil),         // 46: parley.protocol.v1.GetFileInfo
+	(*FileInfo)(nil),            // 47: parley.protocol.v1.FileInfo
+	(*SessionEvent)(nil),        // 48: parley.protocol.v1.SessionEvent
+	(*ConversationJoined)(nil),  // 49: parley.protocol.v1.ConversationJoined
+	(*ConversationLeft)(nil),    // 50: parley.protocol.v1.ConversationLeft
+	(*CreateChannel)(nil),       // 51: parley.protocol.v1.CreateChannel
+	(*AddChannelMembers)(nil),   // 52: parley.protocol.v1.AddChannelMembers
+	(*RemoveChannelMember)(nil), // 53: parley.protocol.v1.RemoveChannelMember
+	(*JoinChannel)(nil),         // 54: parley.protocol.v1.JoinChannel
+	(*LeaveChannel)(nil),        // 55: parley.protocol.v1.LeaveChannel
+	(*ChannelSend)(nil),         // 56: parley.protocol.v1.ChannelSend
+	(*ChannelInfo)(nil),         // 57: parley.protocol.v1.ChannelInfo
+	(*ChannelMember)(nil),       // 58: parley.protocol.v1.ChannelMember
+	(*Channel)(nil),             // 59: parley.protocol.v1.Channel
+	(*ChannelSent)(nil),         // 60: parley.protocol.v1.ChannelSent
+	(*ChannelMessage)(nil),      // 61: parley.protocol.v1.ChannelMessage
+	(*ChannelEvent)(nil),        // 62: parley.protocol.v1.ChannelEvent
+	(*ImportChannel)(nil),       // 63: parley.protocol.v1.ImportChannel
+	(*Invitation)(nil),          // 64: parley.protocol.v1.Invitation
+	(*ImportResult)(nil),        // 65: parley.protocol.v1.ImportResult
+	(*AnswerInvitation)(nil),    // 66: parley.protocol.v1.AnswerInvitation
+	(*InvitationAnswered)(nil),  // 67: parley.protocol.v1.InvitationAnswered
+	(*ListInvitations)(nil),     // 68: parley.protocol.v1.ListInvitations
+	(*InvitationList)(nil),      // 69: parley.protocol.v1.InvitationList
 }
 var file_gateway_protocol_parley_proto_depIdxs = []int32{
-	9,  // 0: parley.protocol.v1.ClientFrame.hello:type_name -> parley.protocol.v1.Hello
-	14, // 1: parley.protocol.v1.ClientFrame.register:type_name -> parley.protocol.v1.Register
-	16, // 2: parley.protocol.v1.ClientFrame.login:type_name -> parley.protocol.v1.Login
-	18, // 3: parley.protocol.v1.ClientFrame.logout:type_name -> parley.protocol.v1.Logout
-	19, // 4: parley.protocol.v1.ClientFrame.ping:type_name -> parley.protocol.v1.Ping
-	24, // 5: parley.protocol.v1.ClientFrame.create_group:type_name -> parley.protocol.v1.CreateGroup
-	25, // 6: parley.protocol.v1.ClientFrame.add_members:type_name -> parley.protocol.v1.AddMembers
-	26, // 7: parley.protocol.v1.ClientFrame.remove_member:type_name -> parley.protocol.v1.RemoveMember
-	27, // 8: parley.protocol.v1.ClientFrame.leave_group:type_name -> parley.protocol.v1.LeaveGroup
-	28, // 9: parley.protocol.v1.ClientFrame.set_role:type_name -> parley.protocol.v1.SetRole
-	29, // 10: parley.protocol.v1.ClientFrame.rename_group:type_name -> parley.protocol.v1.RenameGroup
-	30, // 11: parley.protocol.v1.ClientFrame.open_direct:type_name -> parley.protocol.v1.OpenDirect
-	31, // 12: parley.protocol.v1.ClientFrame.send:type_name -> parley.protocol.v1.Send
-	33, // 13: parley.protocol.v1.ClientFrame.delete_message:type_name -> parley.protocol.v1.DeleteMessage
-	34, // 14: parley.protocol.v1.ClientFrame.history:type_name -> parley.protocol.v1.History
-	36, // 15: parley.protocol.v1.ClientFrame.mark_read:type_name -> parley.protocol.v1.MarkRead
-	37, // 16: parley.protocol.v1.ClientFrame.list_conversations:type_name -> parley.protocol.v1.ListConversations
-	38, // 17: parley.protocol.v1.ClientFrame.conversation_info:type_name -> parley.protocol.v1.ConversationInfo
-	39, // 18: parley.protocol.v1.ClientFrame.ack:type_name -> parley.protocol.v1.Ack
-	42, // 19: parley.protocol.v1.ClientFrame.file_info:type_name -> parley.protocol.v1.GetFileInfo
-	6,  // 20: parley.protocol.v1.ServerFrame.error:type_name -> parley.protocol.v1.Error
-	12, // 21: parley.protocol.v1.ServerFrame.hello_ok:type_name -> parley.protocol.v1.HelloOK
-	15, // 22: parley.protocol.v1.ServerFrame.registered:type_name -> parley.protocol.v1.Registered
-	17, // 23: parley.protocol.v1.ServerFrame.logged_in:type_name -> parley.protocol.v1.LoggedIn
-	7,  // 24: parley.protocol.v1.ServerFrame.ok:type_name -> parley.protocol.v1.Empty
-	20, // 25: parley.protocol.v1.ServerFrame.pong:type_name -> parley.protocol.v1.Pong
-	22, // 26: parley.protocol.v1.ServerFrame.conversation:type_name -> parley.protocol.v1.Conversation
-	32, // 27: parley.protocol.v1.ServerFrame.sent:type_name -> parley.protocol.v1.Sent
-	35, // 28: parley.protocol.v1.ServerFrame.history_page:type_name -> parley.protocol.v1.HistoryPage
-	23, // 29: parley.protocol.v1.ServerFrame.conversation_list:type_name -> parley.protocol.v1.ConversationList
-	40, // 30: parley.protocol.v1.ServerFrame.message:type_name -> parley.protocol.v1.Message
-	44, // 31: parley.protocol.v1.ServerFrame.session_event:type_name -> parley.protocol.v1.SessionEvent
-	43, // 32: parley.protocol.v1.ServerFrame.file_info:type_name -> parley.protocol.v1.FileInfo
-	0,  // 33: parley.protocol.v1.Device.type:type_name -> parley.protocol.v1.DeviceType
-	8,  // 34: parley.protocol.v1.Hello.device:type_name -> parley.protocol.v1.Device
-	11, // 35: parley.protocol.v1.Hello.resume:type_name -> parley.protocol.v1.Resume
-	10, // 36: parley.protocol.v1.Hello.cursors:type_name -> parley.protocol.v1.Cursor
-	13, // 37: parley.protocol.v1.HelloOK.session:type_name -> parley.protocol.v1.SessionInfo
-	22, // 38: parley.protocol.v1.SessionInfo.conversations:type_name -> parley.protocol.v1.Conversation
-	8,  // 39: parley.protocol.v1.Login.device:type_name -> parley.protocol.v1.Device
-	10, // 40: parley.protocol.v1.Login.cursors:type_name -> parley.protocol.v1.Cursor
-	13, // 41: parley.protocol.v1.LoggedIn.session:type_name -> parley.protocol.v1.SessionInfo
-	1,  // 42: parley.protocol.v1.Member.role:type_name -> parley.protocol.v1.Role
-	2,  // 43: parley.protocol.v1.Conversation.kind:type_name -> parley.protocol.v1.ConversationKind
-	21, // 44: parley.protocol.v1.Conversation.members:type_name -> parley.protocol.v1.Member
-	22, // 45: parley.protocol.v1.ConversationList.conversations:type_name -> parley.protocol.v1.Conversation
-	1,  // 46: parley.protocol.v1.SetRole.role:type_name -> parley.protocol.v1.Role
-	40, // 47: parley.protocol.v1.HistoryPage.messages:type_name -> parley.protocol.v1.Message
-	3,  // 48: parley.protocol.v1.Message.kind:type_name -> parley.protocol.v1.MessageKind
-	41, // 49: parley.protocol.v1.Message.file:type_name -> parley.protocol.v1.FileRef
-	45, // 50: parley.protocol.v1.SessionEvent.conversation_joined:type_name -> parley.protocol.v1.ConversationJoined
-	46, // 51: parley.protocol.v1.SessionEvent.conversation_left:type_name -> parley.protocol.v1.ConversationLeft
-	22, // 52: parley.protocol.v1.ConversationJoined.conversation:type_name -> parley.protocol.v1.Conversation
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	13, // 0: parley.protocol.v1.ClientFrame.hello:type_name -> parley.protocol.v1.Hello
+	18, // 1: parley.protocol.v1.ClientFrame.register:type_name -> parley.protocol.v1.Register
+	20, // 2: parley.protocol.v1.ClientFrame.login:type_name -> parley.protocol.v1.Login
+	22, // 3: parley.protocol.v1.ClientFrame.logout:type_name -> parley.protocol.v1.Logout
+	23, // 4: parley.protocol.v1.ClientFrame.ping:type_name -> parley.protocol.v1.Ping
+	28, // 5: parley.protocol.v1.ClientFrame.create_group:type_name -> parley.protocol.v1.CreateGroup
+	29, // 6: parley.protocol.v1.ClientFrame.add_members:type_name -> parley.protocol.v1.AddMembers
+	30, // 7: parley.protocol.v1.ClientFrame.remove_member:type_name -> parley.protocol.v1.RemoveMember
+	31, // 8: parley.protocol.v1.ClientFrame.leave_group:type_name -> parley.protocol.v1.LeaveGroup
+	32, // 9: parley.protocol.v1.ClientFrame.set_role:type_name -> parley.protocol.v1.SetRole
+	33, // 10: parley.protocol.v1.ClientFrame.rename_group:type_name -> parley.protocol.v1.RenameGroup
+	34, // 11: parley.protocol.v1.ClientFrame.open_direct:type_name -> parley.protocol.v1.OpenDirect
+	35, // 12: parley.protocol.v1.ClientFrame.send:type_name -> parley.protocol.v1.Send
+	37, // 13: parley.protocol.v1.ClientFrame.delete_message:type_name -> parley.protocol.v1.DeleteMessage
+	38, // 14: parley.protocol.v1.ClientFrame.history:type_name -> parley.protocol.v1.History
+	40, // 15: parley.protocol.v1.ClientFrame.mark_read:type_name -> parley.protocol.v1.MarkRead
+	41, // 16: parley.protocol.v1.ClientFrame.list_conversations:type_name -> parley.protocol.v1.ListConversations
+	42, // 17: parley.protocol.v1.ClientFrame.conversation_info:type_name -> parley.protocol.v1.ConversationInfo
+	43, // 18: parley.protocol.v1.ClientFrame.ack:type_name -> parley.protocol.v1.Ack
+	46, // 19: parley.protocol.v1.ClientFrame.file_info:type_name -> parley.protocol.v1.GetFileInfo
+	51, // 20: parley.protocol.v1.ClientFrame.create_channel:type_name -> parley.protocol.v1.CreateChannel
+	52, // 21: parley.protocol.v1.ClientFrame.add_channel_members:type_name -> parley.protocol.v1.AddChannelMembers
+	53, // 22: parley.protocol.v1.ClientFrame.remove_channel_member:type_name -> parley.protocol.v1.RemoveChannelMember
+	54, // 23: parley.protocol.v1.ClientFrame.join_channel:type_name -> parley.protocol.v1.JoinChannel
+	55, // 24: parley.protocol.v1.ClientFrame.leave_channel:type_name -> parley.protocol.v1.LeaveChannel
+	56, // 25: parley.protocol.v1.ClientFrame.channel_send:type_name -> parley.protocol.v1.ChannelSend
+	57, // 26: parley.protocol.v1.ClientFrame.channel_info:type_name -> parley.protocol.v1.ChannelInfo
+	63, // 27: parley.protocol.v1.ClientFrame.import_channel:type_name -> parley.protocol.v1.ImportChannel
+	66, // 28: parley.protocol.v1.ClientFrame.answer_invitation:type_name -> parley.protocol.v1.AnswerInvitation
+	68, // 29: parley.protocol.v1.ClientFrame.list_invitations:type_name -> parley.protocol.v1.ListInvitations
+	10, // 30: parley.protocol.v1.ServerFrame.error:type_name -> parley.protocol.v1.Error
+	16, // 31: parley.protocol.v1.ServerFrame.hello_ok:type_name -> parley.protocol.v1.HelloOK
+	19, // 32: parley.protocol.v1.ServerFrame.registered:type_name -> parley.protocol.v1.Registered
+	21, // 33: parley.protocol.v1.ServerFrame.logged_in:type_name -> parley.protocol.v1.LoggedIn
+	11, // 34: parley.protocol.v1.ServerFrame.ok:type_name -> parley.protocol.v1.Empty
+	24, // 35: parley.protocol.v1.ServerFrame.pong:type_name -> parley.protocol.v1.Pong
+	26, // 36: parley.protocol.v1.ServerFrame.conversation:type_name -> parley.protocol.v1.Conversation
+	36, // 37: parley.protocol.v1.ServerFrame.sent:type_name -> parley.protocol.v1.Sent
+	39, // 38: parley.protocol.v1.ServerFrame.history_page:type_name -> parley.protocol.v1.HistoryPage
+	27, // 39: parley.protocol.v1.ServerFrame.conversation_list:type_name -> parley.protocol.v1.ConversationList
+	44, // 40: parley.protocol.v1.ServerFrame.message:type_name -> parley.protocol.v1.Message
+	48, // 41: parley.protocol.v1.ServerFrame.session_event:type_name -> parley.protocol.v1.SessionEvent
+	47, // 42: parley.protocol.v1.ServerFrame.file_info:type_name -> parley.protocol.v1.FileInfo
+	59, // 43: parley.protocol.v1.ServerFrame.channel:type_name -> parley.protocol.v1.Channel
+	60, // 44: parley.protocol.v1.ServerFrame.channel_sent:type_name -> parley.protocol.v1.ChannelSent
+	61, // 45: parley.protocol.v1.ServerFrame.channel_message:type_name -> parley.protocol.v1.ChannelMessage
+	62, // 46: parley.protocol.v1.ServerFrame.channel_event:type_name -> parley.protocol.v1.ChannelEvent
+	65, // 47: parley.protocol.v1.ServerFrame.import_result:type_name -> parley.protocol.v1.ImportResult
+	67, // 48: parley.protocol.v1.ServerFrame.invitation_answered:type_name -> parley.protocol.v1.InvitationAnswered
+	69, // 49: parley.protocol.v1.ServerFrame.invitation_list:type_name -> parley.protocol.v1.InvitationList
+	0,  // 50: parley.protocol.v1.Device.type:type_name -> parley.protocol.v1.DeviceType
+	12, // 51: parley.protocol.v1.Hello.device:type_name -> parley.protocol.v1.Device
+	15, // 52: parley.protocol.v1.Hello.resume:type_name -> parley.protocol.v1.Resume
+	14, // 53: parley.protocol.v1.Hello.cursors:type_name -> parley.protocol.v1.Cursor
+	17, // 54: parley.protocol.v1.HelloOK.session:type_name -> parley.protocol.v1.SessionInfo
+	26, // 55: parley.protocol.v1.SessionInfo.conversations:type_name -> parley.protocol.v1.Conversation
+	12, // 56: parley.protocol.v1.Login.device:type_name -> parley.protocol.v1.Device
+	14, // 57: parley.protocol.v1.Login.cursors:type_name -> parley.protocol.v1.Cursor
+	17, // 58: parley.protocol.v1.LoggedIn.session:type_name -> parley.protocol.v1.SessionInfo
+	1,  // 59: parley.protocol.v1.Member.role:type_name -> parley.protocol.v1.Role
+	4,  // 60: parley.protocol.v1.Member.channel_level:type_name -> parley.protocol.v1.ChannelLevel
+	2,  // 61: parley.protocol.v1.Conversation.kind:type_name -> parley.protocol.v1.ConversationKind
+	25, // 62: parley.protocol.v1.Conversation.members:type_name -> parley.protocol.v1.Member
+	26, // 63: parley.protocol.v1.ConversationList.conversations:type_name -> parley.protocol.v1.Conversation
+	1,  // 64: parley.protocol.v1.SetRole.role:type_name -> parley.protocol.v1.Role
+	44, // 65: parley.protocol.v1.HistoryPage.messages:type_name -> parley.protocol.v1.Message
+	3,  // 66: parley.protocol.v1.Message.kind:type_name -> parley.protocol.v1.MessageKind
+	45, // 67: parley.protocol.v1.Message.file:type_name -> parley.protocol.v1.FileRef
+	49, // 68: parley.protocol.v1.SessionEvent.conversation_joined:type_name -> parley.protocol.v1.ConversationJoined
+	50, // 69: parley.protocol.v1.SessionEvent.conversation_left:type_name -> parley.protocol.v1.ConversationLeft
+	64, // 70: parley.protocol.v1.SessionEvent.invitation_received:type_name -> parley.protocol.v1.Invitation
+	26, // 71: parley.protocol.v1.ConversationJoined.conversation:type_name -> parley.protocol.v1.Conversation
+	4,  // 72: parley.protocol.v1.AddChannelMembers.level:type_name -> parley.protocol.v1.ChannelLevel
+	4,  // 73: parley.protocol.v1.ChannelMember.level:type_name -> parley.protocol.v1.ChannelLevel
+	58, // 74: parley.protocol.v1.Channel.members:type_name -> parley.protocol.v1.ChannelMember
+	4,  // 75: parley.protocol.v1.Channel.level:type_name -> parley.protocol.v1.ChannelLevel
+	5,  // 76: parley.protocol.v1.ChannelEvent.kind:type_name -> parley.protocol.v1.ChannelEventKind
+	6,  // 77: parley.protocol.v1.ImportChannel.mode:type_name -> parley.protocol.v1.ImportMode
+	4,  // 78: parley.protocol.v1.Invitation.channel_level:type_name -> parley.protocol.v1.ChannelLevel
+	7,  // 79: parley.protocol.v1.Invitation.state:type_name -> parley.protocol.v1.InvitationState
+	6,  // 80: parley.protocol.v1.ImportResult.mode:type_name -> parley.protocol.v1.ImportMode
+	25, // 81: parley.protocol.v1.ImportResult.added:type_name -> parley.protocol.v1.Member
+	64, // 82: parley.protocol.v1.ImportResult.invitations:type_name -> parley.protocol.v1.Invitation
+	64, // 83: parley.protocol.v1.InvitationAnswered.invitation:type_name -> parley.protocol.v1.Invitation
+	64, // 84: parley.protocol.v1.InvitationList.invitations:type_name -> parley.protocol.v1.Invitation
+	85, // [85:85] is the sub-list for method output_type
+	85, // [85:85] is the sub-list for method input_type
+	85, // [85:85] is the sub-list for extension type_name
+	85, // [85:85] is the sub-list for extension extendee
+	0,  // [0:85] is the sub-list for field type_name
 }
 
 func init() { file_gateway_protocol_parley_proto_init() }
@@ -3880,6 +5949,16 @@ func file_gateway_protocol_parley_proto_init() {
 		(*ClientFrame_ConversationInfo)(nil),
 		(*ClientFrame_Ack)(nil),
 		(*ClientFrame_FileInfo)(nil),
+		(*ClientFrame_CreateChannel)(nil),
+		(*ClientFrame_AddChannelMembers)(nil),
+		(*ClientFrame_RemoveChannelMember)(nil),
+		(*ClientFrame_JoinChannel)(nil),
+		(*ClientFrame_LeaveChannel)(nil),
+		(*ClientFrame_ChannelSend)(nil),
+		(*ClientFrame_ChannelInfo)(nil),
+		(*ClientFrame_ImportChannel)(nil),
+		(*ClientFrame_AnswerInvitation)(nil),
+		(*ClientFrame_ListInvitations)(nil),
 	}
 	file_gateway_protocol_parley_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_Error)(nil),
@@ -3895,18 +5974,26 @@ func file_gateway_protocol_parley_proto_init() {
 		(*ServerFrame_Message)(nil),
 		(*ServerFrame_SessionEvent)(nil),
 		(*ServerFrame_FileInfo)(nil),
+		(*ServerFrame_Channel)(nil),
+		(*ServerFrame_ChannelSent)(nil),
+		(*ServerFrame_ChannelMessage)(nil),
+		(*ServerFrame_ChannelEvent)(nil),
+		(*ServerFrame_ImportResult)(nil),
+		(*ServerFrame_InvitationAnswered)(nil),
+		(*ServerFrame_InvitationList)(nil),
 	}
 	file_gateway_protocol_parley_proto_msgTypes[40].OneofWrappers = []any{
 		(*SessionEvent_ConversationJoined)(nil),
 		(*SessionEvent_ConversationLeft)(nil),
+		(*SessionEvent_InvitationReceived)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gateway_protocol_parley_proto_rawDesc), len(file_gateway_protocol_parley_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   43,
+			NumEnums:      8,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

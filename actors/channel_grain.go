@@ -1,0 +1,202 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/parley-chat/parley/actors/channel"
+	"github.com/parley-chat/parley/actors/grainpb"
+	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/parley-chat/parley/persistence"
+	"google.golang.org/protobuf/proto"
+)
+
+// KindChannel is the grain kind of channels.
+const KindChannel = "Channel"
+
+// channelGrain is the actor shell of one channel: it steps the channel
+// machine, commits membership changes (synced) before anything leaves, and
+// writes each frame, encoded once, to the links it names through the
+// node's hub. Presence is in memory only: links die with the process.
+type channelGrain struct {
+	n   *Node
+	id  string
+	log *slog.Logger
+	st  *channel.State
+	err error
+}
+
+func (g *channelGrain) limits() channel.Limits {
+	l := g.n.opts.Limits
+	return channel.Limits{MaxTextBytes: l.MaxTextBytes, MaxMembers: l.MaxMembers, MaxTitleBytes: l.MaxTitleBytes}
+}
+
+func (g *channelGrain) Init(ctx cluster.GrainContext) {
+	g.n = nodeOf(ctx.Cluster())
+	g.id = ctx.Identity()
+	g.log = g.n.log.With("channel_id", g.id)
+	st, err := loadChannel(g.n.opts.Store, g.id)
+	if err != nil {
+		g.log.Error("load channel", "err", err)
+		g.err = err
+		st = channel.NewState(g.id)
+	}
+	g.st = st
+}
+
+func (g *channelGrain) Terminate(ctx cluster.GrainContext)      {}
+func (g *channelGrain) ReceiveDefault(ctx cluster.GrainContext) {}
+
+// apply steps ev, persists its writes, then writes its frames.
+func (g *channelGrain) apply(ctx cluster.GrainContext, ev channel.Event) (proto.Message, error) {
+	if g.err != nil {
+		return nil, grainError(pb.CodeStorage, "channel %s is unavailable after a storage error", g.id)
+	}
+	fx := g.st.Step(ev, g.limits())
+	if fx.Err != nil {
+		return nil, grainError(fx.Err.Code, "%s", fx.Err.Message)
+	}
+	if len(fx.Writes) > 0 {
+		b := g.n.opts.Store.NewBatch(persistence.KindChannel, g.id)
+		for _, w := range fx.Writes {
+			switch {
+			case w.Channel != nil:
+				b.Set(persistence.EncodeKey(persistence.KindChannel, g.id, nil), mustMarshal(w.Channel))
+			case w.Member.Record == nil:
+				b.Delete(persistence.EncodeKey(persistence.KindChannelMember, g.id, []byte(w.Member.User)))
+			default:
+				b.Set(persistence.EncodeKey(persistence.KindChannelMember, g.id, []byte(w.Member.User)), mustMarshal(w.Member.Record))
+			}
+		}
+		if err := b.Commit(); err != nil {
+			// The machine is ahead of the store: stop, so the next
+			// request reloads the channel (presence is lost with it).
+			g.n.opts.Metrics.StorageErrors.Add(1)
+			g.err = err
+			ctx.Poison(ctx.Self())
+			return nil, grainError(pb.CodeStorage, "save channel: %v", err)
+		}
+	}
+	g.deliver(fx.Frames)
+	return fx.Reply, nil
+}
+
+// deliver writes each frame to its links; links found gone leave the
+// channel, which may produce more frames (absence events).
+func (g *channelGrain) deliver(frames []channel.Frame) {
+	for len(frames) > 0 {
+		var gone []uint64
+		for _, f := range frames {
+			gone = append(gone, g.n.opts.Fanout.SendToLinks(f.Links, pb.Encode(f.Frame))...)
+			g.n.opts.Metrics.Deliveries.Add(1)
+		}
+		if len(gone) == 0 {
+			return
+		}
+		frames = g.st.Step(channel.LinksGone{Links: gone, Now: g.n.now()}, g.limits()).Frames
+	}
+}
+
+func reply[T proto.Message](m proto.Message, err error) (T, error) {
+	var zero T
+	if err != nil {
+		return zero, err
+	}
+	return m.(T), nil
+}
+
+func (g *channelGrain) Create(req *grainpb.CreateChannelReq, ctx cluster.GrainContext) (*pb.Channel, error) {
+	return reply[*pb.Channel](g.apply(ctx, channel.Create{Actor: req.Actor, Title: req.Title, Members: req.Members, Now: g.n.now()}))
+}
+
+func (g *channelGrain) AddMembers(req *grainpb.ChannelMembersReq, ctx cluster.GrainContext) (*pb.Channel, error) {
+	return reply[*pb.Channel](g.apply(ctx, channel.AddMembers{Actor: req.Actor, Users: req.UserIds, Level: req.Level, Now: g.n.now()}))
+}
+
+func (g *channelGrain) RemoveMember(req *grainpb.ChannelRemoveReq, ctx cluster.GrainContext) (*pb.Channel, error) {
+	return reply[*pb.Channel](g.apply(ctx, channel.Remove{Actor: req.Actor, User: req.UserId, Now: g.n.now()}))
+}
+
+func (g *channelGrain) Drop(req *grainpb.ChannelDropReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
+	return reply[*grainpb.Ok](g.apply(ctx, channel.Drop{User: req.UserId, Now: g.n.now()}))
+}
+
+func (g *channelGrain) Join(req *grainpb.ChannelPresenceReq, ctx cluster.GrainContext) (*pb.Channel, error) {
+	return reply[*pb.Channel](g.apply(ctx, channel.Join{Actor: req.Actor, Link: req.LinkId, Now: g.n.now()}))
+}
+
+// Leave makes the member absent on a link; with gone, the link closed and
+// no reply is expected beyond an acknowledgement.
+func (g *channelGrain) Leave(req *grainpb.ChannelPresenceReq, ctx cluster.GrainContext) (*pb.Channel, error) {
+	if req.Gone {
+		if _, err := g.apply(ctx, channel.LinksGone{Links: []uint64{req.LinkId}, Now: g.n.now()}); err != nil {
+			return nil, err
+		}
+		return &pb.Channel{Id: g.id}, nil
+	}
+	return reply[*pb.Channel](g.apply(ctx, channel.Leave{Actor: req.Actor, Link: req.LinkId, Now: g.n.now()}))
+}
+
+func (g *channelGrain) Send(req *grainpb.ChannelSendReq, ctx cluster.GrainContext) (*pb.ChannelSent, error) {
+	if req.Send == nil {
+		return nil, grainError(pb.CodeInvalidArgument, "send is empty")
+	}
+	return reply[*pb.ChannelSent](g.apply(ctx, channel.Send{Actor: req.Actor, Device: req.DeviceId, Msg: req.Send, Now: g.n.now()}))
+}
+
+func (g *channelGrain) Info(req *grainpb.ChannelInfoReq, ctx cluster.GrainContext) (*pb.Channel, error) {
+	if g.err != nil {
+		return nil, grainError(pb.CodeStorage, "channel %s is unavailable after a storage error", g.id)
+	}
+	if err := g.st.Authorize(req.Actor); err != nil {
+		return nil, grainError(err.Code, "%s", err.Message)
+	}
+	return g.st.Info(req.Actor), nil
+}
+
+func (g *channelGrain) Snapshot(req *grainpb.ChannelInfoReq, ctx cluster.GrainContext) (*grainpb.ChannelSnapshot, error) {
+	if g.err != nil {
+		return nil, grainError(pb.CodeStorage, "channel %s is unavailable after a storage error", g.id)
+	}
+	snap, err := g.st.Snapshot(req.Actor)
+	if err != nil {
+		return nil, grainError(err.Code, "%s", err.Message)
+	}
+	return snap, nil
+}
+
+// loadChannel reads a channel's header and members.
+func loadChannel(s *persistence.Store, id string) (*channel.State, error) {
+	st := channel.NewState(id)
+	v, err := s.Get(persistence.EncodeKey(persistence.KindChannel, id, nil))
+	if errors.Is(err, persistence.ErrNotFound) {
+		return st, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec := &grainpb.ChannelRecord{}
+	if err := proto.Unmarshal(v, rec); err != nil {
+		return nil, fmt.Errorf("decode channel %s: %w", id, err)
+	}
+	st.Exists, st.Title, st.Created, st.Creator = true, rec.Title, rec.CreatedMs, rec.Creator
+	p := persistence.EntityPrefix(persistence.KindChannelMember, id)
+	var decErr error
+	err = s.Scan(p, persistence.PrefixEnd(p), 0, func(k, v []byte) bool {
+		m := &grainpb.ChannelMemberRecord{}
+		if decErr = proto.Unmarshal(v, m); decErr != nil {
+			return false
+		}
+		st.Members[string(k[len(p):])] = m
+		return true
+	})
+	if err == nil {
+		err = decErr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load members of channel %s: %w", id, err)
+	}
+	return st, nil
+}
