@@ -4,16 +4,25 @@
 // dead when the browser reports it offline or a ping goes unanswered; it is
 // then dropped at once (a new link and catch-up lose nothing).
 //
+// Session rebuild (docs/protocol.md §10): hello and login ask for
+// rebuild: true; a reconnect sends hello with resume {sessionId,
+// rebuildToken, lastSessionSeq} and the cursors of every known
+// conversation. A refused rebuild falls back to a plain hello (token +
+// cursors) on the same link. Session events are deduped by seq and acked
+// here, cumulatively.
+//
 // Events (CustomEvent):
 //   "state"         ({state, code, retryAt}) idle, connecting, unauthenticated,
 //                   ready, waiting, offline, stopped
-//   "session"       (SessionInfo) the link is authenticated (hello or login)
+//   "session"       (SessionInfo + cursorIds: Set of conversations named in
+//                   cursors, whose missed messages the server replays)
+//   "resume-state"  ({sessionId, rebuildToken, lastSessionSeq} or null) to persist
 //   "message"       (Message) a live conversation message
 //   "session-event" (SessionEvent)
 //   "auth-failed"   ({code}) the stored token was refused
 //   "stopped"       ({code}) closed with 4004/4005/4006: no auto-reconnect
 
-import { NO_RECONNECT, PROTOCOL_VERSION, ProtocolError, num } from './protocol.js';
+import { NO_RECONNECT, PROTOCOL_VERSION, ProtocolError, REBUILD_REFUSED, num } from './protocol.js';
 
 const UNAUTH_OK = new Set(['hello', 'register', 'login', 'ping']);
 // The server allows 256 commands awaiting replies per link; stay below.
@@ -42,6 +51,12 @@ export class Connection extends EventTarget {
     this.pingTimer = 0;
     this.opening = null;
     this.helloAt = 0;
+    this.cursors = () => []; // [{conversationId, seq}] for hello, set by the app
+    this.session = null; // {sessionId, rebuildToken} of a rebuildable session
+    this.lastSessionSeq = 0; // highest session event seq received
+    this.ackTimer = 0;
+    // For tests and debugging: how the last link was authenticated.
+    this.debug = { sessionId: '', rebuilt: false, fresh: 0, rebuilds: 0, refusals: [] };
     addEventListener('online', () => this.onOnline());
     addEventListener('offline', () => this.onOffline());
   }
@@ -72,15 +87,53 @@ export class Connection extends EventTarget {
     this.connectWithToken();
   }
 
+  // restoreSession sets the stored rebuildable session (or null).
+  restoreSession(s) {
+    if (s && typeof s.sessionId === 'string' && typeof s.rebuildToken === 'string') {
+      this.session = { sessionId: s.sessionId, rebuildToken: s.rebuildToken };
+      this.lastSessionSeq = num(s.lastSessionSeq);
+    } else {
+      this.session = null;
+      this.lastSessionSeq = 0;
+    }
+  }
+
+  resumeState() {
+    return this.session ? { ...this.session, lastSessionSeq: this.lastSessionSeq } : null;
+  }
+
+  // freshSession forgets the old session before a hello or login that opens
+  // a new one: its events may arrive before the reply (§10.4).
+  freshSession() {
+    this.session = null;
+    this.lastSessionSeq = 0;
+    this.emit('resume-state', null);
+  }
+
   async connectWithToken() {
     try {
       await this.open();
-      const ok = await this.call('hello', { versions: [PROTOCOL_VERSION], token: this.token, device: this.device });
+      const cursors = this.cursors();
+      const hello = { versions: [PROTOCOL_VERSION], token: this.token, device: this.device, cursors };
+      let ok = null;
+      if (this.session) {
+        const resume = { ...this.session, lastSessionSeq: String(this.lastSessionSeq) };
+        try {
+          ok = await this.call('hello', { ...hello, resume });
+        } catch (e) {
+          if (!REBUILD_REFUSED.has(e.code)) throw e;
+          this.debug.refusals.push(e.code); // the link still waits for hello
+        }
+      }
+      if (!ok) {
+        this.freshSession();
+        ok = await this.call('hello', { ...hello, rebuild: true });
+      }
       if (!ok.session) throw new ProtocolError('bad_token', 'no session');
-      this.authenticated(ok.session);
+      this.authenticated(ok.session, cursors);
     } catch (e) {
       if (e.code === 'closed') return; // closed() has scheduled the reconnect
-      if (e.code === 'timeout') {
+      if (e.code === 'timeout' || e.code === 'unavailable' || e.code === 'storage' || e.code === 'rate_limited') {
         this.drop(CLOSE_CLIENT_DROP, 'waiting'); // hello unanswered: try again
         return;
       }
@@ -101,10 +154,11 @@ export class Connection extends EventTarget {
   // login authenticates the link; afterwards the link is kept up.
   async login(username, password) {
     await this.ensureHello();
-    const li = await this.call('login', { username, password, device: this.device });
+    this.freshSession();
+    const li = await this.call('login', { username, password, device: this.device, rebuild: true });
     this.token = li.token;
     this.wanted = true;
-    this.authenticated(li.session);
+    this.authenticated(li.session, []);
     return li;
   }
 
@@ -117,6 +171,7 @@ export class Connection extends EventTarget {
       // The token dies with the close anyway, or at expiry.
     }
     this.token = '';
+    this.restoreSession(null);
     this.drop(1000, 'idle');
   }
 
@@ -152,10 +207,39 @@ export class Connection extends EventTarget {
     });
   }
 
-  authenticated(session) {
+  authenticated(session, cursors) {
     this.attempt = 0;
+    const rebuilt = !!session.rebuilt;
+    if (!rebuilt) {
+      this.session = session.rebuild && session.rebuildToken ? { sessionId: session.sessionId, rebuildToken: session.rebuildToken } : null;
+    }
+    Object.assign(this.debug, { sessionId: session.sessionId || '', rebuilt });
+    if (rebuilt) this.debug.rebuilds++;
+    else this.debug.fresh++;
+    this.emit('resume-state', this.resumeState());
     this.setState('ready');
-    this.emit('session', session);
+    this.emit('session', { ...session, cursorIds: new Set(cursors.map((c) => c.conversationId)) });
+    if (this.lastSessionSeq) this.ackLater();
+  }
+
+  // onSessionEvent drops events already received (§10.9), records the seq
+  // for the next resume and acks cumulatively.
+  onSessionEvent(ev) {
+    const seq = num(ev.seq);
+    if (seq && seq <= this.lastSessionSeq) return;
+    if (seq) this.lastSessionSeq = seq;
+    if (this.session) this.emit('resume-state', this.resumeState());
+    this.emit('session-event', ev);
+    this.ackLater();
+  }
+
+  ackLater() {
+    if (this.ackTimer) return;
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = 0;
+      if (this.state !== 'ready' || !this.lastSessionSeq) return; // acked after the next hello
+      this.call('ack', { sessionSeq: String(this.lastSessionSeq) }).catch(() => {});
+    }, 50);
   }
 
   // call sends one command and resolves with its reply body; an error
@@ -222,7 +306,7 @@ export class Connection extends EventTarget {
     } else if (f.message) {
       this.emit('message', f.message);
     } else if (f.sessionEvent) {
-      this.emit('session-event', f.sessionEvent);
+      this.onSessionEvent(f.sessionEvent);
     } else if (f.error) {
       // The server could not read one of our frames (no "re"): a client bug.
       console.warn('parley: server could not read a frame:', f.error.code);

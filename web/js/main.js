@@ -5,7 +5,7 @@
 // screen and opens a link only when the user submits it.
 
 import { Connection } from './connection.js';
-import { CLOSE_LOGGED_OUT, CLOSE_REPLACED } from './protocol.js';
+import { CLOSE_LOGGED_OUT, CLOSE_MOVED, CLOSE_REPLACED } from './protocol.js';
 import { Saver, clearAccount, clearSnapshot, deviceId, loadAccount, loadSnapshot, saveAccount } from './persist.js';
 import { Store } from './store.js';
 import { Sync } from './sync.js';
@@ -30,6 +30,12 @@ class App {
     this.sidebar = new SidebarView(this);
     this.conversation = new ConversationView(this);
     this.dialogs = new Dialogs(this);
+    this.conn.cursors = () => (this.store ? this.store.cursors() : []);
+    this.conn.addEventListener('resume-state', (e) => {
+      if (!this.account) return;
+      this.account.session = e.detail;
+      saveAccount(this.account);
+    });
     this.conn.addEventListener('session', (e) => this.onSession(e.detail));
     this.conn.addEventListener('state', (e) => this.onState(e.detail));
     this.conn.addEventListener('auth-failed', () => this.signedOut('Your session has expired. Please sign in again.'));
@@ -47,6 +53,7 @@ class App {
     const acct = loadAccount();
     if (acct && acct.deviceId === this.conn.device.id) {
       this.enter(acct);
+      this.conn.restoreSession(acct.session);
       this.conn.start(acct.token);
     } else {
       this.login.show();
@@ -65,6 +72,7 @@ class App {
       const acct = { token: this.conn.token, userId: session.userId, deviceId: this.conn.device.id, username: this.pendingUsername || '' };
       this.enter(acct);
     }
+    this.account.session = this.conn.resumeState();
     if (this.account.token !== this.conn.token) {
       this.account.token = this.conn.token;
     }
@@ -119,7 +127,7 @@ class App {
 
   onStopped(code) {
     if (!this.account) return; // signed out already
-    if (code === CLOSE_REPLACED) {
+    if (code === CLOSE_REPLACED || code === CLOSE_MOVED) {
       this.showBanner('Parley is open in another tab or window.', 'Use here', () => this.conn.start(this.account.token));
     } else if (code === CLOSE_LOGGED_OUT) {
       this.signedOut('You were signed out.');
@@ -213,3 +221,4 @@ const app = new App();
 app.boot();
 // For debugging from the console and for tests; not an API.
 window.parley = app;
+window.__parleyDebug = app.conn.debug;

@@ -13,6 +13,8 @@ export const Kind = Object.freeze({
   RENAMED: 'MESSAGE_KIND_RENAMED',
   CREATED: 'MESSAGE_KIND_CREATED',
   ROLE_CHANGED: 'MESSAGE_KIND_ROLE_CHANGED',
+  FILE: 'MESSAGE_KIND_FILE',
+  HIDDEN: 'MESSAGE_KIND_HIDDEN',
 });
 
 export const ConvKind = Object.freeze({
@@ -27,10 +29,16 @@ export const Role = Object.freeze({
 });
 
 // Close codes after which the client must not reconnect on its own (§12).
-export const NO_RECONNECT = new Set([4004, 4005, 4006]);
+// 4008: the session moved to a newer link (a resume elsewhere, §10.7).
+export const NO_RECONNECT = new Set([4004, 4005, 4006, 4008]);
 export const CLOSE_REPLACED = 4004;
 export const CLOSE_LOGGED_OUT = 4005;
 export const CLOSE_UNSUPPORTED = 4006;
+export const CLOSE_MOVED = 4008;
+
+// Refusals of a session rebuild (§10.6): the link still waits for hello,
+// so the client sends a plain hello (token + cursors) on it.
+export const REBUILD_REFUSED = new Set(['session_unknown', 'session_foreign', 'session_expired', 'bad_rebuild_token', 'seq_in_future', 'buffer_overflowed']);
 
 // Error codes after which a send is worth retransmitting (same clientId).
 // "closed" and "timeout" are the client's own codes for a lost link and an
@@ -73,7 +81,14 @@ export function normalizeMessage(m) {
     replyTo: num(m.replyTo),
     targetSeq: num(m.targetSeq),
     users: m.users || [],
+    file: m.file ? normalizeFile(m.file) : null,
+    subgroup: m.subgroup || '',
   };
+}
+
+// normalizeFile reads a FILE message's file (§15.3).
+export function normalizeFile(f) {
+  return { fileId: f.fileId || '', name: f.name || 'file', size: num(f.size), mime: f.mime || 'application/octet-stream', uploader: f.uploader || '' };
 }
 
 // normalizeConversation does the same for a Conversation.

@@ -116,7 +116,7 @@ export class Store extends EventTarget {
       case Kind.DELETE: {
         c.deleted.add(m.targetSeq);
         const t = c.msgs.get(m.targetSeq);
-        if (t && t.kind === Kind.TEXT) {
+        if (t && (t.kind === Kind.TEXT || t.kind === Kind.FILE)) {
           c.msgs.set(t.seq, tombstone(t));
           changed.push(t.seq);
         }
@@ -157,11 +157,23 @@ export class Store extends EventTarget {
     if (older[older.length - 1].seq !== c.low - 1) return;
     for (let i = 0; i < older.length; i++) {
       let m = older[i];
-      if (m.kind === Kind.TEXT && c.deleted.has(m.seq)) m = older[i] = tombstone(m);
+      if ((m.kind === Kind.TEXT || m.kind === Kind.FILE) && c.deleted.has(m.seq)) m = older[i] = tombstone(m);
       c.msgs.set(m.seq, m);
     }
     c.low = older[0].seq;
     this.emit('conv', { id, prepended: older });
+  }
+
+  // cursors lists the conversations to name in a hello (§10.5): those with
+  // messages held, newest first, at most max (the hello must fit a frame).
+  // A conversation at cursor 0 is left out: cursor 0 would replay its whole
+  // log, while history starts a new one near its end.
+  cursors(max = 400) {
+    return [...this.convs.values()]
+      .filter((c) => !c.left && c.cursor > 0)
+      .sort((a, b) => b.lastTime - a.lastTime)
+      .slice(0, max)
+      .map((c) => ({ conversationId: c.id, seq: String(c.cursor) }));
   }
 
   // messages returns the loaded window, ascending.
@@ -195,7 +207,7 @@ export class Store extends EventTarget {
     if (!c) return 0;
     let n = 0;
     for (const m of c.msgs.values()) {
-      if (m.seq > c.readSeq && m.kind === Kind.TEXT && m.sender !== this.me) n++;
+      if (m.seq > c.readSeq && (m.kind === Kind.TEXT || m.kind === Kind.FILE) && m.sender !== this.me) n++;
     }
     if (c.readSeq < c.low - 1) n += c.low - 1 - c.readSeq;
     return n;
@@ -207,7 +219,7 @@ export class Store extends EventTarget {
     if (!c) return null;
     for (let seq = c.cursor; seq >= c.low; seq--) {
       const m = c.msgs.get(seq);
-      if (m && (m.kind === Kind.TEXT || m.kind === Kind.DELETED || m.kind === Kind.CREATED)) return m;
+      if (m && (m.kind === Kind.TEXT || m.kind === Kind.FILE || m.kind === Kind.DELETED || m.kind === Kind.CREATED)) return m;
     }
     return null;
   }
@@ -342,5 +354,5 @@ function newConv(id, kind, title) {
 }
 
 function tombstone(m) {
-  return { ...m, kind: Kind.DELETED, text: '', clientId: '', replyTo: 0 };
+  return { ...m, kind: Kind.DELETED, text: '', clientId: '', replyTo: 0, file: null };
 }

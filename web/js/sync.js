@@ -57,13 +57,16 @@ export class Sync {
     this.store.emit('list');
     this.resendOutbox();
     this.flushRead();
-    for (const id of listed.keys()) this.refresh(id);
+    // Conversations named in the hello's cursors are replayed by the
+    // server after the reply (§10.5): no history needed unless a gap shows.
+    const named = session.cursorIds || new Set();
+    for (const id of listed.keys()) this.refresh(id, named.has(id));
   }
 
   // refresh reads a conversation's info (title, members, read marker, last
   // seq) and catches it up. A conversation new to this device starts near
   // its end; live messages wait in the held buffer meanwhile.
-  async refresh(id) {
+  async refresh(id, replayed = false) {
     const c = this.store.ensure(id);
     const fresh = c.cursor === 0 && c.msgs.size === 0;
     if (fresh) c.infoPending = true;
@@ -76,7 +79,14 @@ export class Sync {
     } finally {
       c.infoPending = false;
     }
-    this.catchUp(id);
+    if (!replayed || c.held.size) {
+      this.catchUp(id);
+      return;
+    }
+    // A replay that stopped early leaves a gap only history fills: check
+    // once the replay had time to arrive.
+    const gen = this.conn.gen;
+    setTimeout(() => gen === this.conn.gen && c.cursor < c.lastSeq && this.catchUp(id), 3000);
   }
 
   // catchUp pulls history after the cursor until the page is empty or
@@ -145,7 +155,6 @@ export class Sync {
     } else if (ev.conversationLeft) {
       this.store.markLeft(ev.conversationLeft.conversationId);
     }
-    this.conn.call('ack', { sessionSeq: ev.seq }).catch(() => {});
   }
 
   // loadOlder fetches the page right below the loaded window.

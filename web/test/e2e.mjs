@@ -150,6 +150,8 @@ async function main() {
   await waitUnread(bob2, 'Launch plan', 5);
   await openConv(bob2, 'Launch plan');
   await expectLog(bob2, group);
+  const bobSession = await debugOf(bob2);
+  check(bobSession.rebuilt && bobSession.fresh === 0 && bobSession.sessionId, `bob's stored session was rebuilt: ${JSON.stringify(bobSession)}`);
 
   log('bob also signs in on a new device (password): same log');
   const bob3 = await open('bob3', PHONE);
@@ -183,6 +185,11 @@ async function main() {
   await bob2.page.waitForSelector('#pending li', { state: 'detached', timeout: WAIT });
   await waitFn(bob2, () => [...document.querySelectorAll('#log .msg.mine')].slice(-2).every((e) => e.dataset.state === 'sent' && e.querySelector('.tick')), 'bob\'s queued messages marked sent');
   await waitFn(bob2, () => document.getElementById('banner').hidden, 'offline banner gone');
+  const afterCut = await debugOf(bob2);
+  check(
+    afterCut.rebuilt && afterCut.sessionId === bobSession.sessionId && afterCut.rebuilds > bobSession.rebuilds && afterCut.fresh === 0,
+    `the reconnect after the cut rebuilt the same session: ${JSON.stringify(afterCut)} (before ${JSON.stringify(bobSession)})`,
+  );
   await shot(bob2, '11-after-reconnect-desktop');
 
   log('a send whose reply is lost is resent with the same client id and stored once');
@@ -339,6 +346,11 @@ async function say(u, text, expected) {
   await u.page.press('#compose', 'Enter');
   if (expected) expected.push(text);
   await waitFn(u, () => document.getElementById('compose').value === '', 'composer cleared');
+}
+
+// debugOf reads the connection's debug record (window.__parleyDebug).
+async function debugOf(u) {
+  return u.page.evaluate(() => JSON.parse(JSON.stringify(window.__parleyDebug)));
 }
 
 async function logTexts(u) {

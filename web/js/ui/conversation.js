@@ -3,7 +3,7 @@
 
 import { ConvKind, Kind, MAX_TEXT_BYTES, directPeer, newClientId, utf8Length } from '../protocol.js';
 import { $, frame, h } from './dom.js';
-import { clock, convTitle, fullTime, systemText, userLabel } from './format.js';
+import { bytes, clock, convTitle, fullTime, systemText, userLabel } from './format.js';
 import { avatar } from './sidebar.js';
 
 const GROUP_MS = 5 * 60 * 1000; // consecutive messages of one sender share a header
@@ -176,9 +176,10 @@ export class ConversationView {
     const c = this.store.get(this.id);
     let li;
     if (m.kind === Kind.DELETE) return null; // its effect is the tombstone
-    if (m.kind === Kind.TEXT || m.kind === Kind.DELETED) {
+    if (m.kind === Kind.TEXT || m.kind === Kind.DELETED || (m.kind === Kind.FILE && m.file)) {
       const mine = m.sender === me;
       const deleted = m.kind === Kind.DELETED;
+      const body = m.kind === Kind.FILE ? this.fileCard(m.file) : h('p', { class: 'text', text: deleted ? 'Message deleted' : m.text });
       li = h(
         'li',
         {
@@ -186,13 +187,30 @@ export class ConversationView {
           dataset: { seq: String(m.seq), sender: m.sender, state: 'sent', clientId: m.clientId || null },
         },
         h('div', { class: 'meta' }, h('span', { class: 'who', title: m.sender, text: userLabel(m.sender, me) }), h('time', { title: fullTime(m.timeMs), text: clock(m.timeMs) })),
-        h('div', { class: 'bubble' }, h('p', { class: 'text', text: deleted ? 'Message deleted' : m.text }), mine && !deleted ? h('span', { class: 'tick', title: 'Sent', 'aria-label': 'sent', text: '✓' }) : null),
+        h('div', { class: 'bubble' }, body, mine && !deleted ? h('span', { class: 'tick', title: 'Sent', 'aria-label': 'sent', text: '✓' }) : null),
       );
+    } else if (m.kind === Kind.HIDDEN) {
+      // A message for a sub-group you are not in (§17.4): only its place.
+      li = h('li', { class: 'msg system hidden-msg', dataset: { seq: String(m.seq), kind: 'hidden' } }, h('span', { class: 'note', text: m.subgroup ? `A message for ${m.subgroup}` : 'A message for a sub-group' }));
     } else {
       li = h('li', { class: 'msg system', dataset: { seq: String(m.seq) } }, h('span', { class: 'text', text: systemText(m, me, c?.kind) }));
     }
     this.items.set(m.seq, li);
     return li;
+  }
+
+  // fileCard shows a FILE message: name, size and a download link. The
+  // link carries the token as ?token= (§15.1): a browser download cannot
+  // send an Authorization header.
+  fileCard(f) {
+    const url = `/files/${encodeURIComponent(f.fileId)}?token=${encodeURIComponent(this.app.conn.token)}`;
+    return h(
+      'div',
+      { class: 'file-card', dataset: { fileId: f.fileId } },
+      h('span', { class: 'file-icon', 'aria-hidden': 'true', text: '📎' }),
+      h('span', { class: 'file-main' }, h('span', { class: 'file-name', text: f.name }), h('span', { class: 'file-size', text: `${bytes(f.size)} · ${f.mime}` })),
+      h('a', { class: 'file-get', href: url, download: f.name, rel: 'noopener', text: 'Download' }),
+    );
   }
 
   renderPending() {

@@ -78,3 +78,16 @@ export function systemText(m, me, kind) {
       return '';
   }
 }
+
+// bytes formats a size: "812 B", "300 KiB", "4.2 MiB".
+export function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB'];
+  let v = n;
+  let u = -1;
+  do {
+    v /= 1024;
+    u++;
+  } while (v >= 1024 && u < units.length - 1);
+  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
+}
