@@ -8,6 +8,7 @@
 // or threw. Screenshots of the main screens (desktop 1280x800, phone
 // 390x844) are written to artifactsDir.
 
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -191,6 +192,29 @@ async function main() {
     `the reconnect after the cut rebuilt the same session: ${JSON.stringify(afterCut)} (before ${JSON.stringify(bobSession)})`,
   );
   await shot(bob2, '11-after-reconnect-desktop');
+
+  log('alice attaches a file (tus, 2 chunks with checksums); bob downloads the same bytes');
+  const fileBytes = crypto.randomBytes(1536 * 1024 + 123);
+  const fileId = crypto.createHash('sha256').update(fileBytes).digest('hex');
+  const fileName = 'report <b>bold <img src=x> 1.bin';
+  const patches = [];
+  alice.page.on('request', (r) => {
+    if (r.method() === 'PATCH' && r.url().includes('/files/uploads/')) patches.push(r.headers()['upload-checksum'] || '');
+  });
+  await alice.page.setInputFiles('#file-input', { name: fileName, mimeType: 'application/octet-stream', buffer: fileBytes });
+  const card = `#log .file-card[data-file-id="${fileId}"]`;
+  await alice.page.waitForSelector(card, { timeout: WAIT });
+  await alice.page.waitForSelector('#uploads li', { state: 'detached', timeout: WAIT });
+  check(patches.length === 2 && patches.every((c) => /^sha256 [A-Za-z0-9+/]{43}=$/.test(c)), `two PATCH chunks with checksums: ${JSON.stringify(patches)}`);
+  await bob2.page.waitForSelector(card, { timeout: WAIT });
+  const shownName = await bob2.page.textContent(`${card} .file-name`);
+  check(shownName === fileName, `file name shown as text: ${JSON.stringify(shownName)}`);
+  check((await bob2.page.$$('#log .file-card b, #log .file-card img')).length === 0, 'file name is not parsed as HTML');
+  await shot(bob2, '16-file-desktop');
+  const [download] = await Promise.all([bob2.page.waitForEvent('download', { timeout: WAIT }), bob2.page.click(`${card} a.file-get`)]);
+  const got = fs.readFileSync(await download.path());
+  check(got.length === fileBytes.length && crypto.createHash('sha256').update(got).digest('hex') === fileId, `downloaded file has the same bytes (${got.length} of ${fileBytes.length})`);
+  await expectLog(bob2, group);
 
   log('a send whose reply is lost is resent with the same client id and stored once');
   const route = {};

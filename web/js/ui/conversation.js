@@ -1,7 +1,9 @@
 // The right pane: one conversation's log (scroll-back loads older pages),
-// the sends still in the outbox (pending, sent, failed) and the composer.
+// the sends still in the outbox (pending, sent, failed), the uploads in
+// progress and the composer with its attach button.
 
 import { ConvKind, Kind, MAX_TEXT_BYTES, directPeer, newClientId, utf8Length } from '../protocol.js';
+import { Upload } from '../files.js';
 import { $, frame, h } from './dom.js';
 import { bytes, clock, convTitle, fullTime, systemText, userLabel } from './format.js';
 import { avatar } from './sidebar.js';
@@ -17,6 +19,8 @@ export class ConversationView {
     this.id = '';
     this.items = new Map(); // seq -> <li>
     this.drawPending = frame(() => this.renderPending());
+    this.uploads = []; // {key, conversationId, upload, state, error}, kept across conversations
+    this.drawUploads = frame(() => this.renderUploads());
     this.onConv = (e) => this.id === e.detail.id && this.update(e.detail);
     this.onOutbox = (e) => this.id === e.detail.id && this.drawPending();
     this.onList = () => this.id && this.header();
@@ -32,6 +36,11 @@ export class ConversationView {
       }
     });
     $('compose').addEventListener('input', () => this.autosize());
+    $('attach').addEventListener('click', () => $('file-input').click());
+    $('file-input').addEventListener('change', () => {
+      for (const f of $('file-input').files) this.attach(f);
+      $('file-input').value = '';
+    });
     $('messages').addEventListener('scroll', () => {
       if ($('messages').scrollTop < 120) this.older();
     });
@@ -55,6 +64,8 @@ export class ConversationView {
     this.store.removeEventListener('outbox', this.onOutbox);
     this.store.removeEventListener('list', this.onList);
     this.store = null;
+    for (const u of this.uploads) u.upload.abort();
+    this.uploads = [];
     this.close();
   }
 
@@ -69,6 +80,7 @@ export class ConversationView {
     this.autosize();
     this.append(this.store.messages(id));
     this.renderPending();
+    this.renderUploads();
     this.header();
     this.toBottom();
     this.sync.show(id);
@@ -81,6 +93,7 @@ export class ConversationView {
     this.items.clear();
     $('log').replaceChildren();
     $('pending').replaceChildren();
+    $('uploads').replaceChildren();
     $('conv-pane').hidden = true;
     $('conv-placeholder').hidden = false;
     this.sync?.show(null);
@@ -104,6 +117,7 @@ export class ConversationView {
     $('composer').hidden = left;
     $('left-note').hidden = !left;
     $('compose').disabled = left;
+    $('attach').disabled = left;
     $('load-older').hidden = !c || c.low <= 1;
   }
 
@@ -232,6 +246,68 @@ export class ConversationView {
       );
     });
     $('pending').replaceChildren(...rows);
+    if (stick) this.toBottom();
+  }
+
+  // attach uploads a file into the open conversation; the FILE message
+  // reaches the log like any other entry once the upload completes.
+  attach(file) {
+    if (!this.id) return;
+    if (!file.size) {
+      this.app.toast('Empty files cannot be sent.');
+      return;
+    }
+    const upload = new Upload({ file, conversationId: this.id, token: this.app.conn.token });
+    const u = { key: `u${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`, conversationId: this.id, upload, state: 'uploading', error: '' };
+    upload.addEventListener('progress', () => this.drawUploads());
+    this.uploads.push(u);
+    this.run(u);
+    this.toBottom();
+  }
+
+  async run(u) {
+    u.state = 'uploading';
+    u.error = '';
+    this.drawUploads();
+    try {
+      await u.upload.start();
+      this.uploads = this.uploads.filter((x) => x !== u);
+    } catch (e) {
+      if (e.code === 'aborted') return;
+      u.state = 'failed';
+      u.error = e.code || 'network';
+    }
+    this.drawUploads();
+  }
+
+  renderUploads() {
+    if (!this.id) return;
+    const stick = this.atBottom();
+    const rows = this.uploads
+      .filter((u) => u.conversationId === this.id)
+      .map((u) => {
+        const { name, size, offset } = u.upload;
+        const pct = size ? Math.floor((offset * 100) / size) : 0;
+        const failed = u.state === 'failed';
+        const drop = () => {
+          u.upload.abort();
+          this.uploads = this.uploads.filter((x) => x !== u);
+          this.drawUploads();
+        };
+        return h(
+          'li',
+          { class: `msg mine out upload-row ${u.state}`, dataset: { upload: u.key, state: u.state, progress: String(pct) } },
+          h('div', { class: 'bubble upload' }, h('span', { class: 'file-name', text: name }), h('progress', { max: String(size), value: String(offset), 'aria-label': `Uploading ${name}` })),
+          h(
+            'div',
+            { class: 'out-state' },
+            h('span', { text: failed ? `Upload failed (${u.error})` : `Uploading… ${pct}% of ${bytes(size)}` }),
+            failed ? h('button', { type: 'button', class: 'link', onclick: () => this.run(u), text: 'Retry' }) : null,
+            h('button', { type: 'button', class: 'link', onclick: drop, text: failed ? 'Discard' : 'Cancel' }),
+          ),
+        );
+      });
+    $('uploads').replaceChildren(...rows);
     if (stick) this.toBottom();
   }
 
