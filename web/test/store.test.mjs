@@ -189,3 +189,31 @@ test('parseUserIds splits on spaces, commas and new lines', () => {
   assert.deepEqual(ids, [BOB, ME]);
   assert.deepEqual(bad, ['nope']);
 });
+
+test('cursors name conversations with messages, newest first, not left ones', () => {
+  const s = new Store(ME);
+  const H = 'g000000000000000000000002';
+  const L = 'g000000000000000000000003';
+  s.ensure('g000000000000000000000009'); // cursor 0: left to history
+  s.deliver(msg(1));
+  s.deliver(msg(1, { conversationId: H, timeMs: 5000 }));
+  s.deliver(msg(2, { conversationId: H, timeMs: 5001 }));
+  s.deliver(msg(1, { conversationId: L }));
+  s.markLeft(L);
+  assert.deepEqual(s.cursors(), [
+    { conversationId: H, seq: '2' },
+    { conversationId: G, seq: '1' },
+  ]);
+  assert.equal(s.cursors(1).length, 1);
+});
+
+test('a deleted FILE message becomes a tombstone without its file', () => {
+  const s = new Store(ME);
+  const file = { fileId: 'ab'.repeat(32), name: 'a.bin', size: 3, mime: 'application/octet-stream', uploader: BOB };
+  s.deliver(msg(1, { kind: Kind.FILE, text: '', file }));
+  assert.equal(s.unread(G), 1);
+  s.deliver(msg(2, { kind: Kind.DELETE, targetSeq: 1 }));
+  const m = s.get(G).msgs.get(1);
+  assert.equal(m.kind, Kind.DELETED);
+  assert.equal(m.file, null);
+});

@@ -221,7 +221,7 @@ export class ConversationView {
     return h(
       'div',
       { class: 'file-card', dataset: { fileId: f.fileId } },
-      h('span', { class: 'file-icon', 'aria-hidden': 'true', text: '📎' }),
+      h('span', { class: 'file-icon', 'aria-hidden': 'true', text: fileBadge(f.name) }),
       h('span', { class: 'file-main' }, h('span', { class: 'file-name', text: f.name }), h('span', { class: 'file-size', text: `${bytes(f.size)} · ${f.mime}` })),
       h('a', { class: 'file-get', href: url, download: f.name, rel: 'noopener', text: 'Download' }),
     );
@@ -351,4 +351,10 @@ export class ConversationView {
 
 function continues(prev, m) {
   return !!prev && prev.kind === Kind.TEXT && m.kind === Kind.TEXT && prev.sender === m.sender && m.timeMs - prev.timeMs < GROUP_MS;
+}
+
+// fileBadge is the short label of a file's icon: its extension, or FILE.
+function fileBadge(name) {
+  const m = /\.([A-Za-z0-9]{1,4})$/.exec(name);
+  return m ? m[1].toUpperCase() : 'FILE';
 }

@@ -79,7 +79,7 @@ export class SidebarView {
     let preview = '';
     if (pending.length) preview = `You: ${pending[pending.length - 1].text}`;
     else if (last?.kind === Kind.TEXT) preview = `${userLabel(last.sender, store.me)}: ${last.text}`;
-    else if (last?.kind === Kind.FILE) preview = `${userLabel(last.sender, store.me)}: 📎 ${last.file?.name || 'file'}`;
+    else if (last?.kind === Kind.FILE) preview = `${userLabel(last.sender, store.me)}: File ${last.file?.name || ''}`;
     else if (last?.kind === Kind.DELETED) preview = 'Message deleted';
     else if (c.left) preview = 'You left';
     const badge = unread > 0 ? h('span', { class: 'badge', 'aria-label': `${unread} unread`, text: unread > 99 ? '99+' : String(unread) }) : null;
