@@ -1368,6 +1368,128 @@ func (x *ResumeReq) GetNode() string {
 	return ""
 }
 
+// HoldReq: the session's link holds file_id (all of it, or bitmap).
+type HoldReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LinkId        uint64                 `protobuf:"varint,1,opt,name=link_id,json=linkId,proto3" json:"link_id,omitempty"`
+	FileId        string                 `protobuf:"bytes,2,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Complete      bool                   `protobuf:"varint,3,opt,name=complete,proto3" json:"complete,omitempty"`
+	Bitmap        []byte                 `protobuf:"bytes,4,opt,name=bitmap,proto3" json:"bitmap,omitempty"`
+	Withdraw      bool                   `protobuf:"varint,5,opt,name=withdraw,proto3" json:"withdraw,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldReq) Reset() {
+	*x = HoldReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldReq) ProtoMessage() {}
+
+func (x *HoldReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldReq.ProtoReflect.Descriptor instead.
+func (*HoldReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *HoldReq) GetLinkId() uint64 {
+	if x != nil {
+		return x.LinkId
+	}
+	return 0
+}
+
+func (x *HoldReq) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *HoldReq) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *HoldReq) GetBitmap() []byte {
+	if x != nil {
+		return x.Bitmap
+	}
+	return nil
+}
+
+func (x *HoldReq) GetWithdraw() bool {
+	if x != nil {
+		return x.Withdraw
+	}
+	return false
+}
+
+// SignalReq carries a signal whose sender fields the gateway has set.
+type SignalReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Signal        *protocol.P2SpSignal   `protobuf:"bytes,1,opt,name=signal,proto3" json:"signal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalReq) Reset() {
+	*x = SignalReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalReq) ProtoMessage() {}
+
+func (x *SignalReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalReq.ProtoReflect.Descriptor instead.
+func (*SignalReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SignalReq) GetSignal() *protocol.P2SpSignal {
+	if x != nil {
+		return x.Signal
+	}
+	return nil
+}
+
 type CreateConvReq struct {
 	state         protoimpl.MessageState    `protogen:"open.v1"`
 	Actor         string                    `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
@@ -1380,7 +1502,7 @@ type CreateConvReq struct {
 
 func (x *CreateConvReq) Reset() {
 	*x = CreateConvReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1514,7 @@ func (x *CreateConvReq) String() string {
 func (*CreateConvReq) ProtoMessage() {}
 
 func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1527,7 @@ func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConvReq.ProtoReflect.Descriptor instead.
 func (*CreateConvReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{23}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateConvReq) GetActor() string {
@@ -1446,7 +1568,7 @@ type MembersReq struct {
 
 func (x *MembersReq) Reset() {
 	*x = MembersReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1580,7 @@ func (x *MembersReq) String() string {
 func (*MembersReq) ProtoMessage() {}
 
 func (x *MembersReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1593,7 @@ func (x *MembersReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersReq.ProtoReflect.Descriptor instead.
 func (*MembersReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{24}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MembersReq) GetActor() string {
@@ -1499,7 +1621,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1633,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1646,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{25}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RemoveReq) GetActor() string {
@@ -1552,7 +1674,7 @@ type RoleReq struct {
 
 func (x *RoleReq) Reset() {
 	*x = RoleReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1686,7 @@ func (x *RoleReq) String() string {
 func (*RoleReq) ProtoMessage() {}
 
 func (x *RoleReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1699,7 @@ func (x *RoleReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleReq.ProtoReflect.Descriptor instead.
 func (*RoleReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{26}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RoleReq) GetActor() string {
@@ -1611,7 +1733,7 @@ type RenameReq struct {
 
 func (x *RenameReq) Reset() {
 	*x = RenameReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1745,7 @@ func (x *RenameReq) String() string {
 func (*RenameReq) ProtoMessage() {}
 
 func (x *RenameReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1758,7 @@ func (x *RenameReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameReq.ProtoReflect.Descriptor instead.
 func (*RenameReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{27}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RenameReq) GetActor() string {
@@ -1668,7 +1790,7 @@ type SendReq struct {
 
 func (x *SendReq) Reset() {
 	*x = SendReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1802,7 @@ func (x *SendReq) String() string {
 func (*SendReq) ProtoMessage() {}
 
 func (x *SendReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1815,7 @@ func (x *SendReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReq.ProtoReflect.Descriptor instead.
 func (*SendReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SendReq) GetActor() string {
@@ -1742,7 +1864,7 @@ type DeleteReq struct {
 
 func (x *DeleteReq) Reset() {
 	*x = DeleteReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +1876,7 @@ func (x *DeleteReq) String() string {
 func (*DeleteReq) ProtoMessage() {}
 
 func (x *DeleteReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +1889,7 @@ func (x *DeleteReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReq.ProtoReflect.Descriptor instead.
 func (*DeleteReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeleteReq) GetActor() string {
@@ -1801,7 +1923,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +1935,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +1948,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReadReq) GetActor() string {
@@ -1854,7 +1976,7 @@ type HistoryReq struct {
 
 func (x *HistoryReq) Reset() {
 	*x = HistoryReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1988,7 @@ func (x *HistoryReq) String() string {
 func (*HistoryReq) ProtoMessage() {}
 
 func (x *HistoryReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2001,7 @@ func (x *HistoryReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryReq.ProtoReflect.Descriptor instead.
 func (*HistoryReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *HistoryReq) GetActor() string {
@@ -1912,7 +2034,7 @@ type InfoReq struct {
 
 func (x *InfoReq) Reset() {
 	*x = InfoReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2046,7 @@ func (x *InfoReq) String() string {
 func (*InfoReq) ProtoMessage() {}
 
 func (x *InfoReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2059,7 @@ func (x *InfoReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReq.ProtoReflect.Descriptor instead.
 func (*InfoReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *InfoReq) GetActor() string {
@@ -1961,7 +2083,7 @@ type UploadCreateReq struct {
 
 func (x *UploadCreateReq) Reset() {
 	*x = UploadCreateReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2095,7 @@ func (x *UploadCreateReq) String() string {
 func (*UploadCreateReq) ProtoMessage() {}
 
 func (x *UploadCreateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2108,7 @@ func (x *UploadCreateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadCreateReq.ProtoReflect.Descriptor instead.
 func (*UploadCreateReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UploadCreateReq) GetActor() string {
@@ -2040,7 +2162,7 @@ type UploadHeadReq struct {
 
 func (x *UploadHeadReq) Reset() {
 	*x = UploadHeadReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2174,7 @@ func (x *UploadHeadReq) String() string {
 func (*UploadHeadReq) ProtoMessage() {}
 
 func (x *UploadHeadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2187,7 @@ func (x *UploadHeadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeadReq.ProtoReflect.Descriptor instead.
 func (*UploadHeadReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UploadHeadReq) GetActor() string {
@@ -2085,7 +2207,7 @@ type UploadBeginReq struct {
 
 func (x *UploadBeginReq) Reset() {
 	*x = UploadBeginReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2219,7 @@ func (x *UploadBeginReq) String() string {
 func (*UploadBeginReq) ProtoMessage() {}
 
 func (x *UploadBeginReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2232,7 @@ func (x *UploadBeginReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadBeginReq.ProtoReflect.Descriptor instead.
 func (*UploadBeginReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UploadBeginReq) GetActor() string {
@@ -2140,7 +2262,7 @@ type UploadEndReq struct {
 
 func (x *UploadEndReq) Reset() {
 	*x = UploadEndReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2152,7 +2274,7 @@ func (x *UploadEndReq) String() string {
 func (*UploadEndReq) ProtoMessage() {}
 
 func (x *UploadEndReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2165,7 +2287,7 @@ func (x *UploadEndReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadEndReq.ProtoReflect.Descriptor instead.
 func (*UploadEndReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UploadEndReq) GetActor() string {
@@ -2198,7 +2320,7 @@ type UploadTerminateReq struct {
 
 func (x *UploadTerminateReq) Reset() {
 	*x = UploadTerminateReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2332,7 @@ func (x *UploadTerminateReq) String() string {
 func (*UploadTerminateReq) ProtoMessage() {}
 
 func (x *UploadTerminateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2345,7 @@ func (x *UploadTerminateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadTerminateReq.ProtoReflect.Descriptor instead.
 func (*UploadTerminateReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UploadTerminateReq) GetActor() string {
@@ -2241,7 +2363,7 @@ type UploadSweepReq struct {
 
 func (x *UploadSweepReq) Reset() {
 	*x = UploadSweepReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2253,7 +2375,7 @@ func (x *UploadSweepReq) String() string {
 func (*UploadSweepReq) ProtoMessage() {}
 
 func (x *UploadSweepReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2266,7 +2388,7 @@ func (x *UploadSweepReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadSweepReq.ProtoReflect.Descriptor instead.
 func (*UploadSweepReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
 }
 
 // UploadStatus is what the gateway needs to answer a tus request.
@@ -2292,7 +2414,7 @@ type UploadStatus struct {
 
 func (x *UploadStatus) Reset() {
 	*x = UploadStatus{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2426,7 @@ func (x *UploadStatus) String() string {
 func (*UploadStatus) ProtoMessage() {}
 
 func (x *UploadStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2439,7 @@ func (x *UploadStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadStatus.ProtoReflect.Descriptor instead.
 func (*UploadStatus) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UploadStatus) GetUploadId() string {
@@ -2413,7 +2535,7 @@ type FileAttachReq struct {
 
 func (x *FileAttachReq) Reset() {
 	*x = FileAttachReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +2547,7 @@ func (x *FileAttachReq) String() string {
 func (*FileAttachReq) ProtoMessage() {}
 
 func (x *FileAttachReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +2560,7 @@ func (x *FileAttachReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileAttachReq.ProtoReflect.Descriptor instead.
 func (*FileAttachReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *FileAttachReq) GetRef() *FileRefRecord {
@@ -2487,7 +2609,7 @@ type FileReleaseReq struct {
 
 func (x *FileReleaseReq) Reset() {
 	*x = FileReleaseReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2499,7 +2621,7 @@ func (x *FileReleaseReq) String() string {
 func (*FileReleaseReq) ProtoMessage() {}
 
 func (x *FileReleaseReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2512,7 +2634,7 @@ func (x *FileReleaseReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileReleaseReq.ProtoReflect.Descriptor instead.
 func (*FileReleaseReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FileReleaseReq) GetRefId() string {
@@ -2539,7 +2661,7 @@ type FileGetReq struct {
 
 func (x *FileGetReq) Reset() {
 	*x = FileGetReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2551,7 +2673,7 @@ func (x *FileGetReq) String() string {
 func (*FileGetReq) ProtoMessage() {}
 
 func (x *FileGetReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2564,7 +2686,7 @@ func (x *FileGetReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileGetReq.ProtoReflect.Descriptor instead.
 func (*FileGetReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{42}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *FileGetReq) GetPieces() bool {
@@ -2572,6 +2694,467 @@ func (x *FileGetReq) GetPieces() bool {
 		return x.Pieces
 	}
 	return false
+}
+
+// FileAnnounceReq: a session holds the file (or pieces), or no longer.
+type FileAnnounceReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Complete      bool                   `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	Bitmap        []byte                 `protobuf:"bytes,5,opt,name=bitmap,proto3" json:"bitmap,omitempty"`
+	Withdraw      bool                   `protobuf:"varint,6,opt,name=withdraw,proto3" json:"withdraw,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileAnnounceReq) Reset() {
+	*x = FileAnnounceReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileAnnounceReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileAnnounceReq) ProtoMessage() {}
+
+func (x *FileAnnounceReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileAnnounceReq.ProtoReflect.Descriptor instead.
+func (*FileAnnounceReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *FileAnnounceReq) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *FileAnnounceReq) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *FileAnnounceReq) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *FileAnnounceReq) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *FileAnnounceReq) GetBitmap() []byte {
+	if x != nil {
+		return x.Bitmap
+	}
+	return nil
+}
+
+func (x *FileAnnounceReq) GetWithdraw() bool {
+	if x != nil {
+		return x.Withdraw
+	}
+	return false
+}
+
+// FileDropReq: the session is gone (cut or ended).
+type FileDropReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileDropReq) Reset() {
+	*x = FileDropReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileDropReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileDropReq) ProtoMessage() {}
+
+func (x *FileDropReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileDropReq.ProtoReflect.Descriptor instead.
+func (*FileDropReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *FileDropReq) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// FileHoldersReq asks for holders to offer to a requester.
+type FileHoldersReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Max           int32                  `protobuf:"varint,3,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileHoldersReq) Reset() {
+	*x = FileHoldersReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileHoldersReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileHoldersReq) ProtoMessage() {}
+
+func (x *FileHoldersReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileHoldersReq.ProtoReflect.Descriptor instead.
+func (*FileHoldersReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *FileHoldersReq) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *FileHoldersReq) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *FileHoldersReq) GetMax() int32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+type FileHolder struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Complete      bool                   `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	Bitmap        []byte                 `protobuf:"bytes,5,opt,name=bitmap,proto3" json:"bitmap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileHolder) Reset() {
+	*x = FileHolder{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileHolder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileHolder) ProtoMessage() {}
+
+func (x *FileHolder) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileHolder.ProtoReflect.Descriptor instead.
+func (*FileHolder) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *FileHolder) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *FileHolder) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *FileHolder) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *FileHolder) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *FileHolder) GetBitmap() []byte {
+	if x != nil {
+		return x.Bitmap
+	}
+	return nil
+}
+
+type FileHolders struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Holders       []*FileHolder          `protobuf:"bytes,1,rep,name=holders,proto3" json:"holders,omitempty"`
+	Stats         *protocol.P2SpStats    `protobuf:"bytes,2,opt,name=stats,proto3" json:"stats,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileHolders) Reset() {
+	*x = FileHolders{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileHolders) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileHolders) ProtoMessage() {}
+
+func (x *FileHolders) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileHolders.ProtoReflect.Descriptor instead.
+func (*FileHolders) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *FileHolders) GetHolders() []*FileHolder {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
+func (x *FileHolders) GetStats() *protocol.P2SpStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+// FileReportReq: a downloader's report (bad piece, mismatch, complete).
+type FileReportReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Report        *protocol.P2SpReport   `protobuf:"bytes,3,opt,name=report,proto3" json:"report,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileReportReq) Reset() {
+	*x = FileReportReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileReportReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileReportReq) ProtoMessage() {}
+
+func (x *FileReportReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileReportReq.ProtoReflect.Descriptor instead.
+func (*FileReportReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *FileReportReq) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *FileReportReq) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *FileReportReq) GetReport() *protocol.P2SpReport {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+// FileServedReq counts bytes the server sent of the file.
+type FileServedReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bytes         int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileServedReq) Reset() {
+	*x = FileServedReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileServedReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileServedReq) ProtoMessage() {}
+
+func (x *FileServedReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileServedReq.ProtoReflect.Descriptor instead.
+func (*FileServedReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *FileServedReq) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type FileStatsReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileStatsReq) Reset() {
+	*x = FileStatsReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileStatsReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileStatsReq) ProtoMessage() {}
+
+func (x *FileStatsReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileStatsReq.ProtoReflect.Descriptor instead.
+func (*FileStatsReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{52}
 }
 
 // UserRecord is a user's durable state.
@@ -2595,7 +3178,7 @@ type UserRecord struct {
 
 func (x *UserRecord) Reset() {
 	*x = UserRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +3190,7 @@ func (x *UserRecord) String() string {
 func (*UserRecord) ProtoMessage() {}
 
 func (x *UserRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +3203,7 @@ func (x *UserRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRecord.ProtoReflect.Descriptor instead.
 func (*UserRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{43}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *UserRecord) GetUserId() string {
@@ -2711,7 +3294,7 @@ type TokenRecord struct {
 
 func (x *TokenRecord) Reset() {
 	*x = TokenRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +3306,7 @@ func (x *TokenRecord) String() string {
 func (*TokenRecord) ProtoMessage() {}
 
 func (x *TokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +3319,7 @@ func (x *TokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRecord.ProtoReflect.Descriptor instead.
 func (*TokenRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{44}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *TokenRecord) GetSha256() []byte {
@@ -2772,7 +3355,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2784,7 +3367,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2797,7 +3380,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{45}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *DeviceRecord) GetDeviceId() string {
@@ -2839,7 +3422,7 @@ type UsernameRecord struct {
 
 func (x *UsernameRecord) Reset() {
 	*x = UsernameRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2851,7 +3434,7 @@ func (x *UsernameRecord) String() string {
 func (*UsernameRecord) ProtoMessage() {}
 
 func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2864,7 +3447,7 @@ func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsernameRecord.ProtoReflect.Descriptor instead.
 func (*UsernameRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{46}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *UsernameRecord) GetUserId() string {
@@ -2907,7 +3490,7 @@ type SessionRecord struct {
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2919,7 +3502,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2932,7 +3515,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{47}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SessionRecord) GetSessionId() string {
@@ -3039,7 +3622,7 @@ type ConvRecord struct {
 
 func (x *ConvRecord) Reset() {
 	*x = ConvRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3051,7 +3634,7 @@ func (x *ConvRecord) String() string {
 func (*ConvRecord) ProtoMessage() {}
 
 func (x *ConvRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3064,7 +3647,7 @@ func (x *ConvRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvRecord.ProtoReflect.Descriptor instead.
 func (*ConvRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{48}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ConvRecord) GetConversationId() string {
@@ -3107,7 +3690,7 @@ type MemberRecord struct {
 
 func (x *MemberRecord) Reset() {
 	*x = MemberRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3119,7 +3702,7 @@ func (x *MemberRecord) String() string {
 func (*MemberRecord) ProtoMessage() {}
 
 func (x *MemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3132,7 +3715,7 @@ func (x *MemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
 func (*MemberRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{49}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *MemberRecord) GetRole() protocol.Role {
@@ -3167,7 +3750,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3179,7 +3762,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3192,7 +3775,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{50}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *DedupeRecord) GetSeq() int64 {
@@ -3222,7 +3805,7 @@ type OutboxRecord struct {
 
 func (x *OutboxRecord) Reset() {
 	*x = OutboxRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3234,7 +3817,7 @@ func (x *OutboxRecord) String() string {
 func (*OutboxRecord) ProtoMessage() {}
 
 func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3247,7 +3830,7 @@ func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxRecord.ProtoReflect.Descriptor instead.
 func (*OutboxRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{51}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *OutboxRecord) GetUserId() string {
@@ -3283,7 +3866,7 @@ type ConvFileRecord struct {
 
 func (x *ConvFileRecord) Reset() {
 	*x = ConvFileRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3295,7 +3878,7 @@ func (x *ConvFileRecord) String() string {
 func (*ConvFileRecord) ProtoMessage() {}
 
 func (x *ConvFileRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3308,7 +3891,7 @@ func (x *ConvFileRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvFileRecord.ProtoReflect.Descriptor instead.
 func (*ConvFileRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{52}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ConvFileRecord) GetFileId() string {
@@ -3351,7 +3934,7 @@ type UploadRecord struct {
 
 func (x *UploadRecord) Reset() {
 	*x = UploadRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3363,7 +3946,7 @@ func (x *UploadRecord) String() string {
 func (*UploadRecord) ProtoMessage() {}
 
 func (x *UploadRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3376,7 +3959,7 @@ func (x *UploadRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRecord.ProtoReflect.Descriptor instead.
 func (*UploadRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{53}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *UploadRecord) GetUploadId() string {
@@ -3500,7 +4083,7 @@ type FileRefRecord struct {
 
 func (x *FileRefRecord) Reset() {
 	*x = FileRefRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3512,7 +4095,7 @@ func (x *FileRefRecord) String() string {
 func (*FileRefRecord) ProtoMessage() {}
 
 func (x *FileRefRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3525,7 +4108,7 @@ func (x *FileRefRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRefRecord.ProtoReflect.Descriptor instead.
 func (*FileRefRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{54}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *FileRefRecord) GetRefId() string {
@@ -3589,7 +4172,7 @@ type FileRecord struct {
 
 func (x *FileRecord) Reset() {
 	*x = FileRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3601,7 +4184,7 @@ func (x *FileRecord) String() string {
 func (*FileRecord) ProtoMessage() {}
 
 func (x *FileRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3614,7 +4197,7 @@ func (x *FileRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRecord.ProtoReflect.Descriptor instead.
 func (*FileRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{55}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *FileRecord) GetFileId() string {
@@ -3756,7 +4339,15 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\rrebuild_token\x18\x03 \x01(\tR\frebuildToken\x12(\n" +
 	"\x10last_session_seq\x18\x04 \x01(\x03R\x0elastSessionSeq\x12\x17\n" +
 	"\alink_id\x18\x05 \x01(\x04R\x06linkId\x12\x12\n" +
-	"\x04node\x18\x06 \x01(\tR\x04node\"\x8f\x01\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\"\x8b\x01\n" +
+	"\aHoldReq\x12\x17\n" +
+	"\alink_id\x18\x01 \x01(\x04R\x06linkId\x12\x17\n" +
+	"\afile_id\x18\x02 \x01(\tR\x06fileId\x12\x1a\n" +
+	"\bcomplete\x18\x03 \x01(\bR\bcomplete\x12\x16\n" +
+	"\x06bitmap\x18\x04 \x01(\fR\x06bitmap\x12\x1a\n" +
+	"\bwithdraw\x18\x05 \x01(\bR\bwithdraw\"C\n" +
+	"\tSignalReq\x126\n" +
+	"\x06signal\x18\x01 \x01(\v2\x1e.parley.protocol.v1.P2spSignalR\x06signal\"\x8f\x01\n" +
 	"\rCreateConvReq\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\x128\n" +
 	"\x04kind\x18\x02 \x01(\x0e2$.parley.protocol.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -3842,7 +4433,42 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\afile_id\x18\x02 \x01(\tR\x06fileId\"$\n" +
 	"\n" +
 	"FileGetReq\x12\x16\n" +
-	"\x06pieces\x18\x01 \x01(\bR\x06pieces\"\xc8\x03\n" +
+	"\x06pieces\x18\x01 \x01(\bR\x06pieces\"\xb6\x01\n" +
+	"\x0fFileAnnounceReq\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\x12\x1a\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\x12\x16\n" +
+	"\x06bitmap\x18\x05 \x01(\fR\x06bitmap\x12\x1a\n" +
+	"\bwithdraw\x18\x06 \x01(\bR\bwithdraw\",\n" +
+	"\vFileDropReq\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"Z\n" +
+	"\x0eFileHoldersReq\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x10\n" +
+	"\x03max\x18\x03 \x01(\x05R\x03max\"\x95\x01\n" +
+	"\n" +
+	"FileHolder\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\x12\x1a\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\x12\x16\n" +
+	"\x06bitmap\x18\x05 \x01(\fR\x06bitmap\"z\n" +
+	"\vFileHolders\x126\n" +
+	"\aholders\x18\x01 \x03(\v2\x1c.parley.grains.v1.FileHolderR\aholders\x123\n" +
+	"\x05stats\x18\x02 \x01(\v2\x1d.parley.protocol.v1.P2spStatsR\x05stats\"\x7f\n" +
+	"\rFileReportReq\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x126\n" +
+	"\x06report\x18\x03 \x01(\v2\x1e.parley.protocol.v1.P2spReportR\x06report\"%\n" +
+	"\rFileServedReq\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"\x0e\n" +
+	"\fFileStatsReq\"\xc8\x03\n" +
 	"\n" +
 	"UserRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
@@ -3957,7 +4583,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x13UPLOAD_STATE_FAILED\x10\x052\x92\x01\n" +
 	"\bUsername\x12A\n" +
 	"\x05Claim\x12\x1a.parley.grains.v1.ClaimReq\x1a\x1c.parley.grains.v1.ClaimReply\x12C\n" +
-	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\xe9\x04\n" +
+	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\xa4\x05\n" +
 	"\x04User\x12F\n" +
 	"\x06Create\x12\x1f.parley.grains.v1.CreateUserReq\x1a\x1b.parley.grains.v1.UserReply\x12A\n" +
 	"\x05Login\x12\x1a.parley.grains.v1.LoginReq\x1a\x1c.parley.grains.v1.LoginReply\x12F\n" +
@@ -3968,13 +4594,16 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x06Attach\x12\x1b.parley.grains.v1.AttachReq\x1a\x1d.parley.grains.v1.AttachReply\x12;\n" +
 	"\x06Detach\x12\x1b.parley.grains.v1.DetachReq\x1a\x14.parley.grains.v1.Ok\x12F\n" +
 	"\rConversations\x12\x19.parley.grains.v1.ListReq\x1a\x1a.parley.grains.v1.ConvList\x12A\n" +
-	"\aProfile\x12\x19.parley.grains.v1.ListReq\x1a\x1b.parley.grains.v1.UserReply2\xba\x02\n" +
+	"\aProfile\x12\x19.parley.grains.v1.ListReq\x1a\x1b.parley.grains.v1.UserReply\x129\n" +
+	"\x06Notify\x12\x19.parley.grains.v1.PushReq\x1a\x14.parley.grains.v1.Ok2\xb0\x03\n" +
 	"\aSession\x12A\n" +
 	"\x04Open\x12\x19.parley.grains.v1.OpenReq\x1a\x1e.parley.grains.v1.SessionReply\x12E\n" +
 	"\x06Resume\x12\x1b.parley.grains.v1.ResumeReq\x1a\x1e.parley.grains.v1.SessionReply\x127\n" +
 	"\x04Push\x12\x19.parley.grains.v1.PushReq\x1a\x14.parley.grains.v1.Ok\x125\n" +
 	"\x03Ack\x12\x18.parley.grains.v1.AckReq\x1a\x14.parley.grains.v1.Ok\x125\n" +
-	"\x03Cut\x12\x18.parley.grains.v1.CutReq\x1a\x14.parley.grains.v1.Ok2\xcd\x06\n" +
+	"\x03Cut\x12\x18.parley.grains.v1.CutReq\x1a\x14.parley.grains.v1.Ok\x127\n" +
+	"\x04Hold\x12\x19.parley.grains.v1.HoldReq\x1a\x14.parley.grains.v1.Ok\x12;\n" +
+	"\x06Signal\x12\x1b.parley.grains.v1.SignalReq\x1a\x14.parley.grains.v1.Ok2\xcd\x06\n" +
 	"\fConversation\x12S\n" +
 	"\x06Create\x12\x1f.parley.grains.v1.CreateConvReq\x1a .parley.protocol.v1.Conversation\"\x06\x82\xb5\x18\x02\b\x01\x12T\n" +
 	"\n" +
@@ -3994,11 +4623,17 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x05Begin\x12 .parley.grains.v1.UploadBeginReq\x1a\x1e.parley.grains.v1.UploadStatus\x12M\n" +
 	"\x03End\x12\x1e.parley.grains.v1.UploadEndReq\x1a\x1e.parley.grains.v1.UploadStatus\"\x06\x82\xb5\x18\x02\b\x01\x12D\n" +
 	"\x06Remove\x12$.parley.grains.v1.UploadTerminateReq\x1a\x14.parley.grains.v1.Ok\x12?\n" +
-	"\x05Sweep\x12 .parley.grains.v1.UploadSweepReq\x1a\x14.parley.grains.v1.Ok2\xcd\x01\n" +
+	"\x05Sweep\x12 .parley.grains.v1.UploadSweepReq\x1a\x14.parley.grains.v1.Ok2\xe5\x04\n" +
 	"\x04File\x12?\n" +
 	"\x06Attach\x12\x1f.parley.grains.v1.FileAttachReq\x1a\x14.parley.grains.v1.Ok\x12A\n" +
 	"\aRelease\x12 .parley.grains.v1.FileReleaseReq\x1a\x14.parley.grains.v1.Ok\x12A\n" +
-	"\x03Get\x12\x1c.parley.grains.v1.FileGetReq\x1a\x1c.parley.grains.v1.FileRecordB.Z,github.com/parley-chat/parley/actors/grainpbb\x06proto3"
+	"\x03Get\x12\x1c.parley.grains.v1.FileGetReq\x1a\x1c.parley.grains.v1.FileRecord\x12C\n" +
+	"\bAnnounce\x12!.parley.grains.v1.FileAnnounceReq\x1a\x14.parley.grains.v1.Ok\x12;\n" +
+	"\x04Drop\x12\x1d.parley.grains.v1.FileDropReq\x1a\x14.parley.grains.v1.Ok\x12J\n" +
+	"\aHolders\x12 .parley.grains.v1.FileHoldersReq\x1a\x1d.parley.grains.v1.FileHolders\x12?\n" +
+	"\x06Report\x12\x1f.parley.grains.v1.FileReportReq\x1a\x14.parley.grains.v1.Ok\x12?\n" +
+	"\x06Served\x12\x1f.parley.grains.v1.FileServedReq\x1a\x14.parley.grains.v1.Ok\x12F\n" +
+	"\x05Stats\x12\x1e.parley.grains.v1.FileStatsReq\x1a\x1d.parley.protocol.v1.P2spStatsB.Z,github.com/parley-chat/parley/actors/grainpbb\x06proto3"
 
 var (
 	file_actors_grainpb_grains_proto_rawDescOnce sync.Once
@@ -4013,7 +4648,7 @@ func file_actors_grainpb_grains_proto_rawDescGZIP() []byte {
 }
 
 var file_actors_grainpb_grains_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
 var file_actors_grainpb_grains_proto_goTypes = []any{
 	(UploadState)(0),               // 0: parley.grains.v1.UploadState
 	(*Ok)(nil),                     // 1: parley.grains.v1.Ok
@@ -4039,152 +4674,187 @@ var file_actors_grainpb_grains_proto_goTypes = []any{
 	(*AckReq)(nil),                 // 21: parley.grains.v1.AckReq
 	(*CutReq)(nil),                 // 22: parley.grains.v1.CutReq
 	(*ResumeReq)(nil),              // 23: parley.grains.v1.ResumeReq
-	(*CreateConvReq)(nil),          // 24: parley.grains.v1.CreateConvReq
-	(*MembersReq)(nil),             // 25: parley.grains.v1.MembersReq
-	(*RemoveReq)(nil),              // 26: parley.grains.v1.RemoveReq
-	(*RoleReq)(nil),                // 27: parley.grains.v1.RoleReq
-	(*RenameReq)(nil),              // 28: parley.grains.v1.RenameReq
-	(*SendReq)(nil),                // 29: parley.grains.v1.SendReq
-	(*DeleteReq)(nil),              // 30: parley.grains.v1.DeleteReq
-	(*ReadReq)(nil),                // 31: parley.grains.v1.ReadReq
-	(*HistoryReq)(nil),             // 32: parley.grains.v1.HistoryReq
-	(*InfoReq)(nil),                // 33: parley.grains.v1.InfoReq
-	(*UploadCreateReq)(nil),        // 34: parley.grains.v1.UploadCreateReq
-	(*UploadHeadReq)(nil),          // 35: parley.grains.v1.UploadHeadReq
-	(*UploadBeginReq)(nil),         // 36: parley.grains.v1.UploadBeginReq
-	(*UploadEndReq)(nil),           // 37: parley.grains.v1.UploadEndReq
-	(*UploadTerminateReq)(nil),     // 38: parley.grains.v1.UploadTerminateReq
-	(*UploadSweepReq)(nil),         // 39: parley.grains.v1.UploadSweepReq
-	(*UploadStatus)(nil),           // 40: parley.grains.v1.UploadStatus
-	(*FileAttachReq)(nil),          // 41: parley.grains.v1.FileAttachReq
-	(*FileReleaseReq)(nil),         // 42: parley.grains.v1.FileReleaseReq
-	(*FileGetReq)(nil),             // 43: parley.grains.v1.FileGetReq
-	(*UserRecord)(nil),             // 44: parley.grains.v1.UserRecord
-	(*TokenRecord)(nil),            // 45: parley.grains.v1.TokenRecord
-	(*DeviceRecord)(nil),           // 46: parley.grains.v1.DeviceRecord
-	(*UsernameRecord)(nil),         // 47: parley.grains.v1.UsernameRecord
-	(*SessionRecord)(nil),          // 48: parley.grains.v1.SessionRecord
-	(*ConvRecord)(nil),             // 49: parley.grains.v1.ConvRecord
-	(*MemberRecord)(nil),           // 50: parley.grains.v1.MemberRecord
-	(*DedupeRecord)(nil),           // 51: parley.grains.v1.DedupeRecord
-	(*OutboxRecord)(nil),           // 52: parley.grains.v1.OutboxRecord
-	(*ConvFileRecord)(nil),         // 53: parley.grains.v1.ConvFileRecord
-	(*UploadRecord)(nil),           // 54: parley.grains.v1.UploadRecord
-	(*FileRefRecord)(nil),          // 55: parley.grains.v1.FileRefRecord
-	(*FileRecord)(nil),             // 56: parley.grains.v1.FileRecord
-	(*protocol.Device)(nil),        // 57: parley.protocol.v1.Device
-	(protocol.ConversationKind)(0), // 58: parley.protocol.v1.ConversationKind
-	(protocol.DeviceType)(0),       // 59: parley.protocol.v1.DeviceType
-	(*protocol.SessionEvent)(nil),  // 60: parley.protocol.v1.SessionEvent
-	(protocol.Role)(0),             // 61: parley.protocol.v1.Role
-	(*protocol.Send)(nil),          // 62: parley.protocol.v1.Send
-	(*protocol.FileRef)(nil),       // 63: parley.protocol.v1.FileRef
-	(*protocol.Conversation)(nil),  // 64: parley.protocol.v1.Conversation
-	(*protocol.Sent)(nil),          // 65: parley.protocol.v1.Sent
-	(*protocol.HistoryPage)(nil),   // 66: parley.protocol.v1.HistoryPage
+	(*HoldReq)(nil),                // 24: parley.grains.v1.HoldReq
+	(*SignalReq)(nil),              // 25: parley.grains.v1.SignalReq
+	(*CreateConvReq)(nil),          // 26: parley.grains.v1.CreateConvReq
+	(*MembersReq)(nil),             // 27: parley.grains.v1.MembersReq
+	(*RemoveReq)(nil),              // 28: parley.grains.v1.RemoveReq
+	(*RoleReq)(nil),                // 29: parley.grains.v1.RoleReq
+	(*RenameReq)(nil),              // 30: parley.grains.v1.RenameReq
+	(*SendReq)(nil),                // 31: parley.grains.v1.SendReq
+	(*DeleteReq)(nil),              // 32: parley.grains.v1.DeleteReq
+	(*ReadReq)(nil),                // 33: parley.grains.v1.ReadReq
+	(*HistoryReq)(nil),             // 34: parley.grains.v1.HistoryReq
+	(*InfoReq)(nil),                // 35: parley.grains.v1.InfoReq
+	(*UploadCreateReq)(nil),        // 36: parley.grains.v1.UploadCreateReq
+	(*UploadHeadReq)(nil),          // 37: parley.grains.v1.UploadHeadReq
+	(*UploadBeginReq)(nil),         // 38: parley.grains.v1.UploadBeginReq
+	(*UploadEndReq)(nil),           // 39: parley.grains.v1.UploadEndReq
+	(*UploadTerminateReq)(nil),     // 40: parley.grains.v1.UploadTerminateReq
+	(*UploadSweepReq)(nil),         // 41: parley.grains.v1.UploadSweepReq
+	(*UploadStatus)(nil),           // 42: parley.grains.v1.UploadStatus
+	(*FileAttachReq)(nil),          // 43: parley.grains.v1.FileAttachReq
+	(*FileReleaseReq)(nil),         // 44: parley.grains.v1.FileReleaseReq
+	(*FileGetReq)(nil),             // 45: parley.grains.v1.FileGetReq
+	(*FileAnnounceReq)(nil),        // 46: parley.grains.v1.FileAnnounceReq
+	(*FileDropReq)(nil),            // 47: parley.grains.v1.FileDropReq
+	(*FileHoldersReq)(nil),         // 48: parley.grains.v1.FileHoldersReq
+	(*FileHolder)(nil),             // 49: parley.grains.v1.FileHolder
+	(*FileHolders)(nil),            // 50: parley.grains.v1.FileHolders
+	(*FileReportReq)(nil),          // 51: parley.grains.v1.FileReportReq
+	(*FileServedReq)(nil),          // 52: parley.grains.v1.FileServedReq
+	(*FileStatsReq)(nil),           // 53: parley.grains.v1.FileStatsReq
+	(*UserRecord)(nil),             // 54: parley.grains.v1.UserRecord
+	(*TokenRecord)(nil),            // 55: parley.grains.v1.TokenRecord
+	(*DeviceRecord)(nil),           // 56: parley.grains.v1.DeviceRecord
+	(*UsernameRecord)(nil),         // 57: parley.grains.v1.UsernameRecord
+	(*SessionRecord)(nil),          // 58: parley.grains.v1.SessionRecord
+	(*ConvRecord)(nil),             // 59: parley.grains.v1.ConvRecord
+	(*MemberRecord)(nil),           // 60: parley.grains.v1.MemberRecord
+	(*DedupeRecord)(nil),           // 61: parley.grains.v1.DedupeRecord
+	(*OutboxRecord)(nil),           // 62: parley.grains.v1.OutboxRecord
+	(*ConvFileRecord)(nil),         // 63: parley.grains.v1.ConvFileRecord
+	(*UploadRecord)(nil),           // 64: parley.grains.v1.UploadRecord
+	(*FileRefRecord)(nil),          // 65: parley.grains.v1.FileRefRecord
+	(*FileRecord)(nil),             // 66: parley.grains.v1.FileRecord
+	(*protocol.Device)(nil),        // 67: parley.protocol.v1.Device
+	(protocol.ConversationKind)(0), // 68: parley.protocol.v1.ConversationKind
+	(protocol.DeviceType)(0),       // 69: parley.protocol.v1.DeviceType
+	(*protocol.SessionEvent)(nil),  // 70: parley.protocol.v1.SessionEvent
+	(*protocol.P2SpSignal)(nil),    // 71: parley.protocol.v1.P2spSignal
+	(protocol.Role)(0),             // 72: parley.protocol.v1.Role
+	(*protocol.Send)(nil),          // 73: parley.protocol.v1.Send
+	(*protocol.FileRef)(nil),       // 74: parley.protocol.v1.FileRef
+	(*protocol.P2SpStats)(nil),     // 75: parley.protocol.v1.P2spStats
+	(*protocol.P2SpReport)(nil),    // 76: parley.protocol.v1.P2spReport
+	(*protocol.Conversation)(nil),  // 77: parley.protocol.v1.Conversation
+	(*protocol.Sent)(nil),          // 78: parley.protocol.v1.Sent
+	(*protocol.HistoryPage)(nil),   // 79: parley.protocol.v1.HistoryPage
 }
 var file_actors_grainpb_grains_proto_depIdxs = []int32{
-	57, // 0: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
-	58, // 1: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
+	67, // 0: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
+	68, // 1: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
 	11, // 2: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
-	59, // 3: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
+	69, // 3: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
 	11, // 4: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
 	11, // 5: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
-	60, // 6: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
-	58, // 7: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
-	61, // 8: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
-	62, // 9: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
-	63, // 10: parley.grains.v1.SendReq.file:type_name -> parley.protocol.v1.FileRef
-	0,  // 11: parley.grains.v1.UploadStatus.state:type_name -> parley.grains.v1.UploadState
-	55, // 12: parley.grains.v1.FileAttachReq.ref:type_name -> parley.grains.v1.FileRefRecord
-	45, // 13: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
-	11, // 14: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
-	46, // 15: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
-	59, // 16: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
-	60, // 17: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
-	58, // 18: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
-	61, // 19: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
-	11, // 20: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
-	42, // 21: parley.grains.v1.OutboxRecord.release:type_name -> parley.grains.v1.FileReleaseReq
-	0,  // 22: parley.grains.v1.UploadRecord.state:type_name -> parley.grains.v1.UploadState
-	55, // 23: parley.grains.v1.FileRecord.refs:type_name -> parley.grains.v1.FileRefRecord
-	2,  // 24: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
-	4,  // 25: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
-	5,  // 26: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
-	7,  // 27: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
-	9,  // 28: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
-	10, // 29: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
-	12, // 30: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
-	13, // 31: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
-	15, // 32: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
-	16, // 33: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
-	16, // 34: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
-	18, // 35: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
-	23, // 36: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
-	20, // 37: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
-	21, // 38: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
-	22, // 39: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
-	24, // 40: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
-	25, // 41: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
-	26, // 42: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
-	27, // 43: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
-	28, // 44: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
-	29, // 45: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
-	30, // 46: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
-	31, // 47: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
-	32, // 48: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
-	33, // 49: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
-	33, // 50: parley.grains.v1.Conversation.Check:input_type -> parley.grains.v1.InfoReq
-	34, // 51: parley.grains.v1.Upload.Create:input_type -> parley.grains.v1.UploadCreateReq
-	35, // 52: parley.grains.v1.Upload.Head:input_type -> parley.grains.v1.UploadHeadReq
-	36, // 53: parley.grains.v1.Upload.Begin:input_type -> parley.grains.v1.UploadBeginReq
-	37, // 54: parley.grains.v1.Upload.End:input_type -> parley.grains.v1.UploadEndReq
-	38, // 55: parley.grains.v1.Upload.Remove:input_type -> parley.grains.v1.UploadTerminateReq
-	39, // 56: parley.grains.v1.Upload.Sweep:input_type -> parley.grains.v1.UploadSweepReq
-	41, // 57: parley.grains.v1.File.Attach:input_type -> parley.grains.v1.FileAttachReq
-	42, // 58: parley.grains.v1.File.Release:input_type -> parley.grains.v1.FileReleaseReq
-	43, // 59: parley.grains.v1.File.Get:input_type -> parley.grains.v1.FileGetReq
-	3,  // 60: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
-	3,  // 61: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
-	6,  // 62: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
-	8,  // 63: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
-	6,  // 64: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
-	1,  // 65: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
-	1,  // 66: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
-	14, // 67: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
-	1,  // 68: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
-	17, // 69: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
-	6,  // 70: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
-	19, // 71: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
-	19, // 72: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
-	1,  // 73: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
-	1,  // 74: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
-	1,  // 75: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
-	64, // 76: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
-	64, // 77: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
-	64, // 78: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
-	64, // 79: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
-	64, // 80: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
-	65, // 81: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
-	65, // 82: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
-	1,  // 83: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
-	66, // 84: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
-	64, // 85: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
-	1,  // 86: parley.grains.v1.Conversation.Check:output_type -> parley.grains.v1.Ok
-	40, // 87: parley.grains.v1.Upload.Create:output_type -> parley.grains.v1.UploadStatus
-	40, // 88: parley.grains.v1.Upload.Head:output_type -> parley.grains.v1.UploadStatus
-	40, // 89: parley.grains.v1.Upload.Begin:output_type -> parley.grains.v1.UploadStatus
-	40, // 90: parley.grains.v1.Upload.End:output_type -> parley.grains.v1.UploadStatus
-	1,  // 91: parley.grains.v1.Upload.Remove:output_type -> parley.grains.v1.Ok
-	1,  // 92: parley.grains.v1.Upload.Sweep:output_type -> parley.grains.v1.Ok
-	1,  // 93: parley.grains.v1.File.Attach:output_type -> parley.grains.v1.Ok
-	1,  // 94: parley.grains.v1.File.Release:output_type -> parley.grains.v1.Ok
-	56, // 95: parley.grains.v1.File.Get:output_type -> parley.grains.v1.FileRecord
-	60, // [60:96] is the sub-list for method output_type
-	24, // [24:60] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	70, // 6: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
+	71, // 7: parley.grains.v1.SignalReq.signal:type_name -> parley.protocol.v1.P2spSignal
+	68, // 8: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
+	72, // 9: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
+	73, // 10: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
+	74, // 11: parley.grains.v1.SendReq.file:type_name -> parley.protocol.v1.FileRef
+	0,  // 12: parley.grains.v1.UploadStatus.state:type_name -> parley.grains.v1.UploadState
+	65, // 13: parley.grains.v1.FileAttachReq.ref:type_name -> parley.grains.v1.FileRefRecord
+	49, // 14: parley.grains.v1.FileHolders.holders:type_name -> parley.grains.v1.FileHolder
+	75, // 15: parley.grains.v1.FileHolders.stats:type_name -> parley.protocol.v1.P2spStats
+	76, // 16: parley.grains.v1.FileReportReq.report:type_name -> parley.protocol.v1.P2spReport
+	55, // 17: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
+	11, // 18: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
+	56, // 19: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
+	69, // 20: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
+	70, // 21: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
+	68, // 22: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
+	72, // 23: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
+	11, // 24: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
+	44, // 25: parley.grains.v1.OutboxRecord.release:type_name -> parley.grains.v1.FileReleaseReq
+	0,  // 26: parley.grains.v1.UploadRecord.state:type_name -> parley.grains.v1.UploadState
+	65, // 27: parley.grains.v1.FileRecord.refs:type_name -> parley.grains.v1.FileRefRecord
+	2,  // 28: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
+	4,  // 29: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
+	5,  // 30: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
+	7,  // 31: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
+	9,  // 32: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
+	10, // 33: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
+	12, // 34: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
+	13, // 35: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
+	15, // 36: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
+	16, // 37: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
+	16, // 38: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
+	20, // 39: parley.grains.v1.User.Notify:input_type -> parley.grains.v1.PushReq
+	18, // 40: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
+	23, // 41: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
+	20, // 42: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
+	21, // 43: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
+	22, // 44: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
+	24, // 45: parley.grains.v1.Session.Hold:input_type -> parley.grains.v1.HoldReq
+	25, // 46: parley.grains.v1.Session.Signal:input_type -> parley.grains.v1.SignalReq
+	26, // 47: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
+	27, // 48: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
+	28, // 49: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
+	29, // 50: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
+	30, // 51: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
+	31, // 52: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
+	32, // 53: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
+	33, // 54: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
+	34, // 55: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
+	35, // 56: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
+	35, // 57: parley.grains.v1.Conversation.Check:input_type -> parley.grains.v1.InfoReq
+	36, // 58: parley.grains.v1.Upload.Create:input_type -> parley.grains.v1.UploadCreateReq
+	37, // 59: parley.grains.v1.Upload.Head:input_type -> parley.grains.v1.UploadHeadReq
+	38, // 60: parley.grains.v1.Upload.Begin:input_type -> parley.grains.v1.UploadBeginReq
+	39, // 61: parley.grains.v1.Upload.End:input_type -> parley.grains.v1.UploadEndReq
+	40, // 62: parley.grains.v1.Upload.Remove:input_type -> parley.grains.v1.UploadTerminateReq
+	41, // 63: parley.grains.v1.Upload.Sweep:input_type -> parley.grains.v1.UploadSweepReq
+	43, // 64: parley.grains.v1.File.Attach:input_type -> parley.grains.v1.FileAttachReq
+	44, // 65: parley.grains.v1.File.Release:input_type -> parley.grains.v1.FileReleaseReq
+	45, // 66: parley.grains.v1.File.Get:input_type -> parley.grains.v1.FileGetReq
+	46, // 67: parley.grains.v1.File.Announce:input_type -> parley.grains.v1.FileAnnounceReq
+	47, // 68: parley.grains.v1.File.Drop:input_type -> parley.grains.v1.FileDropReq
+	48, // 69: parley.grains.v1.File.Holders:input_type -> parley.grains.v1.FileHoldersReq
+	51, // 70: parley.grains.v1.File.Report:input_type -> parley.grains.v1.FileReportReq
+	52, // 71: parley.grains.v1.File.Served:input_type -> parley.grains.v1.FileServedReq
+	53, // 72: parley.grains.v1.File.Stats:input_type -> parley.grains.v1.FileStatsReq
+	3,  // 73: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
+	3,  // 74: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
+	6,  // 75: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
+	8,  // 76: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
+	6,  // 77: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
+	1,  // 78: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
+	1,  // 79: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
+	14, // 80: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
+	1,  // 81: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
+	17, // 82: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
+	6,  // 83: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
+	1,  // 84: parley.grains.v1.User.Notify:output_type -> parley.grains.v1.Ok
+	19, // 85: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
+	19, // 86: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
+	1,  // 87: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
+	1,  // 88: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
+	1,  // 89: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
+	1,  // 90: parley.grains.v1.Session.Hold:output_type -> parley.grains.v1.Ok
+	1,  // 91: parley.grains.v1.Session.Signal:output_type -> parley.grains.v1.Ok
+	77, // 92: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
+	77, // 93: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
+	77, // 94: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
+	77, // 95: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
+	77, // 96: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
+	78, // 97: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
+	78, // 98: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
+	1,  // 99: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
+	79, // 100: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
+	77, // 101: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
+	1,  // 102: parley.grains.v1.Conversation.Check:output_type -> parley.grains.v1.Ok
+	42, // 103: parley.grains.v1.Upload.Create:output_type -> parley.grains.v1.UploadStatus
+	42, // 104: parley.grains.v1.Upload.Head:output_type -> parley.grains.v1.UploadStatus
+	42, // 105: parley.grains.v1.Upload.Begin:output_type -> parley.grains.v1.UploadStatus
+	42, // 106: parley.grains.v1.Upload.End:output_type -> parley.grains.v1.UploadStatus
+	1,  // 107: parley.grains.v1.Upload.Remove:output_type -> parley.grains.v1.Ok
+	1,  // 108: parley.grains.v1.Upload.Sweep:output_type -> parley.grains.v1.Ok
+	1,  // 109: parley.grains.v1.File.Attach:output_type -> parley.grains.v1.Ok
+	1,  // 110: parley.grains.v1.File.Release:output_type -> parley.grains.v1.Ok
+	66, // 111: parley.grains.v1.File.Get:output_type -> parley.grains.v1.FileRecord
+	1,  // 112: parley.grains.v1.File.Announce:output_type -> parley.grains.v1.Ok
+	1,  // 113: parley.grains.v1.File.Drop:output_type -> parley.grains.v1.Ok
+	50, // 114: parley.grains.v1.File.Holders:output_type -> parley.grains.v1.FileHolders
+	1,  // 115: parley.grains.v1.File.Report:output_type -> parley.grains.v1.Ok
+	1,  // 116: parley.grains.v1.File.Served:output_type -> parley.grains.v1.Ok
+	75, // 117: parley.grains.v1.File.Stats:output_type -> parley.protocol.v1.P2spStats
+	73, // [73:118] is the sub-list for method output_type
+	28, // [28:73] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_actors_grainpb_grains_proto_init() }
@@ -4198,7 +4868,7 @@ func file_actors_grainpb_grains_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_grainpb_grains_proto_rawDesc), len(file_actors_grainpb_grains_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   56,
+			NumMessages:   66,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -40,6 +40,10 @@ const (
 	CodeSessionForeign   = "session_foreign"   // the session belongs to another user or device
 	CodeSeqInFuture      = "seq_in_future"     // last_session_seq beyond what the session sent
 	CodeBufferOverflowed = "buffer_overflowed" // events after last_session_seq were dropped
+
+	// P2SP downloads.
+	CodeBadGrant    = "bad_grant"    // a P2SP grant that is forged, expired, or names other parties
+	CodePeerOffline = "peer_offline" // the signal's target session has no link now
 )
 
 // WebSocket close codes Parley uses (4000-4999 is the application range).
