@@ -33,6 +33,11 @@ type P2SPOptions struct {
 	// NoHTTP fetches from peers only (tests; the download fails if no peer
 	// has every piece).
 	NoHTTP bool
+	// ServerMaxHolders: the server is asked for a piece only while at most
+	// this many connected peers hold it (default 1: pieces that no peer or
+	// only one has; the others travel between peers). Negative: any piece.
+	// The endgame and a download without peers use the server freely.
+	ServerMaxHolders int
 	// MaxPeers bounds the holders fetched from at once. Default 8.
 	MaxPeers int
 	// PeerPipeline is the number of piece requests outstanding per peer.
@@ -179,6 +184,9 @@ func (c *Client) DownloadP2SP(ctx context.Context, fileID, path string, o P2SPOp
 	}
 	if o.Refresh <= 0 {
 		o.Refresh = time.Second
+	}
+	if o.ServerMaxHolders == 0 {
+		o.ServerMaxHolders = 1
 	}
 	cached := c.cachePath(fileID)
 	if path == "" && cached == "" {
@@ -369,7 +377,7 @@ func (d *download) run(ctx context.Context, holders []*pb.P2SpHolder) error {
 		return nil
 	}
 	if !d.o.NoHTTP {
-		src := &source{name: "server", state: "active", all: true}
+		src := &source{name: "server", state: "active", all: true, maxAvail: d.o.ServerMaxHolders}
 		d.addSource(src)
 		for i := 0; i < d.o.HTTPConns; i++ {
 			d.wg.Add(1)
@@ -592,6 +600,9 @@ type source struct {
 	session string
 	holder  *pb.P2SpHolder
 	link    *peerLink
+	// maxAvail >= 0: take only pieces that at most this many connected
+	// peers hold (outside the endgame).
+	maxAvail int
 
 	mu        sync.Mutex
 	bitmap    []byte
@@ -1152,7 +1163,7 @@ func (s *sched) pickLocked(src *source) int {
 			continue
 		}
 		unassigned++
-		if s.excluded[i][src] || !src.has(i) {
+		if s.excluded[i][src] || !src.has(i) || src.maxAvail >= 0 && s.avail[i] > src.maxAvail && !src.peer {
 			continue
 		}
 		switch a := s.avail[i]; {

@@ -154,7 +154,7 @@ func TestP2SPSwarmCappedServer(t *testing.T) {
 		wg.Add(1)
 		go func(i int, u *client.Client) {
 			defer wg.Done()
-			results[i], errs[i] = u.DownloadP2SP(ctx, fileID, filepath.Join(t.TempDir(), "out.bin"), client.P2SPOptions{})
+			results[i], errs[i] = u.DownloadP2SP(ctx, fileID, filepath.Join(t.TempDir(), "out.bin"), client.P2SPOptions{NoHTTP: os.Getenv("NOHTTP") != ""})
 		}(i, u)
 	}
 	wg.Wait()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -15,6 +16,8 @@ import (
 
 	pb "github.com/parley-chat/parley/gateway/protocol"
 	"github.com/pion/ice/v4"
+	"github.com/pion/transport/v4"
+	"github.com/pion/transport/v4/stdnet"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -122,6 +125,11 @@ func (c *Client) p2spHub() *p2spHub {
 			se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 		}
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+		// Big UDP socket buffers: a data channel sends bursts, and a
+		// datagram the kernel drops costs SCTP a retransmission timeout.
+		if std, err := stdnet.NewNet(); err == nil {
+			se.SetNet(bufNet{Net: std, size: 4 << 20})
+		}
 		se.SetSCTPMaxReceiveBufferSize(8 << 20)
 		if o.Configure != nil {
 			o.Configure(&se)
@@ -136,6 +144,31 @@ func (c *Client) p2spHub() *p2spHub {
 		}
 	}
 	return c.p2sp
+}
+
+// bufNet is pion's standard network with larger UDP socket buffers (up
+// to the system's limit, net.core.rmem_max on Linux).
+type bufNet struct {
+	*stdnet.Net
+	size int
+}
+
+func (n bufNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	c, err := n.Net.ListenUDP(network, laddr)
+	if u, ok := c.(*net.UDPConn); ok && err == nil {
+		_ = u.SetReadBuffer(n.size)
+		_ = u.SetWriteBuffer(n.size)
+	}
+	return c, err
+}
+
+func (n bufNet) ListenPacket(network, address string) (net.PacketConn, error) {
+	c, err := n.Net.ListenPacket(network, address)
+	if u, ok := c.(*net.UDPConn); ok && err == nil {
+		_ = u.SetReadBuffer(n.size)
+		_ = u.SetWriteBuffer(n.size)
+	}
+	return c, err
 }
 
 // loadedHub returns the hub if one exists.
