@@ -35,8 +35,9 @@ type P2SPOptions struct {
 	NoHTTP bool
 	// ServerMaxHolders: the server is asked for a piece only while at most
 	// this many connected peers hold it (default 1: pieces that no peer or
-	// only one has; the others travel between peers). Negative: any piece.
-	// The endgame and a download without peers use the server freely.
+	// only one has; the others travel between peers). ServerRarestOnly:
+	// only pieces no peer holds; ServerAnyPiece: any piece. The endgame
+	// and a download without peers use the server freely.
 	ServerMaxHolders int
 	// MaxPeers bounds the holders fetched from at once. Default 8.
 	MaxPeers int
@@ -50,6 +51,12 @@ type P2SPOptions struct {
 	// times a second, and once at the end).
 	Progress func(P2SPProgress)
 }
+
+// Values of P2SPOptions.ServerMaxHolders.
+const (
+	ServerRarestOnly = -1
+	ServerAnyPiece   = -2
+)
 
 // SourceProgress is what one source (the server, or a peer) delivered.
 type SourceProgress struct {
@@ -185,8 +192,13 @@ func (c *Client) DownloadP2SP(ctx context.Context, fileID, path string, o P2SPOp
 	if o.Refresh <= 0 {
 		o.Refresh = time.Second
 	}
-	if o.ServerMaxHolders == 0 {
+	switch o.ServerMaxHolders {
+	case 0:
 		o.ServerMaxHolders = 1
+	case ServerRarestOnly:
+		o.ServerMaxHolders = 0
+	case ServerAnyPiece:
+		o.ServerMaxHolders = -1
 	}
 	cached := c.cachePath(fileID)
 	if path == "" && cached == "" {
@@ -603,6 +615,10 @@ type source struct {
 	// maxAvail >= 0: take only pieces that at most this many connected
 	// peers hold (outside the endgame).
 	maxAvail int
+	// counted: its pieces are in the availability (guarded by sched.mu);
+	// up: its link is up.
+	counted bool
+	up      bool
 
 	mu        sync.Mutex
 	bitmap    []byte
@@ -793,6 +809,7 @@ func (d *download) connectPeers(holders []*pb.P2SpHolder) {
 		d.sources = append(d.sources, src)
 		d.peers[h.SessionId] = src
 		d.mu.Unlock()
+		d.s.addAvail(src)
 		d.wg.Add(1)
 		go d.peerWorker(src)
 	}
@@ -849,7 +866,9 @@ func (d *download) announcer() {
 func (d *download) peerWorker(src *source) {
 	defer d.wg.Done()
 	defer d.s.dropSource(src)
+	t0dial := time.Now()
 	link, bm, err := d.c.p2spHub().dial(d.ctx, d.info.FileId, src.holder)
+	d.c.p2spHub().log.Debug("p2sp dial", "peer", src.name, "took", time.Since(t0dial), "err", err)
 	if err != nil {
 		src.setState("failed")
 		src.dead.Store(true)
@@ -858,13 +877,13 @@ func (d *download) peerWorker(src *source) {
 	defer link.close(nil)
 	src.mu.Lock()
 	src.link = link
-	if !src.all && len(bm) == len(d.held.bitmap) {
-		src.bitmap = append([]byte(nil), bm...)
-	}
 	src.state = "active"
 	src.sent = map[int]time.Time{}
 	src.mu.Unlock()
-	d.s.addAvail(src)
+	if len(bm) != len(d.held.bitmap) {
+		bm = nil
+	}
+	d.s.peerUp(src, bm)
 	var (
 		cur    = -1 // the piece being received
 		buf    []byte
@@ -960,10 +979,14 @@ func (d *download) peerWorker(src *source) {
 				src.mu.Lock()
 				_, ok := src.sent[m.Piece]
 				delete(src.sent, m.Piece)
-				if ok && !src.all && m.Code == rejectNotHeld && m.Piece/8 < len(src.bitmap) {
+				lost := ok && !src.all && m.Code == rejectNotHeld && bitSet(src.bitmap, m.Piece)
+				if lost {
 					src.bitmap[m.Piece/8] &^= 1 << (m.Piece % 8)
 				}
 				src.mu.Unlock()
+				if lost {
+					d.s.lost(m.Piece)
+				}
 				if ok {
 					d.s.fail(m.Piece, src, m.Code != rejectBusy)
 				}
@@ -1052,7 +1075,16 @@ type sched struct {
 	wake      chan struct{}
 	avgT      time.Duration
 	rng       *rand.Rand
+	// activePeers counts connected peer sources; until one is up, or
+	// until graceUntil, the server's restriction to rare pieces holds
+	// (peer links take a moment to come up).
+	activePeers int
+	graceUntil  time.Time
 }
+
+// peerGrace is how long a download waits for its first peer link before
+// the server serves any piece.
+const peerGrace = 3 * time.Second
 
 // endgameCopies bounds the sources fetching one piece in the endgame.
 const endgameCopies = 2
@@ -1060,7 +1092,7 @@ const endgameCopies = 2
 func newSched(n int) *sched {
 	s := &sched{n: n, done: make([]bool, n), inflight: make([][]*source, n), avail: make([]int, n),
 		excluded: map[int]map[*source]bool{}, remaining: n, allDone: make(chan struct{}), wake: make(chan struct{}),
-		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
+		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), graceUntil: time.Now().Add(peerGrace)}
 	if n == 0 {
 		close(s.allDone)
 	}
@@ -1107,16 +1139,48 @@ func (s *sched) observeTime(d time.Duration) {
 	s.mu.Unlock()
 }
 
-// addAvail counts a connected source's pieces in the availability.
+// addAvail counts a peer source's pieces in the availability: from the
+// holder's announced bitmap while its link comes up, then from its hello.
 func (s *sched) addAvail(src *source) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.countLocked(src, 1)
+	src.counted = true
+	s.broadcastLocked()
+}
+
+func (s *sched) countLocked(src *source, delta int) {
 	for i := 0; i < s.n; i++ {
 		if src.has(i) {
-			s.avail[i]++
+			s.avail[i] = max(s.avail[i]+delta, 0)
 		}
 	}
+}
+
+// peerUp records a peer link up, with the bitmap its hello carried.
+func (s *sched) peerUp(src *source, bm []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if src.counted {
+		s.countLocked(src, -1)
+	}
+	src.mu.Lock()
+	if !src.all && bm != nil {
+		src.bitmap = append([]byte(nil), bm...)
+	}
+	src.up = true
+	src.mu.Unlock()
+	s.countLocked(src, 1)
+	src.counted = true
+	s.activePeers++
 	s.broadcastLocked()
+}
+
+// lost: a peer no longer has piece i.
+func (s *sched) lost(i int) {
+	s.mu.Lock()
+	s.avail[i] = max(s.avail[i]-1, 0)
+	s.mu.Unlock()
 }
 
 func (s *sched) have(i int) {
@@ -1128,18 +1192,18 @@ func (s *sched) have(i int) {
 
 // dropSource takes a source out of the availability and the endgame.
 func (s *sched) dropSource(src *source) {
-	src.mu.Lock()
-	connected := src.link != nil
-	src.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if connected {
-		for i := 0; i < s.n; i++ {
-			if src.has(i) && s.avail[i] > 0 {
-				s.avail[i]--
-			}
-		}
+	if src.counted {
+		s.countLocked(src, -1)
+		src.counted = false
 	}
+	src.mu.Lock()
+	if src.up {
+		src.up = false
+		s.activePeers--
+	}
+	src.mu.Unlock()
 	for i := range s.inflight {
 		s.inflight[i] = removeSource(s.inflight[i], src)
 	}
@@ -1158,12 +1222,13 @@ func removeSource(l []*source, src *source) []*source {
 // pickLocked chooses a piece for src, or -1.
 func (s *sched) pickLocked(src *source) int {
 	best, bestAvail, ties, unassigned := -1, int(^uint(0)>>1), 0, 0
+	restricted := !src.peer && src.maxAvail >= 0 && (s.activePeers > 0 || time.Now().Before(s.graceUntil))
 	for i := 0; i < s.n; i++ {
 		if s.done[i] || len(s.inflight[i]) > 0 {
 			continue
 		}
 		unassigned++
-		if s.excluded[i][src] || !src.has(i) || src.maxAvail >= 0 && s.avail[i] > src.maxAvail && !src.peer {
+		if s.excluded[i][src] || !src.has(i) || restricted && s.avail[i] > src.maxAvail {
 			continue
 		}
 		switch a := s.avail[i]; {

@@ -2,6 +2,9 @@ package client
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -45,6 +48,9 @@ type p2spHub struct {
 	c   *Client
 	api *webrtc.API
 	log *slog.Logger
+
+	certOnce sync.Once
+	cert     *webrtc.Certificate
 
 	mu     sync.Mutex
 	held   map[string]*heldFile
@@ -178,8 +184,21 @@ func (c *Client) loadedHub() *p2spHub {
 	return c.p2sp
 }
 
+// pcConfig is the configuration of every peer connection: one DTLS
+// certificate per client (generated once: a key per connection is slow).
 func (h *p2spHub) pcConfig() webrtc.Configuration {
-	return webrtc.Configuration{ICEServers: h.c.opts.Peers.ICEServers}
+	h.certOnce.Do(func() {
+		if key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader); err == nil {
+			if cert, err := webrtc.GenerateCertificate(key); err == nil {
+				h.cert = cert
+			}
+		}
+	})
+	cfg := webrtc.Configuration{ICEServers: h.c.opts.Peers.ICEServers}
+	if h.cert != nil {
+		cfg.Certificates = []webrtc.Certificate{*h.cert}
+	}
+	return cfg
 }
 
 // hold registers a file (complete or partial) for serving; a file held
