@@ -25,7 +25,8 @@ FUZZ_TARGETS = \
 	./gateway/protocol:FuzzDecodeClientFrame \
 	./persistence:FuzzDecodeKey \
 	./actors/conversation:FuzzStep \
-	./gateway:FuzzTusHeaders
+	./gateway:FuzzTusHeaders \
+	./client:FuzzDecodePeerMsg
 fuzz:
 	@set -e; for spec in $(FUZZ_TARGETS); do \
 		pkg=$${spec%%:*}; fn=$${spec##*:}; \

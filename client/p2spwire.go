@@ -11,7 +11,8 @@ import (
 //
 //	type (1 byte) | fields
 //
-// Integers are unsigned varints (Go's binary.AppendUvarint); byte strings
+// Integers are unsigned varints (Go's binary.AppendUvarint, shortest form
+// only); byte strings
 // are a varint length, then the bytes.
 //
 //	1 hello     version(=1) grant                  requester → holder, first
@@ -99,6 +100,15 @@ func encodePeerMsg(m peerMsg) []byte {
 	return b
 }
 
+func varintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
 // peerReader consumes a message's fields.
 type peerReader struct {
 	b   []byte
@@ -116,6 +126,10 @@ func (r *peerReader) uvarint(limit uint64) uint64 {
 	}
 	if v >= limit {
 		r.err = fmt.Errorf("%w: %d is out of range", errPeerMsg, v)
+		return 0
+	}
+	if n != varintLen(v) {
+		r.err = fmt.Errorf("%w: varint not in its shortest form", errPeerMsg)
 		return 0
 	}
 	r.b = r.b[n:]
