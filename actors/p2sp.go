@@ -208,12 +208,16 @@ func bitmapLen(pieces int) int { return (pieces + 7) / 8 }
 // P2spAnnounce makes the session on link a holder of the file (or
 // withdraws it). Only a member who may read the file may hold it.
 func (n *Node) P2spAnnounce(user, session string, link uint64, a *pb.P2SpAnnounce) error {
-	info, err := n.FileInfo(user, a.FileId, true)
+	info, err := n.FileInfo(user, a.FileId, false)
 	if err != nil {
 		return err
 	}
-	if !a.Complete && !a.Withdraw && len(a.Bitmap) != bitmapLen(len(info.PieceHashes)) {
-		return codeError(pb.CodeInvalidArgument, "bitmap must be %d bytes for %d pieces", bitmapLen(len(info.PieceHashes)), len(info.PieceHashes))
+	pieces := 0
+	if info.PieceSize > 0 {
+		pieces = int((info.Size + info.PieceSize - 1) / info.PieceSize)
+	}
+	if !a.Complete && !a.Withdraw && len(a.Bitmap) != bitmapLen(pieces) {
+		return codeError(pb.CodeInvalidArgument, "bitmap must be %d bytes for %d pieces", bitmapLen(pieces), pieces)
 	}
 	_, err = grainpb.GetSessionGrainClient(n.Cluster, session).Hold(&grainpb.HoldReq{
 		LinkId: link, FileId: a.FileId, Complete: a.Complete, Bitmap: a.Bitmap, Withdraw: a.Withdraw,
