@@ -631,7 +631,7 @@ func (e *events) OnMessage(_ *gws.Conn, m *gws.Message) {
 		c.stream.session(b.SessionEvent)
 	case *pb.ServerFrame_P2SpSignal:
 		if !c.opts.Peers.Disable {
-			go c.p2spHub().onSignal(b.P2SpSignal)
+			c.p2spHub().enqueue(b.P2SpSignal)
 		}
 	}
 }

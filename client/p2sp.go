@@ -326,6 +326,7 @@ type download struct {
 
 	serverBytes, peerBytes atomic.Int64
 	lastProgress           time.Time
+	lastLive               time.Time // guarded by mu
 }
 
 func (c *Client) newDownload(info *pb.FileInfo, target string, o P2SPOptions) (*download, error) {
@@ -457,15 +458,21 @@ func (d *download) alive() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, s := range d.sources {
-		if !s.dead.Load() && (s.all || !s.peer) {
+		if !s.dead.Load() {
+			d.lastLive = time.Now()
 			return true
 		}
 	}
-	if !d.c.opts.Peers.Disable {
-		return true // the refresher may find holders
+	// Without a source, the refresher may still find holders for a while.
+	if d.lastLive.IsZero() {
+		d.lastLive = time.Now()
 	}
-	return false
+	return !d.c.opts.Peers.Disable && time.Since(d.lastLive) < noSourceWait
 }
+
+// noSourceWait is how long a download without any live source waits for
+// holders to appear before it fails.
+const noSourceWait = 30 * time.Second
 
 func (d *download) addSource(s *source) {
 	d.mu.Lock()
@@ -1287,11 +1294,15 @@ func (s *sched) next(ctx context.Context, src *source) (int, bool) {
 		if s.finished() || src.dead.Load() {
 			return 0, false
 		}
+		t := time.NewTimer(250 * time.Millisecond) // the grace may end meanwhile
 		select {
 		case <-s.changed():
+		case <-t.C:
 		case <-ctx.Done():
+			t.Stop()
 			return 0, false
 		}
+		t.Stop()
 	}
 }
 

@@ -51,6 +51,9 @@ type p2spHub struct {
 
 	certOnce sync.Once
 	cert     *webrtc.Certificate
+	sigOnce  sync.Once
+	sigs     chan *pb.P2SpSignal
+	done     chan struct{} // closed by close
 
 	mu     sync.Mutex
 	held   map[string]*heldFile
@@ -146,7 +149,7 @@ func (c *Client) p2spHub() *p2spHub {
 		}
 		c.p2sp = &p2spHub{
 			c: c, api: webrtc.NewAPI(webrtc.WithSettingEngine(se)), log: log,
-			held: map[string]*heldFile{}, out: map[string]*peerLink{}, in: map[string]*servedLink{},
+			held: map[string]*heldFile{}, out: map[string]*peerLink{}, in: map[string]*servedLink{}, done: make(chan struct{}),
 		}
 	}
 	return c.p2sp
@@ -274,7 +277,12 @@ func (h *p2spHub) reannounce() {
 
 func (h *p2spHub) close() {
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
 	h.closed = true
+	close(h.done)
 	outs := make([]*peerLink, 0, len(h.out))
 	for _, l := range h.out {
 		outs = append(outs, l)
@@ -303,8 +311,31 @@ func (h *p2spHub) signal(ctx context.Context, s *pb.P2SpSignal) error {
 	return err
 }
 
-// onSignal dispatches a relayed signal (on its own goroutine: pion calls
-// block).
+// enqueue hands a relayed signal to the dispatcher, which handles signals
+// in arrival order (a candidate must not overtake its offer).
+func (h *p2spHub) enqueue(s *pb.P2SpSignal) {
+	h.sigOnce.Do(func() {
+		h.sigs = make(chan *pb.P2SpSignal, 256)
+		go func() {
+			for {
+				select {
+				case s := <-h.sigs:
+					h.onSignal(s)
+				case <-h.done:
+					return
+				}
+			}
+		}()
+	})
+	select {
+	case h.sigs <- s:
+	default:
+		h.log.Warn("p2sp signal dropped: dispatcher backlog")
+	}
+}
+
+// onSignal dispatches a relayed signal; slow work (answering an offer)
+// runs on its own goroutine.
 func (h *p2spHub) onSignal(s *pb.P2SpSignal) {
 	h.mu.Lock()
 	out := h.out[s.LinkId]
@@ -319,6 +350,8 @@ func (h *p2spHub) onSignal(s *pb.P2SpSignal) {
 		out.onSignal(s)
 	case s.Kind == pb.P2SpSignalKind_P2SP_SIGNAL_KIND_OFFER && in == nil:
 		h.accept(s)
+	case s.Kind == pb.P2SpSignalKind_P2SP_SIGNAL_KIND_OFFER:
+		// A repeated offer for a link being served: ignored.
 	case in != nil:
 		in.onSignal(s)
 	}
@@ -625,9 +658,11 @@ func (h *p2spHub) accept(s *pb.P2SpSignal) {
 	hf := h.heldFile(s.FileId)
 	refuse := func(why string) {
 		h.log.Debug("p2sp offer refused", "from", s.SessionId, "why", why)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = h.signal(ctx, &pb.P2SpSignal{FileId: s.FileId, SessionId: s.SessionId, Kind: pb.P2SpSignalKind_P2SP_SIGNAL_KIND_BYE, LinkId: s.LinkId, Grant: s.Grant})
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = h.signal(ctx, &pb.P2SpSignal{FileId: s.FileId, SessionId: s.SessionId, Kind: pb.P2SpSignalKind_P2SP_SIGNAL_KIND_BYE, LinkId: s.LinkId, Grant: s.Grant})
+		}()
 	}
 	switch {
 	case err != nil || g.file != s.FileId || g.holderSession != me || g.requesterSession != s.SessionId || g.requester != s.UserId:
@@ -684,6 +719,12 @@ func (h *p2spHub) accept(s *pb.P2SpSignal) {
 		dc.OnClose(sl.close)
 		go sl.serve()
 	})
+	go sl.answer(s)
+}
+
+// answer sets the offer, answers it and sends the answer.
+func (sl *servedLink) answer(s *pb.P2SpSignal) {
+	h, pc := sl.hub, sl.pc
 	if err := sl.cands.setRemote(pc, webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: s.Sdp}); err != nil {
 		sl.close()
 		return
