@@ -506,3 +506,41 @@ func TestP2SPWholeFileMismatchReported(t *testing.T) {
 		}
 	}
 }
+
+// A slow source loses its pieces: a holder that stalls on every request
+// keeps none of them; the download completes from the other holder.
+func TestP2SPStalledPeerLosesPieces(t *testing.T) {
+	srv := gatewaytest.Start(t, gatewaytest.Options{})
+	data := randomData(t, 2<<20) // 8 pieces
+	users := []*client.Client{p2spUser(t, srv, "seed", false), p2spUser(t, srv, "staller", false), p2spUser(t, srv, "dl1", false)}
+	fileID, _ := setup(t, srv, data, users)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	staller := users[1]
+	path := filepath.Join(t.TempDir(), "s.bin")
+	os.WriteFile(path, data, 0o644)
+	if err := staller.Seed(ctx, fileID, path); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	client.SetServeHook(func(c *client.Client, piece int, b []byte) {
+		if c == staller {
+			<-release
+		}
+	})
+	defer func() { close(release); client.SetServeHook(nil) }()
+	start := time.Now()
+	r, err := users[2].DownloadP2SP(ctx, fileID, filepath.Join(t.TempDir(), "o.bin"), client.P2SPOptions{NoHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fileSHA(t, r.Path) != fileID {
+		t.Fatal("sha256 mismatch")
+	}
+	for _, s := range r.Sources {
+		if strings.Contains(s.Name, staller.Session().SessionId) && s.Pieces != 0 {
+			t.Fatalf("the stalled peer delivered %d pieces", s.Pieces)
+		}
+	}
+	t.Logf("done in %v: %+v", time.Since(start), r.Sources)
+}
