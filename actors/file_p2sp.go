@@ -85,6 +85,15 @@ func (g *fileGrain) Drop(req *grainpb.FileDropReq, ctx cluster.GrainContext) (*g
 // first (complete ones first among equals), ties broken at random.
 func (g *fileGrain) Holders(req *grainpb.FileHoldersReq, ctx cluster.GrainContext) (*grainpb.FileHolders, error) {
 	ps := g.p2sp()
+	if req.All {
+		out := &grainpb.FileHolders{Stats: g.stats()}
+		for _, h := range ps.holders {
+			out.Holders = append(out.Holders, &grainpb.FileHolder{UserId: h.user, DeviceId: h.device, SessionId: h.session,
+				Complete: h.complete, Bitmap: h.bitmap, Banned: ps.banned[holderKey(h.user, h.device)]})
+		}
+		sort.Slice(out.Holders, func(i, j int) bool { return out.Holders[i].SessionId < out.Holders[j].SessionId })
+		return out, nil
+	}
 	var cands []*holder
 	for _, h := range ps.holders {
 		if h.session == req.SessionId || ps.banned[holderKey(h.user, h.device)] {

@@ -309,3 +309,32 @@ func (n *Node) FileServed(fileID string, bytes int64) {
 func (n *Node) FileStats(fileID string) (*pb.P2SpStats, error) {
 	return n.fileClient(fileID).Stats(&grainpb.FileStatsReq{}, n.callOpts()...)
 }
+
+// FileAdmin is the operator's view of a file: its record (content facts,
+// references), its P2SP counters and every online holder.
+type FileAdmin struct {
+	Record  *grainpb.FileRecord
+	Stats   *pb.P2SpStats
+	Holders []*grainpb.FileHolder
+}
+
+// FileAdminInfo returns the operator's view of a file (not_found if it is
+// not stored). No membership check: the caller is the operator.
+func (n *Node) FileAdminInfo(fileID string) (*FileAdmin, error) {
+	if !persistence.ValidHash(fileID) {
+		return nil, codeError(pb.CodeNotFound, "no file %s", fileID)
+	}
+	rec, err := loadFile(n.opts.Store, fileID)
+	if err != nil {
+		return nil, codeError(pb.CodeStorage, "read file %s: %v", fileID, err)
+	}
+	if !rec.Stored {
+		return nil, codeError(pb.CodeNotFound, "no file %s", fileID)
+	}
+	rec.PieceHashes = nil
+	hs, err := n.fileClient(fileID).Holders(&grainpb.FileHoldersReq{All: true}, n.callOpts()...)
+	if err != nil {
+		return nil, err
+	}
+	return &FileAdmin{Record: rec, Stats: hs.Stats, Holders: hs.Holders}, nil
+}

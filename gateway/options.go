@@ -45,6 +45,9 @@ type Options struct {
 	// together. 0: no cap.
 	FilesEgressLimit     int64
 	FilesEgressFileLimit int64
+	// AdminToken enables the operator's endpoints under /admin/ (bearer
+	// token). Empty: disabled.
+	AdminToken string
 }
 
 // EnsureDefaults fills zero fields.

@@ -85,7 +85,7 @@ func TestP2SPEgressLimit(t *testing.T) {
 // The stats endpoint (members only) counts the bytes the server sent;
 // announces are checked (membership, bitmap size).
 func TestP2SPStatsAndAnnounce(t *testing.T) {
-	srv := gatewaytest.Start(t, gatewaytest.Options{})
+	srv := gatewaytest.Start(t, gatewaytest.Options{Gateway: gateway.Options{AdminToken: "op-secret"}})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	alice, aliceLogin := srv.User(t, "alice", "alice-a")
@@ -129,6 +129,25 @@ func TestP2SPStatsAndAnnounce(t *testing.T) {
 	if err := announce(alice, &pb.P2SpAnnounce{FileId: id, Bitmap: []byte{0b101}}); err != nil {
 		t.Fatalf("partial announce: %v", err)
 	}
+	// The operator's view: counters and every holder.
+	if res, _ := httpDo(t, srv, http.MethodGet, "/admin/files/"+id, aliceLogin.Token, nil, nil); res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("admin view with a user token: %s", res.Status)
+	}
+	var adm struct {
+		Pieces  int            `json:"pieces"`
+		Stats   map[string]any `json:"stats"`
+		Holders []struct {
+			UserID string `json:"userId"`
+			Pieces int    `json:"pieces"`
+		} `json:"holders"`
+	}
+	res, body := httpDo(t, srv, http.MethodGet, "/admin/files/"+id, "op-secret", nil, nil)
+	if res.StatusCode != http.StatusOK || json.Unmarshal(body, &adm) != nil {
+		t.Fatalf("admin view: %s %s", res.Status, body)
+	}
+	if adm.Pieces != 3 || len(adm.Holders) != 1 || adm.Holders[0].UserID != alice.UserID() || adm.Holders[0].Pieces != 2 || adm.Stats["serverBytes"] != "600000" {
+		t.Fatalf("admin view: %s", body)
+	}
 	// A report about a session that never held the file is refused;
 	// unknown report kinds too.
 	report := func(r *pb.P2SpReport) error {
@@ -142,7 +161,7 @@ func TestP2SPStatsAndAnnounce(t *testing.T) {
 		t.Fatalf("unknown report kind: %v", err)
 	}
 	// Metrics carry the P2SP counters.
-	res, body := httpDo(t, srv, http.MethodGet, "/metrics", "", nil, nil)
+	res, body = httpDo(t, srv, http.MethodGet, "/metrics", "", nil, nil)
 	if res.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("parley_p2sp_peer_bytes_total")) {
 		t.Fatalf("metrics: %s", res.Status)
 	}

@@ -74,6 +74,7 @@ func NewServer(opts Options, hub *Hub, log *slog.Logger) (*Server, error) {
 	})
 	s.mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.mux.Handle("/files/", &files{s: s})
+	s.mux.Handle("/admin/", &admin{s: s})
 	return s, nil
 }
 

@@ -2828,10 +2828,12 @@ func (x *FileDropReq) GetSessionId() string {
 
 // FileHoldersReq asks for holders to offer to a requester.
 type FileHoldersReq struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Max           int32                  `protobuf:"varint,3,opt,name=max,proto3" json:"max,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	UserId    string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	SessionId string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Max       int32                  `protobuf:"varint,3,opt,name=max,proto3" json:"max,omitempty"`
+	// Operator view: every holder, banned ones too, without counting offers.
+	All           bool `protobuf:"varint,4,opt,name=all,proto3" json:"all,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2887,13 +2889,22 @@ func (x *FileHoldersReq) GetMax() int32 {
 	return 0
 }
 
+func (x *FileHoldersReq) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
 type FileHolder struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	SessionId     string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Complete      bool                   `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
-	Bitmap        []byte                 `protobuf:"bytes,5,opt,name=bitmap,proto3" json:"bitmap,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	UserId    string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId  string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Complete  bool                   `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	Bitmap    []byte                 `protobuf:"bytes,5,opt,name=bitmap,proto3" json:"bitmap,omitempty"`
+	// Operator view only: the holder is no longer offered.
+	Banned        bool `protobuf:"varint,6,opt,name=banned,proto3" json:"banned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2961,6 +2972,13 @@ func (x *FileHolder) GetBitmap() []byte {
 		return x.Bitmap
 	}
 	return nil
+}
+
+func (x *FileHolder) GetBanned() bool {
+	if x != nil {
+		return x.Banned
+	}
+	return false
 }
 
 type FileHolders struct {
@@ -4444,12 +4462,13 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\bwithdraw\x18\x06 \x01(\bR\bwithdraw\",\n" +
 	"\vFileDropReq\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x01 \x01(\tR\tsessionId\"Z\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"l\n" +
 	"\x0eFileHoldersReq\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x10\n" +
-	"\x03max\x18\x03 \x01(\x05R\x03max\"\x95\x01\n" +
+	"\x03max\x18\x03 \x01(\x05R\x03max\x12\x10\n" +
+	"\x03all\x18\x04 \x01(\bR\x03all\"\xad\x01\n" +
 	"\n" +
 	"FileHolder\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
@@ -4457,7 +4476,8 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x03 \x01(\tR\tsessionId\x12\x1a\n" +
 	"\bcomplete\x18\x04 \x01(\bR\bcomplete\x12\x16\n" +
-	"\x06bitmap\x18\x05 \x01(\fR\x06bitmap\"z\n" +
+	"\x06bitmap\x18\x05 \x01(\fR\x06bitmap\x12\x16\n" +
+	"\x06banned\x18\x06 \x01(\bR\x06banned\"z\n" +
 	"\vFileHolders\x126\n" +
 	"\aholders\x18\x01 \x03(\v2\x1c.parley.grains.v1.FileHolderR\aholders\x123\n" +
 	"\x05stats\x18\x02 \x01(\v2\x1d.parley.protocol.v1.P2spStatsR\x05stats\"\x7f\n" +

@@ -58,6 +58,10 @@ type Config struct {
 	// P2SPGrantTTL: how long a P2SP grant lets a requester open a peer
 	// link. Default 5m.
 	P2SPGrantTTL time.Duration `json:"p2sp_grant_ttl"`
+	// AdminToken enables the operator's endpoints under /admin/ (e.g.
+	// GET /admin/files/{id}: a file's P2SP counters and holders), given as
+	// "Authorization: Bearer <token>". Empty: disabled.
+	AdminToken string `json:"admin_token"`
 	// UnsafeNoSync disables fsync (benchmarks only: loses acknowledged
 	// messages on power failure).
 	UnsafeNoSync bool `json:"unsafe_no_sync"`
@@ -146,6 +150,7 @@ func loadConfig(args []string) (Config, error) {
 	fs.Int64Var(&c.FilesEgressFileLimit, "files-egress-file-limit", c.FilesEgressFileLimit, "cap of each file's downloads together in bytes/s (0: none)")
 	fs.IntVar(&c.P2SPReportLimit, "p2sp-report-limit", c.P2SPReportLimit, "bad-piece reports (distinct users) after which a P2SP holder is no longer offered")
 	fs.DurationVar(&c.P2SPGrantTTL, "p2sp-grant-ttl", c.P2SPGrantTTL, "lifetime of a P2SP grant")
+	fs.StringVar(&c.AdminToken, "admin-token", c.AdminToken, "bearer token of the operator's /admin/ endpoints (empty: disabled; prefer PARLEY_ADMIN_TOKEN)")
 	fs.BoolVar(&c.UnsafeNoSync, "unsafe-no-sync", c.UnsafeNoSync, "benchmarks only: do not fsync")
 	// First pass to find -config; the file is applied, then env, then flags again.
 	if err := fs.Parse(args); err != nil {

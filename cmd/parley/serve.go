@@ -42,6 +42,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 			AuthTimeout: cfg.AuthTimeout, IdleTimeout: cfg.IdleTimeout, MaxFrameBytes: cfg.MaxFrameBytes,
 			RatePerSecond: cfg.RatePerSecond, RateBurst: cfg.RateBurst, AllowedOrigins: splitList(cfg.AllowedOrigins),
 			FilesEgressLimit: cfg.FilesEgressLimit, FilesEgressFileLimit: cfg.FilesEgressFileLimit,
+			AdminToken: cfg.AdminToken,
 		},
 		Actors: actors.Options{
 			Limits:         conversation.Limits{MaxTextBytes: cfg.MaxTextBytes},
