@@ -50,6 +50,10 @@ func TestP2SPBench(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("PARLEY_P2SP_MIB")); err == nil && v > 0 {
 		size = v << 20
 	}
+	// PARLEY_P2SP_SERVER_MAX sets P2SPOptions.ServerMaxHolders (default 1;
+	// -1 rarest only, -2 any piece).
+	serverMax, _ := strconv.Atoi(os.Getenv("PARLEY_P2SP_SERVER_MAX"))
+	only := os.Getenv("PARLEY_P2SP_ONLY") // "capped": skip the uncapped runs
 	data := randomData(t, size)
 	type result struct {
 		elapsed        time.Duration
@@ -74,7 +78,7 @@ func TestP2SPBench(t *testing.T) {
 			wg.Add(1)
 			go func(u *client.Client) {
 				defer wg.Done()
-				r, err := u.DownloadP2SP(ctx, fileID, filepath.Join(t.TempDir(), "o"), client.P2SPOptions{})
+				r, err := u.DownloadP2SP(ctx, fileID, filepath.Join(t.TempDir(), "o"), client.P2SPOptions{ServerMaxHolders: serverMax})
 				if err != nil {
 					t.Error(err)
 					return
@@ -108,6 +112,9 @@ func TestP2SPBench(t *testing.T) {
 	p2spCapped := run(20_000_000, true)
 	report("P2SP, 20 MB/s cap", p2spCapped)
 	t.Logf("P2SP/all-HTTP time under the cap: %.2f", p2spCapped.elapsed.Seconds()/httpCapped.elapsed.Seconds())
+	if only == "capped" {
+		return
+	}
 	report("all-HTTP, uncapped", run(0, false))
 	report("P2SP, uncapped", run(0, true))
 }
