@@ -27,7 +27,8 @@ FUZZ_TARGETS = \
 	./actors/conversation:FuzzStep \
 	./gateway:FuzzTusHeaders \
 	./actors/conversation:FuzzImport \
-	./actors/channel:FuzzStep
+	./actors/channel:FuzzStep \
+	./client:FuzzDecodePeerMsg
 fuzz:
 	@set -e; for spec in $(FUZZ_TARGETS); do \
 		pkg=$${spec%%:*}; fn=$${spec##*:}; \

@@ -39,6 +39,8 @@ type fileGrain struct {
 	log *slog.Logger
 	rec *grainpb.FileRecord
 	err error
+	// ps is the P2SP state (holders, reports, counters), in memory.
+	ps *p2spState
 }
 
 func (g *fileGrain) Init(ctx cluster.GrainContext) {

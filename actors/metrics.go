@@ -19,6 +19,14 @@ type Metrics struct {
 	StorageErrors atomic.Int64
 	// OutboxRetries counts retried cross-grain notifications.
 	OutboxRetries atomic.Int64
+	// P2SP: bytes downloaders reported from peers, downloads reported
+	// complete, whole-file check failures, bad-piece reports, banned
+	// holders.
+	P2SPPeerBytes atomic.Int64
+	P2SPDownloads atomic.Int64
+	P2SPFailures  atomic.Int64
+	P2SPReports   atomic.Int64
+	P2SPBans      atomic.Int64
 	// MailboxDepth is the number of messages waiting in the mailboxes of
 	// all grains of a kind, by kind name.
 	MailboxDepth map[string]*atomic.Int64

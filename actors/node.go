@@ -79,6 +79,8 @@ type Options struct {
 	Uploads upload.Limits
 	// SweepEvery is the period of the upload expiry sweep. Default 1m.
 	SweepEvery time.Duration
+	// P2SP configures P2SP downloads (grants, reports).
+	P2SP P2SPOptions
 }
 
 // EnsureDefaults fills zero fields.
@@ -115,6 +117,7 @@ func (o *Options) EnsureDefaults() {
 	if o.SweepEvery == 0 {
 		o.SweepEvery = time.Minute
 	}
+	o.P2SP.ensureDefaults()
 }
 
 // Node is one member of the Parley cluster: an actor system, the cluster
@@ -127,6 +130,8 @@ type Node struct {
 	// stopSweep ends the periodic upload sweep.
 	stopSweep chan struct{}
 	sweepDone chan struct{}
+	// grantKey signs P2SP grants (stored durably, see loadGrantKey).
+	grantKey []byte
 }
 
 // nodes maps each cluster to its node, so grains (created by generated
@@ -149,6 +154,10 @@ func Start(opts Options) (*Node, error) {
 		return nil, errors.New("actors: Options.Store and Options.Fanout are required")
 	}
 	n := &Node{opts: opts, log: opts.Logger}
+	var err error
+	if n.grantKey, err = loadGrantKey(opts.Store); err != nil {
+		return nil, err
+	}
 	// protoactor narrates every lifecycle step at Info; keep its Info for
 	// debug runs only.
 	actorLog := slog.New(quietHandler{opts.Logger.Handler()}).With("component", "protoactor")

@@ -27,6 +27,10 @@ type sessionGrain struct {
 	// passGen identifies the latest passivation request, so an old timer
 	// does nothing once the session was re-attached.
 	passGen int
+	// holding lists the files this session's link holds for P2SP (in
+	// memory: holdings are online only). Every file is told to drop the
+	// session when its link changes or goes.
+	holding map[string]bool
 }
 
 // passivate asks a cut session to stop if it is still cut.
@@ -79,6 +83,11 @@ func (g *sessionGrain) apply(ctx cluster.GrainContext, ev session.Event) error {
 		return grainError(pb.CodeStorage, "session unavailable: %v", g.err)
 	}
 	prev := g.st
+	defer func() {
+		if g.st.Link != prev.Link {
+			g.dropHoldings()
+		}
+	}()
 	fx := g.st.Step(ev, g.limits())
 	if fx.Err != nil {
 		return grainError(fx.Err.Code, "%s", fx.Err.Message)
@@ -170,6 +179,58 @@ func (g *sessionGrain) Cut(req *grainpb.CutReq, ctx cluster.GrainContext) (*grai
 	}
 	if err := g.apply(ctx, ev); err != nil {
 		return nil, err
+	}
+	return &grainpb.Ok{}, nil
+}
+
+// dropHoldings tells every held file that this session is gone. The
+// requests are issued from the mailbox, after any Announce this grain
+// sent, so a file grain never re-adds a dropped holder.
+func (g *sessionGrain) dropHoldings() {
+	for f := range g.holding {
+		if _, err := g.n.Request(KindFile, f, "Drop", &grainpb.FileDropReq{SessionId: g.st.ID}); err != nil {
+			g.log.Warn("drop p2sp holding", "file_id", f, "err", err)
+		}
+	}
+	clear(g.holding)
+}
+
+// Hold records a P2SP holding of the session's current link and forwards
+// it to the file grain.
+func (g *sessionGrain) Hold(req *grainpb.HoldReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
+	if g.err != nil {
+		return nil, grainError(pb.CodeStorage, "session unavailable: %v", g.err)
+	}
+	if g.st.Rec == nil || g.st.Link == 0 || g.st.Link != req.LinkId {
+		return nil, grainError(pb.CodeConflict, "the link no longer carries session %s", g.st.ID)
+	}
+	if req.Withdraw {
+		delete(g.holding, req.FileId)
+	} else {
+		if g.holding == nil {
+			g.holding = map[string]bool{}
+		}
+		g.holding[req.FileId] = true
+	}
+	a := &grainpb.FileAnnounceReq{
+		UserId: g.st.Rec.UserId, DeviceId: g.st.Rec.DeviceId, SessionId: g.st.ID,
+		Complete: req.Complete, Bitmap: req.Bitmap, Withdraw: req.Withdraw,
+	}
+	if _, err := g.n.Request(KindFile, req.FileId, "Announce", a); err != nil {
+		return nil, grainError(pb.CodeInternal, "announce: %v", err)
+	}
+	return &grainpb.Ok{}, nil
+}
+
+// Signal writes a relayed P2SP signal to the session's link. Signals are
+// online only: without a link the sender is told peer_offline.
+func (g *sessionGrain) Signal(req *grainpb.SignalReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
+	if g.st.Rec == nil || g.st.Rec.Ended || g.st.Link == 0 {
+		return nil, grainError(pb.CodePeerOffline, "session %s is not online", g.st.ID)
+	}
+	frame := pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_P2SpSignal{P2SpSignal: req.Signal}})
+	if !g.n.opts.Fanout.SendToLink(g.st.Link, frame) {
+		return nil, grainError(pb.CodePeerOffline, "session %s is not online", g.st.ID)
 	}
 	return &grainpb.Ok{}, nil
 }

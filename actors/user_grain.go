@@ -234,6 +234,19 @@ func (g *userGrain) Membership(req *grainpb.MembershipReq, ctx cluster.GrainCont
 	return &grainpb.Ok{}, nil
 }
 
+// Notify pushes a session event to every session of the user.
+func (g *userGrain) Notify(req *grainpb.PushReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
+	if err := g.ready(); err != nil {
+		return nil, err
+	}
+	for _, d := range g.rec.Devices {
+		if d.SessionId != "" {
+			g.push(d.SessionId, &grainpb.PushReq{Event: req.Event, OpId: req.OpId})
+		}
+	}
+	return &grainpb.Ok{}, nil
+}
+
 // push hands a session event to a session grain, outside the mailbox.
 func (g *userGrain) push(sessionID string, req *grainpb.PushReq) {
 	n, log := g.n, g.log

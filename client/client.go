@@ -52,6 +52,11 @@ type Options struct {
 	// HTTPClient makes the file requests. Default: a client without a
 	// whole-request timeout (uploads and downloads can be long).
 	HTTPClient *http.Client
+	// CacheDir keeps files downloaded with DownloadP2SP by file id; a
+	// download looks there first. Empty: no cache.
+	CacheDir string
+	// Peers configures P2SP peer links (see DownloadP2SP).
+	Peers PeerOptions
 }
 
 // Error is an error reply from the server.
@@ -114,6 +119,8 @@ type Client struct {
 	// joined lists the channels joined on this client (channels.go); they
 	// are joined again after a reconnect.
 	joined map[string]bool
+	// p2sp holds the P2SP state (held files, peer links); nil until used.
+	p2sp *p2spHub
 }
 
 // pendingCall is a command awaiting its reply on link generation gen.
@@ -311,6 +318,9 @@ func (c *Client) finish(err error) {
 	c.mu.Unlock()
 	close(c.closed)
 	c.stream.close()
+	if h := c.loadedHub(); h != nil {
+		h.close()
+	}
 }
 
 // Register creates an account (the link stays unauthenticated).
@@ -340,7 +350,12 @@ func (c *Client) Login(ctx context.Context, username, password string) (*pb.Logg
 func (c *Client) startSession(s *pb.SessionInfo) {
 	c.mu.Lock()
 	c.session, c.userID = s, s.GetUserId()
+	hub := c.p2sp
 	c.mu.Unlock()
+	if hub != nil {
+		// The server dropped this session's holdings with its old link.
+		go hub.reannounce()
+	}
 	// Conversations we hold a cursor for are replayed by the server;
 	// the others are caught up with History.
 	known := c.stream.cursors()
@@ -626,5 +641,9 @@ func (e *events) OnMessage(_ *gws.Conn, m *gws.Message) {
 		c.stream.other(Event{ChannelMessage: b.ChannelMessage})
 	case *pb.ServerFrame_ChannelEvent:
 		c.stream.other(Event{ChannelEvent: b.ChannelEvent})
+	case *pb.ServerFrame_P2SpSignal:
+		if !c.opts.Peers.Disable {
+			c.p2spHub().enqueue(b.P2SpSignal)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"sync"
+	"time"
 
 	pb "github.com/parley-chat/parley/gateway/protocol"
 )
@@ -176,12 +177,27 @@ func (s *stream) sync(conv string) {
 
 func (s *stream) catchUp(conv string) {
 	ctx := context.Background()
+	backoff := 100 * time.Millisecond
 	for {
 		s.mu.Lock()
 		after := s.cursor[conv]
 		s.mu.Unlock()
 		page, err := s.c.History(ctx, conv, after, s.c.opts.HistoryPage)
 		if err != nil {
+			// A transient failure (a cut link, a restarting server) must
+			// not leave a gap behind: retry until the client ends or the
+			// conversation is no longer ours.
+			code := Code(err)
+			gone := code == pb.CodeNotMember || code == pb.CodeNotFound
+			select {
+			case <-s.c.closed:
+				gone = true
+			case <-time.After(backoff):
+			}
+			if !gone {
+				backoff = min(backoff*2, 2*time.Second)
+				continue
+			}
 			s.mu.Lock()
 			s.syncing[conv] = false
 			s.mu.Unlock()

@@ -154,6 +154,18 @@ func (l *link) command(id string, f *pb.ClientFrame) {
 	case *pb.ClientFrame_FileInfo:
 		fileID := c.FileInfo.FileId
 		l.async(id, func() (proto.Message, error) { return n.FileInfo(uid, fileID, true) })
+	case *pb.ClientFrame_P2SpInfo:
+		req, sid := c.P2SpInfo, l.sessionID
+		l.async(id, func() (proto.Message, error) { return n.P2spInfo(uid, sid, req.FileId, req.MaxHolders) })
+	case *pb.ClientFrame_P2SpAnnounce:
+		req, sid, link := c.P2SpAnnounce, l.sessionID, l.id
+		l.async(id, func() (proto.Message, error) { return nil, n.P2spAnnounce(uid, sid, link, req) })
+	case *pb.ClientFrame_P2SpSignal:
+		req, sid := c.P2SpSignal, l.sessionID
+		l.async(id, func() (proto.Message, error) { return nil, n.P2spSignal(uid, sid, req) })
+	case *pb.ClientFrame_P2SpReport:
+		req, sid := c.P2SpReport, l.sessionID
+		l.async(id, func() (proto.Message, error) { return nil, n.P2spReport(uid, sid, dev, req) })
 	case *pb.ClientFrame_Ack:
 		l.pipeline(id, actors.KindSession, l.sessionID, "Ack", &grainpb.AckReq{SessionSeq: c.Ack.SessionSeq})
 	default:
@@ -260,6 +272,8 @@ func frameFor(re string, body proto.Message) *pb.ServerFrame {
 		f.Body = &pb.ServerFrame_InvitationAnswered{InvitationAnswered: b}
 	case *pb.InvitationList:
 		f.Body = &pb.ServerFrame_InvitationList{InvitationList: b}
+	case *pb.P2SpInfo:
+		f.Body = &pb.ServerFrame_P2SpInfo{P2SpInfo: b}
 	default:
 		f.Body = &pb.ServerFrame_Ok{Ok: &pb.Empty{}}
 	}

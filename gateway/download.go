@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"io"
 	"mime"
 	"net/http"
 	"time"
@@ -35,33 +34,12 @@ func (f *files) download(w http.ResponseWriter, r *http.Request, fileID string) 
 	h.Set("Cache-Control", "private, no-cache")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Parley-Sha256", info.Sha256)
-	cw := &countingWriter{ResponseWriter: w}
+	lims, release := f.s.egress.acquire(fileID)
+	defer release()
+	cw := &countingWriter{ResponseWriter: w, ctx: r.Context(), lims: lims}
 	http.ServeContent(cw, r, "", time.UnixMilli(info.CreatedMs), blob)
 	f.s.metrics.downloadBytes.Add(float64(cw.n))
-}
-
-// countingWriter counts the body bytes written.
-type countingWriter struct {
-	http.ResponseWriter
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.ResponseWriter.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
-// ReadFrom keeps io.Copy's sendfile path for the blob.
-func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
-		n, err := rf.ReadFrom(r)
-		c.n += n
-		return n, err
-	}
-	n, err := io.Copy(struct{ io.Writer }{c.ResponseWriter}, r)
-	c.n += n
-	return n, err
+	f.s.node.FileServed(fileID, cw.n)
 }
 
 // info answers a file's metadata and hashes as protojson (FileInfo).
@@ -82,5 +60,32 @@ func (f *files) info(w http.ResponseWriter, r *http.Request, fileID string) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "private, no-cache")
+	w.Write(b)
+}
+
+// stats answers a file's P2SP transfer counters as protojson (P2spStats):
+// bytes the server sent, bytes peers sent (as downloaders reported),
+// holders online and holders no longer offered. Members only.
+func (f *files) stats(w http.ResponseWriter, r *http.Request, fileID string) {
+	user, _, ok := f.auth(w, r, true)
+	if !ok {
+		return
+	}
+	if _, err := f.s.node.FileInfo(user, fileID, false); err != nil {
+		f.failErr(w, err)
+		return
+	}
+	st, err := f.s.node.FileStats(fileID)
+	if err != nil {
+		f.failErr(w, err)
+		return
+	}
+	b, err := protojson.Marshal(st)
+	if err != nil {
+		f.fail(w, http.StatusInternalServerError, pb.CodeInternal, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
 	w.Write(b)
 }

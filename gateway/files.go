@@ -29,6 +29,7 @@ import (
 //	DELETE  /files/uploads/{id}   tus termination
 //	GET     /files/{fileId}       download (Range, ETag); HEAD too
 //	GET     /files/{fileId}/info  name, size, type, hashes (JSON)
+//	GET     /files/{fileId}/stats P2SP counters: server vs peer bytes (JSON)
 //
 // Every request is authenticated by a login token: "Authorization: Bearer
 // <token>" (downloads also accept ?token= for browser links).
@@ -57,6 +58,8 @@ func (f *files) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.download(w, r, parts[0])
 	case len(parts) == 2 && parts[1] == "info" && r.Method == http.MethodGet:
 		f.info(w, r, parts[0])
+	case len(parts) == 2 && parts[1] == "stats" && r.Method == http.MethodGet:
+		f.stats(w, r, parts[0])
 	default:
 		http.Error(w, "not found", http.StatusNotFound)
 	}

@@ -52,6 +52,11 @@ func (m *metrics) registerNode(n *actors.Node) {
 		counter("parley_committed_messages_total", "Conversation log entries made durable.", am.CommittedMessages.Load),
 		counter("parley_storage_errors_total", "Failed commits.", am.StorageErrors.Load),
 		counter("parley_outbox_retries_total", "Retried membership notifications.", am.OutboxRetries.Load),
+		counter("parley_p2sp_peer_bytes_total", "File bytes downloaders reported receiving from peers (P2SP).", am.P2SPPeerBytes.Load),
+		counter("parley_p2sp_downloads_total", "P2SP downloads reported complete and verified.", am.P2SPDownloads.Load),
+		counter("parley_p2sp_failures_total", "P2SP downloads that failed their whole-file check.", am.P2SPFailures.Load),
+		counter("parley_p2sp_bad_piece_reports_total", "Reports of peers that sent a bad piece.", am.P2SPReports.Load),
+		counter("parley_p2sp_banned_holders_total", "Holders no longer offered after reports.", am.P2SPBans.Load),
 	)
 	for kind, depth := range am.MailboxDepth {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -40,6 +40,14 @@ type Options struct {
 	// ShutdownGrace bounds how long Shutdown waits for links to close.
 	// Default 5s.
 	ShutdownGrace time.Duration
+	// FilesEgressLimit caps the bytes/s of all file downloads together
+	// (token bucket); FilesEgressFileLimit caps each file's downloads
+	// together. 0: no cap.
+	FilesEgressLimit     int64
+	FilesEgressFileLimit int64
+	// AdminToken enables the operator's endpoints under /admin/ (bearer
+	// token). Empty: disabled.
+	AdminToken string
 }
 
 // EnsureDefaults fills zero fields.
@@ -84,6 +92,9 @@ func (o *Options) Validate() error {
 	}
 	if o.RatePerSecond < 0 || o.RateBurst < 1 {
 		errs = append(errs, errors.New("gateway: rate limit must be positive"))
+	}
+	if o.FilesEgressLimit < 0 || o.FilesEgressFileLimit < 0 {
+		errs = append(errs, errors.New("gateway: egress limits must not be negative"))
 	}
 	for _, d := range []time.Duration{o.AuthTimeout, o.IdleTimeout, o.WriteTimeout} {
 		if d < 0 {

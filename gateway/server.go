@@ -38,6 +38,8 @@ type Server struct {
 	cuts sync.WaitGroup
 
 	queuedBytes atomic.Int64
+	// egress caps download bytes/s (FilesEgressLimit, FilesEgressFileLimit).
+	egress *egress
 }
 
 // NewServer builds a gateway for hub; Attach binds the node once it exists
@@ -50,7 +52,8 @@ func NewServer(opts Options, hub *Hub, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{opts: opts, log: log.With("component", "gateway"), hub: hub, reg: prometheus.NewRegistry()}
+	s := &Server{opts: opts, log: log.With("component", "gateway"), hub: hub, reg: prometheus.NewRegistry(),
+		egress: newEgress(opts.FilesEgressLimit, opts.FilesEgressFileLimit)}
 	s.upgrader = gws.NewUpgrader(&handler{s: s}, &gws.ServerOption{
 		ReadMaxPayloadSize:  opts.MaxFrameBytes,
 		WriteMaxPayloadSize: 16 << 20,
@@ -71,6 +74,7 @@ func NewServer(opts Options, hub *Hub, log *slog.Logger) (*Server, error) {
 	})
 	s.mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.mux.Handle("/files/", &files{s: s})
+	s.mux.Handle("/admin/", &admin{s: s})
 	return s, nil
 }
 

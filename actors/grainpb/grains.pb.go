@@ -1630,6 +1630,128 @@ func (x *ResumeReq) GetNode() string {
 	return ""
 }
 
+// HoldReq: the session's link holds file_id (all of it, or bitmap).
+type HoldReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LinkId        uint64                 `protobuf:"varint,1,opt,name=link_id,json=linkId,proto3" json:"link_id,omitempty"`
+	FileId        string                 `protobuf:"bytes,2,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Complete      bool                   `protobuf:"varint,3,opt,name=complete,proto3" json:"complete,omitempty"`
+	Bitmap        []byte                 `protobuf:"bytes,4,opt,name=bitmap,proto3" json:"bitmap,omitempty"`
+	Withdraw      bool                   `protobuf:"varint,5,opt,name=withdraw,proto3" json:"withdraw,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldReq) Reset() {
+	*x = HoldReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldReq) ProtoMessage() {}
+
+func (x *HoldReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldReq.ProtoReflect.Descriptor instead.
+func (*HoldReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *HoldReq) GetLinkId() uint64 {
+	if x != nil {
+		return x.LinkId
+	}
+	return 0
+}
+
+func (x *HoldReq) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *HoldReq) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *HoldReq) GetBitmap() []byte {
+	if x != nil {
+		return x.Bitmap
+	}
+	return nil
+}
+
+func (x *HoldReq) GetWithdraw() bool {
+	if x != nil {
+		return x.Withdraw
+	}
+	return false
+}
+
+// SignalReq carries a signal whose sender fields the gateway has set.
+type SignalReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Signal        *protocol.P2SpSignal   `protobuf:"bytes,1,opt,name=signal,proto3" json:"signal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalReq) Reset() {
+	*x = SignalReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalReq) ProtoMessage() {}
+
+func (x *SignalReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalReq.ProtoReflect.Descriptor instead.
+func (*SignalReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SignalReq) GetSignal() *protocol.P2SpSignal {
+	if x != nil {
+		return x.Signal
+	}
+	return nil
+}
+
 type CreateConvReq struct {
 	state         protoimpl.MessageState    `protogen:"open.v1"`
 	Actor         string                    `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
@@ -1642,7 +1764,7 @@ type CreateConvReq struct {
 
 func (x *CreateConvReq) Reset() {
 	*x = CreateConvReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +1776,7 @@ func (x *CreateConvReq) String() string {
 func (*CreateConvReq) ProtoMessage() {}
 
 func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +1789,7 @@ func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConvReq.ProtoReflect.Descriptor instead.
 func (*CreateConvReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateConvReq) GetActor() string {
@@ -1708,7 +1830,7 @@ type MembersReq struct {
 
 func (x *MembersReq) Reset() {
 	*x = MembersReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1842,7 @@ func (x *MembersReq) String() string {
 func (*MembersReq) ProtoMessage() {}
 
 func (x *MembersReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +1855,7 @@ func (x *MembersReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersReq.ProtoReflect.Descriptor instead.
 func (*MembersReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *MembersReq) GetActor() string {
@@ -1761,7 +1883,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +1895,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +1908,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RemoveReq) GetActor() string {
@@ -1814,7 +1936,7 @@ type RoleReq struct {
 
 func (x *RoleReq) Reset() {
 	*x = RoleReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1826,7 +1948,7 @@ func (x *RoleReq) String() string {
 func (*RoleReq) ProtoMessage() {}
 
 func (x *RoleReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1839,7 +1961,7 @@ func (x *RoleReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleReq.ProtoReflect.Descriptor instead.
 func (*RoleReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RoleReq) GetActor() string {
@@ -1873,7 +1995,7 @@ type RenameReq struct {
 
 func (x *RenameReq) Reset() {
 	*x = RenameReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2007,7 @@ func (x *RenameReq) String() string {
 func (*RenameReq) ProtoMessage() {}
 
 func (x *RenameReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2020,7 @@ func (x *RenameReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameReq.ProtoReflect.Descriptor instead.
 func (*RenameReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RenameReq) GetActor() string {
@@ -1930,7 +2052,7 @@ type SendReq struct {
 
 func (x *SendReq) Reset() {
 	*x = SendReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2064,7 @@ func (x *SendReq) String() string {
 func (*SendReq) ProtoMessage() {}
 
 func (x *SendReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2077,7 @@ func (x *SendReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReq.ProtoReflect.Descriptor instead.
 func (*SendReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SendReq) GetActor() string {
@@ -2004,7 +2126,7 @@ type DeleteReq struct {
 
 func (x *DeleteReq) Reset() {
 	*x = DeleteReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2138,7 @@ func (x *DeleteReq) String() string {
 func (*DeleteReq) ProtoMessage() {}
 
 func (x *DeleteReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2151,7 @@ func (x *DeleteReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReq.ProtoReflect.Descriptor instead.
 func (*DeleteReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DeleteReq) GetActor() string {
@@ -2063,7 +2185,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2197,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2210,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReadReq) GetActor() string {
@@ -2116,7 +2238,7 @@ type HistoryReq struct {
 
 func (x *HistoryReq) Reset() {
 	*x = HistoryReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2128,7 +2250,7 @@ func (x *HistoryReq) String() string {
 func (*HistoryReq) ProtoMessage() {}
 
 func (x *HistoryReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2141,7 +2263,7 @@ func (x *HistoryReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryReq.ProtoReflect.Descriptor instead.
 func (*HistoryReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *HistoryReq) GetActor() string {
@@ -2174,7 +2296,7 @@ type InfoReq struct {
 
 func (x *InfoReq) Reset() {
 	*x = InfoReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2308,7 @@ func (x *InfoReq) String() string {
 func (*InfoReq) ProtoMessage() {}
 
 func (x *InfoReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2321,7 @@ func (x *InfoReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReq.ProtoReflect.Descriptor instead.
 func (*InfoReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *InfoReq) GetActor() string {
@@ -2223,7 +2345,7 @@ type UploadCreateReq struct {
 
 func (x *UploadCreateReq) Reset() {
 	*x = UploadCreateReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2235,7 +2357,7 @@ func (x *UploadCreateReq) String() string {
 func (*UploadCreateReq) ProtoMessage() {}
 
 func (x *UploadCreateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2248,7 +2370,7 @@ func (x *UploadCreateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadCreateReq.ProtoReflect.Descriptor instead.
 func (*UploadCreateReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UploadCreateReq) GetActor() string {
@@ -2302,7 +2424,7 @@ type UploadHeadReq struct {
 
 func (x *UploadHeadReq) Reset() {
 	*x = UploadHeadReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2314,7 +2436,7 @@ func (x *UploadHeadReq) String() string {
 func (*UploadHeadReq) ProtoMessage() {}
 
 func (x *UploadHeadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2327,7 +2449,7 @@ func (x *UploadHeadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeadReq.ProtoReflect.Descriptor instead.
 func (*UploadHeadReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UploadHeadReq) GetActor() string {
@@ -2347,7 +2469,7 @@ type UploadBeginReq struct {
 
 func (x *UploadBeginReq) Reset() {
 	*x = UploadBeginReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2359,7 +2481,7 @@ func (x *UploadBeginReq) String() string {
 func (*UploadBeginReq) ProtoMessage() {}
 
 func (x *UploadBeginReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2372,7 +2494,7 @@ func (x *UploadBeginReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadBeginReq.ProtoReflect.Descriptor instead.
 func (*UploadBeginReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UploadBeginReq) GetActor() string {
@@ -2402,7 +2524,7 @@ type UploadEndReq struct {
 
 func (x *UploadEndReq) Reset() {
 	*x = UploadEndReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2536,7 @@ func (x *UploadEndReq) String() string {
 func (*UploadEndReq) ProtoMessage() {}
 
 func (x *UploadEndReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2549,7 @@ func (x *UploadEndReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadEndReq.ProtoReflect.Descriptor instead.
 func (*UploadEndReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UploadEndReq) GetActor() string {
@@ -2460,7 +2582,7 @@ type UploadTerminateReq struct {
 
 func (x *UploadTerminateReq) Reset() {
 	*x = UploadTerminateReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2472,7 +2594,7 @@ func (x *UploadTerminateReq) String() string {
 func (*UploadTerminateReq) ProtoMessage() {}
 
 func (x *UploadTerminateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2485,7 +2607,7 @@ func (x *UploadTerminateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadTerminateReq.ProtoReflect.Descriptor instead.
 func (*UploadTerminateReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{42}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UploadTerminateReq) GetActor() string {
@@ -2503,7 +2625,7 @@ type UploadSweepReq struct {
 
 func (x *UploadSweepReq) Reset() {
 	*x = UploadSweepReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2515,7 +2637,7 @@ func (x *UploadSweepReq) String() string {
 func (*UploadSweepReq) ProtoMessage() {}
 
 func (x *UploadSweepReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2528,7 +2650,7 @@ func (x *UploadSweepReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadSweepReq.ProtoReflect.Descriptor instead.
 func (*UploadSweepReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{43}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{45}
 }
 
 // UploadStatus is what the gateway needs to answer a tus request.
@@ -2554,7 +2676,7 @@ type UploadStatus struct {
 
 func (x *UploadStatus) Reset() {
 	*x = UploadStatus{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2566,7 +2688,7 @@ func (x *UploadStatus) String() string {
 func (*UploadStatus) ProtoMessage() {}
 
 func (x *UploadStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2579,7 +2701,7 @@ func (x *UploadStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadStatus.ProtoReflect.Descriptor instead.
 func (*UploadStatus) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{44}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UploadStatus) GetUploadId() string {
@@ -2675,7 +2797,7 @@ type FileAttachReq struct {
 
 func (x *FileAttachReq) Reset() {
 	*x = FileAttachReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2687,7 +2809,7 @@ func (x *FileAttachReq) String() string {
 func (*FileAttachReq) ProtoMessage() {}
 
 func (x *FileAttachReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2700,7 +2822,7 @@ func (x *FileAttachReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileAttachReq.ProtoReflect.Descriptor instead.
 func (*FileAttachReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{45}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *FileAttachReq) GetRef() *FileRefRecord {
@@ -2749,7 +2871,7 @@ type FileReleaseReq struct {
 
 func (x *FileReleaseReq) Reset() {
 	*x = FileReleaseReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2761,7 +2883,7 @@ func (x *FileReleaseReq) String() string {
 func (*FileReleaseReq) ProtoMessage() {}
 
 func (x *FileReleaseReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2774,7 +2896,7 @@ func (x *FileReleaseReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileReleaseReq.ProtoReflect.Descriptor instead.
 func (*FileReleaseReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{46}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *FileReleaseReq) GetRefId() string {
@@ -2801,7 +2923,7 @@ type FileGetReq struct {
 
 func (x *FileGetReq) Reset() {
 	*x = FileGetReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2813,7 +2935,7 @@ func (x *FileGetReq) String() string {
 func (*FileGetReq) ProtoMessage() {}
 
 func (x *FileGetReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2826,7 +2948,7 @@ func (x *FileGetReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileGetReq.ProtoReflect.Descriptor instead.
 func (*FileGetReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{47}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *FileGetReq) GetPieces() bool {
@@ -2850,7 +2972,7 @@ type ImportMember struct {
 
 func (x *ImportMember) Reset() {
 	*x = ImportMember{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2862,7 +2984,7 @@ func (x *ImportMember) String() string {
 func (*ImportMember) ProtoMessage() {}
 
 func (x *ImportMember) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2875,7 +2997,7 @@ func (x *ImportMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportMember.ProtoReflect.Descriptor instead.
 func (*ImportMember) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{48}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ImportMember) GetUserId() string {
@@ -2919,7 +3041,7 @@ type ImportReq struct {
 
 func (x *ImportReq) Reset() {
 	*x = ImportReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +3053,7 @@ func (x *ImportReq) String() string {
 func (*ImportReq) ProtoMessage() {}
 
 func (x *ImportReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3066,7 @@ func (x *ImportReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportReq.ProtoReflect.Descriptor instead.
 func (*ImportReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{49}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ImportReq) GetActor() string {
@@ -2993,7 +3115,7 @@ type AnswerReq struct {
 
 func (x *AnswerReq) Reset() {
 	*x = AnswerReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3005,7 +3127,7 @@ func (x *AnswerReq) String() string {
 func (*AnswerReq) ProtoMessage() {}
 
 func (x *AnswerReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3018,7 +3140,7 @@ func (x *AnswerReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnswerReq.ProtoReflect.Descriptor instead.
 func (*AnswerReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{50}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *AnswerReq) GetActor() string {
@@ -3053,7 +3175,7 @@ type CreateChannelReq struct {
 
 func (x *CreateChannelReq) Reset() {
 	*x = CreateChannelReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3065,7 +3187,7 @@ func (x *CreateChannelReq) String() string {
 func (*CreateChannelReq) ProtoMessage() {}
 
 func (x *CreateChannelReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3078,7 +3200,7 @@ func (x *CreateChannelReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateChannelReq.ProtoReflect.Descriptor instead.
 func (*CreateChannelReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{51}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CreateChannelReq) GetActor() string {
@@ -3113,7 +3235,7 @@ type ChannelMembersReq struct {
 
 func (x *ChannelMembersReq) Reset() {
 	*x = ChannelMembersReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3125,7 +3247,7 @@ func (x *ChannelMembersReq) String() string {
 func (*ChannelMembersReq) ProtoMessage() {}
 
 func (x *ChannelMembersReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3138,7 +3260,7 @@ func (x *ChannelMembersReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelMembersReq.ProtoReflect.Descriptor instead.
 func (*ChannelMembersReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{52}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ChannelMembersReq) GetActor() string {
@@ -3172,7 +3294,7 @@ type ChannelRemoveReq struct {
 
 func (x *ChannelRemoveReq) Reset() {
 	*x = ChannelRemoveReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3184,7 +3306,7 @@ func (x *ChannelRemoveReq) String() string {
 func (*ChannelRemoveReq) ProtoMessage() {}
 
 func (x *ChannelRemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3197,7 +3319,7 @@ func (x *ChannelRemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelRemoveReq.ProtoReflect.Descriptor instead.
 func (*ChannelRemoveReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{53}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ChannelRemoveReq) GetActor() string {
@@ -3225,7 +3347,7 @@ type ChannelDropReq struct {
 
 func (x *ChannelDropReq) Reset() {
 	*x = ChannelDropReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3237,7 +3359,7 @@ func (x *ChannelDropReq) String() string {
 func (*ChannelDropReq) ProtoMessage() {}
 
 func (x *ChannelDropReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3250,7 +3372,7 @@ func (x *ChannelDropReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelDropReq.ProtoReflect.Descriptor instead.
 func (*ChannelDropReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{54}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ChannelDropReq) GetUserId() string {
@@ -3273,7 +3395,7 @@ type ChannelPresenceReq struct {
 
 func (x *ChannelPresenceReq) Reset() {
 	*x = ChannelPresenceReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3285,7 +3407,7 @@ func (x *ChannelPresenceReq) String() string {
 func (*ChannelPresenceReq) ProtoMessage() {}
 
 func (x *ChannelPresenceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3298,7 +3420,7 @@ func (x *ChannelPresenceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelPresenceReq.ProtoReflect.Descriptor instead.
 func (*ChannelPresenceReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{55}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ChannelPresenceReq) GetActor() string {
@@ -3340,7 +3462,7 @@ type ChannelSendReq struct {
 
 func (x *ChannelSendReq) Reset() {
 	*x = ChannelSendReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3352,7 +3474,7 @@ func (x *ChannelSendReq) String() string {
 func (*ChannelSendReq) ProtoMessage() {}
 
 func (x *ChannelSendReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3365,7 +3487,7 @@ func (x *ChannelSendReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelSendReq.ProtoReflect.Descriptor instead.
 func (*ChannelSendReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{56}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ChannelSendReq) GetActor() string {
@@ -3398,7 +3520,7 @@ type ChannelInfoReq struct {
 
 func (x *ChannelInfoReq) Reset() {
 	*x = ChannelInfoReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3410,7 +3532,7 @@ func (x *ChannelInfoReq) String() string {
 func (*ChannelInfoReq) ProtoMessage() {}
 
 func (x *ChannelInfoReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3423,7 +3545,7 @@ func (x *ChannelInfoReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelInfoReq.ProtoReflect.Descriptor instead.
 func (*ChannelInfoReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{57}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ChannelInfoReq) GetActor() string {
@@ -3444,7 +3566,7 @@ type ChannelSnapshot struct {
 
 func (x *ChannelSnapshot) Reset() {
 	*x = ChannelSnapshot{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3456,7 +3578,7 @@ func (x *ChannelSnapshot) String() string {
 func (*ChannelSnapshot) ProtoMessage() {}
 
 func (x *ChannelSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3469,7 +3591,7 @@ func (x *ChannelSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelSnapshot.ProtoReflect.Descriptor instead.
 func (*ChannelSnapshot) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{58}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ChannelSnapshot) GetTitle() string {
@@ -3484,6 +3606,485 @@ func (x *ChannelSnapshot) GetMembers() []*protocol.ChannelMember {
 		return x.Members
 	}
 	return nil
+}
+
+// FileAnnounceReq: a session holds the file (or pieces), or no longer.
+type FileAnnounceReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Complete      bool                   `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	Bitmap        []byte                 `protobuf:"bytes,5,opt,name=bitmap,proto3" json:"bitmap,omitempty"`
+	Withdraw      bool                   `protobuf:"varint,6,opt,name=withdraw,proto3" json:"withdraw,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileAnnounceReq) Reset() {
+	*x = FileAnnounceReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileAnnounceReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileAnnounceReq) ProtoMessage() {}
+
+func (x *FileAnnounceReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileAnnounceReq.ProtoReflect.Descriptor instead.
+func (*FileAnnounceReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *FileAnnounceReq) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *FileAnnounceReq) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *FileAnnounceReq) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *FileAnnounceReq) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *FileAnnounceReq) GetBitmap() []byte {
+	if x != nil {
+		return x.Bitmap
+	}
+	return nil
+}
+
+func (x *FileAnnounceReq) GetWithdraw() bool {
+	if x != nil {
+		return x.Withdraw
+	}
+	return false
+}
+
+// FileDropReq: the session is gone (cut or ended).
+type FileDropReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileDropReq) Reset() {
+	*x = FileDropReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileDropReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileDropReq) ProtoMessage() {}
+
+func (x *FileDropReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileDropReq.ProtoReflect.Descriptor instead.
+func (*FileDropReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *FileDropReq) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// FileHoldersReq asks for holders to offer to a requester.
+type FileHoldersReq struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	UserId    string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	SessionId string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Max       int32                  `protobuf:"varint,3,opt,name=max,proto3" json:"max,omitempty"`
+	// Operator view: every holder, banned ones too, without counting offers.
+	All           bool `protobuf:"varint,4,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileHoldersReq) Reset() {
+	*x = FileHoldersReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileHoldersReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileHoldersReq) ProtoMessage() {}
+
+func (x *FileHoldersReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileHoldersReq.ProtoReflect.Descriptor instead.
+func (*FileHoldersReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *FileHoldersReq) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *FileHoldersReq) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *FileHoldersReq) GetMax() int32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *FileHoldersReq) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type FileHolder struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	UserId    string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	DeviceId  string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Complete  bool                   `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	Bitmap    []byte                 `protobuf:"bytes,5,opt,name=bitmap,proto3" json:"bitmap,omitempty"`
+	// Operator view only: the holder is no longer offered.
+	Banned        bool `protobuf:"varint,6,opt,name=banned,proto3" json:"banned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileHolder) Reset() {
+	*x = FileHolder{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileHolder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileHolder) ProtoMessage() {}
+
+func (x *FileHolder) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileHolder.ProtoReflect.Descriptor instead.
+func (*FileHolder) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *FileHolder) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *FileHolder) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *FileHolder) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *FileHolder) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *FileHolder) GetBitmap() []byte {
+	if x != nil {
+		return x.Bitmap
+	}
+	return nil
+}
+
+func (x *FileHolder) GetBanned() bool {
+	if x != nil {
+		return x.Banned
+	}
+	return false
+}
+
+type FileHolders struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Holders       []*FileHolder          `protobuf:"bytes,1,rep,name=holders,proto3" json:"holders,omitempty"`
+	Stats         *protocol.P2SpStats    `protobuf:"bytes,2,opt,name=stats,proto3" json:"stats,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileHolders) Reset() {
+	*x = FileHolders{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileHolders) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileHolders) ProtoMessage() {}
+
+func (x *FileHolders) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileHolders.ProtoReflect.Descriptor instead.
+func (*FileHolders) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *FileHolders) GetHolders() []*FileHolder {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
+func (x *FileHolders) GetStats() *protocol.P2SpStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+// FileReportReq: a downloader's report (bad piece, mismatch, complete).
+type FileReportReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Report        *protocol.P2SpReport   `protobuf:"bytes,3,opt,name=report,proto3" json:"report,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileReportReq) Reset() {
+	*x = FileReportReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileReportReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileReportReq) ProtoMessage() {}
+
+func (x *FileReportReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileReportReq.ProtoReflect.Descriptor instead.
+func (*FileReportReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *FileReportReq) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *FileReportReq) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *FileReportReq) GetReport() *protocol.P2SpReport {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+// FileServedReq counts bytes the server sent of the file.
+type FileServedReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bytes         int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileServedReq) Reset() {
+	*x = FileServedReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileServedReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileServedReq) ProtoMessage() {}
+
+func (x *FileServedReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileServedReq.ProtoReflect.Descriptor instead.
+func (*FileServedReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *FileServedReq) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type FileStatsReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileStatsReq) Reset() {
+	*x = FileStatsReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileStatsReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileStatsReq) ProtoMessage() {}
+
+func (x *FileStatsReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileStatsReq.ProtoReflect.Descriptor instead.
+func (*FileStatsReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{68}
 }
 
 // UserRecord is a user's durable state.
@@ -3513,7 +4114,7 @@ type UserRecord struct {
 
 func (x *UserRecord) Reset() {
 	*x = UserRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3525,7 +4126,7 @@ func (x *UserRecord) String() string {
 func (*UserRecord) ProtoMessage() {}
 
 func (x *UserRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3538,7 +4139,7 @@ func (x *UserRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRecord.ProtoReflect.Descriptor instead.
 func (*UserRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{59}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *UserRecord) GetUserId() string {
@@ -3643,7 +4244,7 @@ type TokenRecord struct {
 
 func (x *TokenRecord) Reset() {
 	*x = TokenRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3655,7 +4256,7 @@ func (x *TokenRecord) String() string {
 func (*TokenRecord) ProtoMessage() {}
 
 func (x *TokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3668,7 +4269,7 @@ func (x *TokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRecord.ProtoReflect.Descriptor instead.
 func (*TokenRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{60}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *TokenRecord) GetSha256() []byte {
@@ -3704,7 +4305,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3716,7 +4317,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3729,7 +4330,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{61}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *DeviceRecord) GetDeviceId() string {
@@ -3771,7 +4372,7 @@ type UsernameRecord struct {
 
 func (x *UsernameRecord) Reset() {
 	*x = UsernameRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3783,7 +4384,7 @@ func (x *UsernameRecord) String() string {
 func (*UsernameRecord) ProtoMessage() {}
 
 func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3796,7 +4397,7 @@ func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsernameRecord.ProtoReflect.Descriptor instead.
 func (*UsernameRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{62}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *UsernameRecord) GetUserId() string {
@@ -3839,7 +4440,7 @@ type SessionRecord struct {
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3851,7 +4452,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3864,7 +4465,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{63}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *SessionRecord) GetSessionId() string {
@@ -3973,7 +4574,7 @@ type ConvRecord struct {
 
 func (x *ConvRecord) Reset() {
 	*x = ConvRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3985,7 +4586,7 @@ func (x *ConvRecord) String() string {
 func (*ConvRecord) ProtoMessage() {}
 
 func (x *ConvRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3998,7 +4599,7 @@ func (x *ConvRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvRecord.ProtoReflect.Descriptor instead.
 func (*ConvRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{64}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ConvRecord) GetConversationId() string {
@@ -4055,7 +4656,7 @@ type MemberRecord struct {
 
 func (x *MemberRecord) Reset() {
 	*x = MemberRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4067,7 +4668,7 @@ func (x *MemberRecord) String() string {
 func (*MemberRecord) ProtoMessage() {}
 
 func (x *MemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4080,7 +4681,7 @@ func (x *MemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
 func (*MemberRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{65}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *MemberRecord) GetRole() protocol.Role {
@@ -4143,7 +4744,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4155,7 +4756,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4168,7 +4769,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{66}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *DedupeRecord) GetSeq() int64 {
@@ -4202,7 +4803,7 @@ type OutboxRecord struct {
 
 func (x *OutboxRecord) Reset() {
 	*x = OutboxRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4214,7 +4815,7 @@ func (x *OutboxRecord) String() string {
 func (*OutboxRecord) ProtoMessage() {}
 
 func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4227,7 +4828,7 @@ func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxRecord.ProtoReflect.Descriptor instead.
 func (*OutboxRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{67}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *OutboxRecord) GetUserId() string {
@@ -4277,7 +4878,7 @@ type ConvFileRecord struct {
 
 func (x *ConvFileRecord) Reset() {
 	*x = ConvFileRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4289,7 +4890,7 @@ func (x *ConvFileRecord) String() string {
 func (*ConvFileRecord) ProtoMessage() {}
 
 func (x *ConvFileRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4302,7 +4903,7 @@ func (x *ConvFileRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvFileRecord.ProtoReflect.Descriptor instead.
 func (*ConvFileRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{68}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ConvFileRecord) GetFileId() string {
@@ -4345,7 +4946,7 @@ type UploadRecord struct {
 
 func (x *UploadRecord) Reset() {
 	*x = UploadRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4357,7 +4958,7 @@ func (x *UploadRecord) String() string {
 func (*UploadRecord) ProtoMessage() {}
 
 func (x *UploadRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4370,7 +4971,7 @@ func (x *UploadRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRecord.ProtoReflect.Descriptor instead.
 func (*UploadRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{69}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *UploadRecord) GetUploadId() string {
@@ -4494,7 +5095,7 @@ type FileRefRecord struct {
 
 func (x *FileRefRecord) Reset() {
 	*x = FileRefRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4506,7 +5107,7 @@ func (x *FileRefRecord) String() string {
 func (*FileRefRecord) ProtoMessage() {}
 
 func (x *FileRefRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4519,7 +5120,7 @@ func (x *FileRefRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRefRecord.ProtoReflect.Descriptor instead.
 func (*FileRefRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{70}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *FileRefRecord) GetRefId() string {
@@ -4583,7 +5184,7 @@ type FileRecord struct {
 
 func (x *FileRecord) Reset() {
 	*x = FileRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4595,7 +5196,7 @@ func (x *FileRecord) String() string {
 func (*FileRecord) ProtoMessage() {}
 
 func (x *FileRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4608,7 +5209,7 @@ func (x *FileRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRecord.ProtoReflect.Descriptor instead.
 func (*FileRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{71}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *FileRecord) GetFileId() string {
@@ -4671,7 +5272,7 @@ type ChannelRemoval struct {
 
 func (x *ChannelRemoval) Reset() {
 	*x = ChannelRemoval{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4683,7 +5284,7 @@ func (x *ChannelRemoval) String() string {
 func (*ChannelRemoval) ProtoMessage() {}
 
 func (x *ChannelRemoval) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4696,7 +5297,7 @@ func (x *ChannelRemoval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelRemoval.ProtoReflect.Descriptor instead.
 func (*ChannelRemoval) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{72}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ChannelRemoval) GetChannelId() string {
@@ -4727,7 +5328,7 @@ type InvitationRecord struct {
 
 func (x *InvitationRecord) Reset() {
 	*x = InvitationRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4739,7 +5340,7 @@ func (x *InvitationRecord) String() string {
 func (*InvitationRecord) ProtoMessage() {}
 
 func (x *InvitationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4752,7 +5353,7 @@ func (x *InvitationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvitationRecord.ProtoReflect.Descriptor instead.
 func (*InvitationRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{73}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *InvitationRecord) GetInvitation() *protocol.Invitation {
@@ -4807,7 +5408,7 @@ type ImportRecord struct {
 
 func (x *ImportRecord) Reset() {
 	*x = ImportRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4819,7 +5420,7 @@ func (x *ImportRecord) String() string {
 func (*ImportRecord) ProtoMessage() {}
 
 func (x *ImportRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4832,7 +5433,7 @@ func (x *ImportRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRecord.ProtoReflect.Descriptor instead.
 func (*ImportRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{74}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ImportRecord) GetActor() string {
@@ -4890,7 +5491,7 @@ type ChannelRecord struct {
 
 func (x *ChannelRecord) Reset() {
 	*x = ChannelRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4902,7 +5503,7 @@ func (x *ChannelRecord) String() string {
 func (*ChannelRecord) ProtoMessage() {}
 
 func (x *ChannelRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4915,7 +5516,7 @@ func (x *ChannelRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelRecord.ProtoReflect.Descriptor instead.
 func (*ChannelRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{75}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ChannelRecord) GetChannelId() string {
@@ -4958,7 +5559,7 @@ type ChannelMemberRecord struct {
 
 func (x *ChannelMemberRecord) Reset() {
 	*x = ChannelMemberRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4970,7 +5571,7 @@ func (x *ChannelMemberRecord) String() string {
 func (*ChannelMemberRecord) ProtoMessage() {}
 
 func (x *ChannelMemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4983,7 +5584,7 @@ func (x *ChannelMemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelMemberRecord.ProtoReflect.Descriptor instead.
 func (*ChannelMemberRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{76}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *ChannelMemberRecord) GetLevel() protocol.ChannelLevel {
@@ -5107,7 +5708,15 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\rrebuild_token\x18\x03 \x01(\tR\frebuildToken\x12(\n" +
 	"\x10last_session_seq\x18\x04 \x01(\x03R\x0elastSessionSeq\x12\x17\n" +
 	"\alink_id\x18\x05 \x01(\x04R\x06linkId\x12\x12\n" +
-	"\x04node\x18\x06 \x01(\tR\x04node\"\x8f\x01\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\"\x8b\x01\n" +
+	"\aHoldReq\x12\x17\n" +
+	"\alink_id\x18\x01 \x01(\x04R\x06linkId\x12\x17\n" +
+	"\afile_id\x18\x02 \x01(\tR\x06fileId\x12\x1a\n" +
+	"\bcomplete\x18\x03 \x01(\bR\bcomplete\x12\x16\n" +
+	"\x06bitmap\x18\x04 \x01(\fR\x06bitmap\x12\x1a\n" +
+	"\bwithdraw\x18\x05 \x01(\bR\bwithdraw\"C\n" +
+	"\tSignalReq\x126\n" +
+	"\x06signal\x18\x01 \x01(\v2\x1e.parley.protocol.v1.P2spSignalR\x06signal\"\x8f\x01\n" +
 	"\rCreateConvReq\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\x128\n" +
 	"\x04kind\x18\x02 \x01(\x0e2$.parley.protocol.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -5237,7 +5846,44 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\"d\n" +
 	"\x0fChannelSnapshot\x12\x14\n" +
 	"\x05title\x18\x01 \x01(\tR\x05title\x12;\n" +
-	"\amembers\x18\x02 \x03(\v2!.parley.protocol.v1.ChannelMemberR\amembers\"\xce\x04\n" +
+	"\amembers\x18\x02 \x03(\v2!.parley.protocol.v1.ChannelMemberR\amembers\"\xb6\x01\n" +
+	"\x0fFileAnnounceReq\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\x12\x1a\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\x12\x16\n" +
+	"\x06bitmap\x18\x05 \x01(\fR\x06bitmap\x12\x1a\n" +
+	"\bwithdraw\x18\x06 \x01(\bR\bwithdraw\",\n" +
+	"\vFileDropReq\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"l\n" +
+	"\x0eFileHoldersReq\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x10\n" +
+	"\x03max\x18\x03 \x01(\x05R\x03max\x12\x10\n" +
+	"\x03all\x18\x04 \x01(\bR\x03all\"\xad\x01\n" +
+	"\n" +
+	"FileHolder\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\x12\x1a\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\x12\x16\n" +
+	"\x06bitmap\x18\x05 \x01(\fR\x06bitmap\x12\x16\n" +
+	"\x06banned\x18\x06 \x01(\bR\x06banned\"z\n" +
+	"\vFileHolders\x126\n" +
+	"\aholders\x18\x01 \x03(\v2\x1c.parley.grains.v1.FileHolderR\aholders\x123\n" +
+	"\x05stats\x18\x02 \x01(\v2\x1d.parley.protocol.v1.P2spStatsR\x05stats\"\x7f\n" +
+	"\rFileReportReq\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x126\n" +
+	"\x06report\x18\x03 \x01(\v2\x1e.parley.protocol.v1.P2spReportR\x06report\"%\n" +
+	"\rFileServedReq\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"\x0e\n" +
+	"\fFileStatsReq\"\xce\x04\n" +
 	"\n" +
 	"UserRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
@@ -5395,7 +6041,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x13UPLOAD_STATE_FAILED\x10\x052\x92\x01\n" +
 	"\bUsername\x12A\n" +
 	"\x05Claim\x12\x1a.parley.grains.v1.ClaimReq\x1a\x1c.parley.grains.v1.ClaimReply\x12C\n" +
-	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\xa8\a\n" +
+	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\xe3\a\n" +
 	"\x04User\x12F\n" +
 	"\x06Create\x12\x1f.parley.grains.v1.CreateUserReq\x1a\x1b.parley.grains.v1.UserReply\x12A\n" +
 	"\x05Login\x12\x1a.parley.grains.v1.LoginReq\x1a\x1c.parley.grains.v1.LoginReply\x12F\n" +
@@ -5411,13 +6057,16 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\rReleaseImport\x12\".parley.grains.v1.ImportReleaseReq\x1a\x14.parley.grains.v1.Ok\x12I\n" +
 	"\n" +
 	"Invitation\x12%.parley.grains.v1.InvitationNoticeReq\x1a\x14.parley.grains.v1.Ok\x12L\n" +
-	"\vInvitations\x12\x19.parley.grains.v1.ListReq\x1a\".parley.protocol.v1.InvitationList2\xba\x02\n" +
+	"\vInvitations\x12\x19.parley.grains.v1.ListReq\x1a\".parley.protocol.v1.InvitationList\x129\n" +
+	"\x06Notify\x12\x19.parley.grains.v1.PushReq\x1a\x14.parley.grains.v1.Ok2\xb0\x03\n" +
 	"\aSession\x12A\n" +
 	"\x04Open\x12\x19.parley.grains.v1.OpenReq\x1a\x1e.parley.grains.v1.SessionReply\x12E\n" +
 	"\x06Resume\x12\x1b.parley.grains.v1.ResumeReq\x1a\x1e.parley.grains.v1.SessionReply\x127\n" +
 	"\x04Push\x12\x19.parley.grains.v1.PushReq\x1a\x14.parley.grains.v1.Ok\x125\n" +
 	"\x03Ack\x12\x18.parley.grains.v1.AckReq\x1a\x14.parley.grains.v1.Ok\x125\n" +
-	"\x03Cut\x12\x18.parley.grains.v1.CutReq\x1a\x14.parley.grains.v1.Ok2\xc3\b\n" +
+	"\x03Cut\x12\x18.parley.grains.v1.CutReq\x1a\x14.parley.grains.v1.Ok\x127\n" +
+	"\x04Hold\x12\x19.parley.grains.v1.HoldReq\x1a\x14.parley.grains.v1.Ok\x12;\n" +
+	"\x06Signal\x12\x1b.parley.grains.v1.SignalReq\x1a\x14.parley.grains.v1.Ok2\xc3\b\n" +
 	"\fConversation\x12S\n" +
 	"\x06Create\x12\x1f.parley.grains.v1.CreateConvReq\x1a .parley.protocol.v1.Conversation\"\x06\x82\xb5\x18\x02\b\x01\x12T\n" +
 	"\n" +
@@ -5440,11 +6089,17 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x05Begin\x12 .parley.grains.v1.UploadBeginReq\x1a\x1e.parley.grains.v1.UploadStatus\x12M\n" +
 	"\x03End\x12\x1e.parley.grains.v1.UploadEndReq\x1a\x1e.parley.grains.v1.UploadStatus\"\x06\x82\xb5\x18\x02\b\x01\x12D\n" +
 	"\x06Remove\x12$.parley.grains.v1.UploadTerminateReq\x1a\x14.parley.grains.v1.Ok\x12?\n" +
-	"\x05Sweep\x12 .parley.grains.v1.UploadSweepReq\x1a\x14.parley.grains.v1.Ok2\xcd\x01\n" +
+	"\x05Sweep\x12 .parley.grains.v1.UploadSweepReq\x1a\x14.parley.grains.v1.Ok2\xe5\x04\n" +
 	"\x04File\x12?\n" +
 	"\x06Attach\x12\x1f.parley.grains.v1.FileAttachReq\x1a\x14.parley.grains.v1.Ok\x12A\n" +
 	"\aRelease\x12 .parley.grains.v1.FileReleaseReq\x1a\x14.parley.grains.v1.Ok\x12A\n" +
-	"\x03Get\x12\x1c.parley.grains.v1.FileGetReq\x1a\x1c.parley.grains.v1.FileRecord2\xaf\x05\n" +
+	"\x03Get\x12\x1c.parley.grains.v1.FileGetReq\x1a\x1c.parley.grains.v1.FileRecord\x12C\n" +
+	"\bAnnounce\x12!.parley.grains.v1.FileAnnounceReq\x1a\x14.parley.grains.v1.Ok\x12;\n" +
+	"\x04Drop\x12\x1d.parley.grains.v1.FileDropReq\x1a\x14.parley.grains.v1.Ok\x12J\n" +
+	"\aHolders\x12 .parley.grains.v1.FileHoldersReq\x1a\x1d.parley.grains.v1.FileHolders\x12?\n" +
+	"\x06Report\x12\x1f.parley.grains.v1.FileReportReq\x1a\x14.parley.grains.v1.Ok\x12?\n" +
+	"\x06Served\x12\x1f.parley.grains.v1.FileServedReq\x1a\x14.parley.grains.v1.Ok\x12F\n" +
+	"\x05Stats\x12\x1e.parley.grains.v1.FileStatsReq\x1a\x1d.parley.protocol.v1.P2spStats2\xaf\x05\n" +
 	"\aChannel\x12I\n" +
 	"\x06Create\x12\".parley.grains.v1.CreateChannelReq\x1a\x1b.parley.protocol.v1.Channel\x12N\n" +
 	"\n" +
@@ -5470,7 +6125,7 @@ func file_actors_grainpb_grains_proto_rawDescGZIP() []byte {
 }
 
 var file_actors_grainpb_grains_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
+var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
 var file_actors_grainpb_grains_proto_goTypes = []any{
 	(UploadState)(0),                    // 0: parley.grains.v1.UploadState
 	(*Ok)(nil),                          // 1: parley.grains.v1.Ok
@@ -5501,228 +6156,263 @@ var file_actors_grainpb_grains_proto_goTypes = []any{
 	(*AckReq)(nil),                      // 26: parley.grains.v1.AckReq
 	(*CutReq)(nil),                      // 27: parley.grains.v1.CutReq
 	(*ResumeReq)(nil),                   // 28: parley.grains.v1.ResumeReq
-	(*CreateConvReq)(nil),               // 29: parley.grains.v1.CreateConvReq
-	(*MembersReq)(nil),                  // 30: parley.grains.v1.MembersReq
-	(*RemoveReq)(nil),                   // 31: parley.grains.v1.RemoveReq
-	(*RoleReq)(nil),                     // 32: parley.grains.v1.RoleReq
-	(*RenameReq)(nil),                   // 33: parley.grains.v1.RenameReq
-	(*SendReq)(nil),                     // 34: parley.grains.v1.SendReq
-	(*DeleteReq)(nil),                   // 35: parley.grains.v1.DeleteReq
-	(*ReadReq)(nil),                     // 36: parley.grains.v1.ReadReq
-	(*HistoryReq)(nil),                  // 37: parley.grains.v1.HistoryReq
-	(*InfoReq)(nil),                     // 38: parley.grains.v1.InfoReq
-	(*UploadCreateReq)(nil),             // 39: parley.grains.v1.UploadCreateReq
-	(*UploadHeadReq)(nil),               // 40: parley.grains.v1.UploadHeadReq
-	(*UploadBeginReq)(nil),              // 41: parley.grains.v1.UploadBeginReq
-	(*UploadEndReq)(nil),                // 42: parley.grains.v1.UploadEndReq
-	(*UploadTerminateReq)(nil),          // 43: parley.grains.v1.UploadTerminateReq
-	(*UploadSweepReq)(nil),              // 44: parley.grains.v1.UploadSweepReq
-	(*UploadStatus)(nil),                // 45: parley.grains.v1.UploadStatus
-	(*FileAttachReq)(nil),               // 46: parley.grains.v1.FileAttachReq
-	(*FileReleaseReq)(nil),              // 47: parley.grains.v1.FileReleaseReq
-	(*FileGetReq)(nil),                  // 48: parley.grains.v1.FileGetReq
-	(*ImportMember)(nil),                // 49: parley.grains.v1.ImportMember
-	(*ImportReq)(nil),                   // 50: parley.grains.v1.ImportReq
-	(*AnswerReq)(nil),                   // 51: parley.grains.v1.AnswerReq
-	(*CreateChannelReq)(nil),            // 52: parley.grains.v1.CreateChannelReq
-	(*ChannelMembersReq)(nil),           // 53: parley.grains.v1.ChannelMembersReq
-	(*ChannelRemoveReq)(nil),            // 54: parley.grains.v1.ChannelRemoveReq
-	(*ChannelDropReq)(nil),              // 55: parley.grains.v1.ChannelDropReq
-	(*ChannelPresenceReq)(nil),          // 56: parley.grains.v1.ChannelPresenceReq
-	(*ChannelSendReq)(nil),              // 57: parley.grains.v1.ChannelSendReq
-	(*ChannelInfoReq)(nil),              // 58: parley.grains.v1.ChannelInfoReq
-	(*ChannelSnapshot)(nil),             // 59: parley.grains.v1.ChannelSnapshot
-	(*UserRecord)(nil),                  // 60: parley.grains.v1.UserRecord
-	(*TokenRecord)(nil),                 // 61: parley.grains.v1.TokenRecord
-	(*DeviceRecord)(nil),                // 62: parley.grains.v1.DeviceRecord
-	(*UsernameRecord)(nil),              // 63: parley.grains.v1.UsernameRecord
-	(*SessionRecord)(nil),               // 64: parley.grains.v1.SessionRecord
-	(*ConvRecord)(nil),                  // 65: parley.grains.v1.ConvRecord
-	(*MemberRecord)(nil),                // 66: parley.grains.v1.MemberRecord
-	(*DedupeRecord)(nil),                // 67: parley.grains.v1.DedupeRecord
-	(*OutboxRecord)(nil),                // 68: parley.grains.v1.OutboxRecord
-	(*ConvFileRecord)(nil),              // 69: parley.grains.v1.ConvFileRecord
-	(*UploadRecord)(nil),                // 70: parley.grains.v1.UploadRecord
-	(*FileRefRecord)(nil),               // 71: parley.grains.v1.FileRefRecord
-	(*FileRecord)(nil),                  // 72: parley.grains.v1.FileRecord
-	(*ChannelRemoval)(nil),              // 73: parley.grains.v1.ChannelRemoval
-	(*InvitationRecord)(nil),            // 74: parley.grains.v1.InvitationRecord
-	(*ImportRecord)(nil),                // 75: parley.grains.v1.ImportRecord
-	(*ChannelRecord)(nil),               // 76: parley.grains.v1.ChannelRecord
-	(*ChannelMemberRecord)(nil),         // 77: parley.grains.v1.ChannelMemberRecord
-	(protocol.DeviceType)(0),            // 78: parley.protocol.v1.DeviceType
-	(*protocol.Device)(nil),             // 79: parley.protocol.v1.Device
-	(protocol.ConversationKind)(0),      // 80: parley.protocol.v1.ConversationKind
-	(*protocol.Invitation)(nil),         // 81: parley.protocol.v1.Invitation
-	(*protocol.SessionEvent)(nil),       // 82: parley.protocol.v1.SessionEvent
-	(protocol.Role)(0),                  // 83: parley.protocol.v1.Role
-	(*protocol.Send)(nil),               // 84: parley.protocol.v1.Send
-	(*protocol.FileRef)(nil),            // 85: parley.protocol.v1.FileRef
-	(protocol.ChannelLevel)(0),          // 86: parley.protocol.v1.ChannelLevel
-	(protocol.ImportMode)(0),            // 87: parley.protocol.v1.ImportMode
-	(*protocol.ChannelSend)(nil),        // 88: parley.protocol.v1.ChannelSend
-	(*protocol.ChannelMember)(nil),      // 89: parley.protocol.v1.ChannelMember
-	(*protocol.ImportResult)(nil),       // 90: parley.protocol.v1.ImportResult
-	(*protocol.InvitationList)(nil),     // 91: parley.protocol.v1.InvitationList
-	(*protocol.Conversation)(nil),       // 92: parley.protocol.v1.Conversation
-	(*protocol.Sent)(nil),               // 93: parley.protocol.v1.Sent
-	(*protocol.HistoryPage)(nil),        // 94: parley.protocol.v1.HistoryPage
-	(*protocol.InvitationAnswered)(nil), // 95: parley.protocol.v1.InvitationAnswered
-	(*protocol.Channel)(nil),            // 96: parley.protocol.v1.Channel
-	(*protocol.ChannelSent)(nil),        // 97: parley.protocol.v1.ChannelSent
+	(*HoldReq)(nil),                     // 29: parley.grains.v1.HoldReq
+	(*SignalReq)(nil),                   // 30: parley.grains.v1.SignalReq
+	(*CreateConvReq)(nil),               // 31: parley.grains.v1.CreateConvReq
+	(*MembersReq)(nil),                  // 32: parley.grains.v1.MembersReq
+	(*RemoveReq)(nil),                   // 33: parley.grains.v1.RemoveReq
+	(*RoleReq)(nil),                     // 34: parley.grains.v1.RoleReq
+	(*RenameReq)(nil),                   // 35: parley.grains.v1.RenameReq
+	(*SendReq)(nil),                     // 36: parley.grains.v1.SendReq
+	(*DeleteReq)(nil),                   // 37: parley.grains.v1.DeleteReq
+	(*ReadReq)(nil),                     // 38: parley.grains.v1.ReadReq
+	(*HistoryReq)(nil),                  // 39: parley.grains.v1.HistoryReq
+	(*InfoReq)(nil),                     // 40: parley.grains.v1.InfoReq
+	(*UploadCreateReq)(nil),             // 41: parley.grains.v1.UploadCreateReq
+	(*UploadHeadReq)(nil),               // 42: parley.grains.v1.UploadHeadReq
+	(*UploadBeginReq)(nil),              // 43: parley.grains.v1.UploadBeginReq
+	(*UploadEndReq)(nil),                // 44: parley.grains.v1.UploadEndReq
+	(*UploadTerminateReq)(nil),          // 45: parley.grains.v1.UploadTerminateReq
+	(*UploadSweepReq)(nil),              // 46: parley.grains.v1.UploadSweepReq
+	(*UploadStatus)(nil),                // 47: parley.grains.v1.UploadStatus
+	(*FileAttachReq)(nil),               // 48: parley.grains.v1.FileAttachReq
+	(*FileReleaseReq)(nil),              // 49: parley.grains.v1.FileReleaseReq
+	(*FileGetReq)(nil),                  // 50: parley.grains.v1.FileGetReq
+	(*ImportMember)(nil),                // 51: parley.grains.v1.ImportMember
+	(*ImportReq)(nil),                   // 52: parley.grains.v1.ImportReq
+	(*AnswerReq)(nil),                   // 53: parley.grains.v1.AnswerReq
+	(*CreateChannelReq)(nil),            // 54: parley.grains.v1.CreateChannelReq
+	(*ChannelMembersReq)(nil),           // 55: parley.grains.v1.ChannelMembersReq
+	(*ChannelRemoveReq)(nil),            // 56: parley.grains.v1.ChannelRemoveReq
+	(*ChannelDropReq)(nil),              // 57: parley.grains.v1.ChannelDropReq
+	(*ChannelPresenceReq)(nil),          // 58: parley.grains.v1.ChannelPresenceReq
+	(*ChannelSendReq)(nil),              // 59: parley.grains.v1.ChannelSendReq
+	(*ChannelInfoReq)(nil),              // 60: parley.grains.v1.ChannelInfoReq
+	(*ChannelSnapshot)(nil),             // 61: parley.grains.v1.ChannelSnapshot
+	(*FileAnnounceReq)(nil),             // 62: parley.grains.v1.FileAnnounceReq
+	(*FileDropReq)(nil),                 // 63: parley.grains.v1.FileDropReq
+	(*FileHoldersReq)(nil),              // 64: parley.grains.v1.FileHoldersReq
+	(*FileHolder)(nil),                  // 65: parley.grains.v1.FileHolder
+	(*FileHolders)(nil),                 // 66: parley.grains.v1.FileHolders
+	(*FileReportReq)(nil),               // 67: parley.grains.v1.FileReportReq
+	(*FileServedReq)(nil),               // 68: parley.grains.v1.FileServedReq
+	(*FileStatsReq)(nil),                // 69: parley.grains.v1.FileStatsReq
+	(*UserRecord)(nil),                  // 70: parley.grains.v1.UserRecord
+	(*TokenRecord)(nil),                 // 71: parley.grains.v1.TokenRecord
+	(*DeviceRecord)(nil),                // 72: parley.grains.v1.DeviceRecord
+	(*UsernameRecord)(nil),              // 73: parley.grains.v1.UsernameRecord
+	(*SessionRecord)(nil),               // 74: parley.grains.v1.SessionRecord
+	(*ConvRecord)(nil),                  // 75: parley.grains.v1.ConvRecord
+	(*MemberRecord)(nil),                // 76: parley.grains.v1.MemberRecord
+	(*DedupeRecord)(nil),                // 77: parley.grains.v1.DedupeRecord
+	(*OutboxRecord)(nil),                // 78: parley.grains.v1.OutboxRecord
+	(*ConvFileRecord)(nil),              // 79: parley.grains.v1.ConvFileRecord
+	(*UploadRecord)(nil),                // 80: parley.grains.v1.UploadRecord
+	(*FileRefRecord)(nil),               // 81: parley.grains.v1.FileRefRecord
+	(*FileRecord)(nil),                  // 82: parley.grains.v1.FileRecord
+	(*ChannelRemoval)(nil),              // 83: parley.grains.v1.ChannelRemoval
+	(*InvitationRecord)(nil),            // 84: parley.grains.v1.InvitationRecord
+	(*ImportRecord)(nil),                // 85: parley.grains.v1.ImportRecord
+	(*ChannelRecord)(nil),               // 86: parley.grains.v1.ChannelRecord
+	(*ChannelMemberRecord)(nil),         // 87: parley.grains.v1.ChannelMemberRecord
+	(protocol.DeviceType)(0),            // 88: parley.protocol.v1.DeviceType
+	(*protocol.Device)(nil),             // 89: parley.protocol.v1.Device
+	(protocol.ConversationKind)(0),      // 90: parley.protocol.v1.ConversationKind
+	(*protocol.Invitation)(nil),         // 91: parley.protocol.v1.Invitation
+	(*protocol.SessionEvent)(nil),       // 92: parley.protocol.v1.SessionEvent
+	(*protocol.P2SpSignal)(nil),         // 93: parley.protocol.v1.P2spSignal
+	(protocol.Role)(0),                  // 94: parley.protocol.v1.Role
+	(*protocol.Send)(nil),               // 95: parley.protocol.v1.Send
+	(*protocol.FileRef)(nil),            // 96: parley.protocol.v1.FileRef
+	(protocol.ChannelLevel)(0),          // 97: parley.protocol.v1.ChannelLevel
+	(protocol.ImportMode)(0),            // 98: parley.protocol.v1.ImportMode
+	(*protocol.ChannelSend)(nil),        // 99: parley.protocol.v1.ChannelSend
+	(*protocol.ChannelMember)(nil),      // 100: parley.protocol.v1.ChannelMember
+	(*protocol.P2SpStats)(nil),          // 101: parley.protocol.v1.P2spStats
+	(*protocol.P2SpReport)(nil),         // 102: parley.protocol.v1.P2spReport
+	(*protocol.ImportResult)(nil),       // 103: parley.protocol.v1.ImportResult
+	(*protocol.InvitationList)(nil),     // 104: parley.protocol.v1.InvitationList
+	(*protocol.Conversation)(nil),       // 105: parley.protocol.v1.Conversation
+	(*protocol.Sent)(nil),               // 106: parley.protocol.v1.Sent
+	(*protocol.HistoryPage)(nil),        // 107: parley.protocol.v1.HistoryPage
+	(*protocol.InvitationAnswered)(nil), // 108: parley.protocol.v1.InvitationAnswered
+	(*protocol.Channel)(nil),            // 109: parley.protocol.v1.Channel
+	(*protocol.ChannelSent)(nil),        // 110: parley.protocol.v1.ChannelSent
 }
 var file_actors_grainpb_grains_proto_depIdxs = []int32{
-	78, // 0: parley.grains.v1.UserReply.client_type:type_name -> parley.protocol.v1.DeviceType
-	79, // 1: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
-	80, // 2: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
-	11, // 3: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
-	78, // 4: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
-	11, // 5: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
-	11, // 6: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
-	81, // 7: parley.grains.v1.InvitationNoticeReq.invitation:type_name -> parley.protocol.v1.Invitation
-	82, // 8: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
-	80, // 9: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
-	83, // 10: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
-	84, // 11: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
-	85, // 12: parley.grains.v1.SendReq.file:type_name -> parley.protocol.v1.FileRef
-	0,  // 13: parley.grains.v1.UploadStatus.state:type_name -> parley.grains.v1.UploadState
-	71, // 14: parley.grains.v1.FileAttachReq.ref:type_name -> parley.grains.v1.FileRefRecord
-	86, // 15: parley.grains.v1.ImportMember.level:type_name -> parley.protocol.v1.ChannelLevel
-	78, // 16: parley.grains.v1.ImportMember.client_type:type_name -> parley.protocol.v1.DeviceType
-	87, // 17: parley.grains.v1.ImportReq.mode:type_name -> parley.protocol.v1.ImportMode
-	49, // 18: parley.grains.v1.ImportReq.members:type_name -> parley.grains.v1.ImportMember
-	86, // 19: parley.grains.v1.ChannelMembersReq.level:type_name -> parley.protocol.v1.ChannelLevel
-	88, // 20: parley.grains.v1.ChannelSendReq.send:type_name -> parley.protocol.v1.ChannelSend
-	89, // 21: parley.grains.v1.ChannelSnapshot.members:type_name -> parley.protocol.v1.ChannelMember
-	61, // 22: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
-	11, // 23: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
-	62, // 24: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
-	22, // 25: parley.grains.v1.UserRecord.import_stamps:type_name -> parley.grains.v1.ImportStamp
-	81, // 26: parley.grains.v1.UserRecord.invitations:type_name -> parley.protocol.v1.Invitation
-	78, // 27: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
-	82, // 28: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
-	80, // 29: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
-	83, // 30: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
-	86, // 31: parley.grains.v1.MemberRecord.channel_level:type_name -> parley.protocol.v1.ChannelLevel
-	11, // 32: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
-	47, // 33: parley.grains.v1.OutboxRecord.release:type_name -> parley.grains.v1.FileReleaseReq
-	81, // 34: parley.grains.v1.OutboxRecord.invitation:type_name -> parley.protocol.v1.Invitation
-	73, // 35: parley.grains.v1.OutboxRecord.channel_removal:type_name -> parley.grains.v1.ChannelRemoval
-	0,  // 36: parley.grains.v1.UploadRecord.state:type_name -> parley.grains.v1.UploadState
-	71, // 37: parley.grains.v1.FileRecord.refs:type_name -> parley.grains.v1.FileRefRecord
-	81, // 38: parley.grains.v1.InvitationRecord.invitation:type_name -> parley.protocol.v1.Invitation
-	87, // 39: parley.grains.v1.ImportRecord.mode:type_name -> parley.protocol.v1.ImportMode
-	90, // 40: parley.grains.v1.ImportRecord.result:type_name -> parley.protocol.v1.ImportResult
-	86, // 41: parley.grains.v1.ChannelMemberRecord.level:type_name -> parley.protocol.v1.ChannelLevel
-	2,  // 42: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
-	4,  // 43: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
-	5,  // 44: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
-	7,  // 45: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
-	9,  // 46: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
-	10, // 47: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
-	12, // 48: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
-	13, // 49: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
-	15, // 50: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
-	16, // 51: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
-	16, // 52: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
-	18, // 53: parley.grains.v1.User.ReserveImport:input_type -> parley.grains.v1.ImportReserveReq
-	20, // 54: parley.grains.v1.User.ReleaseImport:input_type -> parley.grains.v1.ImportReleaseReq
-	21, // 55: parley.grains.v1.User.Invitation:input_type -> parley.grains.v1.InvitationNoticeReq
-	16, // 56: parley.grains.v1.User.Invitations:input_type -> parley.grains.v1.ListReq
-	23, // 57: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
-	28, // 58: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
-	25, // 59: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
-	26, // 60: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
-	27, // 61: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
-	29, // 62: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
-	30, // 63: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
-	31, // 64: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
-	32, // 65: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
-	33, // 66: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
-	34, // 67: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
-	35, // 68: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
-	36, // 69: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
-	37, // 70: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
-	38, // 71: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
-	50, // 72: parley.grains.v1.Conversation.ImportCheck:input_type -> parley.grains.v1.ImportReq
-	50, // 73: parley.grains.v1.Conversation.Import:input_type -> parley.grains.v1.ImportReq
-	51, // 74: parley.grains.v1.Conversation.Answer:input_type -> parley.grains.v1.AnswerReq
-	38, // 75: parley.grains.v1.Conversation.Check:input_type -> parley.grains.v1.InfoReq
-	39, // 76: parley.grains.v1.Upload.Create:input_type -> parley.grains.v1.UploadCreateReq
-	40, // 77: parley.grains.v1.Upload.Head:input_type -> parley.grains.v1.UploadHeadReq
-	41, // 78: parley.grains.v1.Upload.Begin:input_type -> parley.grains.v1.UploadBeginReq
-	42, // 79: parley.grains.v1.Upload.End:input_type -> parley.grains.v1.UploadEndReq
-	43, // 80: parley.grains.v1.Upload.Remove:input_type -> parley.grains.v1.UploadTerminateReq
-	44, // 81: parley.grains.v1.Upload.Sweep:input_type -> parley.grains.v1.UploadSweepReq
-	46, // 82: parley.grains.v1.File.Attach:input_type -> parley.grains.v1.FileAttachReq
-	47, // 83: parley.grains.v1.File.Release:input_type -> parley.grains.v1.FileReleaseReq
-	48, // 84: parley.grains.v1.File.Get:input_type -> parley.grains.v1.FileGetReq
-	52, // 85: parley.grains.v1.Channel.Create:input_type -> parley.grains.v1.CreateChannelReq
-	53, // 86: parley.grains.v1.Channel.AddMembers:input_type -> parley.grains.v1.ChannelMembersReq
-	54, // 87: parley.grains.v1.Channel.RemoveMember:input_type -> parley.grains.v1.ChannelRemoveReq
-	55, // 88: parley.grains.v1.Channel.Drop:input_type -> parley.grains.v1.ChannelDropReq
-	56, // 89: parley.grains.v1.Channel.Join:input_type -> parley.grains.v1.ChannelPresenceReq
-	56, // 90: parley.grains.v1.Channel.Leave:input_type -> parley.grains.v1.ChannelPresenceReq
-	57, // 91: parley.grains.v1.Channel.Send:input_type -> parley.grains.v1.ChannelSendReq
-	58, // 92: parley.grains.v1.Channel.Info:input_type -> parley.grains.v1.ChannelInfoReq
-	58, // 93: parley.grains.v1.Channel.Snapshot:input_type -> parley.grains.v1.ChannelInfoReq
-	3,  // 94: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
-	3,  // 95: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
-	6,  // 96: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
-	8,  // 97: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
-	6,  // 98: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
-	1,  // 99: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
-	1,  // 100: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
-	14, // 101: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
-	1,  // 102: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
-	17, // 103: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
-	6,  // 104: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
-	19, // 105: parley.grains.v1.User.ReserveImport:output_type -> parley.grains.v1.ImportReserveReply
-	1,  // 106: parley.grains.v1.User.ReleaseImport:output_type -> parley.grains.v1.Ok
-	1,  // 107: parley.grains.v1.User.Invitation:output_type -> parley.grains.v1.Ok
-	91, // 108: parley.grains.v1.User.Invitations:output_type -> parley.protocol.v1.InvitationList
-	24, // 109: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
-	24, // 110: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
-	1,  // 111: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
-	1,  // 112: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
-	1,  // 113: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
-	92, // 114: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
-	92, // 115: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
-	92, // 116: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
-	92, // 117: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
-	92, // 118: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
-	93, // 119: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
-	93, // 120: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
-	1,  // 121: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
-	94, // 122: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
-	92, // 123: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
-	90, // 124: parley.grains.v1.Conversation.ImportCheck:output_type -> parley.protocol.v1.ImportResult
-	90, // 125: parley.grains.v1.Conversation.Import:output_type -> parley.protocol.v1.ImportResult
-	95, // 126: parley.grains.v1.Conversation.Answer:output_type -> parley.protocol.v1.InvitationAnswered
-	1,  // 127: parley.grains.v1.Conversation.Check:output_type -> parley.grains.v1.Ok
-	45, // 128: parley.grains.v1.Upload.Create:output_type -> parley.grains.v1.UploadStatus
-	45, // 129: parley.grains.v1.Upload.Head:output_type -> parley.grains.v1.UploadStatus
-	45, // 130: parley.grains.v1.Upload.Begin:output_type -> parley.grains.v1.UploadStatus
-	45, // 131: parley.grains.v1.Upload.End:output_type -> parley.grains.v1.UploadStatus
-	1,  // 132: parley.grains.v1.Upload.Remove:output_type -> parley.grains.v1.Ok
-	1,  // 133: parley.grains.v1.Upload.Sweep:output_type -> parley.grains.v1.Ok
-	1,  // 134: parley.grains.v1.File.Attach:output_type -> parley.grains.v1.Ok
-	1,  // 135: parley.grains.v1.File.Release:output_type -> parley.grains.v1.Ok
-	72, // 136: parley.grains.v1.File.Get:output_type -> parley.grains.v1.FileRecord
-	96, // 137: parley.grains.v1.Channel.Create:output_type -> parley.protocol.v1.Channel
-	96, // 138: parley.grains.v1.Channel.AddMembers:output_type -> parley.protocol.v1.Channel
-	96, // 139: parley.grains.v1.Channel.RemoveMember:output_type -> parley.protocol.v1.Channel
-	1,  // 140: parley.grains.v1.Channel.Drop:output_type -> parley.grains.v1.Ok
-	96, // 141: parley.grains.v1.Channel.Join:output_type -> parley.protocol.v1.Channel
-	96, // 142: parley.grains.v1.Channel.Leave:output_type -> parley.protocol.v1.Channel
-	97, // 143: parley.grains.v1.Channel.Send:output_type -> parley.protocol.v1.ChannelSent
-	96, // 144: parley.grains.v1.Channel.Info:output_type -> parley.protocol.v1.Channel
-	59, // 145: parley.grains.v1.Channel.Snapshot:output_type -> parley.grains.v1.ChannelSnapshot
-	94, // [94:146] is the sub-list for method output_type
-	42, // [42:94] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	88,  // 0: parley.grains.v1.UserReply.client_type:type_name -> parley.protocol.v1.DeviceType
+	89,  // 1: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
+	90,  // 2: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
+	11,  // 3: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
+	88,  // 4: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
+	11,  // 5: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
+	11,  // 6: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
+	91,  // 7: parley.grains.v1.InvitationNoticeReq.invitation:type_name -> parley.protocol.v1.Invitation
+	92,  // 8: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
+	93,  // 9: parley.grains.v1.SignalReq.signal:type_name -> parley.protocol.v1.P2spSignal
+	90,  // 10: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
+	94,  // 11: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
+	95,  // 12: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
+	96,  // 13: parley.grains.v1.SendReq.file:type_name -> parley.protocol.v1.FileRef
+	0,   // 14: parley.grains.v1.UploadStatus.state:type_name -> parley.grains.v1.UploadState
+	81,  // 15: parley.grains.v1.FileAttachReq.ref:type_name -> parley.grains.v1.FileRefRecord
+	97,  // 16: parley.grains.v1.ImportMember.level:type_name -> parley.protocol.v1.ChannelLevel
+	88,  // 17: parley.grains.v1.ImportMember.client_type:type_name -> parley.protocol.v1.DeviceType
+	98,  // 18: parley.grains.v1.ImportReq.mode:type_name -> parley.protocol.v1.ImportMode
+	51,  // 19: parley.grains.v1.ImportReq.members:type_name -> parley.grains.v1.ImportMember
+	97,  // 20: parley.grains.v1.ChannelMembersReq.level:type_name -> parley.protocol.v1.ChannelLevel
+	99,  // 21: parley.grains.v1.ChannelSendReq.send:type_name -> parley.protocol.v1.ChannelSend
+	100, // 22: parley.grains.v1.ChannelSnapshot.members:type_name -> parley.protocol.v1.ChannelMember
+	65,  // 23: parley.grains.v1.FileHolders.holders:type_name -> parley.grains.v1.FileHolder
+	101, // 24: parley.grains.v1.FileHolders.stats:type_name -> parley.protocol.v1.P2spStats
+	102, // 25: parley.grains.v1.FileReportReq.report:type_name -> parley.protocol.v1.P2spReport
+	71,  // 26: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
+	11,  // 27: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
+	72,  // 28: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
+	22,  // 29: parley.grains.v1.UserRecord.import_stamps:type_name -> parley.grains.v1.ImportStamp
+	91,  // 30: parley.grains.v1.UserRecord.invitations:type_name -> parley.protocol.v1.Invitation
+	88,  // 31: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
+	92,  // 32: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
+	90,  // 33: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
+	94,  // 34: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
+	97,  // 35: parley.grains.v1.MemberRecord.channel_level:type_name -> parley.protocol.v1.ChannelLevel
+	11,  // 36: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
+	49,  // 37: parley.grains.v1.OutboxRecord.release:type_name -> parley.grains.v1.FileReleaseReq
+	91,  // 38: parley.grains.v1.OutboxRecord.invitation:type_name -> parley.protocol.v1.Invitation
+	83,  // 39: parley.grains.v1.OutboxRecord.channel_removal:type_name -> parley.grains.v1.ChannelRemoval
+	0,   // 40: parley.grains.v1.UploadRecord.state:type_name -> parley.grains.v1.UploadState
+	81,  // 41: parley.grains.v1.FileRecord.refs:type_name -> parley.grains.v1.FileRefRecord
+	91,  // 42: parley.grains.v1.InvitationRecord.invitation:type_name -> parley.protocol.v1.Invitation
+	98,  // 43: parley.grains.v1.ImportRecord.mode:type_name -> parley.protocol.v1.ImportMode
+	103, // 44: parley.grains.v1.ImportRecord.result:type_name -> parley.protocol.v1.ImportResult
+	97,  // 45: parley.grains.v1.ChannelMemberRecord.level:type_name -> parley.protocol.v1.ChannelLevel
+	2,   // 46: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
+	4,   // 47: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
+	5,   // 48: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
+	7,   // 49: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
+	9,   // 50: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
+	10,  // 51: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
+	12,  // 52: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
+	13,  // 53: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
+	15,  // 54: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
+	16,  // 55: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
+	16,  // 56: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
+	18,  // 57: parley.grains.v1.User.ReserveImport:input_type -> parley.grains.v1.ImportReserveReq
+	20,  // 58: parley.grains.v1.User.ReleaseImport:input_type -> parley.grains.v1.ImportReleaseReq
+	21,  // 59: parley.grains.v1.User.Invitation:input_type -> parley.grains.v1.InvitationNoticeReq
+	16,  // 60: parley.grains.v1.User.Invitations:input_type -> parley.grains.v1.ListReq
+	25,  // 61: parley.grains.v1.User.Notify:input_type -> parley.grains.v1.PushReq
+	23,  // 62: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
+	28,  // 63: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
+	25,  // 64: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
+	26,  // 65: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
+	27,  // 66: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
+	29,  // 67: parley.grains.v1.Session.Hold:input_type -> parley.grains.v1.HoldReq
+	30,  // 68: parley.grains.v1.Session.Signal:input_type -> parley.grains.v1.SignalReq
+	31,  // 69: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
+	32,  // 70: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
+	33,  // 71: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
+	34,  // 72: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
+	35,  // 73: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
+	36,  // 74: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
+	37,  // 75: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
+	38,  // 76: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
+	39,  // 77: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
+	40,  // 78: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
+	52,  // 79: parley.grains.v1.Conversation.ImportCheck:input_type -> parley.grains.v1.ImportReq
+	52,  // 80: parley.grains.v1.Conversation.Import:input_type -> parley.grains.v1.ImportReq
+	53,  // 81: parley.grains.v1.Conversation.Answer:input_type -> parley.grains.v1.AnswerReq
+	40,  // 82: parley.grains.v1.Conversation.Check:input_type -> parley.grains.v1.InfoReq
+	41,  // 83: parley.grains.v1.Upload.Create:input_type -> parley.grains.v1.UploadCreateReq
+	42,  // 84: parley.grains.v1.Upload.Head:input_type -> parley.grains.v1.UploadHeadReq
+	43,  // 85: parley.grains.v1.Upload.Begin:input_type -> parley.grains.v1.UploadBeginReq
+	44,  // 86: parley.grains.v1.Upload.End:input_type -> parley.grains.v1.UploadEndReq
+	45,  // 87: parley.grains.v1.Upload.Remove:input_type -> parley.grains.v1.UploadTerminateReq
+	46,  // 88: parley.grains.v1.Upload.Sweep:input_type -> parley.grains.v1.UploadSweepReq
+	48,  // 89: parley.grains.v1.File.Attach:input_type -> parley.grains.v1.FileAttachReq
+	49,  // 90: parley.grains.v1.File.Release:input_type -> parley.grains.v1.FileReleaseReq
+	50,  // 91: parley.grains.v1.File.Get:input_type -> parley.grains.v1.FileGetReq
+	62,  // 92: parley.grains.v1.File.Announce:input_type -> parley.grains.v1.FileAnnounceReq
+	63,  // 93: parley.grains.v1.File.Drop:input_type -> parley.grains.v1.FileDropReq
+	64,  // 94: parley.grains.v1.File.Holders:input_type -> parley.grains.v1.FileHoldersReq
+	67,  // 95: parley.grains.v1.File.Report:input_type -> parley.grains.v1.FileReportReq
+	68,  // 96: parley.grains.v1.File.Served:input_type -> parley.grains.v1.FileServedReq
+	69,  // 97: parley.grains.v1.File.Stats:input_type -> parley.grains.v1.FileStatsReq
+	54,  // 98: parley.grains.v1.Channel.Create:input_type -> parley.grains.v1.CreateChannelReq
+	55,  // 99: parley.grains.v1.Channel.AddMembers:input_type -> parley.grains.v1.ChannelMembersReq
+	56,  // 100: parley.grains.v1.Channel.RemoveMember:input_type -> parley.grains.v1.ChannelRemoveReq
+	57,  // 101: parley.grains.v1.Channel.Drop:input_type -> parley.grains.v1.ChannelDropReq
+	58,  // 102: parley.grains.v1.Channel.Join:input_type -> parley.grains.v1.ChannelPresenceReq
+	58,  // 103: parley.grains.v1.Channel.Leave:input_type -> parley.grains.v1.ChannelPresenceReq
+	59,  // 104: parley.grains.v1.Channel.Send:input_type -> parley.grains.v1.ChannelSendReq
+	60,  // 105: parley.grains.v1.Channel.Info:input_type -> parley.grains.v1.ChannelInfoReq
+	60,  // 106: parley.grains.v1.Channel.Snapshot:input_type -> parley.grains.v1.ChannelInfoReq
+	3,   // 107: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
+	3,   // 108: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
+	6,   // 109: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
+	8,   // 110: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
+	6,   // 111: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
+	1,   // 112: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
+	1,   // 113: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
+	14,  // 114: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
+	1,   // 115: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
+	17,  // 116: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
+	6,   // 117: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
+	19,  // 118: parley.grains.v1.User.ReserveImport:output_type -> parley.grains.v1.ImportReserveReply
+	1,   // 119: parley.grains.v1.User.ReleaseImport:output_type -> parley.grains.v1.Ok
+	1,   // 120: parley.grains.v1.User.Invitation:output_type -> parley.grains.v1.Ok
+	104, // 121: parley.grains.v1.User.Invitations:output_type -> parley.protocol.v1.InvitationList
+	1,   // 122: parley.grains.v1.User.Notify:output_type -> parley.grains.v1.Ok
+	24,  // 123: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
+	24,  // 124: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
+	1,   // 125: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
+	1,   // 126: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
+	1,   // 127: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
+	1,   // 128: parley.grains.v1.Session.Hold:output_type -> parley.grains.v1.Ok
+	1,   // 129: parley.grains.v1.Session.Signal:output_type -> parley.grains.v1.Ok
+	105, // 130: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
+	105, // 131: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
+	105, // 132: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
+	105, // 133: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
+	105, // 134: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
+	106, // 135: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
+	106, // 136: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
+	1,   // 137: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
+	107, // 138: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
+	105, // 139: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
+	103, // 140: parley.grains.v1.Conversation.ImportCheck:output_type -> parley.protocol.v1.ImportResult
+	103, // 141: parley.grains.v1.Conversation.Import:output_type -> parley.protocol.v1.ImportResult
+	108, // 142: parley.grains.v1.Conversation.Answer:output_type -> parley.protocol.v1.InvitationAnswered
+	1,   // 143: parley.grains.v1.Conversation.Check:output_type -> parley.grains.v1.Ok
+	47,  // 144: parley.grains.v1.Upload.Create:output_type -> parley.grains.v1.UploadStatus
+	47,  // 145: parley.grains.v1.Upload.Head:output_type -> parley.grains.v1.UploadStatus
+	47,  // 146: parley.grains.v1.Upload.Begin:output_type -> parley.grains.v1.UploadStatus
+	47,  // 147: parley.grains.v1.Upload.End:output_type -> parley.grains.v1.UploadStatus
+	1,   // 148: parley.grains.v1.Upload.Remove:output_type -> parley.grains.v1.Ok
+	1,   // 149: parley.grains.v1.Upload.Sweep:output_type -> parley.grains.v1.Ok
+	1,   // 150: parley.grains.v1.File.Attach:output_type -> parley.grains.v1.Ok
+	1,   // 151: parley.grains.v1.File.Release:output_type -> parley.grains.v1.Ok
+	82,  // 152: parley.grains.v1.File.Get:output_type -> parley.grains.v1.FileRecord
+	1,   // 153: parley.grains.v1.File.Announce:output_type -> parley.grains.v1.Ok
+	1,   // 154: parley.grains.v1.File.Drop:output_type -> parley.grains.v1.Ok
+	66,  // 155: parley.grains.v1.File.Holders:output_type -> parley.grains.v1.FileHolders
+	1,   // 156: parley.grains.v1.File.Report:output_type -> parley.grains.v1.Ok
+	1,   // 157: parley.grains.v1.File.Served:output_type -> parley.grains.v1.Ok
+	101, // 158: parley.grains.v1.File.Stats:output_type -> parley.protocol.v1.P2spStats
+	109, // 159: parley.grains.v1.Channel.Create:output_type -> parley.protocol.v1.Channel
+	109, // 160: parley.grains.v1.Channel.AddMembers:output_type -> parley.protocol.v1.Channel
+	109, // 161: parley.grains.v1.Channel.RemoveMember:output_type -> parley.protocol.v1.Channel
+	1,   // 162: parley.grains.v1.Channel.Drop:output_type -> parley.grains.v1.Ok
+	109, // 163: parley.grains.v1.Channel.Join:output_type -> parley.protocol.v1.Channel
+	109, // 164: parley.grains.v1.Channel.Leave:output_type -> parley.protocol.v1.Channel
+	110, // 165: parley.grains.v1.Channel.Send:output_type -> parley.protocol.v1.ChannelSent
+	109, // 166: parley.grains.v1.Channel.Info:output_type -> parley.protocol.v1.Channel
+	61,  // 167: parley.grains.v1.Channel.Snapshot:output_type -> parley.grains.v1.ChannelSnapshot
+	107, // [107:168] is the sub-list for method output_type
+	46,  // [46:107] is the sub-list for method input_type
+	46,  // [46:46] is the sub-list for extension type_name
+	46,  // [46:46] is the sub-list for extension extendee
+	0,   // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_actors_grainpb_grains_proto_init() }
@@ -5736,7 +6426,7 @@ func file_actors_grainpb_grains_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_grainpb_grains_proto_rawDesc), len(file_actors_grainpb_grains_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   77,
+			NumMessages:   87,
 			NumExtensions: 0,
 			NumServices:   7,
 		},

@@ -50,6 +50,21 @@ type Config struct {
 	// UploadExpiry is how long an idle upload is kept before it is
 	// abandoned. Default 24h.
 	UploadExpiry time.Duration `json:"upload_expiry"`
+	// FilesEgressLimit caps the bytes/s of all file downloads together;
+	// FilesEgressFileLimit caps each file's. 0: no cap. P2SP downloads
+	// take from peers what the server does not send.
+	FilesEgressLimit     int64 `json:"files_egress_limit"`
+	FilesEgressFileLimit int64 `json:"files_egress_file_limit"`
+	// P2SPReportLimit: a holder reported for bad pieces by this many users
+	// is no longer offered for that file. Default 3.
+	P2SPReportLimit int `json:"p2sp_report_limit"`
+	// P2SPGrantTTL: how long a P2SP grant lets a requester open a peer
+	// link. Default 5m.
+	P2SPGrantTTL time.Duration `json:"p2sp_grant_ttl"`
+	// AdminToken enables the operator's endpoints under /admin/ (e.g.
+	// GET /admin/files/{id}: a file's P2SP counters and holders), given as
+	// "Authorization: Bearer <token>". Empty: disabled.
+	AdminToken string `json:"admin_token"`
 	// UnsafeNoSync disables fsync (benchmarks only: loses acknowledged
 	// messages on power failure).
 	UnsafeNoSync bool `json:"unsafe_no_sync"`
@@ -75,6 +90,7 @@ func defaultConfig() Config {
 		ArgonMemoryKiB: 19456, ArgonTime: 2, ShutdownTimeout: 15 * time.Second,
 		MaxFileBytes: 2 << 30, UploadExpiry: 24 * time.Hour,
 		ImportLimit: 5, ImportWindow: time.Hour, InvitationTTL: 7 * 24 * time.Hour,
+		P2SPReportLimit: 3, P2SPGrantTTL: 5 * time.Minute,
 	}
 }
 
@@ -105,6 +121,15 @@ func (c *Config) Validate() error {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
+	}
+	if c.FilesEgressLimit < 0 || c.FilesEgressFileLimit < 0 {
+		errs = append(errs, errors.New("files_egress_limit and files_egress_file_limit must not be negative (0: no cap)"))
+	}
+	if c.P2SPReportLimit < 1 {
+		errs = append(errs, fmt.Errorf("p2sp_report_limit %d: at least 1", c.P2SPReportLimit))
+	}
+	if c.P2SPGrantTTL < time.Second {
+		errs = append(errs, fmt.Errorf("p2sp_grant_ttl %v: at least 1s", c.P2SPGrantTTL))
 	}
 	if c.RatePerSecond <= 0 || c.RateBurst < 1 {
 		errs = append(errs, errors.New("rate_per_second must be positive and rate_burst at least 1"))
@@ -142,6 +167,11 @@ func loadConfig(args []string) (Config, error) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "hard deadline of a graceful shutdown")
 	fs.Int64Var(&c.MaxFileBytes, "max-file-bytes", c.MaxFileBytes, "largest file upload in bytes (413 beyond)")
 	fs.DurationVar(&c.UploadExpiry, "upload-expiry", c.UploadExpiry, "how long an idle upload is kept before it is abandoned")
+	fs.Int64Var(&c.FilesEgressLimit, "files-egress-limit", c.FilesEgressLimit, "cap of all file downloads together in bytes/s (0: none)")
+	fs.Int64Var(&c.FilesEgressFileLimit, "files-egress-file-limit", c.FilesEgressFileLimit, "cap of each file's downloads together in bytes/s (0: none)")
+	fs.IntVar(&c.P2SPReportLimit, "p2sp-report-limit", c.P2SPReportLimit, "bad-piece reports (distinct users) after which a P2SP holder is no longer offered")
+	fs.DurationVar(&c.P2SPGrantTTL, "p2sp-grant-ttl", c.P2SPGrantTTL, "lifetime of a P2SP grant")
+	fs.StringVar(&c.AdminToken, "admin-token", c.AdminToken, "bearer token of the operator's /admin/ endpoints (empty: disabled; prefer PARLEY_ADMIN_TOKEN)")
 	fs.BoolVar(&c.UnsafeNoSync, "unsafe-no-sync", c.UnsafeNoSync, "benchmarks only: do not fsync")
 	fs.IntVar(&c.ImportLimit, "import-limit", c.ImportLimit, "channel imports per window, per admin and per group")
 	fs.DurationVar(&c.ImportWindow, "import-window", c.ImportWindow, "window of the channel import limit")

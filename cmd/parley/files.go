@@ -17,11 +17,15 @@ import (
 
 	"github.com/parley-chat/parley/client"
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/pion/webrtc/v4"
 )
 
 // fileFlags are the connection flags of send-file and get-file.
 type fileFlags struct {
 	addr, user, password, device string
+	// get-file only: peer links and the cache.
+	cacheDir string
+	peers    client.PeerOptions
 }
 
 func (f *fileFlags) register(fs *flag.FlagSet) {
@@ -44,7 +48,8 @@ func (f *fileFlags) connect(ctx context.Context) (*client.Client, error) {
 	if dev == "" {
 		dev = chatDeviceID(strings.Trim(host+"-"+f.user, "-"))
 	}
-	c, err := client.Dial(ctx, client.Options{URL: "ws://" + f.addr + "/ws", Device: &pb.Device{Id: dev, Type: pb.DeviceType_DEVICE_TYPE_DESKTOP}})
+	c, err := client.Dial(ctx, client.Options{URL: "ws://" + f.addr + "/ws", Device: &pb.Device{Id: dev, Type: pb.DeviceType_DEVICE_TYPE_DESKTOP},
+		CacheDir: f.cacheDir, Peers: f.peers})
 	if err != nil {
 		return nil, err
 	}
@@ -101,15 +106,22 @@ func sendFile(args []string) error {
 	return nil
 }
 
-// getFile is `parley get-file`: a resumable download by file id, checked
-// against the file's SHA-256.
+// getFile is `parley get-file`: a download by file id, checked against
+// the file's SHA-256. By default it is a P2SP download: pieces from the
+// server and from online members who hold the file at once, with
+// per-source progress; -http-only is the plain resumable HTTP download.
 func getFile(args []string) error {
 	var ff fileFlags
 	fs := flag.NewFlagSet("get-file", flag.ContinueOnError)
 	ff.register(fs)
 	out := fs.String("o", "", "output path (default: the file's name in the current directory)")
+	httpOnly := fs.Bool("http-only", false, "download from the server only (no peers)")
+	fs.StringVar(&ff.cacheDir, "cache", "", "cache directory: files by id, looked up first (default: none)")
+	seed := fs.Duration("seed", 0, "after the download, keep serving the file to other members this long")
+	stun := fs.String("stun", "", "comma-separated STUN/TURN URLs for peer links (e.g. stun:stun.example.org:3478)")
+	fs.BoolVar(&ff.peers.Loopback, "peer-loopback", false, "peer links on the loopback interface only (testing on one machine)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: parley get-file -user U -password P [-o PATH] FILEID")
+		fmt.Fprintln(fs.Output(), "usage: parley get-file -user U -password P [-o PATH] [flags] FILEID")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -120,6 +132,10 @@ func getFile(args []string) error {
 		return errors.New("get-file: need one FILEID")
 	}
 	id := fs.Arg(0)
+	if *stun != "" {
+		ff.peers.ICEServers = []webrtc.ICEServer{{URLs: splitComma(*stun)}}
+	}
+	ff.peers.Disable = *httpOnly
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	c, err := ff.connect(ctx)
@@ -135,14 +151,126 @@ func getFile(args []string) error {
 		}
 		path = filepath.Base(info.Name)
 	}
-	bar := newProgressBar(os.Stderr, "download")
-	info, err := c.DownloadFile(ctx, id, path, bar.update)
-	bar.finish()
-	if err != nil {
-		return fmt.Errorf("get-file: %w (an interrupted download resumes from %s.part)", err, path)
+	if *httpOnly {
+		bar := newProgressBar(os.Stderr, "download")
+		info, err := c.DownloadFile(ctx, id, path, bar.update)
+		bar.finish()
+		if err != nil {
+			return fmt.Errorf("get-file: %w (an interrupted download resumes from %s.part)", err, path)
+		}
+		fmt.Printf("saved %s (%d bytes, sha256 %s verified)\n", path, info.Size, info.Sha256)
+		return nil
 	}
-	fmt.Printf("saved %s (%d bytes, sha256 %s verified)\n", path, info.Size, info.Sha256)
+	view := newSourcesView(os.Stderr)
+	res, err := c.DownloadP2SP(ctx, id, path, client.P2SPOptions{Progress: view.update})
+	view.finish()
+	if err != nil {
+		return fmt.Errorf("get-file: %w (an interrupted download keeps its verified pieces in %s.part)", err, path)
+	}
+	how := fmt.Sprintf("%.1f MiB from the server, %.1f MiB from peers", float64(res.ServerBytes)/(1<<20), float64(res.PeerBytes)/(1<<20))
+	if res.FromCache {
+		how = "from the cache"
+	}
+	fmt.Printf("saved %s (%d bytes, sha256 %s verified; %s)\n", res.Path, res.Info.Size, res.Info.Sha256, how)
+	if *seed > 0 {
+		fmt.Fprintf(os.Stderr, "serving the file to other members for %v (Ctrl-C to stop)\n", *seed)
+		select {
+		case <-time.After(*seed):
+		case <-ctx.Done():
+		}
+	}
 	return nil
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// sourcesView draws a P2SP download's progress: the total bar, then one
+// line per source (the server and each peer), redrawn in place on a
+// terminal at most ten times a second; elsewhere only the final state.
+type sourcesView struct {
+	mu    sync.Mutex
+	w     io.Writer
+	tty   bool
+	start time.Time
+	lines int
+	last  client.P2SPProgress
+}
+
+func newSourcesView(w *os.File) *sourcesView {
+	st, err := w.Stat()
+	return &sourcesView{w: w, tty: err == nil && st.Mode()&os.ModeCharDevice != 0, start: time.Now()}
+}
+
+func (v *sourcesView) update(p client.P2SPProgress) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.last = p
+	if v.tty {
+		v.drawLocked()
+	}
+}
+
+func (v *sourcesView) drawLocked() {
+	if v.lines > 0 {
+		fmt.Fprintf(v.w, "\x1b[%dA", v.lines)
+	}
+	lines := renderSources(v.last, time.Since(v.start))
+	for _, l := range lines {
+		fmt.Fprintf(v.w, "\r\x1b[2K%s\n", l)
+	}
+	v.lines = len(lines)
+}
+
+func (v *sourcesView) finish() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.last.Total == 0 && len(v.last.Sources) == 0 {
+		return
+	}
+	if v.tty {
+		v.drawLocked()
+		return
+	}
+	for _, l := range renderSources(v.last, time.Since(v.start)) {
+		fmt.Fprintln(v.w, l)
+	}
+}
+
+// renderSources formats the total and one line per source.
+func renderSources(p client.P2SPProgress, elapsed time.Duration) []string {
+	lines := []string{renderProgress("download", p.Done, p.Total, elapsed)}
+	for _, s := range p.Sources {
+		name := s.Name
+		if s.Peer {
+			name = "peer " + shortPeer(strings.TrimPrefix(s.Name, "peer "))
+		}
+		line := fmt.Sprintf("  %-24s %8.1f MiB %5d pieces  %s", name, float64(s.Bytes)/(1<<20), s.Pieces, s.State)
+		if s.Bad > 0 {
+			line += fmt.Sprintf("  %d bad pieces (reported)", s.Bad)
+		}
+		lines = append(lines, line)
+	}
+	return lines
+}
+
+// shortPeer shortens "<user id>/<session id>" for display.
+func shortPeer(s string) string {
+	u, sess, _ := strings.Cut(s, "/")
+	if len(u) > 9 {
+		u = u[:9]
+	}
+	if len(sess) > 7 {
+		sess = sess[:7]
+	}
+	return u + "/" + sess
 }
 
 // mimeOf guesses a MIME type from a path's extension.

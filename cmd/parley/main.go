@@ -48,5 +48,5 @@ func usage() {
   backup   write a consistent checkpoint of a data directory
   chat     interactive terminal client
   send-file  upload a file into a conversation (resumable, with a progress bar)
-  get-file   download a file by id (resumable, sha256-checked)`)
+  get-file   download a file by id: pieces from the server and peers (P2SP), sha256-checked`)
 }

@@ -45,6 +45,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 		Gateway: gateway.Options{
 			AuthTimeout: cfg.AuthTimeout, IdleTimeout: cfg.IdleTimeout, MaxFrameBytes: cfg.MaxFrameBytes,
 			RatePerSecond: cfg.RatePerSecond, RateBurst: cfg.RateBurst, AllowedOrigins: splitList(cfg.AllowedOrigins),
+			FilesEgressLimit: cfg.FilesEgressLimit, FilesEgressFileLimit: cfg.FilesEgressFileLimit,
+			AdminToken: cfg.AdminToken,
 		},
 		Actors: actors.Options{
 			Limits: conversation.Limits{MaxTextBytes: cfg.MaxTextBytes,
@@ -54,6 +56,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 			ArgonMemoryKiB: uint32(cfg.ArgonMemoryKiB),
 			SessionKeep:    cfg.SessionKeep,
 			Uploads:        upload.Limits{MaxSize: cfg.MaxFileBytes, ExpiryMs: cfg.UploadExpiry.Milliseconds()},
+			P2SP:           actors.P2SPOptions{ReportLimit: cfg.P2SPReportLimit, GrantTTL: cfg.P2SPGrantTTL},
 		},
 	})
 	if err != nil {

@@ -45,6 +45,9 @@ const (
 	CodeNotGroupAdmin     = "not_group_admin"    // the requester is not an admin (or owner) of the group
 	CodeNotChannelAdmin   = "not_channel_admin"  // the requester is not an admin of the channel
 	CodeInvitationExpired = "invitation_expired" // the invitation expired before it was answered
+	// P2SP downloads.
+	CodeBadGrant    = "bad_grant"    // a P2SP grant that is forged, expired, or names other parties
+	CodePeerOffline = "peer_offline" // the signal's target session has no link now
 )
 
 // WebSocket close codes Parley uses (4000-4999 is the application range).

@@ -480,6 +480,120 @@ func (InvitationState) EnumDescriptor() ([]byte, []int) {
 	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{7}
 }
 
+type P2SpSignalKind int32
+
+const (
+	P2SpSignalKind_P2SP_SIGNAL_KIND_UNSPECIFIED P2SpSignalKind = 0
+	// WebRTC session description offer (requester to holder).
+	P2SpSignalKind_P2SP_SIGNAL_KIND_OFFER P2SpSignalKind = 1
+	// The holder's answer.
+	P2SpSignalKind_P2SP_SIGNAL_KIND_ANSWER P2SpSignalKind = 2
+	// A trickled ICE candidate (either way).
+	P2SpSignalKind_P2SP_SIGNAL_KIND_CANDIDATE P2SpSignalKind = 3
+	// The link is closed (either way).
+	P2SpSignalKind_P2SP_SIGNAL_KIND_BYE P2SpSignalKind = 4
+)
+
+// Enum value maps for P2SpSignalKind.
+var (
+	P2SpSignalKind_name = map[int32]string{
+		0: "P2SP_SIGNAL_KIND_UNSPECIFIED",
+		1: "P2SP_SIGNAL_KIND_OFFER",
+		2: "P2SP_SIGNAL_KIND_ANSWER",
+		3: "P2SP_SIGNAL_KIND_CANDIDATE",
+		4: "P2SP_SIGNAL_KIND_BYE",
+	}
+	P2SpSignalKind_value = map[string]int32{
+		"P2SP_SIGNAL_KIND_UNSPECIFIED": 0,
+		"P2SP_SIGNAL_KIND_OFFER":       1,
+		"P2SP_SIGNAL_KIND_ANSWER":      2,
+		"P2SP_SIGNAL_KIND_CANDIDATE":   3,
+		"P2SP_SIGNAL_KIND_BYE":         4,
+	}
+)
+
+func (x P2SpSignalKind) Enum() *P2SpSignalKind {
+	p := new(P2SpSignalKind)
+	*p = x
+	return p
+}
+
+func (x P2SpSignalKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (P2SpSignalKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_gateway_protocol_parley_proto_enumTypes[8].Descriptor()
+}
+
+func (P2SpSignalKind) Type() protoreflect.EnumType {
+	return &file_gateway_protocol_parley_proto_enumTypes[8]
+}
+
+func (x P2SpSignalKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use P2SpSignalKind.Descriptor instead.
+func (P2SpSignalKind) EnumDescriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{8}
+}
+
+type P2SpReportKind int32
+
+const (
+	P2SpReportKind_P2SP_REPORT_KIND_UNSPECIFIED P2SpReportKind = 0
+	// peer_session sent a piece that did not match its hash.
+	P2SpReportKind_P2SP_REPORT_KIND_BAD_PIECE P2SpReportKind = 1
+	// The finished file did not match the file's sha256.
+	P2SpReportKind_P2SP_REPORT_KIND_FILE_MISMATCH P2SpReportKind = 2
+	// The download finished and verified.
+	P2SpReportKind_P2SP_REPORT_KIND_COMPLETE P2SpReportKind = 3
+)
+
+// Enum value maps for P2SpReportKind.
+var (
+	P2SpReportKind_name = map[int32]string{
+		0: "P2SP_REPORT_KIND_UNSPECIFIED",
+		1: "P2SP_REPORT_KIND_BAD_PIECE",
+		2: "P2SP_REPORT_KIND_FILE_MISMATCH",
+		3: "P2SP_REPORT_KIND_COMPLETE",
+	}
+	P2SpReportKind_value = map[string]int32{
+		"P2SP_REPORT_KIND_UNSPECIFIED":   0,
+		"P2SP_REPORT_KIND_BAD_PIECE":     1,
+		"P2SP_REPORT_KIND_FILE_MISMATCH": 2,
+		"P2SP_REPORT_KIND_COMPLETE":      3,
+	}
+)
+
+func (x P2SpReportKind) Enum() *P2SpReportKind {
+	p := new(P2SpReportKind)
+	*p = x
+	return p
+}
+
+func (x P2SpReportKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (P2SpReportKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_gateway_protocol_parley_proto_enumTypes[9].Descriptor()
+}
+
+func (P2SpReportKind) Type() protoreflect.EnumType {
+	return &file_gateway_protocol_parley_proto_enumTypes[9]
+}
+
+func (x P2SpReportKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use P2SpReportKind.Descriptor instead.
+func (P2SpReportKind) EnumDescriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{9}
+}
+
 // ClientFrame is one frame from client to server. It carries exactly one
 // command; the command's name is the JSON key next to "id".
 type ClientFrame struct {
@@ -519,6 +633,10 @@ type ClientFrame struct {
 	//	*ClientFrame_ImportChannel
 	//	*ClientFrame_AnswerInvitation
 	//	*ClientFrame_ListInvitations
+	//	*ClientFrame_P2SpInfo
+	//	*ClientFrame_P2SpAnnounce
+	//	*ClientFrame_P2SpSignal
+	//	*ClientFrame_P2SpReport
 	Command       isClientFrame_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -838,6 +956,42 @@ func (x *ClientFrame) GetListInvitations() *ListInvitations {
 	return nil
 }
 
+func (x *ClientFrame) GetP2SpInfo() *GetP2SpInfo {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_P2SpInfo); ok {
+			return x.P2SpInfo
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetP2SpAnnounce() *P2SpAnnounce {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_P2SpAnnounce); ok {
+			return x.P2SpAnnounce
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetP2SpSignal() *P2SpSignal {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_P2SpSignal); ok {
+			return x.P2SpSignal
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetP2SpReport() *P2SpReport {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_P2SpReport); ok {
+			return x.P2SpReport
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Command interface {
 	isClientFrame_Command()
 }
@@ -965,6 +1119,23 @@ type ClientFrame_ListInvitations struct {
 	ListInvitations *ListInvitations `protobuf:"bytes,92,opt,name=list_invitations,json=listInvitations,proto3,oneof"`
 }
 
+type ClientFrame_P2SpInfo struct {
+	// P2SP downloads (100..109).
+	P2SpInfo *GetP2SpInfo `protobuf:"bytes,100,opt,name=p2sp_info,json=p2spInfo,proto3,oneof"`
+}
+
+type ClientFrame_P2SpAnnounce struct {
+	P2SpAnnounce *P2SpAnnounce `protobuf:"bytes,101,opt,name=p2sp_announce,json=p2spAnnounce,proto3,oneof"`
+}
+
+type ClientFrame_P2SpSignal struct {
+	P2SpSignal *P2SpSignal `protobuf:"bytes,102,opt,name=p2sp_signal,json=p2spSignal,proto3,oneof"`
+}
+
+type ClientFrame_P2SpReport struct {
+	P2SpReport *P2SpReport `protobuf:"bytes,103,opt,name=p2sp_report,json=p2spReport,proto3,oneof"`
+}
+
 func (*ClientFrame_Hello) isClientFrame_Command() {}
 
 func (*ClientFrame_Register) isClientFrame_Command() {}
@@ -1025,6 +1196,14 @@ func (*ClientFrame_AnswerInvitation) isClientFrame_Command() {}
 
 func (*ClientFrame_ListInvitations) isClientFrame_Command() {}
 
+func (*ClientFrame_P2SpInfo) isClientFrame_Command() {}
+
+func (*ClientFrame_P2SpAnnounce) isClientFrame_Command() {}
+
+func (*ClientFrame_P2SpSignal) isClientFrame_Command() {}
+
+func (*ClientFrame_P2SpReport) isClientFrame_Command() {}
+
 // ServerFrame is one frame from server to client: a reply to a command (with
 // "re" set) or an event (without "re").
 type ServerFrame struct {
@@ -1053,6 +1232,8 @@ type ServerFrame struct {
 	//	*ServerFrame_ImportResult
 	//	*ServerFrame_InvitationAnswered
 	//	*ServerFrame_InvitationList
+	//	*ServerFrame_P2SpInfo
+	//	*ServerFrame_P2SpSignal
 	Body          isServerFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1282,6 +1463,24 @@ func (x *ServerFrame) GetInvitationList() *InvitationList {
 	return nil
 }
 
+func (x *ServerFrame) GetP2SpInfo() *P2SpInfo {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_P2SpInfo); ok {
+			return x.P2SpInfo
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetP2SpSignal() *P2SpSignal {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_P2SpSignal); ok {
+			return x.P2SpSignal
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Body interface {
 	isServerFrame_Body()
 }
@@ -1371,6 +1570,16 @@ type ServerFrame_InvitationList struct {
 	InvitationList *InvitationList `protobuf:"bytes,92,opt,name=invitation_list,json=invitationList,proto3,oneof"`
 }
 
+type ServerFrame_P2SpInfo struct {
+	// P2SP downloads (100..109): the p2spInfo reply, and relayed signalling
+	// (an event, online only: never stored, never replayed).
+	P2SpInfo *P2SpInfo `protobuf:"bytes,100,opt,name=p2sp_info,json=p2spInfo,proto3,oneof"`
+}
+
+type ServerFrame_P2SpSignal struct {
+	P2SpSignal *P2SpSignal `protobuf:"bytes,101,opt,name=p2sp_signal,json=p2spSignal,proto3,oneof"`
+}
+
 func (*ServerFrame_Error) isServerFrame_Body() {}
 
 func (*ServerFrame_HelloOk) isServerFrame_Body() {}
@@ -1410,6 +1619,10 @@ func (*ServerFrame_ImportResult) isServerFrame_Body() {}
 func (*ServerFrame_InvitationAnswered) isServerFrame_Body() {}
 
 func (*ServerFrame_InvitationList) isServerFrame_Body() {}
+
+func (*ServerFrame_P2SpInfo) isServerFrame_Body() {}
+
+func (*ServerFrame_P2SpSignal) isServerFrame_Body() {}
 
 // Error is the reply to a command that failed. Codes are stable; messages are
 // for humans. See docs/protocol.md for the table of codes.
@@ -3840,6 +4053,7 @@ type SessionEvent struct {
 	//	*SessionEvent_ConversationJoined
 	//	*SessionEvent_ConversationLeft
 	//	*SessionEvent_InvitationReceived
+	//	*SessionEvent_DownloadFailed
 	Event         isSessionEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3923,6 +4137,15 @@ func (x *SessionEvent) GetInvitationReceived() *Invitation {
 	return nil
 }
 
+func (x *SessionEvent) GetDownloadFailed() *DownloadFailed {
+	if x != nil {
+		if x, ok := x.Event.(*SessionEvent_DownloadFailed); ok {
+			return x.DownloadFailed
+		}
+	}
+	return nil
+}
+
 type isSessionEvent_Event interface {
 	isSessionEvent_Event()
 }
@@ -3940,11 +4163,18 @@ type SessionEvent_InvitationReceived struct {
 	InvitationReceived *Invitation `protobuf:"bytes,20,opt,name=invitation_received,json=invitationReceived,proto3,oneof"`
 }
 
+type SessionEvent_DownloadFailed struct {
+	// P2SP (90..): a download of this user failed its whole-file check.
+	DownloadFailed *DownloadFailed `protobuf:"bytes,90,opt,name=download_failed,json=downloadFailed,proto3,oneof"`
+}
+
 func (*SessionEvent_ConversationJoined) isSessionEvent_Event() {}
 
 func (*SessionEvent_ConversationLeft) isSessionEvent_Event() {}
 
 func (*SessionEvent_InvitationReceived) isSessionEvent_Event() {}
+
+func (*SessionEvent_DownloadFailed) isSessionEvent_Event() {}
 
 // ConversationJoined: the user became a member of a conversation. The link
 // now receives its messages.
@@ -5329,11 +5559,649 @@ func (x *InvitationList) GetInvitations() []*Invitation {
 	return nil
 }
 
+// GetP2spInfo asks for everything a P2SP download needs: the file's info
+// (with piece hashes) and the online holders the server offers, each with
+// a grant. Only members of a conversation that holds the file may ask;
+// anyone else gets not_found.
+type GetP2SpInfo struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	FileId string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	// At most this many holders (default and cap 16).
+	MaxHolders    int32 `protobuf:"varint,2,opt,name=max_holders,json=maxHolders,proto3" json:"max_holders,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetP2SpInfo) Reset() {
+	*x = GetP2SpInfo{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetP2SpInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetP2SpInfo) ProtoMessage() {}
+
+func (x *GetP2SpInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetP2SpInfo.ProtoReflect.Descriptor instead.
+func (*GetP2SpInfo) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *GetP2SpInfo) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *GetP2SpInfo) GetMaxHolders() int32 {
+	if x != nil {
+		return x.MaxHolders
+	}
+	return 0
+}
+
+// P2spInfo answers GetP2spInfo.
+type P2SpInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Info  *FileInfo              `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	// Online holders other than the asking session, chosen by the server.
+	Holders []*P2SpHolder `protobuf:"bytes,2,rep,name=holders,proto3" json:"holders,omitempty"`
+	// What the server knows of the file's transfers (since it started).
+	Stats         *P2SpStats `protobuf:"bytes,3,opt,name=stats,proto3" json:"stats,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *P2SpInfo) Reset() {
+	*x = P2SpInfo{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2SpInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2SpInfo) ProtoMessage() {}
+
+func (x *P2SpInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2SpInfo.ProtoReflect.Descriptor instead.
+func (*P2SpInfo) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *P2SpInfo) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *P2SpInfo) GetHolders() []*P2SpHolder {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
+func (x *P2SpInfo) GetStats() *P2SpStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+// P2spHolder is a session that holds the file, or pieces of it.
+type P2SpHolder struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	UserId    string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	SessionId string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// True: every piece. False: the pieces set in bitmap.
+	Complete bool `protobuf:"varint,3,opt,name=complete,proto3" json:"complete,omitempty"`
+	// Piece i is held when bit (i % 8) (LSB first) of byte i/8 is set.
+	Bitmap []byte `protobuf:"bytes,4,opt,name=bitmap,proto3" json:"bitmap,omitempty"`
+	// The grant that lets the asker fetch pieces from this holder: present
+	// it in every signal to the holder and in the data channel's hello.
+	Grant          string `protobuf:"bytes,5,opt,name=grant,proto3" json:"grant,omitempty"`
+	GrantExpiresMs int64  `protobuf:"varint,6,opt,name=grant_expires_ms,json=grantExpiresMs,proto3" json:"grant_expires_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *P2SpHolder) Reset() {
+	*x = P2SpHolder{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2SpHolder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2SpHolder) ProtoMessage() {}
+
+func (x *P2SpHolder) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2SpHolder.ProtoReflect.Descriptor instead.
+func (*P2SpHolder) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *P2SpHolder) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *P2SpHolder) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *P2SpHolder) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *P2SpHolder) GetBitmap() []byte {
+	if x != nil {
+		return x.Bitmap
+	}
+	return nil
+}
+
+func (x *P2SpHolder) GetGrant() string {
+	if x != nil {
+		return x.Grant
+	}
+	return ""
+}
+
+func (x *P2SpHolder) GetGrantExpiresMs() int64 {
+	if x != nil {
+		return x.GrantExpiresMs
+	}
+	return 0
+}
+
+// P2spStats are a file's transfer counters.
+type P2SpStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes the server sent (HTTP downloads) and bytes downloaders reported
+	// they received from peers.
+	ServerBytes int64 `protobuf:"varint,1,opt,name=server_bytes,json=serverBytes,proto3" json:"server_bytes,omitempty"`
+	PeerBytes   int64 `protobuf:"varint,2,opt,name=peer_bytes,json=peerBytes,proto3" json:"peer_bytes,omitempty"`
+	// Holders online now, and holders no longer offered after reports.
+	Holders int32    `protobuf:"varint,3,opt,name=holders,proto3" json:"holders,omitempty"`
+	Banned  []string `protobuf:"bytes,4,rep,name=banned,proto3" json:"banned,omitempty"`
+	// Downloads reported complete, and whole-file check failures.
+	Completed     int64 `protobuf:"varint,5,opt,name=completed,proto3" json:"completed,omitempty"`
+	Failed        int64 `protobuf:"varint,6,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *P2SpStats) Reset() {
+	*x = P2SpStats{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2SpStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2SpStats) ProtoMessage() {}
+
+func (x *P2SpStats) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2SpStats.ProtoReflect.Descriptor instead.
+func (*P2SpStats) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *P2SpStats) GetServerBytes() int64 {
+	if x != nil {
+		return x.ServerBytes
+	}
+	return 0
+}
+
+func (x *P2SpStats) GetPeerBytes() int64 {
+	if x != nil {
+		return x.PeerBytes
+	}
+	return 0
+}
+
+func (x *P2SpStats) GetHolders() int32 {
+	if x != nil {
+		return x.Holders
+	}
+	return 0
+}
+
+func (x *P2SpStats) GetBanned() []string {
+	if x != nil {
+		return x.Banned
+	}
+	return nil
+}
+
+func (x *P2SpStats) GetCompleted() int64 {
+	if x != nil {
+		return x.Completed
+	}
+	return 0
+}
+
+func (x *P2SpStats) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+// P2spAnnounce makes this session a holder of the file (all of it, or the
+// pieces in bitmap). Announce again as pieces arrive: each announce
+// replaces the previous one. The holding ends with the session's link.
+type P2SpAnnounce struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	FileId   string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Complete bool                   `protobuf:"varint,2,opt,name=complete,proto3" json:"complete,omitempty"`
+	Bitmap   []byte                 `protobuf:"bytes,3,opt,name=bitmap,proto3" json:"bitmap,omitempty"`
+	// Stop holding the file.
+	Withdraw      bool `protobuf:"varint,4,opt,name=withdraw,proto3" json:"withdraw,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *P2SpAnnounce) Reset() {
+	*x = P2SpAnnounce{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2SpAnnounce) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2SpAnnounce) ProtoMessage() {}
+
+func (x *P2SpAnnounce) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2SpAnnounce.ProtoReflect.Descriptor instead.
+func (*P2SpAnnounce) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *P2SpAnnounce) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *P2SpAnnounce) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *P2SpAnnounce) GetBitmap() []byte {
+	if x != nil {
+		return x.Bitmap
+	}
+	return nil
+}
+
+func (x *P2SpAnnounce) GetWithdraw() bool {
+	if x != nil {
+		return x.Withdraw
+	}
+	return false
+}
+
+// P2spSignal is WebRTC signalling between a requester and a holder. Sent
+// as a command it names the target session; the server checks the grant
+// and relays it as an event to that session's link, where session_id and
+// user_id name the sender (set by the server).
+type P2SpSignal struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	FileId string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	// Command: the target session. Event: the sending session.
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Event only: the sending user.
+	UserId string         `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Kind   P2SpSignalKind `protobuf:"varint,4,opt,name=kind,proto3,enum=parley.protocol.v1.P2SpSignalKind" json:"kind,omitempty"`
+	// The requester's id for this peer link (1..64 bytes).
+	LinkId string `protobuf:"bytes,5,opt,name=link_id,json=linkId,proto3" json:"link_id,omitempty"`
+	// OFFER/ANSWER: the SDP. CANDIDATE: the candidate as JSON
+	// (RTCIceCandidateInit).
+	Sdp       string `protobuf:"bytes,6,opt,name=sdp,proto3" json:"sdp,omitempty"`
+	Candidate string `protobuf:"bytes,7,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	// The requester-to-holder grant (from P2spInfo), on every signal.
+	Grant         string `protobuf:"bytes,8,opt,name=grant,proto3" json:"grant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *P2SpSignal) Reset() {
+	*x = P2SpSignal{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2SpSignal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2SpSignal) ProtoMessage() {}
+
+func (x *P2SpSignal) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2SpSignal.ProtoReflect.Descriptor instead.
+func (*P2SpSignal) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *P2SpSignal) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *P2SpSignal) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *P2SpSignal) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *P2SpSignal) GetKind() P2SpSignalKind {
+	if x != nil {
+		return x.Kind
+	}
+	return P2SpSignalKind_P2SP_SIGNAL_KIND_UNSPECIFIED
+}
+
+func (x *P2SpSignal) GetLinkId() string {
+	if x != nil {
+		return x.LinkId
+	}
+	return ""
+}
+
+func (x *P2SpSignal) GetSdp() string {
+	if x != nil {
+		return x.Sdp
+	}
+	return ""
+}
+
+func (x *P2SpSignal) GetCandidate() string {
+	if x != nil {
+		return x.Candidate
+	}
+	return ""
+}
+
+func (x *P2SpSignal) GetGrant() string {
+	if x != nil {
+		return x.Grant
+	}
+	return ""
+}
+
+// P2spReport tells the server how a download went.
+type P2SpReport struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	FileId string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Kind   P2SpReportKind         `protobuf:"varint,2,opt,name=kind,proto3,enum=parley.protocol.v1.P2SpReportKind" json:"kind,omitempty"`
+	// BAD_PIECE: the sending peer (session) and the piece.
+	PeerSessionId string `protobuf:"bytes,3,opt,name=peer_session_id,json=peerSessionId,proto3" json:"peer_session_id,omitempty"`
+	Piece         int64  `protobuf:"varint,4,opt,name=piece,proto3" json:"piece,omitempty"`
+	// COMPLETE and FILE_MISMATCH: bytes received from the server and from
+	// peers during this download.
+	ServerBytes   int64  `protobuf:"varint,5,opt,name=server_bytes,json=serverBytes,proto3" json:"server_bytes,omitempty"`
+	PeerBytes     int64  `protobuf:"varint,6,opt,name=peer_bytes,json=peerBytes,proto3" json:"peer_bytes,omitempty"`
+	Message       string `protobuf:"bytes,7,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *P2SpReport) Reset() {
+	*x = P2SpReport{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *P2SpReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*P2SpReport) ProtoMessage() {}
+
+func (x *P2SpReport) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use P2SpReport.ProtoReflect.Descriptor instead.
+func (*P2SpReport) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *P2SpReport) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *P2SpReport) GetKind() P2SpReportKind {
+	if x != nil {
+		return x.Kind
+	}
+	return P2SpReportKind_P2SP_REPORT_KIND_UNSPECIFIED
+}
+
+func (x *P2SpReport) GetPeerSessionId() string {
+	if x != nil {
+		return x.PeerSessionId
+	}
+	return ""
+}
+
+func (x *P2SpReport) GetPiece() int64 {
+	if x != nil {
+		return x.Piece
+	}
+	return 0
+}
+
+func (x *P2SpReport) GetServerBytes() int64 {
+	if x != nil {
+		return x.ServerBytes
+	}
+	return 0
+}
+
+func (x *P2SpReport) GetPeerBytes() int64 {
+	if x != nil {
+		return x.PeerBytes
+	}
+	return 0
+}
+
+func (x *P2SpReport) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// DownloadFailed: a download of file_id by one of the user's devices
+// failed its whole-file check (the bytes were dropped).
+type DownloadFailed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadFailed) Reset() {
+	*x = DownloadFailed{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadFailed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadFailed) ProtoMessage() {}
+
+func (x *DownloadFailed) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadFailed.ProtoReflect.Descriptor instead.
+func (*DownloadFailed) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *DownloadFailed) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *DownloadFailed) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *DownloadFailed) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_gateway_protocol_parley_proto protoreflect.FileDescriptor
 
 const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x1dgateway/protocol/parley.proto\x12\x12parley.protocol.v1\"\xa6\x10\n" +
+	"\x1dgateway/protocol/parley.proto\x12\x12parley.protocol.v1\"\xb5\x12\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
 	"\x05hello\x18\n" +
@@ -5369,9 +6237,14 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\fchannel_info\x18V \x01(\v2\x1f.parley.protocol.v1.ChannelInfoH\x00R\vchannelInfo\x12J\n" +
 	"\x0eimport_channel\x18Z \x01(\v2!.parley.protocol.v1.ImportChannelH\x00R\rimportChannel\x12S\n" +
 	"\x11answer_invitation\x18[ \x01(\v2$.parley.protocol.v1.AnswerInvitationH\x00R\x10answerInvitation\x12P\n" +
-	"\x10list_invitations\x18\\ \x01(\v2#.parley.protocol.v1.ListInvitationsH\x00R\x0flistInvitationsB\t\n" +
-	"\acommand\"\xca\n" +
-	"\n" +
+	"\x10list_invitations\x18\\ \x01(\v2#.parley.protocol.v1.ListInvitationsH\x00R\x0flistInvitations\x12>\n" +
+	"\tp2sp_info\x18d \x01(\v2\x1f.parley.protocol.v1.GetP2spInfoH\x00R\bp2spInfo\x12G\n" +
+	"\rp2sp_announce\x18e \x01(\v2 .parley.protocol.v1.P2spAnnounceH\x00R\fp2spAnnounce\x12A\n" +
+	"\vp2sp_signal\x18f \x01(\v2\x1e.parley.protocol.v1.P2spSignalH\x00R\n" +
+	"p2spSignal\x12A\n" +
+	"\vp2sp_report\x18g \x01(\v2\x1e.parley.protocol.v1.P2spReportH\x00R\n" +
+	"p2spReportB\t\n" +
+	"\acommand\"\xca\v\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02re\x18\x01 \x01(\tR\x02re\x121\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.parley.protocol.v1.ErrorH\x00R\x05error\x128\n" +
@@ -5396,7 +6269,10 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\rchannel_event\x18V \x01(\v2 .parley.protocol.v1.ChannelEventH\x00R\fchannelEvent\x12G\n" +
 	"\rimport_result\x18Z \x01(\v2 .parley.protocol.v1.ImportResultH\x00R\fimportResult\x12Y\n" +
 	"\x13invitation_answered\x18[ \x01(\v2&.parley.protocol.v1.InvitationAnsweredH\x00R\x12invitationAnswered\x12M\n" +
-	"\x0finvitation_list\x18\\ \x01(\v2\".parley.protocol.v1.InvitationListH\x00R\x0einvitationListB\x06\n" +
+	"\x0finvitation_list\x18\\ \x01(\v2\".parley.protocol.v1.InvitationListH\x00R\x0einvitationList\x12;\n" +
+	"\tp2sp_info\x18d \x01(\v2\x1c.parley.protocol.v1.P2spInfoH\x00R\bp2spInfo\x12A\n" +
+	"\vp2sp_signal\x18e \x01(\v2\x1e.parley.protocol.v1.P2spSignalH\x00R\n" +
+	"p2spSignalB\x06\n" +
 	"\x04body\"[\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
@@ -5570,14 +6446,15 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	" \x01(\tR\buploader\x12\x1d\n" +
 	"\n" +
 	"created_ms\x18\v \x01(\x03R\tcreatedMsJ\x04\b\t\x10\n" +
-	"\"\xc5\x02\n" +
+	"\"\x94\x03\n" +
 	"\fSessionEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12Y\n" +
 	"\x13conversation_joined\x18\n" +
 	" \x01(\v2&.parley.protocol.v1.ConversationJoinedH\x00R\x12conversationJoined\x12S\n" +
 	"\x11conversation_left\x18\v \x01(\v2$.parley.protocol.v1.ConversationLeftH\x00R\x10conversationLeft\x12Q\n" +
-	"\x13invitation_received\x18\x14 \x01(\v2\x1e.parley.protocol.v1.InvitationH\x00R\x12invitationReceivedB\a\n" +
+	"\x13invitation_received\x18\x14 \x01(\v2\x1e.parley.protocol.v1.InvitationH\x00R\x12invitationReceived\x12M\n" +
+	"\x0fdownload_failed\x18Z \x01(\v2\".parley.protocol.v1.DownloadFailedH\x00R\x0edownloadFailedB\a\n" +
 	"\x05event\"Z\n" +
 	"\x12ConversationJoined\x12D\n" +
 	"\fconversation\x18\x01 \x01(\v2 .parley.protocol.v1.ConversationR\fconversation\";\n" +
@@ -5692,7 +6569,62 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x11\n" +
 	"\x0fListInvitations\"R\n" +
 	"\x0eInvitationList\x12@\n" +
-	"\vinvitations\x18\x01 \x03(\v2\x1e.parley.protocol.v1.InvitationR\vinvitations*\x84\x01\n" +
+	"\vinvitations\x18\x01 \x03(\v2\x1e.parley.protocol.v1.InvitationR\vinvitations\"G\n" +
+	"\vGetP2spInfo\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x1f\n" +
+	"\vmax_holders\x18\x02 \x01(\x05R\n" +
+	"maxHolders\"\xab\x01\n" +
+	"\bP2spInfo\x120\n" +
+	"\x04info\x18\x01 \x01(\v2\x1c.parley.protocol.v1.FileInfoR\x04info\x128\n" +
+	"\aholders\x18\x02 \x03(\v2\x1e.parley.protocol.v1.P2spHolderR\aholders\x123\n" +
+	"\x05stats\x18\x03 \x01(\v2\x1d.parley.protocol.v1.P2spStatsR\x05stats\"\xb8\x01\n" +
+	"\n" +
+	"P2spHolder\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x1a\n" +
+	"\bcomplete\x18\x03 \x01(\bR\bcomplete\x12\x16\n" +
+	"\x06bitmap\x18\x04 \x01(\fR\x06bitmap\x12\x14\n" +
+	"\x05grant\x18\x05 \x01(\tR\x05grant\x12(\n" +
+	"\x10grant_expires_ms\x18\x06 \x01(\x03R\x0egrantExpiresMs\"\xb5\x01\n" +
+	"\tP2spStats\x12!\n" +
+	"\fserver_bytes\x18\x01 \x01(\x03R\vserverBytes\x12\x1d\n" +
+	"\n" +
+	"peer_bytes\x18\x02 \x01(\x03R\tpeerBytes\x12\x18\n" +
+	"\aholders\x18\x03 \x01(\x05R\aholders\x12\x16\n" +
+	"\x06banned\x18\x04 \x03(\tR\x06banned\x12\x1c\n" +
+	"\tcompleted\x18\x05 \x01(\x03R\tcompleted\x12\x16\n" +
+	"\x06failed\x18\x06 \x01(\x03R\x06failed\"w\n" +
+	"\fP2spAnnounce\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x1a\n" +
+	"\bcomplete\x18\x02 \x01(\bR\bcomplete\x12\x16\n" +
+	"\x06bitmap\x18\x03 \x01(\fR\x06bitmap\x12\x1a\n" +
+	"\bwithdraw\x18\x04 \x01(\bR\bwithdraw\"\xf4\x01\n" +
+	"\n" +
+	"P2spSignal\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\x126\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\".parley.protocol.v1.P2spSignalKindR\x04kind\x12\x17\n" +
+	"\alink_id\x18\x05 \x01(\tR\x06linkId\x12\x10\n" +
+	"\x03sdp\x18\x06 \x01(\tR\x03sdp\x12\x1c\n" +
+	"\tcandidate\x18\a \x01(\tR\tcandidate\x12\x14\n" +
+	"\x05grant\x18\b \x01(\tR\x05grant\"\xf7\x01\n" +
+	"\n" +
+	"P2spReport\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x126\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\".parley.protocol.v1.P2spReportKindR\x04kind\x12&\n" +
+	"\x0fpeer_session_id\x18\x03 \x01(\tR\rpeerSessionId\x12\x14\n" +
+	"\x05piece\x18\x04 \x01(\x03R\x05piece\x12!\n" +
+	"\fserver_bytes\x18\x05 \x01(\x03R\vserverBytes\x12\x1d\n" +
+	"\n" +
+	"peer_bytes\x18\x06 \x01(\x03R\tpeerBytes\x12\x18\n" +
+	"\amessage\x18\a \x01(\tR\amessage\"^\n" +
+	"\x0eDownloadFailed\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason*\x84\x01\n" +
 	"\n" +
 	"DeviceType\x12\x1b\n" +
 	"\x17DEVICE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -5742,7 +6674,18 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x18INVITATION_STATE_PENDING\x10\x01\x12\x1d\n" +
 	"\x19INVITATION_STATE_ACCEPTED\x10\x02\x12\x1d\n" +
 	"\x19INVITATION_STATE_DECLINED\x10\x03\x12\x1c\n" +
-	"\x18INVITATION_STATE_EXPIRED\x10\x04B0Z.github.com/parley-chat/parley/gateway/protocolb\x06proto3"
+	"\x18INVITATION_STATE_EXPIRED\x10\x04*\xa5\x01\n" +
+	"\x0eP2spSignalKind\x12 \n" +
+	"\x1cP2SP_SIGNAL_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16P2SP_SIGNAL_KIND_OFFER\x10\x01\x12\x1b\n" +
+	"\x17P2SP_SIGNAL_KIND_ANSWER\x10\x02\x12\x1e\n" +
+	"\x1aP2SP_SIGNAL_KIND_CANDIDATE\x10\x03\x12\x18\n" +
+	"\x14P2SP_SIGNAL_KIND_BYE\x10\x04*\x95\x01\n" +
+	"\x0eP2spReportKind\x12 \n" +
+	"\x1cP2SP_REPORT_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aP2SP_REPORT_KIND_BAD_PIECE\x10\x01\x12\"\n" +
+	"\x1eP2SP_REPORT_KIND_FILE_MISMATCH\x10\x02\x12\x1d\n" +
+	"\x19P2SP_REPORT_KIND_COMPLETE\x10\x03B0Z.github.com/parley-chat/parley/gateway/protocolb\x06proto3"
 
 var (
 	file_gateway_protocol_parley_proto_rawDescOnce sync.Once
@@ -5756,8 +6699,8 @@ func file_gateway_protocol_parley_proto_rawDescGZIP() []byte {
 	return file_gateway_protocol_parley_proto_rawDescData
 }
 
-var file_gateway_protocol_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_gateway_protocol_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_gateway_protocol_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
+var file_gateway_protocol_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
 var file_gateway_protocol_parley_proto_goTypes = []any{
 	(DeviceType)(0),             // 0: parley.protocol.v1.DeviceType
 	(Role)(0),                   // 1: parley.protocol.v1.Role
@@ -5767,160 +6710,182 @@ var file_gateway_protocol_parley_proto_goTypes = []any{
 	(ChannelEventKind)(0),       // 5: parley.protocol.v1.ChannelEventKind
 	(ImportMode)(0),             // 6: parley.protocol.v1.ImportMode
 	(InvitationState)(0),        // 7: parley.protocol.v1.InvitationState
-	(*ClientFrame)(nil),         // 8: parley.protocol.v1.ClientFrame
-	(*ServerFrame)(nil),         // 9: parley.protocol.v1.ServerFrame
-	(*Error)(nil),               // 10: parley.protocol.v1.Error
-	(*Empty)(nil),               // 11: parley.protocol.v1.Empty
-	(*Device)(nil),              // 12: parley.protocol.v1.Device
-	(*Hello)(nil),               // 13: parley.protocol.v1.Hello
-	(*Cursor)(nil),              // 14: parley.protocol.v1.Cursor
-	(*Resume)(nil),              // 15: parley.protocol.v1.Resume
-	(*HelloOK)(nil),             // 16: parley.protocol.v1.HelloOK
-	(*SessionInfo)(nil),         // 17: parley.protocol.v1.SessionInfo
-	(*Register)(nil),            // 18: parley.protocol.v1.Register
-	(*Registered)(nil),          // 19: parley.protocol.v1.Registered
-	(*Login)(nil),               // 20: parley.protocol.v1.Login
-	(*LoggedIn)(nil),            // 21: parley.protocol.v1.LoggedIn
-	(*Logout)(nil),              // 22: parley.protocol.v1.Logout
-	(*Ping)(nil),                // 23: parley.protocol.v1.Ping
-	(*Pong)(nil),                // 24: parley.protocol.v1.Pong
-	(*Member)(nil),              // 25: parley.protocol.v1.Member
-	(*Conversation)(nil),        // 26: parley.protocol.v1.Conversation
-	(*ConversationList)(nil),    // 27: parley.protocol.v1.ConversationList
-	(*CreateGroup)(nil),         // 28: parley.protocol.v1.CreateGroup
-	(*AddMembers)(nil),          // 29: parley.protocol.v1.AddMembers
-	(*RemoveMember)(nil),        // 30: parley.protocol.v1.RemoveMember
-	(*LeaveGroup)(nil),          // 31: parley.protocol.v1.LeaveGroup
-	(*SetRole)(nil),             // 32: parley.protocol.v1.SetRole
-	(*RenameGroup)(nil),         // 33: parley.protocol.v1.RenameGroup
-	(*OpenDirect)(nil),          // 34: parley.protocol.v1.OpenDirect
-	(*Send)(nil),                // 35: parley.protocol.v1.Send
-	(*Sent)(nil),                // 36: parley.protocol.v1.Sent
-	(*DeleteMessage)(nil),       // 37: parley.protocol.v1.DeleteMessage
-	(*History)(nil),             // 38: parley.protocol.v1.History
-	(*HistoryPage)(nil),         // 39: parley.protocol.v1.HistoryPage
-	(*MarkRead)(nil),            // 40: parley.protocol.v1.MarkRead
-	(*ListConversations)(nil),   // 41: parley.protocol.v1.ListConversations
-	(*ConversationInfo)(nil),    // 42: parley.protocol.v1.ConversationInfo
-	(*Ack)(nil),                 // 43: parley.protocol.v1.Ack
-	(*Message)(nil),             // 44: parley.protocol.v1.Message
-	(*FileRef)(nil),             // 45: parley.protocol.v1.FileRef
-	(*GetFileInfo)(nil),         // 46: parley.protocol.v1.GetFileInfo
-	(*FileInfo)(nil),            // 47: parley.protocol.v1.FileInfo
-	(*SessionEvent)(nil),        // 48: parley.protocol.v1.SessionEvent
-	(*ConversationJoined)(nil),  // 49: parley.protocol.v1.ConversationJoined
-	(*ConversationLeft)(nil),    // 50: parley.protocol.v1.ConversationLeft
-	(*CreateChannel)(nil),       // 51: parley.protocol.v1.CreateChannel
-	(*AddChannelMembers)(nil),   // 52: parley.protocol.v1.AddChannelMembers
-	(*RemoveChannelMember)(nil), // 53: parley.protocol.v1.RemoveChannelMember
-	(*JoinChannel)(nil),         // 54: parley.protocol.v1.JoinChannel
-	(*LeaveChannel)(nil),        // 55: parley.protocol.v1.LeaveChannel
-	(*ChannelSend)(nil),         // 56: parley.protocol.v1.ChannelSend
-	(*ChannelInfo)(nil),         // 57: parley.protocol.v1.ChannelInfo
-	(*ChannelMember)(nil),       // 58: parley.protocol.v1.ChannelMember
-	(*Channel)(nil),             // 59: parley.protocol.v1.Channel
-	(*ChannelSent)(nil),         // 60: parley.protocol.v1.ChannelSent
-	(*ChannelMessage)(nil),      // 61: parley.protocol.v1.ChannelMessage
-	(*ChannelEvent)(nil),        // 62: parley.protocol.v1.ChannelEvent
-	(*ImportChannel)(nil),       // 63: parley.protocol.v1.ImportChannel
-	(*Invitation)(nil),          // 64: parley.protocol.v1.Invitation
-	(*ImportResult)(nil),        // 65: parley.protocol.v1.ImportResult
-	(*AnswerInvitation)(nil),    // 66: parley.protocol.v1.AnswerInvitation
-	(*InvitationAnswered)(nil),  // 67: parley.protocol.v1.InvitationAnswered
-	(*ListInvitations)(nil),     // 68: parley.protocol.v1.ListInvitations
-	(*InvitationList)(nil),      // 69: parley.protocol.v1.InvitationList
+	(P2SpSignalKind)(0),         // 8: parley.protocol.v1.P2spSignalKind
+	(P2SpReportKind)(0),         // 9: parley.protocol.v1.P2spReportKind
+	(*ClientFrame)(nil),         // 10: parley.protocol.v1.ClientFrame
+	(*ServerFrame)(nil),         // 11: parley.protocol.v1.ServerFrame
+	(*Error)(nil),               // 12: parley.protocol.v1.Error
+	(*Empty)(nil),               // 13: parley.protocol.v1.Empty
+	(*Device)(nil),              // 14: parley.protocol.v1.Device
+	(*Hello)(nil),               // 15: parley.protocol.v1.Hello
+	(*Cursor)(nil),              // 16: parley.protocol.v1.Cursor
+	(*Resume)(nil),              // 17: parley.protocol.v1.Resume
+	(*HelloOK)(nil),             // 18: parley.protocol.v1.HelloOK
+	(*SessionInfo)(nil),         // 19: parley.protocol.v1.SessionInfo
+	(*Register)(nil),            // 20: parley.protocol.v1.Register
+	(*Registered)(nil),          // 21: parley.protocol.v1.Registered
+	(*Login)(nil),               // 22: parley.protocol.v1.Login
+	(*LoggedIn)(nil),            // 23: parley.protocol.v1.LoggedIn
+	(*Logout)(nil),              // 24: parley.protocol.v1.Logout
+	(*Ping)(nil),                // 25: parley.protocol.v1.Ping
+	(*Pong)(nil),                // 26: parley.protocol.v1.Pong
+	(*Member)(nil),              // 27: parley.protocol.v1.Member
+	(*Conversation)(nil),        // 28: parley.protocol.v1.Conversation
+	(*ConversationList)(nil),    // 29: parley.protocol.v1.ConversationList
+	(*CreateGroup)(nil),         // 30: parley.protocol.v1.CreateGroup
+	(*AddMembers)(nil),          // 31: parley.protocol.v1.AddMembers
+	(*RemoveMember)(nil),        // 32: parley.protocol.v1.RemoveMember
+	(*LeaveGroup)(nil),          // 33: parley.protocol.v1.LeaveGroup
+	(*SetRole)(nil),             // 34: parley.protocol.v1.SetRole
+	(*RenameGroup)(nil),         // 35: parley.protocol.v1.RenameGroup
+	(*OpenDirect)(nil),          // 36: parley.protocol.v1.OpenDirect
+	(*Send)(nil),                // 37: parley.protocol.v1.Send
+	(*Sent)(nil),                // 38: parley.protocol.v1.Sent
+	(*DeleteMessage)(nil),       // 39: parley.protocol.v1.DeleteMessage
+	(*History)(nil),             // 40: parley.protocol.v1.History
+	(*HistoryPage)(nil),         // 41: parley.protocol.v1.HistoryPage
+	(*MarkRead)(nil),            // 42: parley.protocol.v1.MarkRead
+	(*ListConversations)(nil),   // 43: parley.protocol.v1.ListConversations
+	(*ConversationInfo)(nil),    // 44: parley.protocol.v1.ConversationInfo
+	(*Ack)(nil),                 // 45: parley.protocol.v1.Ack
+	(*Message)(nil),             // 46: parley.protocol.v1.Message
+	(*FileRef)(nil),             // 47: parley.protocol.v1.FileRef
+	(*GetFileInfo)(nil),         // 48: parley.protocol.v1.GetFileInfo
+	(*FileInfo)(nil),            // 49: parley.protocol.v1.FileInfo
+	(*SessionEvent)(nil),        // 50: parley.protocol.v1.SessionEvent
+	(*ConversationJoined)(nil),  // 51: parley.protocol.v1.ConversationJoined
+	(*ConversationLeft)(nil),    // 52: parley.protocol.v1.ConversationLeft
+	(*CreateChannel)(nil),       // 53: parley.protocol.v1.CreateChannel
+	(*AddChannelMembers)(nil),   // 54: parley.protocol.v1.AddChannelMembers
+	(*RemoveChannelMember)(nil), // 55: parley.protocol.v1.RemoveChannelMember
+	(*JoinChannel)(nil),         // 56: parley.protocol.v1.JoinChannel
+	(*LeaveChannel)(nil),        // 57: parley.protocol.v1.LeaveChannel
+	(*ChannelSend)(nil),         // 58: parley.protocol.v1.ChannelSend
+	(*ChannelInfo)(nil),         // 59: parley.protocol.v1.ChannelInfo
+	(*ChannelMember)(nil),       // 60: parley.protocol.v1.ChannelMember
+	(*Channel)(nil),             // 61: parley.protocol.v1.Channel
+	(*ChannelSent)(nil),         // 62: parley.protocol.v1.ChannelSent
+	(*ChannelMessage)(nil),      // 63: parley.protocol.v1.ChannelMessage
+	(*ChannelEvent)(nil),        // 64: parley.protocol.v1.ChannelEvent
+	(*ImportChannel)(nil),       // 65: parley.protocol.v1.ImportChannel
+	(*Invitation)(nil),          // 66: parley.protocol.v1.Invitation
+	(*ImportResult)(nil),        // 67: parley.protocol.v1.ImportResult
+	(*AnswerInvitation)(nil),    // 68: parley.protocol.v1.AnswerInvitation
+	(*InvitationAnswered)(nil),  // 69: parley.protocol.v1.InvitationAnswered
+	(*ListInvitations)(nil),     // 70: parley.protocol.v1.ListInvitations
+	(*InvitationList)(nil),      // 71: parley.protocol.v1.InvitationList
+	(*GetP2SpInfo)(nil),         // 72: parley.protocol.v1.GetP2spInfo
+	(*P2SpInfo)(nil),            // 73: parley.protocol.v1.P2spInfo
+	(*P2SpHolder)(nil),          // 74: parley.protocol.v1.P2spHolder
+	(*P2SpStats)(nil),           // 75: parley.protocol.v1.P2spStats
+	(*P2SpAnnounce)(nil),        // 76: parley.protocol.v1.P2spAnnounce
+	(*P2SpSignal)(nil),          // 77: parley.protocol.v1.P2spSignal
+	(*P2SpReport)(nil),          // 78: parley.protocol.v1.P2spReport
+	(*DownloadFailed)(nil),      // 79: parley.protocol.v1.DownloadFailed
 }
 var file_gateway_protocol_parley_proto_depIdxs = []int32{
-	13, // 0: parley.protocol.v1.ClientFrame.hello:type_name -> parley.protocol.v1.Hello
-	18, // 1: parley.protocol.v1.ClientFrame.register:type_name -> parley.protocol.v1.Register
-	20, // 2: parley.protocol.v1.ClientFrame.login:type_name -> parley.protocol.v1.Login
-	22, // 3: parley.protocol.v1.ClientFrame.logout:type_name -> parley.protocol.v1.Logout
-	23, // 4: parley.protocol.v1.ClientFrame.ping:type_name -> parley.protocol.v1.Ping
-	28, // 5: parley.protocol.v1.ClientFrame.create_group:type_name -> parley.protocol.v1.CreateGroup
-	29, // 6: parley.protocol.v1.ClientFrame.add_members:type_name -> parley.protocol.v1.AddMembers
-	30, // 7: parley.protocol.v1.ClientFrame.remove_member:type_name -> parley.protocol.v1.RemoveMember
-	31, // 8: parley.protocol.v1.ClientFrame.leave_group:type_name -> parley.protocol.v1.LeaveGroup
-	32, // 9: parley.protocol.v1.ClientFrame.set_role:type_name -> parley.protocol.v1.SetRole
-	33, // 10: parley.protocol.v1.ClientFrame.rename_group:type_name -> parley.protocol.v1.RenameGroup
-	34, // 11: parley.protocol.v1.ClientFrame.open_direct:type_name -> parley.protocol.v1.OpenDirect
-	35, // 12: parley.protocol.v1.ClientFrame.send:type_name -> parley.protocol.v1.Send
-	37, // 13: parley.protocol.v1.ClientFrame.delete_message:type_name -> parley.protocol.v1.DeleteMessage
-	38, // 14: parley.protocol.v1.ClientFrame.history:type_name -> parley.protocol.v1.History
-	40, // 15: parley.protocol.v1.ClientFrame.mark_read:type_name -> parley.protocol.v1.MarkRead
-	41, // 16: parley.protocol.v1.ClientFrame.list_conversations:type_name -> parley.protocol.v1.ListConversations
-	42, // 17: parley.protocol.v1.ClientFrame.conversation_info:type_name -> parley.protocol.v1.ConversationInfo
-	43, // 18: parley.protocol.v1.ClientFrame.ack:type_name -> parley.protocol.v1.Ack
-	46, // 19: parley.protocol.v1.ClientFrame.file_info:type_name -> parley.protocol.v1.GetFileInfo
-	51, // 20: parley.protocol.v1.ClientFrame.create_channel:type_name -> parley.protocol.v1.CreateChannel
-	52, // 21: parley.protocol.v1.ClientFrame.add_channel_members:type_name -> parley.protocol.v1.AddChannelMembers
-	53, // 22: parley.protocol.v1.ClientFrame.remove_channel_member:type_name -> parley.protocol.v1.RemoveChannelMember
-	54, // 23: parley.protocol.v1.ClientFrame.join_channel:type_name -> parley.protocol.v1.JoinChannel
-	55, // 24: parley.protocol.v1.ClientFrame.leave_channel:type_name -> parley.protocol.v1.LeaveChannel
-	56, // 25: parley.protocol.v1.ClientFrame.channel_send:type_name -> parley.protocol.v1.ChannelSend
-	57, // 26: parley.protocol.v1.ClientFrame.channel_info:type_name -> parley.protocol.v1.ChannelInfo
-	63, // 27: parley.protocol.v1.ClientFrame.import_channel:type_name -> parley.protocol.v1.ImportChannel
-	66, // 28: parley.protocol.v1.ClientFrame.answer_invitation:type_name -> parley.protocol.v1.AnswerInvitation
-	68, // 29: parley.protocol.v1.ClientFrame.list_invitations:type_name -> parley.protocol.v1.ListInvitations
-	10, // 30: parley.protocol.v1.ServerFrame.error:type_name -> parley.protocol.v1.Error
-	16, // 31: parley.protocol.v1.ServerFrame.hello_ok:type_name -> parley.protocol.v1.HelloOK
-	19, // 32: parley.protocol.v1.ServerFrame.registered:type_name -> parley.protocol.v1.Registered
-	21, // 33: parley.protocol.v1.ServerFrame.logged_in:type_name -> parley.protocol.v1.LoggedIn
-	11, // 34: parley.protocol.v1.ServerFrame.ok:type_name -> parley.protocol.v1.Empty
-	24, // 35: parley.protocol.v1.ServerFrame.pong:type_name -> parley.protocol.v1.Pong
-	26, // 36: parley.protocol.v1.ServerFrame.conversation:type_name -> parley.protocol.v1.Conversation
-	36, // 37: parley.protocol.v1.ServerFrame.sent:type_name -> parley.protocol.v1.Sent
-	39, // 38: parley.protocol.v1.ServerFrame.history_page:type_name -> parley.protocol.v1.HistoryPage
-	27, // 39: parley.protocol.v1.ServerFrame.conversation_list:type_name -> parley.protocol.v1.ConversationList
-	44, // 40: parley.protocol.v1.ServerFrame.message:type_name -> parley.protocol.v1.Message
-	48, // 41: parley.protocol.v1.ServerFrame.session_event:type_name -> parley.protocol.v1.SessionEvent
-	47, // 42: parley.protocol.v1.ServerFrame.file_info:type_name -> parley.protocol.v1.FileInfo
-	59, // 43: parley.protocol.v1.ServerFrame.channel:type_name -> parley.protocol.v1.Channel
-	60, // 44: parley.protocol.v1.ServerFrame.channel_sent:type_name -> parley.protocol.v1.ChannelSent
-	61, // 45: parley.protocol.v1.ServerFrame.channel_message:type_name -> parley.protocol.v1.ChannelMessage
-	62, // 46: parley.protocol.v1.ServerFrame.channel_event:type_name -> parley.protocol.v1.ChannelEvent
-	65, // 47: parley.protocol.v1.ServerFrame.import_result:type_name -> parley.protocol.v1.ImportResult
-	67, // 48: parley.protocol.v1.ServerFrame.invitation_answered:type_name -> parley.protocol.v1.InvitationAnswered
-	69, // 49: parley.protocol.v1.ServerFrame.invitation_list:type_name -> parley.protocol.v1.InvitationList
-	0,  // 50: parley.protocol.v1.Device.type:type_name -> parley.protocol.v1.DeviceType
-	12, // 51: parley.protocol.v1.Hello.device:type_name -> parley.protocol.v1.Device
-	15, // 52: parley.protocol.v1.Hello.resume:type_name -> parley.protocol.v1.Resume
-	14, // 53: parley.protocol.v1.Hello.cursors:type_name -> parley.protocol.v1.Cursor
-	17, // 54: parley.protocol.v1.HelloOK.session:type_name -> parley.protocol.v1.SessionInfo
-	26, // 55: parley.protocol.v1.SessionInfo.conversations:type_name -> parley.protocol.v1.Conversation
-	12, // 56: parley.protocol.v1.Login.device:type_name -> parley.protocol.v1.Device
-	14, // 57: parley.protocol.v1.Login.cursors:type_name -> parley.protocol.v1.Cursor
-	17, // 58: parley.protocol.v1.LoggedIn.session:type_name -> parley.protocol.v1.SessionInfo
-	1,  // 59: parley.protocol.v1.Member.role:type_name -> parley.protocol.v1.Role
-	4,  // 60: parley.protocol.v1.Member.channel_level:type_name -> parley.protocol.v1.ChannelLevel
-	2,  // 61: parley.protocol.v1.Conversation.kind:type_name -> parley.protocol.v1.ConversationKind
-	25, // 62: parley.protocol.v1.Conversation.members:type_name -> parley.protocol.v1.Member
-	26, // 63: parley.protocol.v1.ConversationList.conversations:type_name -> parley.protocol.v1.Conversation
-	1,  // 64: parley.protocol.v1.SetRole.role:type_name -> parley.protocol.v1.Role
-	44, // 65: parley.protocol.v1.HistoryPage.messages:type_name -> parley.protocol.v1.Message
-	3,  // 66: parley.protocol.v1.Message.kind:type_name -> parley.protocol.v1.MessageKind
-	45, // 67: parley.protocol.v1.Message.file:type_name -> parley.protocol.v1.FileRef
-	49, // 68: parley.protocol.v1.SessionEvent.conversation_joined:type_name -> parley.protocol.v1.ConversationJoined
-	50, // 69: parley.protocol.v1.SessionEvent.conversation_left:type_name -> parley.protocol.v1.ConversationLeft
-	64, // 70: parley.protocol.v1.SessionEvent.invitation_received:type_name -> parley.protocol.v1.Invitation
-	26, // 71: parley.protocol.v1.ConversationJoined.conversation:type_name -> parley.protocol.v1.Conversation
-	4,  // 72: parley.protocol.v1.AddChannelMembers.level:type_name -> parley.protocol.v1.ChannelLevel
-	4,  // 73: parley.protocol.v1.ChannelMember.level:type_name -> parley.protocol.v1.ChannelLevel
-	58, // 74: parley.protocol.v1.Channel.members:type_name -> parley.protocol.v1.ChannelMember
-	4,  // 75: parley.protocol.v1.Channel.level:type_name -> parley.protocol.v1.ChannelLevel
-	5,  // 76: parley.protocol.v1.ChannelEvent.kind:type_name -> parley.protocol.v1.ChannelEventKind
-	6,  // 77: parley.protocol.v1.ImportChannel.mode:type_name -> parley.protocol.v1.ImportMode
-	4,  // 78: parley.protocol.v1.Invitation.channel_level:type_name -> parley.protocol.v1.ChannelLevel
-	7,  // 79: parley.protocol.v1.Invitation.state:type_name -> parley.protocol.v1.InvitationState
-	6,  // 80: parley.protocol.v1.ImportResult.mode:type_name -> parley.protocol.v1.ImportMode
-	25, // 81: parley.protocol.v1.ImportResult.added:type_name -> parley.protocol.v1.Member
-	64, // 82: parley.protocol.v1.ImportResult.invitations:type_name -> parley.protocol.v1.Invitation
-	64, // 83: parley.protocol.v1.InvitationAnswered.invitation:type_name -> parley.protocol.v1.Invitation
-	64, // 84: parley.protocol.v1.InvitationList.invitations:type_name -> parley.protocol.v1.Invitation
-	85, // [85:85] is the sub-list for method output_type
-	85, // [85:85] is the sub-list for method input_type
-	85, // [85:85] is the sub-list for extension type_name
-	85, // [85:85] is the sub-list for extension extendee
-	0,  // [0:85] is the sub-list for field type_name
+	15, // 0: parley.protocol.v1.ClientFrame.hello:type_name -> parley.protocol.v1.Hello
+	20, // 1: parley.protocol.v1.ClientFrame.register:type_name -> parley.protocol.v1.Register
+	22, // 2: parley.protocol.v1.ClientFrame.login:type_name -> parley.protocol.v1.Login
+	24, // 3: parley.protocol.v1.ClientFrame.logout:type_name -> parley.protocol.v1.Logout
+	25, // 4: parley.protocol.v1.ClientFrame.ping:type_name -> parley.protocol.v1.Ping
+	30, // 5: parley.protocol.v1.ClientFrame.create_group:type_name -> parley.protocol.v1.CreateGroup
+	31, // 6: parley.protocol.v1.ClientFrame.add_members:type_name -> parley.protocol.v1.AddMembers
+	32, // 7: parley.protocol.v1.ClientFrame.remove_member:type_name -> parley.protocol.v1.RemoveMember
+	33, // 8: parley.protocol.v1.ClientFrame.leave_group:type_name -> parley.protocol.v1.LeaveGroup
+	34, // 9: parley.protocol.v1.ClientFrame.set_role:type_name -> parley.protocol.v1.SetRole
+	35, // 10: parley.protocol.v1.ClientFrame.rename_group:type_name -> parley.protocol.v1.RenameGroup
+	36, // 11: parley.protocol.v1.ClientFrame.open_direct:type_name -> parley.protocol.v1.OpenDirect
+	37, // 12: parley.protocol.v1.ClientFrame.send:type_name -> parley.protocol.v1.Send
+	39, // 13: parley.protocol.v1.ClientFrame.delete_message:type_name -> parley.protocol.v1.DeleteMessage
+	40, // 14: parley.protocol.v1.ClientFrame.history:type_name -> parley.protocol.v1.History
+	42, // 15: parley.protocol.v1.ClientFrame.mark_read:type_name -> parley.protocol.v1.MarkRead
+	43, // 16: parley.protocol.v1.ClientFrame.list_conversations:type_name -> parley.protocol.v1.ListConversations
+	44, // 17: parley.protocol.v1.ClientFrame.conversation_info:type_name -> parley.protocol.v1.ConversationInfo
+	45, // 18: parley.protocol.v1.ClientFrame.ack:type_name -> parley.protocol.v1.Ack
+	48, // 19: parley.protocol.v1.ClientFrame.file_info:type_name -> parley.protocol.v1.GetFileInfo
+	53, // 20: parley.protocol.v1.ClientFrame.create_channel:type_name -> parley.protocol.v1.CreateChannel
+	54, // 21: parley.protocol.v1.ClientFrame.add_channel_members:type_name -> parley.protocol.v1.AddChannelMembers
+	55, // 22: parley.protocol.v1.ClientFrame.remove_channel_member:type_name -> parley.protocol.v1.RemoveChannelMember
+	56, // 23: parley.protocol.v1.ClientFrame.join_channel:type_name -> parley.protocol.v1.JoinChannel
+	57, // 24: parley.protocol.v1.ClientFrame.leave_channel:type_name -> parley.protocol.v1.LeaveChannel
+	58, // 25: parley.protocol.v1.ClientFrame.channel_send:type_name -> parley.protocol.v1.ChannelSend
+	59, // 26: parley.protocol.v1.ClientFrame.channel_info:type_name -> parley.protocol.v1.ChannelInfo
+	65, // 27: parley.protocol.v1.ClientFrame.import_channel:type_name -> parley.protocol.v1.ImportChannel
+	68, // 28: parley.protocol.v1.ClientFrame.answer_invitation:type_name -> parley.protocol.v1.AnswerInvitation
+	70, // 29: parley.protocol.v1.ClientFrame.list_invitations:type_name -> parley.protocol.v1.ListInvitations
+	72, // 30: parley.protocol.v1.ClientFrame.p2sp_info:type_name -> parley.protocol.v1.GetP2spInfo
+	76, // 31: parley.protocol.v1.ClientFrame.p2sp_announce:type_name -> parley.protocol.v1.P2spAnnounce
+	77, // 32: parley.protocol.v1.ClientFrame.p2sp_signal:type_name -> parley.protocol.v1.P2spSignal
+	78, // 33: parley.protocol.v1.ClientFrame.p2sp_report:type_name -> parley.protocol.v1.P2spReport
+	12, // 34: parley.protocol.v1.ServerFrame.error:type_name -> parley.protocol.v1.Error
+	18, // 35: parley.protocol.v1.ServerFrame.hello_ok:type_name -> parley.protocol.v1.HelloOK
+	21, // 36: parley.protocol.v1.ServerFrame.registered:type_name -> parley.protocol.v1.Registered
+	23, // 37: parley.protocol.v1.ServerFrame.logged_in:type_name -> parley.protocol.v1.LoggedIn
+	13, // 38: parley.protocol.v1.ServerFrame.ok:type_name -> parley.protocol.v1.Empty
+	26, // 39: parley.protocol.v1.ServerFrame.pong:type_name -> parley.protocol.v1.Pong
+	28, // 40: parley.protocol.v1.ServerFrame.conversation:type_name -> parley.protocol.v1.Conversation
+	38, // 41: parley.protocol.v1.ServerFrame.sent:type_name -> parley.protocol.v1.Sent
+	41, // 42: parley.protocol.v1.ServerFrame.history_page:type_name -> parley.protocol.v1.HistoryPage
+	29, // 43: parley.protocol.v1.ServerFrame.conversation_list:type_name -> parley.protocol.v1.ConversationList
+	46, // 44: parley.protocol.v1.ServerFrame.message:type_name -> parley.protocol.v1.Message
+	50, // 45: parley.protocol.v1.ServerFrame.session_event:type_name -> parley.protocol.v1.SessionEvent
+	49, // 46: parley.protocol.v1.ServerFrame.file_info:type_name -> parley.protocol.v1.FileInfo
+	61, // 47: parley.protocol.v1.ServerFrame.channel:type_name -> parley.protocol.v1.Channel
+	62, // 48: parley.protocol.v1.ServerFrame.channel_sent:type_name -> parley.protocol.v1.ChannelSent
+	63, // 49: parley.protocol.v1.ServerFrame.channel_message:type_name -> parley.protocol.v1.ChannelMessage
+	64, // 50: parley.protocol.v1.ServerFrame.channel_event:type_name -> parley.protocol.v1.ChannelEvent
+	67, // 51: parley.protocol.v1.ServerFrame.import_result:type_name -> parley.protocol.v1.ImportResult
+	69, // 52: parley.protocol.v1.ServerFrame.invitation_answered:type_name -> parley.protocol.v1.InvitationAnswered
+	71, // 53: parley.protocol.v1.ServerFrame.invitation_list:type_name -> parley.protocol.v1.InvitationList
+	73, // 54: parley.protocol.v1.ServerFrame.p2sp_info:type_name -> parley.protocol.v1.P2spInfo
+	77, // 55: parley.protocol.v1.ServerFrame.p2sp_signal:type_name -> parley.protocol.v1.P2spSignal
+	0,  // 56: parley.protocol.v1.Device.type:type_name -> parley.protocol.v1.DeviceType
+	14, // 57: parley.protocol.v1.Hello.device:type_name -> parley.protocol.v1.Device
+	17, // 58: parley.protocol.v1.Hello.resume:type_name -> parley.protocol.v1.Resume
+	16, // 59: parley.protocol.v1.Hello.cursors:type_name -> parley.protocol.v1.Cursor
+	19, // 60: parley.protocol.v1.HelloOK.session:type_name -> parley.protocol.v1.SessionInfo
+	28, // 61: parley.protocol.v1.SessionInfo.conversations:type_name -> parley.protocol.v1.Conversation
+	14, // 62: parley.protocol.v1.Login.device:type_name -> parley.protocol.v1.Device
+	16, // 63: parley.protocol.v1.Login.cursors:type_name -> parley.protocol.v1.Cursor
+	19, // 64: parley.protocol.v1.LoggedIn.session:type_name -> parley.protocol.v1.SessionInfo
+	1,  // 65: parley.protocol.v1.Member.role:type_name -> parley.protocol.v1.Role
+	4,  // 66: parley.protocol.v1.Member.channel_level:type_name -> parley.protocol.v1.ChannelLevel
+	2,  // 67: parley.protocol.v1.Conversation.kind:type_name -> parley.protocol.v1.ConversationKind
+	27, // 68: parley.protocol.v1.Conversation.members:type_name -> parley.protocol.v1.Member
+	28, // 69: parley.protocol.v1.ConversationList.conversations:type_name -> parley.protocol.v1.Conversation
+	1,  // 70: parley.protocol.v1.SetRole.role:type_name -> parley.protocol.v1.Role
+	46, // 71: parley.protocol.v1.HistoryPage.messages:type_name -> parley.protocol.v1.Message
+	3,  // 72: parley.protocol.v1.Message.kind:type_name -> parley.protocol.v1.MessageKind
+	47, // 73: parley.protocol.v1.Message.file:type_name -> parley.protocol.v1.FileRef
+	51, // 74: parley.protocol.v1.SessionEvent.conversation_joined:type_name -> parley.protocol.v1.ConversationJoined
+	52, // 75: parley.protocol.v1.SessionEvent.conversation_left:type_name -> parley.protocol.v1.ConversationLeft
+	66, // 76: parley.protocol.v1.SessionEvent.invitation_received:type_name -> parley.protocol.v1.Invitation
+	79, // 77: parley.protocol.v1.SessionEvent.download_failed:type_name -> parley.protocol.v1.DownloadFailed
+	28, // 78: parley.protocol.v1.ConversationJoined.conversation:type_name -> parley.protocol.v1.Conversation
+	4,  // 79: parley.protocol.v1.AddChannelMembers.level:type_name -> parley.protocol.v1.ChannelLevel
+	4,  // 80: parley.protocol.v1.ChannelMember.level:type_name -> parley.protocol.v1.ChannelLevel
+	60, // 81: parley.protocol.v1.Channel.members:type_name -> parley.protocol.v1.ChannelMember
+	4,  // 82: parley.protocol.v1.Channel.level:type_name -> parley.protocol.v1.ChannelLevel
+	5,  // 83: parley.protocol.v1.ChannelEvent.kind:type_name -> parley.protocol.v1.ChannelEventKind
+	6,  // 84: parley.protocol.v1.ImportChannel.mode:type_name -> parley.protocol.v1.ImportMode
+	4,  // 85: parley.protocol.v1.Invitation.channel_level:type_name -> parley.protocol.v1.ChannelLevel
+	7,  // 86: parley.protocol.v1.Invitation.state:type_name -> parley.protocol.v1.InvitationState
+	6,  // 87: parley.protocol.v1.ImportResult.mode:type_name -> parley.protocol.v1.ImportMode
+	27, // 88: parley.protocol.v1.ImportResult.added:type_name -> parley.protocol.v1.Member
+	66, // 89: parley.protocol.v1.ImportResult.invitations:type_name -> parley.protocol.v1.Invitation
+	66, // 90: parley.protocol.v1.InvitationAnswered.invitation:type_name -> parley.protocol.v1.Invitation
+	66, // 91: parley.protocol.v1.InvitationList.invitations:type_name -> parley.protocol.v1.Invitation
+	49, // 92: parley.protocol.v1.P2spInfo.info:type_name -> parley.protocol.v1.FileInfo
+	74, // 93: parley.protocol.v1.P2spInfo.holders:type_name -> parley.protocol.v1.P2spHolder
+	75, // 94: parley.protocol.v1.P2spInfo.stats:type_name -> parley.protocol.v1.P2spStats
+	8,  // 95: parley.protocol.v1.P2spSignal.kind:type_name -> parley.protocol.v1.P2spSignalKind
+	9,  // 96: parley.protocol.v1.P2spReport.kind:type_name -> parley.protocol.v1.P2spReportKind
+	97, // [97:97] is the sub-list for method output_type
+	97, // [97:97] is the sub-list for method input_type
+	97, // [97:97] is the sub-list for extension type_name
+	97, // [97:97] is the sub-list for extension extendee
+	0,  // [0:97] is the sub-list for field type_name
 }
 
 func init() { file_gateway_protocol_parley_proto_init() }
@@ -5959,6 +6924,10 @@ func file_gateway_protocol_parley_proto_init() {
 		(*ClientFrame_ImportChannel)(nil),
 		(*ClientFrame_AnswerInvitation)(nil),
 		(*ClientFrame_ListInvitations)(nil),
+		(*ClientFrame_P2SpInfo)(nil),
+		(*ClientFrame_P2SpAnnounce)(nil),
+		(*ClientFrame_P2SpSignal)(nil),
+		(*ClientFrame_P2SpReport)(nil),
 	}
 	file_gateway_protocol_parley_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_Error)(nil),
@@ -5981,19 +6950,22 @@ func file_gateway_protocol_parley_proto_init() {
 		(*ServerFrame_ImportResult)(nil),
 		(*ServerFrame_InvitationAnswered)(nil),
 		(*ServerFrame_InvitationList)(nil),
+		(*ServerFrame_P2SpInfo)(nil),
+		(*ServerFrame_P2SpSignal)(nil),
 	}
 	file_gateway_protocol_parley_proto_msgTypes[40].OneofWrappers = []any{
 		(*SessionEvent_ConversationJoined)(nil),
 		(*SessionEvent_ConversationLeft)(nil),
 		(*SessionEvent_InvitationReceived)(nil),
+		(*SessionEvent_DownloadFailed)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gateway_protocol_parley_proto_rawDesc), len(file_gateway_protocol_parley_proto_rawDesc)),
-			NumEnums:      8,
-			NumMessages:   62,
+			NumEnums:      10,
+			NumMessages:   70,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
