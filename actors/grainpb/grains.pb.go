@@ -897,6 +897,237 @@ func (x *ConvList) GetConversations() []*ConvEntry {
 	return nil
 }
 
+// CallClaimReq claims (or, with release, frees) the user's busy slot for a
+// call. Versions are per call and increase with every operation of that
+// call, so retried and reordered operations are harmless.
+type CallClaimReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Release       bool                   `protobuf:"varint,3,opt,name=release,proto3" json:"release,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallClaimReq) Reset() {
+	*x = CallClaimReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallClaimReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallClaimReq) ProtoMessage() {}
+
+func (x *CallClaimReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallClaimReq.ProtoReflect.Descriptor instead.
+func (*CallClaimReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CallClaimReq) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallClaimReq) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *CallClaimReq) GetRelease() bool {
+	if x != nil {
+		return x.Release
+	}
+	return false
+}
+
+type CallClaimReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The claim holds (false: the user is in another call).
+	Ok            bool   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	CurrentCall   string `protobuf:"bytes,2,opt,name=current_call,json=currentCall,proto3" json:"current_call,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallClaimReply) Reset() {
+	*x = CallClaimReply{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallClaimReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallClaimReply) ProtoMessage() {}
+
+func (x *CallClaimReply) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallClaimReply.ProtoReflect.Descriptor instead.
+func (*CallClaimReply) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CallClaimReply) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *CallClaimReply) GetCurrentCall() string {
+	if x != nil {
+		return x.CurrentCall
+	}
+	return ""
+}
+
+// CallRingReq rings every device of the user (invite) or stops the ringing
+// (stop), as session events. op_id deduplicates retries.
+type CallRingReq struct {
+	state         protoimpl.MessageState    `protogen:"open.v1"`
+	CallId        string                    `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Invite        *protocol.CallInvited     `protobuf:"bytes,2,opt,name=invite,proto3" json:"invite,omitempty"`
+	Stop          *protocol.CallRingStopped `protobuf:"bytes,3,opt,name=stop,proto3" json:"stop,omitempty"`
+	OpId          string                    `protobuf:"bytes,4,opt,name=op_id,json=opId,proto3" json:"op_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallRingReq) Reset() {
+	*x = CallRingReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRingReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRingReq) ProtoMessage() {}
+
+func (x *CallRingReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRingReq.ProtoReflect.Descriptor instead.
+func (*CallRingReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CallRingReq) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallRingReq) GetInvite() *protocol.CallInvited {
+	if x != nil {
+		return x.Invite
+	}
+	return nil
+}
+
+func (x *CallRingReq) GetStop() *protocol.CallRingStopped {
+	if x != nil {
+		return x.Stop
+	}
+	return nil
+}
+
+func (x *CallRingReq) GetOpId() string {
+	if x != nil {
+		return x.OpId
+	}
+	return ""
+}
+
+type CallRingReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The invite did not ring: the user is in another call.
+	Busy          bool `protobuf:"varint,1,opt,name=busy,proto3" json:"busy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallRingReply) Reset() {
+	*x = CallRingReply{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRingReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRingReply) ProtoMessage() {}
+
+func (x *CallRingReply) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRingReply.ProtoReflect.Descriptor instead.
+func (*CallRingReply) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CallRingReply) GetBusy() bool {
+	if x != nil {
+		return x.Busy
+	}
+	return false
+}
+
 type OpenReq struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	UserId   string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
@@ -911,7 +1142,7 @@ type OpenReq struct {
 
 func (x *OpenReq) Reset() {
 	*x = OpenReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[17]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1154,7 @@ func (x *OpenReq) String() string {
 func (*OpenReq) ProtoMessage() {}
 
 func (x *OpenReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[17]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1167,7 @@ func (x *OpenReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenReq.ProtoReflect.Descriptor instead.
 func (*OpenReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{17}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *OpenReq) GetUserId() string {
@@ -987,7 +1218,7 @@ type SessionReply struct {
 
 func (x *SessionReply) Reset() {
 	*x = SessionReply{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[18]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1230,7 @@ func (x *SessionReply) String() string {
 func (*SessionReply) ProtoMessage() {}
 
 func (x *SessionReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[18]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1243,7 @@ func (x *SessionReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionReply.ProtoReflect.Descriptor instead.
 func (*SessionReply) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{18}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SessionReply) GetSessionId() string {
@@ -1061,7 +1292,7 @@ type PushReq struct {
 
 func (x *PushReq) Reset() {
 	*x = PushReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[19]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1304,7 @@ func (x *PushReq) String() string {
 func (*PushReq) ProtoMessage() {}
 
 func (x *PushReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[19]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1317,7 @@ func (x *PushReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushReq.ProtoReflect.Descriptor instead.
 func (*PushReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{19}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PushReq) GetEvent() *protocol.SessionEvent {
@@ -1112,7 +1343,7 @@ type AckReq struct {
 
 func (x *AckReq) Reset() {
 	*x = AckReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[20]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1355,7 @@ func (x *AckReq) String() string {
 func (*AckReq) ProtoMessage() {}
 
 func (x *AckReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[20]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1368,7 @@ func (x *AckReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckReq.ProtoReflect.Descriptor instead.
 func (*AckReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{20}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AckReq) GetSessionSeq() int64 {
@@ -1159,7 +1390,7 @@ type CutReq struct {
 
 func (x *CutReq) Reset() {
 	*x = CutReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[21]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1402,7 @@ func (x *CutReq) String() string {
 func (*CutReq) ProtoMessage() {}
 
 func (x *CutReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[21]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1415,7 @@ func (x *CutReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CutReq.ProtoReflect.Descriptor instead.
 func (*CutReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{21}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CutReq) GetLinkId() uint64 {
@@ -1216,7 +1447,7 @@ type ResumeReq struct {
 
 func (x *ResumeReq) Reset() {
 	*x = ResumeReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1459,7 @@ func (x *ResumeReq) String() string {
 func (*ResumeReq) ProtoMessage() {}
 
 func (x *ResumeReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1472,7 @@ func (x *ResumeReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeReq.ProtoReflect.Descriptor instead.
 func (*ResumeReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{22}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResumeReq) GetUserId() string {
@@ -1286,6 +1517,111 @@ func (x *ResumeReq) GetNode() string {
 	return ""
 }
 
+type CallBindReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Bind          bool                   `protobuf:"varint,2,opt,name=bind,proto3" json:"bind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallBindReq) Reset() {
+	*x = CallBindReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallBindReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallBindReq) ProtoMessage() {}
+
+func (x *CallBindReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallBindReq.ProtoReflect.Descriptor instead.
+func (*CallBindReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CallBindReq) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallBindReq) GetBind() bool {
+	if x != nil {
+		return x.Bind
+	}
+	return false
+}
+
+// CallBindReply is the session's link state when the bind was applied.
+type CallBindReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Linked        bool                   `protobuf:"varint,1,opt,name=linked,proto3" json:"linked,omitempty"`
+	LinkGen       uint64                 `protobuf:"varint,2,opt,name=link_gen,json=linkGen,proto3" json:"link_gen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallBindReply) Reset() {
+	*x = CallBindReply{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallBindReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallBindReply) ProtoMessage() {}
+
+func (x *CallBindReply) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallBindReply.ProtoReflect.Descriptor instead.
+func (*CallBindReply) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CallBindReply) GetLinked() bool {
+	if x != nil {
+		return x.Linked
+	}
+	return false
+}
+
+func (x *CallBindReply) GetLinkGen() uint64 {
+	if x != nil {
+		return x.LinkGen
+	}
+	return 0
+}
+
 type CreateConvReq struct {
 	state         protoimpl.MessageState    `protogen:"open.v1"`
 	Actor         string                    `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
@@ -1298,7 +1634,7 @@ type CreateConvReq struct {
 
 func (x *CreateConvReq) Reset() {
 	*x = CreateConvReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1646,7 @@ func (x *CreateConvReq) String() string {
 func (*CreateConvReq) ProtoMessage() {}
 
 func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1659,7 @@ func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConvReq.ProtoReflect.Descriptor instead.
 func (*CreateConvReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{23}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CreateConvReq) GetActor() string {
@@ -1364,7 +1700,7 @@ type MembersReq struct {
 
 func (x *MembersReq) Reset() {
 	*x = MembersReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1712,7 @@ func (x *MembersReq) String() string {
 func (*MembersReq) ProtoMessage() {}
 
 func (x *MembersReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1725,7 @@ func (x *MembersReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersReq.ProtoReflect.Descriptor instead.
 func (*MembersReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{24}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MembersReq) GetActor() string {
@@ -1417,7 +1753,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1765,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1778,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{25}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RemoveReq) GetActor() string {
@@ -1470,7 +1806,7 @@ type RoleReq struct {
 
 func (x *RoleReq) Reset() {
 	*x = RoleReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1818,7 @@ func (x *RoleReq) String() string {
 func (*RoleReq) ProtoMessage() {}
 
 func (x *RoleReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1831,7 @@ func (x *RoleReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleReq.ProtoReflect.Descriptor instead.
 func (*RoleReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{26}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RoleReq) GetActor() string {
@@ -1529,7 +1865,7 @@ type RenameReq struct {
 
 func (x *RenameReq) Reset() {
 	*x = RenameReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1877,7 @@ func (x *RenameReq) String() string {
 func (*RenameReq) ProtoMessage() {}
 
 func (x *RenameReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1890,7 @@ func (x *RenameReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameReq.ProtoReflect.Descriptor instead.
 func (*RenameReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{27}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RenameReq) GetActor() string {
@@ -1582,7 +1918,7 @@ type SendReq struct {
 
 func (x *SendReq) Reset() {
 	*x = SendReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1930,7 @@ func (x *SendReq) String() string {
 func (*SendReq) ProtoMessage() {}
 
 func (x *SendReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1943,7 @@ func (x *SendReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReq.ProtoReflect.Descriptor instead.
 func (*SendReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SendReq) GetActor() string {
@@ -1642,7 +1978,7 @@ type DeleteReq struct {
 
 func (x *DeleteReq) Reset() {
 	*x = DeleteReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +1990,7 @@ func (x *DeleteReq) String() string {
 func (*DeleteReq) ProtoMessage() {}
 
 func (x *DeleteReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +2003,7 @@ func (x *DeleteReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReq.ProtoReflect.Descriptor instead.
 func (*DeleteReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeleteReq) GetActor() string {
@@ -1701,7 +2037,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +2049,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +2062,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadReq) GetActor() string {
@@ -1754,7 +2090,7 @@ type HistoryReq struct {
 
 func (x *HistoryReq) Reset() {
 	*x = HistoryReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +2102,7 @@ func (x *HistoryReq) String() string {
 func (*HistoryReq) ProtoMessage() {}
 
 func (x *HistoryReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +2115,7 @@ func (x *HistoryReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryReq.ProtoReflect.Descriptor instead.
 func (*HistoryReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *HistoryReq) GetActor() string {
@@ -1812,7 +2148,7 @@ type InfoReq struct {
 
 func (x *InfoReq) Reset() {
 	*x = InfoReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +2160,7 @@ func (x *InfoReq) String() string {
 func (*InfoReq) ProtoMessage() {}
 
 func (x *InfoReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +2173,7 @@ func (x *InfoReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReq.ProtoReflect.Descriptor instead.
 func (*InfoReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *InfoReq) GetActor() string {
@@ -1845,6 +2181,216 @@ func (x *InfoReq) GetActor() string {
 		return x.Actor
 	}
 	return ""
+}
+
+type CallReq struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Actor     string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	DeviceId  string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	JoinId    string                 `protobuf:"bytes,4,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	// Create: the conversation and its members, read by the gateway from the
+	// conversation grain (the caller must be one of them).
+	ConversationId string   `protobuf:"bytes,5,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Members        []string `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
+	// Mute.
+	Muted bool `protobuf:"varint,7,opt,name=muted,proto3" json:"muted,omitempty"`
+	// Signal: one of them.
+	Answer        *protocol.SessionDescription `protobuf:"bytes,8,opt,name=answer,proto3" json:"answer,omitempty"`
+	Candidate     *protocol.IceCandidate       `protobuf:"bytes,9,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallReq) Reset() {
+	*x = CallReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallReq) ProtoMessage() {}
+
+func (x *CallReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallReq.ProtoReflect.Descriptor instead.
+func (*CallReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *CallReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *CallReq) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *CallReq) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CallReq) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+func (x *CallReq) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *CallReq) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *CallReq) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+func (x *CallReq) GetAnswer() *protocol.SessionDescription {
+	if x != nil {
+		return x.Answer
+	}
+	return nil
+}
+
+func (x *CallReq) GetCandidate() *protocol.IceCandidate {
+	if x != nil {
+		return x.Candidate
+	}
+	return nil
+}
+
+// CallLinkReq: the session carrying a participant lost (linked false) or
+// regained its link. link_gen orders the notifications of one session.
+type CallLinkReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Linked        bool                   `protobuf:"varint,2,opt,name=linked,proto3" json:"linked,omitempty"`
+	LinkGen       uint64                 `protobuf:"varint,3,opt,name=link_gen,json=linkGen,proto3" json:"link_gen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallLinkReq) Reset() {
+	*x = CallLinkReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallLinkReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallLinkReq) ProtoMessage() {}
+
+func (x *CallLinkReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallLinkReq.ProtoReflect.Descriptor instead.
+func (*CallLinkReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CallLinkReq) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CallLinkReq) GetLinked() bool {
+	if x != nil {
+		return x.Linked
+	}
+	return false
+}
+
+func (x *CallLinkReq) GetLinkGen() uint64 {
+	if x != nil {
+		return x.LinkGen
+	}
+	return 0
+}
+
+type CallWakeReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallWakeReq) Reset() {
+	*x = CallWakeReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallWakeReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallWakeReq) ProtoMessage() {}
+
+func (x *CallWakeReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallWakeReq.ProtoReflect.Descriptor instead.
+func (*CallWakeReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
 }
 
 // UserRecord is a user's durable state.
@@ -1862,13 +2408,18 @@ type UserRecord struct {
 	Tokens         []*TokenRecord  `protobuf:"bytes,9,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	Conversations  []*ConvEntry    `protobuf:"bytes,10,rep,name=conversations,proto3" json:"conversations,omitempty"`
 	Devices        []*DeviceRecord `protobuf:"bytes,11,rep,name=devices,proto3" json:"devices,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The user's busy slot: the call it was last claimed for, the version of
+	// the last operation on it, and whether the claim holds.
+	CallId        string `protobuf:"bytes,12,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	CallVersion   uint64 `protobuf:"varint,13,opt,name=call_version,json=callVersion,proto3" json:"call_version,omitempty"`
+	CallActive    bool   `protobuf:"varint,14,opt,name=call_active,json=callActive,proto3" json:"call_active,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UserRecord) Reset() {
 	*x = UserRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +2431,7 @@ func (x *UserRecord) String() string {
 func (*UserRecord) ProtoMessage() {}
 
 func (x *UserRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +2444,7 @@ func (x *UserRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRecord.ProtoReflect.Descriptor instead.
 func (*UserRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UserRecord) GetUserId() string {
@@ -1973,6 +2524,27 @@ func (x *UserRecord) GetDevices() []*DeviceRecord {
 	return nil
 }
 
+func (x *UserRecord) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *UserRecord) GetCallVersion() uint64 {
+	if x != nil {
+		return x.CallVersion
+	}
+	return 0
+}
+
+func (x *UserRecord) GetCallActive() bool {
+	if x != nil {
+		return x.CallActive
+	}
+	return false
+}
+
 type TokenRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sha256        []byte                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
@@ -1984,7 +2556,7 @@ type TokenRecord struct {
 
 func (x *TokenRecord) Reset() {
 	*x = TokenRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2568,7 @@ func (x *TokenRecord) String() string {
 func (*TokenRecord) ProtoMessage() {}
 
 func (x *TokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2581,7 @@ func (x *TokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRecord.ProtoReflect.Descriptor instead.
 func (*TokenRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TokenRecord) GetSha256() []byte {
@@ -2045,7 +2617,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2057,7 +2629,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2070,7 +2642,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DeviceRecord) GetDeviceId() string {
@@ -2112,7 +2684,7 @@ type UsernameRecord struct {
 
 func (x *UsernameRecord) Reset() {
 	*x = UsernameRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2696,7 @@ func (x *UsernameRecord) String() string {
 func (*UsernameRecord) ProtoMessage() {}
 
 func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2709,7 @@ func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsernameRecord.ProtoReflect.Descriptor instead.
 func (*UsernameRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UsernameRecord) GetUserId() string {
@@ -2174,13 +2746,18 @@ type SessionRecord struct {
 	// Events with seq <= dropped_through were dropped from the buffer
 	// without an ack (overflow); a rebuild from before it is refused.
 	DroppedThrough int64 `protobuf:"varint,13,opt,name=dropped_through,json=droppedThrough,proto3" json:"dropped_through,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The call this session carries a participant of ("" if none).
+	CallId string `protobuf:"bytes,14,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// Counts the session's link changes (open, cut, resume, end), so that
+	// link notifications to a call grain can be ordered.
+	LinkGen       uint64 `protobuf:"varint,15,opt,name=link_gen,json=linkGen,proto3" json:"link_gen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2769,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2782,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SessionRecord) GetSessionId() string {
@@ -2299,6 +2876,20 @@ func (x *SessionRecord) GetDroppedThrough() int64 {
 	return 0
 }
 
+func (x *SessionRecord) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *SessionRecord) GetLinkGen() uint64 {
+	if x != nil {
+		return x.LinkGen
+	}
+	return 0
+}
+
 // ConvRecord is a conversation's durable header.
 type ConvRecord struct {
 	state          protoimpl.MessageState    `protogen:"open.v1"`
@@ -2312,7 +2903,7 @@ type ConvRecord struct {
 
 func (x *ConvRecord) Reset() {
 	*x = ConvRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2915,7 @@ func (x *ConvRecord) String() string {
 func (*ConvRecord) ProtoMessage() {}
 
 func (x *ConvRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2928,7 @@ func (x *ConvRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvRecord.ProtoReflect.Descriptor instead.
 func (*ConvRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ConvRecord) GetConversationId() string {
@@ -2380,7 +2971,7 @@ type MemberRecord struct {
 
 func (x *MemberRecord) Reset() {
 	*x = MemberRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2392,7 +2983,7 @@ func (x *MemberRecord) String() string {
 func (*MemberRecord) ProtoMessage() {}
 
 func (x *MemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2405,7 +2996,7 @@ func (x *MemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
 func (*MemberRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *MemberRecord) GetRole() protocol.Role {
@@ -2440,7 +3031,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +3043,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +3056,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *DedupeRecord) GetSeq() int64 {
@@ -2493,7 +3084,7 @@ type OutboxRecord struct {
 
 func (x *OutboxRecord) Reset() {
 	*x = OutboxRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2505,7 +3096,7 @@ func (x *OutboxRecord) String() string {
 func (*OutboxRecord) ProtoMessage() {}
 
 func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2518,7 +3109,7 @@ func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxRecord.ProtoReflect.Descriptor instead.
 func (*OutboxRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *OutboxRecord) GetUserId() string {
@@ -2533,6 +3124,291 @@ func (x *OutboxRecord) GetEntry() *ConvEntry {
 		return x.Entry
 	}
 	return nil
+}
+
+// CallRecord is a call's durable state (the call machine's state).
+type CallRecord struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CallId         string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Caller         string                 `protobuf:"bytes,3,opt,name=caller,proto3" json:"caller,omitempty"`
+	Members        []string               `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	// 0 none, 1 active, 2 ended.
+	Phase     int32             `protobuf:"varint,5,opt,name=phase,proto3" json:"phase,omitempty"`
+	CreatedMs int64             `protobuf:"varint,6,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	EndedMs   int64             `protobuf:"varint,7,opt,name=ended_ms,json=endedMs,proto3" json:"ended_ms,omitempty"`
+	EndReason string            `protobuf:"bytes,8,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	Parts     []*CallPartRecord `protobuf:"bytes,9,rep,name=parts,proto3" json:"parts,omitempty"`
+	// Counter of busy-slot operations (claim/release versions).
+	Version uint64 `protobuf:"varint,10,opt,name=version,proto3" json:"version,omitempty"`
+	// The node whose media service hosts the room.
+	Node          string `protobuf:"bytes,11,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallRecord) Reset() {
+	*x = CallRecord{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRecord) ProtoMessage() {}
+
+func (x *CallRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRecord.ProtoReflect.Descriptor instead.
+func (*CallRecord) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *CallRecord) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallRecord) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *CallRecord) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *CallRecord) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *CallRecord) GetPhase() int32 {
+	if x != nil {
+		return x.Phase
+	}
+	return 0
+}
+
+func (x *CallRecord) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+func (x *CallRecord) GetEndedMs() int64 {
+	if x != nil {
+		return x.EndedMs
+	}
+	return 0
+}
+
+func (x *CallRecord) GetEndReason() string {
+	if x != nil {
+		return x.EndReason
+	}
+	return ""
+}
+
+func (x *CallRecord) GetParts() []*CallPartRecord {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+func (x *CallRecord) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *CallRecord) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type CallPartRecord struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// actors/call.State.
+	State         int32    `protobuf:"varint,2,opt,name=state,proto3" json:"state,omitempty"`
+	DeviceId      string   `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId     string   `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	JoinId        string   `protobuf:"bytes,5,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	Muted         bool     `protobuf:"varint,6,opt,name=muted,proto3" json:"muted,omitempty"`
+	DeadlineMs    int64    `protobuf:"varint,7,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	CutAtMs       int64    `protobuf:"varint,8,opt,name=cut_at_ms,json=cutAtMs,proto3" json:"cut_at_ms,omitempty"`
+	LinkGen       uint64   `protobuf:"varint,9,opt,name=link_gen,json=linkGen,proto3" json:"link_gen,omitempty"`
+	Claim         uint64   `protobuf:"varint,10,opt,name=claim,proto3" json:"claim,omitempty"`
+	OldJoins      []string `protobuf:"bytes,11,rep,name=old_joins,json=oldJoins,proto3" json:"old_joins,omitempty"`
+	Reason        string   `protobuf:"bytes,12,opt,name=reason,proto3" json:"reason,omitempty"`
+	Refused       string   `protobuf:"bytes,13,opt,name=refused,proto3" json:"refused,omitempty"`
+	Entered       bool     `protobuf:"varint,14,opt,name=entered,proto3" json:"entered,omitempty"`
+	CallerJoin    bool     `protobuf:"varint,15,opt,name=caller_join,json=callerJoin,proto3" json:"caller_join,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallPartRecord) Reset() {
+	*x = CallPartRecord{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallPartRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallPartRecord) ProtoMessage() {}
+
+func (x *CallPartRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallPartRecord.ProtoReflect.Descriptor instead.
+func (*CallPartRecord) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *CallPartRecord) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *CallPartRecord) GetState() int32 {
+	if x != nil {
+		return x.State
+	}
+	return 0
+}
+
+func (x *CallPartRecord) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *CallPartRecord) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CallPartRecord) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+func (x *CallPartRecord) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+func (x *CallPartRecord) GetDeadlineMs() int64 {
+	if x != nil {
+		return x.DeadlineMs
+	}
+	return 0
+}
+
+func (x *CallPartRecord) GetCutAtMs() int64 {
+	if x != nil {
+		return x.CutAtMs
+	}
+	return 0
+}
+
+func (x *CallPartRecord) GetLinkGen() uint64 {
+	if x != nil {
+		return x.LinkGen
+	}
+	return 0
+}
+
+func (x *CallPartRecord) GetClaim() uint64 {
+	if x != nil {
+		return x.Claim
+	}
+	return 0
+}
+
+func (x *CallPartRecord) GetOldJoins() []string {
+	if x != nil {
+		return x.OldJoins
+	}
+	return nil
+}
+
+func (x *CallPartRecord) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CallPartRecord) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
+func (x *CallPartRecord) GetEntered() bool {
+	if x != nil {
+		return x.Entered
+	}
+	return false
+}
+
+func (x *CallPartRecord) GetCallerJoin() bool {
+	if x != nil {
+		return x.CallerJoin
+	}
+	return false
 }
 
 var File_actors_grainpb_grains_proto protoreflect.FileDescriptor
@@ -2592,7 +3468,21 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\"\t\n" +
 	"\aListReq\"M\n" +
 	"\bConvList\x12A\n" +
-	"\rconversations\x18\x01 \x03(\v2\x1b.parley.grains.v1.ConvEntryR\rconversations\"\x86\x01\n" +
+	"\rconversations\x18\x01 \x03(\v2\x1b.parley.grains.v1.ConvEntryR\rconversations\"[\n" +
+	"\fCallClaimReq\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x18\n" +
+	"\arelease\x18\x03 \x01(\bR\arelease\"C\n" +
+	"\x0eCallClaimReply\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12!\n" +
+	"\fcurrent_call\x18\x02 \x01(\tR\vcurrentCall\"\xad\x01\n" +
+	"\vCallRingReq\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x127\n" +
+	"\x06invite\x18\x02 \x01(\v2\x1f.parley.protocol.v1.CallInvitedR\x06invite\x127\n" +
+	"\x04stop\x18\x03 \x01(\v2#.parley.protocol.v1.CallRingStoppedR\x04stop\x12\x13\n" +
+	"\x05op_id\x18\x04 \x01(\tR\x04opId\"#\n" +
+	"\rCallRingReply\x12\x12\n" +
+	"\x04busy\x18\x01 \x01(\bR\x04busy\"\x86\x01\n" +
 	"\aOpenReq\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x18\n" +
@@ -2622,7 +3512,13 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\rrebuild_token\x18\x03 \x01(\tR\frebuildToken\x12(\n" +
 	"\x10last_session_seq\x18\x04 \x01(\x03R\x0elastSessionSeq\x12\x17\n" +
 	"\alink_id\x18\x05 \x01(\x04R\x06linkId\x12\x12\n" +
-	"\x04node\x18\x06 \x01(\tR\x04node\"\x8f\x01\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\":\n" +
+	"\vCallBindReq\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
+	"\x04bind\x18\x02 \x01(\bR\x04bind\"B\n" +
+	"\rCallBindReply\x12\x16\n" +
+	"\x06linked\x18\x01 \x01(\bR\x06linked\x12\x19\n" +
+	"\blink_gen\x18\x02 \x01(\x04R\alinkGen\"\x8f\x01\n" +
 	"\rCreateConvReq\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\x128\n" +
 	"\x04kind\x18\x02 \x01(\x0e2$.parley.protocol.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -2659,7 +3555,24 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\tafter_seq\x18\x02 \x01(\x03R\bafterSeq\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\"\x1f\n" +
 	"\aInfoReq\x12\x14\n" +
-	"\x05actor\x18\x01 \x01(\tR\x05actor\"\xc8\x03\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\"\xcd\x02\n" +
+	"\aCallReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\x12\x17\n" +
+	"\ajoin_id\x18\x04 \x01(\tR\x06joinId\x12'\n" +
+	"\x0fconversation_id\x18\x05 \x01(\tR\x0econversationId\x12\x18\n" +
+	"\amembers\x18\x06 \x03(\tR\amembers\x12\x14\n" +
+	"\x05muted\x18\a \x01(\bR\x05muted\x12>\n" +
+	"\x06answer\x18\b \x01(\v2&.parley.protocol.v1.SessionDescriptionR\x06answer\x12>\n" +
+	"\tcandidate\x18\t \x01(\v2 .parley.protocol.v1.IceCandidateR\tcandidate\"_\n" +
+	"\vCallLinkReq\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
+	"\x06linked\x18\x02 \x01(\bR\x06linked\x12\x19\n" +
+	"\blink_gen\x18\x03 \x01(\x04R\alinkGen\"\r\n" +
+	"\vCallWakeReq\"\xa5\x04\n" +
 	"\n" +
 	"UserRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
@@ -2674,7 +3587,11 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x06tokens\x18\t \x03(\v2\x1d.parley.grains.v1.TokenRecordR\x06tokens\x12A\n" +
 	"\rconversations\x18\n" +
 	" \x03(\v2\x1b.parley.grains.v1.ConvEntryR\rconversations\x128\n" +
-	"\adevices\x18\v \x03(\v2\x1e.parley.grains.v1.DeviceRecordR\adevices\"f\n" +
+	"\adevices\x18\v \x03(\v2\x1e.parley.grains.v1.DeviceRecordR\adevices\x12\x17\n" +
+	"\acall_id\x18\f \x01(\tR\x06callId\x12!\n" +
+	"\fcall_version\x18\r \x01(\x04R\vcallVersion\x12\x1f\n" +
+	"\vcall_active\x18\x0e \x01(\bR\n" +
+	"callActive\"f\n" +
 	"\vTokenRecord\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\fR\x06sha256\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\"\n" +
@@ -2687,7 +3604,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x0elast_active_ms\x18\x04 \x01(\x03R\flastActiveMs\">\n" +
 	"\x0eUsernameRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x13\n" +
-	"\x05op_id\x18\x02 \x01(\tR\x04opId\"\xa4\x03\n" +
+	"\x05op_id\x18\x02 \x01(\tR\x04opId\"\xd8\x03\n" +
 	"\rSessionRecord\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
@@ -2704,7 +3621,9 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\n" +
 	"recent_ops\x18\v \x03(\tR\trecentOps\x12\x14\n" +
 	"\x05ended\x18\f \x01(\bR\x05ended\x12'\n" +
-	"\x0fdropped_through\x18\r \x01(\x03R\x0edroppedThrough\"\xa4\x01\n" +
+	"\x0fdropped_through\x18\r \x01(\x03R\x0edroppedThrough\x12\x17\n" +
+	"\acall_id\x18\x0e \x01(\tR\x06callId\x12\x19\n" +
+	"\blink_gen\x18\x0f \x01(\x04R\alinkGen\"\xa4\x01\n" +
 	"\n" +
 	"ConvRecord\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x128\n" +
@@ -2722,10 +3641,46 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\"Z\n" +
 	"\fOutboxRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x121\n" +
-	"\x05entry\x18\x02 \x01(\v2\x1b.parley.grains.v1.ConvEntryR\x05entry2\x92\x01\n" +
+	"\x05entry\x18\x02 \x01(\v2\x1b.parley.grains.v1.ConvEntryR\x05entry\"\xd5\x02\n" +
+	"\n" +
+	"CallRecord\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x16\n" +
+	"\x06caller\x18\x03 \x01(\tR\x06caller\x12\x18\n" +
+	"\amembers\x18\x04 \x03(\tR\amembers\x12\x14\n" +
+	"\x05phase\x18\x05 \x01(\x05R\x05phase\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\x06 \x01(\x03R\tcreatedMs\x12\x19\n" +
+	"\bended_ms\x18\a \x01(\x03R\aendedMs\x12\x1d\n" +
+	"\n" +
+	"end_reason\x18\b \x01(\tR\tendReason\x126\n" +
+	"\x05parts\x18\t \x03(\v2 .parley.grains.v1.CallPartRecordR\x05parts\x12\x18\n" +
+	"\aversion\x18\n" +
+	" \x01(\x04R\aversion\x12\x12\n" +
+	"\x04node\x18\v \x01(\tR\x04node\"\xa2\x03\n" +
+	"\x0eCallPartRecord\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\x05R\x05state\x12\x1b\n" +
+	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x04 \x01(\tR\tsessionId\x12\x17\n" +
+	"\ajoin_id\x18\x05 \x01(\tR\x06joinId\x12\x14\n" +
+	"\x05muted\x18\x06 \x01(\bR\x05muted\x12\x1f\n" +
+	"\vdeadline_ms\x18\a \x01(\x03R\n" +
+	"deadlineMs\x12\x1a\n" +
+	"\tcut_at_ms\x18\b \x01(\x03R\acutAtMs\x12\x19\n" +
+	"\blink_gen\x18\t \x01(\x04R\alinkGen\x12\x14\n" +
+	"\x05claim\x18\n" +
+	" \x01(\x04R\x05claim\x12\x1b\n" +
+	"\told_joins\x18\v \x03(\tR\boldJoins\x12\x16\n" +
+	"\x06reason\x18\f \x01(\tR\x06reason\x12\x18\n" +
+	"\arefused\x18\r \x01(\tR\arefused\x12\x18\n" +
+	"\aentered\x18\x0e \x01(\bR\aentered\x12\x1f\n" +
+	"\vcaller_join\x18\x0f \x01(\bR\n" +
+	"callerJoin2\x92\x01\n" +
 	"\bUsername\x12A\n" +
 	"\x05Claim\x12\x1a.parley.grains.v1.ClaimReq\x1a\x1c.parley.grains.v1.ClaimReply\x12C\n" +
-	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\xe9\x04\n" +
+	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\x84\x06\n" +
 	"\x04User\x12F\n" +
 	"\x06Create\x12\x1f.parley.grains.v1.CreateUserReq\x1a\x1b.parley.grains.v1.UserReply\x12A\n" +
 	"\x05Login\x12\x1a.parley.grains.v1.LoginReq\x1a\x1c.parley.grains.v1.LoginReply\x12F\n" +
@@ -2736,13 +3691,16 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x06Attach\x12\x1b.parley.grains.v1.AttachReq\x1a\x1d.parley.grains.v1.AttachReply\x12;\n" +
 	"\x06Detach\x12\x1b.parley.grains.v1.DetachReq\x1a\x14.parley.grains.v1.Ok\x12F\n" +
 	"\rConversations\x12\x19.parley.grains.v1.ListReq\x1a\x1a.parley.grains.v1.ConvList\x12A\n" +
-	"\aProfile\x12\x19.parley.grains.v1.ListReq\x1a\x1b.parley.grains.v1.UserReply2\xba\x02\n" +
+	"\aProfile\x12\x19.parley.grains.v1.ListReq\x1a\x1b.parley.grains.v1.UserReply\x12M\n" +
+	"\tCallClaim\x12\x1e.parley.grains.v1.CallClaimReq\x1a .parley.grains.v1.CallClaimReply\x12J\n" +
+	"\bCallRing\x12\x1d.parley.grains.v1.CallRingReq\x1a\x1f.parley.grains.v1.CallRingReply2\x86\x03\n" +
 	"\aSession\x12A\n" +
 	"\x04Open\x12\x19.parley.grains.v1.OpenReq\x1a\x1e.parley.grains.v1.SessionReply\x12E\n" +
 	"\x06Resume\x12\x1b.parley.grains.v1.ResumeReq\x1a\x1e.parley.grains.v1.SessionReply\x127\n" +
 	"\x04Push\x12\x19.parley.grains.v1.PushReq\x1a\x14.parley.grains.v1.Ok\x125\n" +
 	"\x03Ack\x12\x18.parley.grains.v1.AckReq\x1a\x14.parley.grains.v1.Ok\x125\n" +
-	"\x03Cut\x12\x18.parley.grains.v1.CutReq\x1a\x14.parley.grains.v1.Ok2\x93\x06\n" +
+	"\x03Cut\x12\x18.parley.grains.v1.CutReq\x1a\x14.parley.grains.v1.Ok\x12J\n" +
+	"\bCallBind\x12\x1d.parley.grains.v1.CallBindReq\x1a\x1f.parley.grains.v1.CallBindReply2\x93\x06\n" +
 	"\fConversation\x12S\n" +
 	"\x06Create\x12\x1f.parley.grains.v1.CreateConvReq\x1a .parley.protocol.v1.Conversation\"\x06\x82\xb5\x18\x02\b\x01\x12T\n" +
 	"\n" +
@@ -2754,7 +3712,21 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x06Delete\x12\x1b.parley.grains.v1.DeleteReq\x1a\x18.parley.protocol.v1.Sent\"\x06\x82\xb5\x18\x02\b\x01\x12C\n" +
 	"\bMarkRead\x12\x19.parley.grains.v1.ReadReq\x1a\x14.parley.grains.v1.Ok\"\x06\x82\xb5\x18\x02\b\x01\x12H\n" +
 	"\aHistory\x12\x1c.parley.grains.v1.HistoryReq\x1a\x1f.parley.protocol.v1.HistoryPage\x12C\n" +
-	"\x04Info\x12\x19.parley.grains.v1.InfoReq\x1a .parley.protocol.v1.ConversationB.Z,github.com/parley-chat/parley/actors/grainpbb\x06proto3"
+	"\x04Info\x12\x19.parley.grains.v1.InfoReq\x1a .parley.protocol.v1.Conversation2\xc1\x06\n" +
+	"\x04Call\x12L\n" +
+	"\x06Create\x12\x19.parley.grains.v1.CallReq\x1a\x1f.parley.protocol.v1.CallConfirm\"\x06\x82\xb5\x18\x02\b\x01\x12M\n" +
+	"\n" +
+	"CreateRoom\x12\x19.parley.grains.v1.CallReq\x1a\x1c.parley.protocol.v1.CallRoom\"\x06\x82\xb5\x18\x02\b\x01\x12K\n" +
+	"\x05Enter\x12\x19.parley.grains.v1.CallReq\x1a\x1f.parley.protocol.v1.CallConfirm\"\x06\x82\xb5\x18\x02\b\x01\x12G\n" +
+	"\x04Join\x12\x19.parley.grains.v1.CallReq\x1a\x1c.parley.protocol.v1.CallRoom\"\x06\x82\xb5\x18\x02\b\x01\x12B\n" +
+	"\aDecline\x12\x19.parley.grains.v1.CallReq\x1a\x14.parley.grains.v1.Ok\"\x06\x82\xb5\x18\x02\b\x01\x12A\n" +
+	"\x06Cancel\x12\x19.parley.grains.v1.CallReq\x1a\x14.parley.grains.v1.Ok\"\x06\x82\xb5\x18\x02\b\x01\x12@\n" +
+	"\x05Leave\x12\x19.parley.grains.v1.CallReq\x1a\x14.parley.grains.v1.Ok\"\x06\x82\xb5\x18\x02\b\x01\x12?\n" +
+	"\x04Mute\x12\x19.parley.grains.v1.CallReq\x1a\x14.parley.grains.v1.Ok\"\x06\x82\xb5\x18\x02\b\x01\x12A\n" +
+	"\x06Signal\x12\x19.parley.grains.v1.CallReq\x1a\x14.parley.grains.v1.Ok\"\x06\x82\xb5\x18\x02\b\x01\x12?\n" +
+	"\x04Info\x12\x19.parley.grains.v1.CallReq\x1a\x1c.parley.protocol.v1.CallInfo\x12;\n" +
+	"\x04Link\x12\x1d.parley.grains.v1.CallLinkReq\x1a\x14.parley.grains.v1.Ok\x12;\n" +
+	"\x04Wake\x12\x1d.parley.grains.v1.CallWakeReq\x1a\x14.parley.grains.v1.OkB.Z,github.com/parley-chat/parley/actors/grainpbb\x06proto3"
 
 var (
 	file_actors_grainpb_grains_proto_rawDescOnce sync.Once
@@ -2768,136 +3740,189 @@ func file_actors_grainpb_grains_proto_rawDescGZIP() []byte {
 	return file_actors_grainpb_grains_proto_rawDescData
 }
 
-var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_actors_grainpb_grains_proto_goTypes = []any{
-	(*Ok)(nil),                     // 0: parley.grains.v1.Ok
-	(*ClaimReq)(nil),               // 1: parley.grains.v1.ClaimReq
-	(*ClaimReply)(nil),             // 2: parley.grains.v1.ClaimReply
-	(*LookupReq)(nil),              // 3: parley.grains.v1.LookupReq
-	(*CreateUserReq)(nil),          // 4: parley.grains.v1.CreateUserReq
-	(*UserReply)(nil),              // 5: parley.grains.v1.UserReply
-	(*LoginReq)(nil),               // 6: parley.grains.v1.LoginReq
-	(*LoginReply)(nil),             // 7: parley.grains.v1.LoginReply
-	(*AuthReq)(nil),                // 8: parley.grains.v1.AuthReq
-	(*LogoutReq)(nil),              // 9: parley.grains.v1.LogoutReq
-	(*ConvEntry)(nil),              // 10: parley.grains.v1.ConvEntry
-	(*MembershipReq)(nil),          // 11: parley.grains.v1.MembershipReq
-	(*AttachReq)(nil),              // 12: parley.grains.v1.AttachReq
-	(*AttachReply)(nil),            // 13: parley.grains.v1.AttachReply
-	(*DetachReq)(nil),              // 14: parley.grains.v1.DetachReq
-	(*ListReq)(nil),                // 15: parley.grains.v1.ListReq
-	(*ConvList)(nil),               // 16: parley.grains.v1.ConvList
-	(*OpenReq)(nil),                // 17: parley.grains.v1.OpenReq
-	(*SessionReply)(nil),           // 18: parley.grains.v1.SessionReply
-	(*PushReq)(nil),                // 19: parley.grains.v1.PushReq
-	(*AckReq)(nil),                 // 20: parley.grains.v1.AckReq
-	(*CutReq)(nil),                 // 21: parley.grains.v1.CutReq
-	(*ResumeReq)(nil),              // 22: parley.grains.v1.ResumeReq
-	(*CreateConvReq)(nil),          // 23: parley.grains.v1.CreateConvReq
-	(*MembersReq)(nil),             // 24: parley.grains.v1.MembersReq
-	(*RemoveReq)(nil),              // 25: parley.grains.v1.RemoveReq
-	(*RoleReq)(nil),                // 26: parley.grains.v1.RoleReq
-	(*RenameReq)(nil),              // 27: parley.grains.v1.RenameReq
-	(*SendReq)(nil),                // 28: parley.grains.v1.SendReq
-	(*DeleteReq)(nil),              // 29: parley.grains.v1.DeleteReq
-	(*ReadReq)(nil),                // 30: parley.grains.v1.ReadReq
-	(*HistoryReq)(nil),             // 31: parley.grains.v1.HistoryReq
-	(*InfoReq)(nil),                // 32: parley.grains.v1.InfoReq
-	(*UserRecord)(nil),             // 33: parley.grains.v1.UserRecord
-	(*TokenRecord)(nil),            // 34: parley.grains.v1.TokenRecord
-	(*DeviceRecord)(nil),           // 35: parley.grains.v1.DeviceRecord
-	(*UsernameRecord)(nil),         // 36: parley.grains.v1.UsernameRecord
-	(*SessionRecord)(nil),          // 37: parley.grains.v1.SessionRecord
-	(*ConvRecord)(nil),             // 38: parley.grains.v1.ConvRecord
-	(*MemberRecord)(nil),           // 39: parley.grains.v1.MemberRecord
-	(*DedupeRecord)(nil),           // 40: parley.grains.v1.DedupeRecord
-	(*OutboxRecord)(nil),           // 41: parley.grains.v1.OutboxRecord
-	(*protocol.Device)(nil),        // 42: parley.protocol.v1.Device
-	(protocol.ConversationKind)(0), // 43: parley.protocol.v1.ConversationKind
-	(protocol.DeviceType)(0),       // 44: parley.protocol.v1.DeviceType
-	(*protocol.SessionEvent)(nil),  // 45: parley.protocol.v1.SessionEvent
-	(protocol.Role)(0),             // 46: parley.protocol.v1.Role
-	(*protocol.Send)(nil),          // 47: parley.protocol.v1.Send
-	(*protocol.Conversation)(nil),  // 48: parley.protocol.v1.Conversation
-	(*protocol.Sent)(nil),          // 49: parley.protocol.v1.Sent
-	(*protocol.HistoryPage)(nil),   // 50: parley.protocol.v1.HistoryPage
+	(*Ok)(nil),                          // 0: parley.grains.v1.Ok
+	(*ClaimReq)(nil),                    // 1: parley.grains.v1.ClaimReq
+	(*ClaimReply)(nil),                  // 2: parley.grains.v1.ClaimReply
+	(*LookupReq)(nil),                   // 3: parley.grains.v1.LookupReq
+	(*CreateUserReq)(nil),               // 4: parley.grains.v1.CreateUserReq
+	(*UserReply)(nil),                   // 5: parley.grains.v1.UserReply
+	(*LoginReq)(nil),                    // 6: parley.grains.v1.LoginReq
+	(*LoginReply)(nil),                  // 7: parley.grains.v1.LoginReply
+	(*AuthReq)(nil),                     // 8: parley.grains.v1.AuthReq
+	(*LogoutReq)(nil),                   // 9: parley.grains.v1.LogoutReq
+	(*ConvEntry)(nil),                   // 10: parley.grains.v1.ConvEntry
+	(*MembershipReq)(nil),               // 11: parley.grains.v1.MembershipReq
+	(*AttachReq)(nil),                   // 12: parley.grains.v1.AttachReq
+	(*AttachReply)(nil),                 // 13: parley.grains.v1.AttachReply
+	(*DetachReq)(nil),                   // 14: parley.grains.v1.DetachReq
+	(*ListReq)(nil),                     // 15: parley.grains.v1.ListReq
+	(*ConvList)(nil),                    // 16: parley.grains.v1.ConvList
+	(*CallClaimReq)(nil),                // 17: parley.grains.v1.CallClaimReq
+	(*CallClaimReply)(nil),              // 18: parley.grains.v1.CallClaimReply
+	(*CallRingReq)(nil),                 // 19: parley.grains.v1.CallRingReq
+	(*CallRingReply)(nil),               // 20: parley.grains.v1.CallRingReply
+	(*OpenReq)(nil),                     // 21: parley.grains.v1.OpenReq
+	(*SessionReply)(nil),                // 22: parley.grains.v1.SessionReply
+	(*PushReq)(nil),                     // 23: parley.grains.v1.PushReq
+	(*AckReq)(nil),                      // 24: parley.grains.v1.AckReq
+	(*CutReq)(nil),                      // 25: parley.grains.v1.CutReq
+	(*ResumeReq)(nil),                   // 26: parley.grains.v1.ResumeReq
+	(*CallBindReq)(nil),                 // 27: parley.grains.v1.CallBindReq
+	(*CallBindReply)(nil),               // 28: parley.grains.v1.CallBindReply
+	(*CreateConvReq)(nil),               // 29: parley.grains.v1.CreateConvReq
+	(*MembersReq)(nil),                  // 30: parley.grains.v1.MembersReq
+	(*RemoveReq)(nil),                   // 31: parley.grains.v1.RemoveReq
+	(*RoleReq)(nil),                     // 32: parley.grains.v1.RoleReq
+	(*RenameReq)(nil),                   // 33: parley.grains.v1.RenameReq
+	(*SendReq)(nil),                     // 34: parley.grains.v1.SendReq
+	(*DeleteReq)(nil),                   // 35: parley.grains.v1.DeleteReq
+	(*ReadReq)(nil),                     // 36: parley.grains.v1.ReadReq
+	(*HistoryReq)(nil),                  // 37: parley.grains.v1.HistoryReq
+	(*InfoReq)(nil),                     // 38: parley.grains.v1.InfoReq
+	(*CallReq)(nil),                     // 39: parley.grains.v1.CallReq
+	(*CallLinkReq)(nil),                 // 40: parley.grains.v1.CallLinkReq
+	(*CallWakeReq)(nil),                 // 41: parley.grains.v1.CallWakeReq
+	(*UserRecord)(nil),                  // 42: parley.grains.v1.UserRecord
+	(*TokenRecord)(nil),                 // 43: parley.grains.v1.TokenRecord
+	(*DeviceRecord)(nil),                // 44: parley.grains.v1.DeviceRecord
+	(*UsernameRecord)(nil),              // 45: parley.grains.v1.UsernameRecord
+	(*SessionRecord)(nil),               // 46: parley.grains.v1.SessionRecord
+	(*ConvRecord)(nil),                  // 47: parley.grains.v1.ConvRecord
+	(*MemberRecord)(nil),                // 48: parley.grains.v1.MemberRecord
+	(*DedupeRecord)(nil),                // 49: parley.grains.v1.DedupeRecord
+	(*OutboxRecord)(nil),                // 50: parley.grains.v1.OutboxRecord
+	(*CallRecord)(nil),                  // 51: parley.grains.v1.CallRecord
+	(*CallPartRecord)(nil),              // 52: parley.grains.v1.CallPartRecord
+	(*protocol.Device)(nil),             // 53: parley.protocol.v1.Device
+	(protocol.ConversationKind)(0),      // 54: parley.protocol.v1.ConversationKind
+	(protocol.DeviceType)(0),            // 55: parley.protocol.v1.DeviceType
+	(*protocol.CallInvited)(nil),        // 56: parley.protocol.v1.CallInvited
+	(*protocol.CallRingStopped)(nil),    // 57: parley.protocol.v1.CallRingStopped
+	(*protocol.SessionEvent)(nil),       // 58: parley.protocol.v1.SessionEvent
+	(protocol.Role)(0),                  // 59: parley.protocol.v1.Role
+	(*protocol.Send)(nil),               // 60: parley.protocol.v1.Send
+	(*protocol.SessionDescription)(nil), // 61: parley.protocol.v1.SessionDescription
+	(*protocol.IceCandidate)(nil),       // 62: parley.protocol.v1.IceCandidate
+	(*protocol.Conversation)(nil),       // 63: parley.protocol.v1.Conversation
+	(*protocol.Sent)(nil),               // 64: parley.protocol.v1.Sent
+	(*protocol.HistoryPage)(nil),        // 65: parley.protocol.v1.HistoryPage
+	(*protocol.CallConfirm)(nil),        // 66: parley.protocol.v1.CallConfirm
+	(*protocol.CallRoom)(nil),           // 67: parley.protocol.v1.CallRoom
+	(*protocol.CallInfo)(nil),           // 68: parley.protocol.v1.CallInfo
 }
 var file_actors_grainpb_grains_proto_depIdxs = []int32{
-	42, // 0: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
-	43, // 1: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
+	53, // 0: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
+	54, // 1: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
 	10, // 2: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
-	44, // 3: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
+	55, // 3: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
 	10, // 4: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
 	10, // 5: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
-	45, // 6: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
-	43, // 7: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
-	46, // 8: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
-	47, // 9: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
-	34, // 10: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
-	10, // 11: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
-	35, // 12: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
-	44, // 13: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
-	45, // 14: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
-	43, // 15: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
-	46, // 16: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
-	10, // 17: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
-	1,  // 18: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
-	3,  // 19: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
-	4,  // 20: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
-	6,  // 21: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
-	8,  // 22: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
-	9,  // 23: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
-	11, // 24: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
-	12, // 25: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
-	14, // 26: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
-	15, // 27: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
-	15, // 28: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
-	17, // 29: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
-	22, // 30: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
-	19, // 31: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
-	20, // 32: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
-	21, // 33: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
-	23, // 34: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
-	24, // 35: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
-	25, // 36: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
-	26, // 37: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
-	27, // 38: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
-	28, // 39: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
-	29, // 40: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
-	30, // 41: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
-	31, // 42: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
-	32, // 43: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
-	2,  // 44: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
-	2,  // 45: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
-	5,  // 46: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
-	7,  // 47: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
-	5,  // 48: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
-	0,  // 49: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
-	0,  // 50: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
-	13, // 51: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
-	0,  // 52: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
-	16, // 53: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
-	5,  // 54: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
-	18, // 55: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
-	18, // 56: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
-	0,  // 57: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
-	0,  // 58: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
-	0,  // 59: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
-	48, // 60: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
-	48, // 61: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
-	48, // 62: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
-	48, // 63: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
-	48, // 64: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
-	49, // 65: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
-	49, // 66: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
-	0,  // 67: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
-	50, // 68: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
-	48, // 69: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
-	44, // [44:70] is the sub-list for method output_type
-	18, // [18:44] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	56, // 6: parley.grains.v1.CallRingReq.invite:type_name -> parley.protocol.v1.CallInvited
+	57, // 7: parley.grains.v1.CallRingReq.stop:type_name -> parley.protocol.v1.CallRingStopped
+	58, // 8: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
+	54, // 9: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
+	59, // 10: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
+	60, // 11: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
+	61, // 12: parley.grains.v1.CallReq.answer:type_name -> parley.protocol.v1.SessionDescription
+	62, // 13: parley.grains.v1.CallReq.candidate:type_name -> parley.protocol.v1.IceCandidate
+	43, // 14: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
+	10, // 15: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
+	44, // 16: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
+	55, // 17: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
+	58, // 18: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
+	54, // 19: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
+	59, // 20: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
+	10, // 21: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
+	52, // 22: parley.grains.v1.CallRecord.parts:type_name -> parley.grains.v1.CallPartRecord
+	1,  // 23: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
+	3,  // 24: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
+	4,  // 25: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
+	6,  // 26: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
+	8,  // 27: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
+	9,  // 28: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
+	11, // 29: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
+	12, // 30: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
+	14, // 31: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
+	15, // 32: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
+	15, // 33: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
+	17, // 34: parley.grains.v1.User.CallClaim:input_type -> parley.grains.v1.CallClaimReq
+	19, // 35: parley.grains.v1.User.CallRing:input_type -> parley.grains.v1.CallRingReq
+	21, // 36: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
+	26, // 37: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
+	23, // 38: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
+	24, // 39: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
+	25, // 40: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
+	27, // 41: parley.grains.v1.Session.CallBind:input_type -> parley.grains.v1.CallBindReq
+	29, // 42: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
+	30, // 43: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
+	31, // 44: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
+	32, // 45: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
+	33, // 46: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
+	34, // 47: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
+	35, // 48: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
+	36, // 49: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
+	37, // 50: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
+	38, // 51: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
+	39, // 52: parley.grains.v1.Call.Create:input_type -> parley.grains.v1.CallReq
+	39, // 53: parley.grains.v1.Call.CreateRoom:input_type -> parley.grains.v1.CallReq
+	39, // 54: parley.grains.v1.Call.Enter:input_type -> parley.grains.v1.CallReq
+	39, // 55: parley.grains.v1.Call.Join:input_type -> parley.grains.v1.CallReq
+	39, // 56: parley.grains.v1.Call.Decline:input_type -> parley.grains.v1.CallReq
+	39, // 57: parley.grains.v1.Call.Cancel:input_type -> parley.grains.v1.CallReq
+	39, // 58: parley.grains.v1.Call.Leave:input_type -> parley.grains.v1.CallReq
+	39, // 59: parley.grains.v1.Call.Mute:input_type -> parley.grains.v1.CallReq
+	39, // 60: parley.grains.v1.Call.Signal:input_type -> parley.grains.v1.CallReq
+	39, // 61: parley.grains.v1.Call.Info:input_type -> parley.grains.v1.CallReq
+	40, // 62: parley.grains.v1.Call.Link:input_type -> parley.grains.v1.CallLinkReq
+	41, // 63: parley.grains.v1.Call.Wake:input_type -> parley.grains.v1.CallWakeReq
+	2,  // 64: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
+	2,  // 65: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
+	5,  // 66: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
+	7,  // 67: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
+	5,  // 68: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
+	0,  // 69: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
+	0,  // 70: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
+	13, // 71: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
+	0,  // 72: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
+	16, // 73: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
+	5,  // 74: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
+	18, // 75: parley.grains.v1.User.CallClaim:output_type -> parley.grains.v1.CallClaimReply
+	20, // 76: parley.grains.v1.User.CallRing:output_type -> parley.grains.v1.CallRingReply
+	22, // 77: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
+	22, // 78: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
+	0,  // 79: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
+	0,  // 80: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
+	0,  // 81: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
+	28, // 82: parley.grains.v1.Session.CallBind:output_type -> parley.grains.v1.CallBindReply
+	63, // 83: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
+	63, // 84: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
+	63, // 85: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
+	63, // 86: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
+	63, // 87: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
+	64, // 88: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
+	64, // 89: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
+	0,  // 90: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
+	65, // 91: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
+	63, // 92: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
+	66, // 93: parley.grains.v1.Call.Create:output_type -> parley.protocol.v1.CallConfirm
+	67, // 94: parley.grains.v1.Call.CreateRoom:output_type -> parley.protocol.v1.CallRoom
+	66, // 95: parley.grains.v1.Call.Enter:output_type -> parley.protocol.v1.CallConfirm
+	67, // 96: parley.grains.v1.Call.Join:output_type -> parley.protocol.v1.CallRoom
+	0,  // 97: parley.grains.v1.Call.Decline:output_type -> parley.grains.v1.Ok
+	0,  // 98: parley.grains.v1.Call.Cancel:output_type -> parley.grains.v1.Ok
+	0,  // 99: parley.grains.v1.Call.Leave:output_type -> parley.grains.v1.Ok
+	0,  // 100: parley.grains.v1.Call.Mute:output_type -> parley.grains.v1.Ok
+	0,  // 101: parley.grains.v1.Call.Signal:output_type -> parley.grains.v1.Ok
+	68, // 102: parley.grains.v1.Call.Info:output_type -> parley.protocol.v1.CallInfo
+	0,  // 103: parley.grains.v1.Call.Link:output_type -> parley.grains.v1.Ok
+	0,  // 104: parley.grains.v1.Call.Wake:output_type -> parley.grains.v1.Ok
+	64, // [64:105] is the sub-list for method output_type
+	23, // [23:64] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_actors_grainpb_grains_proto_init() }
@@ -2911,9 +3936,9 @@ func file_actors_grainpb_grains_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_grainpb_grains_proto_rawDesc), len(file_actors_grainpb_grains_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   53,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_actors_grainpb_grains_proto_goTypes,
 		DependencyIndexes: file_actors_grainpb_grains_proto_depIdxs,
