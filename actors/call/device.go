@@ -183,7 +183,9 @@ func (d *Device) Step(ev DeviceEvent) DeviceEffects {
 			d.gone(e.Call, "")
 		}
 	case Ended:
-		if d.Active() && d.Call == e.Call && d.Join == e.Join {
+		// Before the create confirm the device does not know the call id
+		// yet: the join names the attempt.
+		if d.Active() && (d.Call == e.Call || d.Call == "") && d.Join == e.Join {
 			d.over(e.Reason, &fx)
 		}
 	}
@@ -247,15 +249,12 @@ func (d *Device) hangup(fx *DeviceEffects) {
 
 func (d *Device) answer(r Reply, fx *DeviceEffects) {
 	if r.Join != d.Join || !d.Active() {
-		// About an attempt that is over. A success means the server still
-		// has it: end it there too.
-		if r.Err == nil && r.Join != "" && slices.Contains(d.GoneJoins, r.Join) {
-			switch r.Op {
-			case OpCreate, OpCreateRoom:
-				fx.Send = append(fx.Send, Outgoing{Op: OpCancel, Call: r.Call, Join: r.Join})
-			case OpEnter, OpJoin:
-				fx.Send = append(fx.Send, Outgoing{Op: OpLeave, Call: r.Call, Join: r.Join})
-			}
+		// About an attempt that is over. The confirm of a create the user
+		// hung up on before it came names the call: cancel it now. (A
+		// hangup after the confirm cancels at once, and the server drops
+		// an enter its leave overtook.)
+		if r.Err == nil && r.Op == OpCreate && slices.Contains(d.GoneJoins, r.Join) {
+			fx.Send = append(fx.Send, Outgoing{Op: OpCancel, Call: r.Call, Join: r.Join})
 		}
 		return
 	}

@@ -91,7 +91,14 @@ type Part struct {
 	Refused string
 	// Entered: the current join reached the room.
 	Entered bool
+	// Refusals remembers joins whose enter was refused without binding
+	// them (answered_elsewhere, already_joined): a duplicate gets the same
+	// answer instead of being taken for a new attempt.
+	Refusals []Refusal
 }
+
+// Refusal is a refused join and the code it was refused with.
+type Refusal struct{ Join, Code string }
 
 // Room is a call: its conversation, caller, members and participants.
 type Room struct {
@@ -364,7 +371,7 @@ func (r *Room) request(q Request, lim Limits, fx *Effects) {
 	case OpCancel:
 		r.cancel(q, p, fx)
 	case OpLeave:
-		r.leave(q, p, fx)
+		r.leave(q, p, lim, fx)
 	case OpMute:
 		r.mute(q, p, fx)
 	case OpSignal:
@@ -509,6 +516,12 @@ func (r *Room) enter(q Request, p *Part, lim Limits, fx *Effects) {
 		}
 		return
 	}
+	if i := slices.IndexFunc(p.Refusals, func(x Refusal) bool { return x.Join == q.Join }); i >= 0 {
+		c := p.Refusals[i].Code
+		r.reply(q, fx, errorf(c, "refused: %s", c))
+		fx.Reply.Duplicate = true
+		return
+	}
 	if slices.Contains(p.OldJoins, q.Join) {
 		r.drop(q, fx, "stale", "join %s is no longer current", q.Join)
 		return
@@ -516,10 +529,10 @@ func (r *Room) enter(q Request, p *Part, lim Limits, fx *Effects) {
 	// A new attempt of this user.
 	switch {
 	case p.State.Active() && p.Device != q.Device:
-		r.reply(q, fx, errorf(pb.CodeAnsweredElsewhere, "device %s of this user is in call %s", p.Device, r.ID))
+		r.refuse(p, q, pb.CodeAnsweredElsewhere, lim, fx)
 		return
 	case p.State.Active() && p.Session == q.Session:
-		r.reply(q, fx, errorf(pb.CodeAlreadyJoined, "this device is in call %s with join %s", r.ID, p.Join))
+		r.refuse(p, q, pb.CodeAlreadyJoined, lim, fx)
 		return
 	case p.State.Active():
 		// The device came back with a new session (the old one ended:
@@ -540,6 +553,21 @@ func (r *Room) enter(q Request, p *Part, lim Limits, fx *Effects) {
 	r.claim(p, fx)
 	r.changed(p, fx)
 	fx.Park, fx.Persist = true, true
+}
+
+// refuse answers a new attempt that cannot bind, and remembers it.
+func (r *Room) refuse(p *Part, q Request, code string, lim Limits, fx *Effects) {
+	p.Refusals = append(p.Refusals, Refusal{Join: q.Join, Code: code})
+	if n := len(p.Refusals) - lim.MaxOldJoins; n > 0 {
+		p.Refusals = slices.Delete(p.Refusals, 0, n)
+	}
+	fx.Persist = true
+	switch code {
+	case pb.CodeAnsweredElsewhere:
+		r.reply(q, fx, errorf(code, "device %s of this user is in call %s", p.Device, r.ID))
+	default:
+		r.reply(q, fx, errorf(code, "this device is in call %s with join %s", r.ID, p.Join))
+	}
 }
 
 func (r *Room) join(q Request, p *Part, fx *Effects) {
@@ -609,9 +637,25 @@ func (r *Room) cancel(q Request, p *Part, fx *Effects) {
 	r.reply(q, fx, nil)
 }
 
-func (r *Room) leave(q Request, p *Part, fx *Effects) {
-	if p != nil && p.Join != q.Join && slices.Contains(p.OldJoins, q.Join) {
-		// That attempt is gone already: the leave is satisfied.
+func (r *Room) leave(q Request, p *Part, lim Limits, fx *Effects) {
+	if p != nil && p.Join != q.Join {
+		if !slices.Contains(p.OldJoins, q.Join) {
+			// The leave overtook its enter (the user hung up at once):
+			// remember the join, so that the enter is stale when it comes.
+			p.OldJoins = append(p.OldJoins, q.Join)
+			if n := len(p.OldJoins) - lim.MaxOldJoins; n > 0 {
+				p.OldJoins = slices.Delete(p.OldJoins, 0, n)
+			}
+			fx.Persist = true
+			if p.State == Invited {
+				// Answered on that device and hung up: the other devices
+				// stop ringing.
+				p.State, p.Reason, p.Deadline = Left, ReasonLeft, 0
+				fx.Rings = append(fx.Rings, RingOp{User: p.User, Reason: ReasonAnsweredElsewhere, Device: q.Device})
+				r.changed(p, fx)
+			}
+		}
+		// That attempt is gone: the leave is satisfied.
 		fx.Dropped = "stale"
 		fx.Reply = &Reply{Op: q.Op, Call: r.ID, Join: q.Join, Duplicate: true}
 		return
@@ -692,7 +736,7 @@ func (r *Room) resolvePending(p *Part, reason string, fx *Effects) {
 		op = OpCreate
 	}
 	fx.Resolve = append(fx.Resolve, Resolution{User: p.User, Reply: Reply{Op: op, Call: r.ID, Join: p.Join,
-		Err: errorf(pb.CodeCallState, "the request was overtaken (%s)", reason)}})
+		Err: errorf(pb.CodeNotInCall, "join %s is out of the call (%s)", p.Join, reason)}})
 }
 
 func (r *Room) endIfEmpty(reason string, now int64, fx *Effects) {
@@ -913,6 +957,7 @@ func (r *Room) Clone() *Room {
 	for i, p := range r.Parts {
 		cp := *p
 		cp.OldJoins = slices.Clone(p.OldJoins)
+		cp.Refusals = slices.Clone(p.Refusals)
 		c.Parts[i] = &cp
 	}
 	return &c
