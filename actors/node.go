@@ -16,6 +16,7 @@ import (
 	"github.com/asynkron/protoactor-go/cluster/clusterproviders/test"
 	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
+	"github.com/parley-chat/parley/actors/call"
 	"github.com/parley-chat/parley/actors/conversation"
 	"github.com/parley-chat/parley/actors/grainpb"
 	"github.com/parley-chat/parley/persistence"
@@ -63,6 +64,11 @@ type Options struct {
 	Metrics *Metrics
 	// Clock returns the current time; nil means time.Now. Tests inject one.
 	Clock func() time.Time
+	// Media is the node's media service (SFU) for calls; nil: calls are
+	// refused with media_unavailable.
+	Media Media
+	// CallLimits are the call timers (ring, setup, link grace).
+	CallLimits call.Limits
 }
 
 // EnsureDefaults fills zero fields.
@@ -95,6 +101,7 @@ func (o *Options) EnsureDefaults() {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
+	o.CallLimits.EnsureDefaults()
 }
 
 // Node is one member of the Parley cluster: an actor system, the cluster
@@ -133,6 +140,7 @@ func Start(opts Options) (*Node, error) {
 		grainpb.NewUserKind(func() grainpb.User { return &userGrain{} }, 0, opts.Metrics.mailbox(KindUser)),
 		grainpb.NewSessionKind(func() grainpb.Session { return &sessionGrain{} }, 0, opts.Metrics.mailbox(KindSession)),
 		grainpb.NewConversationKind(func() grainpb.Conversation { return &convGrain{} }, 0, opts.Metrics.mailbox(KindConversation)),
+		grainpb.NewCallKind(func() grainpb.Call { return &callGrain{} }, 0, opts.Metrics.mailbox(KindCall)),
 	}
 	cfg := cluster.Configure("parley", test.NewTestProvider(test.NewInMemAgent()), disthash.New(),
 		remote.Configure("127.0.0.1", 0),
@@ -142,7 +150,22 @@ func Start(opts Options) (*Node, error) {
 	n.Cluster = cluster.New(n.System, cfg)
 	nodes.Store(n.Cluster, n)
 	n.Cluster.StartMember()
+	go n.wakeCalls()
 	return n, nil
+}
+
+// wakeCalls activates every call that is not over, so that its durable
+// timers (ring, setup, link grace) run after a restart.
+func (n *Node) wakeCalls() {
+	ids, err := unfinishedCalls(n.opts.Store)
+	if err != nil {
+		n.log.Warn("scan unfinished calls", "err", err)
+	}
+	for _, id := range ids {
+		if _, err := grainpb.GetCallGrainClient(n.Cluster, id).Wake(&grainpb.CallWakeReq{}, n.callOpts()...); err != nil {
+			n.log.Warn("wake call", "call_id", id, "err", err)
+		}
+	}
 }
 
 // Stop stops every grain (each saves on the way out) and leaves the cluster.

@@ -19,6 +19,7 @@ const (
 	KindUser         = "User"
 	KindSession      = "Session"
 	KindConversation = "Conversation"
+	KindCall         = "Call"
 )
 
 // The operations below orchestrate several grains for the gateway. They

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/parley-chat/parley/actors"
+	"github.com/parley-chat/parley/media"
 	"github.com/parley-chat/parley/persistence"
 )
 
@@ -22,7 +23,9 @@ type AppOptions struct {
 	NoSync  bool
 	Gateway Options
 	Actors  actors.Options
-	Logger  *slog.Logger
+	// Media configures the node's SFU (calls).
+	Media  media.Options
+	Logger *slog.Logger
 }
 
 // App is a running single-node server: store, actor node, gateway.
@@ -31,6 +34,7 @@ type App struct {
 	Hub     *Hub
 	Node    *actors.Node
 	Gateway *Server
+	Media   *media.SFU
 	log     *slog.Logger
 }
 
@@ -50,15 +54,27 @@ func NewApp(o AppOptions) (*App, error) {
 		return nil, err
 	}
 	store.OnSync(func(d time.Duration) { gw.ObserveSync(d.Seconds()) })
-	ao := o.Actors
-	ao.Store, ao.Fanout, ao.Logger = store, hub, o.Logger
-	node, err := actors.Start(ao)
+	mo := o.Media
+	if mo.Logger == nil {
+		mo.Logger = o.Logger
+	}
+	sfu, err := media.New(mo)
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
+	ao := o.Actors
+	ao.Store, ao.Fanout, ao.Logger, ao.Media = store, hub, o.Logger, sfu
+	node, err := actors.Start(ao)
+	if err != nil {
+		sfu.Close()
+		store.Close()
+		return nil, err
+	}
+	sfu.SetNode(node.System.Address())
 	gw.Attach(node)
-	return &App{Store: store, Hub: hub, Node: node, Gateway: gw, log: o.Logger}, nil
+	gw.AttachMedia(sfu)
+	return &App{Store: store, Hub: hub, Node: node, Gateway: gw, Media: sfu, log: o.Logger}, nil
 }
 
 // Serve serves on ln until ctx ends, then shuts down in order: stop
@@ -75,6 +91,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 // Close stops grains and closes the store.
 func (a *App) Close() error {
 	a.Node.Stop()
+	if err := a.Media.Close(); err != nil {
+		a.log.Warn("close media", "err", err)
+	}
 	if err := a.Store.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}

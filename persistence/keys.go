@@ -28,6 +28,7 @@ const (
 	KindMessage    Kind = 'm'  // conversation log entry, id = conversation id, suffix = seq (8 bytes BE)
 	KindDedupe     Kind = 'd'  // send dedupe, id = conversation id, suffix = user/device/client id
 	KindConvOutbox Kind = 'o'  // conversation outbox, id = conversation id, suffix = op id
+	KindCall       Kind = 'k'  // call record (its participants' states and deadlines), id = call id
 )
 
 // ErrBadKey reports a key that does not decode.

@@ -3258,20 +3258,23 @@ type CallPartRecord struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// actors/call.State.
-	State         int32    `protobuf:"varint,2,opt,name=state,proto3" json:"state,omitempty"`
-	DeviceId      string   `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	SessionId     string   `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	JoinId        string   `protobuf:"bytes,5,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
-	Muted         bool     `protobuf:"varint,6,opt,name=muted,proto3" json:"muted,omitempty"`
-	DeadlineMs    int64    `protobuf:"varint,7,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
-	CutAtMs       int64    `protobuf:"varint,8,opt,name=cut_at_ms,json=cutAtMs,proto3" json:"cut_at_ms,omitempty"`
-	LinkGen       uint64   `protobuf:"varint,9,opt,name=link_gen,json=linkGen,proto3" json:"link_gen,omitempty"`
-	Claim         uint64   `protobuf:"varint,10,opt,name=claim,proto3" json:"claim,omitempty"`
-	OldJoins      []string `protobuf:"bytes,11,rep,name=old_joins,json=oldJoins,proto3" json:"old_joins,omitempty"`
-	Reason        string   `protobuf:"bytes,12,opt,name=reason,proto3" json:"reason,omitempty"`
-	Refused       string   `protobuf:"bytes,13,opt,name=refused,proto3" json:"refused,omitempty"`
-	Entered       bool     `protobuf:"varint,14,opt,name=entered,proto3" json:"entered,omitempty"`
-	CallerJoin    bool     `protobuf:"varint,15,opt,name=caller_join,json=callerJoin,proto3" json:"caller_join,omitempty"`
+	State      int32    `protobuf:"varint,2,opt,name=state,proto3" json:"state,omitempty"`
+	DeviceId   string   `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId  string   `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	JoinId     string   `protobuf:"bytes,5,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	Muted      bool     `protobuf:"varint,6,opt,name=muted,proto3" json:"muted,omitempty"`
+	DeadlineMs int64    `protobuf:"varint,7,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	CutAtMs    int64    `protobuf:"varint,8,opt,name=cut_at_ms,json=cutAtMs,proto3" json:"cut_at_ms,omitempty"`
+	LinkGen    uint64   `protobuf:"varint,9,opt,name=link_gen,json=linkGen,proto3" json:"link_gen,omitempty"`
+	Claim      uint64   `protobuf:"varint,10,opt,name=claim,proto3" json:"claim,omitempty"`
+	OldJoins   []string `protobuf:"bytes,11,rep,name=old_joins,json=oldJoins,proto3" json:"old_joins,omitempty"`
+	Reason     string   `protobuf:"bytes,12,opt,name=reason,proto3" json:"reason,omitempty"`
+	Refused    string   `protobuf:"bytes,13,opt,name=refused,proto3" json:"refused,omitempty"`
+	Entered    bool     `protobuf:"varint,14,opt,name=entered,proto3" json:"entered,omitempty"`
+	CallerJoin bool     `protobuf:"varint,15,opt,name=caller_join,json=callerJoin,proto3" json:"caller_join,omitempty"`
+	// Refused enters (join id and error code, in parallel).
+	RefusedJoins  []string `protobuf:"bytes,16,rep,name=refused_joins,json=refusedJoins,proto3" json:"refused_joins,omitempty"`
+	RefusedCodes  []string `protobuf:"bytes,17,rep,name=refused_codes,json=refusedCodes,proto3" json:"refused_codes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3409,6 +3412,20 @@ func (x *CallPartRecord) GetCallerJoin() bool {
 		return x.CallerJoin
 	}
 	return false
+}
+
+func (x *CallPartRecord) GetRefusedJoins() []string {
+	if x != nil {
+		return x.RefusedJoins
+	}
+	return nil
+}
+
+func (x *CallPartRecord) GetRefusedCodes() []string {
+	if x != nil {
+		return x.RefusedCodes
+	}
+	return nil
 }
 
 var File_actors_grainpb_grains_proto protoreflect.FileDescriptor
@@ -3657,7 +3674,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x05parts\x18\t \x03(\v2 .parley.grains.v1.CallPartRecordR\x05parts\x12\x18\n" +
 	"\aversion\x18\n" +
 	" \x01(\x04R\aversion\x12\x12\n" +
-	"\x04node\x18\v \x01(\tR\x04node\"\xa2\x03\n" +
+	"\x04node\x18\v \x01(\tR\x04node\"\xec\x03\n" +
 	"\x0eCallPartRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\x05R\x05state\x12\x1b\n" +
@@ -3677,7 +3694,9 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\arefused\x18\r \x01(\tR\arefused\x12\x18\n" +
 	"\aentered\x18\x0e \x01(\bR\aentered\x12\x1f\n" +
 	"\vcaller_join\x18\x0f \x01(\bR\n" +
-	"callerJoin2\x92\x01\n" +
+	"callerJoin\x12#\n" +
+	"\rrefused_joins\x18\x10 \x03(\tR\frefusedJoins\x12#\n" +
+	"\rrefused_codes\x18\x11 \x03(\tR\frefusedCodes2\x92\x01\n" +
 	"\bUsername\x12A\n" +
 	"\x05Claim\x12\x1a.parley.grains.v1.ClaimReq\x1a\x1c.parley.grains.v1.ClaimReply\x12C\n" +
 	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\x84\x06\n" +

@@ -45,6 +45,12 @@ type Config struct {
 	// UnsafeNoSync disables fsync (benchmarks only: loses acknowledged
 	// messages on power failure).
 	UnsafeNoSync bool `json:"unsafe_no_sync"`
+	// MediaAddr is the one UDP address (host:port) of the SFU for calls.
+	// Default: the host of Addr, any free port.
+	MediaAddr string `json:"media_addr"`
+	// MediaPublicIP is announced in the SFU's ICE candidates instead of the
+	// listen address (a public IP in front of a 1:1 NAT). Default none.
+	MediaPublicIP string `json:"media_public_ip"`
 }
 
 func defaultConfig() Config {
@@ -85,6 +91,14 @@ func (c *Config) Validate() error {
 	if c.RatePerSecond <= 0 || c.RateBurst < 1 {
 		errs = append(errs, errors.New("rate_per_second must be positive and rate_burst at least 1"))
 	}
+	if c.MediaAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MediaAddr); err != nil {
+			errs = append(errs, fmt.Errorf("media_addr %q: %w", c.MediaAddr, err))
+		}
+	}
+	if c.MediaPublicIP != "" && net.ParseIP(c.MediaPublicIP) == nil {
+		errs = append(errs, fmt.Errorf("media_public_ip %q is not an IP address", c.MediaPublicIP))
+	}
 	if c.ArgonMemoryKiB < 8 || c.ArgonTime < 1 {
 		errs = append(errs, errors.New("argon_memory_kib must be at least 8 and argon_time at least 1"))
 	}
@@ -111,6 +125,8 @@ func loadConfig(args []string) (Config, error) {
 	fs.UintVar(&c.ArgonTime, "argon-time", c.ArgonTime, "argon2id time cost")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "hard deadline of a graceful shutdown")
 	fs.BoolVar(&c.UnsafeNoSync, "unsafe-no-sync", c.UnsafeNoSync, "benchmarks only: do not fsync")
+	fs.StringVar(&c.MediaAddr, "media-addr", c.MediaAddr, "UDP address of the SFU (default: the host of -addr, any port)")
+	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "IP announced in the SFU's ICE candidates (1:1 NAT)")
 	// First pass to find -config; the file is applied, then env, then flags again.
 	if err := fs.Parse(args); err != nil {
 		return c, err

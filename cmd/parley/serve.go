@@ -15,6 +15,7 @@ import (
 	"github.com/parley-chat/parley/actors"
 	"github.com/parley-chat/parley/actors/conversation"
 	"github.com/parley-chat/parley/gateway"
+	"github.com/parley-chat/parley/media"
 	"github.com/parley-chat/parley/persistence"
 )
 
@@ -41,6 +42,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 			AuthTimeout: cfg.AuthTimeout, IdleTimeout: cfg.IdleTimeout, MaxFrameBytes: cfg.MaxFrameBytes,
 			RatePerSecond: cfg.RatePerSecond, RateBurst: cfg.RateBurst, AllowedOrigins: splitList(cfg.AllowedOrigins),
 		},
+		Media: media.Options{UDPAddr: mediaAddr(cfg), PublicIP: cfg.MediaPublicIP},
 		Actors: actors.Options{
 			Limits:         conversation.Limits{MaxTextBytes: cfg.MaxTextBytes},
 			ArgonTime:      uint32(cfg.ArgonTime),
@@ -71,6 +73,19 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	err = app.Serve(ctx, ln)
 	log.Info("parley stopped")
 	return err
+}
+
+// mediaAddr is the SFU's UDP address: -media-addr, or the host of -addr
+// with any free port.
+func mediaAddr(cfg Config) string {
+	if cfg.MediaAddr != "" {
+		return cfg.MediaAddr
+	}
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil || host == "" {
+		host = "0.0.0.0"
+	}
+	return net.JoinHostPort(host, "0")
 }
 
 func splitList(s string) []string {
