@@ -30,6 +30,12 @@ type Metrics struct {
 	// MailboxDepth is the number of messages waiting in the mailboxes of
 	// all grains of a kind, by kind name.
 	MailboxDepth map[string]*atomic.Int64
+	// CallsStarted and CallsEnded count calls; CallRequestsDropped counts
+	// call requests that did not fit the call's state (early or stale),
+	// answered with call_state and otherwise ignored.
+	CallsStarted        atomic.Int64
+	CallsEnded          atomic.Int64
+	CallRequestsDropped atomic.Int64
 }
 
 // depthCounter is a mailbox middleware keeping a kind's queued-message count.
@@ -48,7 +54,7 @@ func (m *Metrics) mailbox(kind string) actor.PropsOption {
 // NewMetrics returns zeroed metrics.
 func NewMetrics() *Metrics {
 	m := &Metrics{MailboxDepth: map[string]*atomic.Int64{}}
-	for _, k := range []string{KindUsername, KindUser, KindSession, KindConversation, KindUpload, KindFile, KindChannel} {
+	for _, k := range []string{KindUsername, KindUser, KindSession, KindConversation, KindUpload, KindFile, KindChannel, KindCall} {
 		m.MailboxDepth[k] = new(atomic.Int64)
 	}
 	return m

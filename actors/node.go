@@ -17,6 +17,7 @@ import (
 	"github.com/asynkron/protoactor-go/cluster/clusterproviders/test"
 	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
+	"github.com/parley-chat/parley/actors/call"
 	"github.com/parley-chat/parley/actors/conversation"
 	"github.com/parley-chat/parley/actors/grainpb"
 	"github.com/parley-chat/parley/actors/upload"
@@ -81,6 +82,11 @@ type Options struct {
 	SweepEvery time.Duration
 	// P2SP configures P2SP downloads (grants, reports).
 	P2SP P2SPOptions
+	// Media is the node's media service (SFU) for calls; nil: calls are
+	// refused with media_unavailable.
+	Media Media
+	// CallLimits are the call timers (ring, setup, link grace).
+	CallLimits call.Limits
 }
 
 // EnsureDefaults fills zero fields.
@@ -118,6 +124,7 @@ func (o *Options) EnsureDefaults() {
 		o.SweepEvery = time.Minute
 	}
 	o.P2SP.ensureDefaults()
+	o.CallLimits.EnsureDefaults()
 }
 
 // Node is one member of the Parley cluster: an actor system, the cluster
@@ -170,6 +177,7 @@ func Start(opts Options) (*Node, error) {
 		grainpb.NewUploadKind(func() grainpb.Upload { return &uploadGrain{} }, 0, opts.Metrics.mailbox(KindUpload)),
 		grainpb.NewFileKind(func() grainpb.File { return &fileGrain{} }, 0, opts.Metrics.mailbox(KindFile)),
 		grainpb.NewChannelKind(func() grainpb.Channel { return &channelGrain{} }, 0, opts.Metrics.mailbox(KindChannel)),
+		grainpb.NewCallKind(func() grainpb.Call { return &callGrain{} }, 0, opts.Metrics.mailbox(KindCall)),
 	}
 	cfg := cluster.Configure("parley", test.NewTestProvider(test.NewInMemAgent()), disthash.New(),
 		remote.Configure("127.0.0.1", 0),
@@ -188,7 +196,22 @@ func Start(opts Options) (*Node, error) {
 	} else {
 		close(n.sweepDone)
 	}
+	go n.wakeCalls()
 	return n, nil
+}
+
+// wakeCalls activates every call that is not over, so that its durable
+// timers (ring, setup, link grace) run after a restart.
+func (n *Node) wakeCalls() {
+	ids, err := unfinishedCalls(n.opts.Store)
+	if err != nil {
+		n.log.Warn("scan unfinished calls", "err", err)
+	}
+	for _, id := range ids {
+		if _, err := grainpb.GetCallGrainClient(n.Cluster, id).Wake(&grainpb.CallWakeReq{}, n.callOpts()...); err != nil {
+			n.log.Warn("wake call", "call_id", id, "err", err)
+		}
+	}
 }
 
 // Stop stops every grain (each saves on the way out) and leaves the cluster.

@@ -21,6 +21,7 @@ const (
 	KindConversation = "Conversation"
 	KindUpload       = "Upload"
 	KindFile         = "File"
+	KindCall         = "Call"
 )
 
 // The operations below orchestrate several grains for the gateway. They

@@ -116,6 +116,9 @@ func (g *sessionGrain) apply(ctx cluster.GrainContext, ev session.Event) error {
 	for _, ev := range fx.Send {
 		fan.SendToLink(fx.SendLink, pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_SessionEvent{SessionEvent: ev}}))
 	}
+	if fx.LinkChanged && g.st.Rec.CallId != "" {
+		g.reportLink(g.st.Rec.CallId, g.st.Link != 0, g.st.Rec.LinkGen)
+	}
 	if fx.PassivateAfterMs >= 0 {
 		g.passGen++
 		gen, self, sys := g.passGen, ctx.Self(), g.n.System
@@ -233,4 +236,25 @@ func (g *sessionGrain) Signal(req *grainpb.SignalReq, ctx cluster.GrainContext) 
 		return nil, grainError(pb.CodePeerOffline, "session %s is not online", g.st.ID)
 	}
 	return &grainpb.Ok{}, nil
+}
+
+// CallBind records the call whose participant this session carries; the
+// reply is the link state now (the call grain starts from it).
+func (g *sessionGrain) CallBind(req *grainpb.CallBindReq, ctx cluster.GrainContext) (*grainpb.CallBindReply, error) {
+	if err := g.apply(ctx, session.BindCall{Call: req.CallId, Bind: req.Bind}); err != nil {
+		return nil, err
+	}
+	return &grainpb.CallBindReply{Linked: g.st.Link != 0, LinkGen: g.st.Rec.LinkGen}, nil
+}
+
+// reportLink tells a call grain that this session lost or regained its
+// link (outside the mailbox; the generation orders the reports).
+func (g *sessionGrain) reportLink(callID string, linked bool, gen uint64) {
+	n, sid, log := g.n, g.st.ID, g.log
+	go func() {
+		req := &grainpb.CallLinkReq{SessionId: sid, Linked: linked, LinkGen: gen}
+		if _, err := grainpb.GetCallGrainClient(n.Cluster, callID).Link(req, n.callOpts()...); err != nil {
+			log.Warn("report link to call", "call_id", callID, "err", err)
+		}
+	}()
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/parley-chat/parley/actors/call"
 	"github.com/parley-chat/parley/actors/grainpb"
 	pb "github.com/parley-chat/parley/gateway/protocol"
 	"github.com/parley-chat/parley/persistence"
@@ -389,4 +390,56 @@ func (g *userGrain) Profile(req *grainpb.ListReq, ctx cluster.GrainContext) (*gr
 	r := g.reply()
 	r.ClientType = latestDeviceType(g.rec)
 	return r, nil
+}
+
+// CallClaim claims or releases the user's busy slot for a call (one call
+// at a time; see call.Slot).
+func (g *userGrain) CallClaim(req *grainpb.CallClaimReq, ctx cluster.GrainContext) (*grainpb.CallClaimReply, error) {
+	if err := g.ready(); err != nil {
+		return nil, err
+	}
+	slot := call.Slot{Call: g.rec.CallId, Version: g.rec.CallVersion, Active: g.rec.CallActive}
+	before := slot
+	ok := true
+	if req.Release {
+		slot.Release(req.CallId, req.Version)
+	} else {
+		ok = slot.Claim(req.CallId, req.Version)
+	}
+	if slot != before {
+		rec := proto.Clone(g.rec).(*grainpb.UserRecord)
+		rec.CallId, rec.CallVersion, rec.CallActive = slot.Call, slot.Version, slot.Active
+		if err := g.save(rec); err != nil {
+			return nil, err
+		}
+	}
+	return &grainpb.CallClaimReply{Ok: ok, CurrentCall: slot.Call}, nil
+}
+
+// CallRing rings every device of the user (an invitation; not if the user
+// is in another call: busy) or stops the ringing, as session events. The
+// op id makes a retried ring push nothing twice.
+func (g *userGrain) CallRing(req *grainpb.CallRingReq, ctx cluster.GrainContext) (*grainpb.CallRingReply, error) {
+	if err := g.ready(); err != nil {
+		return nil, err
+	}
+	ev := &pb.SessionEvent{TimeMs: g.n.now()}
+	switch {
+	case req.Invite != nil:
+		slot := call.Slot{Call: g.rec.CallId, Version: g.rec.CallVersion, Active: g.rec.CallActive}
+		if slot.Busy(req.CallId) {
+			return &grainpb.CallRingReply{Busy: true}, nil
+		}
+		ev.Event = &pb.SessionEvent_CallInvited{CallInvited: req.Invite}
+	case req.Stop != nil:
+		ev.Event = &pb.SessionEvent_CallRingStopped{CallRingStopped: req.Stop}
+	default:
+		return nil, grainError(pb.CodeInvalidArgument, "ring needs invite or stop")
+	}
+	for _, d := range g.rec.Devices {
+		if d.SessionId != "" {
+			g.push(d.SessionId, &grainpb.PushReq{Event: ev, OpId: req.OpId})
+		}
+	}
+	return &grainpb.CallRingReply{}, nil
 }

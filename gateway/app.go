@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/parley-chat/parley/actors"
+	"github.com/parley-chat/parley/media"
 	"github.com/parley-chat/parley/persistence"
 	"github.com/parley-chat/parley/web"
 )
@@ -27,7 +28,9 @@ type AppOptions struct {
 	NoSync  bool
 	Gateway Options
 	Actors  actors.Options
-	Logger  *slog.Logger
+	// Media configures the node's SFU (calls).
+	Media  media.Options
+	Logger *slog.Logger
 }
 
 // App is a running single-node server: store, actor node, gateway.
@@ -36,6 +39,7 @@ type App struct {
 	Hub     *Hub
 	Node    *actors.Node
 	Gateway *Server
+	Media   *media.SFU
 	log     *slog.Logger
 }
 
@@ -56,24 +60,37 @@ func NewApp(o AppOptions) (*App, error) {
 	}
 	gw.Handle("/", web.Handler())
 	store.OnSync(func(d time.Duration) { gw.ObserveSync(d.Seconds()) })
+	mo := o.Media
+	if mo.Logger == nil {
+		mo.Logger = o.Logger
+	}
+	sfu, err := media.New(mo)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
 	ao := o.Actors
-	ao.Store, ao.Fanout, ao.Logger = store, hub, o.Logger
+	ao.Store, ao.Fanout, ao.Logger, ao.Media = store, hub, o.Logger, sfu
 	if o.FilesDir == "" && o.FS == nil {
 		o.FilesDir = o.DataDir
 	}
 	if o.FilesDir != "" {
 		if ao.Blobs, err = persistence.OpenBlobs(o.FilesDir); err != nil {
+			sfu.Close()
 			store.Close()
 			return nil, err
 		}
 	}
 	node, err := actors.Start(ao)
 	if err != nil {
+		sfu.Close()
 		store.Close()
 		return nil, err
 	}
+	sfu.SetNode(node.System.Address())
 	gw.Attach(node)
-	return &App{Store: store, Hub: hub, Node: node, Gateway: gw, log: o.Logger}, nil
+	gw.AttachMedia(sfu)
+	return &App{Store: store, Hub: hub, Node: node, Gateway: gw, Media: sfu, log: o.Logger}, nil
 }
 
 // Serve serves on ln until ctx ends, then shuts down in order: stop
@@ -90,6 +107,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 // Close stops grains and closes the store.
 func (a *App) Close() error {
 	a.Node.Stop()
+	if err := a.Media.Close(); err != nil {
+		a.log.Warn("close media", "err", err)
+	}
 	if err := a.Store.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}

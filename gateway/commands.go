@@ -168,11 +168,51 @@ func (l *link) command(id string, f *pb.ClientFrame) {
 		l.async(id, func() (proto.Message, error) { return nil, n.P2spReport(uid, sid, dev, req) })
 	case *pb.ClientFrame_Ack:
 		l.pipeline(id, actors.KindSession, l.sessionID, "Ack", &grainpb.AckReq{SessionSeq: c.Ack.SessionSeq})
+	case *pb.ClientFrame_CreateCall:
+		cc, sid := c.CreateCall, l.sessionID
+		l.async(id, func() (proto.Message, error) {
+			return n.CreateCall(uid, dev, sid, cc.ConversationId, cc.JoinId)
+		})
+	case *pb.ClientFrame_CreateRoom:
+		l.callCmd(id, c.CreateRoom.CallId, "CreateRoom", &grainpb.CallReq{JoinId: c.CreateRoom.JoinId})
+	case *pb.ClientFrame_EnterCall:
+		l.callCmd(id, c.EnterCall.CallId, "Enter", &grainpb.CallReq{JoinId: c.EnterCall.JoinId})
+	case *pb.ClientFrame_JoinRoom:
+		l.callCmd(id, c.JoinRoom.CallId, "Join", &grainpb.CallReq{JoinId: c.JoinRoom.JoinId})
+	case *pb.ClientFrame_DeclineCall:
+		l.callCmd(id, c.DeclineCall.CallId, "Decline", &grainpb.CallReq{})
+	case *pb.ClientFrame_CancelCall:
+		l.callCmd(id, c.CancelCall.CallId, "Cancel", &grainpb.CallReq{JoinId: c.CancelCall.JoinId})
+	case *pb.ClientFrame_LeaveCall:
+		l.callCmd(id, c.LeaveCall.CallId, "Leave", &grainpb.CallReq{JoinId: c.LeaveCall.JoinId})
+	case *pb.ClientFrame_MuteCall:
+		m := c.MuteCall
+		l.callCmd(id, m.CallId, "Mute", &grainpb.CallReq{JoinId: m.JoinId, Muted: m.Muted})
+	case *pb.ClientFrame_SignalCall:
+		sg := c.SignalCall
+		if len(sg.GetAnswer().GetSdp()) > 32<<10 || len(sg.GetCandidate().GetCandidate()) > 1024 {
+			l.replyErr(id, pb.CodeInvalidArgument, "SDP or candidate too long")
+			return
+		}
+		l.callCmd(id, sg.CallId, "Signal", &grainpb.CallReq{JoinId: sg.JoinId, Answer: sg.Answer, Candidate: sg.Candidate})
+	case *pb.ClientFrame_CallInfo:
+		l.callCmd(id, c.CallInfo.CallId, "Info", &grainpb.CallReq{})
 	default:
 		if !l.channelCommand(id, f) {
 			l.replyErr(id, pb.CodeUnknownCommand, "command not available")
 		}
 	}
+}
+
+// callCmd sends a call command to its call grain, with the link's
+// identity (user, device, session): the grain authorizes every step.
+func (l *link) callCmd(id, callID, method string, req *grainpb.CallReq) {
+	if callID == "" || len(callID) > 64 {
+		l.replyErr(id, pb.CodeInvalidArgument, "call_id is required")
+		return
+	}
+	req.Actor, req.DeviceId, req.SessionId = l.userID, l.deviceID, l.sessionID
+	l.pipeline(id, actors.KindCall, callID, method, req)
 }
 
 // pipeline issues a grain request now (keeping per-link order) and replies
@@ -274,6 +314,12 @@ func frameFor(re string, body proto.Message) *pb.ServerFrame {
 		f.Body = &pb.ServerFrame_InvitationList{InvitationList: b}
 	case *pb.P2SpInfo:
 		f.Body = &pb.ServerFrame_P2SpInfo{P2SpInfo: b}
+	case *pb.CallConfirm:
+		f.Body = &pb.ServerFrame_CallConfirm{CallConfirm: b}
+	case *pb.CallRoom:
+		f.Body = &pb.ServerFrame_CallRoom{CallRoom: b}
+	case *pb.CallInfo:
+		f.Body = &pb.ServerFrame_Call{Call: b}
 	default:
 		f.Body = &pb.ServerFrame_Ok{Ok: &pb.Empty{}}
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"github.com/parley-chat/parley/actors"
+	"github.com/parley-chat/parley/media"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -57,6 +58,9 @@ func (m *metrics) registerNode(n *actors.Node) {
 		counter("parley_p2sp_failures_total", "P2SP downloads that failed their whole-file check.", am.P2SPFailures.Load),
 		counter("parley_p2sp_bad_piece_reports_total", "Reports of peers that sent a bad piece.", am.P2SPReports.Load),
 		counter("parley_p2sp_banned_holders_total", "Holders no longer offered after reports.", am.P2SPBans.Load),
+		counter("parley_calls_started_total", "Calls created.", am.CallsStarted.Load),
+		counter("parley_calls_ended_total", "Calls ended.", am.CallsEnded.Load),
+		counter("parley_call_requests_dropped_total", "Call requests that did not fit the call's state (early or stale): answered call_state, otherwise ignored.", am.CallRequestsDropped.Load),
 	)
 	for kind, depth := range am.MailboxDepth {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -64,4 +68,21 @@ func (m *metrics) registerNode(n *actors.Node) {
 			ConstLabels: prometheus.Labels{"kind": kind},
 		}, func() float64 { return float64(depth.Load()) }))
 	}
+}
+
+// AttachMedia exports the SFU's counters.
+func (s *Server) AttachMedia(sfu *media.SFU) {
+	stat := func(f func(media.Stats) float64) func() float64 { return func() float64 { return f(sfu.Stats()) } }
+	s.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_media_packets_in_total", Help: "RTP packets read from publishers."},
+			stat(func(st media.Stats) float64 { return float64(st.PacketsIn) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_media_packets_out_total", Help: "RTP packets forwarded to subscribers."},
+			stat(func(st media.Stats) float64 { return float64(st.PacketsOut) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_media_bytes_in_total", Help: "RTP bytes read from publishers."},
+			stat(func(st media.Stats) float64 { return float64(st.BytesIn) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_media_peers", Help: "Open SFU peer connections."},
+			stat(func(st media.Stats) float64 { return float64(st.Peers) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_media_rooms", Help: "Open SFU rooms."},
+			stat(func(st media.Stats) float64 { return float64(st.Rooms) })),
+	)
 }

@@ -37,6 +37,9 @@ const (
 	KindChannelMember Kind = 'K' // channel member, id = channel id, suffix = user id
 	KindInvitation    Kind = 'i' // group invitation, id = group id, suffix = invitation local id
 	KindImport        Kind = 'I' // done import of a group, id = group id, suffix = actor "/" op id
+
+	// Calls.
+	KindCall Kind = 'v' // voice call record (its participants' states and deadlines), id = call id
 )
 
 // ErrBadKey reports a key that does not decode.

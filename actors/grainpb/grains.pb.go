@@ -1241,6 +1241,237 @@ func (x *ImportStamp) GetTimeMs() int64 {
 	return 0
 }
 
+// CallClaimReq claims (or, with release, frees) the user's busy slot for a
+// call. Versions are per call and increase with every operation of that
+// call, so retried and reordered operations are harmless.
+type CallClaimReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Release       bool                   `protobuf:"varint,3,opt,name=release,proto3" json:"release,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallClaimReq) Reset() {
+	*x = CallClaimReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallClaimReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallClaimReq) ProtoMessage() {}
+
+func (x *CallClaimReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallClaimReq.ProtoReflect.Descriptor instead.
+func (*CallClaimReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CallClaimReq) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallClaimReq) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *CallClaimReq) GetRelease() bool {
+	if x != nil {
+		return x.Release
+	}
+	return false
+}
+
+type CallClaimReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The claim holds (false: the user is in another call).
+	Ok            bool   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	CurrentCall   string `protobuf:"bytes,2,opt,name=current_call,json=currentCall,proto3" json:"current_call,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallClaimReply) Reset() {
+	*x = CallClaimReply{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallClaimReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallClaimReply) ProtoMessage() {}
+
+func (x *CallClaimReply) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallClaimReply.ProtoReflect.Descriptor instead.
+func (*CallClaimReply) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CallClaimReply) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *CallClaimReply) GetCurrentCall() string {
+	if x != nil {
+		return x.CurrentCall
+	}
+	return ""
+}
+
+// CallRingReq rings every device of the user (invite) or stops the ringing
+// (stop), as session events. op_id deduplicates retries.
+type CallRingReq struct {
+	state         protoimpl.MessageState    `protogen:"open.v1"`
+	CallId        string                    `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Invite        *protocol.CallInvited     `protobuf:"bytes,2,opt,name=invite,proto3" json:"invite,omitempty"`
+	Stop          *protocol.CallRingStopped `protobuf:"bytes,3,opt,name=stop,proto3" json:"stop,omitempty"`
+	OpId          string                    `protobuf:"bytes,4,opt,name=op_id,json=opId,proto3" json:"op_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallRingReq) Reset() {
+	*x = CallRingReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRingReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRingReq) ProtoMessage() {}
+
+func (x *CallRingReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRingReq.ProtoReflect.Descriptor instead.
+func (*CallRingReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CallRingReq) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallRingReq) GetInvite() *protocol.CallInvited {
+	if x != nil {
+		return x.Invite
+	}
+	return nil
+}
+
+func (x *CallRingReq) GetStop() *protocol.CallRingStopped {
+	if x != nil {
+		return x.Stop
+	}
+	return nil
+}
+
+func (x *CallRingReq) GetOpId() string {
+	if x != nil {
+		return x.OpId
+	}
+	return ""
+}
+
+type CallRingReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The invite did not ring: the user is in another call.
+	Busy          bool `protobuf:"varint,1,opt,name=busy,proto3" json:"busy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallRingReply) Reset() {
+	*x = CallRingReply{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRingReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRingReply) ProtoMessage() {}
+
+func (x *CallRingReply) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRingReply.ProtoReflect.Descriptor instead.
+func (*CallRingReply) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CallRingReply) GetBusy() bool {
+	if x != nil {
+		return x.Busy
+	}
+	return false
+}
+
 type OpenReq struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	UserId   string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
@@ -1255,7 +1486,7 @@ type OpenReq struct {
 
 func (x *OpenReq) Reset() {
 	*x = OpenReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1498,7 @@ func (x *OpenReq) String() string {
 func (*OpenReq) ProtoMessage() {}
 
 func (x *OpenReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1511,7 @@ func (x *OpenReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenReq.ProtoReflect.Descriptor instead.
 func (*OpenReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{22}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *OpenReq) GetUserId() string {
@@ -1331,7 +1562,7 @@ type SessionReply struct {
 
 func (x *SessionReply) Reset() {
 	*x = SessionReply{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1574,7 @@ func (x *SessionReply) String() string {
 func (*SessionReply) ProtoMessage() {}
 
 func (x *SessionReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1587,7 @@ func (x *SessionReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionReply.ProtoReflect.Descriptor instead.
 func (*SessionReply) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{23}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SessionReply) GetSessionId() string {
@@ -1405,7 +1636,7 @@ type PushReq struct {
 
 func (x *PushReq) Reset() {
 	*x = PushReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1648,7 @@ func (x *PushReq) String() string {
 func (*PushReq) ProtoMessage() {}
 
 func (x *PushReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1661,7 @@ func (x *PushReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushReq.ProtoReflect.Descriptor instead.
 func (*PushReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{24}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PushReq) GetEvent() *protocol.SessionEvent {
@@ -1456,7 +1687,7 @@ type AckReq struct {
 
 func (x *AckReq) Reset() {
 	*x = AckReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1699,7 @@ func (x *AckReq) String() string {
 func (*AckReq) ProtoMessage() {}
 
 func (x *AckReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1712,7 @@ func (x *AckReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckReq.ProtoReflect.Descriptor instead.
 func (*AckReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{25}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AckReq) GetSessionSeq() int64 {
@@ -1503,7 +1734,7 @@ type CutReq struct {
 
 func (x *CutReq) Reset() {
 	*x = CutReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1746,7 @@ func (x *CutReq) String() string {
 func (*CutReq) ProtoMessage() {}
 
 func (x *CutReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1759,7 @@ func (x *CutReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CutReq.ProtoReflect.Descriptor instead.
 func (*CutReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{26}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CutReq) GetLinkId() uint64 {
@@ -1560,7 +1791,7 @@ type ResumeReq struct {
 
 func (x *ResumeReq) Reset() {
 	*x = ResumeReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1803,7 @@ func (x *ResumeReq) String() string {
 func (*ResumeReq) ProtoMessage() {}
 
 func (x *ResumeReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1816,7 @@ func (x *ResumeReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeReq.ProtoReflect.Descriptor instead.
 func (*ResumeReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{27}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResumeReq) GetUserId() string {
@@ -1644,7 +1875,7 @@ type HoldReq struct {
 
 func (x *HoldReq) Reset() {
 	*x = HoldReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1887,7 @@ func (x *HoldReq) String() string {
 func (*HoldReq) ProtoMessage() {}
 
 func (x *HoldReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1900,7 @@ func (x *HoldReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HoldReq.ProtoReflect.Descriptor instead.
 func (*HoldReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *HoldReq) GetLinkId() uint64 {
@@ -1717,7 +1948,7 @@ type SignalReq struct {
 
 func (x *SignalReq) Reset() {
 	*x = SignalReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1960,7 @@ func (x *SignalReq) String() string {
 func (*SignalReq) ProtoMessage() {}
 
 func (x *SignalReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1973,7 @@ func (x *SignalReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalReq.ProtoReflect.Descriptor instead.
 func (*SignalReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SignalReq) GetSignal() *protocol.P2SpSignal {
@@ -1750,6 +1981,111 @@ func (x *SignalReq) GetSignal() *protocol.P2SpSignal {
 		return x.Signal
 	}
 	return nil
+}
+
+type CallBindReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Bind          bool                   `protobuf:"varint,2,opt,name=bind,proto3" json:"bind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallBindReq) Reset() {
+	*x = CallBindReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallBindReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallBindReq) ProtoMessage() {}
+
+func (x *CallBindReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallBindReq.ProtoReflect.Descriptor instead.
+func (*CallBindReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *CallBindReq) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallBindReq) GetBind() bool {
+	if x != nil {
+		return x.Bind
+	}
+	return false
+}
+
+// CallBindReply is the session's link state when the bind was applied.
+type CallBindReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Linked        bool                   `protobuf:"varint,1,opt,name=linked,proto3" json:"linked,omitempty"`
+	LinkGen       uint64                 `protobuf:"varint,2,opt,name=link_gen,json=linkGen,proto3" json:"link_gen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallBindReply) Reset() {
+	*x = CallBindReply{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallBindReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallBindReply) ProtoMessage() {}
+
+func (x *CallBindReply) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallBindReply.ProtoReflect.Descriptor instead.
+func (*CallBindReply) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *CallBindReply) GetLinked() bool {
+	if x != nil {
+		return x.Linked
+	}
+	return false
+}
+
+func (x *CallBindReply) GetLinkGen() uint64 {
+	if x != nil {
+		return x.LinkGen
+	}
+	return 0
 }
 
 type CreateConvReq struct {
@@ -1764,7 +2100,7 @@ type CreateConvReq struct {
 
 func (x *CreateConvReq) Reset() {
 	*x = CreateConvReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +2112,7 @@ func (x *CreateConvReq) String() string {
 func (*CreateConvReq) ProtoMessage() {}
 
 func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +2125,7 @@ func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConvReq.ProtoReflect.Descriptor instead.
 func (*CreateConvReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateConvReq) GetActor() string {
@@ -1830,7 +2166,7 @@ type MembersReq struct {
 
 func (x *MembersReq) Reset() {
 	*x = MembersReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +2178,7 @@ func (x *MembersReq) String() string {
 func (*MembersReq) ProtoMessage() {}
 
 func (x *MembersReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +2191,7 @@ func (x *MembersReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersReq.ProtoReflect.Descriptor instead.
 func (*MembersReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *MembersReq) GetActor() string {
@@ -1883,7 +2219,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +2231,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +2244,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RemoveReq) GetActor() string {
@@ -1936,7 +2272,7 @@ type RoleReq struct {
 
 func (x *RoleReq) Reset() {
 	*x = RoleReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2284,7 @@ func (x *RoleReq) String() string {
 func (*RoleReq) ProtoMessage() {}
 
 func (x *RoleReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2297,7 @@ func (x *RoleReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleReq.ProtoReflect.Descriptor instead.
 func (*RoleReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RoleReq) GetActor() string {
@@ -1995,7 +2331,7 @@ type RenameReq struct {
 
 func (x *RenameReq) Reset() {
 	*x = RenameReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2007,7 +2343,7 @@ func (x *RenameReq) String() string {
 func (*RenameReq) ProtoMessage() {}
 
 func (x *RenameReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2020,7 +2356,7 @@ func (x *RenameReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameReq.ProtoReflect.Descriptor instead.
 func (*RenameReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RenameReq) GetActor() string {
@@ -2052,7 +2388,7 @@ type SendReq struct {
 
 func (x *SendReq) Reset() {
 	*x = SendReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2064,7 +2400,7 @@ func (x *SendReq) String() string {
 func (*SendReq) ProtoMessage() {}
 
 func (x *SendReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2077,7 +2413,7 @@ func (x *SendReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReq.ProtoReflect.Descriptor instead.
 func (*SendReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SendReq) GetActor() string {
@@ -2126,7 +2462,7 @@ type DeleteReq struct {
 
 func (x *DeleteReq) Reset() {
 	*x = DeleteReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2474,7 @@ func (x *DeleteReq) String() string {
 func (*DeleteReq) ProtoMessage() {}
 
 func (x *DeleteReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2487,7 @@ func (x *DeleteReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReq.ProtoReflect.Descriptor instead.
 func (*DeleteReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DeleteReq) GetActor() string {
@@ -2185,7 +2521,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2533,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2546,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReadReq) GetActor() string {
@@ -2238,7 +2574,7 @@ type HistoryReq struct {
 
 func (x *HistoryReq) Reset() {
 	*x = HistoryReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2250,7 +2586,7 @@ func (x *HistoryReq) String() string {
 func (*HistoryReq) ProtoMessage() {}
 
 func (x *HistoryReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2263,7 +2599,7 @@ func (x *HistoryReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryReq.ProtoReflect.Descriptor instead.
 func (*HistoryReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *HistoryReq) GetActor() string {
@@ -2296,7 +2632,7 @@ type InfoReq struct {
 
 func (x *InfoReq) Reset() {
 	*x = InfoReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2308,7 +2644,7 @@ func (x *InfoReq) String() string {
 func (*InfoReq) ProtoMessage() {}
 
 func (x *InfoReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2321,7 +2657,7 @@ func (x *InfoReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReq.ProtoReflect.Descriptor instead.
 func (*InfoReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *InfoReq) GetActor() string {
@@ -2345,7 +2681,7 @@ type UploadCreateReq struct {
 
 func (x *UploadCreateReq) Reset() {
 	*x = UploadCreateReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2693,7 @@ func (x *UploadCreateReq) String() string {
 func (*UploadCreateReq) ProtoMessage() {}
 
 func (x *UploadCreateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2706,7 @@ func (x *UploadCreateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadCreateReq.ProtoReflect.Descriptor instead.
 func (*UploadCreateReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UploadCreateReq) GetActor() string {
@@ -2424,7 +2760,7 @@ type UploadHeadReq struct {
 
 func (x *UploadHeadReq) Reset() {
 	*x = UploadHeadReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2436,7 +2772,7 @@ func (x *UploadHeadReq) String() string {
 func (*UploadHeadReq) ProtoMessage() {}
 
 func (x *UploadHeadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2449,7 +2785,7 @@ func (x *UploadHeadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeadReq.ProtoReflect.Descriptor instead.
 func (*UploadHeadReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *UploadHeadReq) GetActor() string {
@@ -2469,7 +2805,7 @@ type UploadBeginReq struct {
 
 func (x *UploadBeginReq) Reset() {
 	*x = UploadBeginReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2481,7 +2817,7 @@ func (x *UploadBeginReq) String() string {
 func (*UploadBeginReq) ProtoMessage() {}
 
 func (x *UploadBeginReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2494,7 +2830,7 @@ func (x *UploadBeginReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadBeginReq.ProtoReflect.Descriptor instead.
 func (*UploadBeginReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{42}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *UploadBeginReq) GetActor() string {
@@ -2524,7 +2860,7 @@ type UploadEndReq struct {
 
 func (x *UploadEndReq) Reset() {
 	*x = UploadEndReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2536,7 +2872,7 @@ func (x *UploadEndReq) String() string {
 func (*UploadEndReq) ProtoMessage() {}
 
 func (x *UploadEndReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2549,7 +2885,7 @@ func (x *UploadEndReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadEndReq.ProtoReflect.Descriptor instead.
 func (*UploadEndReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{43}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *UploadEndReq) GetActor() string {
@@ -2582,7 +2918,7 @@ type UploadTerminateReq struct {
 
 func (x *UploadTerminateReq) Reset() {
 	*x = UploadTerminateReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2594,7 +2930,7 @@ func (x *UploadTerminateReq) String() string {
 func (*UploadTerminateReq) ProtoMessage() {}
 
 func (x *UploadTerminateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2607,7 +2943,7 @@ func (x *UploadTerminateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadTerminateReq.ProtoReflect.Descriptor instead.
 func (*UploadTerminateReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{44}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *UploadTerminateReq) GetActor() string {
@@ -2625,7 +2961,7 @@ type UploadSweepReq struct {
 
 func (x *UploadSweepReq) Reset() {
 	*x = UploadSweepReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2637,7 +2973,7 @@ func (x *UploadSweepReq) String() string {
 func (*UploadSweepReq) ProtoMessage() {}
 
 func (x *UploadSweepReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2650,7 +2986,7 @@ func (x *UploadSweepReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadSweepReq.ProtoReflect.Descriptor instead.
 func (*UploadSweepReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{45}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{51}
 }
 
 // UploadStatus is what the gateway needs to answer a tus request.
@@ -2676,7 +3012,7 @@ type UploadStatus struct {
 
 func (x *UploadStatus) Reset() {
 	*x = UploadStatus{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +3024,7 @@ func (x *UploadStatus) String() string {
 func (*UploadStatus) ProtoMessage() {}
 
 func (x *UploadStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +3037,7 @@ func (x *UploadStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadStatus.ProtoReflect.Descriptor instead.
 func (*UploadStatus) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{46}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *UploadStatus) GetUploadId() string {
@@ -2797,7 +3133,7 @@ type FileAttachReq struct {
 
 func (x *FileAttachReq) Reset() {
 	*x = FileAttachReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2809,7 +3145,7 @@ func (x *FileAttachReq) String() string {
 func (*FileAttachReq) ProtoMessage() {}
 
 func (x *FileAttachReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2822,7 +3158,7 @@ func (x *FileAttachReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileAttachReq.ProtoReflect.Descriptor instead.
 func (*FileAttachReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{47}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *FileAttachReq) GetRef() *FileRefRecord {
@@ -2871,7 +3207,7 @@ type FileReleaseReq struct {
 
 func (x *FileReleaseReq) Reset() {
 	*x = FileReleaseReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2883,7 +3219,7 @@ func (x *FileReleaseReq) String() string {
 func (*FileReleaseReq) ProtoMessage() {}
 
 func (x *FileReleaseReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2896,7 +3232,7 @@ func (x *FileReleaseReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileReleaseReq.ProtoReflect.Descriptor instead.
 func (*FileReleaseReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{48}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *FileReleaseReq) GetRefId() string {
@@ -2923,7 +3259,7 @@ type FileGetReq struct {
 
 func (x *FileGetReq) Reset() {
 	*x = FileGetReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2935,7 +3271,7 @@ func (x *FileGetReq) String() string {
 func (*FileGetReq) ProtoMessage() {}
 
 func (x *FileGetReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2948,7 +3284,7 @@ func (x *FileGetReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileGetReq.ProtoReflect.Descriptor instead.
 func (*FileGetReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{49}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *FileGetReq) GetPieces() bool {
@@ -2972,7 +3308,7 @@ type ImportMember struct {
 
 func (x *ImportMember) Reset() {
 	*x = ImportMember{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2984,7 +3320,7 @@ func (x *ImportMember) String() string {
 func (*ImportMember) ProtoMessage() {}
 
 func (x *ImportMember) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2997,7 +3333,7 @@ func (x *ImportMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportMember.ProtoReflect.Descriptor instead.
 func (*ImportMember) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{50}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ImportMember) GetUserId() string {
@@ -3041,7 +3377,7 @@ type ImportReq struct {
 
 func (x *ImportReq) Reset() {
 	*x = ImportReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3053,7 +3389,7 @@ func (x *ImportReq) String() string {
 func (*ImportReq) ProtoMessage() {}
 
 func (x *ImportReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3066,7 +3402,7 @@ func (x *ImportReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportReq.ProtoReflect.Descriptor instead.
 func (*ImportReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{51}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ImportReq) GetActor() string {
@@ -3115,7 +3451,7 @@ type AnswerReq struct {
 
 func (x *AnswerReq) Reset() {
 	*x = AnswerReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3127,7 +3463,7 @@ func (x *AnswerReq) String() string {
 func (*AnswerReq) ProtoMessage() {}
 
 func (x *AnswerReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3140,7 +3476,7 @@ func (x *AnswerReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnswerReq.ProtoReflect.Descriptor instead.
 func (*AnswerReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{52}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *AnswerReq) GetActor() string {
@@ -3175,7 +3511,7 @@ type CreateChannelReq struct {
 
 func (x *CreateChannelReq) Reset() {
 	*x = CreateChannelReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3187,7 +3523,7 @@ func (x *CreateChannelReq) String() string {
 func (*CreateChannelReq) ProtoMessage() {}
 
 func (x *CreateChannelReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3200,7 +3536,7 @@ func (x *CreateChannelReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateChannelReq.ProtoReflect.Descriptor instead.
 func (*CreateChannelReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{53}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CreateChannelReq) GetActor() string {
@@ -3235,7 +3571,7 @@ type ChannelMembersReq struct {
 
 func (x *ChannelMembersReq) Reset() {
 	*x = ChannelMembersReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3247,7 +3583,7 @@ func (x *ChannelMembersReq) String() string {
 func (*ChannelMembersReq) ProtoMessage() {}
 
 func (x *ChannelMembersReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3260,7 +3596,7 @@ func (x *ChannelMembersReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelMembersReq.ProtoReflect.Descriptor instead.
 func (*ChannelMembersReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{54}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ChannelMembersReq) GetActor() string {
@@ -3294,7 +3630,7 @@ type ChannelRemoveReq struct {
 
 func (x *ChannelRemoveReq) Reset() {
 	*x = ChannelRemoveReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3306,7 +3642,7 @@ func (x *ChannelRemoveReq) String() string {
 func (*ChannelRemoveReq) ProtoMessage() {}
 
 func (x *ChannelRemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3319,7 +3655,7 @@ func (x *ChannelRemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelRemoveReq.ProtoReflect.Descriptor instead.
 func (*ChannelRemoveReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{55}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ChannelRemoveReq) GetActor() string {
@@ -3347,7 +3683,7 @@ type ChannelDropReq struct {
 
 func (x *ChannelDropReq) Reset() {
 	*x = ChannelDropReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3359,7 +3695,7 @@ func (x *ChannelDropReq) String() string {
 func (*ChannelDropReq) ProtoMessage() {}
 
 func (x *ChannelDropReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3372,7 +3708,7 @@ func (x *ChannelDropReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelDropReq.ProtoReflect.Descriptor instead.
 func (*ChannelDropReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{56}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ChannelDropReq) GetUserId() string {
@@ -3395,7 +3731,7 @@ type ChannelPresenceReq struct {
 
 func (x *ChannelPresenceReq) Reset() {
 	*x = ChannelPresenceReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3407,7 +3743,7 @@ func (x *ChannelPresenceReq) String() string {
 func (*ChannelPresenceReq) ProtoMessage() {}
 
 func (x *ChannelPresenceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3420,7 +3756,7 @@ func (x *ChannelPresenceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelPresenceReq.ProtoReflect.Descriptor instead.
 func (*ChannelPresenceReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{57}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ChannelPresenceReq) GetActor() string {
@@ -3462,7 +3798,7 @@ type ChannelSendReq struct {
 
 func (x *ChannelSendReq) Reset() {
 	*x = ChannelSendReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3474,7 +3810,7 @@ func (x *ChannelSendReq) String() string {
 func (*ChannelSendReq) ProtoMessage() {}
 
 func (x *ChannelSendReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3487,7 +3823,7 @@ func (x *ChannelSendReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelSendReq.ProtoReflect.Descriptor instead.
 func (*ChannelSendReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{58}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ChannelSendReq) GetActor() string {
@@ -3520,7 +3856,7 @@ type ChannelInfoReq struct {
 
 func (x *ChannelInfoReq) Reset() {
 	*x = ChannelInfoReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3532,7 +3868,7 @@ func (x *ChannelInfoReq) String() string {
 func (*ChannelInfoReq) ProtoMessage() {}
 
 func (x *ChannelInfoReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3545,7 +3881,7 @@ func (x *ChannelInfoReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelInfoReq.ProtoReflect.Descriptor instead.
 func (*ChannelInfoReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{59}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ChannelInfoReq) GetActor() string {
@@ -3566,7 +3902,7 @@ type ChannelSnapshot struct {
 
 func (x *ChannelSnapshot) Reset() {
 	*x = ChannelSnapshot{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3578,7 +3914,7 @@ func (x *ChannelSnapshot) String() string {
 func (*ChannelSnapshot) ProtoMessage() {}
 
 func (x *ChannelSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3591,7 +3927,7 @@ func (x *ChannelSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelSnapshot.ProtoReflect.Descriptor instead.
 func (*ChannelSnapshot) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{60}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ChannelSnapshot) GetTitle() string {
@@ -3623,7 +3959,7 @@ type FileAnnounceReq struct {
 
 func (x *FileAnnounceReq) Reset() {
 	*x = FileAnnounceReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3635,7 +3971,7 @@ func (x *FileAnnounceReq) String() string {
 func (*FileAnnounceReq) ProtoMessage() {}
 
 func (x *FileAnnounceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3648,7 +3984,7 @@ func (x *FileAnnounceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileAnnounceReq.ProtoReflect.Descriptor instead.
 func (*FileAnnounceReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{61}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *FileAnnounceReq) GetUserId() string {
@@ -3703,7 +4039,7 @@ type FileDropReq struct {
 
 func (x *FileDropReq) Reset() {
 	*x = FileDropReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3715,7 +4051,7 @@ func (x *FileDropReq) String() string {
 func (*FileDropReq) ProtoMessage() {}
 
 func (x *FileDropReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3728,7 +4064,7 @@ func (x *FileDropReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileDropReq.ProtoReflect.Descriptor instead.
 func (*FileDropReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{62}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *FileDropReq) GetSessionId() string {
@@ -3752,7 +4088,7 @@ type FileHoldersReq struct {
 
 func (x *FileHoldersReq) Reset() {
 	*x = FileHoldersReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3764,7 +4100,7 @@ func (x *FileHoldersReq) String() string {
 func (*FileHoldersReq) ProtoMessage() {}
 
 func (x *FileHoldersReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3777,7 +4113,7 @@ func (x *FileHoldersReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileHoldersReq.ProtoReflect.Descriptor instead.
 func (*FileHoldersReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{63}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *FileHoldersReq) GetUserId() string {
@@ -3823,7 +4159,7 @@ type FileHolder struct {
 
 func (x *FileHolder) Reset() {
 	*x = FileHolder{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3835,7 +4171,7 @@ func (x *FileHolder) String() string {
 func (*FileHolder) ProtoMessage() {}
 
 func (x *FileHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3848,7 +4184,7 @@ func (x *FileHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileHolder.ProtoReflect.Descriptor instead.
 func (*FileHolder) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{64}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *FileHolder) GetUserId() string {
@@ -3903,7 +4239,7 @@ type FileHolders struct {
 
 func (x *FileHolders) Reset() {
 	*x = FileHolders{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3915,7 +4251,7 @@ func (x *FileHolders) String() string {
 func (*FileHolders) ProtoMessage() {}
 
 func (x *FileHolders) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3928,7 +4264,7 @@ func (x *FileHolders) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileHolders.ProtoReflect.Descriptor instead.
 func (*FileHolders) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{65}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *FileHolders) GetHolders() []*FileHolder {
@@ -3957,7 +4293,7 @@ type FileReportReq struct {
 
 func (x *FileReportReq) Reset() {
 	*x = FileReportReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3969,7 +4305,7 @@ func (x *FileReportReq) String() string {
 func (*FileReportReq) ProtoMessage() {}
 
 func (x *FileReportReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3982,7 +4318,7 @@ func (x *FileReportReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileReportReq.ProtoReflect.Descriptor instead.
 func (*FileReportReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{66}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *FileReportReq) GetUserId() string {
@@ -4016,7 +4352,7 @@ type FileServedReq struct {
 
 func (x *FileServedReq) Reset() {
 	*x = FileServedReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4028,7 +4364,7 @@ func (x *FileServedReq) String() string {
 func (*FileServedReq) ProtoMessage() {}
 
 func (x *FileServedReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4041,7 +4377,7 @@ func (x *FileServedReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileServedReq.ProtoReflect.Descriptor instead.
 func (*FileServedReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{67}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *FileServedReq) GetBytes() int64 {
@@ -4059,7 +4395,7 @@ type FileStatsReq struct {
 
 func (x *FileStatsReq) Reset() {
 	*x = FileStatsReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4071,7 +4407,7 @@ func (x *FileStatsReq) String() string {
 func (*FileStatsReq) ProtoMessage() {}
 
 func (x *FileStatsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4084,7 +4420,217 @@ func (x *FileStatsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileStatsReq.ProtoReflect.Descriptor instead.
 func (*FileStatsReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{68}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{74}
+}
+
+type CallReq struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Actor     string                 `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
+	DeviceId  string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	JoinId    string                 `protobuf:"bytes,4,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	// Create: the conversation and its members, read by the gateway from the
+	// conversation grain (the caller must be one of them).
+	ConversationId string   `protobuf:"bytes,5,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Members        []string `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
+	// Mute.
+	Muted bool `protobuf:"varint,7,opt,name=muted,proto3" json:"muted,omitempty"`
+	// Signal: one of them.
+	Answer        *protocol.SessionDescription `protobuf:"bytes,8,opt,name=answer,proto3" json:"answer,omitempty"`
+	Candidate     *protocol.IceCandidate       `protobuf:"bytes,9,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallReq) Reset() {
+	*x = CallReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallReq) ProtoMessage() {}
+
+func (x *CallReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallReq.ProtoReflect.Descriptor instead.
+func (*CallReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *CallReq) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *CallReq) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *CallReq) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CallReq) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+func (x *CallReq) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *CallReq) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *CallReq) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+func (x *CallReq) GetAnswer() *protocol.SessionDescription {
+	if x != nil {
+		return x.Answer
+	}
+	return nil
+}
+
+func (x *CallReq) GetCandidate() *protocol.IceCandidate {
+	if x != nil {
+		return x.Candidate
+	}
+	return nil
+}
+
+// CallLinkReq: the session carrying a participant lost (linked false) or
+// regained its link. link_gen orders the notifications of one session.
+type CallLinkReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Linked        bool                   `protobuf:"varint,2,opt,name=linked,proto3" json:"linked,omitempty"`
+	LinkGen       uint64                 `protobuf:"varint,3,opt,name=link_gen,json=linkGen,proto3" json:"link_gen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallLinkReq) Reset() {
+	*x = CallLinkReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallLinkReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallLinkReq) ProtoMessage() {}
+
+func (x *CallLinkReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallLinkReq.ProtoReflect.Descriptor instead.
+func (*CallLinkReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *CallLinkReq) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CallLinkReq) GetLinked() bool {
+	if x != nil {
+		return x.Linked
+	}
+	return false
+}
+
+func (x *CallLinkReq) GetLinkGen() uint64 {
+	if x != nil {
+		return x.LinkGen
+	}
+	return 0
+}
+
+type CallWakeReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallWakeReq) Reset() {
+	*x = CallWakeReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallWakeReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallWakeReq) ProtoMessage() {}
+
+func (x *CallWakeReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallWakeReq.ProtoReflect.Descriptor instead.
+func (*CallWakeReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{77}
 }
 
 // UserRecord is a user's durable state.
@@ -4107,14 +4653,19 @@ type UserRecord struct {
 	ImportStamps []*ImportStamp `protobuf:"bytes,20,rep,name=import_stamps,json=importStamps,proto3" json:"import_stamps,omitempty"`
 	// Invitations to groups: pending ones, and answered or expired ones
 	// until they expire (so a late notice cannot revive them).
-	Invitations   []*protocol.Invitation `protobuf:"bytes,21,rep,name=invitations,proto3" json:"invitations,omitempty"`
+	Invitations []*protocol.Invitation `protobuf:"bytes,21,rep,name=invitations,proto3" json:"invitations,omitempty"`
+	// The user's busy slot: the call it was last claimed for, the version of
+	// the last operation on it, and whether the claim holds.
+	CallId        string `protobuf:"bytes,12,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	CallVersion   uint64 `protobuf:"varint,13,opt,name=call_version,json=callVersion,proto3" json:"call_version,omitempty"`
+	CallActive    bool   `protobuf:"varint,14,opt,name=call_active,json=callActive,proto3" json:"call_active,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UserRecord) Reset() {
 	*x = UserRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4126,7 +4677,7 @@ func (x *UserRecord) String() string {
 func (*UserRecord) ProtoMessage() {}
 
 func (x *UserRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4139,7 +4690,7 @@ func (x *UserRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRecord.ProtoReflect.Descriptor instead.
 func (*UserRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{69}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *UserRecord) GetUserId() string {
@@ -4233,6 +4784,27 @@ func (x *UserRecord) GetInvitations() []*protocol.Invitation {
 	return nil
 }
 
+func (x *UserRecord) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *UserRecord) GetCallVersion() uint64 {
+	if x != nil {
+		return x.CallVersion
+	}
+	return 0
+}
+
+func (x *UserRecord) GetCallActive() bool {
+	if x != nil {
+		return x.CallActive
+	}
+	return false
+}
+
 type TokenRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sha256        []byte                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
@@ -4244,7 +4816,7 @@ type TokenRecord struct {
 
 func (x *TokenRecord) Reset() {
 	*x = TokenRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4256,7 +4828,7 @@ func (x *TokenRecord) String() string {
 func (*TokenRecord) ProtoMessage() {}
 
 func (x *TokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4269,7 +4841,7 @@ func (x *TokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRecord.ProtoReflect.Descriptor instead.
 func (*TokenRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{70}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *TokenRecord) GetSha256() []byte {
@@ -4305,7 +4877,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4317,7 +4889,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4330,7 +4902,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{71}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *DeviceRecord) GetDeviceId() string {
@@ -4372,7 +4944,7 @@ type UsernameRecord struct {
 
 func (x *UsernameRecord) Reset() {
 	*x = UsernameRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4384,7 +4956,7 @@ func (x *UsernameRecord) String() string {
 func (*UsernameRecord) ProtoMessage() {}
 
 func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4397,7 +4969,7 @@ func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsernameRecord.ProtoReflect.Descriptor instead.
 func (*UsernameRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{72}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *UsernameRecord) GetUserId() string {
@@ -4434,13 +5006,18 @@ type SessionRecord struct {
 	// Events with seq <= dropped_through were dropped from the buffer
 	// without an ack (overflow); a rebuild from before it is refused.
 	DroppedThrough int64 `protobuf:"varint,13,opt,name=dropped_through,json=droppedThrough,proto3" json:"dropped_through,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The call this session carries a participant of ("" if none).
+	CallId string `protobuf:"bytes,14,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// Counts the session's link changes (open, cut, resume, end), so that
+	// link notifications to a call grain can be ordered.
+	LinkGen       uint64 `protobuf:"varint,15,opt,name=link_gen,json=linkGen,proto3" json:"link_gen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4452,7 +5029,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4465,7 +5042,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{73}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *SessionRecord) GetSessionId() string {
@@ -4559,6 +5136,20 @@ func (x *SessionRecord) GetDroppedThrough() int64 {
 	return 0
 }
 
+func (x *SessionRecord) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *SessionRecord) GetLinkGen() uint64 {
+	if x != nil {
+		return x.LinkGen
+	}
+	return 0
+}
+
 // ConvRecord is a conversation's durable header.
 type ConvRecord struct {
 	state          protoimpl.MessageState    `protogen:"open.v1"`
@@ -4574,7 +5165,7 @@ type ConvRecord struct {
 
 func (x *ConvRecord) Reset() {
 	*x = ConvRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4586,7 +5177,7 @@ func (x *ConvRecord) String() string {
 func (*ConvRecord) ProtoMessage() {}
 
 func (x *ConvRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4599,7 +5190,7 @@ func (x *ConvRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvRecord.ProtoReflect.Descriptor instead.
 func (*ConvRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{74}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ConvRecord) GetConversationId() string {
@@ -4656,7 +5247,7 @@ type MemberRecord struct {
 
 func (x *MemberRecord) Reset() {
 	*x = MemberRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4668,7 +5259,7 @@ func (x *MemberRecord) String() string {
 func (*MemberRecord) ProtoMessage() {}
 
 func (x *MemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4681,7 +5272,7 @@ func (x *MemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
 func (*MemberRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{75}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *MemberRecord) GetRole() protocol.Role {
@@ -4744,7 +5335,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4756,7 +5347,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4769,7 +5360,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{76}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *DedupeRecord) GetSeq() int64 {
@@ -4803,7 +5394,7 @@ type OutboxRecord struct {
 
 func (x *OutboxRecord) Reset() {
 	*x = OutboxRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[77]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4815,7 +5406,7 @@ func (x *OutboxRecord) String() string {
 func (*OutboxRecord) ProtoMessage() {}
 
 func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[77]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4828,7 +5419,7 @@ func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxRecord.ProtoReflect.Descriptor instead.
 func (*OutboxRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{77}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *OutboxRecord) GetUserId() string {
@@ -4878,7 +5469,7 @@ type ConvFileRecord struct {
 
 func (x *ConvFileRecord) Reset() {
 	*x = ConvFileRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[78]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4890,7 +5481,7 @@ func (x *ConvFileRecord) String() string {
 func (*ConvFileRecord) ProtoMessage() {}
 
 func (x *ConvFileRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[78]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4903,7 +5494,7 @@ func (x *ConvFileRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvFileRecord.ProtoReflect.Descriptor instead.
 func (*ConvFileRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{78}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ConvFileRecord) GetFileId() string {
@@ -4946,7 +5537,7 @@ type UploadRecord struct {
 
 func (x *UploadRecord) Reset() {
 	*x = UploadRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[79]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4958,7 +5549,7 @@ func (x *UploadRecord) String() string {
 func (*UploadRecord) ProtoMessage() {}
 
 func (x *UploadRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[79]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4971,7 +5562,7 @@ func (x *UploadRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRecord.ProtoReflect.Descriptor instead.
 func (*UploadRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{79}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *UploadRecord) GetUploadId() string {
@@ -5095,7 +5686,7 @@ type FileRefRecord struct {
 
 func (x *FileRefRecord) Reset() {
 	*x = FileRefRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[80]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5107,7 +5698,7 @@ func (x *FileRefRecord) String() string {
 func (*FileRefRecord) ProtoMessage() {}
 
 func (x *FileRefRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[80]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5120,7 +5711,7 @@ func (x *FileRefRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRefRecord.ProtoReflect.Descriptor instead.
 func (*FileRefRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{80}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *FileRefRecord) GetRefId() string {
@@ -5184,7 +5775,7 @@ type FileRecord struct {
 
 func (x *FileRecord) Reset() {
 	*x = FileRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[81]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5196,7 +5787,7 @@ func (x *FileRecord) String() string {
 func (*FileRecord) ProtoMessage() {}
 
 func (x *FileRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[81]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5209,7 +5800,7 @@ func (x *FileRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRecord.ProtoReflect.Descriptor instead.
 func (*FileRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{81}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *FileRecord) GetFileId() string {
@@ -5272,7 +5863,7 @@ type ChannelRemoval struct {
 
 func (x *ChannelRemoval) Reset() {
 	*x = ChannelRemoval{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[82]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5284,7 +5875,7 @@ func (x *ChannelRemoval) String() string {
 func (*ChannelRemoval) ProtoMessage() {}
 
 func (x *ChannelRemoval) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[82]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5297,7 +5888,7 @@ func (x *ChannelRemoval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelRemoval.ProtoReflect.Descriptor instead.
 func (*ChannelRemoval) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{82}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *ChannelRemoval) GetChannelId() string {
@@ -5328,7 +5919,7 @@ type InvitationRecord struct {
 
 func (x *InvitationRecord) Reset() {
 	*x = InvitationRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[83]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5340,7 +5931,7 @@ func (x *InvitationRecord) String() string {
 func (*InvitationRecord) ProtoMessage() {}
 
 func (x *InvitationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[83]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5353,7 +5944,7 @@ func (x *InvitationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvitationRecord.ProtoReflect.Descriptor instead.
 func (*InvitationRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{83}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *InvitationRecord) GetInvitation() *protocol.Invitation {
@@ -5408,7 +5999,7 @@ type ImportRecord struct {
 
 func (x *ImportRecord) Reset() {
 	*x = ImportRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[84]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5420,7 +6011,7 @@ func (x *ImportRecord) String() string {
 func (*ImportRecord) ProtoMessage() {}
 
 func (x *ImportRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[84]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5433,7 +6024,7 @@ func (x *ImportRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRecord.ProtoReflect.Descriptor instead.
 func (*ImportRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{84}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *ImportRecord) GetActor() string {
@@ -5491,7 +6082,7 @@ type ChannelRecord struct {
 
 func (x *ChannelRecord) Reset() {
 	*x = ChannelRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[85]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5503,7 +6094,7 @@ func (x *ChannelRecord) String() string {
 func (*ChannelRecord) ProtoMessage() {}
 
 func (x *ChannelRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[85]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5516,7 +6107,7 @@ func (x *ChannelRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelRecord.ProtoReflect.Descriptor instead.
 func (*ChannelRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{85}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *ChannelRecord) GetChannelId() string {
@@ -5559,7 +6150,7 @@ type ChannelMemberRecord struct {
 
 func (x *ChannelMemberRecord) Reset() {
 	*x = ChannelMemberRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[86]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5571,7 +6162,7 @@ func (x *ChannelMemberRecord) String() string {
 func (*ChannelMemberRecord) ProtoMessage() {}
 
 func (x *ChannelMemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[86]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5584,7 +6175,7 @@ func (x *ChannelMemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelMemberRecord.ProtoReflect.Descriptor instead.
 func (*ChannelMemberRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{86}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *ChannelMemberRecord) GetLevel() protocol.ChannelLevel {
@@ -5599,6 +6190,308 @@ func (x *ChannelMemberRecord) GetJoinedMs() int64 {
 		return x.JoinedMs
 	}
 	return 0
+}
+
+// CallRecord is a call's durable state (the call machine's state).
+type CallRecord struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CallId         string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Caller         string                 `protobuf:"bytes,3,opt,name=caller,proto3" json:"caller,omitempty"`
+	Members        []string               `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	// 0 none, 1 active, 2 ended.
+	Phase     int32             `protobuf:"varint,5,opt,name=phase,proto3" json:"phase,omitempty"`
+	CreatedMs int64             `protobuf:"varint,6,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	EndedMs   int64             `protobuf:"varint,7,opt,name=ended_ms,json=endedMs,proto3" json:"ended_ms,omitempty"`
+	EndReason string            `protobuf:"bytes,8,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	Parts     []*CallPartRecord `protobuf:"bytes,9,rep,name=parts,proto3" json:"parts,omitempty"`
+	// Counter of busy-slot operations (claim/release versions).
+	Version uint64 `protobuf:"varint,10,opt,name=version,proto3" json:"version,omitempty"`
+	// The node whose media service hosts the room.
+	Node          string `protobuf:"bytes,11,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallRecord) Reset() {
+	*x = CallRecord{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[96]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRecord) ProtoMessage() {}
+
+func (x *CallRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[96]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRecord.ProtoReflect.Descriptor instead.
+func (*CallRecord) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{96}
+}
+
+func (x *CallRecord) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallRecord) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *CallRecord) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *CallRecord) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *CallRecord) GetPhase() int32 {
+	if x != nil {
+		return x.Phase
+	}
+	return 0
+}
+
+func (x *CallRecord) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+func (x *CallRecord) GetEndedMs() int64 {
+	if x != nil {
+		return x.EndedMs
+	}
+	return 0
+}
+
+func (x *CallRecord) GetEndReason() string {
+	if x != nil {
+		return x.EndReason
+	}
+	return ""
+}
+
+func (x *CallRecord) GetParts() []*CallPartRecord {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+func (x *CallRecord) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *CallRecord) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type CallPartRecord struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// actors/call.State.
+	State      int32    `protobuf:"varint,2,opt,name=state,proto3" json:"state,omitempty"`
+	DeviceId   string   `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId  string   `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	JoinId     string   `protobuf:"bytes,5,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	Muted      bool     `protobuf:"varint,6,opt,name=muted,proto3" json:"muted,omitempty"`
+	DeadlineMs int64    `protobuf:"varint,7,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	CutAtMs    int64    `protobuf:"varint,8,opt,name=cut_at_ms,json=cutAtMs,proto3" json:"cut_at_ms,omitempty"`
+	LinkGen    uint64   `protobuf:"varint,9,opt,name=link_gen,json=linkGen,proto3" json:"link_gen,omitempty"`
+	Claim      uint64   `protobuf:"varint,10,opt,name=claim,proto3" json:"claim,omitempty"`
+	OldJoins   []string `protobuf:"bytes,11,rep,name=old_joins,json=oldJoins,proto3" json:"old_joins,omitempty"`
+	Reason     string   `protobuf:"bytes,12,opt,name=reason,proto3" json:"reason,omitempty"`
+	Refused    string   `protobuf:"bytes,13,opt,name=refused,proto3" json:"refused,omitempty"`
+	Entered    bool     `protobuf:"varint,14,opt,name=entered,proto3" json:"entered,omitempty"`
+	CallerJoin bool     `protobuf:"varint,15,opt,name=caller_join,json=callerJoin,proto3" json:"caller_join,omitempty"`
+	// Refused enters (join id and error code, in parallel).
+	RefusedJoins  []string `protobuf:"bytes,16,rep,name=refused_joins,json=refusedJoins,proto3" json:"refused_joins,omitempty"`
+	RefusedCodes  []string `protobuf:"bytes,17,rep,name=refused_codes,json=refusedCodes,proto3" json:"refused_codes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallPartRecord) Reset() {
+	*x = CallPartRecord{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[97]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallPartRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallPartRecord) ProtoMessage() {}
+
+func (x *CallPartRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[97]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallPartRecord.ProtoReflect.Descriptor instead.
+func (*CallPartRecord) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{97}
+}
+
+func (x *CallPartRecord) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *CallPartRecord) GetState() int32 {
+	if x != nil {
+		return x.State
+	}
+	return 0
+}
+
+func (x *CallPartRecord) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *CallPartRecord) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CallPartRecord) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+func (x *CallPartRecord) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+func (x *CallPartRecord) GetDeadlineMs() int64 {
+	if x != nil {
+		return x.DeadlineMs
+	}
+	return 0
+}
+
+func (x *CallPartRecord) GetCutAtMs() int64 {
+	if x != nil {
+		return x.CutAtMs
+	}
+	return 0
+}
+
+func (x *CallPartRecord) GetLinkGen() uint64 {
+	if x != nil {
+		return x.LinkGen
+	}
+	return 0
+}
+
+func (x *CallPartRecord) GetClaim() uint64 {
+	if x != nil {
+		return x.Claim
+	}
+	return 0
+}
+
+func (x *CallPartRecord) GetOldJoins() []string {
+	if x != nil {
+		return x.OldJoins
+	}
+	return nil
+}
+
+func (x *CallPartRecord) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CallPartRecord) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
+func (x *CallPartRecord) GetEntered() bool {
+	if x != nil {
+		return x.Entered
+	}
+	return false
+}
+
+func (x *CallPartRecord) GetCallerJoin() bool {
+	if x != nil {
+		return x.CallerJoin
+	}
+	return false
+}
+
+func (x *CallPartRecord) GetRefusedJoins() []string {
+	if x != nil {
+		return x.RefusedJoins
+	}
+	return nil
+}
+
+func (x *CallPartRecord) GetRefusedCodes() []string {
+	if x != nil {
+		return x.RefusedCodes
+	}
+	return nil
 }
 
 var File_actors_grainpb_grains_proto protoreflect.FileDescriptor
@@ -5678,7 +6571,21 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\vImportStamp\x12\x15\n" +
 	"\x06op_key\x18\x01 \x01(\tR\x05opKey\x12\x19\n" +
 	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x17\n" +
-	"\atime_ms\x18\x03 \x01(\x03R\x06timeMs\"\x86\x01\n" +
+	"\atime_ms\x18\x03 \x01(\x03R\x06timeMs\"[\n" +
+	"\fCallClaimReq\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x18\n" +
+	"\arelease\x18\x03 \x01(\bR\arelease\"C\n" +
+	"\x0eCallClaimReply\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12!\n" +
+	"\fcurrent_call\x18\x02 \x01(\tR\vcurrentCall\"\xad\x01\n" +
+	"\vCallRingReq\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x127\n" +
+	"\x06invite\x18\x02 \x01(\v2\x1f.parley.protocol.v1.CallInvitedR\x06invite\x127\n" +
+	"\x04stop\x18\x03 \x01(\v2#.parley.protocol.v1.CallRingStoppedR\x04stop\x12\x13\n" +
+	"\x05op_id\x18\x04 \x01(\tR\x04opId\"#\n" +
+	"\rCallRingReply\x12\x12\n" +
+	"\x04busy\x18\x01 \x01(\bR\x04busy\"\x86\x01\n" +
 	"\aOpenReq\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x18\n" +
@@ -5716,7 +6623,13 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x06bitmap\x18\x04 \x01(\fR\x06bitmap\x12\x1a\n" +
 	"\bwithdraw\x18\x05 \x01(\bR\bwithdraw\"C\n" +
 	"\tSignalReq\x126\n" +
-	"\x06signal\x18\x01 \x01(\v2\x1e.parley.protocol.v1.P2spSignalR\x06signal\"\x8f\x01\n" +
+	"\x06signal\x18\x01 \x01(\v2\x1e.parley.protocol.v1.P2spSignalR\x06signal\":\n" +
+	"\vCallBindReq\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x12\n" +
+	"\x04bind\x18\x02 \x01(\bR\x04bind\"B\n" +
+	"\rCallBindReply\x12\x16\n" +
+	"\x06linked\x18\x01 \x01(\bR\x06linked\x12\x19\n" +
+	"\blink_gen\x18\x02 \x01(\x04R\alinkGen\"\x8f\x01\n" +
 	"\rCreateConvReq\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\x128\n" +
 	"\x04kind\x18\x02 \x01(\x0e2$.parley.protocol.v1.ConversationKindR\x04kind\x12\x14\n" +
@@ -5883,7 +6796,24 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x06report\x18\x03 \x01(\v2\x1e.parley.protocol.v1.P2spReportR\x06report\"%\n" +
 	"\rFileServedReq\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"\x0e\n" +
-	"\fFileStatsReq\"\xce\x04\n" +
+	"\fFileStatsReq\"\xcd\x02\n" +
+	"\aCallReq\x12\x14\n" +
+	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\x12\x17\n" +
+	"\ajoin_id\x18\x04 \x01(\tR\x06joinId\x12'\n" +
+	"\x0fconversation_id\x18\x05 \x01(\tR\x0econversationId\x12\x18\n" +
+	"\amembers\x18\x06 \x03(\tR\amembers\x12\x14\n" +
+	"\x05muted\x18\a \x01(\bR\x05muted\x12>\n" +
+	"\x06answer\x18\b \x01(\v2&.parley.protocol.v1.SessionDescriptionR\x06answer\x12>\n" +
+	"\tcandidate\x18\t \x01(\v2 .parley.protocol.v1.IceCandidateR\tcandidate\"_\n" +
+	"\vCallLinkReq\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
+	"\x06linked\x18\x02 \x01(\bR\x06linked\x12\x19\n" +
+	"\blink_gen\x18\x03 \x01(\x04R\alinkGen\"\r\n" +
+	"\vCallWakeReq\"\xab\x05\n" +
 	"\n" +
 	"UserRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
@@ -5900,7 +6830,11 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	" \x03(\v2\x1b.parley.grains.v1.ConvEntryR\rconversations\x128\n" +
 	"\adevices\x18\v \x03(\v2\x1e.parley.grains.v1.DeviceRecordR\adevices\x12B\n" +
 	"\rimport_stamps\x18\x14 \x03(\v2\x1d.parley.grains.v1.ImportStampR\fimportStamps\x12@\n" +
-	"\vinvitations\x18\x15 \x03(\v2\x1e.parley.protocol.v1.InvitationR\vinvitations\"f\n" +
+	"\vinvitations\x18\x15 \x03(\v2\x1e.parley.protocol.v1.InvitationR\vinvitations\x12\x17\n" +
+	"\acall_id\x18\f \x01(\tR\x06callId\x12!\n" +
+	"\fcall_version\x18\r \x01(\x04R\vcallVersion\x12\x1f\n" +
+	"\vcall_active\x18\x0e \x01(\bR\n" +
+	"callActive\"f\n" +
 	"\vTokenRecord\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\fR\x06sha256\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\"\n" +
@@ -5913,7 +6847,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x0elast_active_ms\x18\x04 \x01(\x03R\flastActiveMs\">\n" +
 	"\x0eUsernameRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x13\n" +
-	"\x05op_id\x18\x02 \x01(\tR\x04opId\"\xa4\x03\n" +
+	"\x05op_id\x18\x02 \x01(\tR\x04opId\"\xd8\x03\n" +
 	"\rSessionRecord\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
@@ -5930,7 +6864,9 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\n" +
 	"recent_ops\x18\v \x03(\tR\trecentOps\x12\x14\n" +
 	"\x05ended\x18\f \x01(\bR\x05ended\x12'\n" +
-	"\x0fdropped_through\x18\r \x01(\x03R\x0edroppedThrough\"\xc2\x01\n" +
+	"\x0fdropped_through\x18\r \x01(\x03R\x0edroppedThrough\x12\x17\n" +
+	"\acall_id\x18\x0e \x01(\tR\x06callId\x12\x19\n" +
+	"\blink_gen\x18\x0f \x01(\x04R\alinkGen\"\xc2\x01\n" +
 	"\n" +
 	"ConvRecord\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x128\n" +
@@ -6031,7 +6967,45 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\acreator\x18\x04 \x01(\tR\acreator\"j\n" +
 	"\x13ChannelMemberRecord\x126\n" +
 	"\x05level\x18\x01 \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\x05level\x12\x1b\n" +
-	"\tjoined_ms\x18\x02 \x01(\x03R\bjoinedMs*\xab\x01\n" +
+	"\tjoined_ms\x18\x02 \x01(\x03R\bjoinedMs\"\xd5\x02\n" +
+	"\n" +
+	"CallRecord\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x16\n" +
+	"\x06caller\x18\x03 \x01(\tR\x06caller\x12\x18\n" +
+	"\amembers\x18\x04 \x03(\tR\amembers\x12\x14\n" +
+	"\x05phase\x18\x05 \x01(\x05R\x05phase\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\x06 \x01(\x03R\tcreatedMs\x12\x19\n" +
+	"\bended_ms\x18\a \x01(\x03R\aendedMs\x12\x1d\n" +
+	"\n" +
+	"end_reason\x18\b \x01(\tR\tendReason\x126\n" +
+	"\x05parts\x18\t \x03(\v2 .parley.grains.v1.CallPartRecordR\x05parts\x12\x18\n" +
+	"\aversion\x18\n" +
+	" \x01(\x04R\aversion\x12\x12\n" +
+	"\x04node\x18\v \x01(\tR\x04node\"\xec\x03\n" +
+	"\x0eCallPartRecord\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\x05R\x05state\x12\x1b\n" +
+	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x04 \x01(\tR\tsessionId\x12\x17\n" +
+	"\ajoin_id\x18\x05 \x01(\tR\x06joinId\x12\x14\n" +
+	"\x05muted\x18\x06 \x01(\bR\x05muted\x12\x1f\n" +
+	"\vdeadline_ms\x18\a \x01(\x03R\n" +
+	"deadlineMs\x12\x1a\n" +
+	"\tcut_at_ms\x18\b \x01(\x03R\acutAtMs\x12\x19\n" +
+	"\blink_gen\x18\t \x01(\x04R\alinkGen\x12\x14\n" +
+	"\x05claim\x18\n" +
+	" \x01(\x04R\x05claim\x12\x1b\n" +
+	"\told_joins\x18\v \x03(\tR\boldJoins\x12\x16\n" +
+	"\x06reason\x18\f \x01(\tR\x06reason\x12\x18\n" +
+	"\arefused\x18\r \x01(\tR\arefused\x12\x18\n" +
+	"\aentered\x18\x0e \x01(\bR\aentered\x12\x1f\n" +
+	"\vcaller_join\x18\x0f \x01(\bR\n" +
+	"callerJoin\x12#\n" +
+	"\rrefused_joins\x18\x10 \x03(\tR\frefusedJoins\x12#\n" +
+	"\rrefused_codes\x18\x11 \x03(\tR\frefusedCodes*\xab\x01\n" +
 	"\vUploadState\x12\x1c\n" +
 	"\x18UPLOAD_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16UPLOAD_STATE_RECEIVING\x10\x01\x12\x17\n" +
@@ -6041,7 +7015,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x13UPLOAD_STATE_FAILED\x10\x052\x92\x01\n" +
 	"\bUsername\x12A\n" +
 	"\x05Claim\x12\x1a.parley.grains.v1.ClaimReq\x1a\x1c.parley.grains.v1.ClaimReply\x12C\n" +
-	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\xe3\a\n" +
+	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\xfe\b\n" +
 	"\x04User\x12F\n" +
 	"\x06Create\x12\x1f.parley.grains.v1.CreateUserReq\x1a\x1b.parley.grains.v1.UserReply\x12A\n" +
 	"\x05Login\x12\x1a.parley.grains.v1.LoginReq\x1a\x1c.parley.grains.v1.LoginReply\x12F\n" +
@@ -6058,7 +7032,9 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\n" +
 	"Invitation\x12%.parley.grains.v1.InvitationNoticeReq\x1a\x14.parley.grains.v1.Ok\x12L\n" +
 	"\vInvitations\x12\x19.parley.grains.v1.ListReq\x1a\".parley.protocol.v1.InvitationList\x129\n" +
-	"\x06Notify\x12\x19.parley.grains.v1.PushReq\x1a\x14.parley.grains.v1.Ok2\xb0\x03\n" +
+	"\x06Notify\x12\x19.parley.grains.v1.PushReq\x1a\x14.parley.grains.v1.Ok\x12M\n" +
+	"\tCallClaim\x12\x1e.parley.grains.v1.CallClaimReq\x1a .parley.grains.v1.CallClaimReply\x12J\n" +
+	"\bCallRing\x12\x1d.parley.grains.v1.CallRingReq\x1a\x1f.parley.grains.v1.CallRingReply2\xfc\x03\n" +
 	"\aSession\x12A\n" +
 	"\x04Open\x12\x19.parley.grains.v1.OpenReq\x1a\x1e.parley.grains.v1.SessionReply\x12E\n" +
 	"\x06Resume\x12\x1b.parley.grains.v1.ResumeReq\x1a\x1e.parley.grains.v1.SessionReply\x127\n" +
@@ -6066,7 +7042,8 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x03Ack\x12\x18.parley.grains.v1.AckReq\x1a\x14.parley.grains.v1.Ok\x125\n" +
 	"\x03Cut\x12\x18.parley.grains.v1.CutReq\x1a\x14.parley.grains.v1.Ok\x127\n" +
 	"\x04Hold\x12\x19.parley.grains.v1.HoldReq\x1a\x14.parley.grains.v1.Ok\x12;\n" +
-	"\x06Signal\x12\x1b.parley.grains.v1.SignalReq\x1a\x14.parley.grains.v1.Ok2\xc3\b\n" +
+	"\x06Signal\x12\x1b.parley.grains.v1.SignalReq\x1a\x14.parley.grains.v1.Ok\x12J\n" +
+	"\bCallBind\x12\x1d.parley.grains.v1.CallBindReq\x1a\x1f.parley.grains.v1.CallBindReply2\xc3\b\n" +
 	"\fConversation\x12S\n" +
 	"\x06Create\x12\x1f.parley.grains.v1.CreateConvReq\x1a .parley.protocol.v1.Conversation\"\x06\x82\xb5\x18\x02\b\x01\x12T\n" +
 	"\n" +
@@ -6110,7 +7087,21 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x05Leave\x12$.parley.grains.v1.ChannelPresenceReq\x1a\x1b.parley.protocol.v1.Channel\x12I\n" +
 	"\x04Send\x12 .parley.grains.v1.ChannelSendReq\x1a\x1f.parley.protocol.v1.ChannelSent\x12E\n" +
 	"\x04Info\x12 .parley.grains.v1.ChannelInfoReq\x1a\x1b.parley.protocol.v1.Channel\x12O\n" +
-	"\bSnapshot\x12 .parley.grains.v1.ChannelInfoReq\x1a!.parley.grains.v1.ChannelSnapshotB.Z,github.com/parley-chat/parley/actors/grainpbb\x06proto3"
+	"\bSnapshot\x12 .parley.grains.v1.ChannelInfoReq\x1a!.parley.grains.v1.ChannelSnapshot2\xc1\x06\n" +
+	"\x04Call\x12L\n" +
+	"\x06Create\x12\x19.parley.grains.v1.CallReq\x1a\x1f.parley.protocol.v1.CallConfirm\"\x06\x82\xb5\x18\x02\b\x01\x12M\n" +
+	"\n" +
+	"CreateRoom\x12\x19.parley.grains.v1.CallReq\x1a\x1c.parley.protocol.v1.CallRoom\"\x06\x82\xb5\x18\x02\b\x01\x12K\n" +
+	"\x05Enter\x12\x19.parley.grains.v1.CallReq\x1a\x1f.parley.protocol.v1.CallConfirm\"\x06\x82\xb5\x18\x02\b\x01\x12G\n" +
+	"\x04Join\x12\x19.parley.grains.v1.CallReq\x1a\x1c.parley.protocol.v1.CallRoom\"\x06\x82\xb5\x18\x02\b\x01\x12B\n" +
+	"\aDecline\x12\x19.parley.grains.v1.CallReq\x1a\x14.parley.grains.v1.Ok\"\x06\x82\xb5\x18\x02\b\x01\x12A\n" +
+	"\x06Cancel\x12\x19.parley.grains.v1.CallReq\x1a\x14.parley.grains.v1.Ok\"\x06\x82\xb5\x18\x02\b\x01\x12@\n" +
+	"\x05Leave\x12\x19.parley.grains.v1.CallReq\x1a\x14.parley.grains.v1.Ok\"\x06\x82\xb5\x18\x02\b\x01\x12?\n" +
+	"\x04Mute\x12\x19.parley.grains.v1.CallReq\x1a\x14.parley.grains.v1.Ok\"\x06\x82\xb5\x18\x02\b\x01\x12A\n" +
+	"\x06Signal\x12\x19.parley.grains.v1.CallReq\x1a\x14.parley.grains.v1.Ok\"\x06\x82\xb5\x18\x02\b\x01\x12?\n" +
+	"\x04Info\x12\x19.parley.grains.v1.CallReq\x1a\x1c.parley.protocol.v1.CallInfo\x12;\n" +
+	"\x04Link\x12\x1d.parley.grains.v1.CallLinkReq\x1a\x14.parley.grains.v1.Ok\x12;\n" +
+	"\x04Wake\x12\x1d.parley.grains.v1.CallWakeReq\x1a\x14.parley.grains.v1.OkB.Z,github.com/parley-chat/parley/actors/grainpbb\x06proto3"
 
 var (
 	file_actors_grainpb_grains_proto_rawDescOnce sync.Once
@@ -6125,7 +7116,7 @@ func file_actors_grainpb_grains_proto_rawDescGZIP() []byte {
 }
 
 var file_actors_grainpb_grains_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 87)
+var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 98)
 var file_actors_grainpb_grains_proto_goTypes = []any{
 	(UploadState)(0),                    // 0: parley.grains.v1.UploadState
 	(*Ok)(nil),                          // 1: parley.grains.v1.Ok
@@ -6150,269 +7141,322 @@ var file_actors_grainpb_grains_proto_goTypes = []any{
 	(*ImportReleaseReq)(nil),            // 20: parley.grains.v1.ImportReleaseReq
 	(*InvitationNoticeReq)(nil),         // 21: parley.grains.v1.InvitationNoticeReq
 	(*ImportStamp)(nil),                 // 22: parley.grains.v1.ImportStamp
-	(*OpenReq)(nil),                     // 23: parley.grains.v1.OpenReq
-	(*SessionReply)(nil),                // 24: parley.grains.v1.SessionReply
-	(*PushReq)(nil),                     // 25: parley.grains.v1.PushReq
-	(*AckReq)(nil),                      // 26: parley.grains.v1.AckReq
-	(*CutReq)(nil),                      // 27: parley.grains.v1.CutReq
-	(*ResumeReq)(nil),                   // 28: parley.grains.v1.ResumeReq
-	(*HoldReq)(nil),                     // 29: parley.grains.v1.HoldReq
-	(*SignalReq)(nil),                   // 30: parley.grains.v1.SignalReq
-	(*CreateConvReq)(nil),               // 31: parley.grains.v1.CreateConvReq
-	(*MembersReq)(nil),                  // 32: parley.grains.v1.MembersReq
-	(*RemoveReq)(nil),                   // 33: parley.grains.v1.RemoveReq
-	(*RoleReq)(nil),                     // 34: parley.grains.v1.RoleReq
-	(*RenameReq)(nil),                   // 35: parley.grains.v1.RenameReq
-	(*SendReq)(nil),                     // 36: parley.grains.v1.SendReq
-	(*DeleteReq)(nil),                   // 37: parley.grains.v1.DeleteReq
-	(*ReadReq)(nil),                     // 38: parley.grains.v1.ReadReq
-	(*HistoryReq)(nil),                  // 39: parley.grains.v1.HistoryReq
-	(*InfoReq)(nil),                     // 40: parley.grains.v1.InfoReq
-	(*UploadCreateReq)(nil),             // 41: parley.grains.v1.UploadCreateReq
-	(*UploadHeadReq)(nil),               // 42: parley.grains.v1.UploadHeadReq
-	(*UploadBeginReq)(nil),              // 43: parley.grains.v1.UploadBeginReq
-	(*UploadEndReq)(nil),                // 44: parley.grains.v1.UploadEndReq
-	(*UploadTerminateReq)(nil),          // 45: parley.grains.v1.UploadTerminateReq
-	(*UploadSweepReq)(nil),              // 46: parley.grains.v1.UploadSweepReq
-	(*UploadStatus)(nil),                // 47: parley.grains.v1.UploadStatus
-	(*FileAttachReq)(nil),               // 48: parley.grains.v1.FileAttachReq
-	(*FileReleaseReq)(nil),              // 49: parley.grains.v1.FileReleaseReq
-	(*FileGetReq)(nil),                  // 50: parley.grains.v1.FileGetReq
-	(*ImportMember)(nil),                // 51: parley.grains.v1.ImportMember
-	(*ImportReq)(nil),                   // 52: parley.grains.v1.ImportReq
-	(*AnswerReq)(nil),                   // 53: parley.grains.v1.AnswerReq
-	(*CreateChannelReq)(nil),            // 54: parley.grains.v1.CreateChannelReq
-	(*ChannelMembersReq)(nil),           // 55: parley.grains.v1.ChannelMembersReq
-	(*ChannelRemoveReq)(nil),            // 56: parley.grains.v1.ChannelRemoveReq
-	(*ChannelDropReq)(nil),              // 57: parley.grains.v1.ChannelDropReq
-	(*ChannelPresenceReq)(nil),          // 58: parley.grains.v1.ChannelPresenceReq
-	(*ChannelSendReq)(nil),              // 59: parley.grains.v1.ChannelSendReq
-	(*ChannelInfoReq)(nil),              // 60: parley.grains.v1.ChannelInfoReq
-	(*ChannelSnapshot)(nil),             // 61: parley.grains.v1.ChannelSnapshot
-	(*FileAnnounceReq)(nil),             // 62: parley.grains.v1.FileAnnounceReq
-	(*FileDropReq)(nil),                 // 63: parley.grains.v1.FileDropReq
-	(*FileHoldersReq)(nil),              // 64: parley.grains.v1.FileHoldersReq
-	(*FileHolder)(nil),                  // 65: parley.grains.v1.FileHolder
-	(*FileHolders)(nil),                 // 66: parley.grains.v1.FileHolders
-	(*FileReportReq)(nil),               // 67: parley.grains.v1.FileReportReq
-	(*FileServedReq)(nil),               // 68: parley.grains.v1.FileServedReq
-	(*FileStatsReq)(nil),                // 69: parley.grains.v1.FileStatsReq
-	(*UserRecord)(nil),                  // 70: parley.grains.v1.UserRecord
-	(*TokenRecord)(nil),                 // 71: parley.grains.v1.TokenRecord
-	(*DeviceRecord)(nil),                // 72: parley.grains.v1.DeviceRecord
-	(*UsernameRecord)(nil),              // 73: parley.grains.v1.UsernameRecord
-	(*SessionRecord)(nil),               // 74: parley.grains.v1.SessionRecord
-	(*ConvRecord)(nil),                  // 75: parley.grains.v1.ConvRecord
-	(*MemberRecord)(nil),                // 76: parley.grains.v1.MemberRecord
-	(*DedupeRecord)(nil),                // 77: parley.grains.v1.DedupeRecord
-	(*OutboxRecord)(nil),                // 78: parley.grains.v1.OutboxRecord
-	(*ConvFileRecord)(nil),              // 79: parley.grains.v1.ConvFileRecord
-	(*UploadRecord)(nil),                // 80: parley.grains.v1.UploadRecord
-	(*FileRefRecord)(nil),               // 81: parley.grains.v1.FileRefRecord
-	(*FileRecord)(nil),                  // 82: parley.grains.v1.FileRecord
-	(*ChannelRemoval)(nil),              // 83: parley.grains.v1.ChannelRemoval
-	(*InvitationRecord)(nil),            // 84: parley.grains.v1.InvitationRecord
-	(*ImportRecord)(nil),                // 85: parley.grains.v1.ImportRecord
-	(*ChannelRecord)(nil),               // 86: parley.grains.v1.ChannelRecord
-	(*ChannelMemberRecord)(nil),         // 87: parley.grains.v1.ChannelMemberRecord
-	(protocol.DeviceType)(0),            // 88: parley.protocol.v1.DeviceType
-	(*protocol.Device)(nil),             // 89: parley.protocol.v1.Device
-	(protocol.ConversationKind)(0),      // 90: parley.protocol.v1.ConversationKind
-	(*protocol.Invitation)(nil),         // 91: parley.protocol.v1.Invitation
-	(*protocol.SessionEvent)(nil),       // 92: parley.protocol.v1.SessionEvent
-	(*protocol.P2SpSignal)(nil),         // 93: parley.protocol.v1.P2spSignal
-	(protocol.Role)(0),                  // 94: parley.protocol.v1.Role
-	(*protocol.Send)(nil),               // 95: parley.protocol.v1.Send
-	(*protocol.FileRef)(nil),            // 96: parley.protocol.v1.FileRef
-	(protocol.ChannelLevel)(0),          // 97: parley.protocol.v1.ChannelLevel
-	(protocol.ImportMode)(0),            // 98: parley.protocol.v1.ImportMode
-	(*protocol.ChannelSend)(nil),        // 99: parley.protocol.v1.ChannelSend
-	(*protocol.ChannelMember)(nil),      // 100: parley.protocol.v1.ChannelMember
-	(*protocol.P2SpStats)(nil),          // 101: parley.protocol.v1.P2spStats
-	(*protocol.P2SpReport)(nil),         // 102: parley.protocol.v1.P2spReport
-	(*protocol.ImportResult)(nil),       // 103: parley.protocol.v1.ImportResult
-	(*protocol.InvitationList)(nil),     // 104: parley.protocol.v1.InvitationList
-	(*protocol.Conversation)(nil),       // 105: parley.protocol.v1.Conversation
-	(*protocol.Sent)(nil),               // 106: parley.protocol.v1.Sent
-	(*protocol.HistoryPage)(nil),        // 107: parley.protocol.v1.HistoryPage
-	(*protocol.InvitationAnswered)(nil), // 108: parley.protocol.v1.InvitationAnswered
-	(*protocol.Channel)(nil),            // 109: parley.protocol.v1.Channel
-	(*protocol.ChannelSent)(nil),        // 110: parley.protocol.v1.ChannelSent
+	(*CallClaimReq)(nil),                // 23: parley.grains.v1.CallClaimReq
+	(*CallClaimReply)(nil),              // 24: parley.grains.v1.CallClaimReply
+	(*CallRingReq)(nil),                 // 25: parley.grains.v1.CallRingReq
+	(*CallRingReply)(nil),               // 26: parley.grains.v1.CallRingReply
+	(*OpenReq)(nil),                     // 27: parley.grains.v1.OpenReq
+	(*SessionReply)(nil),                // 28: parley.grains.v1.SessionReply
+	(*PushReq)(nil),                     // 29: parley.grains.v1.PushReq
+	(*AckReq)(nil),                      // 30: parley.grains.v1.AckReq
+	(*CutReq)(nil),                      // 31: parley.grains.v1.CutReq
+	(*ResumeReq)(nil),                   // 32: parley.grains.v1.ResumeReq
+	(*HoldReq)(nil),                     // 33: parley.grains.v1.HoldReq
+	(*SignalReq)(nil),                   // 34: parley.grains.v1.SignalReq
+	(*CallBindReq)(nil),                 // 35: parley.grains.v1.CallBindReq
+	(*CallBindReply)(nil),               // 36: parley.grains.v1.CallBindReply
+	(*CreateConvReq)(nil),               // 37: parley.grains.v1.CreateConvReq
+	(*MembersReq)(nil),                  // 38: parley.grains.v1.MembersReq
+	(*RemoveReq)(nil),                   // 39: parley.grains.v1.RemoveReq
+	(*RoleReq)(nil),                     // 40: parley.grains.v1.RoleReq
+	(*RenameReq)(nil),                   // 41: parley.grains.v1.RenameReq
+	(*SendReq)(nil),                     // 42: parley.grains.v1.SendReq
+	(*DeleteReq)(nil),                   // 43: parley.grains.v1.DeleteReq
+	(*ReadReq)(nil),                     // 44: parley.grains.v1.ReadReq
+	(*HistoryReq)(nil),                  // 45: parley.grains.v1.HistoryReq
+	(*InfoReq)(nil),                     // 46: parley.grains.v1.InfoReq
+	(*UploadCreateReq)(nil),             // 47: parley.grains.v1.UploadCreateReq
+	(*UploadHeadReq)(nil),               // 48: parley.grains.v1.UploadHeadReq
+	(*UploadBeginReq)(nil),              // 49: parley.grains.v1.UploadBeginReq
+	(*UploadEndReq)(nil),                // 50: parley.grains.v1.UploadEndReq
+	(*UploadTerminateReq)(nil),          // 51: parley.grains.v1.UploadTerminateReq
+	(*UploadSweepReq)(nil),              // 52: parley.grains.v1.UploadSweepReq
+	(*UploadStatus)(nil),                // 53: parley.grains.v1.UploadStatus
+	(*FileAttachReq)(nil),               // 54: parley.grains.v1.FileAttachReq
+	(*FileReleaseReq)(nil),              // 55: parley.grains.v1.FileReleaseReq
+	(*FileGetReq)(nil),                  // 56: parley.grains.v1.FileGetReq
+	(*ImportMember)(nil),                // 57: parley.grains.v1.ImportMember
+	(*ImportReq)(nil),                   // 58: parley.grains.v1.ImportReq
+	(*AnswerReq)(nil),                   // 59: parley.grains.v1.AnswerReq
+	(*CreateChannelReq)(nil),            // 60: parley.grains.v1.CreateChannelReq
+	(*ChannelMembersReq)(nil),           // 61: parley.grains.v1.ChannelMembersReq
+	(*ChannelRemoveReq)(nil),            // 62: parley.grains.v1.ChannelRemoveReq
+	(*ChannelDropReq)(nil),              // 63: parley.grains.v1.ChannelDropReq
+	(*ChannelPresenceReq)(nil),          // 64: parley.grains.v1.ChannelPresenceReq
+	(*ChannelSendReq)(nil),              // 65: parley.grains.v1.ChannelSendReq
+	(*ChannelInfoReq)(nil),              // 66: parley.grains.v1.ChannelInfoReq
+	(*ChannelSnapshot)(nil),             // 67: parley.grains.v1.ChannelSnapshot
+	(*FileAnnounceReq)(nil),             // 68: parley.grains.v1.FileAnnounceReq
+	(*FileDropReq)(nil),                 // 69: parley.grains.v1.FileDropReq
+	(*FileHoldersReq)(nil),              // 70: parley.grains.v1.FileHoldersReq
+	(*FileHolder)(nil),                  // 71: parley.grains.v1.FileHolder
+	(*FileHolders)(nil),                 // 72: parley.grains.v1.FileHolders
+	(*FileReportReq)(nil),               // 73: parley.grains.v1.FileReportReq
+	(*FileServedReq)(nil),               // 74: parley.grains.v1.FileServedReq
+	(*FileStatsReq)(nil),                // 75: parley.grains.v1.FileStatsReq
+	(*CallReq)(nil),                     // 76: parley.grains.v1.CallReq
+	(*CallLinkReq)(nil),                 // 77: parley.grains.v1.CallLinkReq
+	(*CallWakeReq)(nil),                 // 78: parley.grains.v1.CallWakeReq
+	(*UserRecord)(nil),                  // 79: parley.grains.v1.UserRecord
+	(*TokenRecord)(nil),                 // 80: parley.grains.v1.TokenRecord
+	(*DeviceRecord)(nil),                // 81: parley.grains.v1.DeviceRecord
+	(*UsernameRecord)(nil),              // 82: parley.grains.v1.UsernameRecord
+	(*SessionRecord)(nil),               // 83: parley.grains.v1.SessionRecord
+	(*ConvRecord)(nil),                  // 84: parley.grains.v1.ConvRecord
+	(*MemberRecord)(nil),                // 85: parley.grains.v1.MemberRecord
+	(*DedupeRecord)(nil),                // 86: parley.grains.v1.DedupeRecord
+	(*OutboxRecord)(nil),                // 87: parley.grains.v1.OutboxRecord
+	(*ConvFileRecord)(nil),              // 88: parley.grains.v1.ConvFileRecord
+	(*UploadRecord)(nil),                // 89: parley.grains.v1.UploadRecord
+	(*FileRefRecord)(nil),               // 90: parley.grains.v1.FileRefRecord
+	(*FileRecord)(nil),                  // 91: parley.grains.v1.FileRecord
+	(*ChannelRemoval)(nil),              // 92: parley.grains.v1.ChannelRemoval
+	(*InvitationRecord)(nil),            // 93: parley.grains.v1.InvitationRecord
+	(*ImportRecord)(nil),                // 94: parley.grains.v1.ImportRecord
+	(*ChannelRecord)(nil),               // 95: parley.grains.v1.ChannelRecord
+	(*ChannelMemberRecord)(nil),         // 96: parley.grains.v1.ChannelMemberRecord
+	(*CallRecord)(nil),                  // 97: parley.grains.v1.CallRecord
+	(*CallPartRecord)(nil),              // 98: parley.grains.v1.CallPartRecord
+	(protocol.DeviceType)(0),            // 99: parley.protocol.v1.DeviceType
+	(*protocol.Device)(nil),             // 100: parley.protocol.v1.Device
+	(protocol.ConversationKind)(0),      // 101: parley.protocol.v1.ConversationKind
+	(*protocol.Invitation)(nil),         // 102: parley.protocol.v1.Invitation
+	(*protocol.CallInvited)(nil),        // 103: parley.protocol.v1.CallInvited
+	(*protocol.CallRingStopped)(nil),    // 104: parley.protocol.v1.CallRingStopped
+	(*protocol.SessionEvent)(nil),       // 105: parley.protocol.v1.SessionEvent
+	(*protocol.P2SpSignal)(nil),         // 106: parley.protocol.v1.P2spSignal
+	(protocol.Role)(0),                  // 107: parley.protocol.v1.Role
+	(*protocol.Send)(nil),               // 108: parley.protocol.v1.Send
+	(*protocol.FileRef)(nil),            // 109: parley.protocol.v1.FileRef
+	(protocol.ChannelLevel)(0),          // 110: parley.protocol.v1.ChannelLevel
+	(protocol.ImportMode)(0),            // 111: parley.protocol.v1.ImportMode
+	(*protocol.ChannelSend)(nil),        // 112: parley.protocol.v1.ChannelSend
+	(*protocol.ChannelMember)(nil),      // 113: parley.protocol.v1.ChannelMember
+	(*protocol.P2SpStats)(nil),          // 114: parley.protocol.v1.P2spStats
+	(*protocol.P2SpReport)(nil),         // 115: parley.protocol.v1.P2spReport
+	(*protocol.SessionDescription)(nil), // 116: parley.protocol.v1.SessionDescription
+	(*protocol.IceCandidate)(nil),       // 117: parley.protocol.v1.IceCandidate
+	(*protocol.ImportResult)(nil),       // 118: parley.protocol.v1.ImportResult
+	(*protocol.InvitationList)(nil),     // 119: parley.protocol.v1.InvitationList
+	(*protocol.Conversation)(nil),       // 120: parley.protocol.v1.Conversation
+	(*protocol.Sent)(nil),               // 121: parley.protocol.v1.Sent
+	(*protocol.HistoryPage)(nil),        // 122: parley.protocol.v1.HistoryPage
+	(*protocol.InvitationAnswered)(nil), // 123: parley.protocol.v1.InvitationAnswered
+	(*protocol.Channel)(nil),            // 124: parley.protocol.v1.Channel
+	(*protocol.ChannelSent)(nil),        // 125: parley.protocol.v1.ChannelSent
+	(*protocol.CallConfirm)(nil),        // 126: parley.protocol.v1.CallConfirm
+	(*protocol.CallRoom)(nil),           // 127: parley.protocol.v1.CallRoom
+	(*protocol.CallInfo)(nil),           // 128: parley.protocol.v1.CallInfo
 }
 var file_actors_grainpb_grains_proto_depIdxs = []int32{
-	88,  // 0: parley.grains.v1.UserReply.client_type:type_name -> parley.protocol.v1.DeviceType
-	89,  // 1: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
-	90,  // 2: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
+	99,  // 0: parley.grains.v1.UserReply.client_type:type_name -> parley.protocol.v1.DeviceType
+	100, // 1: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
+	101, // 2: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
 	11,  // 3: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
-	88,  // 4: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
+	99,  // 4: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
 	11,  // 5: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
 	11,  // 6: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
-	91,  // 7: parley.grains.v1.InvitationNoticeReq.invitation:type_name -> parley.protocol.v1.Invitation
-	92,  // 8: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
-	93,  // 9: parley.grains.v1.SignalReq.signal:type_name -> parley.protocol.v1.P2spSignal
-	90,  // 10: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
-	94,  // 11: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
-	95,  // 12: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
-	96,  // 13: parley.grains.v1.SendReq.file:type_name -> parley.protocol.v1.FileRef
-	0,   // 14: parley.grains.v1.UploadStatus.state:type_name -> parley.grains.v1.UploadState
-	81,  // 15: parley.grains.v1.FileAttachReq.ref:type_name -> parley.grains.v1.FileRefRecord
-	97,  // 16: parley.grains.v1.ImportMember.level:type_name -> parley.protocol.v1.ChannelLevel
-	88,  // 17: parley.grains.v1.ImportMember.client_type:type_name -> parley.protocol.v1.DeviceType
-	98,  // 18: parley.grains.v1.ImportReq.mode:type_name -> parley.protocol.v1.ImportMode
-	51,  // 19: parley.grains.v1.ImportReq.members:type_name -> parley.grains.v1.ImportMember
-	97,  // 20: parley.grains.v1.ChannelMembersReq.level:type_name -> parley.protocol.v1.ChannelLevel
-	99,  // 21: parley.grains.v1.ChannelSendReq.send:type_name -> parley.protocol.v1.ChannelSend
-	100, // 22: parley.grains.v1.ChannelSnapshot.members:type_name -> parley.protocol.v1.ChannelMember
-	65,  // 23: parley.grains.v1.FileHolders.holders:type_name -> parley.grains.v1.FileHolder
-	101, // 24: parley.grains.v1.FileHolders.stats:type_name -> parley.protocol.v1.P2spStats
-	102, // 25: parley.grains.v1.FileReportReq.report:type_name -> parley.protocol.v1.P2spReport
-	71,  // 26: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
-	11,  // 27: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
-	72,  // 28: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
-	22,  // 29: parley.grains.v1.UserRecord.import_stamps:type_name -> parley.grains.v1.ImportStamp
-	91,  // 30: parley.grains.v1.UserRecord.invitations:type_name -> parley.protocol.v1.Invitation
-	88,  // 31: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
-	92,  // 32: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
-	90,  // 33: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
-	94,  // 34: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
-	97,  // 35: parley.grains.v1.MemberRecord.channel_level:type_name -> parley.protocol.v1.ChannelLevel
-	11,  // 36: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
-	49,  // 37: parley.grains.v1.OutboxRecord.release:type_name -> parley.grains.v1.FileReleaseReq
-	91,  // 38: parley.grains.v1.OutboxRecord.invitation:type_name -> parley.protocol.v1.Invitation
-	83,  // 39: parley.grains.v1.OutboxRecord.channel_removal:type_name -> parley.grains.v1.ChannelRemoval
-	0,   // 40: parley.grains.v1.UploadRecord.state:type_name -> parley.grains.v1.UploadState
-	81,  // 41: parley.grains.v1.FileRecord.refs:type_name -> parley.grains.v1.FileRefRecord
-	91,  // 42: parley.grains.v1.InvitationRecord.invitation:type_name -> parley.protocol.v1.Invitation
-	98,  // 43: parley.grains.v1.ImportRecord.mode:type_name -> parley.protocol.v1.ImportMode
-	103, // 44: parley.grains.v1.ImportRecord.result:type_name -> parley.protocol.v1.ImportResult
-	97,  // 45: parley.grains.v1.ChannelMemberRecord.level:type_name -> parley.protocol.v1.ChannelLevel
-	2,   // 46: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
-	4,   // 47: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
-	5,   // 48: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
-	7,   // 49: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
-	9,   // 50: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
-	10,  // 51: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
-	12,  // 52: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
-	13,  // 53: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
-	15,  // 54: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
-	16,  // 55: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
-	16,  // 56: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
-	18,  // 57: parley.grains.v1.User.ReserveImport:input_type -> parley.grains.v1.ImportReserveReq
-	20,  // 58: parley.grains.v1.User.ReleaseImport:input_type -> parley.grains.v1.ImportReleaseReq
-	21,  // 59: parley.grains.v1.User.Invitation:input_type -> parley.grains.v1.InvitationNoticeReq
-	16,  // 60: parley.grains.v1.User.Invitations:input_type -> parley.grains.v1.ListReq
-	25,  // 61: parley.grains.v1.User.Notify:input_type -> parley.grains.v1.PushReq
-	23,  // 62: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
-	28,  // 63: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
-	25,  // 64: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
-	26,  // 65: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
-	27,  // 66: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
-	29,  // 67: parley.grains.v1.Session.Hold:input_type -> parley.grains.v1.HoldReq
-	30,  // 68: parley.grains.v1.Session.Signal:input_type -> parley.grains.v1.SignalReq
-	31,  // 69: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
-	32,  // 70: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
-	33,  // 71: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
-	34,  // 72: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
-	35,  // 73: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
-	36,  // 74: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
-	37,  // 75: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
-	38,  // 76: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
-	39,  // 77: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
-	40,  // 78: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
-	52,  // 79: parley.grains.v1.Conversation.ImportCheck:input_type -> parley.grains.v1.ImportReq
-	52,  // 80: parley.grains.v1.Conversation.Import:input_type -> parley.grains.v1.ImportReq
-	53,  // 81: parley.grains.v1.Conversation.Answer:input_type -> parley.grains.v1.AnswerReq
-	40,  // 82: parley.grains.v1.Conversation.Check:input_type -> parley.grains.v1.InfoReq
-	41,  // 83: parley.grains.v1.Upload.Create:input_type -> parley.grains.v1.UploadCreateReq
-	42,  // 84: parley.grains.v1.Upload.Head:input_type -> parley.grains.v1.UploadHeadReq
-	43,  // 85: parley.grains.v1.Upload.Begin:input_type -> parley.grains.v1.UploadBeginReq
-	44,  // 86: parley.grains.v1.Upload.End:input_type -> parley.grains.v1.UploadEndReq
-	45,  // 87: parley.grains.v1.Upload.Remove:input_type -> parley.grains.v1.UploadTerminateReq
-	46,  // 88: parley.grains.v1.Upload.Sweep:input_type -> parley.grains.v1.UploadSweepReq
-	48,  // 89: parley.grains.v1.File.Attach:input_type -> parley.grains.v1.FileAttachReq
-	49,  // 90: parley.grains.v1.File.Release:input_type -> parley.grains.v1.FileReleaseReq
-	50,  // 91: parley.grains.v1.File.Get:input_type -> parley.grains.v1.FileGetReq
-	62,  // 92: parley.grains.v1.File.Announce:input_type -> parley.grains.v1.FileAnnounceReq
-	63,  // 93: parley.grains.v1.File.Drop:input_type -> parley.grains.v1.FileDropReq
-	64,  // 94: parley.grains.v1.File.Holders:input_type -> parley.grains.v1.FileHoldersReq
-	67,  // 95: parley.grains.v1.File.Report:input_type -> parley.grains.v1.FileReportReq
-	68,  // 96: parley.grains.v1.File.Served:input_type -> parley.grains.v1.FileServedReq
-	69,  // 97: parley.grains.v1.File.Stats:input_type -> parley.grains.v1.FileStatsReq
-	54,  // 98: parley.grains.v1.Channel.Create:input_type -> parley.grains.v1.CreateChannelReq
-	55,  // 99: parley.grains.v1.Channel.AddMembers:input_type -> parley.grains.v1.ChannelMembersReq
-	56,  // 100: parley.grains.v1.Channel.RemoveMember:input_type -> parley.grains.v1.ChannelRemoveReq
-	57,  // 101: parley.grains.v1.Channel.Drop:input_type -> parley.grains.v1.ChannelDropReq
-	58,  // 102: parley.grains.v1.Channel.Join:input_type -> parley.grains.v1.ChannelPresenceReq
-	58,  // 103: parley.grains.v1.Channel.Leave:input_type -> parley.grains.v1.ChannelPresenceReq
-	59,  // 104: parley.grains.v1.Channel.Send:input_type -> parley.grains.v1.ChannelSendReq
-	60,  // 105: parley.grains.v1.Channel.Info:input_type -> parley.grains.v1.ChannelInfoReq
-	60,  // 106: parley.grains.v1.Channel.Snapshot:input_type -> parley.grains.v1.ChannelInfoReq
-	3,   // 107: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
-	3,   // 108: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
-	6,   // 109: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
-	8,   // 110: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
-	6,   // 111: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
-	1,   // 112: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
-	1,   // 113: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
-	14,  // 114: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
-	1,   // 115: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
-	17,  // 116: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
-	6,   // 117: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
-	19,  // 118: parley.grains.v1.User.ReserveImport:output_type -> parley.grains.v1.ImportReserveReply
-	1,   // 119: parley.grains.v1.User.ReleaseImport:output_type -> parley.grains.v1.Ok
-	1,   // 120: parley.grains.v1.User.Invitation:output_type -> parley.grains.v1.Ok
-	104, // 121: parley.grains.v1.User.Invitations:output_type -> parley.protocol.v1.InvitationList
-	1,   // 122: parley.grains.v1.User.Notify:output_type -> parley.grains.v1.Ok
-	24,  // 123: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
-	24,  // 124: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
-	1,   // 125: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
-	1,   // 126: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
-	1,   // 127: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
-	1,   // 128: parley.grains.v1.Session.Hold:output_type -> parley.grains.v1.Ok
-	1,   // 129: parley.grains.v1.Session.Signal:output_type -> parley.grains.v1.Ok
-	105, // 130: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
-	105, // 131: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
-	105, // 132: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
-	105, // 133: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
-	105, // 134: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
-	106, // 135: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
-	106, // 136: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
-	1,   // 137: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
-	107, // 138: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
-	105, // 139: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
-	103, // 140: parley.grains.v1.Conversation.ImportCheck:output_type -> parley.protocol.v1.ImportResult
-	103, // 141: parley.grains.v1.Conversation.Import:output_type -> parley.protocol.v1.ImportResult
-	108, // 142: parley.grains.v1.Conversation.Answer:output_type -> parley.protocol.v1.InvitationAnswered
-	1,   // 143: parley.grains.v1.Conversation.Check:output_type -> parley.grains.v1.Ok
-	47,  // 144: parley.grains.v1.Upload.Create:output_type -> parley.grains.v1.UploadStatus
-	47,  // 145: parley.grains.v1.Upload.Head:output_type -> parley.grains.v1.UploadStatus
-	47,  // 146: parley.grains.v1.Upload.Begin:output_type -> parley.grains.v1.UploadStatus
-	47,  // 147: parley.grains.v1.Upload.End:output_type -> parley.grains.v1.UploadStatus
-	1,   // 148: parley.grains.v1.Upload.Remove:output_type -> parley.grains.v1.Ok
-	1,   // 149: parley.grains.v1.Upload.Sweep:output_type -> parley.grains.v1.Ok
-	1,   // 150: parley.grains.v1.File.Attach:output_type -> parley.grains.v1.Ok
-	1,   // 151: parley.grains.v1.File.Release:output_type -> parley.grains.v1.Ok
-	82,  // 152: parley.grains.v1.File.Get:output_type -> parley.grains.v1.FileRecord
-	1,   // 153: parley.grains.v1.File.Announce:output_type -> parley.grains.v1.Ok
-	1,   // 154: parley.grains.v1.File.Drop:output_type -> parley.grains.v1.Ok
-	66,  // 155: parley.grains.v1.File.Holders:output_type -> parley.grains.v1.FileHolders
-	1,   // 156: parley.grains.v1.File.Report:output_type -> parley.grains.v1.Ok
-	1,   // 157: parley.grains.v1.File.Served:output_type -> parley.grains.v1.Ok
-	101, // 158: parley.grains.v1.File.Stats:output_type -> parley.protocol.v1.P2spStats
-	109, // 159: parley.grains.v1.Channel.Create:output_type -> parley.protocol.v1.Channel
-	109, // 160: parley.grains.v1.Channel.AddMembers:output_type -> parley.protocol.v1.Channel
-	109, // 161: parley.grains.v1.Channel.RemoveMember:output_type -> parley.protocol.v1.Channel
-	1,   // 162: parley.grains.v1.Channel.Drop:output_type -> parley.grains.v1.Ok
-	109, // 163: parley.grains.v1.Channel.Join:output_type -> parley.protocol.v1.Channel
-	109, // 164: parley.grains.v1.Channel.Leave:output_type -> parley.protocol.v1.Channel
-	110, // 165: parley.grains.v1.Channel.Send:output_type -> parley.protocol.v1.ChannelSent
-	109, // 166: parley.grains.v1.Channel.Info:output_type -> parley.protocol.v1.Channel
-	61,  // 167: parley.grains.v1.Channel.Snapshot:output_type -> parley.grains.v1.ChannelSnapshot
-	107, // [107:168] is the sub-list for method output_type
-	46,  // [46:107] is the sub-list for method input_type
-	46,  // [46:46] is the sub-list for extension type_name
-	46,  // [46:46] is the sub-list for extension extendee
-	0,   // [0:46] is the sub-list for field type_name
+	102, // 7: parley.grains.v1.InvitationNoticeReq.invitation:type_name -> parley.protocol.v1.Invitation
+	103, // 8: parley.grains.v1.CallRingReq.invite:type_name -> parley.protocol.v1.CallInvited
+	104, // 9: parley.grains.v1.CallRingReq.stop:type_name -> parley.protocol.v1.CallRingStopped
+	105, // 10: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
+	106, // 11: parley.grains.v1.SignalReq.signal:type_name -> parley.protocol.v1.P2spSignal
+	101, // 12: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
+	107, // 13: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
+	108, // 14: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
+	109, // 15: parley.grains.v1.SendReq.file:type_name -> parley.protocol.v1.FileRef
+	0,   // 16: parley.grains.v1.UploadStatus.state:type_name -> parley.grains.v1.UploadState
+	90,  // 17: parley.grains.v1.FileAttachReq.ref:type_name -> parley.grains.v1.FileRefRecord
+	110, // 18: parley.grains.v1.ImportMember.level:type_name -> parley.protocol.v1.ChannelLevel
+	99,  // 19: parley.grains.v1.ImportMember.client_type:type_name -> parley.protocol.v1.DeviceType
+	111, // 20: parley.grains.v1.ImportReq.mode:type_name -> parley.protocol.v1.ImportMode
+	57,  // 21: parley.grains.v1.ImportReq.members:type_name -> parley.grains.v1.ImportMember
+	110, // 22: parley.grains.v1.ChannelMembersReq.level:type_name -> parley.protocol.v1.ChannelLevel
+	112, // 23: parley.grains.v1.ChannelSendReq.send:type_name -> parley.protocol.v1.ChannelSend
+	113, // 24: parley.grains.v1.ChannelSnapshot.members:type_name -> parley.protocol.v1.ChannelMember
+	71,  // 25: parley.grains.v1.FileHolders.holders:type_name -> parley.grains.v1.FileHolder
+	114, // 26: parley.grains.v1.FileHolders.stats:type_name -> parley.protocol.v1.P2spStats
+	115, // 27: parley.grains.v1.FileReportReq.report:type_name -> parley.protocol.v1.P2spReport
+	116, // 28: parley.grains.v1.CallReq.answer:type_name -> parley.protocol.v1.SessionDescription
+	117, // 29: parley.grains.v1.CallReq.candidate:type_name -> parley.protocol.v1.IceCandidate
+	80,  // 30: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
+	11,  // 31: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
+	81,  // 32: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
+	22,  // 33: parley.grains.v1.UserRecord.import_stamps:type_name -> parley.grains.v1.ImportStamp
+	102, // 34: parley.grains.v1.UserRecord.invitations:type_name -> parley.protocol.v1.Invitation
+	99,  // 35: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
+	105, // 36: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
+	101, // 37: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
+	107, // 38: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
+	110, // 39: parley.grains.v1.MemberRecord.channel_level:type_name -> parley.protocol.v1.ChannelLevel
+	11,  // 40: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
+	55,  // 41: parley.grains.v1.OutboxRecord.release:type_name -> parley.grains.v1.FileReleaseReq
+	102, // 42: parley.grains.v1.OutboxRecord.invitation:type_name -> parley.protocol.v1.Invitation
+	92,  // 43: parley.grains.v1.OutboxRecord.channel_removal:type_name -> parley.grains.v1.ChannelRemoval
+	0,   // 44: parley.grains.v1.UploadRecord.state:type_name -> parley.grains.v1.UploadState
+	90,  // 45: parley.grains.v1.FileRecord.refs:type_name -> parley.grains.v1.FileRefRecord
+	102, // 46: parley.grains.v1.InvitationRecord.invitation:type_name -> parley.protocol.v1.Invitation
+	111, // 47: parley.grains.v1.ImportRecord.mode:type_name -> parley.protocol.v1.ImportMode
+	118, // 48: parley.grains.v1.ImportRecord.result:type_name -> parley.protocol.v1.ImportResult
+	110, // 49: parley.grains.v1.ChannelMemberRecord.level:type_name -> parley.protocol.v1.ChannelLevel
+	98,  // 50: parley.grains.v1.CallRecord.parts:type_name -> parley.grains.v1.CallPartRecord
+	2,   // 51: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
+	4,   // 52: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
+	5,   // 53: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
+	7,   // 54: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
+	9,   // 55: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
+	10,  // 56: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
+	12,  // 57: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
+	13,  // 58: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
+	15,  // 59: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
+	16,  // 60: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
+	16,  // 61: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
+	18,  // 62: parley.grains.v1.User.ReserveImport:input_type -> parley.grains.v1.ImportReserveReq
+	20,  // 63: parley.grains.v1.User.ReleaseImport:input_type -> parley.grains.v1.ImportReleaseReq
+	21,  // 64: parley.grains.v1.User.Invitation:input_type -> parley.grains.v1.InvitationNoticeReq
+	16,  // 65: parley.grains.v1.User.Invitations:input_type -> parley.grains.v1.ListReq
+	29,  // 66: parley.grains.v1.User.Notify:input_type -> parley.grains.v1.PushReq
+	23,  // 67: parley.grains.v1.User.CallClaim:input_type -> parley.grains.v1.CallClaimReq
+	25,  // 68: parley.grains.v1.User.CallRing:input_type -> parley.grains.v1.CallRingReq
+	27,  // 69: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
+	32,  // 70: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
+	29,  // 71: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
+	30,  // 72: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
+	31,  // 73: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
+	33,  // 74: parley.grains.v1.Session.Hold:input_type -> parley.grains.v1.HoldReq
+	34,  // 75: parley.grains.v1.Session.Signal:input_type -> parley.grains.v1.SignalReq
+	35,  // 76: parley.grains.v1.Session.CallBind:input_type -> parley.grains.v1.CallBindReq
+	37,  // 77: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
+	38,  // 78: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
+	39,  // 79: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
+	40,  // 80: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
+	41,  // 81: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
+	42,  // 82: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
+	43,  // 83: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
+	44,  // 84: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
+	45,  // 85: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
+	46,  // 86: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
+	58,  // 87: parley.grains.v1.Conversation.ImportCheck:input_type -> parley.grains.v1.ImportReq
+	58,  // 88: parley.grains.v1.Conversation.Import:input_type -> parley.grains.v1.ImportReq
+	59,  // 89: parley.grains.v1.Conversation.Answer:input_type -> parley.grains.v1.AnswerReq
+	46,  // 90: parley.grains.v1.Conversation.Check:input_type -> parley.grains.v1.InfoReq
+	47,  // 91: parley.grains.v1.Upload.Create:input_type -> parley.grains.v1.UploadCreateReq
+	48,  // 92: parley.grains.v1.Upload.Head:input_type -> parley.grains.v1.UploadHeadReq
+	49,  // 93: parley.grains.v1.Upload.Begin:input_type -> parley.grains.v1.UploadBeginReq
+	50,  // 94: parley.grains.v1.Upload.End:input_type -> parley.grains.v1.UploadEndReq
+	51,  // 95: parley.grains.v1.Upload.Remove:input_type -> parley.grains.v1.UploadTerminateReq
+	52,  // 96: parley.grains.v1.Upload.Sweep:input_type -> parley.grains.v1.UploadSweepReq
+	54,  // 97: parley.grains.v1.File.Attach:input_type -> parley.grains.v1.FileAttachReq
+	55,  // 98: parley.grains.v1.File.Release:input_type -> parley.grains.v1.FileReleaseReq
+	56,  // 99: parley.grains.v1.File.Get:input_type -> parley.grains.v1.FileGetReq
+	68,  // 100: parley.grains.v1.File.Announce:input_type -> parley.grains.v1.FileAnnounceReq
+	69,  // 101: parley.grains.v1.File.Drop:input_type -> parley.grains.v1.FileDropReq
+	70,  // 102: parley.grains.v1.File.Holders:input_type -> parley.grains.v1.FileHoldersReq
+	73,  // 103: parley.grains.v1.File.Report:input_type -> parley.grains.v1.FileReportReq
+	74,  // 104: parley.grains.v1.File.Served:input_type -> parley.grains.v1.FileServedReq
+	75,  // 105: parley.grains.v1.File.Stats:input_type -> parley.grains.v1.FileStatsReq
+	60,  // 106: parley.grains.v1.Channel.Create:input_type -> parley.grains.v1.CreateChannelReq
+	61,  // 107: parley.grains.v1.Channel.AddMembers:input_type -> parley.grains.v1.ChannelMembersReq
+	62,  // 108: parley.grains.v1.Channel.RemoveMember:input_type -> parley.grains.v1.ChannelRemoveReq
+	63,  // 109: parley.grains.v1.Channel.Drop:input_type -> parley.grains.v1.ChannelDropReq
+	64,  // 110: parley.grains.v1.Channel.Join:input_type -> parley.grains.v1.ChannelPresenceReq
+	64,  // 111: parley.grains.v1.Channel.Leave:input_type -> parley.grains.v1.ChannelPresenceReq
+	65,  // 112: parley.grains.v1.Channel.Send:input_type -> parley.grains.v1.ChannelSendReq
+	66,  // 113: parley.grains.v1.Channel.Info:input_type -> parley.grains.v1.ChannelInfoReq
+	66,  // 114: parley.grains.v1.Channel.Snapshot:input_type -> parley.grains.v1.ChannelInfoReq
+	76,  // 115: parley.grains.v1.Call.Create:input_type -> parley.grains.v1.CallReq
+	76,  // 116: parley.grains.v1.Call.CreateRoom:input_type -> parley.grains.v1.CallReq
+	76,  // 117: parley.grains.v1.Call.Enter:input_type -> parley.grains.v1.CallReq
+	76,  // 118: parley.grains.v1.Call.Join:input_type -> parley.grains.v1.CallReq
+	76,  // 119: parley.grains.v1.Call.Decline:input_type -> parley.grains.v1.CallReq
+	76,  // 120: parley.grains.v1.Call.Cancel:input_type -> parley.grains.v1.CallReq
+	76,  // 121: parley.grains.v1.Call.Leave:input_type -> parley.grains.v1.CallReq
+	76,  // 122: parley.grains.v1.Call.Mute:input_type -> parley.grains.v1.CallReq
+	76,  // 123: parley.grains.v1.Call.Signal:input_type -> parley.grains.v1.CallReq
+	76,  // 124: parley.grains.v1.Call.Info:input_type -> parley.grains.v1.CallReq
+	77,  // 125: parley.grains.v1.Call.Link:input_type -> parley.grains.v1.CallLinkReq
+	78,  // 126: parley.grains.v1.Call.Wake:input_type -> parley.grains.v1.CallWakeReq
+	3,   // 127: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
+	3,   // 128: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
+	6,   // 129: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
+	8,   // 130: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
+	6,   // 131: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
+	1,   // 132: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
+	1,   // 133: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
+	14,  // 134: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
+	1,   // 135: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
+	17,  // 136: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
+	6,   // 137: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
+	19,  // 138: parley.grains.v1.User.ReserveImport:output_type -> parley.grains.v1.ImportReserveReply
+	1,   // 139: parley.grains.v1.User.ReleaseImport:output_type -> parley.grains.v1.Ok
+	1,   // 140: parley.grains.v1.User.Invitation:output_type -> parley.grains.v1.Ok
+	119, // 141: parley.grains.v1.User.Invitations:output_type -> parley.protocol.v1.InvitationList
+	1,   // 142: parley.grains.v1.User.Notify:output_type -> parley.grains.v1.Ok
+	24,  // 143: parley.grains.v1.User.CallClaim:output_type -> parley.grains.v1.CallClaimReply
+	26,  // 144: parley.grains.v1.User.CallRing:output_type -> parley.grains.v1.CallRingReply
+	28,  // 145: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
+	28,  // 146: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
+	1,   // 147: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
+	1,   // 148: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
+	1,   // 149: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
+	1,   // 150: parley.grains.v1.Session.Hold:output_type -> parley.grains.v1.Ok
+	1,   // 151: parley.grains.v1.Session.Signal:output_type -> parley.grains.v1.Ok
+	36,  // 152: parley.grains.v1.Session.CallBind:output_type -> parley.grains.v1.CallBindReply
+	120, // 153: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
+	120, // 154: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
+	120, // 155: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
+	120, // 156: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
+	120, // 157: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
+	121, // 158: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
+	121, // 159: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
+	1,   // 160: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
+	122, // 161: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
+	120, // 162: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
+	118, // 163: parley.grains.v1.Conversation.ImportCheck:output_type -> parley.protocol.v1.ImportResult
+	118, // 164: parley.grains.v1.Conversation.Import:output_type -> parley.protocol.v1.ImportResult
+	123, // 165: parley.grains.v1.Conversation.Answer:output_type -> parley.protocol.v1.InvitationAnswered
+	1,   // 166: parley.grains.v1.Conversation.Check:output_type -> parley.grains.v1.Ok
+	53,  // 167: parley.grains.v1.Upload.Create:output_type -> parley.grains.v1.UploadStatus
+	53,  // 168: parley.grains.v1.Upload.Head:output_type -> parley.grains.v1.UploadStatus
+	53,  // 169: parley.grains.v1.Upload.Begin:output_type -> parley.grains.v1.UploadStatus
+	53,  // 170: parley.grains.v1.Upload.End:output_type -> parley.grains.v1.UploadStatus
+	1,   // 171: parley.grains.v1.Upload.Remove:output_type -> parley.grains.v1.Ok
+	1,   // 172: parley.grains.v1.Upload.Sweep:output_type -> parley.grains.v1.Ok
+	1,   // 173: parley.grains.v1.File.Attach:output_type -> parley.grains.v1.Ok
+	1,   // 174: parley.grains.v1.File.Release:output_type -> parley.grains.v1.Ok
+	91,  // 175: parley.grains.v1.File.Get:output_type -> parley.grains.v1.FileRecord
+	1,   // 176: parley.grains.v1.File.Announce:output_type -> parley.grains.v1.Ok
+	1,   // 177: parley.grains.v1.File.Drop:output_type -> parley.grains.v1.Ok
+	72,  // 178: parley.grains.v1.File.Holders:output_type -> parley.grains.v1.FileHolders
+	1,   // 179: parley.grains.v1.File.Report:output_type -> parley.grains.v1.Ok
+	1,   // 180: parley.grains.v1.File.Served:output_type -> parley.grains.v1.Ok
+	114, // 181: parley.grains.v1.File.Stats:output_type -> parley.protocol.v1.P2spStats
+	124, // 182: parley.grains.v1.Channel.Create:output_type -> parley.protocol.v1.Channel
+	124, // 183: parley.grains.v1.Channel.AddMembers:output_type -> parley.protocol.v1.Channel
+	124, // 184: parley.grains.v1.Channel.RemoveMember:output_type -> parley.protocol.v1.Channel
+	1,   // 185: parley.grains.v1.Channel.Drop:output_type -> parley.grains.v1.Ok
+	124, // 186: parley.grains.v1.Channel.Join:output_type -> parley.protocol.v1.Channel
+	124, // 187: parley.grains.v1.Channel.Leave:output_type -> parley.protocol.v1.Channel
+	125, // 188: parley.grains.v1.Channel.Send:output_type -> parley.protocol.v1.ChannelSent
+	124, // 189: parley.grains.v1.Channel.Info:output_type -> parley.protocol.v1.Channel
+	67,  // 190: parley.grains.v1.Channel.Snapshot:output_type -> parley.grains.v1.ChannelSnapshot
+	126, // 191: parley.grains.v1.Call.Create:output_type -> parley.protocol.v1.CallConfirm
+	127, // 192: parley.grains.v1.Call.CreateRoom:output_type -> parley.protocol.v1.CallRoom
+	126, // 193: parley.grains.v1.Call.Enter:output_type -> parley.protocol.v1.CallConfirm
+	127, // 194: parley.grains.v1.Call.Join:output_type -> parley.protocol.v1.CallRoom
+	1,   // 195: parley.grains.v1.Call.Decline:output_type -> parley.grains.v1.Ok
+	1,   // 196: parley.grains.v1.Call.Cancel:output_type -> parley.grains.v1.Ok
+	1,   // 197: parley.grains.v1.Call.Leave:output_type -> parley.grains.v1.Ok
+	1,   // 198: parley.grains.v1.Call.Mute:output_type -> parley.grains.v1.Ok
+	1,   // 199: parley.grains.v1.Call.Signal:output_type -> parley.grains.v1.Ok
+	128, // 200: parley.grains.v1.Call.Info:output_type -> parley.protocol.v1.CallInfo
+	1,   // 201: parley.grains.v1.Call.Link:output_type -> parley.grains.v1.Ok
+	1,   // 202: parley.grains.v1.Call.Wake:output_type -> parley.grains.v1.Ok
+	127, // [127:203] is the sub-list for method output_type
+	51,  // [51:127] is the sub-list for method input_type
+	51,  // [51:51] is the sub-list for extension type_name
+	51,  // [51:51] is the sub-list for extension extendee
+	0,   // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_actors_grainpb_grains_proto_init() }
@@ -6426,9 +7470,9 @@ func file_actors_grainpb_grains_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_grainpb_grains_proto_rawDesc), len(file_actors_grainpb_grains_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   87,
+			NumMessages:   98,
 			NumExtensions: 0,
-			NumServices:   7,
+			NumServices:   8,
 		},
 		GoTypes:           file_actors_grainpb_grains_proto_goTypes,
 		DependencyIndexes: file_actors_grainpb_grains_proto_depIdxs,

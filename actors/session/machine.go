@@ -84,6 +84,13 @@ type Replace struct{ Now int64 }
 // that had a link in an earlier process lost it with that process.
 type Activated struct{ Now int64 }
 
+// BindCall records (Bind) or clears the call whose participant the session
+// carries; from then on link changes are reported to that call.
+type BindCall struct {
+	Call string
+	Bind bool
+}
+
 func (Open) isEvent()      {}
 func (Resume) isEvent()    {}
 func (Push) isEvent()      {}
@@ -91,6 +98,7 @@ func (Ack) isEvent()       {}
 func (Cut) isEvent()       {}
 func (Replace) isEvent()   {}
 func (Activated) isEvent() {}
+func (BindCall) isEvent()  {}
 
 // Error is a refused request; nothing changed.
 type Error struct{ Code, Message string }
@@ -116,6 +124,9 @@ type Effects struct {
 	// PassivateAfterMs >= 0 asks for a passivation check after that delay
 	// (the session is stopped if it is still cut then); -1: none.
 	PassivateAfterMs int64
+	// LinkChanged: the session gained or lost its link (Rec.LinkGen was
+	// bumped); the call in Rec.CallId, if any, is told.
+	LinkChanged bool
 }
 
 // LinkClose closes a link with a WebSocket close code.
@@ -145,9 +156,12 @@ func (s *State) Step(ev Event, lim Limits) Effects {
 		if s.Rec != nil && !s.Rec.Ended && s.Rec.CutAtMs == 0 {
 			s.Rec = s.clone()
 			s.Rec.CutAtMs = e.Now
-			fx.Persist = true
+			s.Rec.LinkGen++
+			fx.Persist, fx.LinkChanged = true, true
 			fx.PassivateAfterMs = keepOf(s.Rec, lim)
 		}
+	case BindCall:
+		s.bindCall(e, &fx)
 	default:
 		fx.Err = errorf(pb.CodeInternal, "unknown event %T", ev)
 	}
@@ -176,7 +190,7 @@ func (s *State) open(e Open, fx *Effects) {
 		fx.Err = errorf(pb.CodeConflict, "session %s exists", s.ID)
 		return
 	}
-	rec := &grainpb.SessionRecord{SessionId: s.ID, UserId: e.User, DeviceId: e.Device, Rebuild: e.Rebuild, Epoch: 1}
+	rec := &grainpb.SessionRecord{SessionId: s.ID, UserId: e.User, DeviceId: e.Device, Rebuild: e.Rebuild, Epoch: 1, LinkGen: 1}
 	if e.Rebuild {
 		sum := sha256.Sum256([]byte(e.Token))
 		rec.RebuildTokenSha256 = sum[:]
@@ -229,6 +243,8 @@ func (s *State) resume(e Resume, lim Limits, fx *Effects) {
 	rec.Acked = e.LastSeq
 	rec.Unacked = slices.DeleteFunc(rec.Unacked, func(ev *pb.SessionEvent) bool { return ev.Seq <= e.LastSeq })
 	rec.CutAtMs = 0
+	rec.LinkGen++
+	fx.LinkChanged = true
 	if s.Link != 0 && s.Link != e.Link {
 		fx.Close = append(fx.Close, LinkClose{Link: s.Link, Code: pb.CloseSessionMoved, Reason: "session moved to a newer link"})
 	}
@@ -301,8 +317,9 @@ func (s *State) cut(e Cut, lim Limits, fx *Effects) {
 	}
 	rec := s.clone()
 	rec.CutAtMs = e.Now
+	rec.LinkGen++
 	s.Rec, s.Link = rec, 0
-	fx.Persist = true
+	fx.Persist, fx.LinkChanged = true, true
 	fx.PassivateAfterMs = keepOf(rec, lim)
 }
 
@@ -315,7 +332,29 @@ func (s *State) replace(fx *Effects) {
 	}
 	rec := s.clone()
 	rec.Ended = true
+	rec.LinkGen++
 	s.Rec, s.Link = rec, 0
-	fx.Persist = true
+	fx.Persist, fx.LinkChanged = true, true
 	fx.PassivateAfterMs = 0
+}
+
+// bindCall records the call the session carries a participant of. A
+// clear names the call it clears, so a late clear of an earlier call
+// leaves a newer binding alone.
+func (s *State) bindCall(e BindCall, fx *Effects) {
+	if s.Rec == nil {
+		fx.Err = errorf(pb.CodeNotFound, "no session %s", s.ID)
+		return
+	}
+	switch {
+	case e.Bind && s.Rec.CallId != e.Call:
+	case !e.Bind && s.Rec.CallId == e.Call && e.Call != "":
+		e.Call = ""
+	default:
+		return
+	}
+	rec := s.clone()
+	rec.CallId = e.Call
+	s.Rec = rec
+	fx.Persist = true
 }

@@ -19,6 +19,8 @@ import (
 //	cut link=N [at=MS]
 //	replace
 //	activate [at=MS]
+//	bind-call call=C [clear]
+//	call-state         (the bound call and the link generation)
 //	restart            (the process died: the record survives, the link not)
 //	state
 func TestTranscripts(t *testing.T) {
@@ -72,6 +74,13 @@ func TestTranscripts(t *testing.T) {
 				ev = Replace{Now: now}
 			case "activate":
 				ev = Activated{Now: now}
+			case "bind-call":
+				ev = BindCall{Call: arg("call", ""), Bind: arg("clear", "") != "true"}
+			case "call-state":
+				if st.Rec == nil {
+					return "no session\n"
+				}
+				return fmt.Sprintf("call=%q link_gen=%d link=%d\n", st.Rec.CallId, st.Rec.LinkGen, st.Link)
 			case "restart":
 				st.Link = 0
 				return st.String()
@@ -123,6 +132,9 @@ func (fx Effects) String() string {
 	}
 	if fx.PassivateAfterMs >= 0 {
 		fmt.Fprintf(&b, "passivate after=%d\n", fx.PassivateAfterMs)
+	}
+	if fx.LinkChanged {
+		b.WriteString("link changed\n")
 	}
 	if b.Len() == 0 {
 		return "no effects\n"

@@ -79,6 +79,12 @@ type Config struct {
 	// comma-separated type=name pairs, types desktop, mobile, web, bot and
 	// unknown (no device). Unnamed types keep their own name.
 	Subgroups string `json:"subgroups"`
+	// MediaAddr is the one UDP address (host:port) of the SFU for calls.
+	// Default: the host of Addr, any free port.
+	MediaAddr string `json:"media_addr"`
+	// MediaPublicIP is announced in the SFU's ICE candidates instead of the
+	// listen address (a public IP in front of a 1:1 NAT). Default none.
+	MediaPublicIP string `json:"media_public_ip"`
 }
 
 func defaultConfig() Config {
@@ -134,6 +140,14 @@ func (c *Config) Validate() error {
 	if c.RatePerSecond <= 0 || c.RateBurst < 1 {
 		errs = append(errs, errors.New("rate_per_second must be positive and rate_burst at least 1"))
 	}
+	if c.MediaAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MediaAddr); err != nil {
+			errs = append(errs, fmt.Errorf("media_addr %q: %w", c.MediaAddr, err))
+		}
+	}
+	if c.MediaPublicIP != "" && net.ParseIP(c.MediaPublicIP) == nil {
+		errs = append(errs, fmt.Errorf("media_public_ip %q is not an IP address", c.MediaPublicIP))
+	}
 	if c.ArgonMemoryKiB < 8 || c.ArgonTime < 1 {
 		errs = append(errs, errors.New("argon_memory_kib must be at least 8 and argon_time at least 1"))
 	}
@@ -177,6 +191,8 @@ func loadConfig(args []string) (Config, error) {
 	fs.DurationVar(&c.ImportWindow, "import-window", c.ImportWindow, "window of the channel import limit")
 	fs.DurationVar(&c.InvitationTTL, "invitation-ttl", c.InvitationTTL, "how long an import invitation may be answered")
 	fs.StringVar(&c.Subgroups, "subgroups", c.Subgroups, "client type to sub-group names, e.g. desktop=computers,web=computers,mobile=phones")
+	fs.StringVar(&c.MediaAddr, "media-addr", c.MediaAddr, "UDP address of the SFU (default: the host of -addr, any port)")
+	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "IP announced in the SFU's ICE candidates (1:1 NAT)")
 	// First pass to find -config; the file is applied, then env, then flags again.
 	if err := fs.Parse(args); err != nil {
 		return c, err

@@ -16,6 +16,7 @@ import (
 	"github.com/parley-chat/parley/actors/conversation"
 	"github.com/parley-chat/parley/actors/upload"
 	"github.com/parley-chat/parley/gateway"
+	"github.com/parley-chat/parley/media"
 	"github.com/parley-chat/parley/persistence"
 )
 
@@ -48,6 +49,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 			FilesEgressLimit: cfg.FilesEgressLimit, FilesEgressFileLimit: cfg.FilesEgressFileLimit,
 			AdminToken: cfg.AdminToken,
 		},
+		Media: media.Options{UDPAddr: mediaAddr(cfg), PublicIP: cfg.MediaPublicIP},
 		Actors: actors.Options{
 			Limits: conversation.Limits{MaxTextBytes: cfg.MaxTextBytes,
 				ImportLimit: cfg.ImportLimit, ImportWindowMs: cfg.ImportWindow.Milliseconds(),
@@ -82,6 +84,19 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	err = app.Serve(ctx, ln)
 	log.Info("parley stopped")
 	return err
+}
+
+// mediaAddr is the SFU's UDP address: -media-addr, or the host of -addr
+// with any free port.
+func mediaAddr(cfg Config) string {
+	if cfg.MediaAddr != "" {
+		return cfg.MediaAddr
+	}
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil || host == "" {
+		host = "0.0.0.0"
+	}
+	return net.JoinHostPort(host, "0")
 }
 
 func splitList(s string) []string {

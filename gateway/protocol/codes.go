@@ -48,6 +48,15 @@ const (
 	// P2SP downloads.
 	CodeBadGrant    = "bad_grant"    // a P2SP grant that is forged, expired, or names other parties
 	CodePeerOffline = "peer_offline" // the signal's target session has no link now
+	// Calls.
+	CodeBusy              = "busy"               // you are already in another call
+	CodeCallEnded         = "call_ended"         // the call is over
+	CodeNotInCall         = "not_in_call"        // no part of yours in the call matches the request
+	CodeAnsweredElsewhere = "answered_elsewhere" // another device of yours answered the call
+	CodeAlreadyJoined     = "already_joined"     // this device is in the call with another join_id
+	CodeCallState         = "call_state"         // early or stale: the request does not fit the state; nothing changed
+	CodeBadSDP            = "bad_sdp"            // the SDP (or ICE candidate) does not parse or does not fit the negotiation
+	CodeMediaUnavailable  = "media_unavailable"  // the node has no media service
 )
 
 // WebSocket close codes Parley uses (4000-4999 is the application range).

@@ -594,6 +594,75 @@ func (P2SpReportKind) EnumDescriptor() ([]byte, []int) {
 	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{9}
 }
 
+type CallParticipantState int32
+
+const (
+	CallParticipantState_CALL_PARTICIPANT_STATE_UNSPECIFIED CallParticipantState = 0
+	// Invited and ringing.
+	CallParticipantState_CALL_PARTICIPANT_STATE_RINGING CallParticipantState = 1
+	// Accepted (or started the call) and on the way into the room.
+	CallParticipantState_CALL_PARTICIPANT_STATE_JOINING  CallParticipantState = 2
+	CallParticipantState_CALL_PARTICIPANT_STATE_IN_ROOM  CallParticipantState = 3
+	CallParticipantState_CALL_PARTICIPANT_STATE_DECLINED CallParticipantState = 4
+	// Already in another call when invited or when entering.
+	CallParticipantState_CALL_PARTICIPANT_STATE_BUSY CallParticipantState = 5
+	// The invitation rang out (ring timeout).
+	CallParticipantState_CALL_PARTICIPANT_STATE_MISSED CallParticipantState = 6
+	// Left, hung up, cancelled or removed (reason says which).
+	CallParticipantState_CALL_PARTICIPANT_STATE_LEFT CallParticipantState = 7
+)
+
+// Enum value maps for CallParticipantState.
+var (
+	CallParticipantState_name = map[int32]string{
+		0: "CALL_PARTICIPANT_STATE_UNSPECIFIED",
+		1: "CALL_PARTICIPANT_STATE_RINGING",
+		2: "CALL_PARTICIPANT_STATE_JOINING",
+		3: "CALL_PARTICIPANT_STATE_IN_ROOM",
+		4: "CALL_PARTICIPANT_STATE_DECLINED",
+		5: "CALL_PARTICIPANT_STATE_BUSY",
+		6: "CALL_PARTICIPANT_STATE_MISSED",
+		7: "CALL_PARTICIPANT_STATE_LEFT",
+	}
+	CallParticipantState_value = map[string]int32{
+		"CALL_PARTICIPANT_STATE_UNSPECIFIED": 0,
+		"CALL_PARTICIPANT_STATE_RINGING":     1,
+		"CALL_PARTICIPANT_STATE_JOINING":     2,
+		"CALL_PARTICIPANT_STATE_IN_ROOM":     3,
+		"CALL_PARTICIPANT_STATE_DECLINED":    4,
+		"CALL_PARTICIPANT_STATE_BUSY":        5,
+		"CALL_PARTICIPANT_STATE_MISSED":      6,
+		"CALL_PARTICIPANT_STATE_LEFT":        7,
+	}
+)
+
+func (x CallParticipantState) Enum() *CallParticipantState {
+	p := new(CallParticipantState)
+	*p = x
+	return p
+}
+
+func (x CallParticipantState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CallParticipantState) Descriptor() protoreflect.EnumDescriptor {
+	return file_gateway_protocol_parley_proto_enumTypes[10].Descriptor()
+}
+
+func (CallParticipantState) Type() protoreflect.EnumType {
+	return &file_gateway_protocol_parley_proto_enumTypes[10]
+}
+
+func (x CallParticipantState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CallParticipantState.Descriptor instead.
+func (CallParticipantState) EnumDescriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{10}
+}
+
 // ClientFrame is one frame from client to server. It carries exactly one
 // command; the command's name is the JSON key next to "id".
 type ClientFrame struct {
@@ -637,6 +706,16 @@ type ClientFrame struct {
 	//	*ClientFrame_P2SpAnnounce
 	//	*ClientFrame_P2SpSignal
 	//	*ClientFrame_P2SpReport
+	//	*ClientFrame_CreateCall
+	//	*ClientFrame_CreateRoom
+	//	*ClientFrame_EnterCall
+	//	*ClientFrame_JoinRoom
+	//	*ClientFrame_DeclineCall
+	//	*ClientFrame_CancelCall
+	//	*ClientFrame_LeaveCall
+	//	*ClientFrame_MuteCall
+	//	*ClientFrame_SignalCall
+	//	*ClientFrame_CallInfo
 	Command       isClientFrame_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -992,6 +1071,96 @@ func (x *ClientFrame) GetP2SpReport() *P2SpReport {
 	return nil
 }
 
+func (x *ClientFrame) GetCreateCall() *CreateCall {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_CreateCall); ok {
+			return x.CreateCall
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetCreateRoom() *CreateRoom {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_CreateRoom); ok {
+			return x.CreateRoom
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetEnterCall() *EnterCall {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_EnterCall); ok {
+			return x.EnterCall
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetJoinRoom() *JoinRoom {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_JoinRoom); ok {
+			return x.JoinRoom
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetDeclineCall() *DeclineCall {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_DeclineCall); ok {
+			return x.DeclineCall
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetCancelCall() *CancelCall {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_CancelCall); ok {
+			return x.CancelCall
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetLeaveCall() *LeaveCall {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_LeaveCall); ok {
+			return x.LeaveCall
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetMuteCall() *MuteCall {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_MuteCall); ok {
+			return x.MuteCall
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetSignalCall() *SignalCall {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_SignalCall); ok {
+			return x.SignalCall
+		}
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetCallInfo() *GetCallInfo {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_CallInfo); ok {
+			return x.CallInfo
+		}
+	}
+	return nil
+}
+
 type isClientFrame_Command interface {
 	isClientFrame_Command()
 }
@@ -1136,6 +1305,47 @@ type ClientFrame_P2SpReport struct {
 	P2SpReport *P2SpReport `protobuf:"bytes,103,opt,name=p2sp_report,json=p2spReport,proto3,oneof"`
 }
 
+type ClientFrame_CreateCall struct {
+	// Calls (70..79): see the Calls section of docs/protocol.md.
+	CreateCall *CreateCall `protobuf:"bytes,70,opt,name=create_call,json=createCall,proto3,oneof"`
+}
+
+type ClientFrame_CreateRoom struct {
+	CreateRoom *CreateRoom `protobuf:"bytes,71,opt,name=create_room,json=createRoom,proto3,oneof"`
+}
+
+type ClientFrame_EnterCall struct {
+	EnterCall *EnterCall `protobuf:"bytes,72,opt,name=enter_call,json=enterCall,proto3,oneof"`
+}
+
+type ClientFrame_JoinRoom struct {
+	JoinRoom *JoinRoom `protobuf:"bytes,73,opt,name=join_room,json=joinRoom,proto3,oneof"`
+}
+
+type ClientFrame_DeclineCall struct {
+	DeclineCall *DeclineCall `protobuf:"bytes,74,opt,name=decline_call,json=declineCall,proto3,oneof"`
+}
+
+type ClientFrame_CancelCall struct {
+	CancelCall *CancelCall `protobuf:"bytes,75,opt,name=cancel_call,json=cancelCall,proto3,oneof"`
+}
+
+type ClientFrame_LeaveCall struct {
+	LeaveCall *LeaveCall `protobuf:"bytes,76,opt,name=leave_call,json=leaveCall,proto3,oneof"`
+}
+
+type ClientFrame_MuteCall struct {
+	MuteCall *MuteCall `protobuf:"bytes,77,opt,name=mute_call,json=muteCall,proto3,oneof"`
+}
+
+type ClientFrame_SignalCall struct {
+	SignalCall *SignalCall `protobuf:"bytes,78,opt,name=signal_call,json=signalCall,proto3,oneof"`
+}
+
+type ClientFrame_CallInfo struct {
+	CallInfo *GetCallInfo `protobuf:"bytes,79,opt,name=call_info,json=callInfo,proto3,oneof"`
+}
+
 func (*ClientFrame_Hello) isClientFrame_Command() {}
 
 func (*ClientFrame_Register) isClientFrame_Command() {}
@@ -1204,6 +1414,26 @@ func (*ClientFrame_P2SpSignal) isClientFrame_Command() {}
 
 func (*ClientFrame_P2SpReport) isClientFrame_Command() {}
 
+func (*ClientFrame_CreateCall) isClientFrame_Command() {}
+
+func (*ClientFrame_CreateRoom) isClientFrame_Command() {}
+
+func (*ClientFrame_EnterCall) isClientFrame_Command() {}
+
+func (*ClientFrame_JoinRoom) isClientFrame_Command() {}
+
+func (*ClientFrame_DeclineCall) isClientFrame_Command() {}
+
+func (*ClientFrame_CancelCall) isClientFrame_Command() {}
+
+func (*ClientFrame_LeaveCall) isClientFrame_Command() {}
+
+func (*ClientFrame_MuteCall) isClientFrame_Command() {}
+
+func (*ClientFrame_SignalCall) isClientFrame_Command() {}
+
+func (*ClientFrame_CallInfo) isClientFrame_Command() {}
+
 // ServerFrame is one frame from server to client: a reply to a command (with
 // "re" set) or an event (without "re").
 type ServerFrame struct {
@@ -1234,6 +1464,9 @@ type ServerFrame struct {
 	//	*ServerFrame_InvitationList
 	//	*ServerFrame_P2SpInfo
 	//	*ServerFrame_P2SpSignal
+	//	*ServerFrame_CallConfirm
+	//	*ServerFrame_CallRoom
+	//	*ServerFrame_Call
 	Body          isServerFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1481,6 +1714,33 @@ func (x *ServerFrame) GetP2SpSignal() *P2SpSignal {
 	return nil
 }
 
+func (x *ServerFrame) GetCallConfirm() *CallConfirm {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_CallConfirm); ok {
+			return x.CallConfirm
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetCallRoom() *CallRoom {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_CallRoom); ok {
+			return x.CallRoom
+		}
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetCall() *CallInfo {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_Call); ok {
+			return x.Call
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Body interface {
 	isServerFrame_Body()
 }
@@ -1580,6 +1840,22 @@ type ServerFrame_P2SpSignal struct {
 	P2SpSignal *P2SpSignal `protobuf:"bytes,101,opt,name=p2sp_signal,json=p2spSignal,proto3,oneof"`
 }
 
+type ServerFrame_CallConfirm struct {
+	// Calls (70..79).
+	// Answers createCall (create-room confirm) and enterCall (enter-room confirm).
+	CallConfirm *CallConfirm `protobuf:"bytes,70,opt,name=call_confirm,json=callConfirm,proto3,oneof"`
+}
+
+type ServerFrame_CallRoom struct {
+	// Answers createRoom (room-created) and joinRoom (entered).
+	CallRoom *CallRoom `protobuf:"bytes,71,opt,name=call_room,json=callRoom,proto3,oneof"`
+}
+
+type ServerFrame_Call struct {
+	// Answers callInfo.
+	Call *CallInfo `protobuf:"bytes,72,opt,name=call,proto3,oneof"`
+}
+
 func (*ServerFrame_Error) isServerFrame_Body() {}
 
 func (*ServerFrame_HelloOk) isServerFrame_Body() {}
@@ -1623,6 +1899,12 @@ func (*ServerFrame_InvitationList) isServerFrame_Body() {}
 func (*ServerFrame_P2SpInfo) isServerFrame_Body() {}
 
 func (*ServerFrame_P2SpSignal) isServerFrame_Body() {}
+
+func (*ServerFrame_CallConfirm) isServerFrame_Body() {}
+
+func (*ServerFrame_CallRoom) isServerFrame_Body() {}
+
+func (*ServerFrame_Call) isServerFrame_Body() {}
 
 // Error is the reply to a command that failed. Codes are stable; messages are
 // for humans. See docs/protocol.md for the table of codes.
@@ -4054,6 +4336,11 @@ type SessionEvent struct {
 	//	*SessionEvent_ConversationLeft
 	//	*SessionEvent_InvitationReceived
 	//	*SessionEvent_DownloadFailed
+	//	*SessionEvent_CallInvited
+	//	*SessionEvent_CallRingStopped
+	//	*SessionEvent_CallParticipant
+	//	*SessionEvent_CallEnded
+	//	*SessionEvent_CallSignal
 	Event         isSessionEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4146,6 +4433,51 @@ func (x *SessionEvent) GetDownloadFailed() *DownloadFailed {
 	return nil
 }
 
+func (x *SessionEvent) GetCallInvited() *CallInvited {
+	if x != nil {
+		if x, ok := x.Event.(*SessionEvent_CallInvited); ok {
+			return x.CallInvited
+		}
+	}
+	return nil
+}
+
+func (x *SessionEvent) GetCallRingStopped() *CallRingStopped {
+	if x != nil {
+		if x, ok := x.Event.(*SessionEvent_CallRingStopped); ok {
+			return x.CallRingStopped
+		}
+	}
+	return nil
+}
+
+func (x *SessionEvent) GetCallParticipant() *CallParticipantChanged {
+	if x != nil {
+		if x, ok := x.Event.(*SessionEvent_CallParticipant); ok {
+			return x.CallParticipant
+		}
+	}
+	return nil
+}
+
+func (x *SessionEvent) GetCallEnded() *CallEnded {
+	if x != nil {
+		if x, ok := x.Event.(*SessionEvent_CallEnded); ok {
+			return x.CallEnded
+		}
+	}
+	return nil
+}
+
+func (x *SessionEvent) GetCallSignal() *CallSignal {
+	if x != nil {
+		if x, ok := x.Event.(*SessionEvent_CallSignal); ok {
+			return x.CallSignal
+		}
+	}
+	return nil
+}
+
 type isSessionEvent_Event interface {
 	isSessionEvent_Event()
 }
@@ -4168,6 +4500,27 @@ type SessionEvent_DownloadFailed struct {
 	DownloadFailed *DownloadFailed `protobuf:"bytes,90,opt,name=download_failed,json=downloadFailed,proto3,oneof"`
 }
 
+type SessionEvent_CallInvited struct {
+	// Calls (70..79).
+	CallInvited *CallInvited `protobuf:"bytes,70,opt,name=call_invited,json=callInvited,proto3,oneof"`
+}
+
+type SessionEvent_CallRingStopped struct {
+	CallRingStopped *CallRingStopped `protobuf:"bytes,71,opt,name=call_ring_stopped,json=callRingStopped,proto3,oneof"`
+}
+
+type SessionEvent_CallParticipant struct {
+	CallParticipant *CallParticipantChanged `protobuf:"bytes,72,opt,name=call_participant,json=callParticipant,proto3,oneof"`
+}
+
+type SessionEvent_CallEnded struct {
+	CallEnded *CallEnded `protobuf:"bytes,73,opt,name=call_ended,json=callEnded,proto3,oneof"`
+}
+
+type SessionEvent_CallSignal struct {
+	CallSignal *CallSignal `protobuf:"bytes,74,opt,name=call_signal,json=callSignal,proto3,oneof"`
+}
+
 func (*SessionEvent_ConversationJoined) isSessionEvent_Event() {}
 
 func (*SessionEvent_ConversationLeft) isSessionEvent_Event() {}
@@ -4175,6 +4528,16 @@ func (*SessionEvent_ConversationLeft) isSessionEvent_Event() {}
 func (*SessionEvent_InvitationReceived) isSessionEvent_Event() {}
 
 func (*SessionEvent_DownloadFailed) isSessionEvent_Event() {}
+
+func (*SessionEvent_CallInvited) isSessionEvent_Event() {}
+
+func (*SessionEvent_CallRingStopped) isSessionEvent_Event() {}
+
+func (*SessionEvent_CallParticipant) isSessionEvent_Event() {}
+
+func (*SessionEvent_CallEnded) isSessionEvent_Event() {}
+
+func (*SessionEvent_CallSignal) isSessionEvent_Event() {}
 
 // ConversationJoined: the user became a member of a conversation. The link
 // now receives its messages.
@@ -6197,11 +6560,1421 @@ func (x *DownloadFailed) GetReason() string {
 	return ""
 }
 
+// MediaEndpoint names the media service (SFU) of the node that hosts a
+// call's room. Media goes straight there; the SFU's ICE candidates name the
+// same address.
+type MediaEndpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cluster node hosting the room.
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// The UDP address (host:port) the SFU receives all media on: one port for
+	// every peer (ICE UDP mux), the announced public IP if one is configured.
+	UdpAddr       string `protobuf:"bytes,2,opt,name=udp_addr,json=udpAddr,proto3" json:"udp_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MediaEndpoint) Reset() {
+	*x = MediaEndpoint{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MediaEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MediaEndpoint) ProtoMessage() {}
+
+func (x *MediaEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MediaEndpoint.ProtoReflect.Descriptor instead.
+func (*MediaEndpoint) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *MediaEndpoint) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *MediaEndpoint) GetUdpAddr() string {
+	if x != nil {
+		return x.UdpAddr
+	}
+	return ""
+}
+
+// CreateCall starts a call in a conversation (caller: idle -> call_requesting).
+type CreateCall struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// Client-chosen id of this device's local call session, 1..64 bytes of
+	// [A-Za-z0-9_-], new for every call the device starts or enters. It makes
+	// the command idempotent (a retransmission names the same call) and
+	// identifies the session in every later command.
+	JoinId        string `protobuf:"bytes,2,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCall) Reset() {
+	*x = CreateCall{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCall) ProtoMessage() {}
+
+func (x *CreateCall) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCall.ProtoReflect.Descriptor instead.
+func (*CreateCall) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *CreateCall) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *CreateCall) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+// CreateRoom asks the media endpoint named in the create confirm to create
+// the room (caller: call_requested -> in_room on callRoom).
+type CreateRoom struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	JoinId        string                 `protobuf:"bytes,2,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateRoom) Reset() {
+	*x = CreateRoom{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateRoom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateRoom) ProtoMessage() {}
+
+func (x *CreateRoom) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateRoom.ProtoReflect.Descriptor instead.
+func (*CreateRoom) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *CreateRoom) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CreateRoom) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+// EnterCall accepts an invitation, or enters an ongoing call late or again
+// (invitee: invited -> enter_requesting). join_id is new for every attempt.
+type EnterCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	JoinId        string                 `protobuf:"bytes,2,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnterCall) Reset() {
+	*x = EnterCall{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnterCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnterCall) ProtoMessage() {}
+
+func (x *EnterCall) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnterCall.ProtoReflect.Descriptor instead.
+func (*EnterCall) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *EnterCall) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *EnterCall) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+// JoinRoom joins the room at the media endpoint named in the enter confirm
+// (invitee: enter_requested -> in_room on callRoom).
+type JoinRoom struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	JoinId        string                 `protobuf:"bytes,2,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRoom) Reset() {
+	*x = JoinRoom{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRoom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRoom) ProtoMessage() {}
+
+func (x *JoinRoom) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRoom.ProtoReflect.Descriptor instead.
+func (*JoinRoom) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *JoinRoom) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *JoinRoom) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+// DeclineCall declines a ringing invitation on every device of the user.
+type DeclineCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeclineCall) Reset() {
+	*x = DeclineCall{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeclineCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeclineCall) ProtoMessage() {}
+
+func (x *DeclineCall) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeclineCall.ProtoReflect.Descriptor instead.
+func (*DeclineCall) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *DeclineCall) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+// CancelCall: the caller hangs up. Before anyone answered the call ends for
+// everyone (invitations stop ringing); after, it is the same as leaveCall.
+type CancelCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	JoinId        string                 `protobuf:"bytes,2,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelCall) Reset() {
+	*x = CancelCall{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelCall) ProtoMessage() {}
+
+func (x *CancelCall) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelCall.ProtoReflect.Descriptor instead.
+func (*CancelCall) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *CancelCall) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CancelCall) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+// LeaveCall hangs up. The call ends when its last participant leaves.
+type LeaveCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	JoinId        string                 `protobuf:"bytes,2,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveCall) Reset() {
+	*x = LeaveCall{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveCall) ProtoMessage() {}
+
+func (x *LeaveCall) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveCall.ProtoReflect.Descriptor instead.
+func (*LeaveCall) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *LeaveCall) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *LeaveCall) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+// MuteCall tells the others that this participant is (un)muted. The client
+// also stops sending audio (or sends silence) itself.
+type MuteCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	JoinId        string                 `protobuf:"bytes,2,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	Muted         bool                   `protobuf:"varint,3,opt,name=muted,proto3" json:"muted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MuteCall) Reset() {
+	*x = MuteCall{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MuteCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MuteCall) ProtoMessage() {}
+
+func (x *MuteCall) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MuteCall.ProtoReflect.Descriptor instead.
+func (*MuteCall) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *MuteCall) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *MuteCall) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+func (x *MuteCall) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+// SessionDescription is an SDP offer or answer (RTCSessionDescriptionInit)
+// plus the negotiation revision it belongs to.
+type SessionDescription struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "offer" or "answer".
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Sdp  string `protobuf:"bytes,2,opt,name=sdp,proto3" json:"sdp,omitempty"`
+	// The SFU numbers its offers 1, 2, ... per join; an answer names the
+	// offer it answers.
+	Revision      uint32 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionDescription) Reset() {
+	*x = SessionDescription{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionDescription) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionDescription) ProtoMessage() {}
+
+func (x *SessionDescription) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionDescription.ProtoReflect.Descriptor instead.
+func (*SessionDescription) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *SessionDescription) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *SessionDescription) GetSdp() string {
+	if x != nil {
+		return x.Sdp
+	}
+	return ""
+}
+
+func (x *SessionDescription) GetRevision() uint32 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// IceCandidate is an RTCIceCandidateInit. An empty candidate string means
+// end of candidates.
+type IceCandidate struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Candidate        string                 `protobuf:"bytes,1,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	SdpMid           string                 `protobuf:"bytes,2,opt,name=sdp_mid,json=sdpMid,proto3" json:"sdp_mid,omitempty"`
+	SdpMLineIndex    uint32                 `protobuf:"varint,3,opt,name=sdp_m_line_index,json=sdpMLineIndex,proto3" json:"sdp_m_line_index,omitempty"`
+	UsernameFragment string                 `protobuf:"bytes,4,opt,name=username_fragment,json=usernameFragment,proto3" json:"username_fragment,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *IceCandidate) Reset() {
+	*x = IceCandidate{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IceCandidate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IceCandidate) ProtoMessage() {}
+
+func (x *IceCandidate) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IceCandidate.ProtoReflect.Descriptor instead.
+func (*IceCandidate) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *IceCandidate) GetCandidate() string {
+	if x != nil {
+		return x.Candidate
+	}
+	return ""
+}
+
+func (x *IceCandidate) GetSdpMid() string {
+	if x != nil {
+		return x.SdpMid
+	}
+	return ""
+}
+
+func (x *IceCandidate) GetSdpMLineIndex() uint32 {
+	if x != nil {
+		return x.SdpMLineIndex
+	}
+	return 0
+}
+
+func (x *IceCandidate) GetUsernameFragment() string {
+	if x != nil {
+		return x.UsernameFragment
+	}
+	return ""
+}
+
+// SignalCall carries the client's half of the WebRTC negotiation with the
+// SFU: the answer to an offer, or one trickled ICE candidate (one of them).
+// The SFU is always the offerer; a client never sends an offer.
+type SignalCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	JoinId        string                 `protobuf:"bytes,2,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	Answer        *SessionDescription    `protobuf:"bytes,3,opt,name=answer,proto3" json:"answer,omitempty"`
+	Candidate     *IceCandidate          `protobuf:"bytes,4,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalCall) Reset() {
+	*x = SignalCall{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalCall) ProtoMessage() {}
+
+func (x *SignalCall) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalCall.ProtoReflect.Descriptor instead.
+func (*SignalCall) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *SignalCall) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *SignalCall) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+func (x *SignalCall) GetAnswer() *SessionDescription {
+	if x != nil {
+		return x.Answer
+	}
+	return nil
+}
+
+func (x *SignalCall) GetCandidate() *IceCandidate {
+	if x != nil {
+		return x.Candidate
+	}
+	return nil
+}
+
+// GetCallInfo asks for a call's state (members of its conversation only).
+type GetCallInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCallInfo) Reset() {
+	*x = GetCallInfo{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCallInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCallInfo) ProtoMessage() {}
+
+func (x *GetCallInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCallInfo.ProtoReflect.Descriptor instead.
+func (*GetCallInfo) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *GetCallInfo) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+type CallParticipant struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	State  CallParticipantState   `protobuf:"varint,2,opt,name=state,proto3,enum=parley.protocol.v1.CallParticipantState" json:"state,omitempty"`
+	Muted  bool                   `protobuf:"varint,3,opt,name=muted,proto3" json:"muted,omitempty"`
+	// The device in the call (joining or in the room).
+	DeviceId string `protobuf:"bytes,4,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// For LEFT: left, cancelled, link_lost, setup_timeout, media_failed,
+	// replaced, media_lost, busy.
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallParticipant) Reset() {
+	*x = CallParticipant{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallParticipant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallParticipant) ProtoMessage() {}
+
+func (x *CallParticipant) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallParticipant.ProtoReflect.Descriptor instead.
+func (*CallParticipant) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *CallParticipant) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *CallParticipant) GetState() CallParticipantState {
+	if x != nil {
+		return x.State
+	}
+	return CallParticipantState_CALL_PARTICIPANT_STATE_UNSPECIFIED
+}
+
+func (x *CallParticipant) GetMuted() bool {
+	if x != nil {
+		return x.Muted
+	}
+	return false
+}
+
+func (x *CallParticipant) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *CallParticipant) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// CallConfirm is the create-room confirm (answer to createCall) and the
+// enter-room confirm (answer to enterCall).
+type CallConfirm struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CallId         string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The room at the media endpoint (today equal to call_id).
+	RoomId string         `protobuf:"bytes,3,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	Media  *MediaEndpoint `protobuf:"bytes,4,opt,name=media,proto3" json:"media,omitempty"`
+	JoinId string         `protobuf:"bytes,5,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	// True when this answers a retransmission of an applied request.
+	Duplicate     bool `protobuf:"varint,6,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallConfirm) Reset() {
+	*x = CallConfirm{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallConfirm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallConfirm) ProtoMessage() {}
+
+func (x *CallConfirm) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallConfirm.ProtoReflect.Descriptor instead.
+func (*CallConfirm) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *CallConfirm) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallConfirm) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *CallConfirm) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *CallConfirm) GetMedia() *MediaEndpoint {
+	if x != nil {
+		return x.Media
+	}
+	return nil
+}
+
+func (x *CallConfirm) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+func (x *CallConfirm) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+// CallRoom is room-created (answer to createRoom) and entered (answer to
+// joinRoom): the client is in the room and starts its audio engine.
+type CallRoom struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	RoomId        string                 `protobuf:"bytes,2,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
+	JoinId        string                 `protobuf:"bytes,3,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	Participants  []*CallParticipant     `protobuf:"bytes,4,rep,name=participants,proto3" json:"participants,omitempty"`
+	Duplicate     bool                   `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallRoom) Reset() {
+	*x = CallRoom{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRoom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRoom) ProtoMessage() {}
+
+func (x *CallRoom) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRoom.ProtoReflect.Descriptor instead.
+func (*CallRoom) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *CallRoom) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallRoom) GetRoomId() string {
+	if x != nil {
+		return x.RoomId
+	}
+	return ""
+}
+
+func (x *CallRoom) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+func (x *CallRoom) GetParticipants() []*CallParticipant {
+	if x != nil {
+		return x.Participants
+	}
+	return nil
+}
+
+func (x *CallRoom) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+type CallInfo struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CallId         string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Caller         string                 `protobuf:"bytes,3,opt,name=caller,proto3" json:"caller,omitempty"`
+	Ended          bool                   `protobuf:"varint,4,opt,name=ended,proto3" json:"ended,omitempty"`
+	EndReason      string                 `protobuf:"bytes,5,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	Participants   []*CallParticipant     `protobuf:"bytes,6,rep,name=participants,proto3" json:"participants,omitempty"`
+	Media          *MediaEndpoint         `protobuf:"bytes,7,opt,name=media,proto3" json:"media,omitempty"`
+	CreatedMs      int64                  `protobuf:"varint,8,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CallInfo) Reset() {
+	*x = CallInfo{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallInfo) ProtoMessage() {}
+
+func (x *CallInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallInfo.ProtoReflect.Descriptor instead.
+func (*CallInfo) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *CallInfo) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallInfo) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *CallInfo) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *CallInfo) GetEnded() bool {
+	if x != nil {
+		return x.Ended
+	}
+	return false
+}
+
+func (x *CallInfo) GetEndReason() string {
+	if x != nil {
+		return x.EndReason
+	}
+	return ""
+}
+
+func (x *CallInfo) GetParticipants() []*CallParticipant {
+	if x != nil {
+		return x.Participants
+	}
+	return nil
+}
+
+func (x *CallInfo) GetMedia() *MediaEndpoint {
+	if x != nil {
+		return x.Media
+	}
+	return nil
+}
+
+func (x *CallInfo) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+// CallInvited (session event, on every device of an invitee): ring.
+type CallInvited struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CallId         string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Caller         string                 `protobuf:"bytes,3,opt,name=caller,proto3" json:"caller,omitempty"`
+	// Ring until then at the latest (server clock). An invitation received
+	// after it (replayed by a rebuild) must not ring.
+	ExpiresAtMs   int64 `protobuf:"varint,4,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallInvited) Reset() {
+	*x = CallInvited{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallInvited) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallInvited) ProtoMessage() {}
+
+func (x *CallInvited) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallInvited.ProtoReflect.Descriptor instead.
+func (*CallInvited) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *CallInvited) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallInvited) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *CallInvited) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *CallInvited) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+// CallRingStopped (session event, on every device of an invitee): stop
+// ringing. reason: answered_elsewhere, declined, missed, cancelled, busy.
+type CallRingStopped struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	CallId string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The device that answered or declined (that device ignores the event).
+	DeviceId      string `protobuf:"bytes,3,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallRingStopped) Reset() {
+	*x = CallRingStopped{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRingStopped) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRingStopped) ProtoMessage() {}
+
+func (x *CallRingStopped) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRingStopped.ProtoReflect.Descriptor instead.
+func (*CallRingStopped) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *CallRingStopped) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallRingStopped) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CallRingStopped) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+// CallParticipantChanged (session event, to the devices in the call): the
+// participant list changed.
+type CallParticipantChanged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Participant   *CallParticipant       `protobuf:"bytes,2,opt,name=participant,proto3" json:"participant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallParticipantChanged) Reset() {
+	*x = CallParticipantChanged{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallParticipantChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallParticipantChanged) ProtoMessage() {}
+
+func (x *CallParticipantChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallParticipantChanged.ProtoReflect.Descriptor instead.
+func (*CallParticipantChanged) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *CallParticipantChanged) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallParticipantChanged) GetParticipant() *CallParticipant {
+	if x != nil {
+		return x.Participant
+	}
+	return nil
+}
+
+// CallEnded (session event, to a device in the call): the server ended this
+// device's part in the call (reason: link_lost, setup_timeout, media_failed,
+// media_lost, replaced). Ignore it unless call_id and join_id are your
+// current ones.
+type CallEnded struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	JoinId        string                 `protobuf:"bytes,2,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallEnded) Reset() {
+	*x = CallEnded{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallEnded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallEnded) ProtoMessage() {}
+
+func (x *CallEnded) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallEnded.ProtoReflect.Descriptor instead.
+func (*CallEnded) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *CallEnded) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallEnded) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+func (x *CallEnded) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// CallSignal (session event, to a device in the room): the SFU's half of
+// the negotiation: an offer to answer with signalCall, or one trickled ICE
+// candidate.
+type CallSignal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	JoinId        string                 `protobuf:"bytes,2,opt,name=join_id,json=joinId,proto3" json:"join_id,omitempty"`
+	Offer         *SessionDescription    `protobuf:"bytes,3,opt,name=offer,proto3" json:"offer,omitempty"`
+	Candidate     *IceCandidate          `protobuf:"bytes,4,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallSignal) Reset() {
+	*x = CallSignal{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallSignal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallSignal) ProtoMessage() {}
+
+func (x *CallSignal) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallSignal.ProtoReflect.Descriptor instead.
+func (*CallSignal) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *CallSignal) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallSignal) GetJoinId() string {
+	if x != nil {
+		return x.JoinId
+	}
+	return ""
+}
+
+func (x *CallSignal) GetOffer() *SessionDescription {
+	if x != nil {
+		return x.Offer
+	}
+	return nil
+}
+
+func (x *CallSignal) GetCandidate() *IceCandidate {
+	if x != nil {
+		return x.Candidate
+	}
+	return nil
+}
+
 var File_gateway_protocol_parley_proto protoreflect.FileDescriptor
 
 const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x1dgateway/protocol/parley.proto\x12\x12parley.protocol.v1\"\xb5\x12\n" +
+	"\x1dgateway/protocol/parley.proto\x12\x12parley.protocol.v1\"\xc1\x17\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
 	"\x05hello\x18\n" +
@@ -6243,8 +8016,24 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\vp2sp_signal\x18f \x01(\v2\x1e.parley.protocol.v1.P2spSignalH\x00R\n" +
 	"p2spSignal\x12A\n" +
 	"\vp2sp_report\x18g \x01(\v2\x1e.parley.protocol.v1.P2spReportH\x00R\n" +
-	"p2spReportB\t\n" +
-	"\acommand\"\xca\v\n" +
+	"p2spReport\x12A\n" +
+	"\vcreate_call\x18F \x01(\v2\x1e.parley.protocol.v1.CreateCallH\x00R\n" +
+	"createCall\x12A\n" +
+	"\vcreate_room\x18G \x01(\v2\x1e.parley.protocol.v1.CreateRoomH\x00R\n" +
+	"createRoom\x12>\n" +
+	"\n" +
+	"enter_call\x18H \x01(\v2\x1d.parley.protocol.v1.EnterCallH\x00R\tenterCall\x12;\n" +
+	"\tjoin_room\x18I \x01(\v2\x1c.parley.protocol.v1.JoinRoomH\x00R\bjoinRoom\x12D\n" +
+	"\fdecline_call\x18J \x01(\v2\x1f.parley.protocol.v1.DeclineCallH\x00R\vdeclineCall\x12A\n" +
+	"\vcancel_call\x18K \x01(\v2\x1e.parley.protocol.v1.CancelCallH\x00R\n" +
+	"cancelCall\x12>\n" +
+	"\n" +
+	"leave_call\x18L \x01(\v2\x1d.parley.protocol.v1.LeaveCallH\x00R\tleaveCall\x12;\n" +
+	"\tmute_call\x18M \x01(\v2\x1c.parley.protocol.v1.MuteCallH\x00R\bmuteCall\x12A\n" +
+	"\vsignal_call\x18N \x01(\v2\x1e.parley.protocol.v1.SignalCallH\x00R\n" +
+	"signalCall\x12>\n" +
+	"\tcall_info\x18O \x01(\v2\x1f.parley.protocol.v1.GetCallInfoH\x00R\bcallInfoB\t\n" +
+	"\acommand\"\x81\r\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02re\x18\x01 \x01(\tR\x02re\x121\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.parley.protocol.v1.ErrorH\x00R\x05error\x128\n" +
@@ -6272,7 +8061,10 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x0finvitation_list\x18\\ \x01(\v2\".parley.protocol.v1.InvitationListH\x00R\x0einvitationList\x12;\n" +
 	"\tp2sp_info\x18d \x01(\v2\x1c.parley.protocol.v1.P2spInfoH\x00R\bp2spInfo\x12A\n" +
 	"\vp2sp_signal\x18e \x01(\v2\x1e.parley.protocol.v1.P2spSignalH\x00R\n" +
-	"p2spSignalB\x06\n" +
+	"p2spSignal\x12D\n" +
+	"\fcall_confirm\x18F \x01(\v2\x1f.parley.protocol.v1.CallConfirmH\x00R\vcallConfirm\x12;\n" +
+	"\tcall_room\x18G \x01(\v2\x1c.parley.protocol.v1.CallRoomH\x00R\bcallRoom\x122\n" +
+	"\x04call\x18H \x01(\v2\x1c.parley.protocol.v1.CallInfoH\x00R\x04callB\x06\n" +
 	"\x04body\"[\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
@@ -6446,7 +8238,7 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	" \x01(\tR\buploader\x12\x1d\n" +
 	"\n" +
 	"created_ms\x18\v \x01(\x03R\tcreatedMsJ\x04\b\t\x10\n" +
-	"\"\x94\x03\n" +
+	"\"\x89\x06\n" +
 	"\fSessionEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12Y\n" +
@@ -6454,7 +8246,14 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	" \x01(\v2&.parley.protocol.v1.ConversationJoinedH\x00R\x12conversationJoined\x12S\n" +
 	"\x11conversation_left\x18\v \x01(\v2$.parley.protocol.v1.ConversationLeftH\x00R\x10conversationLeft\x12Q\n" +
 	"\x13invitation_received\x18\x14 \x01(\v2\x1e.parley.protocol.v1.InvitationH\x00R\x12invitationReceived\x12M\n" +
-	"\x0fdownload_failed\x18Z \x01(\v2\".parley.protocol.v1.DownloadFailedH\x00R\x0edownloadFailedB\a\n" +
+	"\x0fdownload_failed\x18Z \x01(\v2\".parley.protocol.v1.DownloadFailedH\x00R\x0edownloadFailed\x12D\n" +
+	"\fcall_invited\x18F \x01(\v2\x1f.parley.protocol.v1.CallInvitedH\x00R\vcallInvited\x12Q\n" +
+	"\x11call_ring_stopped\x18G \x01(\v2#.parley.protocol.v1.CallRingStoppedH\x00R\x0fcallRingStopped\x12W\n" +
+	"\x10call_participant\x18H \x01(\v2*.parley.protocol.v1.CallParticipantChangedH\x00R\x0fcallParticipant\x12>\n" +
+	"\n" +
+	"call_ended\x18I \x01(\v2\x1d.parley.protocol.v1.CallEndedH\x00R\tcallEnded\x12A\n" +
+	"\vcall_signal\x18J \x01(\v2\x1e.parley.protocol.v1.CallSignalH\x00R\n" +
+	"callSignalB\a\n" +
 	"\x05event\"Z\n" +
 	"\x12ConversationJoined\x12D\n" +
 	"\fconversation\x18\x01 \x01(\v2 .parley.protocol.v1.ConversationR\fconversation\";\n" +
@@ -6624,7 +8423,106 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x0eDownloadFailed\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason*\x84\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\">\n" +
+	"\rMediaEndpoint\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x19\n" +
+	"\budp_addr\x18\x02 \x01(\tR\audpAddr\"N\n" +
+	"\n" +
+	"CreateCall\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
+	"\ajoin_id\x18\x02 \x01(\tR\x06joinId\">\n" +
+	"\n" +
+	"CreateRoom\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x17\n" +
+	"\ajoin_id\x18\x02 \x01(\tR\x06joinId\"=\n" +
+	"\tEnterCall\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x17\n" +
+	"\ajoin_id\x18\x02 \x01(\tR\x06joinId\"<\n" +
+	"\bJoinRoom\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x17\n" +
+	"\ajoin_id\x18\x02 \x01(\tR\x06joinId\"&\n" +
+	"\vDeclineCall\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\">\n" +
+	"\n" +
+	"CancelCall\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x17\n" +
+	"\ajoin_id\x18\x02 \x01(\tR\x06joinId\"=\n" +
+	"\tLeaveCall\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x17\n" +
+	"\ajoin_id\x18\x02 \x01(\tR\x06joinId\"R\n" +
+	"\bMuteCall\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x17\n" +
+	"\ajoin_id\x18\x02 \x01(\tR\x06joinId\x12\x14\n" +
+	"\x05muted\x18\x03 \x01(\bR\x05muted\"V\n" +
+	"\x12SessionDescription\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x10\n" +
+	"\x03sdp\x18\x02 \x01(\tR\x03sdp\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\rR\brevision\"\x9b\x01\n" +
+	"\fIceCandidate\x12\x1c\n" +
+	"\tcandidate\x18\x01 \x01(\tR\tcandidate\x12\x17\n" +
+	"\asdp_mid\x18\x02 \x01(\tR\x06sdpMid\x12'\n" +
+	"\x10sdp_m_line_index\x18\x03 \x01(\rR\rsdpMLineIndex\x12+\n" +
+	"\x11username_fragment\x18\x04 \x01(\tR\x10usernameFragment\"\xbe\x01\n" +
+	"\n" +
+	"SignalCall\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x17\n" +
+	"\ajoin_id\x18\x02 \x01(\tR\x06joinId\x12>\n" +
+	"\x06answer\x18\x03 \x01(\v2&.parley.protocol.v1.SessionDescriptionR\x06answer\x12>\n" +
+	"\tcandidate\x18\x04 \x01(\v2 .parley.protocol.v1.IceCandidateR\tcandidate\"&\n" +
+	"\vGetCallInfo\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\"\xb5\x01\n" +
+	"\x0fCallParticipant\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12>\n" +
+	"\x05state\x18\x02 \x01(\x0e2(.parley.protocol.v1.CallParticipantStateR\x05state\x12\x14\n" +
+	"\x05muted\x18\x03 \x01(\bR\x05muted\x12\x1b\n" +
+	"\tdevice_id\x18\x04 \x01(\tR\bdeviceId\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xd8\x01\n" +
+	"\vCallConfirm\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x17\n" +
+	"\aroom_id\x18\x03 \x01(\tR\x06roomId\x127\n" +
+	"\x05media\x18\x04 \x01(\v2!.parley.protocol.v1.MediaEndpointR\x05media\x12\x17\n" +
+	"\ajoin_id\x18\x05 \x01(\tR\x06joinId\x12\x1c\n" +
+	"\tduplicate\x18\x06 \x01(\bR\tduplicate\"\xbc\x01\n" +
+	"\bCallRoom\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x17\n" +
+	"\aroom_id\x18\x02 \x01(\tR\x06roomId\x12\x17\n" +
+	"\ajoin_id\x18\x03 \x01(\tR\x06joinId\x12G\n" +
+	"\fparticipants\x18\x04 \x03(\v2#.parley.protocol.v1.CallParticipantR\fparticipants\x12\x1c\n" +
+	"\tduplicate\x18\x05 \x01(\bR\tduplicate\"\xba\x02\n" +
+	"\bCallInfo\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x16\n" +
+	"\x06caller\x18\x03 \x01(\tR\x06caller\x12\x14\n" +
+	"\x05ended\x18\x04 \x01(\bR\x05ended\x12\x1d\n" +
+	"\n" +
+	"end_reason\x18\x05 \x01(\tR\tendReason\x12G\n" +
+	"\fparticipants\x18\x06 \x03(\v2#.parley.protocol.v1.CallParticipantR\fparticipants\x127\n" +
+	"\x05media\x18\a \x01(\v2!.parley.protocol.v1.MediaEndpointR\x05media\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\b \x01(\x03R\tcreatedMs\"\x8b\x01\n" +
+	"\vCallInvited\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12\x16\n" +
+	"\x06caller\x18\x03 \x01(\tR\x06caller\x12\"\n" +
+	"\rexpires_at_ms\x18\x04 \x01(\x03R\vexpiresAtMs\"_\n" +
+	"\x0fCallRingStopped\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1b\n" +
+	"\tdevice_id\x18\x03 \x01(\tR\bdeviceId\"x\n" +
+	"\x16CallParticipantChanged\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12E\n" +
+	"\vparticipant\x18\x02 \x01(\v2#.parley.protocol.v1.CallParticipantR\vparticipant\"U\n" +
+	"\tCallEnded\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x17\n" +
+	"\ajoin_id\x18\x02 \x01(\tR\x06joinId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xbc\x01\n" +
+	"\n" +
+	"CallSignal\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x17\n" +
+	"\ajoin_id\x18\x02 \x01(\tR\x06joinId\x12<\n" +
+	"\x05offer\x18\x03 \x01(\v2&.parley.protocol.v1.SessionDescriptionR\x05offer\x12>\n" +
+	"\tcandidate\x18\x04 \x01(\v2 .parley.protocol.v1.IceCandidateR\tcandidate*\x84\x01\n" +
 	"\n" +
 	"DeviceType\x12\x1b\n" +
 	"\x17DEVICE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -6685,7 +8583,16 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x1cP2SP_REPORT_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aP2SP_REPORT_KIND_BAD_PIECE\x10\x01\x12\"\n" +
 	"\x1eP2SP_REPORT_KIND_FILE_MISMATCH\x10\x02\x12\x1d\n" +
-	"\x19P2SP_REPORT_KIND_COMPLETE\x10\x03B0Z.github.com/parley-chat/parley/gateway/protocolb\x06proto3"
+	"\x19P2SP_REPORT_KIND_COMPLETE\x10\x03*\xb4\x02\n" +
+	"\x14CallParticipantState\x12&\n" +
+	"\"CALL_PARTICIPANT_STATE_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1eCALL_PARTICIPANT_STATE_RINGING\x10\x01\x12\"\n" +
+	"\x1eCALL_PARTICIPANT_STATE_JOINING\x10\x02\x12\"\n" +
+	"\x1eCALL_PARTICIPANT_STATE_IN_ROOM\x10\x03\x12#\n" +
+	"\x1fCALL_PARTICIPANT_STATE_DECLINED\x10\x04\x12\x1f\n" +
+	"\x1bCALL_PARTICIPANT_STATE_BUSY\x10\x05\x12!\n" +
+	"\x1dCALL_PARTICIPANT_STATE_MISSED\x10\x06\x12\x1f\n" +
+	"\x1bCALL_PARTICIPANT_STATE_LEFT\x10\aB0Z.github.com/parley-chat/parley/gateway/protocolb\x06proto3"
 
 var (
 	file_gateway_protocol_parley_proto_rawDescOnce sync.Once
@@ -6699,193 +8606,244 @@ func file_gateway_protocol_parley_proto_rawDescGZIP() []byte {
 	return file_gateway_protocol_parley_proto_rawDescData
 }
 
-var file_gateway_protocol_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_gateway_protocol_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
+var file_gateway_protocol_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
+var file_gateway_protocol_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
 var file_gateway_protocol_parley_proto_goTypes = []any{
-	(DeviceType)(0),             // 0: parley.protocol.v1.DeviceType
-	(Role)(0),                   // 1: parley.protocol.v1.Role
-	(ConversationKind)(0),       // 2: parley.protocol.v1.ConversationKind
-	(MessageKind)(0),            // 3: parley.protocol.v1.MessageKind
-	(ChannelLevel)(0),           // 4: parley.protocol.v1.ChannelLevel
-	(ChannelEventKind)(0),       // 5: parley.protocol.v1.ChannelEventKind
-	(ImportMode)(0),             // 6: parley.protocol.v1.ImportMode
-	(InvitationState)(0),        // 7: parley.protocol.v1.InvitationState
-	(P2SpSignalKind)(0),         // 8: parley.protocol.v1.P2spSignalKind
-	(P2SpReportKind)(0),         // 9: parley.protocol.v1.P2spReportKind
-	(*ClientFrame)(nil),         // 10: parley.protocol.v1.ClientFrame
-	(*ServerFrame)(nil),         // 11: parley.protocol.v1.ServerFrame
-	(*Error)(nil),               // 12: parley.protocol.v1.Error
-	(*Empty)(nil),               // 13: parley.protocol.v1.Empty
-	(*Device)(nil),              // 14: parley.protocol.v1.Device
-	(*Hello)(nil),               // 15: parley.protocol.v1.Hello
-	(*Cursor)(nil),              // 16: parley.protocol.v1.Cursor
-	(*Resume)(nil),              // 17: parley.protocol.v1.Resume
-	(*HelloOK)(nil),             // 18: parley.protocol.v1.HelloOK
-	(*SessionInfo)(nil),         // 19: parley.protocol.v1.SessionInfo
-	(*Register)(nil),            // 20: parley.protocol.v1.Register
-	(*Registered)(nil),          // 21: parley.protocol.v1.Registered
-	(*Login)(nil),               // 22: parley.protocol.v1.Login
-	(*LoggedIn)(nil),            // 23: parley.protocol.v1.LoggedIn
-	(*Logout)(nil),              // 24: parley.protocol.v1.Logout
-	(*Ping)(nil),                // 25: parley.protocol.v1.Ping
-	(*Pong)(nil),                // 26: parley.protocol.v1.Pong
-	(*Member)(nil),              // 27: parley.protocol.v1.Member
-	(*Conversation)(nil),        // 28: parley.protocol.v1.Conversation
-	(*ConversationList)(nil),    // 29: parley.protocol.v1.ConversationList
-	(*CreateGroup)(nil),         // 30: parley.protocol.v1.CreateGroup
-	(*AddMembers)(nil),          // 31: parley.protocol.v1.AddMembers
-	(*RemoveMember)(nil),        // 32: parley.protocol.v1.RemoveMember
-	(*LeaveGroup)(nil),          // 33: parley.protocol.v1.LeaveGroup
-	(*SetRole)(nil),             // 34: parley.protocol.v1.SetRole
-	(*RenameGroup)(nil),         // 35: parley.protocol.v1.RenameGroup
-	(*OpenDirect)(nil),          // 36: parley.protocol.v1.OpenDirect
-	(*Send)(nil),                // 37: parley.protocol.v1.Send
-	(*Sent)(nil),                // 38: parley.protocol.v1.Sent
-	(*DeleteMessage)(nil),       // 39: parley.protocol.v1.DeleteMessage
-	(*History)(nil),             // 40: parley.protocol.v1.History
-	(*HistoryPage)(nil),         // 41: parley.protocol.v1.HistoryPage
-	(*MarkRead)(nil),            // 42: parley.protocol.v1.MarkRead
-	(*ListConversations)(nil),   // 43: parley.protocol.v1.ListConversations
-	(*ConversationInfo)(nil),    // 44: parley.protocol.v1.ConversationInfo
-	(*Ack)(nil),                 // 45: parley.protocol.v1.Ack
-	(*Message)(nil),             // 46: parley.protocol.v1.Message
-	(*FileRef)(nil),             // 47: parley.protocol.v1.FileRef
-	(*GetFileInfo)(nil),         // 48: parley.protocol.v1.GetFileInfo
-	(*FileInfo)(nil),            // 49: parley.protocol.v1.FileInfo
-	(*SessionEvent)(nil),        // 50: parley.protocol.v1.SessionEvent
-	(*ConversationJoined)(nil),  // 51: parley.protocol.v1.ConversationJoined
-	(*ConversationLeft)(nil),    // 52: parley.protocol.v1.ConversationLeft
-	(*CreateChannel)(nil),       // 53: parley.protocol.v1.CreateChannel
-	(*AddChannelMembers)(nil),   // 54: parley.protocol.v1.AddChannelMembers
-	(*RemoveChannelMember)(nil), // 55: parley.protocol.v1.RemoveChannelMember
-	(*JoinChannel)(nil),         // 56: parley.protocol.v1.JoinChannel
-	(*LeaveChannel)(nil),        // 57: parley.protocol.v1.LeaveChannel
-	(*ChannelSend)(nil),         // 58: parley.protocol.v1.ChannelSend
-	(*ChannelInfo)(nil),         // 59: parley.protocol.v1.ChannelInfo
-	(*ChannelMember)(nil),       // 60: parley.protocol.v1.ChannelMember
-	(*Channel)(nil),             // 61: parley.protocol.v1.Channel
-	(*ChannelSent)(nil),         // 62: parley.protocol.v1.ChannelSent
-	(*ChannelMessage)(nil),      // 63: parley.protocol.v1.ChannelMessage
-	(*ChannelEvent)(nil),        // 64: parley.protocol.v1.ChannelEvent
-	(*ImportChannel)(nil),       // 65: parley.protocol.v1.ImportChannel
-	(*Invitation)(nil),          // 66: parley.protocol.v1.Invitation
-	(*ImportResult)(nil),        // 67: parley.protocol.v1.ImportResult
-	(*AnswerInvitation)(nil),    // 68: parley.protocol.v1.AnswerInvitation
-	(*InvitationAnswered)(nil),  // 69: parley.protocol.v1.InvitationAnswered
-	(*ListInvitations)(nil),     // 70: parley.protocol.v1.ListInvitations
-	(*InvitationList)(nil),      // 71: parley.protocol.v1.InvitationList
-	(*GetP2SpInfo)(nil),         // 72: parley.protocol.v1.GetP2spInfo
-	(*P2SpInfo)(nil),            // 73: parley.protocol.v1.P2spInfo
-	(*P2SpHolder)(nil),          // 74: parley.protocol.v1.P2spHolder
-	(*P2SpStats)(nil),           // 75: parley.protocol.v1.P2spStats
-	(*P2SpAnnounce)(nil),        // 76: parley.protocol.v1.P2spAnnounce
-	(*P2SpSignal)(nil),          // 77: parley.protocol.v1.P2spSignal
-	(*P2SpReport)(nil),          // 78: parley.protocol.v1.P2spReport
-	(*DownloadFailed)(nil),      // 79: parley.protocol.v1.DownloadFailed
+	(DeviceType)(0),                // 0: parley.protocol.v1.DeviceType
+	(Role)(0),                      // 1: parley.protocol.v1.Role
+	(ConversationKind)(0),          // 2: parley.protocol.v1.ConversationKind
+	(MessageKind)(0),               // 3: parley.protocol.v1.MessageKind
+	(ChannelLevel)(0),              // 4: parley.protocol.v1.ChannelLevel
+	(ChannelEventKind)(0),          // 5: parley.protocol.v1.ChannelEventKind
+	(ImportMode)(0),                // 6: parley.protocol.v1.ImportMode
+	(InvitationState)(0),           // 7: parley.protocol.v1.InvitationState
+	(P2SpSignalKind)(0),            // 8: parley.protocol.v1.P2spSignalKind
+	(P2SpReportKind)(0),            // 9: parley.protocol.v1.P2spReportKind
+	(CallParticipantState)(0),      // 10: parley.protocol.v1.CallParticipantState
+	(*ClientFrame)(nil),            // 11: parley.protocol.v1.ClientFrame
+	(*ServerFrame)(nil),            // 12: parley.protocol.v1.ServerFrame
+	(*Error)(nil),                  // 13: parley.protocol.v1.Error
+	(*Empty)(nil),                  // 14: parley.protocol.v1.Empty
+	(*Device)(nil),                 // 15: parley.protocol.v1.Device
+	(*Hello)(nil),                  // 16: parley.protocol.v1.Hello
+	(*Cursor)(nil),                 // 17: parley.protocol.v1.Cursor
+	(*Resume)(nil),                 // 18: parley.protocol.v1.Resume
+	(*HelloOK)(nil),                // 19: parley.protocol.v1.HelloOK
+	(*SessionInfo)(nil),            // 20: parley.protocol.v1.SessionInfo
+	(*Register)(nil),               // 21: parley.protocol.v1.Register
+	(*Registered)(nil),             // 22: parley.protocol.v1.Registered
+	(*Login)(nil),                  // 23: parley.protocol.v1.Login
+	(*LoggedIn)(nil),               // 24: parley.protocol.v1.LoggedIn
+	(*Logout)(nil),                 // 25: parley.protocol.v1.Logout
+	(*Ping)(nil),                   // 26: parley.protocol.v1.Ping
+	(*Pong)(nil),                   // 27: parley.protocol.v1.Pong
+	(*Member)(nil),                 // 28: parley.protocol.v1.Member
+	(*Conversation)(nil),           // 29: parley.protocol.v1.Conversation
+	(*ConversationList)(nil),       // 30: parley.protocol.v1.ConversationList
+	(*CreateGroup)(nil),            // 31: parley.protocol.v1.CreateGroup
+	(*AddMembers)(nil),             // 32: parley.protocol.v1.AddMembers
+	(*RemoveMember)(nil),           // 33: parley.protocol.v1.RemoveMember
+	(*LeaveGroup)(nil),             // 34: parley.protocol.v1.LeaveGroup
+	(*SetRole)(nil),                // 35: parley.protocol.v1.SetRole
+	(*RenameGroup)(nil),            // 36: parley.protocol.v1.RenameGroup
+	(*OpenDirect)(nil),             // 37: parley.protocol.v1.OpenDirect
+	(*Send)(nil),                   // 38: parley.protocol.v1.Send
+	(*Sent)(nil),                   // 39: parley.protocol.v1.Sent
+	(*DeleteMessage)(nil),          // 40: parley.protocol.v1.DeleteMessage
+	(*History)(nil),                // 41: parley.protocol.v1.History
+	(*HistoryPage)(nil),            // 42: parley.protocol.v1.HistoryPage
+	(*MarkRead)(nil),               // 43: parley.protocol.v1.MarkRead
+	(*ListConversations)(nil),      // 44: parley.protocol.v1.ListConversations
+	(*ConversationInfo)(nil),       // 45: parley.protocol.v1.ConversationInfo
+	(*Ack)(nil),                    // 46: parley.protocol.v1.Ack
+	(*Message)(nil),                // 47: parley.protocol.v1.Message
+	(*FileRef)(nil),                // 48: parley.protocol.v1.FileRef
+	(*GetFileInfo)(nil),            // 49: parley.protocol.v1.GetFileInfo
+	(*FileInfo)(nil),               // 50: parley.protocol.v1.FileInfo
+	(*SessionEvent)(nil),           // 51: parley.protocol.v1.SessionEvent
+	(*ConversationJoined)(nil),     // 52: parley.protocol.v1.ConversationJoined
+	(*ConversationLeft)(nil),       // 53: parley.protocol.v1.ConversationLeft
+	(*CreateChannel)(nil),          // 54: parley.protocol.v1.CreateChannel
+	(*AddChannelMembers)(nil),      // 55: parley.protocol.v1.AddChannelMembers
+	(*RemoveChannelMember)(nil),    // 56: parley.protocol.v1.RemoveChannelMember
+	(*JoinChannel)(nil),            // 57: parley.protocol.v1.JoinChannel
+	(*LeaveChannel)(nil),           // 58: parley.protocol.v1.LeaveChannel
+	(*ChannelSend)(nil),            // 59: parley.protocol.v1.ChannelSend
+	(*ChannelInfo)(nil),            // 60: parley.protocol.v1.ChannelInfo
+	(*ChannelMember)(nil),          // 61: parley.protocol.v1.ChannelMember
+	(*Channel)(nil),                // 62: parley.protocol.v1.Channel
+	(*ChannelSent)(nil),            // 63: parley.protocol.v1.ChannelSent
+	(*ChannelMessage)(nil),         // 64: parley.protocol.v1.ChannelMessage
+	(*ChannelEvent)(nil),           // 65: parley.protocol.v1.ChannelEvent
+	(*ImportChannel)(nil),          // 66: parley.protocol.v1.ImportChannel
+	(*Invitation)(nil),             // 67: parley.protocol.v1.Invitation
+	(*ImportResult)(nil),           // 68: parley.protocol.v1.ImportResult
+	(*AnswerInvitation)(nil),       // 69: parley.protocol.v1.AnswerInvitation
+	(*InvitationAnswered)(nil),     // 70: parley.protocol.v1.InvitationAnswered
+	(*ListInvitations)(nil),        // 71: parley.protocol.v1.ListInvitations
+	(*InvitationList)(nil),         // 72: parley.protocol.v1.InvitationList
+	(*GetP2SpInfo)(nil),            // 73: parley.protocol.v1.GetP2spInfo
+	(*P2SpInfo)(nil),               // 74: parley.protocol.v1.P2spInfo
+	(*P2SpHolder)(nil),             // 75: parley.protocol.v1.P2spHolder
+	(*P2SpStats)(nil),              // 76: parley.protocol.v1.P2spStats
+	(*P2SpAnnounce)(nil),           // 77: parley.protocol.v1.P2spAnnounce
+	(*P2SpSignal)(nil),             // 78: parley.protocol.v1.P2spSignal
+	(*P2SpReport)(nil),             // 79: parley.protocol.v1.P2spReport
+	(*DownloadFailed)(nil),         // 80: parley.protocol.v1.DownloadFailed
+	(*MediaEndpoint)(nil),          // 81: parley.protocol.v1.MediaEndpoint
+	(*CreateCall)(nil),             // 82: parley.protocol.v1.CreateCall
+	(*CreateRoom)(nil),             // 83: parley.protocol.v1.CreateRoom
+	(*EnterCall)(nil),              // 84: parley.protocol.v1.EnterCall
+	(*JoinRoom)(nil),               // 85: parley.protocol.v1.JoinRoom
+	(*DeclineCall)(nil),            // 86: parley.protocol.v1.DeclineCall
+	(*CancelCall)(nil),             // 87: parley.protocol.v1.CancelCall
+	(*LeaveCall)(nil),              // 88: parley.protocol.v1.LeaveCall
+	(*MuteCall)(nil),               // 89: parley.protocol.v1.MuteCall
+	(*SessionDescription)(nil),     // 90: parley.protocol.v1.SessionDescription
+	(*IceCandidate)(nil),           // 91: parley.protocol.v1.IceCandidate
+	(*SignalCall)(nil),             // 92: parley.protocol.v1.SignalCall
+	(*GetCallInfo)(nil),            // 93: parley.protocol.v1.GetCallInfo
+	(*CallParticipant)(nil),        // 94: parley.protocol.v1.CallParticipant
+	(*CallConfirm)(nil),            // 95: parley.protocol.v1.CallConfirm
+	(*CallRoom)(nil),               // 96: parley.protocol.v1.CallRoom
+	(*CallInfo)(nil),               // 97: parley.protocol.v1.CallInfo
+	(*CallInvited)(nil),            // 98: parley.protocol.v1.CallInvited
+	(*CallRingStopped)(nil),        // 99: parley.protocol.v1.CallRingStopped
+	(*CallParticipantChanged)(nil), // 100: parley.protocol.v1.CallParticipantChanged
+	(*CallEnded)(nil),              // 101: parley.protocol.v1.CallEnded
+	(*CallSignal)(nil),             // 102: parley.protocol.v1.CallSignal
 }
 var file_gateway_protocol_parley_proto_depIdxs = []int32{
-	15, // 0: parley.protocol.v1.ClientFrame.hello:type_name -> parley.protocol.v1.Hello
-	20, // 1: parley.protocol.v1.ClientFrame.register:type_name -> parley.protocol.v1.Register
-	22, // 2: parley.protocol.v1.ClientFrame.login:type_name -> parley.protocol.v1.Login
-	24, // 3: parley.protocol.v1.ClientFrame.logout:type_name -> parley.protocol.v1.Logout
-	25, // 4: parley.protocol.v1.ClientFrame.ping:type_name -> parley.protocol.v1.Ping
-	30, // 5: parley.protocol.v1.ClientFrame.create_group:type_name -> parley.protocol.v1.CreateGroup
-	31, // 6: parley.protocol.v1.ClientFrame.add_members:type_name -> parley.protocol.v1.AddMembers
-	32, // 7: parley.protocol.v1.ClientFrame.remove_member:type_name -> parley.protocol.v1.RemoveMember
-	33, // 8: parley.protocol.v1.ClientFrame.leave_group:type_name -> parley.protocol.v1.LeaveGroup
-	34, // 9: parley.protocol.v1.ClientFrame.set_role:type_name -> parley.protocol.v1.SetRole
-	35, // 10: parley.protocol.v1.ClientFrame.rename_group:type_name -> parley.protocol.v1.RenameGroup
-	36, // 11: parley.protocol.v1.ClientFrame.open_direct:type_name -> parley.protocol.v1.OpenDirect
-	37, // 12: parley.protocol.v1.ClientFrame.send:type_name -> parley.protocol.v1.Send
-	39, // 13: parley.protocol.v1.ClientFrame.delete_message:type_name -> parley.protocol.v1.DeleteMessage
-	40, // 14: parley.protocol.v1.ClientFrame.history:type_name -> parley.protocol.v1.History
-	42, // 15: parley.protocol.v1.ClientFrame.mark_read:type_name -> parley.protocol.v1.MarkRead
-	43, // 16: parley.protocol.v1.ClientFrame.list_conversations:type_name -> parley.protocol.v1.ListConversations
-	44, // 17: parley.protocol.v1.ClientFrame.conversation_info:type_name -> parley.protocol.v1.ConversationInfo
-	45, // 18: parley.protocol.v1.ClientFrame.ack:type_name -> parley.protocol.v1.Ack
-	48, // 19: parley.protocol.v1.ClientFrame.file_info:type_name -> parley.protocol.v1.GetFileInfo
-	53, // 20: parley.protocol.v1.ClientFrame.create_channel:type_name -> parley.protocol.v1.CreateChannel
-	54, // 21: parley.protocol.v1.ClientFrame.add_channel_members:type_name -> parley.protocol.v1.AddChannelMembers
-	55, // 22: parley.protocol.v1.ClientFrame.remove_channel_member:type_name -> parley.protocol.v1.RemoveChannelMember
-	56, // 23: parley.protocol.v1.ClientFrame.join_channel:type_name -> parley.protocol.v1.JoinChannel
-	57, // 24: parley.protocol.v1.ClientFrame.leave_channel:type_name -> parley.protocol.v1.LeaveChannel
-	58, // 25: parley.protocol.v1.ClientFrame.channel_send:type_name -> parley.protocol.v1.ChannelSend
-	59, // 26: parley.protocol.v1.ClientFrame.channel_info:type_name -> parley.protocol.v1.ChannelInfo
-	65, // 27: parley.protocol.v1.ClientFrame.import_channel:type_name -> parley.protocol.v1.ImportChannel
-	68, // 28: parley.protocol.v1.ClientFrame.answer_invitation:type_name -> parley.protocol.v1.AnswerInvitation
-	70, // 29: parley.protocol.v1.ClientFrame.list_invitations:type_name -> parley.protocol.v1.ListInvitations
-	72, // 30: parley.protocol.v1.ClientFrame.p2sp_info:type_name -> parley.protocol.v1.GetP2spInfo
-	76, // 31: parley.protocol.v1.ClientFrame.p2sp_announce:type_name -> parley.protocol.v1.P2spAnnounce
-	77, // 32: parley.protocol.v1.ClientFrame.p2sp_signal:type_name -> parley.protocol.v1.P2spSignal
-	78, // 33: parley.protocol.v1.ClientFrame.p2sp_report:type_name -> parley.protocol.v1.P2spReport
-	12, // 34: parley.protocol.v1.ServerFrame.error:type_name -> parley.protocol.v1.Error
-	18, // 35: parley.protocol.v1.ServerFrame.hello_ok:type_name -> parley.protocol.v1.HelloOK
-	21, // 36: parley.protocol.v1.ServerFrame.registered:type_name -> parley.protocol.v1.Registered
-	23, // 37: parley.protocol.v1.ServerFrame.logged_in:type_name -> parley.protocol.v1.LoggedIn
-	13, // 38: parley.protocol.v1.ServerFrame.ok:type_name -> parley.protocol.v1.Empty
-	26, // 39: parley.protocol.v1.ServerFrame.pong:type_name -> parley.protocol.v1.Pong
-	28, // 40: parley.protocol.v1.ServerFrame.conversation:type_name -> parley.protocol.v1.Conversation
-	38, // 41: parley.protocol.v1.ServerFrame.sent:type_name -> parley.protocol.v1.Sent
-	41, // 42: parley.protocol.v1.ServerFrame.history_page:type_name -> parley.protocol.v1.HistoryPage
-	29, // 43: parley.protocol.v1.ServerFrame.conversation_list:type_name -> parley.protocol.v1.ConversationList
-	46, // 44: parley.protocol.v1.ServerFrame.message:type_name -> parley.protocol.v1.Message
-	50, // 45: parley.protocol.v1.ServerFrame.session_event:type_name -> parley.protocol.v1.SessionEvent
-	49, // 46: parley.protocol.v1.ServerFrame.file_info:type_name -> parley.protocol.v1.FileInfo
-	61, // 47: parley.protocol.v1.ServerFrame.channel:type_name -> parley.protocol.v1.Channel
-	62, // 48: parley.protocol.v1.ServerFrame.channel_sent:type_name -> parley.protocol.v1.ChannelSent
-	63, // 49: parley.protocol.v1.ServerFrame.channel_message:type_name -> parley.protocol.v1.ChannelMessage
-	64, // 50: parley.protocol.v1.ServerFrame.channel_event:type_name -> parley.protocol.v1.ChannelEvent
-	67, // 51: parley.protocol.v1.ServerFrame.import_result:type_name -> parley.protocol.v1.ImportResult
-	69, // 52: parley.protocol.v1.ServerFrame.invitation_answered:type_name -> parley.protocol.v1.InvitationAnswered
-	71, // 53: parley.protocol.v1.ServerFrame.invitation_list:type_name -> parley.protocol.v1.InvitationList
-	73, // 54: parley.protocol.v1.ServerFrame.p2sp_info:type_name -> parley.protocol.v1.P2spInfo
-	77, // 55: parley.protocol.v1.ServerFrame.p2sp_signal:type_name -> parley.protocol.v1.P2spSignal
-	0,  // 56: parley.protocol.v1.Device.type:type_name -> parley.protocol.v1.DeviceType
-	14, // 57: parley.protocol.v1.Hello.device:type_name -> parley.protocol.v1.Device
-	17, // 58: parley.protocol.v1.Hello.resume:type_name -> parley.protocol.v1.Resume
-	16, // 59: parley.protocol.v1.Hello.cursors:type_name -> parley.protocol.v1.Cursor
-	19, // 60: parley.protocol.v1.HelloOK.session:type_name -> parley.protocol.v1.SessionInfo
-	28, // 61: parley.protocol.v1.SessionInfo.conversations:type_name -> parley.protocol.v1.Conversation
-	14, // 62: parley.protocol.v1.Login.device:type_name -> parley.protocol.v1.Device
-	16, // 63: parley.protocol.v1.Login.cursors:type_name -> parley.protocol.v1.Cursor
-	19, // 64: parley.protocol.v1.LoggedIn.session:type_name -> parley.protocol.v1.SessionInfo
-	1,  // 65: parley.protocol.v1.Member.role:type_name -> parley.protocol.v1.Role
-	4,  // 66: parley.protocol.v1.Member.channel_level:type_name -> parley.protocol.v1.ChannelLevel
-	2,  // 67: parley.protocol.v1.Conversation.kind:type_name -> parley.protocol.v1.ConversationKind
-	27, // 68: parley.protocol.v1.Conversation.members:type_name -> parley.protocol.v1.Member
-	28, // 69: parley.protocol.v1.ConversationList.conversations:type_name -> parley.protocol.v1.Conversation
-	1,  // 70: parley.protocol.v1.SetRole.role:type_name -> parley.protocol.v1.Role
-	46, // 71: parley.protocol.v1.HistoryPage.messages:type_name -> parley.protocol.v1.Message
-	3,  // 72: parley.protocol.v1.Message.kind:type_name -> parley.protocol.v1.MessageKind
-	47, // 73: parley.protocol.v1.Message.file:type_name -> parley.protocol.v1.FileRef
-	51, // 74: parley.protocol.v1.SessionEvent.conversation_joined:type_name -> parley.protocol.v1.ConversationJoined
-	52, // 75: parley.protocol.v1.SessionEvent.conversation_left:type_name -> parley.protocol.v1.ConversationLeft
-	66, // 76: parley.protocol.v1.SessionEvent.invitation_received:type_name -> parley.protocol.v1.Invitation
-	79, // 77: parley.protocol.v1.SessionEvent.download_failed:type_name -> parley.protocol.v1.DownloadFailed
-	28, // 78: parley.protocol.v1.ConversationJoined.conversation:type_name -> parley.protocol.v1.Conversation
-	4,  // 79: parley.protocol.v1.AddChannelMembers.level:type_name -> parley.protocol.v1.ChannelLevel
-	4,  // 80: parley.protocol.v1.ChannelMember.level:type_name -> parley.protocol.v1.ChannelLevel
-	60, // 81: parley.protocol.v1.Channel.members:type_name -> parley.protocol.v1.ChannelMember
-	4,  // 82: parley.protocol.v1.Channel.level:type_name -> parley.protocol.v1.ChannelLevel
-	5,  // 83: parley.protocol.v1.ChannelEvent.kind:type_name -> parley.protocol.v1.ChannelEventKind
-	6,  // 84: parley.protocol.v1.ImportChannel.mode:type_name -> parley.protocol.v1.ImportMode
-	4,  // 85: parley.protocol.v1.Invitation.channel_level:type_name -> parley.protocol.v1.ChannelLevel
-	7,  // 86: parley.protocol.v1.Invitation.state:type_name -> parley.protocol.v1.InvitationState
-	6,  // 87: parley.protocol.v1.ImportResult.mode:type_name -> parley.protocol.v1.ImportMode
-	27, // 88: parley.protocol.v1.ImportResult.added:type_name -> parley.protocol.v1.Member
-	66, // 89: parley.protocol.v1.ImportResult.invitations:type_name -> parley.protocol.v1.Invitation
-	66, // 90: parley.protocol.v1.InvitationAnswered.invitation:type_name -> parley.protocol.v1.Invitation
-	66, // 91: parley.protocol.v1.InvitationList.invitations:type_name -> parley.protocol.v1.Invitation
-	49, // 92: parley.protocol.v1.P2spInfo.info:type_name -> parley.protocol.v1.FileInfo
-	74, // 93: parley.protocol.v1.P2spInfo.holders:type_name -> parley.protocol.v1.P2spHolder
-	75, // 94: parley.protocol.v1.P2spInfo.stats:type_name -> parley.protocol.v1.P2spStats
-	8,  // 95: parley.protocol.v1.P2spSignal.kind:type_name -> parley.protocol.v1.P2spSignalKind
-	9,  // 96: parley.protocol.v1.P2spReport.kind:type_name -> parley.protocol.v1.P2spReportKind
-	97, // [97:97] is the sub-list for method output_type
-	97, // [97:97] is the sub-list for method input_type
-	97, // [97:97] is the sub-list for extension type_name
-	97, // [97:97] is the sub-list for extension extendee
-	0,  // [0:97] is the sub-list for field type_name
+	16,  // 0: parley.protocol.v1.ClientFrame.hello:type_name -> parley.protocol.v1.Hello
+	21,  // 1: parley.protocol.v1.ClientFrame.register:type_name -> parley.protocol.v1.Register
+	23,  // 2: parley.protocol.v1.ClientFrame.login:type_name -> parley.protocol.v1.Login
+	25,  // 3: parley.protocol.v1.ClientFrame.logout:type_name -> parley.protocol.v1.Logout
+	26,  // 4: parley.protocol.v1.ClientFrame.ping:type_name -> parley.protocol.v1.Ping
+	31,  // 5: parley.protocol.v1.ClientFrame.create_group:type_name -> parley.protocol.v1.CreateGroup
+	32,  // 6: parley.protocol.v1.ClientFrame.add_members:type_name -> parley.protocol.v1.AddMembers
+	33,  // 7: parley.protocol.v1.ClientFrame.remove_member:type_name -> parley.protocol.v1.RemoveMember
+	34,  // 8: parley.protocol.v1.ClientFrame.leave_group:type_name -> parley.protocol.v1.LeaveGroup
+	35,  // 9: parley.protocol.v1.ClientFrame.set_role:type_name -> parley.protocol.v1.SetRole
+	36,  // 10: parley.protocol.v1.ClientFrame.rename_group:type_name -> parley.protocol.v1.RenameGroup
+	37,  // 11: parley.protocol.v1.ClientFrame.open_direct:type_name -> parley.protocol.v1.OpenDirect
+	38,  // 12: parley.protocol.v1.ClientFrame.send:type_name -> parley.protocol.v1.Send
+	40,  // 13: parley.protocol.v1.ClientFrame.delete_message:type_name -> parley.protocol.v1.DeleteMessage
+	41,  // 14: parley.protocol.v1.ClientFrame.history:type_name -> parley.protocol.v1.History
+	43,  // 15: parley.protocol.v1.ClientFrame.mark_read:type_name -> parley.protocol.v1.MarkRead
+	44,  // 16: parley.protocol.v1.ClientFrame.list_conversations:type_name -> parley.protocol.v1.ListConversations
+	45,  // 17: parley.protocol.v1.ClientFrame.conversation_info:type_name -> parley.protocol.v1.ConversationInfo
+	46,  // 18: parley.protocol.v1.ClientFrame.ack:type_name -> parley.protocol.v1.Ack
+	49,  // 19: parley.protocol.v1.ClientFrame.file_info:type_name -> parley.protocol.v1.GetFileInfo
+	54,  // 20: parley.protocol.v1.ClientFrame.create_channel:type_name -> parley.protocol.v1.CreateChannel
+	55,  // 21: parley.protocol.v1.ClientFrame.add_channel_members:type_name -> parley.protocol.v1.AddChannelMembers
+	56,  // 22: parley.protocol.v1.ClientFrame.remove_channel_member:type_name -> parley.protocol.v1.RemoveChannelMember
+	57,  // 23: parley.protocol.v1.ClientFrame.join_channel:type_name -> parley.protocol.v1.JoinChannel
+	58,  // 24: parley.protocol.v1.ClientFrame.leave_channel:type_name -> parley.protocol.v1.LeaveChannel
+	59,  // 25: parley.protocol.v1.ClientFrame.channel_send:type_name -> parley.protocol.v1.ChannelSend
+	60,  // 26: parley.protocol.v1.ClientFrame.channel_info:type_name -> parley.protocol.v1.ChannelInfo
+	66,  // 27: parley.protocol.v1.ClientFrame.import_channel:type_name -> parley.protocol.v1.ImportChannel
+	69,  // 28: parley.protocol.v1.ClientFrame.answer_invitation:type_name -> parley.protocol.v1.AnswerInvitation
+	71,  // 29: parley.protocol.v1.ClientFrame.list_invitations:type_name -> parley.protocol.v1.ListInvitations
+	73,  // 30: parley.protocol.v1.ClientFrame.p2sp_info:type_name -> parley.protocol.v1.GetP2spInfo
+	77,  // 31: parley.protocol.v1.ClientFrame.p2sp_announce:type_name -> parley.protocol.v1.P2spAnnounce
+	78,  // 32: parley.protocol.v1.ClientFrame.p2sp_signal:type_name -> parley.protocol.v1.P2spSignal
+	79,  // 33: parley.protocol.v1.ClientFrame.p2sp_report:type_name -> parley.protocol.v1.P2spReport
+	82,  // 34: parley.protocol.v1.ClientFrame.create_call:type_name -> parley.protocol.v1.CreateCall
+	83,  // 35: parley.protocol.v1.ClientFrame.create_room:type_name -> parley.protocol.v1.CreateRoom
+	84,  // 36: parley.protocol.v1.ClientFrame.enter_call:type_name -> parley.protocol.v1.EnterCall
+	85,  // 37: parley.protocol.v1.ClientFrame.join_room:type_name -> parley.protocol.v1.JoinRoom
+	86,  // 38: parley.protocol.v1.ClientFrame.decline_call:type_name -> parley.protocol.v1.DeclineCall
+	87,  // 39: parley.protocol.v1.ClientFrame.cancel_call:type_name -> parley.protocol.v1.CancelCall
+	88,  // 40: parley.protocol.v1.ClientFrame.leave_call:type_name -> parley.protocol.v1.LeaveCall
+	89,  // 41: parley.protocol.v1.ClientFrame.mute_call:type_name -> parley.protocol.v1.MuteCall
+	92,  // 42: parley.protocol.v1.ClientFrame.signal_call:type_name -> parley.protocol.v1.SignalCall
+	93,  // 43: parley.protocol.v1.ClientFrame.call_info:type_name -> parley.protocol.v1.GetCallInfo
+	13,  // 44: parley.protocol.v1.ServerFrame.error:type_name -> parley.protocol.v1.Error
+	19,  // 45: parley.protocol.v1.ServerFrame.hello_ok:type_name -> parley.protocol.v1.HelloOK
+	22,  // 46: parley.protocol.v1.ServerFrame.registered:type_name -> parley.protocol.v1.Registered
+	24,  // 47: parley.protocol.v1.ServerFrame.logged_in:type_name -> parley.protocol.v1.LoggedIn
+	14,  // 48: parley.protocol.v1.ServerFrame.ok:type_name -> parley.protocol.v1.Empty
+	27,  // 49: parley.protocol.v1.ServerFrame.pong:type_name -> parley.protocol.v1.Pong
+	29,  // 50: parley.protocol.v1.ServerFrame.conversation:type_name -> parley.protocol.v1.Conversation
+	39,  // 51: parley.protocol.v1.ServerFrame.sent:type_name -> parley.protocol.v1.Sent
+	42,  // 52: parley.protocol.v1.ServerFrame.history_page:type_name -> parley.protocol.v1.HistoryPage
+	30,  // 53: parley.protocol.v1.ServerFrame.conversation_list:type_name -> parley.protocol.v1.ConversationList
+	47,  // 54: parley.protocol.v1.ServerFrame.message:type_name -> parley.protocol.v1.Message
+	51,  // 55: parley.protocol.v1.ServerFrame.session_event:type_name -> parley.protocol.v1.SessionEvent
+	50,  // 56: parley.protocol.v1.ServerFrame.file_info:type_name -> parley.protocol.v1.FileInfo
+	62,  // 57: parley.protocol.v1.ServerFrame.channel:type_name -> parley.protocol.v1.Channel
+	63,  // 58: parley.protocol.v1.ServerFrame.channel_sent:type_name -> parley.protocol.v1.ChannelSent
+	64,  // 59: parley.protocol.v1.ServerFrame.channel_message:type_name -> parley.protocol.v1.ChannelMessage
+	65,  // 60: parley.protocol.v1.ServerFrame.channel_event:type_name -> parley.protocol.v1.ChannelEvent
+	68,  // 61: parley.protocol.v1.ServerFrame.import_result:type_name -> parley.protocol.v1.ImportResult
+	70,  // 62: parley.protocol.v1.ServerFrame.invitation_answered:type_name -> parley.protocol.v1.InvitationAnswered
+	72,  // 63: parley.protocol.v1.ServerFrame.invitation_list:type_name -> parley.protocol.v1.InvitationList
+	74,  // 64: parley.protocol.v1.ServerFrame.p2sp_info:type_name -> parley.protocol.v1.P2spInfo
+	78,  // 65: parley.protocol.v1.ServerFrame.p2sp_signal:type_name -> parley.protocol.v1.P2spSignal
+	95,  // 66: parley.protocol.v1.ServerFrame.call_confirm:type_name -> parley.protocol.v1.CallConfirm
+	96,  // 67: parley.protocol.v1.ServerFrame.call_room:type_name -> parley.protocol.v1.CallRoom
+	97,  // 68: parley.protocol.v1.ServerFrame.call:type_name -> parley.protocol.v1.CallInfo
+	0,   // 69: parley.protocol.v1.Device.type:type_name -> parley.protocol.v1.DeviceType
+	15,  // 70: parley.protocol.v1.Hello.device:type_name -> parley.protocol.v1.Device
+	18,  // 71: parley.protocol.v1.Hello.resume:type_name -> parley.protocol.v1.Resume
+	17,  // 72: parley.protocol.v1.Hello.cursors:type_name -> parley.protocol.v1.Cursor
+	20,  // 73: parley.protocol.v1.HelloOK.session:type_name -> parley.protocol.v1.SessionInfo
+	29,  // 74: parley.protocol.v1.SessionInfo.conversations:type_name -> parley.protocol.v1.Conversation
+	15,  // 75: parley.protocol.v1.Login.device:type_name -> parley.protocol.v1.Device
+	17,  // 76: parley.protocol.v1.Login.cursors:type_name -> parley.protocol.v1.Cursor
+	20,  // 77: parley.protocol.v1.LoggedIn.session:type_name -> parley.protocol.v1.SessionInfo
+	1,   // 78: parley.protocol.v1.Member.role:type_name -> parley.protocol.v1.Role
+	4,   // 79: parley.protocol.v1.Member.channel_level:type_name -> parley.protocol.v1.ChannelLevel
+	2,   // 80: parley.protocol.v1.Conversation.kind:type_name -> parley.protocol.v1.ConversationKind
+	28,  // 81: parley.protocol.v1.Conversation.members:type_name -> parley.protocol.v1.Member
+	29,  // 82: parley.protocol.v1.ConversationList.conversations:type_name -> parley.protocol.v1.Conversation
+	1,   // 83: parley.protocol.v1.SetRole.role:type_name -> parley.protocol.v1.Role
+	47,  // 84: parley.protocol.v1.HistoryPage.messages:type_name -> parley.protocol.v1.Message
+	3,   // 85: parley.protocol.v1.Message.kind:type_name -> parley.protocol.v1.MessageKind
+	48,  // 86: parley.protocol.v1.Message.file:type_name -> parley.protocol.v1.FileRef
+	52,  // 87: parley.protocol.v1.SessionEvent.conversation_joined:type_name -> parley.protocol.v1.ConversationJoined
+	53,  // 88: parley.protocol.v1.SessionEvent.conversation_left:type_name -> parley.protocol.v1.ConversationLeft
+	67,  // 89: parley.protocol.v1.SessionEvent.invitation_received:type_name -> parley.protocol.v1.Invitation
+	80,  // 90: parley.protocol.v1.SessionEvent.download_failed:type_name -> parley.protocol.v1.DownloadFailed
+	98,  // 91: parley.protocol.v1.SessionEvent.call_invited:type_name -> parley.protocol.v1.CallInvited
+	99,  // 92: parley.protocol.v1.SessionEvent.call_ring_stopped:type_name -> parley.protocol.v1.CallRingStopped
+	100, // 93: parley.protocol.v1.SessionEvent.call_participant:type_name -> parley.protocol.v1.CallParticipantChanged
+	101, // 94: parley.protocol.v1.SessionEvent.call_ended:type_name -> parley.protocol.v1.CallEnded
+	102, // 95: parley.protocol.v1.SessionEvent.call_signal:type_name -> parley.protocol.v1.CallSignal
+	29,  // 96: parley.protocol.v1.ConversationJoined.conversation:type_name -> parley.protocol.v1.Conversation
+	4,   // 97: parley.protocol.v1.AddChannelMembers.level:type_name -> parley.protocol.v1.ChannelLevel
+	4,   // 98: parley.protocol.v1.ChannelMember.level:type_name -> parley.protocol.v1.ChannelLevel
+	61,  // 99: parley.protocol.v1.Channel.members:type_name -> parley.protocol.v1.ChannelMember
+	4,   // 100: parley.protocol.v1.Channel.level:type_name -> parley.protocol.v1.ChannelLevel
+	5,   // 101: parley.protocol.v1.ChannelEvent.kind:type_name -> parley.protocol.v1.ChannelEventKind
+	6,   // 102: parley.protocol.v1.ImportChannel.mode:type_name -> parley.protocol.v1.ImportMode
+	4,   // 103: parley.protocol.v1.Invitation.channel_level:type_name -> parley.protocol.v1.ChannelLevel
+	7,   // 104: parley.protocol.v1.Invitation.state:type_name -> parley.protocol.v1.InvitationState
+	6,   // 105: parley.protocol.v1.ImportResult.mode:type_name -> parley.protocol.v1.ImportMode
+	28,  // 106: parley.protocol.v1.ImportResult.added:type_name -> parley.protocol.v1.Member
+	67,  // 107: parley.protocol.v1.ImportResult.invitations:type_name -> parley.protocol.v1.Invitation
+	67,  // 108: parley.protocol.v1.InvitationAnswered.invitation:type_name -> parley.protocol.v1.Invitation
+	67,  // 109: parley.protocol.v1.InvitationList.invitations:type_name -> parley.protocol.v1.Invitation
+	50,  // 110: parley.protocol.v1.P2spInfo.info:type_name -> parley.protocol.v1.FileInfo
+	75,  // 111: parley.protocol.v1.P2spInfo.holders:type_name -> parley.protocol.v1.P2spHolder
+	76,  // 112: parley.protocol.v1.P2spInfo.stats:type_name -> parley.protocol.v1.P2spStats
+	8,   // 113: parley.protocol.v1.P2spSignal.kind:type_name -> parley.protocol.v1.P2spSignalKind
+	9,   // 114: parley.protocol.v1.P2spReport.kind:type_name -> parley.protocol.v1.P2spReportKind
+	90,  // 115: parley.protocol.v1.SignalCall.answer:type_name -> parley.protocol.v1.SessionDescription
+	91,  // 116: parley.protocol.v1.SignalCall.candidate:type_name -> parley.protocol.v1.IceCandidate
+	10,  // 117: parley.protocol.v1.CallParticipant.state:type_name -> parley.protocol.v1.CallParticipantState
+	81,  // 118: parley.protocol.v1.CallConfirm.media:type_name -> parley.protocol.v1.MediaEndpoint
+	94,  // 119: parley.protocol.v1.CallRoom.participants:type_name -> parley.protocol.v1.CallParticipant
+	94,  // 120: parley.protocol.v1.CallInfo.participants:type_name -> parley.protocol.v1.CallParticipant
+	81,  // 121: parley.protocol.v1.CallInfo.media:type_name -> parley.protocol.v1.MediaEndpoint
+	94,  // 122: parley.protocol.v1.CallParticipantChanged.participant:type_name -> parley.protocol.v1.CallParticipant
+	90,  // 123: parley.protocol.v1.CallSignal.offer:type_name -> parley.protocol.v1.SessionDescription
+	91,  // 124: parley.protocol.v1.CallSignal.candidate:type_name -> parley.protocol.v1.IceCandidate
+	125, // [125:125] is the sub-list for method output_type
+	125, // [125:125] is the sub-list for method input_type
+	125, // [125:125] is the sub-list for extension type_name
+	125, // [125:125] is the sub-list for extension extendee
+	0,   // [0:125] is the sub-list for field type_name
 }
 
 func init() { file_gateway_protocol_parley_proto_init() }
@@ -6928,6 +8886,16 @@ func file_gateway_protocol_parley_proto_init() {
 		(*ClientFrame_P2SpAnnounce)(nil),
 		(*ClientFrame_P2SpSignal)(nil),
 		(*ClientFrame_P2SpReport)(nil),
+		(*ClientFrame_CreateCall)(nil),
+		(*ClientFrame_CreateRoom)(nil),
+		(*ClientFrame_EnterCall)(nil),
+		(*ClientFrame_JoinRoom)(nil),
+		(*ClientFrame_DeclineCall)(nil),
+		(*ClientFrame_CancelCall)(nil),
+		(*ClientFrame_LeaveCall)(nil),
+		(*ClientFrame_MuteCall)(nil),
+		(*ClientFrame_SignalCall)(nil),
+		(*ClientFrame_CallInfo)(nil),
 	}
 	file_gateway_protocol_parley_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerFrame_Error)(nil),
@@ -6952,20 +8920,28 @@ func file_gateway_protocol_parley_proto_init() {
 		(*ServerFrame_InvitationList)(nil),
 		(*ServerFrame_P2SpInfo)(nil),
 		(*ServerFrame_P2SpSignal)(nil),
+		(*ServerFrame_CallConfirm)(nil),
+		(*ServerFrame_CallRoom)(nil),
+		(*ServerFrame_Call)(nil),
 	}
 	file_gateway_protocol_parley_proto_msgTypes[40].OneofWrappers = []any{
 		(*SessionEvent_ConversationJoined)(nil),
 		(*SessionEvent_ConversationLeft)(nil),
 		(*SessionEvent_InvitationReceived)(nil),
 		(*SessionEvent_DownloadFailed)(nil),
+		(*SessionEvent_CallInvited)(nil),
+		(*SessionEvent_CallRingStopped)(nil),
+		(*SessionEvent_CallParticipant)(nil),
+		(*SessionEvent_CallEnded)(nil),
+		(*SessionEvent_CallSignal)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gateway_protocol_parley_proto_rawDesc), len(file_gateway_protocol_parley_proto_rawDesc)),
-			NumEnums:      10,
-			NumMessages:   70,
+			NumEnums:      11,
+			NumMessages:   92,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
