@@ -530,7 +530,9 @@ func (c *Client) retry(ctx context.Context, f *pb.ClientFrame) (*pb.ServerFrame,
 		code := Code(err)
 		// A timeout (no code) may have been applied: retrying is safe
 		// because the command is idempotent.
-		retryable := code == pb.CodeUnavailable || code == pb.CodeRateLimited ||
+		// hello_required: the command raced a reconnect's hello on the
+		// new link; it was not applied.
+		retryable := code == pb.CodeUnavailable || code == pb.CodeRateLimited || code == pb.CodeHelloRequired ||
 			code == "" && !errors.Is(err, ErrClosed) && ctx.Err() == nil
 		if !retryable || (attempt >= 5 && !c.opts.Reconnect) {
 			return nil, err
