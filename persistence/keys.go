@@ -115,6 +115,11 @@ func DecodeKey(k []byte) (Key, error) {
 	if w <= 0 || n > uint64(len(k)-2-w) {
 		return Key{}, fmt.Errorf("%w: bad id length", ErrBadKey)
 	}
+	if w != len(binary.AppendUvarint(nil, n)) {
+		// Only the shortest encoding is a key: another one would name the
+		// same entity with different bytes.
+		return Key{}, fmt.Errorf("%w: non-canonical id length", ErrBadKey)
+	}
 	start := 2 + w
 	key := Key{Shard: Shard(k[0]), Kind: Kind(k[1]), ID: string(k[start : start+int(n)])}
 	if rest := k[start+int(n):]; len(rest) > 0 {
