@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -230,8 +229,6 @@ func applyEnv(fs *flag.FlagSet) error {
 	})
 	return errors.Join(errs...)
 }
-
-var _ = strconv.Itoa
 
 // parseSubgroups parses the -subgroups mapping.
 func parseSubgroups(s string) (map[pb.DeviceType]string, error) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"io"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -231,5 +230,3 @@ func (w *wsParser) feed(b []byte) {
 		w.buf = w.buf[hdr+n:]
 	}
 }
-
-var _ = io.EOF
