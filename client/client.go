@@ -97,6 +97,7 @@ type Client struct {
 	finished bool // closed is closed
 
 	stream *stream
+	calls  *calls
 }
 
 // pendingCall is a command awaiting its reply on link generation gen.
@@ -118,6 +119,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	}
 	c := &Client{opts: opts, closed: make(chan struct{}), pending: map[string]pendingCall{}, token: opts.Token}
 	c.stream = newStream(c, opts.Cursors)
+	c.calls = newCalls(c)
 	if err := c.connect(ctx, false); err != nil {
 		c.finish(err)
 		return nil, err
@@ -291,6 +293,7 @@ func (c *Client) finish(err error) {
 		c.closeErr = err
 	}
 	c.mu.Unlock()
+	c.calls.do(c.calls.closeMedia)
 	close(c.closed)
 	c.stream.close()
 }
