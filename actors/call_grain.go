@@ -51,12 +51,12 @@ type waitKey struct {
 
 // Messages to the grain itself.
 type (
-	callTick     struct{ gen int }
-	claimDone    struct{ res call.ClaimResult }
-	ringDone     struct{ res call.RingResult }
-	linkDone     struct{ link call.Link }
-	opDone       struct{ target string }
-	mediaEvent   struct {
+	callTick   struct{ gen int }
+	claimDone  struct{ res call.ClaimResult }
+	ringDone   struct{ res call.RingResult }
+	linkDone   struct{ link call.Link }
+	opDone     struct{ target string }
+	mediaEvent struct {
 		peer   string
 		offer  *pb.SessionDescription
 		cand   *pb.IceCandidate
@@ -409,7 +409,9 @@ func (s *callSink) Candidate(peer string, c *pb.IceCandidate) {
 	s.sys.Root.Send(s.self, &mediaEvent{peer: peer, cand: c})
 }
 
-func (s *callSink) Failed(peer string) { s.sys.Root.Send(s.self, &mediaEvent{peer: peer, failed: true}) }
+func (s *callSink) Failed(peer string) {
+	s.sys.Root.Send(s.self, &mediaEvent{peer: peer, failed: true})
+}
 
 // request steps a client request from a grain method.
 func (g *callGrain) request(ctx cluster.GrainContext, op call.Op, req *grainpb.CallReq) error {
