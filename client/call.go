@@ -45,7 +45,7 @@ type calls struct {
 }
 
 func newCalls(c *Client) *calls {
-	m := &calls{c: c, wake: make(chan struct{}, 1), dev: &call.Device{}, invites: make(chan *pb.CallInvited, 16)}
+	m := &calls{c: c, wake: make(chan struct{}, 1), dev: &call.Device{ID: c.opts.Device.GetId()}, invites: make(chan *pb.CallInvited, 16)}
 	go m.loop()
 	return m
 }
@@ -539,5 +539,23 @@ func (m *calls) closeMedia() {
 		if p := k.mediaPeer(); p != nil {
 			p.close()
 		}
+	}
+}
+
+// Ringing lists the calls ringing on this device.
+func (c *Client) Ringing() []string {
+	out := make(chan []string, 1)
+	c.calls.do(func() {
+		var ids []string
+		for _, r := range c.calls.dev.Ringing {
+			ids = append(ids, r.Call)
+		}
+		out <- ids
+	})
+	select {
+	case ids := <-out:
+		return ids
+	case <-c.closed:
+		return nil
 	}
 }
