@@ -283,12 +283,12 @@ func (g *callGrain) run(target string) {
 		return
 	}
 	q.busy = true
-	op, sys, self, log := q.ops[0], g.sys, g.self, g.log
-	go func() {
+	op, sys, self, log, n := q.ops[0], g.sys, g.self, g.log, g.n
+	n.spawn(func() {
 		for attempt := 0; ; attempt++ {
 			err := op()
-			if err == nil || attempt >= 5 || permanent(err) {
-				if err != nil {
+			if err == nil || attempt >= 5 || permanent(err) || n.Stopping() {
+				if err != nil && !n.Stopping() {
 					log.Warn("call effect failed", "target", target, "err", err)
 				}
 				break
@@ -296,7 +296,7 @@ func (g *callGrain) run(target string) {
 			time.Sleep(time.Duration(100*(attempt+1)) * time.Millisecond)
 		}
 		sys.Root.Send(self, &opDone{target: target})
-	}()
+	})
 }
 
 // permanent reports errors a retry cannot fix.
