@@ -24,7 +24,8 @@ FUZZTIME ?= 15s
 FUZZ_TARGETS = \
 	./gateway/protocol:FuzzDecodeClientFrame \
 	./persistence:FuzzDecodeKey \
-	./actors/conversation:FuzzStep
+	./actors/conversation:FuzzStep \
+	./actors/call:FuzzRoomStep
 fuzz:
 	@set -e; for spec in $(FUZZ_TARGETS); do \
 		pkg=$${spec%%:*}; fn=$${spec##*:}; \
