@@ -12,10 +12,14 @@ import (
 func FuzzRoomStep(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 1, 7, 2, 3, 1, 4, 1, 9})
 	f.Add([]byte{0, 0, 0, 1, 7, 2, 3, 1, 4, 1, 9, 3, 1, 1, 6, 2, 5, 5, 5, 8, 1})
+	f.Fuzz(fuzzBody())
+}
+
+func fuzzBody() func(t *testing.T, data []byte) {
 	users := []string{"A", "B", "C", "Z"}
 	devices := []string{"d1", "d2"}
 	joins := []string{"j1", "j2", "j3", ""}
-	f.Fuzz(func(t *testing.T, data []byte) {
+	return func(t *testing.T, data []byte) {
 		r := NewRoom("k1")
 		lim := Limits{RingMs: 50, SetupMs: 40, GraceMs: 30}
 		now := int64(1)
@@ -63,7 +67,7 @@ func FuzzRoomStep(f *testing.F) {
 				t.Fatalf("after %#v: %v\n%s", ev, err, r.String(lim))
 			}
 		}
-	})
+	}
 }
 
 // coherent checks what must hold in every state of a room.
