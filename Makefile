@@ -28,7 +28,8 @@ FUZZ_TARGETS = \
 	./gateway:FuzzTusHeaders \
 	./actors/conversation:FuzzImport \
 	./actors/channel:FuzzStep \
-	./client:FuzzDecodePeerMsg
+	./client:FuzzDecodePeerMsg \
+	./actors/call:FuzzRoomStep
 fuzz:
 	@set -e; for spec in $(FUZZ_TARGETS); do \
 		pkg=$${spec%%:*}; fn=$${spec##*:}; \

@@ -52,6 +52,7 @@ type waitKey struct {
 // Messages to the grain itself.
 type (
 	callTick   struct{ gen int }
+	callIdle   struct{}
 	claimDone  struct{ res call.ClaimResult }
 	ringDone   struct{ res call.RingResult }
 	linkDone   struct{ link call.Link }
@@ -63,6 +64,9 @@ type (
 		failed bool
 	}
 )
+
+// endedLinger is how long an ended call's grain stays in memory.
+const endedLinger = time.Minute
 
 // opQueue runs one target's operations one at a time, in order.
 type opQueue struct {
@@ -109,6 +113,12 @@ func (g *callGrain) ReceiveDefault(ctx cluster.GrainContext) {
 	case *callTick:
 		if m.gen == g.timerGen {
 			g.logErr(g.apply(ctx, call.Tick{Now: g.n.now()}, nil))
+		}
+	case *callIdle:
+		// An ended call with nothing in flight leaves memory; its record
+		// stays (late requests re-activate it and get call_ended).
+		if g.st.Phase == call.PhaseEnded && len(g.queues) == 0 && len(g.waiters) == 0 {
+			ctx.Poison(ctx.Self())
 		}
 	case *claimDone:
 		g.logErr(g.apply(ctx, m.res, nil))
@@ -162,6 +172,8 @@ func (g *callGrain) apply(ctx cluster.GrainContext, ev call.Event, sender *actor
 	}
 	if fx.Ended {
 		m.CallsEnded.Add(1)
+		sys, self := g.sys, g.self
+		time.AfterFunc(endedLinger, func() { sys.Root.Send(self, &callIdle{}) })
 	}
 	if q.Op == call.OpCreate && fx.Park && prev.Phase == call.PhaseNone {
 		m.CallsStarted.Add(1)
@@ -271,12 +283,12 @@ func (g *callGrain) run(target string) {
 		return
 	}
 	q.busy = true
-	op, sys, self, log := q.ops[0], g.sys, g.self, g.log
-	go func() {
+	op, sys, self, log, n := q.ops[0], g.sys, g.self, g.log, g.n
+	n.spawn(func() {
 		for attempt := 0; ; attempt++ {
 			err := op()
-			if err == nil || attempt >= 5 || permanent(err) {
-				if err != nil {
+			if err == nil || attempt >= 5 || permanent(err) || n.Stopping() {
+				if err != nil && !n.Stopping() {
 					log.Warn("call effect failed", "target", target, "err", err)
 				}
 				break
@@ -284,7 +296,7 @@ func (g *callGrain) run(target string) {
 			time.Sleep(time.Duration(100*(attempt+1)) * time.Millisecond)
 		}
 		sys.Root.Send(self, &opDone{target: target})
-	}()
+	})
 }
 
 // permanent reports errors a retry cannot fix.

@@ -7,6 +7,10 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// MaxCallMembers bounds the conversations a call can be started in (every
+// member is invited and is a participant record of the call).
+const MaxCallMembers = 256
+
 // CreateCall starts a call in a conversation for the gateway (it blocks:
 // run it off the link's read goroutine). The conversation grain names the
 // members (and refuses a non-member: not_member, not_found); the call id is
@@ -22,6 +26,9 @@ func (n *Node) CreateCall(user, device, session, conv, join string) (proto.Messa
 	info, err := grainpb.GetConversationGrainClient(n.Cluster, conv).Info(&grainpb.InfoReq{Actor: user}, n.callOpts()...)
 	if err != nil {
 		return nil, err
+	}
+	if len(info.Members) > MaxCallMembers {
+		return nil, codeError(pb.CodeInvalidArgument, "a call rings at most %d members; %s has %d", MaxCallMembers, conv, len(info.Members))
 	}
 	members := make([]string, 0, len(info.Members))
 	for _, m := range info.Members {

@@ -198,10 +198,12 @@ func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
 // idempotent, so a retry or a re-dispatch at activation is harmless.
 func (g *convGrain) dispatch(opID string, rec *grainpb.OutboxRecord) {
 	n, self := g.n, g.self
-	go func() {
+	// Refused while the node stops: the entry stays in the outbox and is
+	// dispatched again at the next activation.
+	n.spawn(func() {
 		err := n.deliverOutbox(rec)
 		n.System.Root.Send(self, &outboxDone{opID: opID, rec: rec, err: err})
-	}()
+	})
 }
 
 func (g *convGrain) outboxDone(m *outboxDone) {

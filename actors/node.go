@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -139,7 +140,30 @@ type Node struct {
 	sweepDone chan struct{}
 	// grantKey signs P2SP grants (stored durably, see loadGrantKey).
 	grantKey []byte
+
+	// stopping refuses new background grain calls; bg counts the running
+	// ones (Stop waits for them before the cluster shuts down).
+	stopping atomic.Bool
+	bg       sync.WaitGroup
 }
+
+// spawn runs a background grain call (outside any mailbox) unless the
+// node is stopping: calling the cluster while it shuts down races inside
+// protoactor.
+func (n *Node) spawn(f func()) bool {
+	if n.stopping.Load() {
+		return false
+	}
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		f()
+	}()
+	return true
+}
+
+// Stopping reports whether Stop has begun.
+func (n *Node) Stopping() bool { return n.stopping.Load() }
 
 // nodes maps each cluster to its node, so grains (created by generated
 // factories that take no arguments) find their dependencies in Init.
@@ -196,7 +220,7 @@ func Start(opts Options) (*Node, error) {
 	} else {
 		close(n.sweepDone)
 	}
-	go n.wakeCalls()
+	n.spawn(n.wakeCalls)
 	return n, nil
 }
 
@@ -208,6 +232,9 @@ func (n *Node) wakeCalls() {
 		n.log.Warn("scan unfinished calls", "err", err)
 	}
 	for _, id := range ids {
+		if n.Stopping() {
+			return
+		}
 		if _, err := grainpb.GetCallGrainClient(n.Cluster, id).Wake(&grainpb.CallWakeReq{}, n.callOpts()...); err != nil {
 			n.log.Warn("wake call", "call_id", id, "err", err)
 		}
@@ -223,8 +250,18 @@ func (n *Node) Stop() {
 	// Doing this before the cluster shutdown also keeps the placement actor
 	// from reading the member list while the provider shutdown rewrites it
 	// (a data race in this protoactor version).
+	n.stopping.Store(true)
 	placement := actor.NewPID(n.System.Address(), disthash.PartitionActivatorActorName)
 	_ = n.System.Root.PoisonFuture(placement).Wait()
+	// Background grain calls started before must not touch the cluster
+	// while it shuts down (bounded: they fail fast on stopped grains).
+	done := make(chan struct{})
+	go func() { n.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		n.log.Warn("stop: background grain calls still running")
+	}
 	n.Cluster.Shutdown(true)
 	nodes.Delete(n.Cluster)
 }

@@ -251,10 +251,10 @@ func (g *sessionGrain) CallBind(req *grainpb.CallBindReq, ctx cluster.GrainConte
 // link (outside the mailbox; the generation orders the reports).
 func (g *sessionGrain) reportLink(callID string, linked bool, gen uint64) {
 	n, sid, log := g.n, g.st.ID, g.log
-	go func() {
+	n.spawn(func() {
 		req := &grainpb.CallLinkReq{SessionId: sid, Linked: linked, LinkGen: gen}
-		if _, err := grainpb.GetCallGrainClient(n.Cluster, callID).Link(req, n.callOpts()...); err != nil {
+		if _, err := grainpb.GetCallGrainClient(n.Cluster, callID).Link(req, n.callOpts()...); err != nil && !n.Stopping() {
 			log.Warn("report link to call", "call_id", callID, "err", err)
 		}
-	}()
+	})
 }

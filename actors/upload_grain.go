@@ -255,16 +255,19 @@ func (g *uploadGrain) release() {
 	if file == "" {
 		return
 	}
-	go func() {
+	n.spawn(func() {
 		for attempt := 0; attempt < 10; attempt++ {
 			_, err := grainpb.GetFileGrainClient(n.Cluster, file).Release(&grainpb.FileReleaseReq{RefId: id, FileId: file}, n.callOpts()...)
 			if err == nil {
 				return
 			}
 			log.Warn("release file reference", "err", err)
+			if n.Stopping() {
+				return // the failed upload's record keeps the reference for the next start
+			}
 			time.Sleep(time.Second << min(attempt, 4))
 		}
-	}()
+	})
 }
 
 func (g *uploadGrain) Create(req *grainpb.UploadCreateReq, ctx cluster.GrainContext) (*grainpb.UploadStatus, error) {

@@ -251,11 +251,11 @@ func (g *userGrain) Notify(req *grainpb.PushReq, ctx cluster.GrainContext) (*gra
 // push hands a session event to a session grain, outside the mailbox.
 func (g *userGrain) push(sessionID string, req *grainpb.PushReq) {
 	n, log := g.n, g.log
-	go func() {
+	n.spawn(func() {
 		if _, err := grainpb.GetSessionGrainClient(n.Cluster, sessionID).Push(req, n.callOpts()...); err != nil {
 			log.Warn("push session event", "session_id", sessionID, "err", err)
 		}
-	}()
+	})
 }
 
 func (g *userGrain) touchDevice(rec *grainpb.UserRecord, id string, typ pb.DeviceType, session string) string {

@@ -121,6 +121,7 @@ type Client struct {
 	joined map[string]bool
 	// p2sp holds the P2SP state (held files, peer links); nil until used.
 	p2sp *p2spHub
+	calls  *calls
 }
 
 // pendingCall is a command awaiting its reply on link generation gen.
@@ -142,6 +143,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	}
 	c := &Client{opts: opts, closed: make(chan struct{}), pending: map[string]pendingCall{}, token: opts.Token}
 	c.stream = newStream(c, opts.Cursors)
+	c.calls = newCalls(c)
 	if err := c.connect(ctx, false); err != nil {
 		c.finish(err)
 		return nil, err
@@ -316,6 +318,7 @@ func (c *Client) finish(err error) {
 		c.closeErr = err
 	}
 	c.mu.Unlock()
+	c.calls.do(c.calls.closeMedia)
 	close(c.closed)
 	c.stream.close()
 	if h := c.loadedHub(); h != nil {

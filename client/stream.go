@@ -235,6 +235,11 @@ func (s *stream) session(ev *pb.SessionEvent) {
 	if j := ev.GetConversationJoined(); j != nil {
 		s.sync(j.GetConversation().GetId())
 	}
+	switch ev.Event.(type) {
+	case *pb.SessionEvent_CallInvited, *pb.SessionEvent_CallRingStopped, *pb.SessionEvent_CallEnded,
+		*pb.SessionEvent_CallParticipant, *pb.SessionEvent_CallSignal:
+		s.c.calls.event(ev)
+	}
 	go s.c.Start(&pb.ClientFrame{Command: &pb.ClientFrame_Ack{Ack: &pb.Ack{SessionSeq: ev.Seq}}})
 }
 

@@ -19,7 +19,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -207,7 +206,8 @@ func (s *SFU) Close() error {
 	for _, r := range rooms {
 		r.sync(nil, nil)
 	}
-	return errors.Join(s.mux.Close(), s.conn.Close())
+	// Closing the mux closes its UDP socket.
+	return s.mux.Close()
 }
 
 // Stats are the SFU's counters.

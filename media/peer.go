@@ -7,6 +7,7 @@ import (
 
 	pb "github.com/parley-chat/parley/gateway/protocol"
 	"github.com/parley-chat/parley/media/sfu"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -225,7 +226,11 @@ func (p *peer) negotiate() {
 		err = p.pc.SetLocalDescription(offer)
 	}
 	if err != nil {
-		p.room.sfu.log.Warn("offer", "peer", p.id, "err", err)
+		if errors.Is(err, webrtc.ErrConnectionClosed) {
+			p.room.sfu.log.Debug("offer on a closed peer", "peer", p.id)
+		} else {
+			p.room.sfu.log.Warn("offer", "peer", p.id, "err", err)
+		}
 		return
 	}
 	p.dirty, p.offering = false, true
@@ -241,6 +246,10 @@ func (p *peer) signal(answer *pb.SessionDescription, cand *pb.IceCandidate) erro
 	case answer != nil:
 		if answer.Type != "answer" {
 			return &Error{Code: pb.CodeBadSDP, Msg: fmt.Sprintf("type %q: the client only answers (the SFU offers)", answer.Type)}
+		}
+		var parsed sdp.SessionDescription
+		if err := parsed.UnmarshalString(answer.Sdp); err != nil || len(parsed.MediaDescriptions) == 0 {
+			return &Error{Code: pb.CodeBadSDP, Msg: fmt.Sprintf("the answer is not SDP with media: %v", err)}
 		}
 		if !p.offering || answer.Revision != p.rev {
 			return &Error{Code: pb.CodeCallState, Msg: fmt.Sprintf("answer to offer %d, the open offer is %d (answered: %v)", answer.Revision, p.rev, !p.offering)}

@@ -211,6 +211,7 @@ func explore(t *testing.T, cfg bfsConfig) int {
 	start := time.Now()
 	depth, transitions := 0, 0
 	reached := map[string]bool{}
+	var scratch []byte
 	for len(frontier) > 0 {
 		var next [][]byte
 		var edges []edge
@@ -223,11 +224,12 @@ func explore(t *testing.T, cfg bfsConfig) int {
 					path := b.path(levels, fi, s.label())
 					t.Fatalf("%s: invariant violated at depth %d: %v\npath:\n  %s\nstate:\n%s", cfg.name, depth+1, err, path, b.dump(s.w))
 				}
-				enc := b.encode(s.w)
-				h := b.hashBytes(enc)
+				scratch = b.encodeTo(scratch[:0], s.w)
+				h := b.hashBytes(scratch)
 				if _, ok := seen[h]; ok {
 					continue
 				}
+				enc := slices.Clone(scratch)
 				seen[h] = struct{}{}
 				b.outcomes(s.w, reached)
 				if len(seen) > cfg.maxStates {
@@ -855,8 +857,11 @@ func (b *bfs) msgKey(m msg) string {
 	return string(e.buf)
 }
 
-func (b *bfs) encode(w *world) []byte {
-	e := &encoder{b: b, buf: make([]byte, 0, 256)}
+func (b *bfs) encode(w *world) []byte { return b.encodeTo(make([]byte, 0, 256), w) }
+
+// encodeTo appends the encoding of w to buf.
+func (b *bfs) encodeTo(buf []byte, w *world) []byte {
+	e := &encoder{b: b, buf: buf}
 	e.i(w.now)
 	e.u(uint64(w.dups))
 	r := w.room

@@ -173,7 +173,7 @@ func (d *Device) Step(ev DeviceEvent) DeviceEffects {
 			fx.Ring = append(fx.Ring, e.Call)
 		}
 	case RingStopped:
-		if e.Device == d.ID {
+		if e.Device != "" && e.Device == d.ID {
 			return fx // this device answered or declined
 		}
 		if d.IsRinging(e.Call) {

@@ -4,7 +4,7 @@
 // drives a scenario and prints throughput, server CPU per unit of work,
 // latency and memory. See bench/README.md.
 //
-//	parley-bench -scenario fanout|baseline|groups|conns|latency|files|all [flags]
+//	parley-bench -scenario fanout|baseline|groups|conns|latency|files|calls|all [flags]
 //
 // Two hidden modes serve the orchestrator: -worker (a client process,
 // commanded over stdin/stdout) and -baseline (the bare gws fan-out server
@@ -32,9 +32,10 @@ import (
 func main() {
 	var o harness.Options
 	fs := flag.NewFlagSet("parley-bench", flag.ExitOnError)
-	fs.StringVar(&o.Scenario, "scenario", "all", "comma-separated fanout,baseline,groups,conns,latency,files or all (fanout and baseline together also print their ratio)")
+	fs.StringVar(&o.Scenario, "scenario", "all", "comma-separated fanout,baseline,groups,conns,latency,files,calls or all (fanout and baseline together also print their ratio)")
 	fs.IntVar(&o.N, "n", 0, "members of the group (fanout 1000, latency 1000) or links (conns 10000); 0 = scenario default")
 	fs.IntVar(&o.Groups, "groups", 100, "groups of 3 members (groups scenario)")
+	fs.IntVar(&o.Rooms, "rooms", 10, "calls of 4 participants (calls scenario)")
 	fs.Float64Var(&o.Rate, "rate", 20, "messages per second (latency scenario)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured window")
 	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "load before the first window")

@@ -27,6 +27,8 @@ type Options struct {
 	N int
 	// Groups is the number of 3-member groups of the groups scenario.
 	Groups int
+	// Rooms is the number of 4-participant calls of the calls scenario.
+	Rooms int
 	// Rate is the send rate of the latency scenario, messages per second.
 	Rate float64
 	// Duration is the measured window; Warmup precedes the first window.
@@ -112,6 +114,8 @@ func Run(ctx context.Context, o Options) error {
 			err = h.latency(ctx)
 		case "files":
 			err = h.files(ctx)
+		case "calls":
+			err = h.calls(ctx)
 		}
 		if err != nil {
 			fmt.Fprintf(o.Out, "\n%s FAILED: %v\n", sc, err)
@@ -128,7 +132,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // scenarioOrder is the order scenarios run in, and what "all" means.
-var scenarioOrder = []string{"fanout", "baseline", "groups", "conns", "latency", "files"}
+var scenarioOrder = []string{"fanout", "baseline", "groups", "conns", "latency", "files", "calls"}
 
 // parseScenarios reads a comma-separated list ("all" for every scenario)
 // and returns it in run order (the baseline right after fanout).
