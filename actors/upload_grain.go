@@ -263,7 +263,7 @@ func (g *uploadGrain) release() {
 			}
 			log.Warn("release file reference", "err", err)
 			if n.Stopping() {
-				return // the failed upload's record keeps the reference for the next start
+				return // the node is going down; stop calling the cluster
 			}
 			time.Sleep(time.Second << min(attempt, 4))
 		}
