@@ -226,7 +226,7 @@ export class ChannelModel extends EventTarget {
       let m = c.members.get(u);
       if (!m) {
         unknown = true;
-        m = { userId: u, level: Level.MEMBER, present };
+        m = { userId: u, level: Level.MEMBER, present: false };
         c.members.set(u, m);
       }
       if (m.present !== present && u !== this.me) this.note(c, present ? 'member-joined' : 'member-left', u);

@@ -355,7 +355,7 @@ export class ConversationView {
 }
 
 function continues(prev, m) {
-  return !!prev && prev.kind === Kind.TEXT && m.kind === Kind.TEXT && prev.sender === m.sender && m.timeMs - prev.timeMs < GROUP_MS;
+  return !!prev && prev.kind === Kind.TEXT && m.kind === Kind.TEXT && prev.sender === m.sender && prev.subgroup === m.subgroup && m.timeMs - prev.timeMs < GROUP_MS;
 }
 
 // fileBadge is the short label of a file's icon: its extension, or FILE.
