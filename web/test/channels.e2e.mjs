@@ -122,6 +122,14 @@ async function main() {
   check((await bob.page.$$('#chan-log b')).length === 0, 'message text is not parsed as HTML');
   await waitFn(alice, () => /Delivered to 3 present links/.test(document.querySelector('#chan-log .msg.mine .out-state')?.textContent || ''), 'alice sees how many links got her message');
 
+  log('bob\'s link drops: presence ends with it, and the client joins again on the new link');
+  await bob.page.evaluate(() => window.parley.conn.drop(4000, 'waiting'));
+  await waitFn(bob, () => !!document.querySelector('#chan-log [data-note="lost"] ~ [data-note="joined"]'), 'bob: link lost, then joined again');
+  await waitPresent(bob, [aliceId, bobId, carolId]);
+  await waitPresent(alice, [aliceId, bobId, carolId]);
+  await say(alice, 'Are you back, bob?', all);
+  for (const u of [alice, bob, carol]) await expectChan(u, all);
+
   log('carol leaves: the others see her absent, she misses what is said meanwhile');
   await carol.page.click('#chan-join');
   await waitFn(carol, () => document.getElementById('chan-pane').dataset.present === 'false', 'carol absent');
@@ -137,6 +145,7 @@ async function main() {
   // Messages arrive in order on one link: "Welcome back" after nothing
   // means carol never got "Only for those present".
   await expectChan(carol, all.filter((t) => t !== 'Only for those present'));
+  check(!(await chanTexts(carol)).includes('Only for those present'), 'carol never got the message said while she was away');
   await say(carol, 'Back on my phone', all);
   await expectChan(alice, all);
   await shot(alice, 'ch-02-channel-desktop');

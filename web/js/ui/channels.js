@@ -30,7 +30,7 @@ export function channelError(e) {
     case 'not_member':
       return 'You are not a member of this channel.';
     case 'forbidden':
-      return e.message?.includes('admin') && e.message.includes('least') ? 'A channel keeps at least one admin: make someone else admin first.' : 'Only channel admins can do that.';
+      return /admin/.test(e.message || '') && /last|least/.test(e.message || '') ? 'A channel keeps at least one admin: make someone else admin first.' : 'Only channel admins can do that.';
     case 'invalid_argument':
       return `The server refused the input${e.message ? ` (${e.message.replace(/^invalid_argument: /, '')})` : ''}.`;
     case 'text_too_long':
@@ -65,7 +65,7 @@ export function importError(e, groupTitle, channelTitle) {
       return `You are not an admin of the channel “${channelTitle}”. Only channel admins can import it.`;
     case 'rate_limited': {
       const at = Date.now() + (e.retryAfterMs || 0);
-      return `Import limit reached: too many imports in the last hour. Try again in ${duration(e.retryAfterMs)} (at ${clock(at)}).`;
+      return `Import limit reached: you or this group made too many imports recently. Try again in ${duration(e.retryAfterMs)} (at ${clock(at)}).`;
     }
     case 'not_found':
       return 'The group or the channel does not exist any more.';
