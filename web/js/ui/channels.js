@@ -345,7 +345,10 @@ export class ChannelsUI {
       if (c.present) await this.ch.leave(c.id);
       else {
         await this.ch.join(c.id);
-        if (this.id === c.id) $('chan-compose').focus();
+        if (this.id === c.id) {
+          this.renderPane(); // enables the composer now, not at the next frame
+          $('chan-compose').focus();
+        }
       }
     } catch (e) {
       this.app.toast(channelError(e));
