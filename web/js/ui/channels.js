@@ -280,6 +280,9 @@ export class ChannelsUI {
     join.className = c.present ? 'small' : 'primary small';
     join.setAttribute('aria-label', c.present ? 'Leave the channel (become absent)' : 'Join the channel (become present)');
     $('chan-manage').hidden = c.removed;
+    // A former member gets no presence events: no stale list.
+    $('chan-people').hidden = c.removed;
+    $('chan-people-panel').hidden = c.removed;
     $('chan-pane').dataset.present = String(c.present);
 
     // Presence list: present first, then absent.
