@@ -4,6 +4,7 @@
 // once and connects with hello+token; without one it shows the sign-in
 // screen and opens a link only when the user submits it.
 
+import { Channels, clearChannelList } from './channels.js';
 import { Connection } from './connection.js';
 import { CLOSE_LOGGED_OUT, CLOSE_MOVED, CLOSE_REPLACED } from './protocol.js';
 import { Saver, clearAccount, clearSnapshot, deviceId, loadAccount, loadSnapshot, saveAccount } from './persist.js';
@@ -11,6 +12,7 @@ import { Store } from './store.js';
 import { Sync } from './sync.js';
 import { ConversationView } from './ui/conversation.js';
 import { Dialogs } from './ui/dialogs.js';
+import { ChannelsUI } from './ui/channels.js';
 import { $ } from './ui/dom.js';
 import { LoginView } from './ui/login.js';
 import { SidebarView } from './ui/sidebar.js';
@@ -30,6 +32,7 @@ class App {
     this.sidebar = new SidebarView(this);
     this.conversation = new ConversationView(this);
     this.dialogs = new Dialogs(this);
+    this.channelsUI = new ChannelsUI(this);
     this.conn.cursors = () => (this.store ? this.store.cursors() : []);
     this.conn.addEventListener('resume-state', (e) => {
       if (!this.account) return;
@@ -78,6 +81,7 @@ class App {
     }
     saveAccount(this.account);
     this.sync.onSession(session);
+    this.channels.onSession();
   }
 
   // enter shows the main screen for an account, from its stored snapshot.
@@ -94,6 +98,8 @@ class App {
     this.sync = new Sync(this.conn, store);
     this.sidebar.bind(store, acct.username);
     this.conversation.bind(store, this.sync);
+    this.channels = new Channels(this.conn, acct.userId);
+    this.channelsUI.bind(this.channels);
     this.login.hide();
     $('main').hidden = false;
     this.route();
@@ -105,7 +111,9 @@ class App {
     this.sync?.detach();
     this.sidebar.unbind();
     this.conversation.unbind();
-    this.store = this.sync = this.saver = null;
+    this.channels?.detach();
+    this.channelsUI.unbind();
+    this.store = this.sync = this.saver = this.channels = null;
   }
 
   async logout() {
@@ -114,6 +122,7 @@ class App {
     await this.conn.logout();
     this.signedOut('');
     if (me) clearSnapshot(me);
+    if (me) clearChannelList(me);
   }
 
   signedOut(message) {
@@ -164,13 +173,14 @@ class App {
     this.bannerAction = fn;
   }
 
-  // navigate opens conversation id through the URL hash, so the browser's
-  // back button returns to the list on phones. History holds at most the
-  // list and one conversation: switching conversations replaces the entry.
-  navigate(id) {
-    const hash = `#/c/${encodeURIComponent(id)}`;
+  // navigate opens conversation id (or channel id, with kind 'ch') through
+  // the URL hash, so the browser's back button returns to the list on
+  // phones. History holds at most the list and one conversation: switching
+  // conversations replaces the entry.
+  navigate(id, kind = 'c') {
+    const hash = `#/${kind}/${encodeURIComponent(id)}`;
     if (location.hash === hash) this.route();
-    else if (location.hash.startsWith('#/c/')) location.replace(hash);
+    else if (/^#\/(c|ch)\//.test(location.hash)) location.replace(hash);
     else {
       this.navigated = true;
       location.hash = hash;
@@ -192,9 +202,18 @@ class App {
     if (!this.store) return;
     const m = /^#\/c\/(.+)$/.exec(location.hash);
     const id = m ? decodeURIComponent(m[1]) : '';
-    if (!id) this.navigated = false;
-    $('main').dataset.view = id ? 'conv' : 'list';
+    const ch = /^#\/ch\/(.+)$/.exec(location.hash);
+    const chId = ch ? decodeURIComponent(ch[1]) : '';
+    if (!id && !chId) this.navigated = false;
+    $('main').dataset.view = id || chId ? 'conv' : 'list';
     this.sidebar.select(id);
+    if (chId) {
+      this.conversation.close();
+      this.channelsUI.open(chId);
+      if (matchMedia('(pointer: fine)').matches) this.channelsUI.focusComposer();
+      return;
+    }
+    this.channelsUI.close();
     if (id) {
       this.conversation.open(id);
       // Not on touch screens, where focus would pop up the keyboard.
