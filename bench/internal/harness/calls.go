@@ -22,7 +22,10 @@ const callsRoomSize = 4
 // pion peer (in this process) publishing an Opus-like stream (a 20 ms
 // frame, 50 packets/s); the SFU forwards every packet to the 3 others.
 // Reports server CPU per forwarded RTP packet and packet loss (packets the
-// clients received over 3x the packets they sent, in the window).
+// clients received over 3x the packets they sent, in the window). Also
+// the server's CPU idle (participants logged in, before any call) and in
+// call with everyone muted (ICE keepalives, RTCP, timers: the fixed cost
+// of a connected participant), and with -cpuprofile a CPU profile.
 func (h *harness) calls(ctx context.Context) error {
 	o := h.o
 	rooms := max(o.Rooms, 1)
