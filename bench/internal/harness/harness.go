@@ -59,6 +59,10 @@ type Options struct {
 	Out io.Writer
 	// Keep keeps the temporary directory (data and server logs).
 	Keep bool
+	// Jitter spreads the rebuild-storm reconnects; Missed is the messages
+	// per group sent while the links are cut.
+	Jitter time.Duration
+	Missed int
 }
 
 // Scenario defaults.
@@ -95,7 +99,7 @@ func Run(ctx context.Context, o Options) error {
 	h := &harness{o: o, tmp: tmp}
 	h.header()
 	var failed []string
-	var parley, base *fanoutSummary
+	var parley, base, chanSum *fanoutSummary
 	for _, sc := range scenarios {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -116,6 +120,10 @@ func Run(ctx context.Context, o Options) error {
 			err = h.files(ctx)
 		case "calls":
 			err = h.calls(ctx)
+		case "channel-fanout":
+			chanSum, err = h.channelFanout(ctx)
+		case "rebuild-storm":
+			err = h.rebuildStorm(ctx)
 		}
 		if err != nil {
 			fmt.Fprintf(o.Out, "\n%s FAILED: %v\n", sc, err)
@@ -123,6 +131,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 		if sc == "baseline" && parley != nil && base != nil {
 			h.compare(parley, base)
+		}
+		if sc == "channel-fanout" && parley != nil && chanSum != nil {
+			h.compareChannel(parley, chanSum)
 		}
 	}
 	if len(failed) > 0 {
@@ -132,10 +143,11 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // scenarioOrder is the order scenarios run in, and what "all" means.
-var scenarioOrder = []string{"fanout", "baseline", "groups", "conns", "latency", "files", "calls"}
+var scenarioOrder = []string{"fanout", "baseline", "channel-fanout", "groups", "conns", "latency", "files", "calls", "rebuild-storm"}
 
 // parseScenarios reads a comma-separated list ("all" for every scenario)
-// and returns it in run order (the baseline right after fanout).
+// and returns it in run order (the baseline and channel-fanout right after
+// fanout).
 func parseScenarios(list string) ([]string, error) {
 	want := map[string]bool{}
 	for _, s := range strings.Split(list, ",") {
