@@ -50,6 +50,7 @@ func main() {
 	fs.BoolVar(&o.NoSync, "nosync", false, "start the server with -unsafe-no-sync (durability-cost comparison)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temp dir (data, server logs)")
 	fs.DurationVar(&o.Jitter, "jitter", time.Second, "rebuild-storm: reconnects are spread uniformly over this")
+	fs.StringVar(&o.Pprof, "pprof", "", "with a profiling build of the server (bench/README.md): its pprof address (127.0.0.1:PORT); CPU profiles of the first window / each rebuild are saved in the temp dir (use -keep)")
 	fs.IntVar(&o.Missed, "missed", 20, "rebuild-storm: messages per group sent while the links are cut")
 	workerMode := fs.Bool("worker", false, "internal: run as a client worker process")
 	baselineMode := fs.Bool("baseline", false, "internal: run the gws baseline server")

@@ -39,6 +39,8 @@ type env struct {
 	ids    []string
 	ranges [][2]int
 	where  func(int) placement
+	// name names the run's files (its data directory's base name).
+	name string
 	// rebuild: links log in with rebuildable sessions and track their
 	// conversations' seqs (rebuild-storm).
 	rebuild bool
@@ -47,7 +49,7 @@ type env struct {
 // startEnv starts the server (on dataDir, which may hold registered
 // accounts) and, when doRegister is set, registers n accounts.
 func (h *harness) startEnv(ctx context.Context, t target, n int, dataDir string, doRegister bool) (*env, error) {
-	e := &env{ctx: ctx, h: h, t: t, accts: accounts(n)}
+	e := &env{ctx: ctx, h: h, t: t, accts: accounts(n), name: filepath.Base(dataDir)}
 	logPath := filepath.Join(h.tmp, fmt.Sprintf("%s-%d.log", t, h.serial))
 	var err error
 	if t == targetBaseline {

@@ -120,7 +120,14 @@ func (h *harness) loadWindows(e *env, rate float64) (*fanoutSummary, error) {
 	}
 	var dps, cpu, p50, p99 []float64
 	for r := range o.Runs {
+		var prof func()
+		if r == 0 && e.t == targetParley {
+			prof = h.profile(e.name+"-window1", o.Duration)
+		}
 		w, err := e.measure()
+		if prof != nil {
+			prof()
+		}
 		if err != nil {
 			return nil, err
 		}

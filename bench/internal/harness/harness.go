@@ -63,6 +63,10 @@ type Options struct {
 	// per group sent while the links are cut.
 	Jitter time.Duration
 	Missed int
+	// Pprof is the address a profiling build of the server serves
+	// net/http/pprof on; the scenarios that support it save CPU profiles of
+	// their measured phases (keep them with Keep).
+	Pprof string
 }
 
 // Scenario defaults.
@@ -96,6 +100,7 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
+	pprofAddr = o.Pprof
 	h := &harness{o: o, tmp: tmp}
 	h.header()
 	var failed []string

@@ -130,6 +130,7 @@ func (h *harness) rebuildStorm(ctx context.Context) error {
 			return err
 		}
 		// Rebuild.
+		prof := h.profile(fmt.Sprintf("rebuild-run%d", run+1), o.Jitter+2*time.Second)
 		c2, _ := cpuTime(e.srv.pid())
 		w0, tr := e.pool.cpu(), time.Now()
 		rs, err := e.pool.each(func(int) control.Command {
@@ -144,6 +145,7 @@ func (h *harness) rebuildStorm(ctx context.Context) error {
 		for _, r := range rs {
 			rb.Add(r.Rebuild)
 		}
+		prof()
 		// Live after the rebuild.
 		if expect, err = e.sendBursts(sp, convs, rebuildPost, expect); err != nil {
 			return err
