@@ -69,6 +69,33 @@ func (g *userGrain) save(rec *grainpb.UserRecord) error {
 	return nil
 }
 
+// saveUnsynced is save without an fsync, for changes a crash may lose.
+func (g *userGrain) saveUnsynced(rec *grainpb.UserRecord) error {
+	b := g.n.opts.Store.NewBatch(persistence.KindUser, g.id)
+	b.Set(persistence.EncodeKey(persistence.KindUser, g.id, nil), mustMarshal(rec))
+	if err := b.CommitUnsynced(); err != nil {
+		g.n.opts.Metrics.StorageErrors.Add(1)
+		return grainError(pb.CodeStorage, "save user: %v", err)
+	}
+	g.rec = rec
+	return nil
+}
+
+// activityOnly reports whether attaching req changes nothing in rec but
+// the device's last-active time: a session rebuilt on its own device.
+// That time only picks a member's most recent device for an import's
+// sub-group, so losing it in a crash is harmless and the write needs no
+// fsync on the rebuild's path.
+func activityOnly(rec *grainpb.UserRecord, req *grainpb.AttachReq) bool {
+	for _, d := range rec.Devices {
+		if d.DeviceId == req.DeviceId {
+			return req.SessionId != "" && d.SessionId == req.SessionId &&
+				(req.DeviceType == pb.DeviceType_DEVICE_TYPE_UNSPECIFIED || d.Type == req.DeviceType)
+		}
+	}
+	return false
+}
+
 func (g *userGrain) ready() error {
 	if g.err != nil {
 		return grainError(pb.CodeStorage, "user unavailable: %v", g.err)
@@ -281,8 +308,13 @@ func (g *userGrain) Attach(req *grainpb.AttachReq, ctx cluster.GrainContext) (*g
 		return nil, err
 	}
 	rec := proto.Clone(g.rec).(*grainpb.UserRecord)
+	onlyActive := activityOnly(rec, req)
 	prev := g.touchDevice(rec, req.DeviceId, req.DeviceType, req.SessionId)
-	if err := g.save(rec); err != nil {
+	save := g.save
+	if onlyActive {
+		save = g.saveUnsynced
+	}
+	if err := save(rec); err != nil {
 		return nil, err
 	}
 	out := &grainpb.AttachReply{PreviousSessionId: prev}

@@ -71,7 +71,7 @@ func (l *link) replayPage(conv string, cs *convCursor) bool {
 	}
 	page := res.(*pb.HistoryPage)
 	for _, m := range page.Messages {
-		frame := wsTextFrame(pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_Message{Message: m}}))
+		frame := replayFrames.frame(m)
 		l.mu.Lock()
 		if m.Seq > cs.floor {
 			cs.floor = m.Seq

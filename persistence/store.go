@@ -283,6 +283,21 @@ func (b *Batch) Commit() error {
 	return nil
 }
 
+// CommitUnsynced applies the batch atomically without syncing the WAL: the
+// writes are visible at once but survive a crash only once a later synced
+// commit (of any shard: they share the WAL) has returned. For data whose
+// loss in a crash is harmless, so that writing it costs no fsync.
+func (b *Batch) CommitUnsynced() error {
+	defer b.b.Close()
+	if b.err != nil {
+		return b.err
+	}
+	if err := b.b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("persistence: commit shard %d: %w", b.shard, err)
+	}
+	return nil
+}
+
 // DeleteRange removes every key in [start, end); both must be in the
 // batch's shard.
 func (b *Batch) DeleteRange(start, end []byte) {

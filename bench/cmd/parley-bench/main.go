@@ -4,7 +4,7 @@
 // drives a scenario and prints throughput, server CPU per unit of work,
 // latency and memory. See bench/README.md.
 //
-//	parley-bench -scenario fanout|baseline|groups|conns|latency|files|calls|all [flags]
+//	parley-bench -scenario fanout|baseline|channel-fanout|groups|conns|latency|files|calls|rebuild-storm|all [flags]
 //
 // Two hidden modes serve the orchestrator: -worker (a client process,
 // commanded over stdin/stdout) and -baseline (the bare gws fan-out server
@@ -32,14 +32,14 @@ import (
 func main() {
 	var o harness.Options
 	fs := flag.NewFlagSet("parley-bench", flag.ExitOnError)
-	fs.StringVar(&o.Scenario, "scenario", "all", "comma-separated fanout,baseline,groups,conns,latency,files,calls or all (fanout and baseline together also print their ratio)")
-	fs.IntVar(&o.N, "n", 0, "members of the group (fanout 1000, latency 1000) or links (conns 10000); 0 = scenario default")
+	fs.StringVar(&o.Scenario, "scenario", "all", "comma-separated fanout,baseline,channel-fanout,groups,conns,latency,files,calls,rebuild-storm or all (fanout with baseline or channel-fanout also prints their ratio)")
+	fs.IntVar(&o.N, "n", 0, "members of the group (fanout 1000, latency 1000), of the channel (channel-fanout 5000), sessions (rebuild-storm 5000) or links (conns 10000); 0 = scenario default")
 	fs.IntVar(&o.Groups, "groups", 100, "groups of 3 members (groups scenario)")
 	fs.IntVar(&o.Rooms, "rooms", 10, "calls of 4 participants (calls scenario)")
 	fs.Float64Var(&o.Rate, "rate", 20, "messages per second (latency scenario)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured window")
 	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "load before the first window")
-	fs.IntVar(&o.Runs, "runs", 1, "measured windows (fanout, groups, latency) or full runs (conns); the median is reported")
+	fs.IntVar(&o.Runs, "runs", 1, "measured windows (fanout, groups, latency), full runs (conns) or cut/rebuild cycles (rebuild-storm); the median is reported")
 	fs.IntVar(&o.Procs, "procs", 2, "client worker processes")
 	fs.IntVar(&o.Pubs, "pubs", 1, "fanout publishers (1-4 make sense)")
 	fs.IntVar(&o.Depth, "depth", 64, "sends in flight per publisher")
@@ -50,6 +50,9 @@ func main() {
 	fs.BoolVar(&o.NoSync, "nosync", false, "start the server with -unsafe-no-sync (durability-cost comparison)")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "calls: write a CPU profile of the server (one extra window after the measured ones) to this file")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temp dir (data, server logs)")
+	fs.DurationVar(&o.Jitter, "jitter", time.Second, "rebuild-storm: reconnects are spread uniformly over this")
+	fs.StringVar(&o.Pprof, "pprof", "", "with a profiling build of the server (bench/README.md): its pprof address (127.0.0.1:PORT); CPU profiles of the first window / each rebuild are saved in the temp dir (use -keep)")
+	fs.IntVar(&o.Missed, "missed", 20, "rebuild-storm: messages per group sent while the links are cut")
 	workerMode := fs.Bool("worker", false, "internal: run as a client worker process")
 	baselineMode := fs.Bool("baseline", false, "internal: run the gws baseline server")
 	url := fs.String("url", "", "internal (-worker): server WebSocket URL")

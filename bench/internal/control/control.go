@@ -22,6 +22,28 @@ const (
 	OpStats = "stats"
 	// OpExit closes every link and ends the worker.
 	OpExit = "exit"
+
+	// OpSend sends Count stamped messages per Send from its link, Depth
+	// in flight, and replies when all are acknowledged (with the highest
+	// seq acknowledged per conversation).
+	OpSend = "send"
+	// OpExpect waits until every link that tracks a conversation named in
+	// Expect holds it up to the expected seq (or Timeout).
+	OpExpect = "expect"
+	// OpCut closes the TCP connection of the links named in Links (all if
+	// empty) without a WebSocket close frame, and waits for them to end.
+	OpCut = "cut"
+	// OpRebuild reconnects every cut link, each after a random delay in
+	// [0, Jitter), with a hello that resumes its session (protocol §10.3)
+	// and names its cursors; it replies when all are caught up to Expect
+	// (or Timeout).
+	OpRebuild = "rebuild"
+	// OpChannel creates a channel from link Conn and adds Members in
+	// batches; the reply's Convs[0] is its id.
+	OpChannel = "channel"
+	// OpJoin makes every link join channel Channel (present), Concurrency
+	// joins in flight.
+	OpJoin = "join"
 )
 
 // Pace values of a publisher.
@@ -64,6 +86,15 @@ type Publisher struct {
 	Rate float64 `json:"rate,omitempty"`
 	// Size is the text length in bytes.
 	Size int `json:"size"`
+	// Channel: Conv is a channel, and the sends are channelSend.
+	Channel bool `json:"channel,omitempty"`
+}
+
+// Send is a burst of stamped messages into Conv from link Conn.
+type Send struct {
+	Conn  int    `json:"conn"`
+	Conv  string `json:"conv"`
+	Count int    `json:"count"`
 }
 
 // Command is one line from the orchestrator.
@@ -73,6 +104,52 @@ type Command struct {
 	Concurrency int         `json:"concurrency,omitempty"`
 	Groups      []Group     `json:"groups,omitempty"`
 	Publishers  []Publisher `json:"publishers,omitempty"`
+	// Rebuild (OpConnect): log in with rebuild: true, keep the session's
+	// id and rebuild token, and track the seqs of every conversation whose
+	// CREATED entry the link receives (exactly-once, in-order checks).
+	Rebuild bool `json:"rebuild,omitempty"`
+	// OpSend.
+	Sends []Send `json:"sends,omitempty"`
+	Depth int    `json:"depth,omitempty"`
+	// OpExpect, OpRebuild: conversation -> the seq every tracking link
+	// must reach.
+	Expect map[string]int64 `json:"expect,omitempty"`
+	// OpExpect, OpRebuild: how long to wait, in nanoseconds.
+	Timeout int64 `json:"timeout,omitempty"`
+	// OpRebuild: reconnects are spread uniformly over Jitter ns.
+	Jitter int64 `json:"jitter,omitempty"`
+	// OpCut: local link indexes (all if empty).
+	Links []int `json:"links,omitempty"`
+	// OpChannel: creator link, title and members (user ids).
+	Conn    int      `json:"conn,omitempty"`
+	Title   string   `json:"title,omitempty"`
+	Members []string `json:"members,omitempty"`
+	// OpJoin: the channel.
+	Channel string `json:"channel,omitempty"`
+}
+
+// Rebuild is what an OpRebuild (or OpExpect) saw.
+type Rebuild struct {
+	// Rebuilt counts links whose resume was confirmed (rebuilt: true).
+	Rebuilt int `json:"rebuilt"`
+	// Refused counts resumes refused, by error code (the link then opens
+	// a fresh session with its cursors).
+	Refused map[string]int `json:"refused,omitempty"`
+	// Failed counts links that could not reconnect at all, by reason.
+	Failed map[string]int `json:"failed,omitempty"`
+	// Behind counts links not caught up to Expect in time.
+	Behind int `json:"behind"`
+	// Confirm is dial start to the helloOk of the resume; CaughtUp is dial
+	// start to the last expected message.
+	Confirm  histogram.Snapshot `json:"confirm"`
+	CaughtUp histogram.Snapshot `json:"caught_up"`
+	// SessionReplayed counts session events received before the helloOk
+	// (the replay of events pushed while cut).
+	SessionReplayed int `json:"session_replayed"`
+	// FirstDial and LastDone are unix nanos of the first dial and of the
+	// last link caught up.
+	FirstDial int64 `json:"first_dial"`
+	LastDone  int64 `json:"last_done"`
 }
 
 // Reply answers one Command.
@@ -91,6 +168,10 @@ type Reply struct {
 	Convs []string `json:"convs,omitempty"`
 	// Stats: the worker's statistics.
 	Stats *Stats `json:"stats,omitempty"`
+	// Rebuild: OpRebuild, OpExpect.
+	Rebuild *Rebuild `json:"rebuild,omitempty"`
+	// Send: the highest seq acknowledged per conversation.
+	LastSeqs map[string]int64 `json:"last_seqs,omitempty"`
 }
 
 // Stats are a worker's cumulative counters and its latency histograms
@@ -112,6 +193,15 @@ type Stats struct {
 	Closes map[string]uint64 `json:"closes,omitempty"`
 	// Open is the number of links currently open.
 	Open int `json:"open"`
+	// Tracked conversations (rebuild): message events whose seq was not
+	// above the link's last (Dups) and seqs skipped (Gaps); session events
+	// likewise (SessionDups, SessionGaps).
+	Dups        uint64 `json:"dups,omitempty"`
+	Gaps        uint64 `json:"gaps,omitempty"`
+	SessionDups uint64 `json:"session_dups,omitempty"`
+	SessionGaps uint64 `json:"session_gaps,omitempty"`
+	// ChannelEvents counts channel presence events.
+	ChannelEvents uint64 `json:"channel_events,omitempty"`
 	// Latency is send-to-receive time of message events (receiver clock
 	// minus the stamp in the text); AckLatency is send-to-"sent".
 	Latency    histogram.Snapshot `json:"latency"`
@@ -126,10 +216,46 @@ func (s *Stats) Add(o *Stats) {
 	s.Sent += o.Sent
 	s.Acked += o.Acked
 	s.Open += o.Open
+	s.Dups += o.Dups
+	s.Gaps += o.Gaps
+	s.SessionDups += o.SessionDups
+	s.SessionGaps += o.SessionGaps
+	s.ChannelEvents += o.ChannelEvents
 	s.Errors = addCounts(s.Errors, o.Errors)
 	s.Closes = addCounts(s.Closes, o.Closes)
 	s.Latency.Merge(o.Latency)
 	s.AckLatency.Merge(o.AckLatency)
+}
+
+// Add accumulates o into r.
+func (r *Rebuild) Add(o *Rebuild) {
+	if o == nil {
+		return
+	}
+	r.Rebuilt += o.Rebuilt
+	r.Behind += o.Behind
+	r.SessionReplayed += o.SessionReplayed
+	r.Refused = addInts(r.Refused, o.Refused)
+	r.Failed = addInts(r.Failed, o.Failed)
+	r.Confirm.Merge(o.Confirm)
+	r.CaughtUp.Merge(o.CaughtUp)
+	if o.FirstDial != 0 && (r.FirstDial == 0 || o.FirstDial < r.FirstDial) {
+		r.FirstDial = o.FirstDial
+	}
+	r.LastDone = max(r.LastDone, o.LastDone)
+}
+
+func addInts(dst, src map[string]int) map[string]int {
+	if len(src) == 0 {
+		return dst
+	}
+	if dst == nil {
+		dst = map[string]int{}
+	}
+	for k, v := range src {
+		dst[k] += v
+	}
+	return dst
 }
 
 func addCounts(dst, src map[string]uint64) map[string]uint64 {

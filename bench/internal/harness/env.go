@@ -39,12 +39,17 @@ type env struct {
 	ids    []string
 	ranges [][2]int
 	where  func(int) placement
+	// name names the run's files (its data directory's base name).
+	name string
+	// rebuild: links log in with rebuildable sessions and track their
+	// conversations' seqs (rebuild-storm).
+	rebuild bool
 }
 
 // startEnv starts the server (on dataDir, which may hold registered
 // accounts) and, when doRegister is set, registers n accounts.
 func (h *harness) startEnv(ctx context.Context, t target, n int, dataDir string, doRegister bool) (*env, error) {
-	e := &env{ctx: ctx, h: h, t: t, accts: accounts(n)}
+	e := &env{ctx: ctx, h: h, t: t, accts: accounts(n), name: filepath.Base(dataDir)}
 	logPath := filepath.Join(h.tmp, fmt.Sprintf("%s-%d.log", t, h.serial))
 	var err error
 	if t == targetBaseline {
@@ -89,7 +94,7 @@ func (e *env) connect() (*connectResult, error) {
 	start := time.Now()
 	rs, err := e.pool.each(func(k int) control.Command {
 		r := e.ranges[k]
-		return control.Command{Op: control.OpConnect, Accounts: e.accts[r[0]:r[1]], Concurrency: o.Concurrency}
+		return control.Command{Op: control.OpConnect, Accounts: e.accts[r[0]:r[1]], Concurrency: o.Concurrency, Rebuild: e.rebuild}
 	})
 	res := &connectResult{took: time.Since(start), failures: map[string]int{}}
 	if err != nil {
@@ -185,13 +190,13 @@ func (e *env) sleep(d time.Duration) error {
 }
 
 // publish starts publishers on the given global links, all into convs[j].
-func (e *env) publish(links []int, convs []string, rate float64, pace string) error {
+func (e *env) publish(links []int, convs []string, rate float64, pace string, channel bool) error {
 	o := e.h.o
 	per := make([][]control.Publisher, len(e.pool.workers))
 	for j, g := range links {
 		pl := e.where(g)
 		per[pl.k] = append(per[pl.k], control.Publisher{
-			Conn: pl.i, Conv: convs[j], ID: j + 1, Depth: o.Depth, Pace: pace, Rate: rate, Size: o.Size,
+			Conn: pl.i, Conv: convs[j], ID: j + 1, Depth: o.Depth, Pace: pace, Rate: rate, Size: o.Size, Channel: channel,
 		})
 	}
 	_, err := e.pool.each(func(k int) control.Command {

@@ -12,6 +12,8 @@ type fanoutSummary struct {
 	deliveries float64 // per second
 	cpuPer     float64 // server CPU µs per delivery
 	p50, p99   float64 // ms
+	// the windows' figures
+	runsDeliveries, runsCPU []float64
 }
 
 // compare reports the Parley fan-out against the baseline's.
@@ -74,7 +76,6 @@ func (h *harness) idleCPU(e *env) {
 
 // groupLoad runs publishers into one group of n online members.
 func (h *harness) groupLoad(ctx context.Context, t target, n, pubs int, rate float64, pace string) (*fanoutSummary, error) {
-	o := h.o
 	e, err := h.startEnv(ctx, t, n, h.dir("fanout"), true)
 	if err != nil {
 		return nil, err
@@ -104,15 +105,29 @@ func (h *harness) groupLoad(ctx context.Context, t target, n, pubs int, rate flo
 	for j := range links {
 		links[j], pconvs[j] = j, convs[0]
 	}
-	if err := e.publish(links, pconvs, rate, pace); err != nil {
+	if err := e.publish(links, pconvs, rate, pace, false); err != nil {
 		return nil, err
 	}
+	return h.loadWindows(e, rate)
+}
+
+// loadWindows runs the warm-up and the measured windows while publishers
+// run, stops them and reports; it returns the medians.
+func (h *harness) loadWindows(e *env, rate float64) (*fanoutSummary, error) {
+	o := h.o
 	if err := e.sleep(o.Warmup); err != nil {
 		return nil, err
 	}
 	var dps, cpu, p50, p99 []float64
 	for r := range o.Runs {
+		var prof func()
+		if r == 0 && e.t == targetParley {
+			prof = h.profile(e.name+"-window1", o.Duration)
+		}
 		w, err := e.measure()
+		if prof != nil {
+			prof()
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -136,7 +151,8 @@ func (h *harness) groupLoad(ctx context.Context, t target, n, pubs int, rate flo
 	if err != nil {
 		return nil, err
 	}
-	s := &fanoutSummary{deliveries: median(dps), cpuPer: median(cpu), p50: median(p50), p99: median(p99)}
+	s := &fanoutSummary{deliveries: median(dps), cpuPer: median(cpu), p50: median(p50), p99: median(p99),
+		runsDeliveries: dps, runsCPU: cpu}
 	if o.Runs > 1 {
 		h.printf("  median of %d: deliveries/s %.0f, server CPU %.2f µs/delivery, e2e p50 %.2fms p99 %.2fms\n",
 			o.Runs, s.deliveries, s.cpuPer, s.p50, s.p99)

@@ -46,7 +46,7 @@ func (h *harness) groups(ctx context.Context) error {
 		return err
 	}
 	h.idleCPU(e)
-	if err := e.publish(senders, convs, 0, control.PaceAck); err != nil {
+	if err := e.publish(senders, convs, 0, control.PaceAck, false); err != nil {
 		return err
 	}
 	if err := e.sleep(o.Warmup); err != nil {

@@ -63,6 +63,14 @@ type Options struct {
 	// server is written, taken over one extra window after the measured
 	// ones (so that profiling does not weigh on the quoted figures).
 	CPUProfile string
+	// Jitter spreads the rebuild-storm reconnects; Missed is the messages
+	// per group sent while the links are cut.
+	Jitter time.Duration
+	Missed int
+	// Pprof is the address a profiling build of the server serves
+	// net/http/pprof on; the scenarios that support it save CPU profiles of
+	// their measured phases (keep them with Keep).
+	Pprof string
 }
 
 // Scenario defaults.
@@ -96,10 +104,11 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
+	pprofAddr = o.Pprof
 	h := &harness{o: o, tmp: tmp}
 	h.header()
 	var failed []string
-	var parley, base *fanoutSummary
+	var parley, base, chanSum *fanoutSummary
 	for _, sc := range scenarios {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -120,6 +129,10 @@ func Run(ctx context.Context, o Options) error {
 			err = h.files(ctx)
 		case "calls":
 			err = h.calls(ctx)
+		case "channel-fanout":
+			chanSum, err = h.channelFanout(ctx)
+		case "rebuild-storm":
+			err = h.rebuildStorm(ctx)
 		}
 		if err != nil {
 			fmt.Fprintf(o.Out, "\n%s FAILED: %v\n", sc, err)
@@ -127,6 +140,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 		if sc == "baseline" && parley != nil && base != nil {
 			h.compare(parley, base)
+		}
+		if sc == "channel-fanout" && parley != nil && chanSum != nil {
+			h.compareChannel(parley, chanSum)
 		}
 	}
 	if len(failed) > 0 {
@@ -136,10 +152,11 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // scenarioOrder is the order scenarios run in, and what "all" means.
-var scenarioOrder = []string{"fanout", "baseline", "groups", "conns", "latency", "files", "calls"}
+var scenarioOrder = []string{"fanout", "baseline", "channel-fanout", "groups", "conns", "latency", "files", "calls", "rebuild-storm"}
 
 // parseScenarios reads a comma-separated list ("all" for every scenario)
-// and returns it in run order (the baseline right after fanout).
+// and returns it in run order (the baseline and channel-fanout right after
+// fanout).
 func parseScenarios(list string) ([]string, error) {
 	want := map[string]bool{}
 	for _, s := range strings.Split(list, ",") {

@@ -67,6 +67,9 @@ func startServer(name, bin string, args []string, logPath string) (*server, erro
 		return nil, err
 	}
 	s := &server{name: name, logPath: logPath, exited: make(chan struct{})}
+	if name == "parley" && pprofAddr != "" {
+		args = append(args[:len(args):len(args)], "-pprof-addr", pprofAddr)
+	}
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Env = cleanEnv()
 	s.cmd.SysProcAttr = childAttr()
@@ -98,6 +101,51 @@ func startServer(name, bin string, args []string, logPath string) (*server, erro
 		return nil, err
 	}
 	return s, nil
+}
+
+// pprofAddr, if set (-pprof), is passed to Parley servers as -pprof-addr
+// (net/http/pprof on its own listener).
+var pprofAddr string
+
+// profile fetches a CPU profile of d from the server's pprof endpoint into
+// path, in the background; the returned function waits for it and reports
+// the outcome. Without -pprof it does nothing.
+func (h *harness) profile(name string, d time.Duration) func() {
+	if pprofAddr == "" {
+		return func() {}
+	}
+	path := filepath.Join(h.tmp, name+".pprof")
+	done := make(chan error, 1)
+	go func() {
+		c := http.Client{Timeout: d + 30*time.Second}
+		resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, int(d.Round(time.Second)/time.Second)))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("pprof: %s", resp.Status)
+			return
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			h.printf("  profile %s: %v\n", name, err)
+			return
+		}
+		h.printf("  server CPU profile (%s): %s\n", d, path)
+	}
 }
 
 // cleanEnv drops PARLEY_* variables: the bench sets every flag it needs.

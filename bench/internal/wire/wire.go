@@ -15,11 +15,13 @@ type Kind int
 
 // Server frame kinds.
 const (
-	KindOther   Kind = iota // unparsable or unknown
-	KindReply               // has "re": a reply to a command
-	KindMessage             // a conversation message event
-	KindSession             // a session event
-	KindError               // an error without "re" (undecodable frame)
+	KindOther          Kind = iota // unparsable or unknown
+	KindReply                      // has "re": a reply to a command
+	KindMessage                    // a conversation message event
+	KindSession                    // a session event
+	KindError                      // an error without "re" (undecodable frame)
+	KindChannelMessage             // a channel message (not stored, no seq)
+	KindChannelEvent               // a channel presence event
 )
 
 // Frame is what Scan learned about a server frame. Slices alias the input.
@@ -62,6 +64,10 @@ func Scan(b []byte) Frame {
 		f.Kind = KindSession
 	case "error":
 		f.Kind = KindError
+	case "channelMessage":
+		f.Kind = KindChannelMessage
+	case "channelEvent":
+		f.Kind = KindChannelEvent
 	}
 	return f
 }
@@ -180,6 +186,42 @@ func AppendSend(dst []byte, id uint64, conv, clientID string, text []byte) []byt
 	dst = append(dst, `","text":"`...)
 	dst = append(dst, text...)
 	return append(dst, `"}}`...)
+}
+
+// AppendChannelSend appends a channelSend command frame; its id is
+// "s<id>" like a send's, so replies are matched the same way.
+func AppendChannelSend(dst []byte, id uint64, channel, clientID string, text []byte) []byte {
+	dst = append(dst, `{"id":"s`...)
+	dst = strconv.AppendUint(dst, id, 10)
+	dst = append(dst, `","channelSend":{"channelId":"`...)
+	dst = append(dst, channel...)
+	dst = append(dst, `","clientId":"`...)
+	dst = append(dst, clientID...)
+	dst = append(dst, `","text":"`...)
+	dst = append(dst, text...)
+	return append(dst, `"}}`...)
+}
+
+// Int returns the value of the first `"name":` in b as an integer; int64
+// fields are JSON strings in protojson ("42"), plain numbers are accepted
+// too. ok is false if absent or not a number.
+func Int(b []byte, name string) (int64, bool) {
+	var pat [64]byte
+	p := append(append(append(pat[:0], '"'), name...), '"', ':')
+	i := bytes.Index(b, p)
+	if i < 0 {
+		return 0, false
+	}
+	v := skipSpace(b[i+len(p):])
+	if len(v) > 0 && v[0] == '"' {
+		v = v[1:]
+	}
+	var n int64
+	j := 0
+	for ; j < len(v) && v[j] >= '0' && v[j] <= '9'; j++ {
+		n = n*10 + int64(v[j]-'0')
+	}
+	return n, j > 0
 }
 
 // SendID parses the numeric part of a send command id ("s<n>").

@@ -62,3 +62,36 @@ func TestAppendSendDecodes(t *testing.T) {
 		t.Fatal("a title parsed as a stamp")
 	}
 }
+
+// Seqs of message and session events, and channel frames, as the rebuild
+// and channel scenarios read them.
+func TestIntAndChannelFrames(t *testing.T) {
+	msg := pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_Message{Message: &pb.Message{
+		ConversationId: "g1", Seq: 1234567, Kind: pb.MessageKind_MESSAGE_KIND_DELETE, TargetSeq: 5}}})
+	if n, ok := Int(msg, "seq"); !ok || n != 1234567 {
+		t.Fatalf("seq %d %v from %s", n, ok, msg)
+	}
+	ev := pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_SessionEvent{SessionEvent: &pb.SessionEvent{Seq: 3, TimeMs: 99}}})
+	if n, ok := Int(ev, "seq"); !ok || n != 3 {
+		t.Fatalf("session seq %d %v from %s", n, ok, ev)
+	}
+	if _, ok := Int(ev, "nothing"); ok {
+		t.Fatal("absent field read")
+	}
+	cm := pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_ChannelMessage{ChannelMessage: &pb.ChannelMessage{ChannelId: "c1", Text: "1:2 x"}}})
+	if f := Scan(cm); f.Kind != KindChannelMessage || string(Field(cm, "text")) != "1:2 x" {
+		t.Fatalf("channel message: %+v (%s)", f, cm)
+	}
+	ce := pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_ChannelEvent{ChannelEvent: &pb.ChannelEvent{ChannelId: "c1", UserId: "u"}}})
+	if f := Scan(ce); f.Kind != KindChannelEvent {
+		t.Fatalf("channel event: %+v (%s)", f, ce)
+	}
+	b := AppendChannelSend(nil, 8, "c1", "k-8", []byte("hello"))
+	f, derr := pb.DecodeClientFrame(b)
+	if derr != nil {
+		t.Fatalf("decode %s: %v", b, derr)
+	}
+	if s := f.GetChannelSend(); f.Id != "s8" || s.GetChannelId() != "c1" || s.GetClientId() != "k-8" || s.GetText() != "hello" {
+		t.Fatalf("decoded %v", f)
+	}
+}

@@ -52,6 +52,7 @@ func (p *publisher) run() {
 		tick = t.C
 	}
 	prefix := "p" + strconv.Itoa(p.spec.ID) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+	ws, _ := p.c.current()
 	var text, frame, cid []byte
 	for n := uint64(1); ; n++ {
 		if tick != nil {
@@ -69,9 +70,13 @@ func (p *publisher) run() {
 		now := time.Now().UnixNano()
 		text = wire.AppendText(text[:0], wire.Stamp{SentNanos: now, Publisher: p.spec.ID}, p.spec.Size)
 		cid = strconv.AppendUint(append(cid[:0], prefix...), n, 10)
-		frame = wire.AppendSend(frame[:0], n, p.spec.Conv, string(cid), text)
+		if p.spec.Channel {
+			frame = wire.AppendChannelSend(frame[:0], n, p.spec.Conv, string(cid), text)
+		} else {
+			frame = wire.AppendSend(frame[:0], n, p.spec.Conv, string(cid), text)
+		}
 		p.sent[n%sendRing].Store(now)
-		if err := p.c.ws.WriteMessage(gws.OpcodeText, frame); err != nil {
+		if err := ws.WriteMessage(gws.OpcodeText, frame); err != nil {
 			w.count(&w.errors, "publisher_write")
 			return
 		}

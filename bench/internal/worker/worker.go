@@ -35,14 +35,19 @@ type Worker struct {
 	conns []*conn
 	pubs  []*publisher
 
-	open        atomic.Int64
-	delivered   atomic.Uint64
-	created     atomic.Uint64
-	otherEvents atomic.Uint64
-	sentCount   atomic.Uint64
-	acked       atomic.Uint64
-	latency     histogram.Histogram
-	ackLatency  histogram.Histogram
+	open          atomic.Int64
+	delivered     atomic.Uint64
+	created       atomic.Uint64
+	otherEvents   atomic.Uint64
+	sentCount     atomic.Uint64
+	acked         atomic.Uint64
+	dups          atomic.Uint64
+	gaps          atomic.Uint64
+	sessionDups   atomic.Uint64
+	sessionGaps   atomic.Uint64
+	channelEvents atomic.Uint64
+	latency       histogram.Histogram
+	ackLatency    histogram.Histogram
 
 	mu     sync.Mutex
 	errors map[string]uint64
@@ -76,7 +81,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 func (w *Worker) handle(ctx context.Context, cmd *control.Command) *control.Reply {
 	switch cmd.Op {
 	case control.OpConnect:
-		return w.connect(ctx, cmd.Accounts, cmd.Concurrency)
+		return w.connect(ctx, cmd.Accounts, cmd.Concurrency, cmd.Rebuild)
 	case control.OpCreate:
 		return w.create(ctx, cmd.Groups)
 	case control.OpPublish:
@@ -93,6 +98,18 @@ func (w *Worker) handle(ctx context.Context, cmd *control.Command) *control.Repl
 	case control.OpExit:
 		w.closeAll()
 		return &control.Reply{}
+	case control.OpSend:
+		return w.send(ctx, cmd.Sends, cmd.Depth)
+	case control.OpExpect:
+		return w.expectAll(cmd.Expect, time.Duration(cmd.Timeout))
+	case control.OpCut:
+		return w.cutLinks(cmd.Links)
+	case control.OpRebuild:
+		return w.rebuild(ctx, cmd.Expect, time.Duration(cmd.Jitter), time.Duration(cmd.Timeout))
+	case control.OpChannel:
+		return w.createChannel(ctx, cmd.Conn, cmd.Title, cmd.Members)
+	case control.OpJoin:
+		return w.join(ctx, cmd.Channel, cmd.Concurrency)
 	}
 	return &control.Reply{Err: "unknown op " + cmd.Op}
 }
@@ -108,7 +125,7 @@ func (w *Worker) count(m *map[string]uint64, key string) {
 }
 
 // connect opens and logs in one link per account, concurrency at a time.
-func (w *Worker) connect(ctx context.Context, accounts []control.Account, concurrency int) *control.Reply {
+func (w *Worker) connect(ctx context.Context, accounts []control.Account, concurrency int, track bool) *control.Reply {
 	if concurrency < 1 {
 		concurrency = 64
 	}
@@ -124,7 +141,7 @@ func (w *Worker) connect(ctx context.Context, accounts []control.Account, concur
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			start := time.Now()
-			c, uid, err := w.open1(ctx, a)
+			c, uid, err := w.open1(ctx, a, track)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -143,12 +160,12 @@ func (w *Worker) connect(ctx context.Context, accounts []control.Account, concur
 	return r
 }
 
-func (w *Worker) open1(ctx context.Context, a control.Account) (*conn, string, error) {
+func (w *Worker) open1(ctx context.Context, a control.Account, track bool) (*conn, string, error) {
 	c, err := w.dial()
 	if err != nil {
 		return nil, "", err
 	}
-	uid, err := c.login(ctx, a)
+	uid, err := c.login(ctx, a, track)
 	if err != nil {
 		c.close()
 		return nil, "", err
@@ -238,6 +255,8 @@ func (w *Worker) stats() *control.Stats {
 		Sent: w.sentCount.Load(), Acked: w.acked.Load(), Open: int(w.open.Load()),
 		Latency: w.latency.Snapshot(), AckLatency: w.ackLatency.Snapshot(),
 		Errors: map[string]uint64{}, Closes: map[string]uint64{},
+		Dups: w.dups.Load(), Gaps: w.gaps.Load(), SessionDups: w.sessionDups.Load(), SessionGaps: w.sessionGaps.Load(),
+		ChannelEvents: w.channelEvents.Load(),
 	}
 	w.mu.Lock()
 	for k, v := range w.errors {
