@@ -20,13 +20,26 @@ const KindChannel = "Channel"
 // machine, commits membership changes (synced) before anything leaves, and
 // writes each frame, encoded once, to the links it names through the
 // node's hub. Presence is in memory only: links die with the process.
+//
+// Message frames are not written inside Send: they wait in pending until
+// the sends already in the mailbox are stepped (a channelFlush the grain
+// sends itself), then go out as one burst per presence set, which each
+// link writes with one system call. Any other request writes pending
+// first, so no one sees a message after the answer to a later request
+// (a leave, say) and presence at the moment of the send decides who gets
+// it.
 type channelGrain struct {
-	n   *Node
-	id  string
-	log *slog.Logger
-	st  *channel.State
-	err error
+	n       *Node
+	id      string
+	log     *slog.Logger
+	st      *channel.State
+	err     error
+	pending []channel.Frame
+	flushAt bool // a channelFlush is in the mailbox
 }
+
+// channelFlush asks the grain to write its pending message frames.
+type channelFlush struct{}
 
 func (g *channelGrain) limits() channel.Limits {
 	l := g.n.opts.Limits
@@ -46,13 +59,23 @@ func (g *channelGrain) Init(ctx cluster.GrainContext) {
 	g.st = st
 }
 
-func (g *channelGrain) Terminate(ctx cluster.GrainContext)      {}
-func (g *channelGrain) ReceiveDefault(ctx cluster.GrainContext) {}
+func (g *channelGrain) Terminate(ctx cluster.GrainContext) { g.flush() }
+
+func (g *channelGrain) ReceiveDefault(ctx cluster.GrainContext) {
+	if _, ok := ctx.Message().(*channelFlush); ok {
+		g.flushAt = false
+		g.flush()
+	}
+}
 
 // apply steps ev, persists its writes, then writes its frames.
 func (g *channelGrain) apply(ctx cluster.GrainContext, ev channel.Event) (proto.Message, error) {
 	if g.err != nil {
 		return nil, grainError(pb.CodeStorage, "channel %s is unavailable after a storage error", g.id)
+	}
+	_, isSend := ev.(channel.Send)
+	if !isSend {
+		g.flush()
 	}
 	fx := g.st.Step(ev, g.limits())
 	if fx.Err != nil {
@@ -79,8 +102,45 @@ func (g *channelGrain) apply(ctx cluster.GrainContext, ev channel.Event) (proto.
 			return nil, grainError(pb.CodeStorage, "save channel: %v", err)
 		}
 	}
+	if isSend && len(fx.Writes) == 0 {
+		g.pending = append(g.pending, fx.Frames...)
+		if len(g.pending) > 0 && !g.flushAt {
+			g.flushAt = true
+			ctx.Send(ctx.Self(), &channelFlush{})
+		}
+		return fx.Reply, nil
+	}
 	g.deliver(fx.Frames)
 	return fx.Reply, nil
+}
+
+// flush writes the pending message frames: consecutive frames for the same
+// presence set (the machine shares one links slice until presence changes)
+// go out as one burst.
+func (g *channelGrain) flush() {
+	frames := g.pending
+	g.pending = nil
+	for len(frames) > 0 {
+		n := 1
+		for n < len(frames) && sameLinks(frames[n].Links, frames[0].Links) {
+			n++
+		}
+		payloads := make([][]byte, n)
+		for i, f := range frames[:n] {
+			payloads[i] = pb.Encode(f.Frame)
+		}
+		gone := g.n.opts.Fanout.SendManyToLinks(frames[0].Links, payloads)
+		g.n.opts.Metrics.Deliveries.Add(int64(n))
+		if len(gone) > 0 {
+			g.deliver(g.st.Step(channel.LinksGone{Links: gone, Now: g.n.now()}, g.limits()).Frames)
+		}
+		frames = frames[n:]
+	}
+}
+
+// sameLinks reports whether a and b are the same slice (not just equal).
+func sameLinks(a, b []uint64) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // deliver writes each frame to its links; links found gone leave the

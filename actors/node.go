@@ -45,6 +45,11 @@ type Fanout interface {
 	// SendToLinks writes one encoded frame to each of links (channels) and
 	// returns the links that are gone.
 	SendToLinks(links []uint64, frame []byte) (gone []uint64)
+	// SendManyToLinks writes several encoded frames, in order, to each of
+	// links (a channel's burst of messages to one presence set), so that
+	// each link can write them in one system call; it returns the links
+	// that are gone.
+	SendManyToLinks(links []uint64, frames [][]byte) (gone []uint64)
 }
 
 // Options configure a Node. Zero values take the documented defaults.

@@ -193,13 +193,29 @@ func (h *Hub) PublishTargeted(conv string, seq int64, payload []byte, audience m
 // SendToLinks frames payload once and queues it on each of links; it
 // returns the links that are gone (closed, closing, or unknown).
 func (h *Hub) SendToLinks(links []uint64, payload []byte) (gone []uint64) {
-	frame := wsTextFrame(payload)
+	return h.SendManyToLinks(links, [][]byte{payload})
+}
+
+// SendManyToLinks frames each payload once and queues them all, in order,
+// on each of links, link by link, so a link's writer finds the whole burst
+// queued and writes it with one writev. It returns the links that are gone
+// (or closed under the burst).
+func (h *Hub) SendManyToLinks(links []uint64, payloads [][]byte) (gone []uint64) {
+	frames := make([][]byte, len(payloads))
+	for i, p := range payloads {
+		frames[i] = wsTextFrame(p)
+	}
 	var n int64
 	h.mu.RLock()
 	for _, id := range links {
-		if l := h.links[id]; l != nil && l.enqueue(frame) {
-			n++
-		} else {
+		l := h.links[id]
+		ok := l != nil
+		for _, f := range frames {
+			if ok = ok && l.enqueue(f); ok {
+				n++
+			}
+		}
+		if !ok {
 			gone = append(gone, id)
 		}
 	}
