@@ -76,6 +76,7 @@ export class Calls extends EventTarget {
 
   // unbind ends everything (sign out, another account).
   unbind() {
+    if (!this.me) return;
     if (this.dev.active()) this.step({ type: 'hangup' });
     this.stopMedia();
     this.dev = new CallDevice(this.conn.device.id);

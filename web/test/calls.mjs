@@ -14,6 +14,9 @@
 // by the others, alice's network is cut and restored (session rebuild)
 // while carol hangs up, the audio goes on and alice sees carol leave; alice
 // hangs up, bob sees her leave; bob hangs up: call ended everywhere.
+// Also: carol reloads the page mid-call (her old join is left, she
+// rejoins) and bob gets a fresh session (his device takes his participant
+// over with a new join and a new stream).
 // Exits non-zero on a failed check or any console error or page error.
 
 import fs from 'node:fs';
@@ -105,10 +108,7 @@ async function main() {
   await carol.page.keyboard.press('Enter');
 
   for (const u of [alice, bob, carol]) {
-    await waitFn(u, () => {
-      const p = document.getElementById('call-panel');
-      return p.dataset.state === 'in_room' && p.dataset.connection === 'connected';
-    }, `${u.name} in the room, audio connected`);
+    await waitInRoom(u);
     for (const id of Object.values(ids)) await waitParticipant(u, id, 'IN_ROOM');
   }
 
@@ -144,6 +144,19 @@ async function main() {
   await carol.page.click('#call-collapse');
   await carol.page.waitForSelector('#call-participants', { state: 'visible', timeout: WAIT });
 
+  log('carol reloads the page: her old join is left (the others see it) and she rejoins');
+  await carol.page.reload();
+  await waitFn(carol, () => document.getElementById('call-panel').dataset.state === 'ended', 'carol: call ended by the reload');
+  await waitText(carol, '#call-note', 'reloaded');
+  await waitParticipant(alice, ids.carol, 'LEFT');
+  await shot(carol, 'call-07-rejoin-phone');
+  await carol.page.click('#call-rejoin');
+  await waitInRoom(carol);
+  for (const u of [alice, bob]) await waitParticipant(u, ids.carol, 'IN_ROOM');
+  const carolSSRC = (await waitAudio(carol)).outbound[0];
+  await waitInbound(alice, carolSSRC);
+  await waitInbound(bob, carolSSRC);
+
   log('alice loses her network; carol hangs up meanwhile; alice comes back (session rebuild)');
   const before = await debugOf(alice);
   const packetsBefore = await packets(alice);
@@ -152,7 +165,7 @@ async function main() {
   await carol.page.click('#call-hangup');
   await waitFn(carol, () => document.getElementById('call-panel').dataset.state === 'ended', 'carol sees the call ended');
   await waitText(carol, '#call-status', 'Call ended');
-  await shot(carol, 'call-07-ended-phone');
+  await shot(carol, 'call-08-ended-phone');
   await waitParticipant(bob, ids.carol, 'LEFT');
   await alice.ctx.setOffline(false);
   await waitText(alice, '#status-text', 'Online');
@@ -164,11 +177,26 @@ async function main() {
   await waitMore(alice, { [bobSSRC]: packetsBefore[bobSSRC] }); // carol's stream stopped, bob's goes on
   check((await alice.page.evaluate(() => window.parley.calls.debug.errors)).length === 0, 'no signalling errors in alice\'s tab');
 
+  log('bob gets a fresh session (no rebuild): his device takes his part in the call over with a new join');
+  const bobOld = (await audioStats(bob)).outbound[0];
+  await bob.page.evaluate(() => window.parley.conn.restoreSession(null)); // the rebuild secret is lost
+  await bob.ctx.setOffline(true);
+  await waitText(bob, '#status-text', 'Offline');
+  await bob.ctx.setOffline(false);
+  await waitText(bob, '#status-text', 'Online');
+  check(!(await debugOf(bob)).rebuilt, 'bob got a fresh session');
+  await waitFn(bob, () => window.parley.calls.debug.takeovers === 1, 'bob took his participant over');
+  await waitInRoom(bob);
+  const bobNew = (await waitAudio(bob, 1)).outbound[0];
+  check(bobNew !== bobOld, `bob publishes a new stream: ${bobOld} -> ${bobNew}`);
+  await waitInbound(alice, bobNew);
+  await waitParticipant(alice, ids.bob, 'IN_ROOM');
+
   log('alice hangs up: bob sees her leave; bob hangs up: the call is over');
   await alice.page.click('#call-hangup');
   await waitText(alice, '#call-status', 'Call ended');
   await waitParticipant(bob, ids.alice, 'LEFT');
-  await shot(bob, 'call-08-others-left-desktop');
+  await shot(bob, 'call-09-others-left-desktop');
   await bob.page.keyboard.press('Tab'); // keyboard reaches the controls
   await bob.page.focus('#call-hangup');
   await bob.page.keyboard.press('Enter');
@@ -253,15 +281,33 @@ async function audioStats(u) {
   });
 }
 
-// waitAudio waits until the tab receives audio (packets and energy) on two
-// inbound streams and publishes one.
-async function waitAudio(u) {
+async function waitInRoom(u) {
+  await waitFn(u, () => {
+    const p = document.getElementById('call-panel');
+    return p.dataset.state === 'in_room' && p.dataset.connection === 'connected';
+  }, `${u.name} in the room, audio connected`);
+}
+
+// waitInbound waits until the tab receives packets with audio energy from ssrc.
+async function waitInbound(u, ssrc) {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    const st = await audioStats(u);
+    if (st.inbound.some((i) => i.ssrc === ssrc && i.packetsReceived > 0 && i.totalAudioEnergy > 0)) return;
+    if (Date.now() > deadline) throw new Error(`${u.name}: no audio from ssrc ${ssrc}: ${JSON.stringify(st)}`);
+    await u.page.waitForTimeout(250); // polling interval, not an assertion
+  }
+}
+
+// waitAudio waits until the tab receives audio on two inbound streams (at
+// least a second of packets, and audio energy) and publishes one.
+async function waitAudio(u, streams = 2) {
   const deadline = Date.now() + WAIT;
   let st;
   for (;;) {
     st = await audioStats(u);
-    const live = st.inbound.filter((i) => i.packetsReceived > 0 && i.totalAudioEnergy > 0);
-    if (st.outbound.length === 1 && st.inbound.length === 2 && live.length === 2) return st;
+    const live = st.inbound.filter((i) => i.packetsReceived >= 50 && i.totalAudioEnergy > 0);
+    if (st.outbound.length === 1 && live.length >= streams && (streams !== 2 || st.inbound.length === 2)) return st;
     if (Date.now() > deadline) throw new Error(`${u.name}: no audio from both others: ${JSON.stringify(st)}`);
     await u.page.waitForTimeout(250); // polling interval, not an assertion
   }
