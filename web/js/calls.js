@@ -61,6 +61,9 @@ export class Calls extends EventTarget {
       'session-event': (e) => this.onEvent(e.detail),
       session: (e) => this.onSession(e.detail),
       state: (e) => e.detail.state === 'ready' && this.wakeLink(),
+      // Another tab of this browser took the session (4004/4008): it
+      // leaves this device's join when it starts; stop the media here.
+      stopped: () => this.dev.active() && this.step({ type: 'ended', call: this.dev.call, join: this.dev.join, reason: 'moved' }),
     };
     for (const [type, fn] of Object.entries(this.handlers)) conn.addEventListener(type, fn);
   }

@@ -40,6 +40,7 @@ const ENDED = {
   media_lost: 'The call server restarted.',
   replaced: 'The call moved to another session of this device.',
   reload: 'You left the call when the page reloaded.',
+  moved: 'Parley was opened in another tab: the call stopped here.',
 };
 
 const STATUS = {
