@@ -118,7 +118,8 @@ export class CallView {
 
   focusControls() {
     this.setCollapsed(false);
-    requestAnimationFrame(() => $('call-hangup').focus());
+    // The panel itself, not Hang up: a second Enter must not end the call.
+    requestAnimationFrame(() => $('call-panel').focus());
   }
 
   setCollapsed(v) {
