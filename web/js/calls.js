@@ -57,6 +57,8 @@ export class Calls extends EventTarget {
     this.micError = '';
     this.debug = { errors: [], offers: 0, answers: 0, candidatesIn: 0, candidatesOut: 0, takeovers: 0 };
     this.linkWaiters = [];
+    this.recent = new Map(); // conversation -> the last call seen in it
+    this.ongoing = new Map(); // conversation -> {call, at} while callInfo says it lasts
     this.handlers = {
       'session-event': (e) => this.onEvent(e.detail),
       session: (e) => this.onSession(e.detail),
@@ -148,6 +150,27 @@ export class Calls extends EventTarget {
     this.changed();
   }
 
+  // ongoingIn tells whether the last call seen in conv still lasts with
+  // someone in the room (callInfo, cached for a few seconds), so that a
+  // member who declined, missed or left it can join. Resolves to the call
+  // id or ''.
+  async ongoingIn(conv) {
+    const call = this.recent.get(conv);
+    if (!call || this.conn.state !== 'ready') return '';
+    const hit = this.ongoing.get(conv);
+    if (hit && hit.call === call && Date.now() - hit.at < 5000) return hit.live ? call : '';
+    let live = false;
+    try {
+      const info = await this.conn.call('callInfo', { callId: call });
+      live = !info.ended && (info.participants || []).some((p) => p.state === 'CALL_PARTICIPANT_STATE_IN_ROOM');
+      if (info.ended) this.recent.delete(conv);
+    } catch {
+      // not a member any more, or the link dropped: nothing to join
+    }
+    this.ongoing.set(conv, { call, at: Date.now(), live });
+    return live ? call : '';
+  }
+
   // --- the machine ---
 
   step(ev) {
@@ -199,6 +222,7 @@ export class Calls extends EventTarget {
       if (o.op === Op.CREATE || o.op === Op.ENTER) {
         this.current.call = res.callId || this.current.call;
         if (res.conversationId) this.current.conv = res.conversationId;
+        if (this.current.conv && this.current.call) this.recent.set(this.current.conv, this.current.call);
         this.current.endpoint = res.media || null;
       }
       if (o.op === Op.CREATE_ROOM || o.op === Op.JOIN) {
@@ -241,6 +265,7 @@ export class Calls extends EventTarget {
   onEvent(ev) {
     if (ev.callInvited) {
       const i = ev.callInvited;
+      if (i.conversationId) this.recent.set(i.conversationId, i.callId);
       this.step({ type: 'incoming', call: i.callId, conv: i.conversationId || '', caller: i.caller || '', expires: Number(i.expiresAtMs || 0), now: Date.now() });
     } else if (ev.callRingStopped) {
       const s = ev.callRingStopped;

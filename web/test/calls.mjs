@@ -166,6 +166,7 @@ async function main() {
   await waitFn(carol, () => document.getElementById('call-panel').dataset.state === 'ended', 'carol sees the call ended');
   await waitText(carol, '#call-status', 'Call ended');
   await shot(carol, 'call-08-ended-phone');
+  await waitText(carol, '#call-btn', 'Join call'); // the call goes on without her
   await waitParticipant(bob, ids.carol, 'LEFT');
   await alice.ctx.setOffline(false);
   await waitText(alice, '#status-text', 'Online');
@@ -209,6 +210,7 @@ async function main() {
   // The ended summary goes away by itself.
   await alice.page.waitForSelector('#call-panel', { state: 'hidden', timeout: WAIT });
   check(!(await alice.page.isDisabled('#call-btn')), 'call button enabled again');
+  await waitFn(alice, () => document.getElementById('call-btn').textContent === 'Call', 'alice: the call is over, "Call" again');
 }
 
 // --- helpers ---

@@ -97,7 +97,8 @@ export class CallView {
   startHere() {
     const id = this.app.conversation.id;
     if (!id) return;
-    const err = this.calls.start(id);
+    const join = $('call-btn').dataset.join; // a call that lasts: join it
+    const err = join ? this.calls.accept(join) : this.calls.start(id);
     if (err) this.app.toast(err.message || err.code);
     else this.focusControls();
   }
@@ -141,6 +142,22 @@ export class CallView {
     const busy = this.calls.dev.active();
     btn.disabled = !c || c.left || busy;
     btn.title = busy ? 'You are in a call' : 'Start a voice call with everyone here';
+    const label = (join) => {
+      btn.dataset.join = join;
+      btn.textContent = join ? 'Join call' : 'Call';
+      btn.setAttribute('aria-label', join ? 'Join the call in progress' : 'Start a call');
+      btn.classList.toggle('call-live', !!join);
+    };
+    if (busy || !c) return label('');
+    // A call you declined, missed or left may still be going on here.
+    if (!this.calls.recent.has(id)) return label('');
+    this.calls.ongoingIn(id).then((call) => {
+      if (this.app.conversation?.id !== id || this.calls.dev.active()) return;
+      label(call);
+      // Look again later: the call ends without telling non-participants.
+      clearTimeout(this.recheck);
+      if (call) this.recheck = setTimeout(() => this.renderButton(), 6000);
+    });
   }
 
   renderRings() {
