@@ -22,7 +22,8 @@ func TestCallDeviceUnit(t *testing.T) {
 // answered elsewhere, audio from each to the two others checked with
 // getStats() (packets, energy, and the inbound SSRCs of each tab equal to
 // the outbound SSRCs of the others), mute, a network cut with a session
-// rebuild, hang-ups. Screenshots of the call screen go to the artifacts
+// rebuild, a fresh session, a reload and rejoin, hang-ups, a declined and a
+// cancelled direct call. Screenshots of the call screen go to the artifacts
 // directory of TestBrowser (call-*.png). This file sorts after web_test.go,
 // so it runs after TestBrowser, which empties that directory first.
 func TestBrowserCalls(t *testing.T) {
@@ -43,8 +44,8 @@ func TestBrowserCalls(t *testing.T) {
 	}
 	runNode(t, node, 6*time.Minute, "test/calls.mjs", "http://"+srv.Addr+"/", artifacts)
 	shots, _ := filepath.Glob(filepath.Join(artifacts, "call-*.png"))
-	if len(shots) < 8 {
-		t.Fatalf("expected at least 8 call screenshots in %s, found %d", artifacts, len(shots))
+	if len(shots) < 10 {
+		t.Fatalf("expected at least 10 call screenshots in %s, found %d", artifacts, len(shots))
 	}
 	t.Logf("%d call screenshots in %s", len(shots), artifacts)
 }

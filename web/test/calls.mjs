@@ -14,6 +14,8 @@
 // by the others, alice's network is cut and restored (session rebuild)
 // while carol hangs up, the audio goes on and alice sees carol leave; alice
 // hangs up, bob sees her leave; bob hangs up: call ended everywhere.
+// Then bob calls alice in a direct conversation: she declines; he calls
+// again and hangs up before she answers (her ringing stops).
 // Also: carol reloads the page mid-call (her old join is left, she
 // rejoins) and bob gets a fresh session (his device takes his participant
 // over with a new join and a new stream).
@@ -211,6 +213,29 @@ async function main() {
   await alice.page.waitForSelector('#call-panel', { state: 'hidden', timeout: WAIT });
   check(!(await alice.page.isDisabled('#call-btn')), 'call button enabled again');
   await waitFn(alice, () => document.getElementById('call-btn').textContent === 'Call', 'alice: the call is over, "Call" again');
+
+  log('bob calls alice in a direct conversation; she declines');
+  await bob.page.click('#new-direct');
+  await bob.page.fill('#direct-user', ids.alice);
+  await bob.page.press('#direct-user', 'Enter');
+  await waitText(bob, '#conv-title', 'Direct');
+  await bob.page.click('#call-btn');
+  await alice.page.waitForSelector('.call-ring', { timeout: WAIT });
+  await waitText(alice, '.call-ring .call-ring-title', 'Direct');
+  await alice.page.click('.call-ring .call-decline');
+  await alice.page.waitForSelector('.call-ring', { state: 'detached', timeout: WAIT });
+  await waitParticipant(bob, ids.alice, 'DECLINED');
+  await shot(bob, 'call-10-declined-desktop');
+  await bob.page.click('#call-hangup');
+  await waitText(bob, '#call-status', 'Call ended');
+
+  log('bob calls again and hangs up before she answers: her ringing stops');
+  await bob.page.click('#call-btn');
+  await alice.page.waitForSelector('.call-ring', { timeout: WAIT });
+  await bob.page.click('#call-hangup');
+  await alice.page.waitForSelector('.call-ring', { state: 'detached', timeout: WAIT });
+  check(await alice.page.isHidden('#call-panel'), 'alice was never in that call');
+  for (const u of [alice, bob, bob2]) check(!(await u.page.evaluate(() => window.parley.calls.dev.active())), `${u.name} is idle`);
 }
 
 // --- helpers ---
