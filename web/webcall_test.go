@@ -1,8 +1,12 @@
 package web_test
 
 import (
+	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,10 +46,30 @@ func TestBrowserCalls(t *testing.T) {
 	for _, f := range old {
 		os.Remove(f)
 	}
-	runNode(t, node, 6*time.Minute, "test/calls.mjs", "http://"+srv.Addr+"/", artifacts)
-	shots, _ := filepath.Glob(filepath.Join(artifacts, "call-*.png"))
-	if len(shots) < 10 {
-		t.Fatalf("expected at least 10 call screenshots in %s, found %d", artifacts, len(shots))
+	out := runNodeOutput(t, node, 6*time.Minute, "test/calls.mjs", "http://"+srv.Addr+"/", artifacts)
+	// Count the screenshots this run wrote (the node script fails if one
+	// cannot be written): other test runs on the machine may share and
+	// clear the artifacts directory meanwhile.
+	if n := strings.Count(out, "[calls] screenshot "); n < 10 {
+		t.Fatalf("expected at least 10 call screenshots, the script wrote %d", n)
 	}
-	t.Logf("%d call screenshots in %s", len(shots), artifacts)
+	t.Logf("call screenshots (call-*.png) in %s", artifacts)
+}
+
+// runNodeOutput is runNode returning node's output.
+func runNodeOutput(t *testing.T, node string, timeout time.Duration, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, args...)
+	cmd.WaitDelay = 10 * time.Second
+	out, err := cmd.CombinedOutput()
+	t.Logf("node %s:\n%s", strings.Join(args, " "), out)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatalf("node %s: timed out after %s", args[0], timeout)
+	}
+	if err != nil {
+		t.Fatalf("node %s: %v", args[0], err)
+	}
+	return string(out)
 }

@@ -127,7 +127,10 @@ export class Calls extends EventTarget {
       },
     );
     const err = this.step(ev);
-    if (err) this.current = null;
+    if (err) {
+      this.current = null;
+      this.releaseMic();
+    }
     return err;
   }
 
@@ -193,6 +196,7 @@ export class Calls extends EventTarget {
       this.current = null;
       this.early = [];
       this.stopMedia();
+      this.releaseMic(); // also when the attempt ended before the room
     }
     this.persist();
     this.changed();
@@ -331,6 +335,11 @@ export class Calls extends EventTarget {
   stopMedia() {
     this.media?.close();
     this.media = null;
+  }
+
+  releaseMic() {
+    this.mic?.then((s) => s?.getTracks().forEach((t) => t.stop()));
+    this.mic = null;
   }
 
   // signal sends this device's answer or candidate for the join.
