@@ -24,11 +24,13 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/parley-chat/parley/actors"
 	pb "github.com/parley-chat/parley/gateway/protocol"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -52,6 +54,9 @@ var OpusCodec = webrtc.RTPCodecParameters{
 		SDPFmtpLine: "minptime=10;useinbandfec=1"},
 	PayloadType: 111,
 }
+
+// RTCPInterval is the period of the SFU's sender and receiver reports.
+const RTCPInterval = 5 * time.Second
 
 // SFU is a node's media service. It implements actors.Media.
 type SFU struct {
@@ -116,8 +121,12 @@ func New(o Options) (*SFU, error) {
 	}
 	reg := &interceptor.Registry{}
 	// Sender and receiver reports only: audio needs no NACK or congestion
-	// feedback, and every interceptor costs time per packet.
-	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
+	// feedback, and every interceptor costs time per packet. Reports go
+	// every RTCPInterval (libwebrtc's default for audio), not every second
+	// (pion's default, meant for video): each is an SRTCP packet per
+	// stream, and at one a second they cost a few per cent of the SFU's CPU.
+	if err := webrtc.ConfigureRTCPReportsWithOptions(reg,
+		[]report.ReceiverOption{report.ReceiverInterval(RTCPInterval)}, report.SenderInterval(RTCPInterval)); err != nil {
 		conn.Close()
 		return nil, err
 	}

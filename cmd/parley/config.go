@@ -84,6 +84,10 @@ type Config struct {
 	// MediaPublicIP is announced in the SFU's ICE candidates instead of the
 	// listen address (a public IP in front of a 1:1 NAT). Default none.
 	MediaPublicIP string `json:"media_public_ip"`
+	// PprofAddr, if set, serves net/http/pprof (/debug/pprof/) on this
+	// address, apart from the public listener (profiling; keep it on
+	// loopback). Default none.
+	PprofAddr string `json:"pprof_addr"`
 }
 
 func defaultConfig() Config {
@@ -192,6 +196,7 @@ func loadConfig(args []string) (Config, error) {
 	fs.StringVar(&c.Subgroups, "subgroups", c.Subgroups, "client type to sub-group names, e.g. desktop=computers,web=computers,mobile=phones")
 	fs.StringVar(&c.MediaAddr, "media-addr", c.MediaAddr, "UDP address of the SFU (default: the host of -addr, any port)")
 	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "IP announced in the SFU's ICE candidates (1:1 NAT)")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", c.PprofAddr, "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (empty: off)")
 	// First pass to find -config; the file is applied, then env, then flags again.
 	if err := fs.Parse(args); err != nil {
 		return c, err

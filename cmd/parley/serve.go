@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -69,6 +71,16 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 		app.Close()
 		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
+	if cfg.PprofAddr != "" {
+		pl, err := net.Listen("tcp", cfg.PprofAddr)
+		if err != nil {
+			ln.Close()
+			app.Close()
+			return fmt.Errorf("listen pprof %s: %w", cfg.PprofAddr, err)
+		}
+		log.Info("pprof listening", "pprof", pl.Addr().String())
+		go servePprof(ctx, pl)
+	}
 	log.Info("parley serving", "addr", ln.Addr().String(), "data", cfg.DataDir)
 	if ready != nil {
 		ready <- ln.Addr().String()
@@ -84,6 +96,23 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	err = app.Serve(ctx, ln)
 	log.Info("parley stopped")
 	return err
+}
+
+// servePprof serves net/http/pprof on its own listener (not on the public
+// one) until ctx ends.
+func servePprof(ctx context.Context, ln net.Listener) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	_ = srv.Serve(ln)
 }
 
 // mediaAddr is the SFU's UDP address: -media-addr, or the host of -addr

@@ -19,6 +19,7 @@
 //   "resume-state"  ({sessionId, rebuildToken, lastSessionSeq} or null) to persist
 //   "message"       (Message) a live conversation message
 //   "session-event" (SessionEvent)
+//   "channel"       (the frame) a live channelMessage or channelEvent (§16)
 //   "auth-failed"   ({code}) the stored token was refused
 //   "stopped"       ({code}) closed with 4004/4005/4006: no auto-reconnect
 
@@ -290,6 +291,10 @@ export class Connection extends EventTarget {
     try {
       f = JSON.parse(data);
     } catch {
+      return;
+    }
+    if (f.channelMessage || f.channelEvent) {
+      this.emit('channel', f); // online-only channel frames (channels.js)
       return;
     }
     if (f.re) {

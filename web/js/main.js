@@ -5,6 +5,7 @@
 // screen and opens a link only when the user submits it.
 
 import { Calls } from './calls.js';
+import { Channels, clearChannelList } from './channels.js';
 import { Connection } from './connection.js';
 import { CLOSE_LOGGED_OUT, CLOSE_MOVED, CLOSE_REPLACED } from './protocol.js';
 import { Saver, clearAccount, clearSnapshot, deviceId, loadAccount, loadSnapshot, saveAccount } from './persist.js';
@@ -13,6 +14,7 @@ import { Sync } from './sync.js';
 import { ConversationView } from './ui/conversation.js';
 import { Dialogs } from './ui/dialogs.js';
 import { CallView } from './ui/call.js';
+import { ChannelsUI } from './ui/channels.js';
 import { $ } from './ui/dom.js';
 import { LoginView } from './ui/login.js';
 import { SidebarView } from './ui/sidebar.js';
@@ -34,6 +36,7 @@ class App {
     this.dialogs = new Dialogs(this);
     this.calls = new Calls(this.conn);
     this.callView = new CallView(this, this.calls);
+    this.channelsUI = new ChannelsUI(this);
     this.conn.cursors = () => (this.store ? this.store.cursors() : []);
     this.conn.addEventListener('resume-state', (e) => {
       if (!this.account) return;
@@ -82,6 +85,7 @@ class App {
     }
     saveAccount(this.account);
     this.sync.onSession(session);
+    this.channels.onSession();
   }
 
   // enter shows the main screen for an account, from its stored snapshot.
@@ -100,6 +104,8 @@ class App {
     this.conversation.bind(store, this.sync);
     this.calls.bind(acct.userId);
     this.callView.bind(store);
+    this.channels = new Channels(this.conn, acct.userId);
+    this.channelsUI.bind(this.channels);
     this.login.hide();
     $('main').hidden = false;
     this.route();
@@ -113,7 +119,9 @@ class App {
     this.conversation.unbind();
     this.callView.unbind();
     this.calls.unbind();
-    this.store = this.sync = this.saver = null;
+    this.channels?.detach();
+    this.channelsUI.unbind();
+    this.store = this.sync = this.saver = this.channels = null;
   }
 
   async logout() {
@@ -123,6 +131,7 @@ class App {
     await this.conn.logout();
     this.signedOut('');
     if (me) clearSnapshot(me);
+    if (me) clearChannelList(me);
   }
 
   signedOut(message) {
@@ -173,13 +182,14 @@ class App {
     this.bannerAction = fn;
   }
 
-  // navigate opens conversation id through the URL hash, so the browser's
-  // back button returns to the list on phones. History holds at most the
-  // list and one conversation: switching conversations replaces the entry.
-  navigate(id) {
-    const hash = `#/c/${encodeURIComponent(id)}`;
+  // navigate opens conversation id (or channel id, with kind 'ch') through
+  // the URL hash, so the browser's back button returns to the list on
+  // phones. History holds at most the list and one conversation: switching
+  // conversations replaces the entry.
+  navigate(id, kind = 'c') {
+    const hash = `#/${kind}/${encodeURIComponent(id)}`;
     if (location.hash === hash) this.route();
-    else if (location.hash.startsWith('#/c/')) location.replace(hash);
+    else if (/^#\/(c|ch)\//.test(location.hash)) location.replace(hash);
     else {
       this.navigated = true;
       location.hash = hash;
@@ -201,9 +211,18 @@ class App {
     if (!this.store) return;
     const m = /^#\/c\/(.+)$/.exec(location.hash);
     const id = m ? decodeURIComponent(m[1]) : '';
-    if (!id) this.navigated = false;
-    $('main').dataset.view = id ? 'conv' : 'list';
+    const ch = /^#\/ch\/(.+)$/.exec(location.hash);
+    const chId = ch ? decodeURIComponent(ch[1]) : '';
+    if (!id && !chId) this.navigated = false;
+    $('main').dataset.view = id || chId ? 'conv' : 'list';
     this.sidebar.select(id);
+    if (chId) {
+      this.conversation.close();
+      this.channelsUI.open(chId);
+      if (matchMedia('(pointer: fine)').matches) this.channelsUI.focusComposer();
+      return;
+    }
+    this.channelsUI.close();
     if (id) {
       this.conversation.open(id);
       // Not on touch screens, where focus would pop up the keyboard.

@@ -99,7 +99,8 @@ export function normalizeConversation(c) {
     title: c.title || '',
     lastSeq: num(c.lastSeq),
     readSeq: num(c.readSeq),
-    members: (c.members || []).map((m) => ({ userId: m.userId, role: m.role || Role.MEMBER, readSeq: num(m.readSeq) })),
+    members: (c.members || []).map((m) => ({ userId: m.userId, role: m.role || Role.MEMBER, readSeq: num(m.readSeq), subgroup: m.subgroup || '', displayName: m.displayName || '' })),
+    subgroups: c.subgroups || [], // sub-groups made by channel imports (§17.4)
   };
 }
 

@@ -46,6 +46,7 @@ export class Store extends EventTarget {
     const c = this.ensure(info.id, { kind: info.kind });
     if (info.title || c.kind === 'CONVERSATION_KIND_GROUP') c.title = info.title || c.title;
     if (info.members.length) c.members = info.members;
+    if (info.subgroups?.length) c.subgroups = info.subgroups;
     c.lastSeq = Math.max(c.lastSeq, info.lastSeq);
     c.readSeq = Math.max(c.readSeq, info.readSeq);
     c.left = false;
@@ -300,7 +301,7 @@ export class Store extends EventTarget {
       }
       convs.push({ id: c.id, kind: c.kind, title: c.title, cursor: c.cursor, readSeq: c.readSeq, left: c.left, lastTime: c.lastTime, msgs });
     }
-    const outbox = this.outbox.map(({ clientId, conversationId, text, time, state, seq, error }) => ({ clientId, conversationId, text, time, state, seq, error }));
+    const outbox = this.outbox.map(({ clientId, conversationId, text, time, state, seq, error, subgroup }) => ({ clientId, conversationId, text, time, state, seq, error, subgroup }));
     return { v: 1, me: this.me, convs, outbox };
   }
 
@@ -350,6 +351,7 @@ function newConv(id, kind, title) {
     lastTime: 0,
     left: false,
     members: [],
+    subgroups: [],
   };
 }
 

@@ -175,9 +175,10 @@ export class Sync {
     }
   }
 
-  // send queues text in the outbox and transmits it when connected.
-  send(conversationId, text, clientId) {
-    const entry = { clientId, conversationId, text, time: Date.now(), state: 'pending', attempts: 0 };
+  // send queues text in the outbox and transmits it when connected;
+  // subgroup, if given, targets one sub-group of a group (§17.4).
+  send(conversationId, text, clientId, subgroup = '') {
+    const entry = { clientId, conversationId, text, time: Date.now(), state: 'pending', attempts: 0, subgroup: subgroup || undefined };
     this.store.outboxAdd(entry);
     this.transmit(entry);
     return entry;
@@ -196,7 +197,7 @@ export class Sync {
     if (!this.ready || entry.inflight) return;
     entry.inflight = true;
     try {
-      const sent = await this.conn.call('send', { conversationId: entry.conversationId, clientId: entry.clientId, text: entry.text });
+      const sent = await this.conn.call('send', { conversationId: entry.conversationId, clientId: entry.clientId, text: entry.text, subgroup: entry.subgroup || undefined });
       entry.attempts = 0;
       this.store.outboxSent(entry.clientId, num(sent.seq));
     } catch (e) {

@@ -231,6 +231,15 @@ async function main() {
   route.cut();
   await expectLog(bob4, group);
   await expectLog(bob2, group);
+  // The log shows the message before the resend's own reply is back (the
+  // replay delivers it first): wait for that reply, not for the log.
+  const resendAnswered = () => {
+    const s = route.sent.filter((f) => f.send?.text === 'reply lost');
+    return s.length >= 2 && s.every((f) => route.received.some((r) => r.re === f.id));
+  };
+  for (const until = Date.now() + WAIT; !resendAnswered() && Date.now() < until; ) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
   const sends = route.sent.filter((f) => f.send?.text === 'reply lost');
   check(sends.length === 2 && sends[0].send.clientId === sends[1].send.clientId, `resent once with the same client id: ${JSON.stringify(sends)}`);
   const replies = sends.map((f) => route.received.find((r) => r.re === f.id)?.sent);

@@ -48,6 +48,7 @@ func main() {
 	fs.IntVar(&o.Concurrency, "concurrency", 64, "link handshakes in flight per worker process")
 	fs.StringVar(&o.Server, "server", "", "parley binary (default: go build ./cmd/parley into a temp dir)")
 	fs.BoolVar(&o.NoSync, "nosync", false, "start the server with -unsafe-no-sync (durability-cost comparison)")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "calls: write a CPU profile of the server (one extra window after the measured ones) to this file")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temp dir (data, server logs)")
 	workerMode := fs.Bool("worker", false, "internal: run as a client worker process")
 	baselineMode := fs.Bool("baseline", false, "internal: run the gws baseline server")

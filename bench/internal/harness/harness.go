@@ -59,6 +59,10 @@ type Options struct {
 	Out io.Writer
 	// Keep keeps the temporary directory (data and server logs).
 	Keep bool
+	// CPUProfile, if set (calls scenario), is where a CPU profile of the
+	// server is written, taken over one extra window after the measured
+	// ones (so that profiling does not weigh on the quoted figures).
+	CPUProfile string
 }
 
 // Scenario defaults.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -26,6 +27,8 @@ type server struct {
 	logPath string
 	exited  chan struct{}
 	waitErr error
+	// pprof is the server's pprof address, if it logged one.
+	pprof atomic.Pointer[string]
 
 	mu     sync.Mutex
 	warns  int
@@ -38,7 +41,7 @@ const maxIssues = 8
 
 // startParley starts `parley serve` on a fresh port with cheap argon2 and a
 // rate limit high enough never to refuse the bench's load.
-func startParley(bin, dataDir, logPath string, noSync bool) (*server, error) {
+func startParley(bin, dataDir, logPath string, noSync bool, extra ...string) (*server, error) {
 	args := []string{"serve",
 		"-addr", "127.0.0.1:0", "-data", dataDir, "-log-level", "info",
 		"-argon-memory-kib", "64", "-argon-time", "1",
@@ -49,6 +52,7 @@ func startParley(bin, dataDir, logPath string, noSync bool) (*server, error) {
 	if noSync {
 		args = append(args, "-unsafe-no-sync")
 	}
+	args = append(args, extra...)
 	return startServer("parley", bin, args, logPath)
 }
 
@@ -121,6 +125,11 @@ func (s *server) readLog(r io.Reader, logf *os.File, ready chan<- string) {
 			if addr := field(line, "addr="); addr != "" {
 				announced = true
 				ready <- addr
+			}
+		}
+		if strings.Contains(line, "pprof listening") {
+			if addr := field(line, "pprof="); addr != "" {
+				s.pprof.Store(&addr)
 			}
 		}
 		isWarn, isErr := strings.Contains(line, "level=WARN"), strings.Contains(line, "level=ERROR")

@@ -7,6 +7,7 @@ import { Upload } from '../files.js';
 import { $, frame, h } from './dom.js';
 import { bytes, clock, convTitle, fullTime, systemText, userLabel } from './format.js';
 import { avatar } from './sidebar.js';
+import { SubgroupPicker } from './subgroups.js';
 
 const GROUP_MS = 5 * 60 * 1000; // consecutive messages of one sender share a header
 const MAX_FRAME_TEXT = 60000;
@@ -24,6 +25,7 @@ export class ConversationView {
     this.onConv = (e) => this.id === e.detail.id && this.update(e.detail);
     this.onOutbox = (e) => this.id === e.detail.id && this.drawPending();
     this.onList = () => this.id && this.header();
+    this.target = new SubgroupPicker(); // sub-group of a message (§17.4)
 
     $('composer').addEventListener('submit', (e) => {
       e.preventDefault();
@@ -77,6 +79,7 @@ export class ConversationView {
     $('conv-pane').hidden = false;
     $('log').replaceChildren();
     $('compose').value = '';
+    this.target.reset();
     this.autosize();
     this.append(this.store.messages(id));
     this.renderPending();
@@ -112,6 +115,8 @@ export class ConversationView {
     let sub = '';
     if (c?.kind === ConvKind.DIRECT) sub = directPeer(c.id, me);
     else if (c?.members.length) sub = `${c.members.length} member${c.members.length === 1 ? '' : 's'}`;
+    if (c?.subgroups?.length) sub += ` · sub-groups: ${c.subgroups.join(', ')}`;
+    this.target.update(c);
     $('conv-sub').textContent = sub;
     const left = !!c?.left;
     $('composer').hidden = left;
@@ -200,7 +205,7 @@ export class ConversationView {
           class: `msg ${mine ? 'mine' : 'theirs'}${deleted ? ' deleted' : ''}${continues(prev, m) ? ' cont' : ''}`,
           dataset: { seq: String(m.seq), sender: m.sender, state: 'sent', clientId: m.clientId || null },
         },
-        h('div', { class: 'meta' }, h('span', { class: 'who', title: m.sender, text: userLabel(m.sender, me) }), h('time', { title: fullTime(m.timeMs), text: clock(m.timeMs) })),
+        h('div', { class: 'meta' }, h('span', { class: 'who', title: m.sender, text: userLabel(m.sender, me) }), m.subgroup ? h('span', { class: 'to', text: `to ${m.subgroup}` }) : null, h('time', { title: fullTime(m.timeMs), text: clock(m.timeMs) })),
         h('div', { class: 'bubble' }, body, mine && !deleted ? h('span', { class: 'tick', title: 'Sent', 'aria-label': 'sent', text: '✓' }) : null),
       );
     } else if (m.kind === Kind.HIDDEN) {
@@ -321,7 +326,7 @@ export class ConversationView {
     }
     $('compose').value = '';
     this.autosize();
-    this.sync.send(this.id, text, newClientId());
+    this.sync.send(this.id, text, newClientId(), this.target.value());
     this.toBottom();
   }
 
@@ -350,7 +355,7 @@ export class ConversationView {
 }
 
 function continues(prev, m) {
-  return !!prev && prev.kind === Kind.TEXT && m.kind === Kind.TEXT && prev.sender === m.sender && m.timeMs - prev.timeMs < GROUP_MS;
+  return !!prev && prev.kind === Kind.TEXT && m.kind === Kind.TEXT && prev.sender === m.sender && prev.subgroup === m.subgroup && m.timeMs - prev.timeMs < GROUP_MS;
 }
 
 // fileBadge is the short label of a file's icon: its extension, or FILE.

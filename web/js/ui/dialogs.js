@@ -125,7 +125,7 @@ export class Dialogs {
           'li',
           { dataset: { userId: m.userId } },
           h('code', { class: 'userid', title: m.userId, text: m.userId }),
-          h('span', { class: 'role', text: m.userId === me ? `${role(m.role)} · you` : role(m.role) }),
+          h('span', { class: 'role', text: `${role(m.role)}${m.subgroup ? ` · ${m.subgroup}` : ''}${m.userId === me ? ' · you' : ''}` }),
         ),
       ),
     );
