@@ -4,6 +4,7 @@
 // once and connects with hello+token; without one it shows the sign-in
 // screen and opens a link only when the user submits it.
 
+import { Calls } from './calls.js';
 import { Channels, clearChannelList } from './channels.js';
 import { Connection } from './connection.js';
 import { CLOSE_LOGGED_OUT, CLOSE_MOVED, CLOSE_REPLACED } from './protocol.js';
@@ -12,6 +13,7 @@ import { Store } from './store.js';
 import { Sync } from './sync.js';
 import { ConversationView } from './ui/conversation.js';
 import { Dialogs } from './ui/dialogs.js';
+import { CallView } from './ui/call.js';
 import { ChannelsUI } from './ui/channels.js';
 import { $ } from './ui/dom.js';
 import { LoginView } from './ui/login.js';
@@ -32,6 +34,8 @@ class App {
     this.sidebar = new SidebarView(this);
     this.conversation = new ConversationView(this);
     this.dialogs = new Dialogs(this);
+    this.calls = new Calls(this.conn);
+    this.callView = new CallView(this, this.calls);
     this.channelsUI = new ChannelsUI(this);
     this.conn.cursors = () => (this.store ? this.store.cursors() : []);
     this.conn.addEventListener('resume-state', (e) => {
@@ -98,6 +102,8 @@ class App {
     this.sync = new Sync(this.conn, store);
     this.sidebar.bind(store, acct.username);
     this.conversation.bind(store, this.sync);
+    this.calls.bind(acct.userId);
+    this.callView.bind(store);
     this.channels = new Channels(this.conn, acct.userId);
     this.channelsUI.bind(this.channels);
     this.login.hide();
@@ -111,6 +117,8 @@ class App {
     this.sync?.detach();
     this.sidebar.unbind();
     this.conversation.unbind();
+    this.callView.unbind();
+    this.calls.unbind();
     this.channels?.detach();
     this.channelsUI.unbind();
     this.store = this.sync = this.saver = this.channels = null;
@@ -119,6 +127,7 @@ class App {
   async logout() {
     if (this.store?.outbox.some((e) => e.state !== 'sent') && !confirm('Some messages are not sent yet. Sign out and discard them?')) return;
     const me = this.store?.me;
+    this.calls.unbind(); // hang up while the link is still there
     await this.conn.logout();
     this.signedOut('');
     if (me) clearSnapshot(me);
