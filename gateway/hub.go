@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -21,7 +22,9 @@ type Hub struct {
 type hubUser struct {
 	id    string
 	links []*link
-	convs map[string]struct{}
+	// convs lists the conversations u is in h.convs of (a slice, not a
+	// set: a map per online user costs more; h.convs answers membership).
+	convs []string
 	rate  tokenBucket
 }
 
@@ -43,7 +46,7 @@ func (h *Hub) attach(l *link, user string, convs []string, rate, burst float64) 
 	defer h.mu.Unlock()
 	u := h.users[user]
 	if u == nil {
-		u = &hubUser{id: user, convs: map[string]struct{}{}}
+		u = &hubUser{id: user}
 		u.rate.init(rate, burst)
 		h.users[user] = u
 	}
@@ -72,7 +75,7 @@ func (h *Hub) removeLink(l *link) {
 	if len(u.links) > 0 {
 		return
 	}
-	for c := range u.convs {
+	for _, c := range u.convs {
 		if set := h.convs[c]; set != nil {
 			delete(set, u)
 			if len(set) == 0 {
@@ -89,8 +92,10 @@ func (h *Hub) joinLocked(conv string, u *hubUser) {
 		set = map[*hubUser]struct{}{}
 		h.convs[conv] = set
 	}
-	set[u] = struct{}{}
-	u.convs[conv] = struct{}{}
+	if _, in := set[u]; !in {
+		set[u] = struct{}{}
+		u.convs = append(u.convs, conv)
+	}
 }
 
 // Join subscribes the user's local links (if any) to conv.
@@ -106,7 +111,9 @@ func (h *Hub) Join(conv, user string) {
 func (h *Hub) Leave(conv, user string) {
 	h.mu.Lock()
 	if u := h.users[user]; u != nil {
-		delete(u.convs, conv)
+		if i := slices.Index(u.convs, conv); i >= 0 {
+			u.convs = slices.Delete(u.convs, i, i+1)
+		}
 		if set := h.convs[conv]; set != nil {
 			delete(set, u)
 			if len(set) == 0 {

@@ -19,22 +19,24 @@ type link struct {
 	id   uint64
 	srv  *Server
 	conn *gws.Conn
-	nc   net.Conn
 
 	// Read-goroutine state.
 	helloDone bool
-	authed    bool
 	user      *hubUser
 	userID    string
 	deviceID  string
 	sessionID string
 	token     string
 	strikes   int
-	authTimer *time.Timer
 
+	// authed is set once the link carries a session (see bind).
+	authed   atomic.Bool
 	inflight atomic.Int32
 
-	idle *time.Timer
+	// opened and active (monoNow) drive the auth and idle deadlines,
+	// enforced by the server's sweeper (deadlines.go).
+	opened int64
+	active atomic.Int64
 
 	mu      sync.Mutex
 	queue   net.Buffers
@@ -53,6 +55,8 @@ type link struct {
 	// channels this link joined (channels.go): when the link closes, each
 	// is told, so its member becomes absent at once.
 	channels map[string]struct{}
+	// session holds gws session values (session.go); none in practice.
+	session map[string]any
 }
 
 // convCursor is one conversation's delivery position on a link.
@@ -143,8 +147,9 @@ func (l *link) drain() {
 
 		l.srv.queuedBytes.Add(-int64(n))
 		keep := bufs[:0:len(bufs)]
-		_ = l.nc.SetWriteDeadline(time.Now().Add(l.srv.opts.WriteTimeout))
-		if _, err := bufs.WriteTo(l.nc); err != nil {
+		nc := l.conn.NetConn()
+		_ = nc.SetWriteDeadline(time.Now().Add(l.srv.opts.WriteTimeout))
+		if _, err := bufs.WriteTo(nc); err != nil {
 			l.abort(pb.CloseGoingAway, "write failed")
 			l.mu.Lock()
 			l.writing = false
