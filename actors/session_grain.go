@@ -21,7 +21,6 @@ import (
 // replies. It is not on the conversation fan-out path.
 type sessionGrain struct {
 	n   *Node
-	log *slog.Logger
 	st  session.State
 	err error
 	// passGen identifies the latest passivation request, so an old timer
@@ -33,6 +32,9 @@ type sessionGrain struct {
 	holding map[string]bool
 }
 
+// logger is made when needed (see userGrain.logger).
+func (g *sessionGrain) logger() *slog.Logger { return g.n.log.With("session_id", g.st.ID) }
+
 // passivate asks a cut session to stop if it is still cut.
 type passivate struct{ gen int }
 
@@ -43,7 +45,6 @@ func (g *sessionGrain) limits() session.Limits {
 func (g *sessionGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.st.ID = ctx.Identity()
-	g.log = g.n.log.With("session_id", g.st.ID)
 	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindSession, g.st.ID, nil))
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
@@ -59,11 +60,11 @@ func (g *sessionGrain) Init(ctx cluster.GrainContext) {
 		}
 	}
 	if g.err != nil {
-		g.log.Error("load session", "err", g.err)
+		g.logger().Error("load session", "err", g.err)
 		return
 	}
 	if err := g.apply(ctx, session.Activated{Now: g.n.now()}); err != nil {
-		g.log.Warn("activate session", "err", err)
+		g.logger().Warn("activate session", "err", err)
 	}
 }
 
@@ -192,7 +193,7 @@ func (g *sessionGrain) Cut(req *grainpb.CutReq, ctx cluster.GrainContext) (*grai
 func (g *sessionGrain) dropHoldings() {
 	for f := range g.holding {
 		if _, err := g.n.Request(KindFile, f, "Drop", &grainpb.FileDropReq{SessionId: g.st.ID}); err != nil {
-			g.log.Warn("drop p2sp holding", "file_id", f, "err", err)
+			g.logger().Warn("drop p2sp holding", "file_id", f, "err", err)
 		}
 	}
 	clear(g.holding)
@@ -250,11 +251,11 @@ func (g *sessionGrain) CallBind(req *grainpb.CallBindReq, ctx cluster.GrainConte
 // reportLink tells a call grain that this session lost or regained its
 // link (outside the mailbox; the generation orders the reports).
 func (g *sessionGrain) reportLink(callID string, linked bool, gen uint64) {
-	n, sid, log := g.n, g.st.ID, g.log
+	n, sid, log := g.n, g.st.ID, g.n.log
 	go func() {
 		req := &grainpb.CallLinkReq{SessionId: sid, Linked: linked, LinkGen: gen}
 		if _, err := grainpb.GetCallGrainClient(n.Cluster, callID).Link(req, n.callOpts()...); err != nil {
-			log.Warn("report link to call", "call_id", callID, "err", err)
+			log.Warn("report link to call", "session_id", sid, "call_id", callID, "err", err)
 		}
 	}()
 }

@@ -28,15 +28,17 @@ const maxTokens = 64
 type userGrain struct {
 	n   *Node
 	id  string
-	log *slog.Logger
 	rec *grainpb.UserRecord // nil: no such user
 	err error
 }
 
+// logger is made when needed: a logger per online user costs more memory
+// than the rare log line costs time.
+func (g *userGrain) logger() *slog.Logger { return g.n.log.With("user_id", g.id) }
+
 func (g *userGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.id = ctx.Identity()
-	g.log = g.n.log.With("user_id", g.id)
 	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindUser, g.id, nil))
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
@@ -51,7 +53,7 @@ func (g *userGrain) Init(ctx cluster.GrainContext) {
 		g.rec = rec
 	}
 	if g.err != nil {
-		g.log.Error("load user", "err", g.err)
+		g.logger().Error("load user", "err", g.err)
 	}
 }
 
@@ -250,10 +252,10 @@ func (g *userGrain) Notify(req *grainpb.PushReq, ctx cluster.GrainContext) (*gra
 
 // push hands a session event to a session grain, outside the mailbox.
 func (g *userGrain) push(sessionID string, req *grainpb.PushReq) {
-	n, log := g.n, g.log
+	n, id := g.n, g.id
 	go func() {
 		if _, err := grainpb.GetSessionGrainClient(n.Cluster, sessionID).Push(req, n.callOpts()...); err != nil {
-			log.Warn("push session event", "session_id", sessionID, "err", err)
+			n.log.Warn("push session event", "user_id", id, "session_id", sessionID, "err", err)
 		}
 	}()
 }
