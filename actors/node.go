@@ -44,6 +44,12 @@ type Fanout interface {
 	// SendToLinks writes one encoded frame to each of links (channels) and
 	// returns the links that are gone.
 	SendToLinks(links []uint64, frame []byte) (gone []uint64)
+	// BindSession records that a local link carries a session (from the
+	// session grain's Open or Resume until the link closes); SessionLink
+	// returns that link if it is still open, else 0. A session grain
+	// re-activated after an idle stop finds its link so.
+	BindSession(session string, link uint64)
+	SessionLink(session string) uint64
 }
 
 // Options configure a Node. Zero values take the documented defaults.
@@ -66,6 +72,12 @@ type Options struct {
 	SessionKeep time.Duration
 	// RequestTimeout bounds every grain call. Default 10s.
 	RequestTimeout time.Duration
+	// GrainIdle is how long a User, Username or Session grain stays
+	// activated without a request; it is then stopped, and re-activated
+	// from its stored record by the next request (a session finds its
+	// link through Fanout.SessionLink). Online users cost no grain memory
+	// between their rare requests. Default 1s; negative: never.
+	GrainIdle time.Duration
 	// SessionBuffer bounds the unacknowledged session events kept per
 	// session. Default 1024.
 	SessionBuffer int
@@ -110,6 +122,9 @@ func (o *Options) EnsureDefaults() {
 	if o.RequestTimeout == 0 {
 		o.RequestTimeout = 10 * time.Second
 	}
+	if o.GrainIdle == 0 {
+		o.GrainIdle = time.Second
+	}
 	if o.SessionBuffer == 0 {
 		o.SessionBuffer = 1024
 	}
@@ -139,6 +154,7 @@ type Node struct {
 	sweepDone chan struct{}
 	// grantKey signs P2SP grants (stored durably, see loadGrantKey).
 	grantKey []byte
+	idle    *idleWheel // nil: grains are not passivated when idle
 }
 
 // nodes maps each cluster to its node, so grains (created by generated
@@ -184,6 +200,9 @@ func Start(opts Options) (*Node, error) {
 		cluster.WithKinds(kinds...),
 		cluster.WithRequestTimeout(opts.RequestTimeout),
 	)
+	if opts.GrainIdle > 0 {
+		n.idle = newIdleWheel(n.System.Root, opts.GrainIdle)
+	}
 	n.Cluster = cluster.New(n.System, cfg)
 	nodes.Store(n.Cluster, n)
 	n.Cluster.StartMember()
@@ -227,6 +246,9 @@ func (n *Node) Stop() {
 	_ = n.System.Root.PoisonFuture(placement).Wait()
 	n.Cluster.Shutdown(true)
 	nodes.Delete(n.Cluster)
+	if n.idle != nil {
+		n.idle.close()
+	}
 }
 
 // Options returns the node's effective options.

@@ -30,6 +30,11 @@ type sessionGrain struct {
 	// memory: holdings are online only). Every file is told to drop the
 	// session when its link changes or goes.
 	holding map[string]bool
+	// idle stops the grain when no request came for a while, online or
+	// not: the record is stored, and the gateway names the session's link
+	// at the next activation (see session.Activated). Not while it holds
+	// P2SP holdings (in memory only).
+	idle idler
 }
 
 // logger is made when needed (see userGrain.logger).
@@ -45,6 +50,7 @@ func (g *sessionGrain) limits() session.Limits {
 func (g *sessionGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.st.ID = ctx.Identity()
+	g.idle.start(ctx, g.n.idle)
 	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindSession, g.st.ID, nil))
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
@@ -63,7 +69,8 @@ func (g *sessionGrain) Init(ctx cluster.GrainContext) {
 		g.logger().Error("load session", "err", g.err)
 		return
 	}
-	if err := g.apply(ctx, session.Activated{Now: g.n.now()}); err != nil {
+	ev := session.Activated{Now: g.n.now(), Link: g.n.opts.Fanout.SessionLink(g.st.ID)}
+	if err := g.apply(ctx, ev); err != nil {
 		g.logger().Warn("activate session", "err", err)
 	}
 }
@@ -71,6 +78,9 @@ func (g *sessionGrain) Init(ctx cluster.GrainContext) {
 func (g *sessionGrain) Terminate(ctx cluster.GrainContext) {}
 
 func (g *sessionGrain) ReceiveDefault(ctx cluster.GrainContext) {
+	// P2SP holdings live in memory only (the files must be told when the
+	// link goes): a session that holds any stays activated.
+	g.idle.receive(ctx, len(g.holding) > 0)
 	if p, ok := ctx.Message().(*passivate); ok && p.gen == g.passGen && g.st.Link == 0 {
 		ctx.Poison(ctx.Self())
 	}
@@ -80,6 +90,7 @@ func (g *sessionGrain) ReceiveDefault(ctx cluster.GrainContext) {
 // leaves the machine's in-memory state ahead of the store, so the grain
 // stops and is re-activated from the store by the next request.
 func (g *sessionGrain) apply(ctx cluster.GrainContext, ev session.Event) error {
+	g.idle.touch()
 	if g.err != nil {
 		return grainError(pb.CodeStorage, "session unavailable: %v", g.err)
 	}
@@ -139,6 +150,7 @@ func (g *sessionGrain) Open(req *grainpb.OpenReq, ctx cluster.GrainContext) (*gr
 	if err := g.apply(ctx, session.Open{User: req.UserId, Device: req.DeviceId, Rebuild: req.Rebuild, Token: token, Link: req.LinkId, Now: g.n.now()}); err != nil {
 		return nil, err
 	}
+	g.n.opts.Fanout.BindSession(g.st.ID, req.LinkId)
 	r := proto.Clone(g.st.Rec).(*grainpb.SessionRecord)
 	reply := &grainpb.SessionReply{SessionId: r.SessionId, SessionSeq: r.Seq, Rebuild: r.Rebuild, RebuildToken: token}
 	if r.Rebuild {
@@ -154,6 +166,7 @@ func (g *sessionGrain) Resume(req *grainpb.ResumeReq, ctx cluster.GrainContext) 
 	if err := g.apply(ctx, ev); err != nil {
 		return nil, err
 	}
+	g.n.opts.Fanout.BindSession(g.st.ID, req.LinkId)
 	r := g.st.Rec
 	reply := &grainpb.SessionReply{SessionId: r.SessionId, SessionSeq: r.Seq, Rebuild: true, KeepMs: g.limits().KeepMs}
 	return reply, nil
@@ -202,6 +215,7 @@ func (g *sessionGrain) dropHoldings() {
 // Hold records a P2SP holding of the session's current link and forwards
 // it to the file grain.
 func (g *sessionGrain) Hold(req *grainpb.HoldReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
+	g.idle.touch()
 	if g.err != nil {
 		return nil, grainError(pb.CodeStorage, "session unavailable: %v", g.err)
 	}
@@ -229,6 +243,7 @@ func (g *sessionGrain) Hold(req *grainpb.HoldReq, ctx cluster.GrainContext) (*gr
 // Signal writes a relayed P2SP signal to the session's link. Signals are
 // online only: without a link the sender is told peer_offline.
 func (g *sessionGrain) Signal(req *grainpb.SignalReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
+	g.idle.touch()
 	if g.st.Rec == nil || g.st.Rec.Ended || g.st.Link == 0 {
 		return nil, grainError(pb.CodePeerOffline, "session %s is not online", g.st.ID)
 	}

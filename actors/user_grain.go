@@ -26,10 +26,11 @@ const maxTokens = 64
 // userGrain owns an account: credentials, tokens, devices and the list of
 // conversations the user belongs to.
 type userGrain struct {
-	n   *Node
-	id  string
-	rec *grainpb.UserRecord // nil: no such user
-	err error
+	n    *Node
+	id   string
+	rec  *grainpb.UserRecord // nil: no such user
+	err  error
+	idle idler
 }
 
 // logger is made when needed: a logger per online user costs more memory
@@ -39,6 +40,7 @@ func (g *userGrain) logger() *slog.Logger { return g.n.log.With("user_id", g.id)
 func (g *userGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.id = ctx.Identity()
+	g.idle.start(ctx, g.n.idle)
 	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindUser, g.id, nil))
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
@@ -58,7 +60,7 @@ func (g *userGrain) Init(ctx cluster.GrainContext) {
 }
 
 func (g *userGrain) Terminate(ctx cluster.GrainContext)      {}
-func (g *userGrain) ReceiveDefault(ctx cluster.GrainContext) {}
+func (g *userGrain) ReceiveDefault(ctx cluster.GrainContext) { g.idle.receive(ctx, false) }
 
 func (g *userGrain) save(rec *grainpb.UserRecord) error {
 	b := g.n.opts.Store.NewBatch(persistence.KindUser, g.id)
@@ -71,7 +73,9 @@ func (g *userGrain) save(rec *grainpb.UserRecord) error {
 	return nil
 }
 
+// ready is called first by every request but Create.
 func (g *userGrain) ready() error {
+	g.idle.touch()
 	if g.err != nil {
 		return grainError(pb.CodeStorage, "user unavailable: %v", g.err)
 	}
@@ -82,6 +86,7 @@ func (g *userGrain) ready() error {
 }
 
 func (g *userGrain) Create(req *grainpb.CreateUserReq, ctx cluster.GrainContext) (*grainpb.UserReply, error) {
+	g.idle.touch()
 	if g.err != nil {
 		return nil, grainError(pb.CodeStorage, "user unavailable: %v", g.err)
 	}
@@ -328,15 +333,17 @@ func (g *userGrain) Conversations(req *grainpb.ListReq, ctx cluster.GrainContext
 
 // usernameGrain is the unique index of usernames: one grain per username.
 type usernameGrain struct {
-	n   *Node
-	id  string
-	rec *grainpb.UsernameRecord
-	err error
+	n    *Node
+	id   string
+	rec  *grainpb.UsernameRecord
+	err  error
+	idle idler
 }
 
 func (g *usernameGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.id = ctx.Identity()
+	g.idle.start(ctx, g.n.idle)
 	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindUsername, g.id, nil))
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
@@ -351,13 +358,14 @@ func (g *usernameGrain) Init(ctx cluster.GrainContext) {
 }
 
 func (g *usernameGrain) Terminate(ctx cluster.GrainContext)      {}
-func (g *usernameGrain) ReceiveDefault(ctx cluster.GrainContext) {}
+func (g *usernameGrain) ReceiveDefault(ctx cluster.GrainContext) { g.idle.receive(ctx, false) }
 
 // Claim binds the username to a user id if it is free. The user id of a
 // username is derived from it, so a claim is idempotent and a crash between
 // claim and account creation leaves nothing half-made: the user record
 // decides who registered (see Register).
 func (g *usernameGrain) Claim(req *grainpb.ClaimReq, ctx cluster.GrainContext) (*grainpb.ClaimReply, error) {
+	g.idle.touch()
 	if g.err != nil {
 		return nil, grainError(pb.CodeStorage, "username index unavailable: %v", g.err)
 	}
@@ -375,6 +383,7 @@ func (g *usernameGrain) Claim(req *grainpb.ClaimReq, ctx cluster.GrainContext) (
 }
 
 func (g *usernameGrain) Lookup(req *grainpb.LookupReq, ctx cluster.GrainContext) (*grainpb.ClaimReply, error) {
+	g.idle.touch()
 	if g.err != nil {
 		return nil, grainError(pb.CodeStorage, "username index unavailable: %v", g.err)
 	}

@@ -14,6 +14,9 @@ type Hub struct {
 	links map[uint64]*link
 	users map[string]*hubUser
 	convs map[string]map[*hubUser]struct{}
+	// sessions maps a session to the open link that carries it, from the
+	// session grain's Open or Resume (BindSession) to the link's close.
+	sessions map[string]*link
 
 	// Published counts frames written to link queues (deliveries).
 	Published atomic.Int64
@@ -30,7 +33,7 @@ type hubUser struct {
 
 // NewHub returns an empty hub.
 func NewHub() *Hub {
-	return &Hub{links: map[uint64]*link{}, users: map[string]*hubUser{}, convs: map[string]map[*hubUser]struct{}{}}
+	return &Hub{links: map[uint64]*link{}, users: map[string]*hubUser{}, convs: map[string]map[*hubUser]struct{}{}, sessions: map[string]*link{}}
 }
 
 func (h *Hub) addLink(l *link) {
@@ -62,6 +65,7 @@ func (h *Hub) removeLink(l *link) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.links, l.id)
+	h.unbindLocked(l)
 	u := l.user
 	if u == nil {
 		return
@@ -156,6 +160,35 @@ func (h *Hub) CloseLink(id uint64, code uint16, reason string) {
 	if l != nil {
 		l.close(code, reason)
 	}
+}
+
+// BindSession records that the open link carries session.
+func (h *Hub) BindSession(session string, link uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l := h.links[link]
+	if l == nil {
+		return // closed meanwhile
+	}
+	h.unbindLocked(l)
+	h.sessions[session], l.boundSession = l, session
+}
+
+func (h *Hub) unbindLocked(l *link) {
+	if l.boundSession != "" && h.sessions[l.boundSession] == l {
+		delete(h.sessions, l.boundSession)
+	}
+	l.boundSession = ""
+}
+
+// SessionLink returns the open link that carries session, or 0.
+func (h *Hub) SessionLink(session string) uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if l := h.sessions[session]; l != nil {
+		return l.id
+	}
+	return 0
 }
 
 // Links returns the number of open links.

@@ -57,6 +57,8 @@ type link struct {
 	channels map[string]struct{}
 	// session holds gws session values (session.go); none in practice.
 	session map[string]any
+	// boundSession is the session the hub maps to this link (hub.mu).
+	boundSession string
 }
 
 // convCursor is one conversation's delivery position on a link.
