@@ -155,6 +155,7 @@ type Node struct {
 	// grantKey signs P2SP grants (stored durably, see loadGrantKey).
 	grantKey []byte
 	idle    *idleWheel // nil: grains are not passivated when idle
+	notify  notifier
 }
 
 // nodes maps each cluster to its node, so grains (created by generated
@@ -235,6 +236,8 @@ func (n *Node) wakeCalls() {
 
 // Stop stops every grain (each saves on the way out) and leaves the cluster.
 func (n *Node) Stop() {
+	// Queued notifications would only fail from here on.
+	n.notify.stop()
 	close(n.stopSweep)
 	<-n.sweepDone
 	// Grains are children of disthash's placement actor: stopping it stops

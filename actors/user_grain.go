@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -22,6 +23,19 @@ import (
 
 // maxTokens bounds the live tokens of one user; the oldest goes first.
 const maxTokens = 64
+
+// hashSlots bounds the argon2id hashes computed at once to the number of
+// CPUs. Hashing is CPU-bound: more in parallel adds no throughput, only
+// memory (ArgonMemoryKiB per hash, 19 MiB by default), so a burst of
+// logins would otherwise hold a hash's memory per login in progress.
+var hashSlots = make(chan struct{}, 4*runtime.GOMAXPROCS(0))
+
+// hashPassword is the argon2id hash of a password (one lane, 32 bytes).
+func hashPassword(password, salt []byte, time, memoryKiB uint32) []byte {
+	hashSlots <- struct{}{}
+	defer func() { <-hashSlots }()
+	return argon2.IDKey(password, salt, time, memoryKiB, 1, 32)
+}
 
 // userGrain owns an account: credentials, tokens, devices and the list of
 // conversations the user belongs to.
@@ -102,7 +116,7 @@ func (g *userGrain) Create(req *grainpb.CreateUserReq, ctx cluster.GrainContext)
 	rec := &grainpb.UserRecord{
 		UserId: g.id, Username: req.Username, DisplayName: req.DisplayName,
 		PasswordSalt: salt, ArgonTime: o.ArgonTime, ArgonMemoryKib: o.ArgonMemoryKiB,
-		PasswordHash: argon2.IDKey([]byte(req.Password), salt, o.ArgonTime, o.ArgonMemoryKiB, 1, 32),
+		PasswordHash: hashPassword([]byte(req.Password), salt, o.ArgonTime, o.ArgonMemoryKiB),
 		CreateOp:     req.OpId,
 	}
 	if err := g.save(rec); err != nil {
@@ -123,7 +137,7 @@ func (g *userGrain) Login(req *grainpb.LoginReq, ctx cluster.GrainContext) (*gra
 		return nil, err
 	}
 	r := g.rec
-	hash := argon2.IDKey([]byte(req.Password), r.PasswordSalt, r.ArgonTime, r.ArgonMemoryKib, 1, 32)
+	hash := hashPassword([]byte(req.Password), r.PasswordSalt, r.ArgonTime, r.ArgonMemoryKib)
 	if subtle.ConstantTimeCompare(hash, r.PasswordHash) != 1 {
 		return nil, grainError(pb.CodeBadCredentials, "wrong username or password")
 	}
@@ -255,14 +269,15 @@ func (g *userGrain) Notify(req *grainpb.PushReq, ctx cluster.GrainContext) (*gra
 	return &grainpb.Ok{}, nil
 }
 
-// push hands a session event to a session grain, outside the mailbox.
+// push hands a session event to a session grain, outside the mailbox (on
+// the node's notifier).
 func (g *userGrain) push(sessionID string, req *grainpb.PushReq) {
 	n, id := g.n, g.id
-	go func() {
+	n.notify.do(func() {
 		if _, err := grainpb.GetSessionGrainClient(n.Cluster, sessionID).Push(req, n.callOpts()...); err != nil {
 			n.log.Warn("push session event", "user_id", id, "session_id", sessionID, "err", err)
 		}
-	}()
+	})
 }
 
 func (g *userGrain) touchDevice(rec *grainpb.UserRecord, id string, typ pb.DeviceType, session string) string {
