@@ -48,6 +48,7 @@ func main() {
 	fs.StringVar(&o.Server, "server", "", "parley binary (default: go build ./cmd/parley into a temp dir)")
 	fs.BoolVar(&o.NoSync, "nosync", false, "start the server with -unsafe-no-sync (durability-cost comparison)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temp dir (data, server logs)")
+	fs.DurationVar(&o.Hold, "hold", 0, "conns: keep the server and its links up this long after each reading (to profile it)")
 	workerMode := fs.Bool("worker", false, "internal: run as a client worker process")
 	baselineMode := fs.Bool("baseline", false, "internal: run the gws baseline server")
 	url := fs.String("url", "", "internal (-worker): server WebSocket URL")

@@ -57,6 +57,9 @@ type Options struct {
 	Out io.Writer
 	// Keep keeps the temporary directory (data and server logs).
 	Keep bool
+	// Hold keeps the conns server and its links up this long after each
+	// reading, so that a profile can be taken in the measured state.
+	Hold time.Duration
 }
 
 // Scenario defaults.
