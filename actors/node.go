@@ -154,8 +154,8 @@ type Node struct {
 	sweepDone chan struct{}
 	// grantKey signs P2SP grants (stored durably, see loadGrantKey).
 	grantKey []byte
-	idle    *idleWheel // nil: grains are not passivated when idle
-	notify  notifier
+	idle     *idleWheel // nil: grains are not passivated when idle
+	notify   notifier
 }
 
 // nodes maps each cluster to its node, so grains (created by generated
