@@ -195,12 +195,13 @@ func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
 // dispatch delivers an outbox entry, outside the mailbox (a grain never
 // blocks on another grain's reply): a membership notification to the user
 // grain, or a file reference release to the file grain. Both are
-// idempotent, so a retry or a re-dispatch at activation is harmless.
+// idempotent, so a retry or a re-dispatch at activation is harmless. It
+// runs on the node's notifier (bounded workers).
 func (g *convGrain) dispatch(opID string, rec *grainpb.OutboxRecord) {
 	n, self := g.n, g.self
-	// Refused while the node stops: the entry stays in the outbox and is
+	// Dropped while the node stops: the entry stays in the outbox and is
 	// dispatched again at the next activation.
-	n.spawn(func() {
+	n.notify.do(func() {
 		err := n.deliverOutbox(rec)
 		n.System.Root.Send(self, &outboxDone{opID: opID, rec: rec, err: err})
 	})

@@ -46,9 +46,10 @@ func (d depthCounter) MessagePosted(any)   { d.n.Add(1) }
 func (d depthCounter) MessageReceived(any) { d.n.Add(-1) }
 func (d depthCounter) MailboxEmpty()       {}
 
-// mailbox returns the props option counting the depth of kind's mailboxes.
+// mailbox returns the props option counting the depth of kind's mailboxes
+// (and answering the requests a stopped grain left unread, see stopSafe).
 func (m *Metrics) mailbox(kind string) actor.PropsOption {
-	return actor.WithMailbox(actor.Unbounded(depthCounter{m.MailboxDepth[kind]}))
+	return actor.WithMailbox(stopSafe(actor.Unbounded(depthCounter{m.MailboxDepth[kind]})))
 }
 
 // NewMetrics returns zeroed metrics.

@@ -50,6 +50,12 @@ type Fanout interface {
 	// each link can write them in one system call; it returns the links
 	// that are gone.
 	SendManyToLinks(links []uint64, frames [][]byte) (gone []uint64)
+	// BindSession records that a local link carries a session (from the
+	// session grain's Open or Resume until the link closes); SessionLink
+	// returns that link if it is still open, else 0. A session grain
+	// re-activated after an idle stop finds its link so.
+	BindSession(session string, link uint64)
+	SessionLink(session string) uint64
 }
 
 // Options configure a Node. Zero values take the documented defaults.
@@ -72,6 +78,12 @@ type Options struct {
 	SessionKeep time.Duration
 	// RequestTimeout bounds every grain call. Default 10s.
 	RequestTimeout time.Duration
+	// GrainIdle is how long a User, Username or Session grain stays
+	// activated without a request; it is then stopped, and re-activated
+	// from its stored record by the next request (a session finds its
+	// link through Fanout.SessionLink). Online users cost no grain memory
+	// between their rare requests. Default 1s; negative: never.
+	GrainIdle time.Duration
 	// SessionBuffer bounds the unacknowledged session events kept per
 	// session. Default 1024.
 	SessionBuffer int
@@ -116,6 +128,9 @@ func (o *Options) EnsureDefaults() {
 	if o.RequestTimeout == 0 {
 		o.RequestTimeout = 10 * time.Second
 	}
+	if o.GrainIdle == 0 {
+		o.GrainIdle = time.Second
+	}
 	if o.SessionBuffer == 0 {
 		o.SessionBuffer = 1024
 	}
@@ -150,6 +165,8 @@ type Node struct {
 	// ones (Stop waits for them before the cluster shuts down).
 	stopping atomic.Bool
 	bg       sync.WaitGroup
+	idle     *idleWheel // nil: grains are not passivated when idle
+	notify   notifier
 }
 
 // spawn runs a background grain call (outside any mailbox) unless the
@@ -213,6 +230,9 @@ func Start(opts Options) (*Node, error) {
 		cluster.WithKinds(kinds...),
 		cluster.WithRequestTimeout(opts.RequestTimeout),
 	)
+	if opts.GrainIdle > 0 {
+		n.idle = newIdleWheel(n.System.Root, opts.GrainIdle)
+	}
 	n.Cluster = cluster.New(n.System, cfg)
 	nodes.Store(n.Cluster, n)
 	n.Cluster.StartMember()
@@ -248,6 +268,8 @@ func (n *Node) wakeCalls() {
 
 // Stop stops every grain (each saves on the way out) and leaves the cluster.
 func (n *Node) Stop() {
+	// Queued notifications would only fail from here on.
+	n.notify.stop()
 	close(n.stopSweep)
 	<-n.sweepDone
 	// Grains are children of disthash's placement actor: stopping it stops
@@ -261,7 +283,7 @@ func (n *Node) Stop() {
 	// Background grain calls started before must not touch the cluster
 	// while it shuts down (bounded: they fail fast on stopped grains).
 	done := make(chan struct{})
-	go func() { n.bg.Wait(); close(done) }()
+	go func() { n.bg.Wait(); n.notify.running.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(3 * time.Second):
@@ -269,6 +291,9 @@ func (n *Node) Stop() {
 	}
 	n.Cluster.Shutdown(true)
 	nodes.Delete(n.Cluster)
+	if n.idle != nil {
+		n.idle.close()
+	}
 }
 
 // Options returns the node's effective options.

@@ -5,12 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/parley-chat/parley/actors/grainpb"
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/parley-chat/parley/persistence"
 )
 
 // Grain kind names (the service names in grains.proto).
@@ -129,18 +131,16 @@ func (n *Node) Login(username, password string, dev *pb.Device) (string, *grainp
 	if ValidateUsername(username) != nil {
 		return "", nil, codeError(pb.CodeBadCredentials, "wrong username or password")
 	}
-	res, err := grainpb.GetUsernameGrainClient(n.Cluster, username).Lookup(&grainpb.LookupReq{}, n.callOpts()...)
-	if err != nil {
-		if cluster.FromError(err).Reason == pb.CodeNotFound {
-			return "", nil, codeError(pb.CodeBadCredentials, "wrong username or password")
-		}
-		return "", nil, err
-	}
-	reply, err := grainpb.GetUserGrainClient(n.Cluster, res.UserId).Login(&grainpb.LoginReq{Password: password, Device: dev}, n.callOpts()...)
+	// The user id is derived from the username (Register only ever creates
+	// UserIDOf(username)), so login goes straight to the user grain, which
+	// answers bad_credentials if there is no such account: the username
+	// index grain is needed to claim a name, not to find it.
+	uid := UserIDOf(username)
+	reply, err := grainpb.GetUserGrainClient(n.Cluster, uid).Login(&grainpb.LoginReq{Password: password, Device: dev}, n.callOpts()...)
 	if err != nil {
 		return "", nil, err
 	}
-	return res.UserId, reply, nil
+	return uid, reply, nil
 }
 
 // Authenticate checks a token for a device and returns the user.
@@ -236,17 +236,21 @@ func (n *Node) CutSession(sessionID string, link uint64) {
 	}
 }
 
-// UsersExist returns a not_found error naming the first unknown user.
+// UsersExist returns a not_found error naming the first unknown user. It
+// reads the stored user records (a user record is committed before its
+// creation is acknowledged) rather than activating each user's grain: a
+// group created with thousands of members costs no grain call per member.
 func (n *Node) UsersExist(ids []string) error {
 	for _, id := range ids {
 		if len(id) > 64 || id == "" {
 			return codeError(pb.CodeInvalidArgument, "bad user id %q", id)
 		}
-		if _, err := grainpb.GetUserGrainClient(n.Cluster, id).Profile(&grainpb.ListReq{}, n.callOpts()...); err != nil {
-			if cluster.FromError(err).Reason == pb.CodeNotFound {
-				return codeError(pb.CodeNotFound, "no user %s", id)
-			}
-			return err
+		_, err := n.opts.Store.Get(persistence.EncodeKey(persistence.KindUser, id, nil))
+		switch {
+		case errors.Is(err, persistence.ErrNotFound):
+			return codeError(pb.CodeNotFound, "no user %s", id)
+		case err != nil:
+			return codeError(pb.CodeStorage, "read user %s: %v", id, err)
 		}
 	}
 	return nil

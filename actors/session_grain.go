@@ -21,7 +21,6 @@ import (
 // replies. It is not on the conversation fan-out path.
 type sessionGrain struct {
 	n   *Node
-	log *slog.Logger
 	st  session.State
 	err error
 	// passGen identifies the latest passivation request, so an old timer
@@ -31,7 +30,15 @@ type sessionGrain struct {
 	// memory: holdings are online only). Every file is told to drop the
 	// session when its link changes or goes.
 	holding map[string]bool
+	// idle stops the grain when no request came for a while, online or
+	// not: the record is stored, and the gateway names the session's link
+	// at the next activation (see session.Activated). Not while it holds
+	// P2SP holdings (in memory only).
+	idle idler
 }
+
+// logger is made when needed (see userGrain.logger).
+func (g *sessionGrain) logger() *slog.Logger { return g.n.log.With("session_id", g.st.ID) }
 
 // passivate asks a cut session to stop if it is still cut.
 type passivate struct{ gen int }
@@ -43,7 +50,7 @@ func (g *sessionGrain) limits() session.Limits {
 func (g *sessionGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.st.ID = ctx.Identity()
-	g.log = g.n.log.With("session_id", g.st.ID)
+	g.idle.start(ctx, g.n.idle)
 	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindSession, g.st.ID, nil))
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
@@ -59,17 +66,21 @@ func (g *sessionGrain) Init(ctx cluster.GrainContext) {
 		}
 	}
 	if g.err != nil {
-		g.log.Error("load session", "err", g.err)
+		g.logger().Error("load session", "err", g.err)
 		return
 	}
-	if err := g.apply(ctx, session.Activated{Now: g.n.now()}); err != nil {
-		g.log.Warn("activate session", "err", err)
+	ev := session.Activated{Now: g.n.now(), Link: g.n.opts.Fanout.SessionLink(g.st.ID)}
+	if err := g.apply(ctx, ev); err != nil {
+		g.logger().Warn("activate session", "err", err)
 	}
 }
 
 func (g *sessionGrain) Terminate(ctx cluster.GrainContext) {}
 
 func (g *sessionGrain) ReceiveDefault(ctx cluster.GrainContext) {
+	// P2SP holdings live in memory only (the files must be told when the
+	// link goes): a session that holds any stays activated.
+	g.idle.receive(ctx, len(g.holding) > 0)
 	if p, ok := ctx.Message().(*passivate); ok && p.gen == g.passGen && g.st.Link == 0 {
 		ctx.Poison(ctx.Self())
 	}
@@ -79,6 +90,7 @@ func (g *sessionGrain) ReceiveDefault(ctx cluster.GrainContext) {
 // leaves the machine's in-memory state ahead of the store, so the grain
 // stops and is re-activated from the store by the next request.
 func (g *sessionGrain) apply(ctx cluster.GrainContext, ev session.Event) error {
+	g.idle.touch()
 	if g.err != nil {
 		return grainError(pb.CodeStorage, "session unavailable: %v", g.err)
 	}
@@ -138,6 +150,7 @@ func (g *sessionGrain) Open(req *grainpb.OpenReq, ctx cluster.GrainContext) (*gr
 	if err := g.apply(ctx, session.Open{User: req.UserId, Device: req.DeviceId, Rebuild: req.Rebuild, Token: token, Link: req.LinkId, Now: g.n.now()}); err != nil {
 		return nil, err
 	}
+	g.n.opts.Fanout.BindSession(g.st.ID, req.LinkId)
 	r := proto.Clone(g.st.Rec).(*grainpb.SessionRecord)
 	reply := &grainpb.SessionReply{SessionId: r.SessionId, SessionSeq: r.Seq, Rebuild: r.Rebuild, RebuildToken: token}
 	if r.Rebuild {
@@ -153,6 +166,7 @@ func (g *sessionGrain) Resume(req *grainpb.ResumeReq, ctx cluster.GrainContext) 
 	if err := g.apply(ctx, ev); err != nil {
 		return nil, err
 	}
+	g.n.opts.Fanout.BindSession(g.st.ID, req.LinkId)
 	r := g.st.Rec
 	reply := &grainpb.SessionReply{SessionId: r.SessionId, SessionSeq: r.Seq, Rebuild: true, KeepMs: g.limits().KeepMs}
 	return reply, nil
@@ -192,7 +206,7 @@ func (g *sessionGrain) Cut(req *grainpb.CutReq, ctx cluster.GrainContext) (*grai
 func (g *sessionGrain) dropHoldings() {
 	for f := range g.holding {
 		if _, err := g.n.Request(KindFile, f, "Drop", &grainpb.FileDropReq{SessionId: g.st.ID}); err != nil {
-			g.log.Warn("drop p2sp holding", "file_id", f, "err", err)
+			g.logger().Warn("drop p2sp holding", "file_id", f, "err", err)
 		}
 	}
 	clear(g.holding)
@@ -201,6 +215,7 @@ func (g *sessionGrain) dropHoldings() {
 // Hold records a P2SP holding of the session's current link and forwards
 // it to the file grain.
 func (g *sessionGrain) Hold(req *grainpb.HoldReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
+	g.idle.touch()
 	if g.err != nil {
 		return nil, grainError(pb.CodeStorage, "session unavailable: %v", g.err)
 	}
@@ -228,6 +243,7 @@ func (g *sessionGrain) Hold(req *grainpb.HoldReq, ctx cluster.GrainContext) (*gr
 // Signal writes a relayed P2SP signal to the session's link. Signals are
 // online only: without a link the sender is told peer_offline.
 func (g *sessionGrain) Signal(req *grainpb.SignalReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
+	g.idle.touch()
 	if g.st.Rec == nil || g.st.Rec.Ended || g.st.Link == 0 {
 		return nil, grainError(pb.CodePeerOffline, "session %s is not online", g.st.ID)
 	}
@@ -250,11 +266,11 @@ func (g *sessionGrain) CallBind(req *grainpb.CallBindReq, ctx cluster.GrainConte
 // reportLink tells a call grain that this session lost or regained its
 // link (outside the mailbox; the generation orders the reports).
 func (g *sessionGrain) reportLink(callID string, linked bool, gen uint64) {
-	n, sid, log := g.n, g.st.ID, g.log
+	n, sid, log := g.n, g.st.ID, g.n.log
 	n.spawn(func() {
 		req := &grainpb.CallLinkReq{SessionId: sid, Linked: linked, LinkGen: gen}
 		if _, err := grainpb.GetCallGrainClient(n.Cluster, callID).Link(req, n.callOpts()...); err != nil && !n.Stopping() {
-			log.Warn("report link to call", "call_id", callID, "err", err)
+			log.Warn("report link to call", "session_id", sid, "call_id", callID, "err", err)
 		}
 	})
 }

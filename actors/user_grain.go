@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -23,20 +24,37 @@ import (
 // maxTokens bounds the live tokens of one user; the oldest goes first.
 const maxTokens = 64
 
+// hashSlots bounds the argon2id hashes computed at once to the number of
+// CPUs. Hashing is CPU-bound: more in parallel adds no throughput, only
+// memory (ArgonMemoryKiB per hash, 19 MiB by default), so a burst of
+// logins would otherwise hold a hash's memory per login in progress.
+var hashSlots = make(chan struct{}, 4*runtime.GOMAXPROCS(0))
+
+// hashPassword is the argon2id hash of a password (one lane, 32 bytes).
+func hashPassword(password, salt []byte, time, memoryKiB uint32) []byte {
+	hashSlots <- struct{}{}
+	defer func() { <-hashSlots }()
+	return argon2.IDKey(password, salt, time, memoryKiB, 1, 32)
+}
+
 // userGrain owns an account: credentials, tokens, devices and the list of
 // conversations the user belongs to.
 type userGrain struct {
-	n   *Node
-	id  string
-	log *slog.Logger
-	rec *grainpb.UserRecord // nil: no such user
-	err error
+	n    *Node
+	id   string
+	rec  *grainpb.UserRecord // nil: no such user
+	err  error
+	idle idler
 }
+
+// logger is made when needed: a logger per online user costs more memory
+// than the rare log line costs time.
+func (g *userGrain) logger() *slog.Logger { return g.n.log.With("user_id", g.id) }
 
 func (g *userGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.id = ctx.Identity()
-	g.log = g.n.log.With("user_id", g.id)
+	g.idle.start(ctx, g.n.idle)
 	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindUser, g.id, nil))
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
@@ -51,12 +69,12 @@ func (g *userGrain) Init(ctx cluster.GrainContext) {
 		g.rec = rec
 	}
 	if g.err != nil {
-		g.log.Error("load user", "err", g.err)
+		g.logger().Error("load user", "err", g.err)
 	}
 }
 
 func (g *userGrain) Terminate(ctx cluster.GrainContext)      {}
-func (g *userGrain) ReceiveDefault(ctx cluster.GrainContext) {}
+func (g *userGrain) ReceiveDefault(ctx cluster.GrainContext) { g.idle.receive(ctx, false) }
 
 func (g *userGrain) save(rec *grainpb.UserRecord) error {
 	b := g.n.opts.Store.NewBatch(persistence.KindUser, g.id)
@@ -96,7 +114,9 @@ func activityOnly(rec *grainpb.UserRecord, req *grainpb.AttachReq) bool {
 	return false
 }
 
+// ready is called first by every request but Create.
 func (g *userGrain) ready() error {
+	g.idle.touch()
 	if g.err != nil {
 		return grainError(pb.CodeStorage, "user unavailable: %v", g.err)
 	}
@@ -107,6 +127,7 @@ func (g *userGrain) ready() error {
 }
 
 func (g *userGrain) Create(req *grainpb.CreateUserReq, ctx cluster.GrainContext) (*grainpb.UserReply, error) {
+	g.idle.touch()
 	if g.err != nil {
 		return nil, grainError(pb.CodeStorage, "user unavailable: %v", g.err)
 	}
@@ -122,7 +143,7 @@ func (g *userGrain) Create(req *grainpb.CreateUserReq, ctx cluster.GrainContext)
 	rec := &grainpb.UserRecord{
 		UserId: g.id, Username: req.Username, DisplayName: req.DisplayName,
 		PasswordSalt: salt, ArgonTime: o.ArgonTime, ArgonMemoryKib: o.ArgonMemoryKiB,
-		PasswordHash: argon2.IDKey([]byte(req.Password), salt, o.ArgonTime, o.ArgonMemoryKiB, 1, 32),
+		PasswordHash: hashPassword([]byte(req.Password), salt, o.ArgonTime, o.ArgonMemoryKiB),
 		CreateOp:     req.OpId,
 	}
 	if err := g.save(rec); err != nil {
@@ -143,7 +164,7 @@ func (g *userGrain) Login(req *grainpb.LoginReq, ctx cluster.GrainContext) (*gra
 		return nil, err
 	}
 	r := g.rec
-	hash := argon2.IDKey([]byte(req.Password), r.PasswordSalt, r.ArgonTime, r.ArgonMemoryKib, 1, 32)
+	hash := hashPassword([]byte(req.Password), r.PasswordSalt, r.ArgonTime, r.ArgonMemoryKib)
 	if subtle.ConstantTimeCompare(hash, r.PasswordHash) != 1 {
 		return nil, grainError(pb.CodeBadCredentials, "wrong username or password")
 	}
@@ -275,12 +296,13 @@ func (g *userGrain) Notify(req *grainpb.PushReq, ctx cluster.GrainContext) (*gra
 	return &grainpb.Ok{}, nil
 }
 
-// push hands a session event to a session grain, outside the mailbox.
+// push hands a session event to a session grain, outside the mailbox (on
+// the node's notifier).
 func (g *userGrain) push(sessionID string, req *grainpb.PushReq) {
-	n, log := g.n, g.log
-	n.spawn(func() {
+	n, id := g.n, g.id
+	n.notify.do(func() {
 		if _, err := grainpb.GetSessionGrainClient(n.Cluster, sessionID).Push(req, n.callOpts()...); err != nil {
-			log.Warn("push session event", "session_id", sessionID, "err", err)
+			n.log.Warn("push session event", "user_id", id, "session_id", sessionID, "err", err)
 		}
 	})
 }
@@ -358,15 +380,17 @@ func (g *userGrain) Conversations(req *grainpb.ListReq, ctx cluster.GrainContext
 
 // usernameGrain is the unique index of usernames: one grain per username.
 type usernameGrain struct {
-	n   *Node
-	id  string
-	rec *grainpb.UsernameRecord
-	err error
+	n    *Node
+	id   string
+	rec  *grainpb.UsernameRecord
+	err  error
+	idle idler
 }
 
 func (g *usernameGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.id = ctx.Identity()
+	g.idle.start(ctx, g.n.idle)
 	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindUsername, g.id, nil))
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
@@ -381,13 +405,14 @@ func (g *usernameGrain) Init(ctx cluster.GrainContext) {
 }
 
 func (g *usernameGrain) Terminate(ctx cluster.GrainContext)      {}
-func (g *usernameGrain) ReceiveDefault(ctx cluster.GrainContext) {}
+func (g *usernameGrain) ReceiveDefault(ctx cluster.GrainContext) { g.idle.receive(ctx, false) }
 
 // Claim binds the username to a user id if it is free. The user id of a
 // username is derived from it, so a claim is idempotent and a crash between
 // claim and account creation leaves nothing half-made: the user record
 // decides who registered (see Register).
 func (g *usernameGrain) Claim(req *grainpb.ClaimReq, ctx cluster.GrainContext) (*grainpb.ClaimReply, error) {
+	g.idle.touch()
 	if g.err != nil {
 		return nil, grainError(pb.CodeStorage, "username index unavailable: %v", g.err)
 	}
@@ -405,6 +430,7 @@ func (g *usernameGrain) Claim(req *grainpb.ClaimReq, ctx cluster.GrainContext) (
 }
 
 func (g *usernameGrain) Lookup(req *grainpb.LookupReq, ctx cluster.GrainContext) (*grainpb.ClaimReply, error) {
+	g.idle.touch()
 	if g.err != nil {
 		return nil, grainError(pb.CodeStorage, "username index unavailable: %v", g.err)
 	}

@@ -85,8 +85,9 @@ func (l *link) login(id string, r *pb.Login) {
 // bind records the authenticated identity on the link.
 func (l *link) bind(uid string, dev *pb.Device, info *pb.SessionInfo, token string) {
 	l.mu.Lock()
-	l.authed, l.userID, l.deviceID, l.sessionID, l.token = true, uid, dev.Id, info.SessionId, token
+	l.userID, l.deviceID, l.sessionID, l.token = uid, dev.Id, info.SessionId, token
 	l.mu.Unlock()
+	l.authed.Store(true)
 }
 
 // replyAndAttach queues the reply, then subscribes the link. Anything
@@ -107,7 +108,6 @@ func (l *link) replyAndAttach(id string, body proto.Message, info *pb.SessionInf
 	l.mu.Lock()
 	l.user = u
 	l.mu.Unlock()
-	l.authTimer.Stop()
 	if len(states) > 0 {
 		go l.replay(states)
 	}

@@ -10,11 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-func (l *link) authedFlag() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.authed
-}
+func (l *link) authedFlag() bool { return l.authed.Load() }
 
 func (l *link) sessionIDLocked() string {
 	l.mu.Lock()

@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"time"
-
 	"github.com/lxzan/gws"
 	pb "github.com/parley-chat/parley/gateway/protocol"
 )
@@ -11,20 +9,13 @@ import (
 type handler struct{ s *Server }
 
 func linkOf(c *gws.Conn) *link {
-	v, _ := c.Session().Load("link")
-	l, _ := v.(*link)
+	l, _ := c.Session().(*link)
 	return l
 }
 
-func (h *handler) OnOpen(c *gws.Conn) {
-	l := linkOf(c)
-	l.idle = time.AfterFunc(h.s.opts.IdleTimeout, func() { l.close(pb.CloseIdleTimeout, "idle timeout") })
-	l.authTimer = time.AfterFunc(h.s.opts.AuthTimeout, func() {
-		if !l.authedFlag() {
-			l.close(pb.CloseAuthTimeout, "not authenticated in time")
-		}
-	})
-}
+// OnOpen does nothing: the link's deadlines start when it is created
+// (serveWS) and are enforced by the server's sweeper.
+func (h *handler) OnOpen(c *gws.Conn) {}
 
 func (h *handler) OnClose(c *gws.Conn, err error) {
 	l := linkOf(c)
@@ -34,8 +25,6 @@ func (h *handler) OnClose(c *gws.Conn, err error) {
 	l.mu.Lock()
 	l.closed = true
 	l.mu.Unlock()
-	l.authTimer.Stop()
-	l.idle.Stop()
 	h.s.hub.removeLink(l)
 	h.s.metrics.connections.Dec()
 	l.leaveChannels()
@@ -50,7 +39,7 @@ func (h *handler) OnClose(c *gws.Conn, err error) {
 }
 
 func (h *handler) OnPing(c *gws.Conn, payload []byte) {
-	linkOf(c).idle.Reset(h.s.opts.IdleTimeout)
+	linkOf(c).active.Store(monoNow())
 	_ = c.WritePong(payload)
 }
 
@@ -59,7 +48,7 @@ func (h *handler) OnPong(c *gws.Conn, payload []byte) {}
 func (h *handler) OnMessage(c *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
 	l := linkOf(c)
-	l.idle.Reset(h.s.opts.IdleTimeout)
+	l.active.Store(monoNow())
 	if msg.Opcode != gws.OpcodeText {
 		l.replyErr("", pb.CodeBadFrame, "frames must be text (JSON)")
 		return

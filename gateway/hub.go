@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -13,6 +14,9 @@ type Hub struct {
 	links map[uint64]*link
 	users map[string]*hubUser
 	convs map[string]map[*hubUser]struct{}
+	// sessions maps a session to the open link that carries it, from the
+	// session grain's Open or Resume (BindSession) to the link's close.
+	sessions map[string]*link
 
 	// Published counts frames written to link queues (deliveries).
 	Published atomic.Int64
@@ -21,13 +25,15 @@ type Hub struct {
 type hubUser struct {
 	id    string
 	links []*link
-	convs map[string]struct{}
+	// convs lists the conversations u is in h.convs of (a slice, not a
+	// set: a map per online user costs more; h.convs answers membership).
+	convs []string
 	rate  tokenBucket
 }
 
 // NewHub returns an empty hub.
 func NewHub() *Hub {
-	return &Hub{links: map[uint64]*link{}, users: map[string]*hubUser{}, convs: map[string]map[*hubUser]struct{}{}}
+	return &Hub{links: map[uint64]*link{}, users: map[string]*hubUser{}, convs: map[string]map[*hubUser]struct{}{}, sessions: map[string]*link{}}
 }
 
 func (h *Hub) addLink(l *link) {
@@ -43,7 +49,7 @@ func (h *Hub) attach(l *link, user string, convs []string, rate, burst float64) 
 	defer h.mu.Unlock()
 	u := h.users[user]
 	if u == nil {
-		u = &hubUser{id: user, convs: map[string]struct{}{}}
+		u = &hubUser{id: user}
 		u.rate.init(rate, burst)
 		h.users[user] = u
 	}
@@ -59,6 +65,7 @@ func (h *Hub) removeLink(l *link) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.links, l.id)
+	h.unbindLocked(l)
 	u := l.user
 	if u == nil {
 		return
@@ -72,7 +79,7 @@ func (h *Hub) removeLink(l *link) {
 	if len(u.links) > 0 {
 		return
 	}
-	for c := range u.convs {
+	for _, c := range u.convs {
 		if set := h.convs[c]; set != nil {
 			delete(set, u)
 			if len(set) == 0 {
@@ -89,8 +96,10 @@ func (h *Hub) joinLocked(conv string, u *hubUser) {
 		set = map[*hubUser]struct{}{}
 		h.convs[conv] = set
 	}
-	set[u] = struct{}{}
-	u.convs[conv] = struct{}{}
+	if _, in := set[u]; !in {
+		set[u] = struct{}{}
+		u.convs = append(u.convs, conv)
+	}
 }
 
 // Join subscribes the user's local links (if any) to conv.
@@ -106,7 +115,9 @@ func (h *Hub) Join(conv, user string) {
 func (h *Hub) Leave(conv, user string) {
 	h.mu.Lock()
 	if u := h.users[user]; u != nil {
-		delete(u.convs, conv)
+		if i := slices.Index(u.convs, conv); i >= 0 {
+			u.convs = slices.Delete(u.convs, i, i+1)
+		}
 		if set := h.convs[conv]; set != nil {
 			delete(set, u)
 			if len(set) == 0 {
@@ -149,6 +160,35 @@ func (h *Hub) CloseLink(id uint64, code uint16, reason string) {
 	if l != nil {
 		l.close(code, reason)
 	}
+}
+
+// BindSession records that the open link carries session.
+func (h *Hub) BindSession(session string, link uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l := h.links[link]
+	if l == nil {
+		return // closed meanwhile
+	}
+	h.unbindLocked(l)
+	h.sessions[session], l.boundSession = l, session
+}
+
+func (h *Hub) unbindLocked(l *link) {
+	if l.boundSession != "" && h.sessions[l.boundSession] == l {
+		delete(h.sessions, l.boundSession)
+	}
+	l.boundSession = ""
+}
+
+// SessionLink returns the open link that carries session, or 0.
+func (h *Hub) SessionLink(session string) uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if l := h.sessions[session]; l != nil {
+		return l.id
+	}
+	return 0
 }
 
 // Links returns the number of open links.

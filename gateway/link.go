@@ -19,26 +19,29 @@ type link struct {
 	id   uint64
 	srv  *Server
 	conn *gws.Conn
-	nc   net.Conn
 
 	// Read-goroutine state.
 	helloDone bool
-	authed    bool
 	user      *hubUser
 	userID    string
 	deviceID  string
 	sessionID string
 	token     string
 	strikes   int
-	authTimer *time.Timer
 
+	// authed is set once the link carries a session (see bind).
+	authed   atomic.Bool
 	inflight atomic.Int32
 
-	idle *time.Timer
+	// opened and active (monoNow) drive the auth and idle deadlines,
+	// enforced by the server's sweeper (deadlines.go).
+	opened int64
+	active atomic.Int64
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// queue holds the frames waiting for the writer; an idle link keeps
+	// no array (drain drops it when it finds the queue empty).
 	queue   net.Buffers
-	spare   net.Buffers
 	queued  int
 	writing bool
 	closed  bool
@@ -53,6 +56,10 @@ type link struct {
 	// channels this link joined (channels.go): when the link closes, each
 	// is told, so its member becomes absent at once.
 	channels map[string]struct{}
+	// session holds gws session values (session.go); none in practice.
+	session map[string]any
+	// boundSession is the session the hub maps to this link (hub.mu).
+	boundSession string
 }
 
 // convCursor is one conversation's delivery position on a link.
@@ -125,7 +132,7 @@ func (l *link) drain() {
 		l.mu.Lock()
 		if l.closed || len(l.queue) == 0 {
 			l.srv.queuedBytes.Add(-int64(l.queued))
-			l.queue, l.queued = l.queue[:0], 0
+			l.queue, l.queued = nil, 0
 			code, reason := l.closeCode, l.closeReason
 			sendClose := code != 0 && !l.closed
 			l.closed = l.closed || sendClose
@@ -137,23 +144,34 @@ func (l *link) drain() {
 			return
 		}
 		bufs, n := l.queue, l.queued
-		l.queue, l.spare = l.spare[:0], nil
-		l.queued = 0
+		l.queue, l.queued = nil, 0
 		l.mu.Unlock()
 
 		l.srv.queuedBytes.Add(-int64(n))
 		keep := bufs[:0:len(bufs)]
-		_ = l.nc.SetWriteDeadline(time.Now().Add(l.srv.opts.WriteTimeout))
-		if _, err := bufs.WriteTo(l.nc); err != nil {
+		nc := l.conn.NetConn()
+		_ = nc.SetWriteDeadline(time.Now().Add(l.srv.opts.WriteTimeout))
+		var err error
+		if len(bufs) == 1 {
+			// One frame: a plain write (writev would make the socket keep
+			// an iovec array for the life of the link).
+			_, err = nc.Write(bufs[0])
+		} else {
+			_, err = bufs.WriteTo(nc)
+		}
+		if err != nil {
 			l.abort(pb.CloseGoingAway, "write failed")
 			l.mu.Lock()
 			l.writing = false
 			l.mu.Unlock()
 			return
 		}
-		l.mu.Lock()
 		clear(keep[:cap(keep)])
-		l.spare = keep[:0]
+		l.mu.Lock()
+		if l.queue == nil {
+			// Nothing was queued during the write: reuse the array.
+			l.queue = keep[:0]
+		}
 		l.mu.Unlock()
 	}
 }

@@ -15,13 +15,17 @@ const replayPage = 500
 func (l *link) trackCursors(cursors []*pb.Cursor, member map[string]bool) map[string]*convCursor {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.cursors == nil {
-		l.cursors = map[string]*convCursor{}
-	}
-	started := map[string]*convCursor{}
+	var started map[string]*convCursor
 	for _, c := range cursors {
 		if !member[c.ConversationId] || c.Seq < 0 || l.cursors[c.ConversationId] != nil {
 			continue // not (or no longer) a member, or named twice
+		}
+		if l.cursors == nil {
+			// Made on demand: most links give no cursor.
+			l.cursors = map[string]*convCursor{}
+		}
+		if started == nil {
+			started = map[string]*convCursor{}
 		}
 		cs := &convCursor{floor: c.Seq, replaying: true}
 		l.cursors[c.ConversationId] = cs

@@ -40,6 +40,10 @@ type Server struct {
 	queuedBytes atomic.Int64
 	// egress caps download bytes/s (FilesEgressLimit, FilesEgressFileLimit).
 	egress *egress
+
+	// The deadline sweeper (deadlines.go).
+	sweepOnce, sweepStopOnce sync.Once
+	sweepStop                chan struct{}
 }
 
 // NewServer builds a gateway for hub; Attach binds the node once it exists
@@ -58,9 +62,10 @@ func NewServer(opts Options, hub *Hub, log *slog.Logger) (*Server, error) {
 		ReadMaxPayloadSize:  opts.MaxFrameBytes,
 		WriteMaxPayloadSize: 16 << 20,
 		CheckUtf8Enabled:    true,
-		ReadBufferSize:      2048,
+		ReadBufferSize:      512,
 		WriteBufferSize:     1024,
 		Logger:              gwsLogger{s.log},
+		NewSession:          func() gws.SessionStorage { return new(link) },
 	})
 	s.metrics = newMetrics(s)
 	s.mux = http.NewServeMux()
@@ -119,9 +124,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	l := &link{id: s.nextID.Add(1), srv: s, conn: conn, nc: conn.NetConn()}
-	conn.Session().Store("link", l)
+	now := monoNow()
+	l := conn.Session().(*link) // see session.go
+	l.id, l.srv, l.conn, l.opened = s.nextID.Add(1), s, conn, now
+	l.active.Store(now)
 	s.hub.addLink(l)
+	s.startSweeper()
 	s.metrics.connections.Inc()
 	s.wg.Add(1)
 	go func() {
@@ -134,6 +142,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 // back"), waiting up to ShutdownGrace for their read loops to end.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.closing.Store(true)
+	s.stopSweeper()
 	for _, l := range s.hub.allLinks() {
 		l.close(pb.CloseGoingAway, "server shutting down")
 	}

@@ -80,9 +80,16 @@ type Cut struct {
 // Replace ends the session: a newer session of its device took over.
 type Replace struct{ Now int64 }
 
-// Activated is stepped once after the grain loaded its record: a session
-// that had a link in an earlier process lost it with that process.
-type Activated struct{ Now int64 }
+// Activated is stepped once after the grain loaded its record. Link is
+// the link of this process that carries the session, if any: the grain
+// was passivated while the session was online (idle sessions are not kept
+// in memory), and the link is still open. A session that had a link in an
+// earlier process, or whose link closed while the grain was stopped, lost
+// it (Link 0).
+type Activated struct {
+	Now  int64
+	Link uint64
+}
 
 // BindCall records (Bind) or clears the call whose participant the session
 // carries; from then on link changes are reported to that call.
@@ -153,7 +160,9 @@ func (s *State) Step(ev Event, lim Limits) Effects {
 	case Replace:
 		s.replace(&fx)
 	case Activated:
-		if s.Rec != nil && !s.Rec.Ended && s.Rec.CutAtMs == 0 {
+		if s.Rec != nil && !s.Rec.Ended && s.Rec.CutAtMs == 0 && e.Link != 0 {
+			s.Link = e.Link // still online: nothing changes
+		} else if s.Rec != nil && !s.Rec.Ended && s.Rec.CutAtMs == 0 {
 			s.Rec = s.clone()
 			s.Rec.CutAtMs = e.Now
 			s.Rec.LinkGen++

@@ -18,10 +18,12 @@ import (
 //	ack seq=S
 //	cut link=N [at=MS]
 //	replace
-//	activate [at=MS]
+//	activate [at=MS] [link=N]
 //	bind-call call=C [clear]
 //	call-state         (the bound call and the link generation)
 //	restart            (the process died: the record survives, the link not)
+//	passivate          (the grain stopped: the record survives, the link is
+//	                   known to the gateway only; activate link=N follows)
 //	state
 func TestTranscripts(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
@@ -73,7 +75,7 @@ func TestTranscripts(t *testing.T) {
 			case "replace":
 				ev = Replace{Now: now}
 			case "activate":
-				ev = Activated{Now: now}
+				ev = Activated{Now: now, Link: uint64(num("link", 0))}
 			case "bind-call":
 				ev = BindCall{Call: arg("call", ""), Bind: arg("clear", "") != "true"}
 			case "call-state":
@@ -81,7 +83,7 @@ func TestTranscripts(t *testing.T) {
 					return "no session\n"
 				}
 				return fmt.Sprintf("call=%q link_gen=%d link=%d\n", st.Rec.CallId, st.Rec.LinkGen, st.Link)
-			case "restart":
+			case "restart", "passivate":
 				st.Link = 0
 				return st.String()
 			case "state":

@@ -49,6 +49,11 @@ func TestRandomCutsDeliverExactlyOnce(t *testing.T) {
 				st.Step(Cut{Link: clientLink}, lim)
 				inflight, clientLink = nil, 0
 			case 5:
+				if rng.IntN(2) == 0 { // the idle grain stops, and a request re-activates it
+					st.Link = 0
+					send(st.Step(Activated{Link: clientLink}, lim))
+					continue
+				}
 				if rng.IntN(3) == 0 { // the process restarts
 					st.Link = 0
 					st.Step(Activated{}, lim)

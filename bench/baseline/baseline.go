@@ -9,6 +9,13 @@
 //   - send       -> the message event is broadcast to every subscriber with
 //     gws.NewBroadcaster (framed once), then "sent" is replied
 //
+// Writes are coalesced as in Parley's gateway (see coalesce.go): each
+// link's socket is wrapped so that the frames gws writes to it are queued,
+// and one writer goroutine per burst sends everything queued with one
+// system call; frames queued while a write is in progress go in the next.
+// Without it, gws's broadcaster makes one write(2) per frame per link,
+// which is not the transport's limit but a cost Parley does not pay.
+//
 // Frames are decoded and encoded with encoding/json, as a minimal server
 // would; the difference to Parley is therefore protojson, actors, the
 // synced commit and the gateway's bounded queues.
@@ -28,6 +35,9 @@ import (
 	"github.com/lxzan/gws"
 )
 
+// readBufferSize is the links' read buffer.
+const readBufferSize = 2048
+
 // Server is the baseline server.
 type Server struct {
 	upgrader *gws.Upgrader
@@ -41,7 +51,7 @@ func New() *Server {
 	s := &Server{subs: map[*gws.Conn]struct{}{}}
 	s.upgrader = gws.NewUpgrader(s, &gws.ServerOption{
 		ReadMaxPayloadSize: 64 << 10,
-		ReadBufferSize:     2048,
+		ReadBufferSize:     readBufferSize,
 	})
 	return s
 }
@@ -50,7 +60,7 @@ func New() *Server {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
-		c, err := s.upgrader.Upgrade(w, r)
+		c, err := s.upgrade(w, r)
 		if err != nil {
 			return
 		}

@@ -110,5 +110,11 @@ func (h *harness) connsRun(ctx context.Context, r, n int, regDir string, ids []s
 	if r == h.o.Runs-1 {
 		h.printServer(e, st, final)
 	}
+	if h.o.Hold > 0 {
+		h.printf("  holding the server (pid %d) and its links for %s\n", e.srv.pid(), h.o.Hold)
+		if err := e.sleep(h.o.Hold); err != nil {
+			return 0, 0, err
+		}
+	}
 	return rate, kibPerLink, nil
 }

@@ -67,10 +67,13 @@ type Options struct {
 	// per group sent while the links are cut.
 	Jitter time.Duration
 	Missed int
-	// Pprof is the address a profiling build of the server serves
-	// net/http/pprof on; the scenarios that support it save CPU profiles of
+	// Pprof is the address the Parley server serves net/http/pprof on
+	// (-pprof-addr); the scenarios that support it save CPU profiles of
 	// their measured phases (keep them with Keep).
 	Pprof string
+	// Hold keeps the conns server and its links up this long after each
+	// reading, so that a profile can be taken in the measured state.
+	Hold time.Duration
 }
 
 // Scenario defaults.
