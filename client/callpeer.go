@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/parley-chat/parley/media/ice"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -85,7 +86,7 @@ func newMediaPeer(api *webrtc.API, stream string, onCandidate func(*pb.IceCandid
 	go drainRTCP(tr.Sender())
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		if c != nil {
-			onCandidate(iceToProto(c.ToJSON()))
+			onCandidate(ice.ToProto(c.ToJSON()))
 		}
 	})
 	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
@@ -161,7 +162,7 @@ func (m *mediaPeer) candidate(c *pb.IceCandidate) error {
 	if c.Candidate == "" {
 		return nil
 	}
-	init := iceFromProto(c)
+	init := ice.FromProto(c)
 	m.mu.Lock()
 	if !m.remoteSet {
 		m.early = append(m.early, init)
@@ -215,32 +216,4 @@ func (m *mediaPeer) received() map[uint32]uint64 {
 		out[k] = v.Load()
 	}
 	return out
-}
-
-func iceToProto(c webrtc.ICECandidateInit) *pb.IceCandidate {
-	out := &pb.IceCandidate{Candidate: c.Candidate}
-	if c.SDPMid != nil {
-		out.SdpMid = *c.SDPMid
-	}
-	if c.SDPMLineIndex != nil {
-		out.SdpMLineIndex = uint32(*c.SDPMLineIndex)
-	}
-	if c.UsernameFragment != nil {
-		out.UsernameFragment = *c.UsernameFragment
-	}
-	return out
-}
-
-func iceFromProto(c *pb.IceCandidate) webrtc.ICECandidateInit {
-	idx := uint16(c.SdpMLineIndex)
-	init := webrtc.ICECandidateInit{Candidate: c.Candidate, SDPMLineIndex: &idx}
-	if c.SdpMid != "" {
-		mid := c.SdpMid
-		init.SDPMid = &mid
-	}
-	if c.UsernameFragment != "" {
-		u := c.UsernameFragment
-		init.UsernameFragment = &u
-	}
-	return init
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/parley-chat/parley/media/ice"
 	"github.com/parley-chat/parley/media/sfu"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -58,7 +59,7 @@ func newPeer(r *room, id string) (*peer, error) {
 		// Through the queue: after the offer it belongs to.
 		p.do(func() {
 			if sink := r.currentSink(); sink != nil {
-				sink.Candidate(p.id, candidateToProto(init))
+				sink.Candidate(p.id, ice.ToProto(init))
 			}
 		})
 	})
@@ -272,7 +273,7 @@ func (p *peer) signal(answer *pb.SessionDescription, cand *pb.IceCandidate) erro
 		if cand.Candidate == "" {
 			return nil // end of candidates
 		}
-		init := candidateFromProto(cand)
+		init := ice.FromProto(cand)
 		if !p.remoteSet {
 			// Before the first answer: kept until it comes.
 			if len(p.pending) >= 64 {
@@ -287,32 +288,4 @@ func (p *peer) signal(answer *pb.SessionDescription, cand *pb.IceCandidate) erro
 		return nil
 	}
 	return &Error{Code: pb.CodeInvalidArgument, Msg: "signalCall needs an answer or a candidate"}
-}
-
-func candidateToProto(c webrtc.ICECandidateInit) *pb.IceCandidate {
-	out := &pb.IceCandidate{Candidate: c.Candidate}
-	if c.SDPMid != nil {
-		out.SdpMid = *c.SDPMid
-	}
-	if c.SDPMLineIndex != nil {
-		out.SdpMLineIndex = uint32(*c.SDPMLineIndex)
-	}
-	if c.UsernameFragment != nil {
-		out.UsernameFragment = *c.UsernameFragment
-	}
-	return out
-}
-
-func candidateFromProto(c *pb.IceCandidate) webrtc.ICECandidateInit {
-	idx := uint16(c.SdpMLineIndex)
-	init := webrtc.ICECandidateInit{Candidate: c.Candidate, SDPMLineIndex: &idx}
-	if c.SdpMid != "" {
-		mid := c.SdpMid
-		init.SDPMid = &mid
-	}
-	if c.UsernameFragment != "" {
-		u := c.UsernameFragment
-		init.UsernameFragment = &u
-	}
-	return init
 }
