@@ -33,11 +33,13 @@ type P2SPOptions struct {
 	// NoHTTP fetches from peers only (tests; the download fails if no peer
 	// has every piece).
 	NoHTTP bool
-	// ServerMaxHolders: the server is asked for a piece only while at most
-	// this many connected peers hold it (default 1: pieces that no peer or
-	// only one has; the others travel between peers). ServerRarestOnly:
-	// only pieces no peer holds; ServerAnyPiece: any piece. The endgame
-	// and a download without peers use the server freely.
+	// ServerMaxHolders spares the server: when > 0, it is asked for a piece
+	// only while at most this many connected peers hold it (the others
+	// travel between peers); ServerRarestOnly: only pieces no connected
+	// peer holds. Default 0: the server is a source like any other (rarest
+	// first), so a capped server is used up to its cap and the peers carry
+	// the rest. The endgame, and a download with no peer link up after
+	// a 3 s grace, use the server freely.
 	ServerMaxHolders int
 	// MaxPeers bounds the holders fetched from at once. Default 8.
 	MaxPeers int
@@ -52,11 +54,9 @@ type P2SPOptions struct {
 	Progress func(P2SPProgress)
 }
 
-// Values of P2SPOptions.ServerMaxHolders.
-const (
-	ServerRarestOnly = -1
-	ServerAnyPiece   = -2
-)
+// ServerRarestOnly is the P2SPOptions.ServerMaxHolders that asks the
+// server only for pieces no connected peer holds.
+const ServerRarestOnly = -1
 
 // SourceProgress is what one source (the server, or a peer) delivered.
 type SourceProgress struct {
@@ -192,12 +192,11 @@ func (c *Client) DownloadP2SP(ctx context.Context, fileID, path string, o P2SPOp
 	if o.Refresh <= 0 {
 		o.Refresh = time.Second
 	}
-	switch o.ServerMaxHolders {
-	case 0:
-		o.ServerMaxHolders = 1
-	case ServerRarestOnly:
+	// Internally maxAvail: -1 no restriction, else the holder bound.
+	switch {
+	case o.ServerMaxHolders == ServerRarestOnly:
 		o.ServerMaxHolders = 0
-	case ServerAnyPiece:
+	case o.ServerMaxHolders <= 0:
 		o.ServerMaxHolders = -1
 	}
 	cached := c.cachePath(fileID)

@@ -50,8 +50,8 @@ func TestP2SPBench(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("PARLEY_P2SP_MIB")); err == nil && v > 0 {
 		size = v << 20
 	}
-	// PARLEY_P2SP_SERVER_MAX sets P2SPOptions.ServerMaxHolders (default 1;
-	// -1 rarest only, -2 any piece).
+	// PARLEY_P2SP_SERVER_MAX sets P2SPOptions.ServerMaxHolders (default 0:
+	// any piece; N: pieces at most N peers hold; -1: rarest only).
 	serverMax, _ := strconv.Atoi(os.Getenv("PARLEY_P2SP_SERVER_MAX"))
 	only := os.Getenv("PARLEY_P2SP_ONLY") // "capped": skip the uncapped runs
 	data := randomData(t, size)

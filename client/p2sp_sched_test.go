@@ -20,7 +20,7 @@ func TestP2SPScheduler(t *testing.T) {
 	s := newSched(8)
 	a := peerSource("a", 0, 1, 2, 3, 4, 5, 6, 7)
 	b := peerSource("b", 0, 1, 2, 3)
-	srv := &source{name: "server", all: true, maxAvail: 1}
+	srv := &source{name: "server", all: true, maxAvail: 1} // ServerMaxHolders 1
 	s.addAvail(a)
 	s.addAvail(b)
 	s.peerUp(a, nil)

@@ -424,7 +424,7 @@ func parseGrant(token string) (grantInfo, error) {
 		return grantInfo{}, errors.New("parley: malformed grant")
 	}
 	f := strings.Split(string(p), "|")
-	if len(f) != 6 {
+	if len(f) != 7 {
 		return grantInfo{}, errors.New("parley: malformed grant")
 	}
 	exp, err := strconv.ParseInt(f[5], 10, 64)
