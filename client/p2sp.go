@@ -33,13 +33,18 @@ type P2SPOptions struct {
 	// NoHTTP fetches from peers only (tests; the download fails if no peer
 	// has every piece).
 	NoHTTP bool
-	// ServerMaxHolders spares the server: when > 0, it is asked for a piece
-	// only while at most this many connected peers hold it (the others
-	// travel between peers); ServerRarestOnly: only pieces no connected
-	// peer holds. Default 0: the server is a source like any other (rarest
-	// first), so a capped server is used up to its cap and the peers carry
-	// the rest. The endgame, and a download with no peer link up after
-	// a 3 s grace, use the server freely.
+	// ServerShare and ServerMaxHolders spare the server. While the server
+	// has delivered more than ServerShare of this download's pieces (plus
+	// two), it is asked only for pieces that at most ServerMaxHolders
+	// connected peers hold; below that share it serves any piece, rarest
+	// first, like the peers. So a fast swarm leaves the server's capacity
+	// to new pieces, and a slow one cannot push most of the bytes onto the
+	// server. Defaults: 0.3 and 1; ServerShare < 0 means 0 (always
+	// restricted), ServerShare >= 1 never restricts; ServerRarestOnly as
+	// ServerMaxHolders: pieces no connected peer holds. The endgame, and a
+	// download with no peer link up after a 3 s grace, use the server
+	// freely.
+	ServerShare float64
 	ServerMaxHolders int
 	// MaxPeers bounds the holders fetched from at once. Default 8.
 	MaxPeers int
@@ -192,12 +197,17 @@ func (c *Client) DownloadP2SP(ctx context.Context, fileID, path string, o P2SPOp
 	if o.Refresh <= 0 {
 		o.Refresh = time.Second
 	}
-	// Internally maxAvail: -1 no restriction, else the holder bound.
 	switch {
 	case o.ServerMaxHolders == ServerRarestOnly:
 		o.ServerMaxHolders = 0
 	case o.ServerMaxHolders <= 0:
-		o.ServerMaxHolders = -1
+		o.ServerMaxHolders = 1
+	}
+	switch {
+	case o.ServerShare == 0:
+		o.ServerShare = 0.3
+	case o.ServerShare < 0:
+		o.ServerShare = 0
 	}
 	cached := c.cachePath(fileID)
 	if path == "" && cached == "" {
@@ -340,6 +350,7 @@ func (c *Client) newDownload(info *pb.FileInfo, target string, o P2SPOptions) (*
 	}
 	d.f = f
 	d.s = newSched(n)
+	d.s.serverShare = o.ServerShare
 	// A .part left by an interrupted run: keep the pieces that verify.
 	if st, err := f.Stat(); err == nil && st.Size() == info.Size && n > 0 {
 		buf := make([]byte, info.PieceSize)
@@ -1086,6 +1097,10 @@ type sched struct {
 	// (peer links take a moment to come up).
 	activePeers int
 	graceUntil  time.Time
+	// Pieces verified from the server and from peers, and the share of
+	// the server below which it serves any piece (P2SPOptions.ServerShare).
+	srvDone, peerDone int
+	serverShare       float64
 }
 
 // peerGrace is how long a download waits for its first peer link before
@@ -1228,7 +1243,8 @@ func removeSource(l []*source, src *source) []*source {
 // pickLocked chooses a piece for src, or -1.
 func (s *sched) pickLocked(src *source) int {
 	best, bestAvail, ties, unassigned := -1, int(^uint(0)>>1), 0, 0
-	restricted := !src.peer && src.maxAvail >= 0 && (s.activePeers > 0 || time.Now().Before(s.graceUntil))
+	restricted := !src.peer && src.maxAvail >= 0 && (s.activePeers > 0 || time.Now().Before(s.graceUntil)) &&
+		float64(s.srvDone) >= s.serverShare*float64(s.srvDone+s.peerDone)+2
 	for i := 0; i < s.n; i++ {
 		if s.done[i] || len(s.inflight[i]) > 0 {
 			continue
@@ -1354,6 +1370,11 @@ func (s *sched) complete(i int, src *source) []*source {
 	others := removeSource(s.inflight[i], src)
 	s.inflight[i] = nil
 	s.remaining--
+	if src.peer {
+		s.peerDone++
+	} else {
+		s.srvDone++
+	}
 	if s.remaining == 0 {
 		close(s.allDone)
 	}

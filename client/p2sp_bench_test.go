@@ -50,9 +50,10 @@ func TestP2SPBench(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("PARLEY_P2SP_MIB")); err == nil && v > 0 {
 		size = v << 20
 	}
-	// PARLEY_P2SP_SERVER_MAX sets P2SPOptions.ServerMaxHolders (default 0:
-	// any piece; N: pieces at most N peers hold; -1: rarest only).
+	// PARLEY_P2SP_SERVER_MAX and PARLEY_P2SP_SERVER_SHARE set
+	// P2SPOptions.ServerMaxHolders and ServerShare.
 	serverMax, _ := strconv.Atoi(os.Getenv("PARLEY_P2SP_SERVER_MAX"))
+	serverShare, _ := strconv.ParseFloat(os.Getenv("PARLEY_P2SP_SERVER_SHARE"), 64)
 	only := os.Getenv("PARLEY_P2SP_ONLY") // "capped": skip the uncapped runs
 	data := randomData(t, size)
 	type result struct {
@@ -78,7 +79,7 @@ func TestP2SPBench(t *testing.T) {
 			wg.Add(1)
 			go func(u *client.Client) {
 				defer wg.Done()
-				r, err := u.DownloadP2SP(ctx, fileID, filepath.Join(t.TempDir(), "o"), client.P2SPOptions{ServerMaxHolders: serverMax})
+				r, err := u.DownloadP2SP(ctx, fileID, filepath.Join(t.TempDir(), "o"), client.P2SPOptions{ServerMaxHolders: serverMax, ServerShare: serverShare})
 				if err != nil {
 					t.Error(err)
 					return

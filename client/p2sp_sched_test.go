@@ -21,6 +21,7 @@ func TestP2SPScheduler(t *testing.T) {
 	a := peerSource("a", 0, 1, 2, 3, 4, 5, 6, 7)
 	b := peerSource("b", 0, 1, 2, 3)
 	srv := &source{name: "server", all: true, maxAvail: 1} // ServerMaxHolders 1
+	s.srvDone = 2                                          // over its share (0)
 	s.addAvail(a)
 	s.addAvail(b)
 	s.peerUp(a, nil)
@@ -88,11 +89,34 @@ func TestP2SPSchedulerGrace(t *testing.T) {
 	pending := peerSource("p", 0, 1, 2, 3)
 	s.addAvail(pending)
 	srv := &source{name: "server", all: true, maxAvail: 0}
+	s.srvDone = 2
 	if _, ok := s.tryNext(srv); ok {
 		t.Fatal("the server got a piece a connecting peer holds, within the grace")
 	}
 	s.graceUntil = time.Now().Add(-time.Millisecond)
 	if _, ok := s.tryNext(srv); !ok {
 		t.Fatal("after the grace, the server got nothing")
+	}
+}
+
+// Below its share the server serves any piece; above it, rare ones only.
+func TestP2SPSchedulerServerShare(t *testing.T) {
+	s := newSched(8)
+	s.serverShare = 0.3
+	a := peerSource("a", 0, 1, 2, 3, 4, 5, 6, 7)
+	b := peerSource("b", 0, 1, 2, 3, 4, 5, 6, 7)
+	s.peerUp(a, nil)
+	s.peerUp(b, nil)
+	srv := &source{name: "server", all: true, maxAvail: 1}
+	if _, ok := s.tryNext(srv); !ok {
+		t.Fatal("the server got nothing while under its share")
+	}
+	s.srvDone, s.peerDone = 5, 5 // 50% > 30% + 2 pieces
+	if i, ok := s.tryNext(srv); ok {
+		t.Fatalf("the server got piece %d (held by 2 peers) over its share", i)
+	}
+	s.peerDone = 20
+	if _, ok := s.tryNext(srv); !ok {
+		t.Fatal("the server got nothing back under its share")
 	}
 }

@@ -138,10 +138,11 @@ func waitStats(t *testing.T, srv *gatewaytest.Server, fileID string, cond func(*
 // race detector, where pion is several times slower) gets a cap scaled
 // down with it, so the server alone would need as long as at full size.
 // Under the race detector peer links are so slow (and this machine so
-// shared) that the server, a source like any other by default, would
-// deliver most pieces; there the downloaders ask the server only for
-// pieces no peer holds (ServerRarestOnly), which the share assertion then
-// checks. PARLEY_P2SP_SERVER_MAX sets ServerMaxHolders for experiments.
+// shared) that even the server's rare pieces would be most of the bytes;
+// there the downloaders ask the server only for pieces no peer holds
+// (ServerRarestOnly), which the share assertion then checks.
+// PARLEY_P2SP_SERVER_MAX and PARLEY_P2SP_SERVER_SHARE set ServerMaxHolders
+// and ServerShare for experiments.
 func TestP2SPSwarmCappedServer(t *testing.T) {
 	size := testFileSize()
 	capBytes := int64(20_000_000) * int64(size) / (32 << 20)
@@ -161,6 +162,7 @@ func TestP2SPSwarmCappedServer(t *testing.T) {
 	errs := make([]error, len(users))
 	opts := client.P2SPOptions{NoHTTP: os.Getenv("PARLEY_P2SP_NOHTTP") != ""}
 	opts.ServerMaxHolders, _ = strconv.Atoi(os.Getenv("PARLEY_P2SP_SERVER_MAX"))
+	opts.ServerShare, _ = strconv.ParseFloat(os.Getenv("PARLEY_P2SP_SERVER_SHARE"), 64)
 	if raceEnabled {
 		opts.ServerMaxHolders = client.ServerRarestOnly
 	}
