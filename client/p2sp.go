@@ -351,10 +351,11 @@ func (c *Client) newDownload(info *pb.FileInfo, target string, o P2SPOptions) (*
 	d.f = f
 	d.s = newSched(n)
 	d.s.serverShare = o.ServerShare
-	// A .part left by an interrupted run: keep the pieces that verify.
-	if st, err := f.Stat(); err == nil && st.Size() == info.Size && n > 0 {
+	// A .part left by an interrupted run (of this or of the sequential
+	// DownloadFile): keep the pieces that are there and verify.
+	if st, err := f.Stat(); err == nil && st.Size() > 0 && st.Size() <= info.Size && n > 0 {
 		buf := make([]byte, info.PieceSize)
-		for i := 0; i < n; i++ {
+		for i := 0; i < n && int64(i)*info.PieceSize+int64(d.pieceLen(i)) <= st.Size(); i++ {
 			b := buf[:d.pieceLen(i)]
 			if _, err := f.ReadAt(b, int64(i)*info.PieceSize); err == nil && d.verify(i, b) {
 				d.s.done[i] = true

@@ -548,3 +548,32 @@ func TestP2SPStalledPeerLosesPieces(t *testing.T) {
 	}
 	t.Logf("done in %v: %+v", time.Since(start), r.Sources)
 }
+
+// An interrupted download resumes: the verified pieces of the .part file
+// are kept (here: the first half, as a cut sequential download leaves it).
+func TestP2SPResumesPartFile(t *testing.T) {
+	srv := gatewaytest.Start(t, gatewaytest.Options{})
+	data := randomData(t, 2<<20+100)
+	users := []*client.Client{p2spUser(t, srv, "owner", false), p2spUser(t, srv, "bob", false)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	g, err := users[0].CreateGroup(ctx, "g", users[1].UserID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := users[0].Upload(ctx, bytes.NewReader(data), int64(len(data)), client.UploadOptions{Conversation: g.Id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "f.bin")
+	if err := os.WriteFile(path+".part", data[:1<<20+5], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := users[1].DownloadP2SP(ctx, up.FileID, path, client.P2SPOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fileSHA(t, r.Path) != up.FileID || r.ServerBytes != int64(len(data))-1<<20 {
+		t.Fatalf("resumed download: %d bytes from the server, want %d", r.ServerBytes, len(data)-1<<20)
+	}
+}
