@@ -905,12 +905,16 @@ func (d *download) peerWorker(src *source) {
 	var (
 		cur    = -1 // the piece being received
 		buf    []byte
-		strike = func() bool {
+		// A peer is dropped after 3 late pieces in a row with no piece
+		// delivered for peerStall: slow peers keep serving (and lose
+		// each late piece), dead ones go.
+		lastGood = time.Now()
+		strike   = func() bool {
 			src.mu.Lock()
 			src.strikes++
 			s := src.strikes
 			src.mu.Unlock()
-			return s >= 3
+			return s >= 3 && time.Since(lastGood) > peerStall
 		}
 	)
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -1043,6 +1047,7 @@ func (d *download) peerWorker(src *source) {
 				delete(src.sent, i)
 				src.mu.Unlock()
 				if d.deliver(src, i, b) {
+					lastGood = time.Now()
 					src.observe(time.Since(t0))
 					d.s.observeTime(time.Since(t0))
 					continue
@@ -1086,6 +1091,7 @@ type sched struct {
 	n         int
 	done      []bool
 	inflight  [][]*source
+	started   []time.Time // when a piece's first copy in flight was asked for
 	avail     []int
 	excluded  map[int]map[*source]bool
 	remaining int
@@ -1108,11 +1114,15 @@ type sched struct {
 // the server serves any piece.
 const peerGrace = 3 * time.Second
 
+// peerStall: a peer whose requests keep missing their deadlines is
+// dropped once it has delivered nothing for this long.
+const peerStall = 20 * time.Second
+
 // endgameCopies bounds the sources fetching one piece in the endgame.
 const endgameCopies = 2
 
 func newSched(n int) *sched {
-	s := &sched{n: n, done: make([]bool, n), inflight: make([][]*source, n), avail: make([]int, n),
+	s := &sched{n: n, done: make([]bool, n), inflight: make([][]*source, n), avail: make([]int, n), started: make([]time.Time, n),
 		excluded: map[int]map[*source]bool{}, remaining: n, allDone: make(chan struct{}), wake: make(chan struct{}),
 		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), graceUntil: time.Now().Add(peerGrace)}
 	if n == 0 {
@@ -1268,11 +1278,13 @@ func (s *sched) pickLocked(src *source) int {
 		return best
 	}
 	// Endgame: every missing piece is in flight; duplicate the one with
-	// the fewest copies.
+	// the fewest copies, among those in flight for longer than a piece
+	// usually takes (a copy that is merely on its way is left alone).
 	bestCopies := endgameCopies
+	late := max(2*s.avgT, 250*time.Millisecond)
 	for i := 0; i < s.n; i++ {
 		c := len(s.inflight[i])
-		if s.done[i] || c == 0 || c >= bestCopies || s.excluded[i][src] || !src.has(i) {
+		if s.done[i] || c == 0 || c >= bestCopies || s.excluded[i][src] || !src.has(i) || time.Since(s.started[i]) < late {
 			continue
 		}
 		dup := false
@@ -1296,6 +1308,9 @@ func (s *sched) tryNext(src *source) (int, bool) {
 	i := s.pickLocked(src)
 	if i < 0 {
 		return 0, false
+	}
+	if len(s.inflight[i]) == 0 {
+		s.started[i] = time.Now()
 	}
 	s.inflight[i] = append(s.inflight[i], src)
 	return i, true

@@ -54,8 +54,14 @@ func TestP2SPScheduler(t *testing.T) {
 	if !ok || j != i {
 		t.Fatalf("a should take the piece b spoiled (%d): %d %v", i, j, ok)
 	}
-	// Everything is in flight: the endgame duplicates (at most 2 copies),
-	// and the server joins in.
+	// Everything is in flight: the endgame duplicates (at most 2 copies)
+	// pieces in flight for longer than usual, and the server joins in.
+	if d, ok := s.tryNext(srv); ok {
+		t.Fatalf("piece %d duplicated at once", d)
+	}
+	for k := range s.started {
+		s.started[k] = time.Now().Add(-time.Second)
+	}
 	d, ok := s.tryNext(srv)
 	if !ok {
 		t.Fatal("no endgame duplicate for the server")

@@ -140,7 +140,8 @@ func waitStats(t *testing.T, srv *gatewaytest.Server, fileID string, cond func(*
 // Under the race detector peer links are so slow (and this machine so
 // shared) that even the server's rare pieces would be most of the bytes;
 // there the downloaders ask the server only for pieces no peer holds
-// (ServerRarestOnly), which the share assertion then checks.
+// (ServerRarestOnly, ServerShare 0), which the share assertion then
+// checks.
 // PARLEY_P2SP_SERVER_MAX and PARLEY_P2SP_SERVER_SHARE set ServerMaxHolders
 // and ServerShare for experiments.
 func TestP2SPSwarmCappedServer(t *testing.T) {
@@ -164,7 +165,7 @@ func TestP2SPSwarmCappedServer(t *testing.T) {
 	opts.ServerMaxHolders, _ = strconv.Atoi(os.Getenv("PARLEY_P2SP_SERVER_MAX"))
 	opts.ServerShare, _ = strconv.ParseFloat(os.Getenv("PARLEY_P2SP_SERVER_SHARE"), 64)
 	if raceEnabled {
-		opts.ServerMaxHolders = client.ServerRarestOnly
+		opts.ServerMaxHolders, opts.ServerShare = client.ServerRarestOnly, -1
 	}
 	for i, u := range users[1:] {
 		wg.Add(1)
