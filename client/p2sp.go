@@ -44,7 +44,7 @@ type P2SPOptions struct {
 	// ServerMaxHolders: pieces no connected peer holds. The endgame, and a
 	// download with no peer link up after a 3 s grace, use the server
 	// freely.
-	ServerShare float64
+	ServerShare      float64
 	ServerMaxHolders int
 	// MaxPeers bounds the holders fetched from at once. Default 8.
 	MaxPeers int
@@ -903,8 +903,8 @@ func (d *download) peerWorker(src *source) {
 	}
 	d.s.peerUp(src, bm)
 	var (
-		cur    = -1 // the piece being received
-		buf    []byte
+		cur = -1 // the piece being received
+		buf []byte
 		// A peer is dropped after 3 late pieces in a row with no piece
 		// delivered for peerStall: slow peers keep serving (and lose
 		// each late piece), dead ones go.
