@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -33,17 +34,16 @@ type P2SPOptions struct {
 	// NoHTTP fetches from peers only (tests; the download fails if no peer
 	// has every piece).
 	NoHTTP bool
-	// ServerShare and ServerMaxHolders spare the server. While the server
-	// has delivered more than ServerShare of this download's pieces (plus
-	// two), it is asked only for pieces that at most ServerMaxHolders
-	// connected peers hold; below that share it serves any piece, rarest
-	// first, like the peers. So a fast swarm leaves the server's capacity
-	// to new pieces, and a slow one cannot push most of the bytes onto the
-	// server. Defaults: 0.3 and 1; ServerShare < 0 means 0 (always
-	// restricted), ServerShare >= 1 never restricts; ServerRarestOnly as
-	// ServerMaxHolders: pieces no connected peer holds. The endgame, and a
-	// download with no peer link up after a 3 s grace, use the server
-	// freely.
+	// ServerShare is the server's budget: the fraction of the download's
+	// pieces it is asked for while peers can serve them (default 0.3).
+	// Within the budget the server is a source like the peers (rarest
+	// first; capped, it injects pieces into the swarm at its cap from the
+	// start); beyond it, it serves only pieces that at most
+	// ServerMaxHolders connected peers hold (default 0: pieces no
+	// connected peer holds), and endgame duplicates of pieces stalled at
+	// a peer. ServerShare < 0 means 0 (ServerRarestOnly from the start),
+	// >= 1 no budget. A download with no peer link up after a 3 s grace
+	// uses the server freely.
 	ServerShare      float64
 	ServerMaxHolders int
 	// MaxPeers bounds the holders fetched from at once. Default 8.
@@ -197,11 +197,8 @@ func (c *Client) DownloadP2SP(ctx context.Context, fileID, path string, o P2SPOp
 	if o.Refresh <= 0 {
 		o.Refresh = time.Second
 	}
-	switch {
-	case o.ServerMaxHolders == ServerRarestOnly:
-		o.ServerMaxHolders = 0
-	case o.ServerMaxHolders <= 0:
-		o.ServerMaxHolders = 1
+	if o.ServerMaxHolders < 0 {
+		o.ServerMaxHolders = 0 // ServerRarestOnly
 	}
 	switch {
 	case o.ServerShare == 0:
@@ -333,6 +330,8 @@ type download struct {
 	fatal   error
 	dirty   bool // pieces arrived since the last announce
 
+	bufs sync.Pool // piece buffers
+
 	serverBytes, peerBytes atomic.Int64
 	lastProgress           time.Time
 	lastLive               time.Time // guarded by mu
@@ -350,7 +349,6 @@ func (c *Client) newDownload(info *pb.FileInfo, target string, o P2SPOptions) (*
 	}
 	d.f = f
 	d.s = newSched(n)
-	d.s.serverShare = o.ServerShare
 	// A .part left by an interrupted run (of this or of the sequential
 	// DownloadFile): keep the pieces that are there and verify.
 	if st, err := f.Stat(); err == nil && st.Size() > 0 && st.Size() <= info.Size && n > 0 {
@@ -363,6 +361,8 @@ func (c *Client) newDownload(info *pb.FileInfo, target string, o P2SPOptions) (*
 			}
 		}
 	}
+	// The server's budget, in pieces still to fetch.
+	d.s.srvBudget = int(math.Ceil(min(o.ServerShare, 1) * float64(d.s.remaining)))
 	if err := f.Truncate(info.Size); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("parley: download: %w", err)
@@ -630,8 +630,8 @@ type source struct {
 	session string
 	holder  *pb.P2SpHolder
 	link    *peerLink
-	// maxAvail >= 0: take only pieces that at most this many connected
-	// peers hold (outside the endgame).
+	// maxAvail (the server): beyond its budget, take only pieces that at
+	// most this many connected peers hold (P2SPOptions.ServerMaxHolders).
 	maxAvail int
 	// counted: its pieces are in the availability (guarded by sched.mu);
 	// up: its link is up.
@@ -771,6 +771,22 @@ func (d *download) httpWorker(src *source) {
 		src.observe(time.Since(t0))
 		d.s.observeTime(time.Since(t0))
 		d.deliver(src, i, b)
+		d.putBuf(b)
+	}
+}
+
+// getBuf returns a piece buffer (PieceSize bytes); putBuf recycles one
+// that deliver is done with (it keeps no reference).
+func (d *download) getBuf() []byte {
+	if b, ok := d.bufs.Get().([]byte); ok {
+		return b
+	}
+	return make([]byte, d.info.PieceSize)
+}
+
+func (d *download) putBuf(b []byte) {
+	if int64(cap(b)) == d.info.PieceSize {
+		d.bufs.Put(b[:cap(b)]) //nolint:staticcheck // a slice header per piece is fine
 	}
 }
 
@@ -789,8 +805,9 @@ func (d *download) httpPiece(ctx context.Context, i int) ([]byte, error) {
 	if res.StatusCode != http.StatusPartialContent && !(res.StatusCode == http.StatusOK && off == 0 && int64(n) == d.info.Size) {
 		return nil, httpError(res)
 	}
-	b := make([]byte, n)
+	b := d.getBuf()[:n]
 	if _, err := io.ReadFull(res.Body, b); err != nil {
+		d.putBuf(b)
 		return nil, err
 	}
 	return b, nil
@@ -1028,7 +1045,8 @@ func (d *download) peerWorker(src *source) {
 					if m.Offset != 0 {
 						continue
 					}
-					cur, buf = m.Piece, make([]byte, 0, d.pieceLen(m.Piece))
+					d.putBuf(buf)
+					cur, buf = m.Piece, d.getBuf()[:0]
 				}
 				if m.Offset != len(buf) || len(buf)+len(m.Data) > d.pieceLen(m.Piece) {
 					// Out of order or too long on an ordered channel: broken.
@@ -1046,7 +1064,9 @@ func (d *download) peerWorker(src *source) {
 				src.mu.Lock()
 				delete(src.sent, i)
 				src.mu.Unlock()
-				if d.deliver(src, i, b) {
+				good := d.deliver(src, i, b)
+				d.putBuf(b)
+				if good {
 					lastGood = time.Now()
 					src.observe(time.Since(t0))
 					d.s.observeTime(time.Since(t0))
@@ -1104,10 +1124,10 @@ type sched struct {
 	// (peer links take a moment to come up).
 	activePeers int
 	graceUntil  time.Time
-	// Pieces verified from the server and from peers, and the share of
-	// the server below which it serves any piece (P2SPOptions.ServerShare).
+	// Pieces verified from the server and from peers; the server's
+	// budget in pieces (P2SPOptions.ServerShare).
 	srvDone, peerDone int
-	serverShare       float64
+	srvBudget         int
 }
 
 // peerGrace is how long a download waits for its first peer link before
@@ -1254,8 +1274,7 @@ func removeSource(l []*source, src *source) []*source {
 // pickLocked chooses a piece for src, or -1.
 func (s *sched) pickLocked(src *source) int {
 	best, bestAvail, ties, unassigned := -1, int(^uint(0)>>1), 0, 0
-	restricted := !src.peer && src.maxAvail >= 0 && (s.activePeers > 0 || time.Now().Before(s.graceUntil)) &&
-		float64(s.srvDone) >= s.serverShare*float64(s.srvDone+s.peerDone)+2
+	restricted := !src.peer && (s.activePeers > 0 || time.Now().Before(s.graceUntil)) && s.serverPiecesLocked() >= s.srvBudget
 	for i := 0; i < s.n; i++ {
 		if s.done[i] || len(s.inflight[i]) > 0 {
 			continue
@@ -1280,8 +1299,13 @@ func (s *sched) pickLocked(src *source) int {
 	// Endgame: every missing piece is in flight; duplicate the one with
 	// the fewest copies, among those in flight for longer than a piece
 	// usually takes (a copy that is merely on its way is left alone).
+	// Beyond its budget, the server duplicates only pieces stalled at a
+	// peer (in flight 4 times longer).
 	bestCopies := endgameCopies
 	late := max(2*s.avgT, 250*time.Millisecond)
+	if restricted {
+		late *= 4
+	}
 	for i := 0; i < s.n; i++ {
 		c := len(s.inflight[i])
 		if s.done[i] || c == 0 || c >= bestCopies || s.excluded[i][src] || !src.has(i) || time.Since(s.started[i]) < late {
@@ -1296,6 +1320,24 @@ func (s *sched) pickLocked(src *source) int {
 		}
 	}
 	return best
+}
+
+// serverPiecesLocked counts the pieces the server delivered or is
+// fetching (its budget's use).
+func (s *sched) serverPiecesLocked() int {
+	k := s.srvDone
+	for i, l := range s.inflight {
+		if s.done[i] {
+			continue
+		}
+		for _, x := range l {
+			if !x.peer {
+				k++
+				break
+			}
+		}
+	}
+	return k
 }
 
 // tryNext assigns a piece to src without waiting.

@@ -21,7 +21,7 @@ func TestP2SPScheduler(t *testing.T) {
 	a := peerSource("a", 0, 1, 2, 3, 4, 5, 6, 7)
 	b := peerSource("b", 0, 1, 2, 3)
 	srv := &source{name: "server", all: true, maxAvail: 1} // ServerMaxHolders 1
-	s.srvDone = 2                                          // over its share (0)
+	s.srvDone = 2                                          // over its budget (0)
 	s.addAvail(a)
 	s.addAvail(b)
 	s.peerUp(a, nil)
@@ -55,12 +55,19 @@ func TestP2SPScheduler(t *testing.T) {
 		t.Fatalf("a should take the piece b spoiled (%d): %d %v", i, j, ok)
 	}
 	// Everything is in flight: the endgame duplicates (at most 2 copies)
-	// pieces in flight for longer than usual, and the server joins in.
+	// pieces in flight for longer than usual, and the server (over its
+	// budget) joins in for pieces stalled at a peer.
 	if d, ok := s.tryNext(srv); ok {
 		t.Fatalf("piece %d duplicated at once", d)
 	}
 	for k := range s.started {
-		s.started[k] = time.Now().Add(-time.Second)
+		s.started[k] = time.Now().Add(-500 * time.Millisecond)
+	}
+	if d, ok := s.tryNext(srv); ok {
+		t.Fatalf("the server, over its budget, duplicated piece %d that is not stalled", d)
+	}
+	for k := range s.started {
+		s.started[k] = time.Now().Add(-2 * time.Second)
 	}
 	d, ok := s.tryNext(srv)
 	if !ok {
@@ -105,24 +112,43 @@ func TestP2SPSchedulerGrace(t *testing.T) {
 	}
 }
 
-// Below its share the server serves any piece; above it, rare ones only.
-func TestP2SPSchedulerServerShare(t *testing.T) {
+// Within its budget the server serves any piece (rarest first); beyond
+// it, only pieces no connected peer holds; a piece it gives back frees
+// budget.
+func TestP2SPSchedulerServerBudget(t *testing.T) {
 	s := newSched(8)
-	s.serverShare = 0.3
+	s.srvBudget = 3
 	a := peerSource("a", 0, 1, 2, 3, 4, 5, 6, 7)
-	b := peerSource("b", 0, 1, 2, 3, 4, 5, 6, 7)
+	b := peerSource("b", 0, 1, 2, 3, 4, 5, 6)
 	s.peerUp(a, nil)
 	s.peerUp(b, nil)
-	srv := &source{name: "server", all: true, maxAvail: 1}
-	if _, ok := s.tryNext(srv); !ok {
-		t.Fatal("the server got nothing while under its share")
+	srv := &source{name: "server", all: true}
+	got := map[int]bool{}
+	for k := 0; k < 3; k++ {
+		i, ok := s.tryNext(srv)
+		if !ok {
+			t.Fatalf("the server got nothing within its budget (%d pieces)", k)
+		}
+		got[i] = true
 	}
-	s.srvDone, s.peerDone = 5, 5 // 50% > 30% + 2 pieces
+	if !got[7] {
+		t.Fatalf("the server's pieces %v miss the rarest (7)", got)
+	}
 	if i, ok := s.tryNext(srv); ok {
-		t.Fatalf("the server got piece %d (held by 2 peers) over its share", i)
+		t.Fatalf("the server got piece %d (held by 2 peers) beyond its budget", i)
 	}
-	s.peerDone = 20
+	for i := range got {
+		s.fail(i, srv, false)
+		break
+	}
 	if _, ok := s.tryNext(srv); !ok {
-		t.Fatal("the server got nothing back under its share")
+		t.Fatal("a piece given back did not free budget")
+	}
+	// A piece no connected peer holds goes to the server anyway.
+	s.dropSource(b)
+	s.dropSource(a)
+	s.peerUp(peerSource("c", 0), nil)
+	if _, ok := s.tryNext(srv); !ok {
+		t.Fatal("beyond its budget, the server did not get a piece no peer holds")
 	}
 }

@@ -59,6 +59,17 @@ type Options struct {
 	Out io.Writer
 	// Keep keeps the temporary directory (data and server logs).
 	Keep bool
+	// P2SP scenario: file size in MiB, server egress cap in bytes/s,
+	// which runs ("capped", "uncapped", or both), and downloader options
+	// for experiments (0: the SDK's defaults).
+	P2SPMiB     int
+	P2SPCap     int64
+	P2SPModes   string
+	P2SPOptions P2SPTuning
+	// Verbose prints per-round details (p2sp: every downloader).
+	Verbose bool
+	// P2SPOnly skips the all-HTTP rounds (experiments on the swarm).
+	P2SPOnly bool
 }
 
 // Scenario defaults.
@@ -116,6 +127,8 @@ func Run(ctx context.Context, o Options) error {
 			err = h.files(ctx)
 		case "calls":
 			err = h.calls(ctx)
+		case "p2sp":
+			err = h.p2sp(ctx)
 		}
 		if err != nil {
 			fmt.Fprintf(o.Out, "\n%s FAILED: %v\n", sc, err)
@@ -132,7 +145,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // scenarioOrder is the order scenarios run in, and what "all" means.
-var scenarioOrder = []string{"fanout", "baseline", "groups", "conns", "latency", "files", "calls"}
+var scenarioOrder = []string{"fanout", "baseline", "groups", "conns", "latency", "files", "calls", "p2sp"}
 
 // parseScenarios reads a comma-separated list ("all" for every scenario)
 // and returns it in run order (the baseline right after fanout).

@@ -38,7 +38,7 @@ const maxIssues = 8
 
 // startParley starts `parley serve` on a fresh port with cheap argon2 and a
 // rate limit high enough never to refuse the bench's load.
-func startParley(bin, dataDir, logPath string, noSync bool) (*server, error) {
+func startParley(bin, dataDir, logPath string, noSync bool, extra ...string) (*server, error) {
 	args := []string{"serve",
 		"-addr", "127.0.0.1:0", "-data", dataDir, "-log-level", "info",
 		"-argon-memory-kib", "64", "-argon-time", "1",
@@ -49,6 +49,7 @@ func startParley(bin, dataDir, logPath string, noSync bool) (*server, error) {
 	if noSync {
 		args = append(args, "-unsafe-no-sync")
 	}
+	args = append(args, extra...)
 	return startServer("parley", bin, args, logPath)
 }
 
