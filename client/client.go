@@ -120,8 +120,8 @@ type Client struct {
 	// are joined again after a reconnect.
 	joined map[string]bool
 	// p2sp holds the P2SP state (held files, peer links); nil until used.
-	p2sp *p2spHub
-	calls  *calls
+	p2sp  *p2spHub
+	calls *calls
 }
 
 // pendingCall is a command awaiting its reply on link generation gen.
