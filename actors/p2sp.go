@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -81,12 +82,14 @@ type Grant struct {
 	Holder           string
 	HolderSession    string
 	ExpiresMs        int64
+	// Nonce makes every grant unique (hex; IssueGrant draws one).
+	Nonce string
 }
 
 const grantPrefix = "g1."
 
 func (g Grant) payload() string {
-	return strings.Join([]string{g.File, g.Requester, g.RequesterSession, g.Holder, g.HolderSession, strconv.FormatInt(g.ExpiresMs, 10)}, "|")
+	return strings.Join([]string{g.File, g.Requester, g.RequesterSession, g.Holder, g.HolderSession, strconv.FormatInt(g.ExpiresMs, 10), g.Nonce}, "|")
 }
 
 func grantMAC(key []byte, payload string) []byte {
@@ -133,19 +136,19 @@ func splitGrant(token string) (Grant, string, []byte, error) {
 		return bad("signature encoding")
 	}
 	f := strings.Split(string(p), "|")
-	if len(f) != 6 {
+	if len(f) != 7 {
 		return bad("fields")
 	}
 	exp, err := strconv.ParseInt(f[5], 10, 64)
 	if err != nil {
 		return bad("expiry")
 	}
-	for _, s := range f[:5] {
+	for _, s := range f {
 		if s == "" {
 			return bad("empty field")
 		}
 	}
-	return Grant{File: f[0], Requester: f[1], RequesterSession: f[2], Holder: f[3], HolderSession: f[4], ExpiresMs: exp}, string(p), mac, nil
+	return Grant{File: f[0], Requester: f[1], RequesterSession: f[2], Holder: f[3], HolderSession: f[4], ExpiresMs: exp, Nonce: f[6]}, string(p), mac, nil
 }
 
 // VerifyGrant checks a grant's signature and expiry.
@@ -168,6 +171,11 @@ func (n *Node) VerifyGrant(token string) (Grant, error) {
 func (n *Node) IssueGrant(g Grant) string {
 	if g.ExpiresMs == 0 {
 		g.ExpiresMs = n.now() + n.opts.P2SP.GrantTTL.Milliseconds()
+	}
+	if g.Nonce == "" {
+		var b [8]byte
+		rand.Read(b[:])
+		g.Nonce = hex.EncodeToString(b[:])
 	}
 	return SignGrant(n.grantKey, g)
 }

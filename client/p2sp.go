@@ -33,16 +33,25 @@ type P2SPOptions struct {
 	// NoHTTP fetches from peers only (tests; the download fails if no peer
 	// has every piece).
 	NoHTTP bool
-	// ServerMaxHolders: the server is asked for a piece only while at most
-	// this many connected peers hold it (default 1: pieces that no peer or
-	// only one has; the others travel between peers). ServerRarestOnly:
-	// only pieces no peer holds; ServerAnyPiece: any piece. The endgame
-	// and a download without peers use the server freely.
+	// ServerShare is the server's budget: the fraction of the download's
+	// pieces it is asked for while peers can serve them (default 0.3).
+	// Within the budget the server is a source like the peers (rarest
+	// first; capped, it injects pieces into the swarm at its cap from the
+	// start); beyond it, it serves only pieces that at most
+	// ServerMaxHolders connected peers hold (default 0: pieces no
+	// connected peer holds), and endgame duplicates of pieces stalled at
+	// a peer. ServerShare < 0 means 0 (ServerRarestOnly from the start),
+	// >= 1 no budget. A download with no peer link up after a 3 s grace
+	// uses the server freely.
+	ServerShare      float64
 	ServerMaxHolders int
 	// MaxPeers bounds the holders fetched from at once. Default 8.
 	MaxPeers int
 	// PeerPipeline is the number of piece requests outstanding per peer.
-	// Default 4.
+	// Default 2 (enough for loopback and LAN links; deeper pipelines queue
+	// pieces at busy holders, to be cancelled or duplicated later: the
+	// 10-downloader bench spent ~10% more CPU with 4). Raise it for links
+	// with long round trips.
 	PeerPipeline int
 	// Refresh is how often the server is asked for new holders while the
 	// download runs. Default 1s.
@@ -52,11 +61,9 @@ type P2SPOptions struct {
 	Progress func(P2SPProgress)
 }
 
-// Values of P2SPOptions.ServerMaxHolders.
-const (
-	ServerRarestOnly = -1
-	ServerAnyPiece   = -2
-)
+// ServerRarestOnly is the P2SPOptions.ServerMaxHolders that asks the
+// server only for pieces no connected peer holds.
+const ServerRarestOnly = -1
 
 // SourceProgress is what one source (the server, or a peer) delivered.
 type SourceProgress struct {
@@ -187,18 +194,19 @@ func (c *Client) DownloadP2SP(ctx context.Context, fileID, path string, o P2SPOp
 		o.MaxPeers = 8
 	}
 	if o.PeerPipeline <= 0 {
-		o.PeerPipeline = 4
+		o.PeerPipeline = 2
 	}
 	if o.Refresh <= 0 {
 		o.Refresh = time.Second
 	}
-	switch o.ServerMaxHolders {
-	case 0:
-		o.ServerMaxHolders = 1
-	case ServerRarestOnly:
-		o.ServerMaxHolders = 0
-	case ServerAnyPiece:
-		o.ServerMaxHolders = -1
+	if o.ServerMaxHolders < 0 {
+		o.ServerMaxHolders = 0 // ServerRarestOnly
+	}
+	switch {
+	case o.ServerShare == 0:
+		o.ServerShare = 0.3
+	case o.ServerShare < 0:
+		o.ServerShare = 0
 	}
 	cached := c.cachePath(fileID)
 	if path == "" && cached == "" {
@@ -324,6 +332,8 @@ type download struct {
 	fatal   error
 	dirty   bool // pieces arrived since the last announce
 
+	bufs sync.Pool // piece buffers
+
 	serverBytes, peerBytes atomic.Int64
 	lastProgress           time.Time
 	lastLive               time.Time // guarded by mu
@@ -341,10 +351,11 @@ func (c *Client) newDownload(info *pb.FileInfo, target string, o P2SPOptions) (*
 	}
 	d.f = f
 	d.s = newSched(n)
-	// A .part left by an interrupted run: keep the pieces that verify.
-	if st, err := f.Stat(); err == nil && st.Size() == info.Size && n > 0 {
+	// A .part left by an interrupted run (of this or of the sequential
+	// DownloadFile): keep the pieces that are there and verify.
+	if st, err := f.Stat(); err == nil && st.Size() > 0 && st.Size() <= info.Size && n > 0 {
 		buf := make([]byte, info.PieceSize)
-		for i := 0; i < n; i++ {
+		for i := 0; i < n && int64(i)*info.PieceSize+int64(d.pieceLen(i)) <= st.Size(); i++ {
 			b := buf[:d.pieceLen(i)]
 			if _, err := f.ReadAt(b, int64(i)*info.PieceSize); err == nil && d.verify(i, b) {
 				d.s.done[i] = true
@@ -352,6 +363,8 @@ func (c *Client) newDownload(info *pb.FileInfo, target string, o P2SPOptions) (*
 			}
 		}
 	}
+	// The server's budget, in pieces still to fetch.
+	d.s.srvBudget = int(min(o.ServerShare, 1) * float64(d.s.remaining))
 	if err := f.Truncate(info.Size); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("parley: download: %w", err)
@@ -619,8 +632,8 @@ type source struct {
 	session string
 	holder  *pb.P2SpHolder
 	link    *peerLink
-	// maxAvail >= 0: take only pieces that at most this many connected
-	// peers hold (outside the endgame).
+	// maxAvail (the server): beyond its budget, take only pieces that at
+	// most this many connected peers hold (P2SPOptions.ServerMaxHolders).
 	maxAvail int
 	// counted: its pieces are in the availability (guarded by sched.mu);
 	// up: its link is up.
@@ -760,6 +773,22 @@ func (d *download) httpWorker(src *source) {
 		src.observe(time.Since(t0))
 		d.s.observeTime(time.Since(t0))
 		d.deliver(src, i, b)
+		d.putBuf(b)
+	}
+}
+
+// getBuf returns a piece buffer (PieceSize bytes); putBuf recycles one
+// that deliver is done with (it keeps no reference).
+func (d *download) getBuf() []byte {
+	if b, ok := d.bufs.Get().([]byte); ok {
+		return b
+	}
+	return make([]byte, d.info.PieceSize)
+}
+
+func (d *download) putBuf(b []byte) {
+	if int64(cap(b)) == d.info.PieceSize {
+		d.bufs.Put(b[:cap(b)]) //nolint:staticcheck // a slice header per piece is fine
 	}
 }
 
@@ -778,8 +807,9 @@ func (d *download) httpPiece(ctx context.Context, i int) ([]byte, error) {
 	if res.StatusCode != http.StatusPartialContent && !(res.StatusCode == http.StatusOK && off == 0 && int64(n) == d.info.Size) {
 		return nil, httpError(res)
 	}
-	b := make([]byte, n)
+	b := d.getBuf()[:n]
 	if _, err := io.ReadFull(res.Body, b); err != nil {
+		d.putBuf(b)
 		return nil, err
 	}
 	return b, nil
@@ -892,14 +922,18 @@ func (d *download) peerWorker(src *source) {
 	}
 	d.s.peerUp(src, bm)
 	var (
-		cur    = -1 // the piece being received
-		buf    []byte
-		strike = func() bool {
+		cur = -1 // the piece being received
+		buf []byte
+		// A peer is dropped after 3 late pieces in a row with no piece
+		// delivered for peerStall: slow peers keep serving (and lose
+		// each late piece), dead ones go.
+		lastGood = time.Now()
+		strike   = func() bool {
 			src.mu.Lock()
 			src.strikes++
 			s := src.strikes
 			src.mu.Unlock()
-			return s >= 3
+			return s >= 3 && time.Since(lastGood) > peerStall
 		}
 	)
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -1013,7 +1047,8 @@ func (d *download) peerWorker(src *source) {
 					if m.Offset != 0 {
 						continue
 					}
-					cur, buf = m.Piece, make([]byte, 0, d.pieceLen(m.Piece))
+					d.putBuf(buf)
+					cur, buf = m.Piece, d.getBuf()[:0]
 				}
 				if m.Offset != len(buf) || len(buf)+len(m.Data) > d.pieceLen(m.Piece) {
 					// Out of order or too long on an ordered channel: broken.
@@ -1031,7 +1066,10 @@ func (d *download) peerWorker(src *source) {
 				src.mu.Lock()
 				delete(src.sent, i)
 				src.mu.Unlock()
-				if d.deliver(src, i, b) {
+				good := d.deliver(src, i, b)
+				d.putBuf(b)
+				if good {
+					lastGood = time.Now()
 					src.observe(time.Since(t0))
 					d.s.observeTime(time.Since(t0))
 					continue
@@ -1075,6 +1113,7 @@ type sched struct {
 	n         int
 	done      []bool
 	inflight  [][]*source
+	started   []time.Time // when a piece's first copy in flight was asked for
 	avail     []int
 	excluded  map[int]map[*source]bool
 	remaining int
@@ -1087,17 +1126,25 @@ type sched struct {
 	// (peer links take a moment to come up).
 	activePeers int
 	graceUntil  time.Time
+	// Pieces verified from the server and from peers; the server's
+	// budget in pieces (P2SPOptions.ServerShare).
+	srvDone, peerDone int
+	srvBudget         int
 }
 
 // peerGrace is how long a download waits for its first peer link before
 // the server serves any piece.
 const peerGrace = 3 * time.Second
 
+// peerStall: a peer whose requests keep missing their deadlines is
+// dropped once it has delivered nothing for this long.
+const peerStall = 20 * time.Second
+
 // endgameCopies bounds the sources fetching one piece in the endgame.
 const endgameCopies = 2
 
 func newSched(n int) *sched {
-	s := &sched{n: n, done: make([]bool, n), inflight: make([][]*source, n), avail: make([]int, n),
+	s := &sched{n: n, done: make([]bool, n), inflight: make([][]*source, n), avail: make([]int, n), started: make([]time.Time, n),
 		excluded: map[int]map[*source]bool{}, remaining: n, allDone: make(chan struct{}), wake: make(chan struct{}),
 		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), graceUntil: time.Now().Add(peerGrace)}
 	if n == 0 {
@@ -1229,7 +1276,7 @@ func removeSource(l []*source, src *source) []*source {
 // pickLocked chooses a piece for src, or -1.
 func (s *sched) pickLocked(src *source) int {
 	best, bestAvail, ties, unassigned := -1, int(^uint(0)>>1), 0, 0
-	restricted := !src.peer && src.maxAvail >= 0 && (s.activePeers > 0 || time.Now().Before(s.graceUntil))
+	restricted := !src.peer && (s.activePeers > 0 || time.Now().Before(s.graceUntil)) && s.serverPiecesLocked() >= s.srvBudget
 	for i := 0; i < s.n; i++ {
 		if s.done[i] || len(s.inflight[i]) > 0 {
 			continue
@@ -1252,11 +1299,18 @@ func (s *sched) pickLocked(src *source) int {
 		return best
 	}
 	// Endgame: every missing piece is in flight; duplicate the one with
-	// the fewest copies.
+	// the fewest copies, among those in flight for longer than a piece
+	// usually takes (a copy that is merely on its way is left alone).
+	// Beyond its budget, the server duplicates only pieces stalled at a
+	// peer (in flight 4 times longer).
 	bestCopies := endgameCopies
+	late := max(2*s.avgT, 250*time.Millisecond)
+	if restricted {
+		late *= 4
+	}
 	for i := 0; i < s.n; i++ {
 		c := len(s.inflight[i])
-		if s.done[i] || c == 0 || c >= bestCopies || s.excluded[i][src] || !src.has(i) {
+		if s.done[i] || c == 0 || c >= bestCopies || s.excluded[i][src] || !src.has(i) || time.Since(s.started[i]) < late {
 			continue
 		}
 		dup := false
@@ -1270,6 +1324,24 @@ func (s *sched) pickLocked(src *source) int {
 	return best
 }
 
+// serverPiecesLocked counts the pieces the server delivered or is
+// fetching (its budget's use).
+func (s *sched) serverPiecesLocked() int {
+	k := s.srvDone
+	for i, l := range s.inflight {
+		if s.done[i] {
+			continue
+		}
+		for _, x := range l {
+			if !x.peer {
+				k++
+				break
+			}
+		}
+	}
+	return k
+}
+
 // tryNext assigns a piece to src without waiting.
 func (s *sched) tryNext(src *source) (int, bool) {
 	s.mu.Lock()
@@ -1280,6 +1352,9 @@ func (s *sched) tryNext(src *source) (int, bool) {
 	i := s.pickLocked(src)
 	if i < 0 {
 		return 0, false
+	}
+	if len(s.inflight[i]) == 0 {
+		s.started[i] = time.Now()
 	}
 	s.inflight[i] = append(s.inflight[i], src)
 	return i, true
@@ -1355,6 +1430,11 @@ func (s *sched) complete(i int, src *source) []*source {
 	others := removeSource(s.inflight[i], src)
 	s.inflight[i] = nil
 	s.remaining--
+	if src.peer {
+		s.peerDone++
+	} else {
+		s.srvDone++
+	}
 	if s.remaining == 0 {
 		close(s.allDone)
 	}

@@ -20,7 +20,8 @@ func TestP2SPScheduler(t *testing.T) {
 	s := newSched(8)
 	a := peerSource("a", 0, 1, 2, 3, 4, 5, 6, 7)
 	b := peerSource("b", 0, 1, 2, 3)
-	srv := &source{name: "server", all: true, maxAvail: 1}
+	srv := &source{name: "server", all: true, maxAvail: 1} // ServerMaxHolders 1
+	s.srvDone = 2                                          // over its budget (0)
 	s.addAvail(a)
 	s.addAvail(b)
 	s.peerUp(a, nil)
@@ -53,8 +54,21 @@ func TestP2SPScheduler(t *testing.T) {
 	if !ok || j != i {
 		t.Fatalf("a should take the piece b spoiled (%d): %d %v", i, j, ok)
 	}
-	// Everything is in flight: the endgame duplicates (at most 2 copies),
-	// and the server joins in.
+	// Everything is in flight: the endgame duplicates (at most 2 copies)
+	// pieces in flight for longer than usual, and the server (over its
+	// budget) joins in for pieces stalled at a peer.
+	if d, ok := s.tryNext(srv); ok {
+		t.Fatalf("piece %d duplicated at once", d)
+	}
+	for k := range s.started {
+		s.started[k] = time.Now().Add(-500 * time.Millisecond)
+	}
+	if d, ok := s.tryNext(srv); ok {
+		t.Fatalf("the server, over its budget, duplicated piece %d that is not stalled", d)
+	}
+	for k := range s.started {
+		s.started[k] = time.Now().Add(-2 * time.Second)
+	}
 	d, ok := s.tryNext(srv)
 	if !ok {
 		t.Fatal("no endgame duplicate for the server")
@@ -88,11 +102,53 @@ func TestP2SPSchedulerGrace(t *testing.T) {
 	pending := peerSource("p", 0, 1, 2, 3)
 	s.addAvail(pending)
 	srv := &source{name: "server", all: true, maxAvail: 0}
+	s.srvDone = 2
 	if _, ok := s.tryNext(srv); ok {
 		t.Fatal("the server got a piece a connecting peer holds, within the grace")
 	}
 	s.graceUntil = time.Now().Add(-time.Millisecond)
 	if _, ok := s.tryNext(srv); !ok {
 		t.Fatal("after the grace, the server got nothing")
+	}
+}
+
+// Within its budget the server serves any piece (rarest first); beyond
+// it, only pieces no connected peer holds; a piece it gives back frees
+// budget.
+func TestP2SPSchedulerServerBudget(t *testing.T) {
+	s := newSched(8)
+	s.srvBudget = 3
+	a := peerSource("a", 0, 1, 2, 3, 4, 5, 6, 7)
+	b := peerSource("b", 0, 1, 2, 3, 4, 5, 6)
+	s.peerUp(a, nil)
+	s.peerUp(b, nil)
+	srv := &source{name: "server", all: true}
+	got := map[int]bool{}
+	for k := 0; k < 3; k++ {
+		i, ok := s.tryNext(srv)
+		if !ok {
+			t.Fatalf("the server got nothing within its budget (%d pieces)", k)
+		}
+		got[i] = true
+	}
+	if !got[7] {
+		t.Fatalf("the server's pieces %v miss the rarest (7)", got)
+	}
+	if i, ok := s.tryNext(srv); ok {
+		t.Fatalf("the server got piece %d (held by 2 peers) beyond its budget", i)
+	}
+	for i := range got {
+		s.fail(i, srv, false)
+		break
+	}
+	if _, ok := s.tryNext(srv); !ok {
+		t.Fatal("a piece given back did not free budget")
+	}
+	// A piece no connected peer holds goes to the server anyway.
+	s.dropSource(b)
+	s.dropSource(a)
+	s.peerUp(peerSource("c", 0), nil)
+	if _, ok := s.tryNext(srv); !ok {
+		t.Fatal("beyond its budget, the server did not get a piece no peer holds")
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -25,7 +24,7 @@ import (
 
 // p2spUser registers and logs in username on a client whose peer links
 // stay on loopback.
-func p2spUser(t *testing.T, srv *gatewaytest.Server, username string, cache bool) *client.Client {
+func p2spUser(t testing.TB, srv *gatewaytest.Server, username string, cache bool) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -63,18 +62,15 @@ func fileSHA(t *testing.T, path string) string {
 }
 
 // testFileSize is the swarm file: 32 MiB as the issue asks, 8 MiB under
-// the race detector (pion is slow under it); PARLEY_P2SP_MIB overrides.
+// the race detector (pion is slow under it).
 func testFileSize() int {
-	if v, err := strconv.Atoi(os.Getenv("PARLEY_P2SP_MIB")); err == nil && v > 0 {
-		return v << 20
-	}
 	if raceEnabled {
 		return 8 << 20
 	}
 	return 32 << 20
 }
 
-func randomData(t *testing.T, n int) []byte {
+func randomData(t testing.TB, n int) []byte {
 	t.Helper()
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -86,7 +82,7 @@ func randomData(t *testing.T, n int) []byte {
 // setup starts a server, registers the seed (named first) and the other
 // users, makes a group of all of them, uploads data from the seed and
 // makes the seed a holder. It returns the file id and the group id.
-func setup(t *testing.T, srv *gatewaytest.Server, data []byte, users []*client.Client) (string, string) {
+func setup(t testing.TB, srv *gatewaytest.Server, data []byte, users []*client.Client) (string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -137,10 +133,9 @@ func waitStats(t *testing.T, srv *gatewaytest.Server, fileID string, cond func(*
 // The cap is 20 MB/s for the 32 MiB file; a smaller file (8 MiB under the
 // race detector, where pion is several times slower) gets a cap scaled
 // down with it, so the server alone would need as long as at full size.
-// Under the race detector peer links are so slow (and this machine so
-// shared) that the default split would hand most pieces to the server;
-// there the downloaders ask the server only for pieces no peer holds
-// (ServerMaxHolders -1 → 0), which the share assertion then checks.
+// The downloaders use the default options (the server's budget,
+// ServerShare, is 30% of each download), with and without the race
+// detector.
 func TestP2SPSwarmCappedServer(t *testing.T) {
 	size := testFileSize()
 	capBytes := int64(20_000_000) * int64(size) / (32 << 20)
@@ -158,10 +153,7 @@ func TestP2SPSwarmCappedServer(t *testing.T) {
 	var wg sync.WaitGroup
 	results := make([]*client.P2SPResult, len(users))
 	errs := make([]error, len(users))
-	opts := client.P2SPOptions{NoHTTP: os.Getenv("PARLEY_P2SP_NOHTTP") != ""}
-	if raceEnabled {
-		opts.ServerMaxHolders = client.ServerRarestOnly
-	}
+	opts := client.P2SPOptions{}
 	for i, u := range users[1:] {
 		wg.Add(1)
 		go func(i int, u *client.Client) {
@@ -543,4 +535,33 @@ func TestP2SPStalledPeerLosesPieces(t *testing.T) {
 		}
 	}
 	t.Logf("done in %v: %+v", time.Since(start), r.Sources)
+}
+
+// An interrupted download resumes: the verified pieces of the .part file
+// are kept (here: the first half, as a cut sequential download leaves it).
+func TestP2SPResumesPartFile(t *testing.T) {
+	srv := gatewaytest.Start(t, gatewaytest.Options{})
+	data := randomData(t, 2<<20+100)
+	users := []*client.Client{p2spUser(t, srv, "owner", false), p2spUser(t, srv, "bob", false)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	g, err := users[0].CreateGroup(ctx, "g", users[1].UserID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := users[0].Upload(ctx, bytes.NewReader(data), int64(len(data)), client.UploadOptions{Conversation: g.Id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "f.bin")
+	if err := os.WriteFile(path+".part", data[:1<<20+5], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := users[1].DownloadP2SP(ctx, up.FileID, path, client.P2SPOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fileSHA(t, r.Path) != up.FileID || r.ServerBytes != int64(len(data))-1<<20 {
+		t.Fatalf("resumed download: %d bytes from the server, want %d", r.ServerBytes, len(data)-1<<20)
+	}
 }

@@ -78,7 +78,11 @@ func appendBytes(b, v []byte) []byte {
 
 // encodePeerMsg renders m.
 func encodePeerMsg(m peerMsg) []byte {
-	b := make([]byte, 0, 16+len(m.Grant)+len(m.Bitmap)+len(m.Data)+len(m.Reason))
+	return appendPeerMsg(make([]byte, 0, 16+len(m.Grant)+len(m.Bitmap)+len(m.Data)+len(m.Reason)), m)
+}
+
+// appendPeerMsg renders m after b.
+func appendPeerMsg(b []byte, m peerMsg) []byte {
 	b = append(b, m.Type)
 	switch m.Type {
 	case msgHello:

@@ -4,7 +4,7 @@
 // drives a scenario and prints throughput, server CPU per unit of work,
 // latency and memory. See bench/README.md.
 //
-//	parley-bench -scenario fanout|baseline|channel-fanout|groups|conns|latency|files|calls|rebuild-storm|all [flags]
+//	parley-bench -scenario fanout|baseline|channel-fanout|groups|conns|latency|files|calls|rebuild-storm|p2sp|all [flags]
 //
 // Two hidden modes serve the orchestrator: -worker (a client process,
 // commanded over stdin/stdout) and -baseline (the bare gws fan-out server
@@ -20,6 +20,7 @@ import (
 	neturl "net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -32,8 +33,8 @@ import (
 func main() {
 	var o harness.Options
 	fs := flag.NewFlagSet("parley-bench", flag.ExitOnError)
-	fs.StringVar(&o.Scenario, "scenario", "all", "comma-separated fanout,baseline,channel-fanout,groups,conns,latency,files,calls,rebuild-storm or all (fanout with baseline or channel-fanout also prints their ratio)")
-	fs.IntVar(&o.N, "n", 0, "members of the group (fanout 1000, latency 1000), of the channel (channel-fanout 5000), sessions (rebuild-storm 5000) or links (conns 10000); 0 = scenario default")
+	fs.StringVar(&o.Scenario, "scenario", "all", "comma-separated fanout,baseline,channel-fanout,groups,conns,latency,files,calls,rebuild-storm,p2sp or all (fanout with baseline or channel-fanout also prints their ratio)")
+	fs.IntVar(&o.N, "n", 0, "members of the group (fanout 1000, latency 1000), of the channel (channel-fanout 5000), sessions (rebuild-storm 5000), downloaders (p2sp 10) or links (conns 10000); 0 = scenario default")
 	fs.IntVar(&o.Groups, "groups", 100, "groups of 3 members (groups scenario)")
 	fs.IntVar(&o.Rooms, "rooms", 10, "calls of 4 participants (calls scenario)")
 	fs.Float64Var(&o.Rate, "rate", 20, "messages per second (latency scenario)")
@@ -54,6 +55,16 @@ func main() {
 	fs.StringVar(&o.Pprof, "pprof", "", "pprof address for the Parley server (passed as -pprof-addr) (127.0.0.1:PORT); CPU profiles of the first window / each rebuild are saved in the temp dir (use -keep)")
 	fs.IntVar(&o.Missed, "missed", 20, "rebuild-storm: messages per group sent while the links are cut")
 	fs.DurationVar(&o.Hold, "hold", 0, "conns: keep the server and its links up this long after each reading (to profile it)")
+	fs.IntVar(&o.P2SPMiB, "p2sp-mib", 64, "file size in MiB (p2sp scenario)")
+	fs.Int64Var(&o.P2SPCap, "p2sp-cap", 20_000_000, "server egress cap in bytes/s of the capped runs (p2sp scenario; the serve flag -files-egress-limit)")
+	fs.StringVar(&o.P2SPModes, "p2sp-modes", "capped,uncapped", "p2sp scenario rounds: capped, uncapped or both")
+	fs.Float64Var(&o.P2SPOptions.ServerShare, "p2sp-share", 0, "downloaders' P2SPOptions.ServerShare (0: SDK default)")
+	fs.IntVar(&o.P2SPOptions.MaxPeers, "p2sp-peers", 0, "downloaders' P2SPOptions.MaxPeers (0: SDK default)")
+	fs.IntVar(&o.P2SPOptions.PeerPipeline, "p2sp-pipeline", 0, "downloaders' P2SPOptions.PeerPipeline (0: SDK default)")
+	fs.IntVar(&o.P2SPOptions.HTTPConns, "p2sp-http", 0, "downloaders' P2SPOptions.HTTPConns (0: SDK default)")
+	fs.BoolVar(&o.Verbose, "v", false, "per-round details (p2sp: each downloader's finish time and bytes)")
+	fs.BoolVar(&o.P2SPOnly, "p2sp-only", false, "p2sp scenario: skip the all-HTTP rounds (swarm experiments; no ratio)")
+	cpuprofile := fs.String("bench-cpuprofile", "", "write the orchestrator's CPU profile (in-process SDK clients: calls, p2sp) to this file")
 	workerMode := fs.Bool("worker", false, "internal: run as a client worker process")
 	baselineMode := fs.Bool("baseline", false, "internal: run the gws baseline server")
 	url := fs.String("url", "", "internal (-worker): server WebSocket URL")
@@ -76,9 +87,17 @@ func main() {
 	case *baselineMode:
 		err = runBaseline(ctx, *addr)
 	default:
+		if *cpuprofile != "" {
+			f, perr := os.Create(*cpuprofile)
+			if perr == nil {
+				_ = pprof.StartCPUProfile(f)
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
 		err = runBench(ctx, o)
 	}
 	if err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "parley-bench:", err)
 		os.Exit(1)
 	}

@@ -74,6 +74,17 @@ type Options struct {
 	// Hold keeps the conns server and its links up this long after each
 	// reading, so that a profile can be taken in the measured state.
 	Hold time.Duration
+	// P2SP scenario: file size in MiB, server egress cap in bytes/s,
+	// which runs ("capped", "uncapped", or both), and downloader options
+	// for experiments (0: the SDK's defaults).
+	P2SPMiB     int
+	P2SPCap     int64
+	P2SPModes   string
+	P2SPOptions P2SPTuning
+	// Verbose prints per-round details (p2sp: every downloader).
+	Verbose bool
+	// P2SPOnly skips the all-HTTP rounds (experiments on the swarm).
+	P2SPOnly bool
 }
 
 // Scenario defaults.
@@ -136,6 +147,8 @@ func Run(ctx context.Context, o Options) error {
 			chanSum, err = h.channelFanout(ctx)
 		case "rebuild-storm":
 			err = h.rebuildStorm(ctx)
+		case "p2sp":
+			err = h.p2sp(ctx)
 		}
 		if err != nil {
 			fmt.Fprintf(o.Out, "\n%s FAILED: %v\n", sc, err)
@@ -155,7 +168,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // scenarioOrder is the order scenarios run in, and what "all" means.
-var scenarioOrder = []string{"fanout", "baseline", "channel-fanout", "groups", "conns", "latency", "files", "calls", "rebuild-storm"}
+var scenarioOrder = []string{"fanout", "baseline", "channel-fanout", "groups", "conns", "latency", "files", "calls", "rebuild-storm", "p2sp"}
 
 // parseScenarios reads a comma-separated list ("all" for every scenario)
 // and returns it in run order (the baseline and channel-fanout right after
