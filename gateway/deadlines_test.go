@@ -142,3 +142,25 @@ func TestOriginAndRateLimit(t *testing.T) {
 		}
 	})
 }
+
+// A WebSocket ping that arrives long after the server last wrote to the
+// link is answered and the link stays open: the pong's write arms the write
+// deadline like any other write (a deadline left in the past by the last
+// frame would fail it and close the link).
+func TestPingAfterServerSilence(t *testing.T) {
+	srv := gatewaytest.Start(t, gatewaytest.Options{Gateway: gateway.Options{WriteTimeout: 200 * time.Millisecond}})
+	_, li := srv.User(t, "pinger", "p1")
+	r := dialRaw(t, srv.URL)
+	r.send(t, `{"id":"h","hello":{"versions":[1],"token":"`+li.Token+`","device":{"id":"p1"}}}`)
+	if f := r.next(t); f.GetHelloOk() == nil {
+		t.Fatalf("hello: %v", f)
+	}
+	time.Sleep(600 * time.Millisecond) // three write timeouts without a server write
+	if err := r.conn.WritePing([]byte("are you there")); err != nil {
+		t.Fatal(err)
+	}
+	r.send(t, `{"id":"p","ping":{}}`)
+	if f := r.next(t); f.GetRe() != "p" || f.GetError() != nil {
+		t.Fatalf("ping command after a WebSocket ping: %v", f)
+	}
+}

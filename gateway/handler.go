@@ -39,7 +39,9 @@ func (h *handler) OnClose(c *gws.Conn, err error) {
 }
 
 func (h *handler) OnPing(c *gws.Conn, payload []byte) {
-	linkOf(c).active.Store(monoNow())
+	l := linkOf(c)
+	l.active.Store(monoNow())
+	l.armWriteDeadline()
 	_ = c.WritePong(payload)
 }
 

@@ -16,7 +16,9 @@ type Options struct {
 	AuthTimeout time.Duration
 	// IdleTimeout: a link silent this long is closed (4003). Default 60s.
 	IdleTimeout time.Duration
-	// WriteTimeout bounds one write to a link. Default 10s.
+	// WriteTimeout bounds one write to a link: a write that makes no
+	// progress fails (and the link closes) after between half of it and
+	// all of it. Default 10s.
 	WriteTimeout time.Duration
 	// MaxFrameBytes is the largest frame a client may send. Default 64 KiB.
 	MaxFrameBytes int
