@@ -35,8 +35,9 @@ func TestStopSafeAnswersRequestsLeftBehindThePill(t *testing.T) {
 		_, err := f.Result()
 		took := time.Since(start)
 		switch {
-		case safe && (!errors.Is(err, actor.ErrDeadLetter) || took > 250*time.Millisecond):
-			t.Fatalf("stopSafe: %v after %s, want a dead letter at once", err, took)
+		case safe && !errors.Is(err, actor.ErrDeadLetter):
+			// A dead letter, not the future's timeout: answered at once.
+			t.Fatalf("stopSafe: %v after %s, want a dead letter", err, took)
 		case !safe && !errors.Is(err, actor.ErrTimeout):
 			// Documents protoactor's behaviour that stopSafe exists for.
 			t.Fatalf("plain mailbox: %v after %s, want a timeout", err, took)
