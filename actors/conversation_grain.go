@@ -38,7 +38,25 @@ type convGrain struct {
 	self     *actor.PID
 	// expiryAt is when the invitation-expiry timer fires (0: none).
 	expiryAt int64
+	// tail is the last small History page read from the store (nil: none),
+	// see History.
+	tail *historyTail
 }
+
+// historyTail is a History page as stored (before View), read while no
+// commit was in flight. The members of a conversation who reconnect
+// together (a rebuild storm) ask for the same page, each with its own
+// cursor replay; one store scan serves them all. The messages are shared,
+// never modified (View makes a placeholder, it does not edit).
+type historyTail struct {
+	after, last int64 // the page is (after, last], last = committedSeq then
+	complete    bool  // msgs reach last (the read was not cut by its limit)
+	msgs        []*pb.Message
+}
+
+// maxTailMessages bounds the page kept: a conversation grain stays active,
+// so the page is memory held until the next commit.
+const maxTailMessages = 64
 
 // stepped is a request whose effects wait for a commit.
 type stepped struct {
@@ -117,6 +135,9 @@ func (g *convGrain) flush() {
 	batch := g.pending
 	g.pending = nil
 	g.inflight = true
+	// The commit may rewrite stored entries (a tombstone replaces a
+	// message in place): the kept page is no longer the store's.
+	g.tail = nil
 	b := g.n.opts.Store.NewBatch(persistence.KindConv, g.id)
 	for _, s := range batch {
 		for _, w := range s.fx.Writes {
@@ -137,6 +158,7 @@ func (g *convGrain) flush() {
 
 func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
 	g.inflight = false
+	g.tail = nil
 	if m.err != nil {
 		g.n.opts.Metrics.StorageErrors.Add(1)
 		g.log.Error("commit failed; stopping so the next activation reloads from disk", "err", m.err)
@@ -301,16 +323,36 @@ func (g *convGrain) History(req *grainpb.HistoryReq, ctx cluster.GrainContext) (
 		return nil, grainError(pb.CodeInvalidArgument, "after_seq is negative")
 	}
 	page := &pb.HistoryPage{ConversationId: g.id, LastSeq: g.committedSeq}
-	msgs, err := loadMessages(g.n.opts.Store, g.id, req.AfterSeq+1, g.committedSeq, limit)
+	stored, err := g.storedPage(req.AfterSeq, limit)
 	if err != nil {
 		return nil, grainError(pb.CodeStorage, "read history: %v", err)
 	}
-	for i, m := range msgs {
+	msgs := make([]*pb.Message, len(stored))
+	for i, m := range stored {
 		// Sub-group messages: outsiders read the placeholder.
 		msgs[i] = g.st.View(req.Actor, m)
 	}
 	page.Messages = msgs
 	return page, nil
+}
+
+// storedPage returns the stored entries after `after`, up to limit and
+// committedSeq, from the kept tail if it holds them. The tail is only
+// filled while no commit is in flight and is dropped when one starts or
+// ends, so it always equals what the store holds (the log is immutable
+// below committedSeq except through commits).
+func (g *convGrain) storedPage(after int64, limit int) ([]*pb.Message, error) {
+	if t := g.tail; t != nil && t.after == after && t.last == g.committedSeq && (t.complete || limit <= len(t.msgs)) {
+		return t.msgs[:min(limit, len(t.msgs))], nil
+	}
+	msgs, err := loadMessages(g.n.opts.Store, g.id, after+1, g.committedSeq, limit)
+	if err != nil {
+		return nil, err
+	}
+	if !g.inflight && len(msgs) <= maxTailMessages {
+		g.tail = &historyTail{after: after, last: g.committedSeq, complete: len(msgs) < limit, msgs: msgs}
+	}
+	return msgs, nil
 }
 
 func (g *convGrain) Info(req *grainpb.InfoReq, ctx cluster.GrainContext) (*pb.Conversation, error) {

@@ -21,7 +21,7 @@ func stopSafe(p actor.MailboxProducer) actor.MailboxProducer {
 type stopSafeMailbox struct{ actor.Mailbox }
 
 func (m *stopSafeMailbox) RegisterHandlers(inv actor.MessageInvoker, d actor.Dispatcher) {
-	m.Mailbox.RegisterHandlers(&stopSafeInvoker{MessageInvoker: inv}, d)
+	m.Mailbox.RegisterHandlers(&stopSafeInvoker{MessageInvoker: inv}, workerDispatcher{d})
 }
 
 // actorRef is what the invoker (protoactor's actor context) tells about

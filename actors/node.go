@@ -16,11 +16,11 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/cluster/clusterproviders/test"
-	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/parley-chat/parley/actors/call"
 	"github.com/parley-chat/parley/actors/conversation"
 	"github.com/parley-chat/parley/actors/grainpb"
+	"github.com/parley-chat/parley/actors/placement"
 	"github.com/parley-chat/parley/actors/upload"
 	"github.com/parley-chat/parley/persistence"
 )
@@ -199,7 +199,7 @@ func nodeOf(c *cluster.Cluster) *Node {
 	return v.(*Node)
 }
 
-// Start starts a single-member cluster (in-memory provider, disthash
+// Start starts a single-member cluster (in-memory provider, disthash-style
 // placement) hosting all grain kinds.
 func Start(opts Options) (*Node, error) {
 	opts.EnsureDefaults()
@@ -225,7 +225,7 @@ func Start(opts Options) (*Node, error) {
 		grainpb.NewChannelKind(func() grainpb.Channel { return &channelGrain{} }, 0, opts.Metrics.mailbox(KindChannel)),
 		grainpb.NewCallKind(func() grainpb.Call { return &callGrain{} }, 0, opts.Metrics.mailbox(KindCall)),
 	}
-	cfg := cluster.Configure("parley", test.NewTestProvider(test.NewInMemAgent()), disthash.New(),
+	cfg := cluster.Configure("parley", test.NewTestProvider(test.NewInMemAgent()), placement.New(),
 		remote.Configure("127.0.0.1", 0),
 		cluster.WithKinds(kinds...),
 		cluster.WithRequestTimeout(opts.RequestTimeout),
@@ -272,13 +272,13 @@ func (n *Node) Stop() {
 	n.notify.stop()
 	close(n.stopSweep)
 	<-n.sweepDone
-	// Grains are children of disthash's placement actor: stopping it stops
+	// Grains are children of the placement actor (actors/placement): stopping it stops
 	// every grain (each saves on the way out) and waits for all of them.
 	// Doing this before the cluster shutdown also keeps the placement actor
 	// from reading the member list while the provider shutdown rewrites it
 	// (a data race in this protoactor version).
 	n.stopping.Store(true)
-	placement := actor.NewPID(n.System.Address(), disthash.PartitionActivatorActorName)
+	placement := actor.NewPID(n.System.Address(), placement.ActivatorName)
 	_ = n.System.Root.PoisonFuture(placement).Wait()
 	// Background grain calls started before must not touch the cluster
 	// while it shuts down (bounded: they fail fast on stopped grains).

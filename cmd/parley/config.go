@@ -38,6 +38,10 @@ type Config struct {
 	AllowedOrigins string `json:"allowed_origins"`
 	// SessionKeep: how long a cut session is kept. Default 5m.
 	SessionKeep time.Duration `json:"session_keep"`
+	// GrainIdle: how long an idle User, Username or Session grain stays
+	// in memory (actors.Options.GrainIdle). Default 1s; negative: never
+	// stopped.
+	GrainIdle time.Duration `json:"grain_idle"`
 	// ArgonMemoryKiB, ArgonTime: password hashing cost. Defaults 19456, 2.
 	ArgonMemoryKiB uint `json:"argon_memory_kib"`
 	ArgonTime      uint `json:"argon_time"`
@@ -95,7 +99,7 @@ func defaultConfig() Config {
 		Addr: "127.0.0.1:8080", DataDir: "./data", LogLevel: "info",
 		MaxFrameBytes: 64 << 10, MaxTextBytes: 16 << 10,
 		AuthTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
-		RatePerSecond: 200, RateBurst: 1000, SessionKeep: 5 * time.Minute,
+		RatePerSecond: 200, RateBurst: 1000, SessionKeep: 5 * time.Minute, GrainIdle: time.Second,
 		ArgonMemoryKiB: 19456, ArgonTime: 2, ShutdownTimeout: 15 * time.Second,
 		MaxFileBytes: 2 << 30, UploadExpiry: 24 * time.Hour,
 		ImportLimit: 5, ImportWindow: time.Hour, InvitationTTL: 7 * 24 * time.Hour,
@@ -179,6 +183,7 @@ func loadConfig(args []string) (Config, error) {
 	fs.Float64Var(&c.RateBurst, "rate-burst", c.RateBurst, "per-user command burst")
 	fs.StringVar(&c.AllowedOrigins, "allowed-origins", c.AllowedOrigins, "comma-separated allowed Origins (* for any)")
 	fs.DurationVar(&c.SessionKeep, "session-keep", c.SessionKeep, "how long a cut session is kept")
+	fs.DurationVar(&c.GrainIdle, "grain-idle", c.GrainIdle, "how long an idle user/session grain stays in memory (negative: always)")
 	fs.UintVar(&c.ArgonMemoryKiB, "argon-memory-kib", c.ArgonMemoryKiB, "argon2id memory cost")
 	fs.UintVar(&c.ArgonTime, "argon-time", c.ArgonTime, "argon2id time cost")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "hard deadline of a graceful shutdown")

@@ -59,6 +59,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 			ArgonTime:      uint32(cfg.ArgonTime),
 			ArgonMemoryKiB: uint32(cfg.ArgonMemoryKiB),
 			SessionKeep:    cfg.SessionKeep,
+			GrainIdle:      cfg.GrainIdle,
 			Uploads:        upload.Limits{MaxSize: cfg.MaxFileBytes, ExpiryMs: cfg.UploadExpiry.Milliseconds()},
 			P2SP:           actors.P2SPOptions{ReportLimit: cfg.P2SPReportLimit, GrantTTL: cfg.P2SPGrantTTL},
 		},
