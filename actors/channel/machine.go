@@ -52,11 +52,11 @@ func (l *Limits) EnsureDefaults() {
 // State is a channel's state: the durable header and members, and the
 // presence (links per member), which lives only in memory.
 type State struct {
-	ID       string
-	Exists   bool
-	Title    string
-	Created  int64
-	Creator  string
+	ID      string
+	Exists  bool
+	Title   string
+	Created int64
+	Creator string
 	// Version counts the membership changes; each change takes the next
 	// one, and the notices to the users' channel lists carry it.
 	Version  int64
