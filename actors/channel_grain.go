@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/parley-chat/parley/actors/channel"
@@ -36,6 +39,7 @@ type channelGrain struct {
 	err     error
 	pending []channel.Frame
 	flushAt bool // a channelFlush is in the mailbox
+	self    *actor.PID
 }
 
 // channelFlush asks the grain to write its pending message frames.
@@ -49,22 +53,64 @@ func (g *channelGrain) limits() channel.Limits {
 func (g *channelGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.id = ctx.Identity()
+	g.self = ctx.Self()
 	g.log = g.n.log.With("channel_id", g.id)
-	st, err := loadChannel(g.n.opts.Store, g.id)
+	st, outbox, err := loadChannel(g.n.opts.Store, g.id)
 	if err != nil {
 		g.log.Error("load channel", "err", err)
 		g.err = err
 		st = channel.NewState(g.id)
 	}
 	g.st = st
+	// Notices a previous activation committed but did not finish.
+	for op, rec := range outbox {
+		g.dispatch(op, rec)
+	}
 }
 
 func (g *channelGrain) Terminate(ctx cluster.GrainContext) { g.flush() }
 
 func (g *channelGrain) ReceiveDefault(ctx cluster.GrainContext) {
-	if _, ok := ctx.Message().(*channelFlush); ok {
+	switch m := ctx.Message().(type) {
+	case *channelFlush:
 		g.flushAt = false
 		g.flush()
+	case *outboxDone:
+		g.outboxDone(m)
+	case *outboxRetry:
+		g.dispatch(m.opID, m.rec)
+	}
+}
+
+// dispatch delivers an outbox notice to the user grain (idempotent: the
+// user grain ignores a version it has), outside the mailbox, on the
+// node's notifier. Dropped while the node stops: the entry stays and is
+// dispatched at the next activation.
+func (g *channelGrain) dispatch(opID string, rec *grainpb.OutboxRecord) {
+	n, self := g.n, g.self
+	n.notify.do(func() {
+		err := n.deliverOutbox(rec)
+		n.System.Root.Send(self, &outboxDone{opID: opID, rec: rec, err: err})
+	})
+}
+
+// outboxDone deletes a delivered notice, or retries a failed one.
+func (g *channelGrain) outboxDone(m *outboxDone) {
+	if m.err != nil && cluster.FromError(m.err).Reason != pb.CodeNotFound {
+		g.n.opts.Metrics.OutboxRetries.Add(1)
+		g.log.Warn("channel outbox entry failed; retrying", "op", m.opID, "err", m.err)
+		n, self := g.n, g.self
+		time.AfterFunc(time.Second, func() {
+			n.System.Root.Send(self, &outboxRetry{opID: m.opID, rec: m.rec})
+		})
+		return
+	}
+	b := g.n.opts.Store.NewBatch(persistence.KindChannel, g.id)
+	b.Delete(persistence.EncodeKey(persistence.KindChannelOutbox, g.id, []byte(m.opID)))
+	if err := b.Commit(); err != nil {
+		// Harmless: the notice is idempotent and is sent again at the
+		// next activation.
+		g.log.Warn("channel outbox cleanup", "err", err)
 	}
 }
 
@@ -87,6 +133,8 @@ func (g *channelGrain) apply(ctx cluster.GrainContext, ev channel.Event) (proto.
 			switch {
 			case w.Channel != nil:
 				b.Set(persistence.EncodeKey(persistence.KindChannel, g.id, nil), mustMarshal(w.Channel))
+			case w.Outbox != nil:
+				b.Set(persistence.EncodeKey(persistence.KindChannelOutbox, g.id, []byte(w.Outbox.OpID)), mustMarshal(w.Outbox.Record))
 			case w.Member.Record == nil:
 				b.Delete(persistence.EncodeKey(persistence.KindChannelMember, g.id, []byte(w.Member.User)))
 			default:
@@ -100,6 +148,11 @@ func (g *channelGrain) apply(ctx cluster.GrainContext, ev channel.Event) (proto.
 			g.err = err
 			ctx.Poison(ctx.Self())
 			return nil, grainError(pb.CodeStorage, "save channel: %v", err)
+		}
+		for _, w := range fx.Writes {
+			if w.Outbox != nil {
+				g.dispatch(w.Outbox.OpID, w.Outbox.Record)
+			}
 		}
 	}
 	if isSend && len(fx.Writes) == 0 {
@@ -227,21 +280,26 @@ func (g *channelGrain) Snapshot(req *grainpb.ChannelInfoReq, ctx cluster.GrainCo
 	return snap, nil
 }
 
-// loadChannel reads a channel's header and members.
-func loadChannel(s *persistence.Store, id string) (*channel.State, error) {
+// Wake activates the channel (Init dispatches its pending outbox).
+func (g *channelGrain) Wake(req *grainpb.ChannelInfoReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
+	return &grainpb.Ok{}, nil
+}
+
+// loadChannel reads a channel's header, members and pending outbox.
+func loadChannel(s *persistence.Store, id string) (*channel.State, map[string]*grainpb.OutboxRecord, error) {
 	st := channel.NewState(id)
 	v, err := s.Get(persistence.EncodeKey(persistence.KindChannel, id, nil))
 	if errors.Is(err, persistence.ErrNotFound) {
-		return st, nil
+		return st, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rec := &grainpb.ChannelRecord{}
 	if err := proto.Unmarshal(v, rec); err != nil {
-		return nil, fmt.Errorf("decode channel %s: %w", id, err)
+		return nil, nil, fmt.Errorf("decode channel %s: %w", id, err)
 	}
-	st.Exists, st.Title, st.Created, st.Creator = true, rec.Title, rec.CreatedMs, rec.Creator
+	st.Exists, st.Title, st.Created, st.Creator, st.Version = true, rec.Title, rec.CreatedMs, rec.Creator, rec.Version
 	p := persistence.EntityPrefix(persistence.KindChannelMember, id)
 	var decErr error
 	err = s.Scan(p, persistence.PrefixEnd(p), 0, func(k, v []byte) bool {
@@ -256,7 +314,43 @@ func loadChannel(s *persistence.Store, id string) (*channel.State, error) {
 		err = decErr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load members of channel %s: %w", id, err)
+		return nil, nil, fmt.Errorf("load members of channel %s: %w", id, err)
 	}
-	return st, nil
+	outbox := map[string]*grainpb.OutboxRecord{}
+	op := persistence.EntityPrefix(persistence.KindChannelOutbox, id)
+	err = s.Scan(op, persistence.PrefixEnd(op), 0, func(k, v []byte) bool {
+		r := &grainpb.OutboxRecord{}
+		if decErr = proto.Unmarshal(v, r); decErr != nil {
+			return false
+		}
+		outbox[string(k[len(op):])] = r
+		return true
+	})
+	if err == nil {
+		err = decErr
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("load outbox of channel %s: %w", id, err)
+	}
+	return st, outbox, nil
+}
+
+// channelsWithOutbox lists the channels with pending outbox entries.
+func channelsWithOutbox(s *persistence.Store) ([]string, error) {
+	var ids []string
+	for shard := 0; shard < persistence.NumShards; shard++ {
+		lo := []byte{byte(shard), byte(persistence.KindChannelOutbox)}
+		last := ""
+		err := s.Scan(lo, persistence.PrefixEnd(lo), 0, func(k, _ []byte) bool {
+			if key, err := persistence.DecodeKey(k); err == nil && key.ID != last {
+				last = key.ID
+				ids = append(ids, key.ID)
+			}
+			return true
+		})
+		if err != nil {
+			return ids, err
+		}
+	}
+	return ids, nil
 }

@@ -39,14 +39,22 @@ func RetryAfterMs(err error) int64 {
 
 // deliverOutbox performs one outbox entry: a membership notice or an
 // invitation notice for a user grain, or the channel side of a declined
-// invitation. Each is idempotent, so a retry is harmless.
+// invitation, or a notice for a user's channel list. Each is idempotent,
+// so a retry is harmless.
 func (n *Node) deliverOutbox(rec *grainpb.OutboxRecord) error {
+	if f := n.opts.OutboxFault; f != nil {
+		if err := f(rec); err != nil {
+			return err
+		}
+	}
 	var err error
 	switch {
 	case rec.Release != nil:
 		_, err = grainpb.GetFileGrainClient(n.Cluster, rec.Release.FileId).Release(rec.Release, n.callOpts()...)
 	case rec.Invitation != nil:
 		_, err = grainpb.GetUserGrainClient(n.Cluster, rec.UserId).Invitation(&grainpb.InvitationNoticeReq{Invitation: rec.Invitation}, n.callOpts()...)
+	case rec.Channel != nil:
+		_, err = grainpb.GetUserGrainClient(n.Cluster, rec.UserId).ChannelMembership(&grainpb.ChannelMembershipReq{Channel: rec.Channel}, n.callOpts()...)
 	case rec.ChannelRemoval != nil:
 		_, err = grainpb.GetChannelGrainClient(n.Cluster, rec.ChannelRemoval.ChannelId).Drop(&grainpb.ChannelDropReq{UserId: rec.ChannelRemoval.UserId}, n.callOpts()...)
 	default:

@@ -105,6 +105,10 @@ type Options struct {
 	Media Media
 	// CallLimits are the call timers (ring, setup, link grace).
 	CallLimits call.Limits
+	// OutboxFault, if set, runs before each outbox delivery (conversation
+	// and channel notices); an error fails that delivery as an unreachable
+	// grain would, and the entry is retried. Tests inject failures.
+	OutboxFault func(*grainpb.OutboxRecord) error
 }
 
 // EnsureDefaults fills zero fields.
@@ -246,7 +250,26 @@ func Start(opts Options) (*Node, error) {
 		close(n.sweepDone)
 	}
 	n.spawn(n.wakeCalls)
+	n.spawn(n.wakeChannels)
 	return n, nil
+}
+
+// wakeChannels activates every channel with a pending outbox, so that the
+// notices to its users' channel lists it committed before a crash are
+// delivered without waiting for the channel's next request.
+func (n *Node) wakeChannels() {
+	ids, err := channelsWithOutbox(n.opts.Store)
+	if err != nil {
+		n.log.Warn("scan channel outboxes", "err", err)
+	}
+	for _, id := range ids {
+		if n.Stopping() {
+			return
+		}
+		if _, err := grainpb.GetChannelGrainClient(n.Cluster, id).Wake(&grainpb.ChannelInfoReq{}, n.callOpts()...); err != nil {
+			n.log.Warn("wake channel", "channel_id", id, "err", err)
+		}
+	}
 }
 
 // wakeCalls activates every call that is not over, so that its durable

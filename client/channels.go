@@ -164,6 +164,26 @@ func (c *Client) AnswerInvitation(ctx context.Context, invitationID string, acce
 	return f.GetInvitationAnswered(), nil
 }
 
+// ListChannels returns the channels you are a member of (id, title, your
+// level), sorted by id. Changes arrive in Events as the session events
+// channelAdded (you were added, or your level changed) and channelRemoved;
+// see ChannelAdded and ChannelRemoved.
+func (c *Client) ListChannels(ctx context.Context) ([]*pb.Channel, error) {
+	f, err := c.Call(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_ListChannels{ListChannels: &pb.ListChannels{}}})
+	if err != nil {
+		return nil, err
+	}
+	return f.GetChannelList().GetChannels(), nil
+}
+
+// ChannelAdded returns the channel of a channelAdded session event (you
+// became a member, or your level changed), or nil.
+func (e Event) ChannelAdded() *pb.Channel { return e.Session.GetChannelAdded().GetChannel() }
+
+// ChannelRemoved returns the id of the channel of a channelRemoved session
+// event (you are no longer a member), or "".
+func (e Event) ChannelRemoved() string { return e.Session.GetChannelRemoved().GetChannelId() }
+
 // ListInvitations returns your pending invitations.
 func (c *Client) ListInvitations(ctx context.Context) ([]*pb.Invitation, error) {
 	f, err := c.Call(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_ListInvitations{ListInvitations: &pb.ListInvitations{}}})

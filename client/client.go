@@ -84,8 +84,10 @@ func Code(err error) string {
 var ErrClosed = errors.New("parley: connection closed")
 
 // Event is one item of the stream: a conversation message (in seq order
-// per conversation, each once), a session event, or a channel message or
-// presence event (live only: never replayed, no seq).
+// per conversation, each once), a session event (among them channelAdded
+// and channelRemoved, the changes of your channel list), or a channel
+// message or presence/membership event (live only: never replayed, no
+// seq).
 type Event struct {
 	Message        *pb.Message
 	Session        *pb.SessionEvent

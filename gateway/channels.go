@@ -56,6 +56,8 @@ func (l *link) channelCommand(id string, f *pb.ClientFrame) bool {
 		ch(c.ChannelSend.ChannelId, "Send", &grainpb.ChannelSendReq{Actor: uid, DeviceId: dev, Send: c.ChannelSend})
 	case *pb.ClientFrame_ChannelInfo:
 		ch(c.ChannelInfo.ChannelId, "Info", &grainpb.ChannelInfoReq{Actor: uid})
+	case *pb.ClientFrame_ListChannels:
+		l.async(id, func() (proto.Message, error) { return n.ListChannels(uid) })
 	case *pb.ClientFrame_ImportChannel:
 		req := c.ImportChannel
 		l.async(id, func() (proto.Message, error) { return n.ImportChannel(uid, req) })

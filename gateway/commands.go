@@ -302,6 +302,8 @@ func frameFor(re string, body proto.Message) *pb.ServerFrame {
 		f.Body = &pb.ServerFrame_Channel{Channel: b}
 	case *pb.ChannelSent:
 		f.Body = &pb.ServerFrame_ChannelSent{ChannelSent: b}
+	case *pb.ChannelList:
+		f.Body = &pb.ServerFrame_ChannelList{ChannelList: b}
 	case *pb.ImportResult:
 		f.Body = &pb.ServerFrame_ImportResult{ImportResult: b}
 	case *pb.InvitationAnswered:

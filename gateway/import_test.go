@@ -314,6 +314,20 @@ func TestChannelImport(t *testing.T) {
 	if slices.Contains(left, ids[2]) || !slices.Contains(left, ids[1]) {
 		t.Fatalf("channel members after decline: %v", left)
 	}
+	// The decline removed the channel from the decliner's channel list
+	// (the channel's outbox notice lands a moment after the reply).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		list, err := members[2].ListChannels(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(list, func(c *pb.Channel) bool { return c.Id == small.Id }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("declined channel still in the decliner's channel list")
+		}
+	}
 	if _, err := deputy.Send(ctx, g3.Id, "welcome"); err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,7 @@ const (
 	// Channels and channel import.
 	KindChannel       Kind = 'k' // channel header, id = channel id
 	KindChannelMember Kind = 'K' // channel member, id = channel id, suffix = user id
+	KindChannelOutbox Kind = 'O' // channel outbox (notices to users' channel lists), id = channel id, suffix = op id
 	KindInvitation    Kind = 'i' // group invitation, id = group id, suffix = invitation local id
 	KindImport        Kind = 'I' // done import of a group, id = group id, suffix = actor "/" op id
 
@@ -65,7 +66,7 @@ func kindFamily(k Kind) Kind {
 		return KindConv
 	case KindInvitation, KindImport:
 		return KindConv
-	case KindChannelMember:
+	case KindChannelMember, KindChannelOutbox:
 		return KindChannel
 	}
 	return k

@@ -52,11 +52,14 @@ func (l *Limits) EnsureDefaults() {
 // State is a channel's state: the durable header and members, and the
 // presence (links per member), which lives only in memory.
 type State struct {
-	ID       string
-	Exists   bool
-	Title    string
-	Created  int64
-	Creator  string
+	ID      string
+	Exists  bool
+	Title   string
+	Created int64
+	Creator string
+	// Version counts the membership changes; each change takes the next
+	// one, and the notices to the users' channel lists carry it.
+	Version  int64
 	Members  map[string]*grainpb.ChannelMemberRecord
 	Presence map[string]map[uint64]struct{}
 	// recent remembers sends for deduplication, oldest first; sent
@@ -160,7 +163,9 @@ func errorf(code, format string, args ...any) *Error {
 }
 
 // Effects are performed in order: persist Writes (one synced commit), write
-// each Frame (encoded once) to its links, then Reply.
+// each Frame (encoded once) to its links, then Reply. Outbox writes are
+// notices owed to the users' channel lists: the grain dispatches each after
+// the commit and deletes it once the user grain has applied it.
 type Effects struct {
 	Err    *Error
 	Writes []Write
@@ -168,11 +173,19 @@ type Effects struct {
 	Reply  proto.Message
 }
 
-// Write is one record to persist: the header, or a member (Record nil:
-// delete).
+// Write is one record to persist: the header, a member (Record nil:
+// delete), or an outbox entry.
 type Write struct {
 	Channel *grainpb.ChannelRecord
 	Member  *MemberWrite
+	Outbox  *OutboxWrite
+}
+
+// OutboxWrite records a notice owed to a user's channel list. OpID
+// ("<version, 20 digits>/<user>") is unique per change and user.
+type OutboxWrite struct {
+	OpID   string
+	Record *grainpb.OutboxRecord
 }
 
 // MemberWrite sets or (Record nil) deletes a member.
@@ -283,7 +296,8 @@ func (s *State) create(e Create, lim Limits) Effects {
 		return Effects{Err: errorf(pb.CodeInvalidArgument, "more than %d members", lim.MaxMembers)}
 	}
 	s.Exists, s.Title, s.Created, s.Creator = true, e.Title, e.Now, e.Actor
-	fx := Effects{Writes: []Write{{Channel: &grainpb.ChannelRecord{ChannelId: s.ID, Title: s.Title, CreatedMs: s.Created, Creator: s.Creator}}}}
+	var fx Effects
+	s.bump(&fx)
 	for _, u := range members {
 		lvl := pb.ChannelLevel_CHANNEL_LEVEL_MEMBER
 		if u == e.Actor {
@@ -295,9 +309,31 @@ func (s *State) create(e Create, lim Limits) Effects {
 	return fx
 }
 
+// Record is the channel's durable header.
+func (s *State) Record() *grainpb.ChannelRecord {
+	return &grainpb.ChannelRecord{ChannelId: s.ID, Title: s.Title, CreatedMs: s.Created, Creator: s.Creator, Version: s.Version}
+}
+
+// bump starts a membership change: the next version, in the header.
+func (s *State) bump(fx *Effects) {
+	s.Version++
+	fx.Writes = append(fx.Writes, Write{Channel: s.Record()})
+}
+
+// setMember sets u's record and owes u's channel list a notice (in the
+// same commit). bump must have run in this step.
 func (s *State) setMember(fx *Effects, u string, rec *grainpb.ChannelMemberRecord) {
 	s.Members[u] = rec
 	fx.Writes = append(fx.Writes, Write{Member: &MemberWrite{User: u, Record: proto.Clone(rec).(*grainpb.ChannelMemberRecord)}})
+	s.notice(fx, u, rec.Level, false)
+}
+
+// notice adds the outbox entry that updates u's channel list.
+func (s *State) notice(fx *Effects, u string, lvl pb.ChannelLevel, left bool) {
+	rec := &grainpb.OutboxRecord{UserId: u, Channel: &grainpb.ChannelEntry{
+		ChannelId: s.ID, Title: s.Title, Level: lvl, Version: s.Version, Left: left,
+	}}
+	fx.Writes = append(fx.Writes, Write{Outbox: &OutboxWrite{OpID: fmt.Sprintf("%020d/%s", s.Version, u), Record: rec}})
 }
 
 func (s *State) addMembers(e AddMembers, lim Limits) Effects {
@@ -333,6 +369,9 @@ func (s *State) addMembers(e AddMembers, lim Limits) Effects {
 		return Effects{Err: errorf(pb.CodeForbidden, "a channel keeps at least one admin")}
 	}
 	var fx Effects
+	if len(added)+len(changed) > 0 {
+		s.bump(&fx)
+	}
 	for _, u := range added {
 		s.setMember(&fx, u, &grainpb.ChannelMemberRecord{Level: lvl, JoinedMs: e.Now})
 	}
@@ -340,6 +379,12 @@ func (s *State) addMembers(e AddMembers, lim Limits) Effects {
 		m := proto.Clone(s.Members[u]).(*grainpb.ChannelMemberRecord)
 		m.Level = lvl
 		s.setMember(&fx, u, m)
+	}
+	// The present links learn of each new member and level (after the
+	// writes, so the event names the level now).
+	links := s.presentLinks()
+	for _, u := range append(added, changed...) {
+		s.memberEvent(&fx, links, u, lvl, e.Now)
 	}
 	fx.Reply = s.Info(e.Actor)
 	return fx
@@ -370,10 +415,12 @@ func (s *State) remove(e Remove) Effects {
 func (s *State) removeMember(u string, now int64) Effects {
 	var fx Effects
 	links := s.presentLinks()
+	s.bump(&fx)
 	delete(s.Members, u)
 	delete(s.Presence, u)
 	s.links = nil
 	fx.Writes = append(fx.Writes, Write{Member: &MemberWrite{User: u}})
+	s.notice(&fx, u, pb.ChannelLevel_CHANNEL_LEVEL_UNSPECIFIED, true)
 	s.event(&fx, links, pb.ChannelEventKind_CHANNEL_EVENT_KIND_REMOVED, u, now)
 	return fx
 }
@@ -418,6 +465,16 @@ func (s *State) leaveLink(fx *Effects, u string, link uint64, now int64) {
 	}
 	delete(s.Presence, u)
 	s.event(fx, s.presentLinks(), pb.ChannelEventKind_CHANNEL_EVENT_KIND_ABSENT, u, now)
+}
+
+// memberEvent tells links that u is a member with level lvl.
+func (s *State) memberEvent(fx *Effects, links []uint64, u string, lvl pb.ChannelLevel, now int64) {
+	if len(links) == 0 {
+		return
+	}
+	fx.Frames = append(fx.Frames, Frame{Links: links, Frame: &pb.ServerFrame{Body: &pb.ServerFrame_ChannelEvent{ChannelEvent: &pb.ChannelEvent{
+		ChannelId: s.ID, Kind: pb.ChannelEventKind_CHANNEL_EVENT_KIND_MEMBER, UserId: u, TimeMs: now, Level: lvl,
+	}}}})
 }
 
 func (s *State) event(fx *Effects, links []uint64, kind pb.ChannelEventKind, u string, now int64) {

@@ -1,6 +1,7 @@
 package channel
 
 import (
+	"maps"
 	"slices"
 	"testing"
 
@@ -77,6 +78,24 @@ func FuzzStep(f *testing.F) {
 				} else if len(fx.Frames) > 0 {
 					t.Fatal("a duplicate send was delivered")
 				}
+			}
+			// Every membership write owes that user's channel list a
+			// notice at the new version, in the same commit, and vice versa.
+			members, notices := map[string]bool{}, map[string]bool{}
+			for _, w := range fx.Writes {
+				switch {
+				case w.Member != nil:
+					members[w.Member.User] = true
+				case w.Outbox != nil:
+					e := w.Outbox.Record.Channel
+					if e.Version != st.Version || e.Left != (w.Outbox.Record.UserId != "" && st.Members[w.Outbox.Record.UserId] == nil) {
+						t.Fatalf("notice %v does not match the state (version %d)", e, st.Version)
+					}
+					notices[w.Outbox.Record.UserId] = true
+				}
+			}
+			if !maps.Equal(members, notices) {
+				t.Fatalf("member writes %v, notices %v", members, notices)
 			}
 			if st.Exists && len(st.Members) > 0 && st.admins() == 0 && !dropped {
 				t.Fatalf("no admin left after %T", ev)

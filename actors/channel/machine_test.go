@@ -120,7 +120,7 @@ func channelString(c *pb.Channel) string {
 // String renders a state for transcripts.
 func (s *State) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "exists=%v title=%q creator=%s\n", s.Exists, s.Title, s.Creator)
+	fmt.Fprintf(&b, "exists=%v title=%q creator=%s version=%d\n", s.Exists, s.Title, s.Creator, s.Version)
 	users := make([]string, 0, len(s.Members))
 	for u := range s.Members {
 		users = append(users, u)
@@ -146,7 +146,14 @@ func (fx Effects) String() string {
 	for _, w := range fx.Writes {
 		switch {
 		case w.Channel != nil:
-			fmt.Fprintf(&b, "persist channel title=%q\n", w.Channel.Title)
+			fmt.Fprintf(&b, "persist channel title=%q version=%d\n", w.Channel.Title, w.Channel.Version)
+		case w.Outbox != nil:
+			e := w.Outbox.Record.Channel
+			if e.Left {
+				fmt.Fprintf(&b, "outbox %s: %s left v%d\n", w.Outbox.OpID, w.Outbox.Record.UserId, e.Version)
+			} else {
+				fmt.Fprintf(&b, "outbox %s: %s %s v%d\n", w.Outbox.OpID, w.Outbox.Record.UserId, shortLevel(e.Level), e.Version)
+			}
 		case w.Member.Record == nil:
 			fmt.Fprintf(&b, "persist member %s deleted\n", w.Member.User)
 		default:
@@ -161,7 +168,11 @@ func (fx Effects) String() string {
 		switch body := f.Frame.Body.(type) {
 		case *pb.ServerFrame_ChannelEvent:
 			e := body.ChannelEvent
-			fmt.Fprintf(&b, "links %s: %s %s\n", strings.Join(links, ","), strings.TrimPrefix(e.Kind.String(), "CHANNEL_EVENT_KIND_"), e.UserId)
+			fmt.Fprintf(&b, "links %s: %s %s", strings.Join(links, ","), strings.TrimPrefix(e.Kind.String(), "CHANNEL_EVENT_KIND_"), e.UserId)
+			if e.Kind == pb.ChannelEventKind_CHANNEL_EVENT_KIND_MEMBER {
+				fmt.Fprintf(&b, " %s", shortLevel(e.Level))
+			}
+			b.WriteString("\n")
 		case *pb.ServerFrame_ChannelMessage:
 			m := body.ChannelMessage
 			fmt.Fprintf(&b, "links %s: message from %s %q\n", strings.Join(links, ","), m.Sender, m.Text)

@@ -699,6 +699,132 @@ func (x *ConvEntry) GetLeft() bool {
 	return false
 }
 
+// ChannelEntry is one channel in a user's channel list. version is the
+// channel's membership version of the change that produced it; a notice
+// with a version not above the stored one is stale and ignored.
+type ChannelEntry struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	Title     string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	Level     protocol.ChannelLevel  `protobuf:"varint,3,opt,name=level,proto3,enum=parley.protocol.v1.ChannelLevel" json:"level,omitempty"`
+	Version   int64                  `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	// The user left or was removed; kept as a tombstone for versioning.
+	Left          bool `protobuf:"varint,5,opt,name=left,proto3" json:"left,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelEntry) Reset() {
+	*x = ChannelEntry{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelEntry) ProtoMessage() {}
+
+func (x *ChannelEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelEntry.ProtoReflect.Descriptor instead.
+func (*ChannelEntry) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ChannelEntry) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ChannelEntry) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *ChannelEntry) GetLevel() protocol.ChannelLevel {
+	if x != nil {
+		return x.Level
+	}
+	return protocol.ChannelLevel(0)
+}
+
+func (x *ChannelEntry) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ChannelEntry) GetLeft() bool {
+	if x != nil {
+		return x.Left
+	}
+	return false
+}
+
+// ChannelMembershipReq tells a user grain that its membership of a channel
+// changed.
+type ChannelMembershipReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       *ChannelEntry          `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelMembershipReq) Reset() {
+	*x = ChannelMembershipReq{}
+	mi := &file_actors_grainpb_grains_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelMembershipReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelMembershipReq) ProtoMessage() {}
+
+func (x *ChannelMembershipReq) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_grains_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelMembershipReq.ProtoReflect.Descriptor instead.
+func (*ChannelMembershipReq) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ChannelMembershipReq) GetChannel() *ChannelEntry {
+	if x != nil {
+		return x.Channel
+	}
+	return nil
+}
+
 // MembershipReq tells a user grain that it joined or left a conversation.
 type MembershipReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -709,7 +835,7 @@ type MembershipReq struct {
 
 func (x *MembershipReq) Reset() {
 	*x = MembershipReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[11]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +847,7 @@ func (x *MembershipReq) String() string {
 func (*MembershipReq) ProtoMessage() {}
 
 func (x *MembershipReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[11]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +860,7 @@ func (x *MembershipReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipReq.ProtoReflect.Descriptor instead.
 func (*MembershipReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{11}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MembershipReq) GetConversation() *ConvEntry {
@@ -755,7 +881,7 @@ type AttachReq struct {
 
 func (x *AttachReq) Reset() {
 	*x = AttachReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[12]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +893,7 @@ func (x *AttachReq) String() string {
 func (*AttachReq) ProtoMessage() {}
 
 func (x *AttachReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[12]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +906,7 @@ func (x *AttachReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachReq.ProtoReflect.Descriptor instead.
 func (*AttachReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{12}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AttachReq) GetDeviceId() string {
@@ -815,7 +941,7 @@ type AttachReply struct {
 
 func (x *AttachReply) Reset() {
 	*x = AttachReply{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[13]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +953,7 @@ func (x *AttachReply) String() string {
 func (*AttachReply) ProtoMessage() {}
 
 func (x *AttachReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[13]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +966,7 @@ func (x *AttachReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachReply.ProtoReflect.Descriptor instead.
 func (*AttachReply) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{13}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AttachReply) GetConversations() []*ConvEntry {
@@ -867,7 +993,7 @@ type DetachReq struct {
 
 func (x *DetachReq) Reset() {
 	*x = DetachReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[14]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1005,7 @@ func (x *DetachReq) String() string {
 func (*DetachReq) ProtoMessage() {}
 
 func (x *DetachReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[14]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1018,7 @@ func (x *DetachReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachReq.ProtoReflect.Descriptor instead.
 func (*DetachReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{14}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DetachReq) GetDeviceId() string {
@@ -917,7 +1043,7 @@ type ListReq struct {
 
 func (x *ListReq) Reset() {
 	*x = ListReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[15]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1055,7 @@ func (x *ListReq) String() string {
 func (*ListReq) ProtoMessage() {}
 
 func (x *ListReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[15]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1068,7 @@ func (x *ListReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReq.ProtoReflect.Descriptor instead.
 func (*ListReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{15}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{17}
 }
 
 type ConvList struct {
@@ -954,7 +1080,7 @@ type ConvList struct {
 
 func (x *ConvList) Reset() {
 	*x = ConvList{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[16]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1092,7 @@ func (x *ConvList) String() string {
 func (*ConvList) ProtoMessage() {}
 
 func (x *ConvList) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[16]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1105,7 @@ func (x *ConvList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvList.ProtoReflect.Descriptor instead.
 func (*ConvList) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{16}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConvList) GetConversations() []*ConvEntry {
@@ -1002,7 +1128,7 @@ type ImportReserveReq struct {
 
 func (x *ImportReserveReq) Reset() {
 	*x = ImportReserveReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[17]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1140,7 @@ func (x *ImportReserveReq) String() string {
 func (*ImportReserveReq) ProtoMessage() {}
 
 func (x *ImportReserveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[17]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1153,7 @@ func (x *ImportReserveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportReserveReq.ProtoReflect.Descriptor instead.
 func (*ImportReserveReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{17}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ImportReserveReq) GetOpKey() string {
@@ -1054,7 +1180,7 @@ type ImportReserveReply struct {
 
 func (x *ImportReserveReply) Reset() {
 	*x = ImportReserveReply{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[18]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1192,7 @@ func (x *ImportReserveReply) String() string {
 func (*ImportReserveReply) ProtoMessage() {}
 
 func (x *ImportReserveReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[18]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1205,7 @@ func (x *ImportReserveReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportReserveReply.ProtoReflect.Descriptor instead.
 func (*ImportReserveReply) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{18}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ImportReserveReply) GetFresh() bool {
@@ -1099,7 +1225,7 @@ type ImportReleaseReq struct {
 
 func (x *ImportReleaseReq) Reset() {
 	*x = ImportReleaseReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[19]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1237,7 @@ func (x *ImportReleaseReq) String() string {
 func (*ImportReleaseReq) ProtoMessage() {}
 
 func (x *ImportReleaseReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[19]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1250,7 @@ func (x *ImportReleaseReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportReleaseReq.ProtoReflect.Descriptor instead.
 func (*ImportReleaseReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{19}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ImportReleaseReq) GetOpKey() string {
@@ -1145,7 +1271,7 @@ type InvitationNoticeReq struct {
 
 func (x *InvitationNoticeReq) Reset() {
 	*x = InvitationNoticeReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[20]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1283,7 @@ func (x *InvitationNoticeReq) String() string {
 func (*InvitationNoticeReq) ProtoMessage() {}
 
 func (x *InvitationNoticeReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[20]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1296,7 @@ func (x *InvitationNoticeReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvitationNoticeReq.ProtoReflect.Descriptor instead.
 func (*InvitationNoticeReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{20}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InvitationNoticeReq) GetInvitation() *protocol.Invitation {
@@ -1192,7 +1318,7 @@ type ImportStamp struct {
 
 func (x *ImportStamp) Reset() {
 	*x = ImportStamp{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[21]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1330,7 @@ func (x *ImportStamp) String() string {
 func (*ImportStamp) ProtoMessage() {}
 
 func (x *ImportStamp) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[21]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1343,7 @@ func (x *ImportStamp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportStamp.ProtoReflect.Descriptor instead.
 func (*ImportStamp) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{21}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ImportStamp) GetOpKey() string {
@@ -1255,7 +1381,7 @@ type CallClaimReq struct {
 
 func (x *CallClaimReq) Reset() {
 	*x = CallClaimReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1393,7 @@ func (x *CallClaimReq) String() string {
 func (*CallClaimReq) ProtoMessage() {}
 
 func (x *CallClaimReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[22]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1406,7 @@ func (x *CallClaimReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallClaimReq.ProtoReflect.Descriptor instead.
 func (*CallClaimReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{22}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CallClaimReq) GetCallId() string {
@@ -1315,7 +1441,7 @@ type CallClaimReply struct {
 
 func (x *CallClaimReply) Reset() {
 	*x = CallClaimReply{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1453,7 @@ func (x *CallClaimReply) String() string {
 func (*CallClaimReply) ProtoMessage() {}
 
 func (x *CallClaimReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[23]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1466,7 @@ func (x *CallClaimReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallClaimReply.ProtoReflect.Descriptor instead.
 func (*CallClaimReply) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{23}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CallClaimReply) GetOk() bool {
@@ -1371,7 +1497,7 @@ type CallRingReq struct {
 
 func (x *CallRingReq) Reset() {
 	*x = CallRingReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1509,7 @@ func (x *CallRingReq) String() string {
 func (*CallRingReq) ProtoMessage() {}
 
 func (x *CallRingReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[24]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1522,7 @@ func (x *CallRingReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRingReq.ProtoReflect.Descriptor instead.
 func (*CallRingReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{24}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CallRingReq) GetCallId() string {
@@ -1437,7 +1563,7 @@ type CallRingReply struct {
 
 func (x *CallRingReply) Reset() {
 	*x = CallRingReply{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1575,7 @@ func (x *CallRingReply) String() string {
 func (*CallRingReply) ProtoMessage() {}
 
 func (x *CallRingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[25]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1588,7 @@ func (x *CallRingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRingReply.ProtoReflect.Descriptor instead.
 func (*CallRingReply) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{25}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CallRingReply) GetBusy() bool {
@@ -1486,7 +1612,7 @@ type OpenReq struct {
 
 func (x *OpenReq) Reset() {
 	*x = OpenReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1624,7 @@ func (x *OpenReq) String() string {
 func (*OpenReq) ProtoMessage() {}
 
 func (x *OpenReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[26]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1637,7 @@ func (x *OpenReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenReq.ProtoReflect.Descriptor instead.
 func (*OpenReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{26}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *OpenReq) GetUserId() string {
@@ -1562,7 +1688,7 @@ type SessionReply struct {
 
 func (x *SessionReply) Reset() {
 	*x = SessionReply{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1700,7 @@ func (x *SessionReply) String() string {
 func (*SessionReply) ProtoMessage() {}
 
 func (x *SessionReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[27]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1713,7 @@ func (x *SessionReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionReply.ProtoReflect.Descriptor instead.
 func (*SessionReply) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{27}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SessionReply) GetSessionId() string {
@@ -1636,7 +1762,7 @@ type PushReq struct {
 
 func (x *PushReq) Reset() {
 	*x = PushReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1774,7 @@ func (x *PushReq) String() string {
 func (*PushReq) ProtoMessage() {}
 
 func (x *PushReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[28]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1787,7 @@ func (x *PushReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushReq.ProtoReflect.Descriptor instead.
 func (*PushReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{28}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PushReq) GetEvent() *protocol.SessionEvent {
@@ -1687,7 +1813,7 @@ type AckReq struct {
 
 func (x *AckReq) Reset() {
 	*x = AckReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +1825,7 @@ func (x *AckReq) String() string {
 func (*AckReq) ProtoMessage() {}
 
 func (x *AckReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[29]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +1838,7 @@ func (x *AckReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckReq.ProtoReflect.Descriptor instead.
 func (*AckReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{29}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AckReq) GetSessionSeq() int64 {
@@ -1734,7 +1860,7 @@ type CutReq struct {
 
 func (x *CutReq) Reset() {
 	*x = CutReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1872,7 @@ func (x *CutReq) String() string {
 func (*CutReq) ProtoMessage() {}
 
 func (x *CutReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[30]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +1885,7 @@ func (x *CutReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CutReq.ProtoReflect.Descriptor instead.
 func (*CutReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{30}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CutReq) GetLinkId() uint64 {
@@ -1791,7 +1917,7 @@ type ResumeReq struct {
 
 func (x *ResumeReq) Reset() {
 	*x = ResumeReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +1929,7 @@ func (x *ResumeReq) String() string {
 func (*ResumeReq) ProtoMessage() {}
 
 func (x *ResumeReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[31]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +1942,7 @@ func (x *ResumeReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeReq.ProtoReflect.Descriptor instead.
 func (*ResumeReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{31}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ResumeReq) GetUserId() string {
@@ -1875,7 +2001,7 @@ type HoldReq struct {
 
 func (x *HoldReq) Reset() {
 	*x = HoldReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +2013,7 @@ func (x *HoldReq) String() string {
 func (*HoldReq) ProtoMessage() {}
 
 func (x *HoldReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[32]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +2026,7 @@ func (x *HoldReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HoldReq.ProtoReflect.Descriptor instead.
 func (*HoldReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{32}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *HoldReq) GetLinkId() uint64 {
@@ -1948,7 +2074,7 @@ type SignalReq struct {
 
 func (x *SignalReq) Reset() {
 	*x = SignalReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2086,7 @@ func (x *SignalReq) String() string {
 func (*SignalReq) ProtoMessage() {}
 
 func (x *SignalReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[33]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2099,7 @@ func (x *SignalReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalReq.ProtoReflect.Descriptor instead.
 func (*SignalReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{33}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SignalReq) GetSignal() *protocol.P2SpSignal {
@@ -1993,7 +2119,7 @@ type CallBindReq struct {
 
 func (x *CallBindReq) Reset() {
 	*x = CallBindReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2005,7 +2131,7 @@ func (x *CallBindReq) String() string {
 func (*CallBindReq) ProtoMessage() {}
 
 func (x *CallBindReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[34]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2018,7 +2144,7 @@ func (x *CallBindReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallBindReq.ProtoReflect.Descriptor instead.
 func (*CallBindReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{34}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CallBindReq) GetCallId() string {
@@ -2046,7 +2172,7 @@ type CallBindReply struct {
 
 func (x *CallBindReply) Reset() {
 	*x = CallBindReply{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2184,7 @@ func (x *CallBindReply) String() string {
 func (*CallBindReply) ProtoMessage() {}
 
 func (x *CallBindReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[35]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2197,7 @@ func (x *CallBindReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallBindReply.ProtoReflect.Descriptor instead.
 func (*CallBindReply) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{35}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CallBindReply) GetLinked() bool {
@@ -2100,7 +2226,7 @@ type CreateConvReq struct {
 
 func (x *CreateConvReq) Reset() {
 	*x = CreateConvReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2112,7 +2238,7 @@ func (x *CreateConvReq) String() string {
 func (*CreateConvReq) ProtoMessage() {}
 
 func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[36]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2125,7 +2251,7 @@ func (x *CreateConvReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateConvReq.ProtoReflect.Descriptor instead.
 func (*CreateConvReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{36}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateConvReq) GetActor() string {
@@ -2166,7 +2292,7 @@ type MembersReq struct {
 
 func (x *MembersReq) Reset() {
 	*x = MembersReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2178,7 +2304,7 @@ func (x *MembersReq) String() string {
 func (*MembersReq) ProtoMessage() {}
 
 func (x *MembersReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[37]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2191,7 +2317,7 @@ func (x *MembersReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersReq.ProtoReflect.Descriptor instead.
 func (*MembersReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{37}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *MembersReq) GetActor() string {
@@ -2219,7 +2345,7 @@ type RemoveReq struct {
 
 func (x *RemoveReq) Reset() {
 	*x = RemoveReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2357,7 @@ func (x *RemoveReq) String() string {
 func (*RemoveReq) ProtoMessage() {}
 
 func (x *RemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[38]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2370,7 @@ func (x *RemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReq.ProtoReflect.Descriptor instead.
 func (*RemoveReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{38}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RemoveReq) GetActor() string {
@@ -2272,7 +2398,7 @@ type RoleReq struct {
 
 func (x *RoleReq) Reset() {
 	*x = RoleReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2284,7 +2410,7 @@ func (x *RoleReq) String() string {
 func (*RoleReq) ProtoMessage() {}
 
 func (x *RoleReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[39]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2297,7 +2423,7 @@ func (x *RoleReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleReq.ProtoReflect.Descriptor instead.
 func (*RoleReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{39}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RoleReq) GetActor() string {
@@ -2331,7 +2457,7 @@ type RenameReq struct {
 
 func (x *RenameReq) Reset() {
 	*x = RenameReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2343,7 +2469,7 @@ func (x *RenameReq) String() string {
 func (*RenameReq) ProtoMessage() {}
 
 func (x *RenameReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[40]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2356,7 +2482,7 @@ func (x *RenameReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameReq.ProtoReflect.Descriptor instead.
 func (*RenameReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{40}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RenameReq) GetActor() string {
@@ -2388,7 +2514,7 @@ type SendReq struct {
 
 func (x *SendReq) Reset() {
 	*x = SendReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2400,7 +2526,7 @@ func (x *SendReq) String() string {
 func (*SendReq) ProtoMessage() {}
 
 func (x *SendReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[41]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2413,7 +2539,7 @@ func (x *SendReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReq.ProtoReflect.Descriptor instead.
 func (*SendReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{41}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SendReq) GetActor() string {
@@ -2462,7 +2588,7 @@ type DeleteReq struct {
 
 func (x *DeleteReq) Reset() {
 	*x = DeleteReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2474,7 +2600,7 @@ func (x *DeleteReq) String() string {
 func (*DeleteReq) ProtoMessage() {}
 
 func (x *DeleteReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[42]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2487,7 +2613,7 @@ func (x *DeleteReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReq.ProtoReflect.Descriptor instead.
 func (*DeleteReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{42}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DeleteReq) GetActor() string {
@@ -2521,7 +2647,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2533,7 +2659,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[43]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2546,7 +2672,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{43}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReadReq) GetActor() string {
@@ -2574,7 +2700,7 @@ type HistoryReq struct {
 
 func (x *HistoryReq) Reset() {
 	*x = HistoryReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2586,7 +2712,7 @@ func (x *HistoryReq) String() string {
 func (*HistoryReq) ProtoMessage() {}
 
 func (x *HistoryReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[44]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2599,7 +2725,7 @@ func (x *HistoryReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryReq.ProtoReflect.Descriptor instead.
 func (*HistoryReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{44}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *HistoryReq) GetActor() string {
@@ -2632,7 +2758,7 @@ type InfoReq struct {
 
 func (x *InfoReq) Reset() {
 	*x = InfoReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2644,7 +2770,7 @@ func (x *InfoReq) String() string {
 func (*InfoReq) ProtoMessage() {}
 
 func (x *InfoReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[45]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2657,7 +2783,7 @@ func (x *InfoReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReq.ProtoReflect.Descriptor instead.
 func (*InfoReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{45}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *InfoReq) GetActor() string {
@@ -2681,7 +2807,7 @@ type UploadCreateReq struct {
 
 func (x *UploadCreateReq) Reset() {
 	*x = UploadCreateReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2693,7 +2819,7 @@ func (x *UploadCreateReq) String() string {
 func (*UploadCreateReq) ProtoMessage() {}
 
 func (x *UploadCreateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[46]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2706,7 +2832,7 @@ func (x *UploadCreateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadCreateReq.ProtoReflect.Descriptor instead.
 func (*UploadCreateReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{46}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *UploadCreateReq) GetActor() string {
@@ -2760,7 +2886,7 @@ type UploadHeadReq struct {
 
 func (x *UploadHeadReq) Reset() {
 	*x = UploadHeadReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2772,7 +2898,7 @@ func (x *UploadHeadReq) String() string {
 func (*UploadHeadReq) ProtoMessage() {}
 
 func (x *UploadHeadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[47]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2785,7 +2911,7 @@ func (x *UploadHeadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadHeadReq.ProtoReflect.Descriptor instead.
 func (*UploadHeadReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{47}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *UploadHeadReq) GetActor() string {
@@ -2805,7 +2931,7 @@ type UploadBeginReq struct {
 
 func (x *UploadBeginReq) Reset() {
 	*x = UploadBeginReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2817,7 +2943,7 @@ func (x *UploadBeginReq) String() string {
 func (*UploadBeginReq) ProtoMessage() {}
 
 func (x *UploadBeginReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[48]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2830,7 +2956,7 @@ func (x *UploadBeginReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadBeginReq.ProtoReflect.Descriptor instead.
 func (*UploadBeginReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{48}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *UploadBeginReq) GetActor() string {
@@ -2860,7 +2986,7 @@ type UploadEndReq struct {
 
 func (x *UploadEndReq) Reset() {
 	*x = UploadEndReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2872,7 +2998,7 @@ func (x *UploadEndReq) String() string {
 func (*UploadEndReq) ProtoMessage() {}
 
 func (x *UploadEndReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[49]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2885,7 +3011,7 @@ func (x *UploadEndReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadEndReq.ProtoReflect.Descriptor instead.
 func (*UploadEndReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{49}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *UploadEndReq) GetActor() string {
@@ -2918,7 +3044,7 @@ type UploadTerminateReq struct {
 
 func (x *UploadTerminateReq) Reset() {
 	*x = UploadTerminateReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2930,7 +3056,7 @@ func (x *UploadTerminateReq) String() string {
 func (*UploadTerminateReq) ProtoMessage() {}
 
 func (x *UploadTerminateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[50]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2943,7 +3069,7 @@ func (x *UploadTerminateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadTerminateReq.ProtoReflect.Descriptor instead.
 func (*UploadTerminateReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{50}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *UploadTerminateReq) GetActor() string {
@@ -2961,7 +3087,7 @@ type UploadSweepReq struct {
 
 func (x *UploadSweepReq) Reset() {
 	*x = UploadSweepReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2973,7 +3099,7 @@ func (x *UploadSweepReq) String() string {
 func (*UploadSweepReq) ProtoMessage() {}
 
 func (x *UploadSweepReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[51]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2986,7 +3112,7 @@ func (x *UploadSweepReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadSweepReq.ProtoReflect.Descriptor instead.
 func (*UploadSweepReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{51}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{53}
 }
 
 // UploadStatus is what the gateway needs to answer a tus request.
@@ -3012,7 +3138,7 @@ type UploadStatus struct {
 
 func (x *UploadStatus) Reset() {
 	*x = UploadStatus{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3024,7 +3150,7 @@ func (x *UploadStatus) String() string {
 func (*UploadStatus) ProtoMessage() {}
 
 func (x *UploadStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[52]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3037,7 +3163,7 @@ func (x *UploadStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadStatus.ProtoReflect.Descriptor instead.
 func (*UploadStatus) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{52}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *UploadStatus) GetUploadId() string {
@@ -3133,7 +3259,7 @@ type FileAttachReq struct {
 
 func (x *FileAttachReq) Reset() {
 	*x = FileAttachReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3145,7 +3271,7 @@ func (x *FileAttachReq) String() string {
 func (*FileAttachReq) ProtoMessage() {}
 
 func (x *FileAttachReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[53]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3158,7 +3284,7 @@ func (x *FileAttachReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileAttachReq.ProtoReflect.Descriptor instead.
 func (*FileAttachReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{53}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *FileAttachReq) GetRef() *FileRefRecord {
@@ -3207,7 +3333,7 @@ type FileReleaseReq struct {
 
 func (x *FileReleaseReq) Reset() {
 	*x = FileReleaseReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3219,7 +3345,7 @@ func (x *FileReleaseReq) String() string {
 func (*FileReleaseReq) ProtoMessage() {}
 
 func (x *FileReleaseReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[54]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3232,7 +3358,7 @@ func (x *FileReleaseReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileReleaseReq.ProtoReflect.Descriptor instead.
 func (*FileReleaseReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{54}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *FileReleaseReq) GetRefId() string {
@@ -3259,7 +3385,7 @@ type FileGetReq struct {
 
 func (x *FileGetReq) Reset() {
 	*x = FileGetReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3271,7 +3397,7 @@ func (x *FileGetReq) String() string {
 func (*FileGetReq) ProtoMessage() {}
 
 func (x *FileGetReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[55]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3284,7 +3410,7 @@ func (x *FileGetReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileGetReq.ProtoReflect.Descriptor instead.
 func (*FileGetReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{55}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *FileGetReq) GetPieces() bool {
@@ -3308,7 +3434,7 @@ type ImportMember struct {
 
 func (x *ImportMember) Reset() {
 	*x = ImportMember{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3320,7 +3446,7 @@ func (x *ImportMember) String() string {
 func (*ImportMember) ProtoMessage() {}
 
 func (x *ImportMember) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[56]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3333,7 +3459,7 @@ func (x *ImportMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportMember.ProtoReflect.Descriptor instead.
 func (*ImportMember) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{56}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ImportMember) GetUserId() string {
@@ -3377,7 +3503,7 @@ type ImportReq struct {
 
 func (x *ImportReq) Reset() {
 	*x = ImportReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3389,7 +3515,7 @@ func (x *ImportReq) String() string {
 func (*ImportReq) ProtoMessage() {}
 
 func (x *ImportReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[57]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3402,7 +3528,7 @@ func (x *ImportReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportReq.ProtoReflect.Descriptor instead.
 func (*ImportReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{57}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ImportReq) GetActor() string {
@@ -3451,7 +3577,7 @@ type AnswerReq struct {
 
 func (x *AnswerReq) Reset() {
 	*x = AnswerReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3463,7 +3589,7 @@ func (x *AnswerReq) String() string {
 func (*AnswerReq) ProtoMessage() {}
 
 func (x *AnswerReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[58]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3476,7 +3602,7 @@ func (x *AnswerReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnswerReq.ProtoReflect.Descriptor instead.
 func (*AnswerReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{58}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *AnswerReq) GetActor() string {
@@ -3511,7 +3637,7 @@ type CreateChannelReq struct {
 
 func (x *CreateChannelReq) Reset() {
 	*x = CreateChannelReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3523,7 +3649,7 @@ func (x *CreateChannelReq) String() string {
 func (*CreateChannelReq) ProtoMessage() {}
 
 func (x *CreateChannelReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[59]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3536,7 +3662,7 @@ func (x *CreateChannelReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateChannelReq.ProtoReflect.Descriptor instead.
 func (*CreateChannelReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{59}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CreateChannelReq) GetActor() string {
@@ -3571,7 +3697,7 @@ type ChannelMembersReq struct {
 
 func (x *ChannelMembersReq) Reset() {
 	*x = ChannelMembersReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3583,7 +3709,7 @@ func (x *ChannelMembersReq) String() string {
 func (*ChannelMembersReq) ProtoMessage() {}
 
 func (x *ChannelMembersReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[60]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3596,7 +3722,7 @@ func (x *ChannelMembersReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelMembersReq.ProtoReflect.Descriptor instead.
 func (*ChannelMembersReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{60}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ChannelMembersReq) GetActor() string {
@@ -3630,7 +3756,7 @@ type ChannelRemoveReq struct {
 
 func (x *ChannelRemoveReq) Reset() {
 	*x = ChannelRemoveReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3642,7 +3768,7 @@ func (x *ChannelRemoveReq) String() string {
 func (*ChannelRemoveReq) ProtoMessage() {}
 
 func (x *ChannelRemoveReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[61]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3655,7 +3781,7 @@ func (x *ChannelRemoveReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelRemoveReq.ProtoReflect.Descriptor instead.
 func (*ChannelRemoveReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{61}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ChannelRemoveReq) GetActor() string {
@@ -3683,7 +3809,7 @@ type ChannelDropReq struct {
 
 func (x *ChannelDropReq) Reset() {
 	*x = ChannelDropReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3695,7 +3821,7 @@ func (x *ChannelDropReq) String() string {
 func (*ChannelDropReq) ProtoMessage() {}
 
 func (x *ChannelDropReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[62]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3708,7 +3834,7 @@ func (x *ChannelDropReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelDropReq.ProtoReflect.Descriptor instead.
 func (*ChannelDropReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{62}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ChannelDropReq) GetUserId() string {
@@ -3731,7 +3857,7 @@ type ChannelPresenceReq struct {
 
 func (x *ChannelPresenceReq) Reset() {
 	*x = ChannelPresenceReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3743,7 +3869,7 @@ func (x *ChannelPresenceReq) String() string {
 func (*ChannelPresenceReq) ProtoMessage() {}
 
 func (x *ChannelPresenceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[63]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3756,7 +3882,7 @@ func (x *ChannelPresenceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelPresenceReq.ProtoReflect.Descriptor instead.
 func (*ChannelPresenceReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{63}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ChannelPresenceReq) GetActor() string {
@@ -3798,7 +3924,7 @@ type ChannelSendReq struct {
 
 func (x *ChannelSendReq) Reset() {
 	*x = ChannelSendReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3810,7 +3936,7 @@ func (x *ChannelSendReq) String() string {
 func (*ChannelSendReq) ProtoMessage() {}
 
 func (x *ChannelSendReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[64]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3823,7 +3949,7 @@ func (x *ChannelSendReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelSendReq.ProtoReflect.Descriptor instead.
 func (*ChannelSendReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{64}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ChannelSendReq) GetActor() string {
@@ -3856,7 +3982,7 @@ type ChannelInfoReq struct {
 
 func (x *ChannelInfoReq) Reset() {
 	*x = ChannelInfoReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3868,7 +3994,7 @@ func (x *ChannelInfoReq) String() string {
 func (*ChannelInfoReq) ProtoMessage() {}
 
 func (x *ChannelInfoReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[65]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3881,7 +4007,7 @@ func (x *ChannelInfoReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelInfoReq.ProtoReflect.Descriptor instead.
 func (*ChannelInfoReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{65}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ChannelInfoReq) GetActor() string {
@@ -3902,7 +4028,7 @@ type ChannelSnapshot struct {
 
 func (x *ChannelSnapshot) Reset() {
 	*x = ChannelSnapshot{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3914,7 +4040,7 @@ func (x *ChannelSnapshot) String() string {
 func (*ChannelSnapshot) ProtoMessage() {}
 
 func (x *ChannelSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[66]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3927,7 +4053,7 @@ func (x *ChannelSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelSnapshot.ProtoReflect.Descriptor instead.
 func (*ChannelSnapshot) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{66}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ChannelSnapshot) GetTitle() string {
@@ -3959,7 +4085,7 @@ type FileAnnounceReq struct {
 
 func (x *FileAnnounceReq) Reset() {
 	*x = FileAnnounceReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3971,7 +4097,7 @@ func (x *FileAnnounceReq) String() string {
 func (*FileAnnounceReq) ProtoMessage() {}
 
 func (x *FileAnnounceReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[67]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3984,7 +4110,7 @@ func (x *FileAnnounceReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileAnnounceReq.ProtoReflect.Descriptor instead.
 func (*FileAnnounceReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{67}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *FileAnnounceReq) GetUserId() string {
@@ -4039,7 +4165,7 @@ type FileDropReq struct {
 
 func (x *FileDropReq) Reset() {
 	*x = FileDropReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4051,7 +4177,7 @@ func (x *FileDropReq) String() string {
 func (*FileDropReq) ProtoMessage() {}
 
 func (x *FileDropReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[68]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4064,7 +4190,7 @@ func (x *FileDropReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileDropReq.ProtoReflect.Descriptor instead.
 func (*FileDropReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{68}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *FileDropReq) GetSessionId() string {
@@ -4088,7 +4214,7 @@ type FileHoldersReq struct {
 
 func (x *FileHoldersReq) Reset() {
 	*x = FileHoldersReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4100,7 +4226,7 @@ func (x *FileHoldersReq) String() string {
 func (*FileHoldersReq) ProtoMessage() {}
 
 func (x *FileHoldersReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[69]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4113,7 +4239,7 @@ func (x *FileHoldersReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileHoldersReq.ProtoReflect.Descriptor instead.
 func (*FileHoldersReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{69}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *FileHoldersReq) GetUserId() string {
@@ -4159,7 +4285,7 @@ type FileHolder struct {
 
 func (x *FileHolder) Reset() {
 	*x = FileHolder{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4171,7 +4297,7 @@ func (x *FileHolder) String() string {
 func (*FileHolder) ProtoMessage() {}
 
 func (x *FileHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[70]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4184,7 +4310,7 @@ func (x *FileHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileHolder.ProtoReflect.Descriptor instead.
 func (*FileHolder) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{70}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *FileHolder) GetUserId() string {
@@ -4239,7 +4365,7 @@ type FileHolders struct {
 
 func (x *FileHolders) Reset() {
 	*x = FileHolders{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4251,7 +4377,7 @@ func (x *FileHolders) String() string {
 func (*FileHolders) ProtoMessage() {}
 
 func (x *FileHolders) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[71]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4264,7 +4390,7 @@ func (x *FileHolders) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileHolders.ProtoReflect.Descriptor instead.
 func (*FileHolders) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{71}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *FileHolders) GetHolders() []*FileHolder {
@@ -4293,7 +4419,7 @@ type FileReportReq struct {
 
 func (x *FileReportReq) Reset() {
 	*x = FileReportReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4305,7 +4431,7 @@ func (x *FileReportReq) String() string {
 func (*FileReportReq) ProtoMessage() {}
 
 func (x *FileReportReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[72]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4318,7 +4444,7 @@ func (x *FileReportReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileReportReq.ProtoReflect.Descriptor instead.
 func (*FileReportReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{72}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *FileReportReq) GetUserId() string {
@@ -4352,7 +4478,7 @@ type FileServedReq struct {
 
 func (x *FileServedReq) Reset() {
 	*x = FileServedReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4364,7 +4490,7 @@ func (x *FileServedReq) String() string {
 func (*FileServedReq) ProtoMessage() {}
 
 func (x *FileServedReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[73]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4377,7 +4503,7 @@ func (x *FileServedReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileServedReq.ProtoReflect.Descriptor instead.
 func (*FileServedReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{73}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *FileServedReq) GetBytes() int64 {
@@ -4395,7 +4521,7 @@ type FileStatsReq struct {
 
 func (x *FileStatsReq) Reset() {
 	*x = FileStatsReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4407,7 +4533,7 @@ func (x *FileStatsReq) String() string {
 func (*FileStatsReq) ProtoMessage() {}
 
 func (x *FileStatsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[74]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4420,7 +4546,7 @@ func (x *FileStatsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileStatsReq.ProtoReflect.Descriptor instead.
 func (*FileStatsReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{74}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{76}
 }
 
 type CallReq struct {
@@ -4444,7 +4570,7 @@ type CallReq struct {
 
 func (x *CallReq) Reset() {
 	*x = CallReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4456,7 +4582,7 @@ func (x *CallReq) String() string {
 func (*CallReq) ProtoMessage() {}
 
 func (x *CallReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[75]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4469,7 +4595,7 @@ func (x *CallReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallReq.ProtoReflect.Descriptor instead.
 func (*CallReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{75}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *CallReq) GetActor() string {
@@ -4548,7 +4674,7 @@ type CallLinkReq struct {
 
 func (x *CallLinkReq) Reset() {
 	*x = CallLinkReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4560,7 +4686,7 @@ func (x *CallLinkReq) String() string {
 func (*CallLinkReq) ProtoMessage() {}
 
 func (x *CallLinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[76]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4573,7 +4699,7 @@ func (x *CallLinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallLinkReq.ProtoReflect.Descriptor instead.
 func (*CallLinkReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{76}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *CallLinkReq) GetSessionId() string {
@@ -4605,7 +4731,7 @@ type CallWakeReq struct {
 
 func (x *CallWakeReq) Reset() {
 	*x = CallWakeReq{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[77]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4617,7 +4743,7 @@ func (x *CallWakeReq) String() string {
 func (*CallWakeReq) ProtoMessage() {}
 
 func (x *CallWakeReq) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[77]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4630,7 +4756,7 @@ func (x *CallWakeReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallWakeReq.ProtoReflect.Descriptor instead.
 func (*CallWakeReq) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{77}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{79}
 }
 
 // UserRecord is a user's durable state.
@@ -4654,6 +4780,8 @@ type UserRecord struct {
 	// Invitations to groups: pending ones, and answered or expired ones
 	// until they expire (so a late notice cannot revive them).
 	Invitations []*protocol.Invitation `protobuf:"bytes,21,rep,name=invitations,proto3" json:"invitations,omitempty"`
+	// The user's channels (and tombstones of channels left).
+	Channels []*ChannelEntry `protobuf:"bytes,22,rep,name=channels,proto3" json:"channels,omitempty"`
 	// The user's busy slot: the call it was last claimed for, the version of
 	// the last operation on it, and whether the claim holds.
 	CallId        string `protobuf:"bytes,12,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
@@ -4665,7 +4793,7 @@ type UserRecord struct {
 
 func (x *UserRecord) Reset() {
 	*x = UserRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[78]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4677,7 +4805,7 @@ func (x *UserRecord) String() string {
 func (*UserRecord) ProtoMessage() {}
 
 func (x *UserRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[78]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4690,7 +4818,7 @@ func (x *UserRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRecord.ProtoReflect.Descriptor instead.
 func (*UserRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{78}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *UserRecord) GetUserId() string {
@@ -4784,6 +4912,13 @@ func (x *UserRecord) GetInvitations() []*protocol.Invitation {
 	return nil
 }
 
+func (x *UserRecord) GetChannels() []*ChannelEntry {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
 func (x *UserRecord) GetCallId() string {
 	if x != nil {
 		return x.CallId
@@ -4816,7 +4951,7 @@ type TokenRecord struct {
 
 func (x *TokenRecord) Reset() {
 	*x = TokenRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[79]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4828,7 +4963,7 @@ func (x *TokenRecord) String() string {
 func (*TokenRecord) ProtoMessage() {}
 
 func (x *TokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[79]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4841,7 +4976,7 @@ func (x *TokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRecord.ProtoReflect.Descriptor instead.
 func (*TokenRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{79}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *TokenRecord) GetSha256() []byte {
@@ -4877,7 +5012,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[80]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4889,7 +5024,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[80]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4902,7 +5037,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{80}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *DeviceRecord) GetDeviceId() string {
@@ -4944,7 +5079,7 @@ type UsernameRecord struct {
 
 func (x *UsernameRecord) Reset() {
 	*x = UsernameRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[81]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4956,7 +5091,7 @@ func (x *UsernameRecord) String() string {
 func (*UsernameRecord) ProtoMessage() {}
 
 func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[81]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4969,7 +5104,7 @@ func (x *UsernameRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsernameRecord.ProtoReflect.Descriptor instead.
 func (*UsernameRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{81}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *UsernameRecord) GetUserId() string {
@@ -5017,7 +5152,7 @@ type SessionRecord struct {
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[82]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5029,7 +5164,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[82]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5042,7 +5177,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{82}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *SessionRecord) GetSessionId() string {
@@ -5165,7 +5300,7 @@ type ConvRecord struct {
 
 func (x *ConvRecord) Reset() {
 	*x = ConvRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[83]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5177,7 +5312,7 @@ func (x *ConvRecord) String() string {
 func (*ConvRecord) ProtoMessage() {}
 
 func (x *ConvRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[83]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5190,7 +5325,7 @@ func (x *ConvRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvRecord.ProtoReflect.Descriptor instead.
 func (*ConvRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{83}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ConvRecord) GetConversationId() string {
@@ -5247,7 +5382,7 @@ type MemberRecord struct {
 
 func (x *MemberRecord) Reset() {
 	*x = MemberRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[84]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5259,7 +5394,7 @@ func (x *MemberRecord) String() string {
 func (*MemberRecord) ProtoMessage() {}
 
 func (x *MemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[84]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5272,7 +5407,7 @@ func (x *MemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
 func (*MemberRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{84}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *MemberRecord) GetRole() protocol.Role {
@@ -5335,7 +5470,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[85]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5347,7 +5482,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[85]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5360,7 +5495,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{85}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *DedupeRecord) GetSeq() int64 {
@@ -5388,13 +5523,15 @@ type OutboxRecord struct {
 	// channel side of a declined invitation.
 	Invitation     *protocol.Invitation `protobuf:"bytes,20,opt,name=invitation,proto3" json:"invitation,omitempty"`
 	ChannelRemoval *ChannelRemoval      `protobuf:"bytes,21,opt,name=channel_removal,json=channelRemoval,proto3" json:"channel_removal,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// A channel's outbox (key 'O'): a notice for user_id's channel list.
+	Channel       *ChannelEntry `protobuf:"bytes,22,opt,name=channel,proto3" json:"channel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OutboxRecord) Reset() {
 	*x = OutboxRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[86]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5406,7 +5543,7 @@ func (x *OutboxRecord) String() string {
 func (*OutboxRecord) ProtoMessage() {}
 
 func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[86]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5419,7 +5556,7 @@ func (x *OutboxRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxRecord.ProtoReflect.Descriptor instead.
 func (*OutboxRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{86}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *OutboxRecord) GetUserId() string {
@@ -5457,6 +5594,13 @@ func (x *OutboxRecord) GetChannelRemoval() *ChannelRemoval {
 	return nil
 }
 
+func (x *OutboxRecord) GetChannel() *ChannelEntry {
+	if x != nil {
+		return x.Channel
+	}
+	return nil
+}
+
 // ConvFileRecord indexes a live FILE message of a conversation (key suffix:
 // its seq), so deleting the message or the conversation releases the file.
 type ConvFileRecord struct {
@@ -5469,7 +5613,7 @@ type ConvFileRecord struct {
 
 func (x *ConvFileRecord) Reset() {
 	*x = ConvFileRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[87]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5481,7 +5625,7 @@ func (x *ConvFileRecord) String() string {
 func (*ConvFileRecord) ProtoMessage() {}
 
 func (x *ConvFileRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[87]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5494,7 +5638,7 @@ func (x *ConvFileRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvFileRecord.ProtoReflect.Descriptor instead.
 func (*ConvFileRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{87}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ConvFileRecord) GetFileId() string {
@@ -5537,7 +5681,7 @@ type UploadRecord struct {
 
 func (x *UploadRecord) Reset() {
 	*x = UploadRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[88]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5549,7 +5693,7 @@ func (x *UploadRecord) String() string {
 func (*UploadRecord) ProtoMessage() {}
 
 func (x *UploadRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[88]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5562,7 +5706,7 @@ func (x *UploadRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRecord.ProtoReflect.Descriptor instead.
 func (*UploadRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{88}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *UploadRecord) GetUploadId() string {
@@ -5686,7 +5830,7 @@ type FileRefRecord struct {
 
 func (x *FileRefRecord) Reset() {
 	*x = FileRefRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[89]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5698,7 +5842,7 @@ func (x *FileRefRecord) String() string {
 func (*FileRefRecord) ProtoMessage() {}
 
 func (x *FileRefRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[89]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5711,7 +5855,7 @@ func (x *FileRefRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRefRecord.ProtoReflect.Descriptor instead.
 func (*FileRefRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{89}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *FileRefRecord) GetRefId() string {
@@ -5775,7 +5919,7 @@ type FileRecord struct {
 
 func (x *FileRecord) Reset() {
 	*x = FileRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[90]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5787,7 +5931,7 @@ func (x *FileRecord) String() string {
 func (*FileRecord) ProtoMessage() {}
 
 func (x *FileRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[90]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5800,7 +5944,7 @@ func (x *FileRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRecord.ProtoReflect.Descriptor instead.
 func (*FileRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{90}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *FileRecord) GetFileId() string {
@@ -5863,7 +6007,7 @@ type ChannelRemoval struct {
 
 func (x *ChannelRemoval) Reset() {
 	*x = ChannelRemoval{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[91]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5875,7 +6019,7 @@ func (x *ChannelRemoval) String() string {
 func (*ChannelRemoval) ProtoMessage() {}
 
 func (x *ChannelRemoval) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[91]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5888,7 +6032,7 @@ func (x *ChannelRemoval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelRemoval.ProtoReflect.Descriptor instead.
 func (*ChannelRemoval) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{91}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *ChannelRemoval) GetChannelId() string {
@@ -5919,7 +6063,7 @@ type InvitationRecord struct {
 
 func (x *InvitationRecord) Reset() {
 	*x = InvitationRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[92]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5931,7 +6075,7 @@ func (x *InvitationRecord) String() string {
 func (*InvitationRecord) ProtoMessage() {}
 
 func (x *InvitationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[92]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5944,7 +6088,7 @@ func (x *InvitationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvitationRecord.ProtoReflect.Descriptor instead.
 func (*InvitationRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{92}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *InvitationRecord) GetInvitation() *protocol.Invitation {
@@ -5999,7 +6143,7 @@ type ImportRecord struct {
 
 func (x *ImportRecord) Reset() {
 	*x = ImportRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[93]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6011,7 +6155,7 @@ func (x *ImportRecord) String() string {
 func (*ImportRecord) ProtoMessage() {}
 
 func (x *ImportRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[93]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6024,7 +6168,7 @@ func (x *ImportRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRecord.ProtoReflect.Descriptor instead.
 func (*ImportRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{93}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *ImportRecord) GetActor() string {
@@ -6071,18 +6215,22 @@ func (x *ImportRecord) GetResult() *protocol.ImportResult {
 
 // ChannelRecord is a channel's durable header (key 'k').
 type ChannelRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
-	Title         string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
-	CreatedMs     int64                  `protobuf:"varint,3,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
-	Creator       string                 `protobuf:"bytes,4,opt,name=creator,proto3" json:"creator,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	Title     string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	CreatedMs int64                  `protobuf:"varint,3,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	Creator   string                 `protobuf:"bytes,4,opt,name=creator,proto3" json:"creator,omitempty"`
+	// The number of membership changes so far: each change (a member added,
+	// removed or given another level) takes the next version, which orders
+	// the notices to the users' channel lists.
+	Version       int64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ChannelRecord) Reset() {
 	*x = ChannelRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[94]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6094,7 +6242,7 @@ func (x *ChannelRecord) String() string {
 func (*ChannelRecord) ProtoMessage() {}
 
 func (x *ChannelRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[94]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6107,7 +6255,7 @@ func (x *ChannelRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelRecord.ProtoReflect.Descriptor instead.
 func (*ChannelRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{94}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *ChannelRecord) GetChannelId() string {
@@ -6138,6 +6286,13 @@ func (x *ChannelRecord) GetCreator() string {
 	return ""
 }
 
+func (x *ChannelRecord) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 // ChannelMemberRecord is one channel member (key 'K', in the channel's
 // shard).
 type ChannelMemberRecord struct {
@@ -6150,7 +6305,7 @@ type ChannelMemberRecord struct {
 
 func (x *ChannelMemberRecord) Reset() {
 	*x = ChannelMemberRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[95]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6162,7 +6317,7 @@ func (x *ChannelMemberRecord) String() string {
 func (*ChannelMemberRecord) ProtoMessage() {}
 
 func (x *ChannelMemberRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[95]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6175,7 +6330,7 @@ func (x *ChannelMemberRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelMemberRecord.ProtoReflect.Descriptor instead.
 func (*ChannelMemberRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{95}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *ChannelMemberRecord) GetLevel() protocol.ChannelLevel {
@@ -6215,7 +6370,7 @@ type CallRecord struct {
 
 func (x *CallRecord) Reset() {
 	*x = CallRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[96]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6227,7 +6382,7 @@ func (x *CallRecord) String() string {
 func (*CallRecord) ProtoMessage() {}
 
 func (x *CallRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[96]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6240,7 +6395,7 @@ func (x *CallRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRecord.ProtoReflect.Descriptor instead.
 func (*CallRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{96}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *CallRecord) GetCallId() string {
@@ -6347,7 +6502,7 @@ type CallPartRecord struct {
 
 func (x *CallPartRecord) Reset() {
 	*x = CallPartRecord{}
-	mi := &file_actors_grainpb_grains_proto_msgTypes[97]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6359,7 +6514,7 @@ func (x *CallPartRecord) String() string {
 func (*CallPartRecord) ProtoMessage() {}
 
 func (x *CallPartRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_grains_proto_msgTypes[97]
+	mi := &file_actors_grainpb_grains_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6372,7 +6527,7 @@ func (x *CallPartRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallPartRecord.ProtoReflect.Descriptor instead.
 func (*CallPartRecord) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{97}
+	return file_actors_grainpb_grains_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *CallPartRecord) GetUserId() string {
@@ -6538,7 +6693,16 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\x0e2$.parley.protocol.v1.ConversationKindR\x04kind\x12\x14\n" +
 	"\x05title\x18\x03 \x01(\tR\x05title\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\x03R\aversion\x12\x12\n" +
+	"\x04left\x18\x05 \x01(\bR\x04left\"\xa9\x01\n" +
+	"\fChannelEntry\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\x126\n" +
+	"\x05level\x18\x03 \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\x05level\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x03R\aversion\x12\x12\n" +
 	"\x04left\x18\x05 \x01(\bR\x04left\"P\n" +
+	"\x14ChannelMembershipReq\x128\n" +
+	"\achannel\x18\x01 \x01(\v2\x1e.parley.grains.v1.ChannelEntryR\achannel\"P\n" +
 	"\rMembershipReq\x12?\n" +
 	"\fconversation\x18\x01 \x01(\v2\x1b.parley.grains.v1.ConvEntryR\fconversation\"\x88\x01\n" +
 	"\tAttachReq\x12\x1b\n" +
@@ -6813,7 +6977,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
 	"\x06linked\x18\x02 \x01(\bR\x06linked\x12\x19\n" +
 	"\blink_gen\x18\x03 \x01(\x04R\alinkGen\"\r\n" +
-	"\vCallWakeReq\"\xab\x05\n" +
+	"\vCallWakeReq\"\xe7\x05\n" +
 	"\n" +
 	"UserRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
@@ -6830,7 +6994,8 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	" \x03(\v2\x1b.parley.grains.v1.ConvEntryR\rconversations\x128\n" +
 	"\adevices\x18\v \x03(\v2\x1e.parley.grains.v1.DeviceRecordR\adevices\x12B\n" +
 	"\rimport_stamps\x18\x14 \x03(\v2\x1d.parley.grains.v1.ImportStampR\fimportStamps\x12@\n" +
-	"\vinvitations\x18\x15 \x03(\v2\x1e.parley.protocol.v1.InvitationR\vinvitations\x12\x17\n" +
+	"\vinvitations\x18\x15 \x03(\v2\x1e.parley.protocol.v1.InvitationR\vinvitations\x12:\n" +
+	"\bchannels\x18\x16 \x03(\v2\x1e.parley.grains.v1.ChannelEntryR\bchannels\x12\x17\n" +
 	"\acall_id\x18\f \x01(\tR\x06callId\x12!\n" +
 	"\fcall_version\x18\r \x01(\x04R\vcallVersion\x12\x1f\n" +
 	"\vcall_active\x18\x0e \x01(\bR\n" +
@@ -6886,7 +7051,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\rchannel_level\x18\x17 \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\fchannelLevel\"9\n" +
 	"\fDedupeRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x17\n" +
-	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\"\xa1\x02\n" +
+	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\"\xdb\x02\n" +
 	"\fOutboxRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x121\n" +
 	"\x05entry\x18\x02 \x01(\v2\x1b.parley.grains.v1.ConvEntryR\x05entry\x12:\n" +
@@ -6894,7 +7059,8 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\n" +
 	"invitation\x18\x14 \x01(\v2\x1e.parley.protocol.v1.InvitationR\n" +
 	"invitation\x12I\n" +
-	"\x0fchannel_removal\x18\x15 \x01(\v2 .parley.grains.v1.ChannelRemovalR\x0echannelRemoval\"@\n" +
+	"\x0fchannel_removal\x18\x15 \x01(\v2 .parley.grains.v1.ChannelRemovalR\x0echannelRemoval\x128\n" +
+	"\achannel\x18\x16 \x01(\v2\x1e.parley.grains.v1.ChannelEntryR\achannel\"@\n" +
 	"\x0eConvFileRecord\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x15\n" +
 	"\x06ref_id\x18\x02 \x01(\tR\x05refId\"\xc0\x03\n" +
@@ -6957,14 +7123,15 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"channel_id\x18\x03 \x01(\tR\tchannelId\x122\n" +
 	"\x04mode\x18\x04 \x01(\x0e2\x1e.parley.protocol.v1.ImportModeR\x04mode\x12\x17\n" +
 	"\atime_ms\x18\x05 \x01(\x03R\x06timeMs\x128\n" +
-	"\x06result\x18\x06 \x01(\v2 .parley.protocol.v1.ImportResultR\x06result\"}\n" +
+	"\x06result\x18\x06 \x01(\v2 .parley.protocol.v1.ImportResultR\x06result\"\x97\x01\n" +
 	"\rChannelRecord\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12\x1d\n" +
 	"\n" +
 	"created_ms\x18\x03 \x01(\x03R\tcreatedMs\x12\x18\n" +
-	"\acreator\x18\x04 \x01(\tR\acreator\"j\n" +
+	"\acreator\x18\x04 \x01(\tR\acreator\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\x03R\aversion\"j\n" +
 	"\x13ChannelMemberRecord\x126\n" +
 	"\x05level\x18\x01 \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\x05level\x12\x1b\n" +
 	"\tjoined_ms\x18\x02 \x01(\x03R\bjoinedMs\"\xd5\x02\n" +
@@ -7015,7 +7182,8 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x13UPLOAD_STATE_FAILED\x10\x052\x92\x01\n" +
 	"\bUsername\x12A\n" +
 	"\x05Claim\x12\x1a.parley.grains.v1.ClaimReq\x1a\x1c.parley.grains.v1.ClaimReply\x12C\n" +
-	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\xfe\b\n" +
+	"\x06Lookup\x12\x1b.parley.grains.v1.LookupReq\x1a\x1c.parley.grains.v1.ClaimReply2\x99\n" +
+	"\n" +
 	"\x04User\x12F\n" +
 	"\x06Create\x12\x1f.parley.grains.v1.CreateUserReq\x1a\x1b.parley.grains.v1.UserReply\x12A\n" +
 	"\x05Login\x12\x1a.parley.grains.v1.LoginReq\x1a\x1c.parley.grains.v1.LoginReply\x12F\n" +
@@ -7025,7 +7193,9 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"Membership\x12\x1f.parley.grains.v1.MembershipReq\x1a\x14.parley.grains.v1.Ok\x12D\n" +
 	"\x06Attach\x12\x1b.parley.grains.v1.AttachReq\x1a\x1d.parley.grains.v1.AttachReply\x12;\n" +
 	"\x06Detach\x12\x1b.parley.grains.v1.DetachReq\x1a\x14.parley.grains.v1.Ok\x12F\n" +
-	"\rConversations\x12\x19.parley.grains.v1.ListReq\x1a\x1a.parley.grains.v1.ConvList\x12A\n" +
+	"\rConversations\x12\x19.parley.grains.v1.ListReq\x1a\x1a.parley.grains.v1.ConvList\x12Q\n" +
+	"\x11ChannelMembership\x12&.parley.grains.v1.ChannelMembershipReq\x1a\x14.parley.grains.v1.Ok\x12F\n" +
+	"\bChannels\x12\x19.parley.grains.v1.ListReq\x1a\x1f.parley.protocol.v1.ChannelList\x12A\n" +
 	"\aProfile\x12\x19.parley.grains.v1.ListReq\x1a\x1b.parley.grains.v1.UserReply\x12Y\n" +
 	"\rReserveImport\x12\".parley.grains.v1.ImportReserveReq\x1a$.parley.grains.v1.ImportReserveReply\x12I\n" +
 	"\rReleaseImport\x12\".parley.grains.v1.ImportReleaseReq\x1a\x14.parley.grains.v1.Ok\x12I\n" +
@@ -7076,7 +7246,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\aHolders\x12 .parley.grains.v1.FileHoldersReq\x1a\x1d.parley.grains.v1.FileHolders\x12?\n" +
 	"\x06Report\x12\x1f.parley.grains.v1.FileReportReq\x1a\x14.parley.grains.v1.Ok\x12?\n" +
 	"\x06Served\x12\x1f.parley.grains.v1.FileServedReq\x1a\x14.parley.grains.v1.Ok\x12F\n" +
-	"\x05Stats\x12\x1e.parley.grains.v1.FileStatsReq\x1a\x1d.parley.protocol.v1.P2spStats2\xaf\x05\n" +
+	"\x05Stats\x12\x1e.parley.grains.v1.FileStatsReq\x1a\x1d.parley.protocol.v1.P2spStats2\xef\x05\n" +
 	"\aChannel\x12I\n" +
 	"\x06Create\x12\".parley.grains.v1.CreateChannelReq\x1a\x1b.parley.protocol.v1.Channel\x12N\n" +
 	"\n" +
@@ -7087,7 +7257,8 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x05Leave\x12$.parley.grains.v1.ChannelPresenceReq\x1a\x1b.parley.protocol.v1.Channel\x12I\n" +
 	"\x04Send\x12 .parley.grains.v1.ChannelSendReq\x1a\x1f.parley.protocol.v1.ChannelSent\x12E\n" +
 	"\x04Info\x12 .parley.grains.v1.ChannelInfoReq\x1a\x1b.parley.protocol.v1.Channel\x12O\n" +
-	"\bSnapshot\x12 .parley.grains.v1.ChannelInfoReq\x1a!.parley.grains.v1.ChannelSnapshot2\xc1\x06\n" +
+	"\bSnapshot\x12 .parley.grains.v1.ChannelInfoReq\x1a!.parley.grains.v1.ChannelSnapshot\x12>\n" +
+	"\x04Wake\x12 .parley.grains.v1.ChannelInfoReq\x1a\x14.parley.grains.v1.Ok2\xc1\x06\n" +
 	"\x04Call\x12L\n" +
 	"\x06Create\x12\x19.parley.grains.v1.CallReq\x1a\x1f.parley.protocol.v1.CallConfirm\"\x06\x82\xb5\x18\x02\b\x01\x12M\n" +
 	"\n" +
@@ -7116,7 +7287,7 @@ func file_actors_grainpb_grains_proto_rawDescGZIP() []byte {
 }
 
 var file_actors_grainpb_grains_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 98)
+var file_actors_grainpb_grains_proto_msgTypes = make([]protoimpl.MessageInfo, 100)
 var file_actors_grainpb_grains_proto_goTypes = []any{
 	(UploadState)(0),                    // 0: parley.grains.v1.UploadState
 	(*Ok)(nil),                          // 1: parley.grains.v1.Ok
@@ -7130,333 +7301,346 @@ var file_actors_grainpb_grains_proto_goTypes = []any{
 	(*AuthReq)(nil),                     // 9: parley.grains.v1.AuthReq
 	(*LogoutReq)(nil),                   // 10: parley.grains.v1.LogoutReq
 	(*ConvEntry)(nil),                   // 11: parley.grains.v1.ConvEntry
-	(*MembershipReq)(nil),               // 12: parley.grains.v1.MembershipReq
-	(*AttachReq)(nil),                   // 13: parley.grains.v1.AttachReq
-	(*AttachReply)(nil),                 // 14: parley.grains.v1.AttachReply
-	(*DetachReq)(nil),                   // 15: parley.grains.v1.DetachReq
-	(*ListReq)(nil),                     // 16: parley.grains.v1.ListReq
-	(*ConvList)(nil),                    // 17: parley.grains.v1.ConvList
-	(*ImportReserveReq)(nil),            // 18: parley.grains.v1.ImportReserveReq
-	(*ImportReserveReply)(nil),          // 19: parley.grains.v1.ImportReserveReply
-	(*ImportReleaseReq)(nil),            // 20: parley.grains.v1.ImportReleaseReq
-	(*InvitationNoticeReq)(nil),         // 21: parley.grains.v1.InvitationNoticeReq
-	(*ImportStamp)(nil),                 // 22: parley.grains.v1.ImportStamp
-	(*CallClaimReq)(nil),                // 23: parley.grains.v1.CallClaimReq
-	(*CallClaimReply)(nil),              // 24: parley.grains.v1.CallClaimReply
-	(*CallRingReq)(nil),                 // 25: parley.grains.v1.CallRingReq
-	(*CallRingReply)(nil),               // 26: parley.grains.v1.CallRingReply
-	(*OpenReq)(nil),                     // 27: parley.grains.v1.OpenReq
-	(*SessionReply)(nil),                // 28: parley.grains.v1.SessionReply
-	(*PushReq)(nil),                     // 29: parley.grains.v1.PushReq
-	(*AckReq)(nil),                      // 30: parley.grains.v1.AckReq
-	(*CutReq)(nil),                      // 31: parley.grains.v1.CutReq
-	(*ResumeReq)(nil),                   // 32: parley.grains.v1.ResumeReq
-	(*HoldReq)(nil),                     // 33: parley.grains.v1.HoldReq
-	(*SignalReq)(nil),                   // 34: parley.grains.v1.SignalReq
-	(*CallBindReq)(nil),                 // 35: parley.grains.v1.CallBindReq
-	(*CallBindReply)(nil),               // 36: parley.grains.v1.CallBindReply
-	(*CreateConvReq)(nil),               // 37: parley.grains.v1.CreateConvReq
-	(*MembersReq)(nil),                  // 38: parley.grains.v1.MembersReq
-	(*RemoveReq)(nil),                   // 39: parley.grains.v1.RemoveReq
-	(*RoleReq)(nil),                     // 40: parley.grains.v1.RoleReq
-	(*RenameReq)(nil),                   // 41: parley.grains.v1.RenameReq
-	(*SendReq)(nil),                     // 42: parley.grains.v1.SendReq
-	(*DeleteReq)(nil),                   // 43: parley.grains.v1.DeleteReq
-	(*ReadReq)(nil),                     // 44: parley.grains.v1.ReadReq
-	(*HistoryReq)(nil),                  // 45: parley.grains.v1.HistoryReq
-	(*InfoReq)(nil),                     // 46: parley.grains.v1.InfoReq
-	(*UploadCreateReq)(nil),             // 47: parley.grains.v1.UploadCreateReq
-	(*UploadHeadReq)(nil),               // 48: parley.grains.v1.UploadHeadReq
-	(*UploadBeginReq)(nil),              // 49: parley.grains.v1.UploadBeginReq
-	(*UploadEndReq)(nil),                // 50: parley.grains.v1.UploadEndReq
-	(*UploadTerminateReq)(nil),          // 51: parley.grains.v1.UploadTerminateReq
-	(*UploadSweepReq)(nil),              // 52: parley.grains.v1.UploadSweepReq
-	(*UploadStatus)(nil),                // 53: parley.grains.v1.UploadStatus
-	(*FileAttachReq)(nil),               // 54: parley.grains.v1.FileAttachReq
-	(*FileReleaseReq)(nil),              // 55: parley.grains.v1.FileReleaseReq
-	(*FileGetReq)(nil),                  // 56: parley.grains.v1.FileGetReq
-	(*ImportMember)(nil),                // 57: parley.grains.v1.ImportMember
-	(*ImportReq)(nil),                   // 58: parley.grains.v1.ImportReq
-	(*AnswerReq)(nil),                   // 59: parley.grains.v1.AnswerReq
-	(*CreateChannelReq)(nil),            // 60: parley.grains.v1.CreateChannelReq
-	(*ChannelMembersReq)(nil),           // 61: parley.grains.v1.ChannelMembersReq
-	(*ChannelRemoveReq)(nil),            // 62: parley.grains.v1.ChannelRemoveReq
-	(*ChannelDropReq)(nil),              // 63: parley.grains.v1.ChannelDropReq
-	(*ChannelPresenceReq)(nil),          // 64: parley.grains.v1.ChannelPresenceReq
-	(*ChannelSendReq)(nil),              // 65: parley.grains.v1.ChannelSendReq
-	(*ChannelInfoReq)(nil),              // 66: parley.grains.v1.ChannelInfoReq
-	(*ChannelSnapshot)(nil),             // 67: parley.grains.v1.ChannelSnapshot
-	(*FileAnnounceReq)(nil),             // 68: parley.grains.v1.FileAnnounceReq
-	(*FileDropReq)(nil),                 // 69: parley.grains.v1.FileDropReq
-	(*FileHoldersReq)(nil),              // 70: parley.grains.v1.FileHoldersReq
-	(*FileHolder)(nil),                  // 71: parley.grains.v1.FileHolder
-	(*FileHolders)(nil),                 // 72: parley.grains.v1.FileHolders
-	(*FileReportReq)(nil),               // 73: parley.grains.v1.FileReportReq
-	(*FileServedReq)(nil),               // 74: parley.grains.v1.FileServedReq
-	(*FileStatsReq)(nil),                // 75: parley.grains.v1.FileStatsReq
-	(*CallReq)(nil),                     // 76: parley.grains.v1.CallReq
-	(*CallLinkReq)(nil),                 // 77: parley.grains.v1.CallLinkReq
-	(*CallWakeReq)(nil),                 // 78: parley.grains.v1.CallWakeReq
-	(*UserRecord)(nil),                  // 79: parley.grains.v1.UserRecord
-	(*TokenRecord)(nil),                 // 80: parley.grains.v1.TokenRecord
-	(*DeviceRecord)(nil),                // 81: parley.grains.v1.DeviceRecord
-	(*UsernameRecord)(nil),              // 82: parley.grains.v1.UsernameRecord
-	(*SessionRecord)(nil),               // 83: parley.grains.v1.SessionRecord
-	(*ConvRecord)(nil),                  // 84: parley.grains.v1.ConvRecord
-	(*MemberRecord)(nil),                // 85: parley.grains.v1.MemberRecord
-	(*DedupeRecord)(nil),                // 86: parley.grains.v1.DedupeRecord
-	(*OutboxRecord)(nil),                // 87: parley.grains.v1.OutboxRecord
-	(*ConvFileRecord)(nil),              // 88: parley.grains.v1.ConvFileRecord
-	(*UploadRecord)(nil),                // 89: parley.grains.v1.UploadRecord
-	(*FileRefRecord)(nil),               // 90: parley.grains.v1.FileRefRecord
-	(*FileRecord)(nil),                  // 91: parley.grains.v1.FileRecord
-	(*ChannelRemoval)(nil),              // 92: parley.grains.v1.ChannelRemoval
-	(*InvitationRecord)(nil),            // 93: parley.grains.v1.InvitationRecord
-	(*ImportRecord)(nil),                // 94: parley.grains.v1.ImportRecord
-	(*ChannelRecord)(nil),               // 95: parley.grains.v1.ChannelRecord
-	(*ChannelMemberRecord)(nil),         // 96: parley.grains.v1.ChannelMemberRecord
-	(*CallRecord)(nil),                  // 97: parley.grains.v1.CallRecord
-	(*CallPartRecord)(nil),              // 98: parley.grains.v1.CallPartRecord
-	(protocol.DeviceType)(0),            // 99: parley.protocol.v1.DeviceType
-	(*protocol.Device)(nil),             // 100: parley.protocol.v1.Device
-	(protocol.ConversationKind)(0),      // 101: parley.protocol.v1.ConversationKind
-	(*protocol.Invitation)(nil),         // 102: parley.protocol.v1.Invitation
-	(*protocol.CallInvited)(nil),        // 103: parley.protocol.v1.CallInvited
-	(*protocol.CallRingStopped)(nil),    // 104: parley.protocol.v1.CallRingStopped
-	(*protocol.SessionEvent)(nil),       // 105: parley.protocol.v1.SessionEvent
-	(*protocol.P2SpSignal)(nil),         // 106: parley.protocol.v1.P2spSignal
-	(protocol.Role)(0),                  // 107: parley.protocol.v1.Role
-	(*protocol.Send)(nil),               // 108: parley.protocol.v1.Send
-	(*protocol.FileRef)(nil),            // 109: parley.protocol.v1.FileRef
-	(protocol.ChannelLevel)(0),          // 110: parley.protocol.v1.ChannelLevel
-	(protocol.ImportMode)(0),            // 111: parley.protocol.v1.ImportMode
-	(*protocol.ChannelSend)(nil),        // 112: parley.protocol.v1.ChannelSend
-	(*protocol.ChannelMember)(nil),      // 113: parley.protocol.v1.ChannelMember
-	(*protocol.P2SpStats)(nil),          // 114: parley.protocol.v1.P2spStats
-	(*protocol.P2SpReport)(nil),         // 115: parley.protocol.v1.P2spReport
-	(*protocol.SessionDescription)(nil), // 116: parley.protocol.v1.SessionDescription
-	(*protocol.IceCandidate)(nil),       // 117: parley.protocol.v1.IceCandidate
-	(*protocol.ImportResult)(nil),       // 118: parley.protocol.v1.ImportResult
-	(*protocol.InvitationList)(nil),     // 119: parley.protocol.v1.InvitationList
-	(*protocol.Conversation)(nil),       // 120: parley.protocol.v1.Conversation
-	(*protocol.Sent)(nil),               // 121: parley.protocol.v1.Sent
-	(*protocol.HistoryPage)(nil),        // 122: parley.protocol.v1.HistoryPage
-	(*protocol.InvitationAnswered)(nil), // 123: parley.protocol.v1.InvitationAnswered
-	(*protocol.Channel)(nil),            // 124: parley.protocol.v1.Channel
-	(*protocol.ChannelSent)(nil),        // 125: parley.protocol.v1.ChannelSent
-	(*protocol.CallConfirm)(nil),        // 126: parley.protocol.v1.CallConfirm
-	(*protocol.CallRoom)(nil),           // 127: parley.protocol.v1.CallRoom
-	(*protocol.CallInfo)(nil),           // 128: parley.protocol.v1.CallInfo
+	(*ChannelEntry)(nil),                // 12: parley.grains.v1.ChannelEntry
+	(*ChannelMembershipReq)(nil),        // 13: parley.grains.v1.ChannelMembershipReq
+	(*MembershipReq)(nil),               // 14: parley.grains.v1.MembershipReq
+	(*AttachReq)(nil),                   // 15: parley.grains.v1.AttachReq
+	(*AttachReply)(nil),                 // 16: parley.grains.v1.AttachReply
+	(*DetachReq)(nil),                   // 17: parley.grains.v1.DetachReq
+	(*ListReq)(nil),                     // 18: parley.grains.v1.ListReq
+	(*ConvList)(nil),                    // 19: parley.grains.v1.ConvList
+	(*ImportReserveReq)(nil),            // 20: parley.grains.v1.ImportReserveReq
+	(*ImportReserveReply)(nil),          // 21: parley.grains.v1.ImportReserveReply
+	(*ImportReleaseReq)(nil),            // 22: parley.grains.v1.ImportReleaseReq
+	(*InvitationNoticeReq)(nil),         // 23: parley.grains.v1.InvitationNoticeReq
+	(*ImportStamp)(nil),                 // 24: parley.grains.v1.ImportStamp
+	(*CallClaimReq)(nil),                // 25: parley.grains.v1.CallClaimReq
+	(*CallClaimReply)(nil),              // 26: parley.grains.v1.CallClaimReply
+	(*CallRingReq)(nil),                 // 27: parley.grains.v1.CallRingReq
+	(*CallRingReply)(nil),               // 28: parley.grains.v1.CallRingReply
+	(*OpenReq)(nil),                     // 29: parley.grains.v1.OpenReq
+	(*SessionReply)(nil),                // 30: parley.grains.v1.SessionReply
+	(*PushReq)(nil),                     // 31: parley.grains.v1.PushReq
+	(*AckReq)(nil),                      // 32: parley.grains.v1.AckReq
+	(*CutReq)(nil),                      // 33: parley.grains.v1.CutReq
+	(*ResumeReq)(nil),                   // 34: parley.grains.v1.ResumeReq
+	(*HoldReq)(nil),                     // 35: parley.grains.v1.HoldReq
+	(*SignalReq)(nil),                   // 36: parley.grains.v1.SignalReq
+	(*CallBindReq)(nil),                 // 37: parley.grains.v1.CallBindReq
+	(*CallBindReply)(nil),               // 38: parley.grains.v1.CallBindReply
+	(*CreateConvReq)(nil),               // 39: parley.grains.v1.CreateConvReq
+	(*MembersReq)(nil),                  // 40: parley.grains.v1.MembersReq
+	(*RemoveReq)(nil),                   // 41: parley.grains.v1.RemoveReq
+	(*RoleReq)(nil),                     // 42: parley.grains.v1.RoleReq
+	(*RenameReq)(nil),                   // 43: parley.grains.v1.RenameReq
+	(*SendReq)(nil),                     // 44: parley.grains.v1.SendReq
+	(*DeleteReq)(nil),                   // 45: parley.grains.v1.DeleteReq
+	(*ReadReq)(nil),                     // 46: parley.grains.v1.ReadReq
+	(*HistoryReq)(nil),                  // 47: parley.grains.v1.HistoryReq
+	(*InfoReq)(nil),                     // 48: parley.grains.v1.InfoReq
+	(*UploadCreateReq)(nil),             // 49: parley.grains.v1.UploadCreateReq
+	(*UploadHeadReq)(nil),               // 50: parley.grains.v1.UploadHeadReq
+	(*UploadBeginReq)(nil),              // 51: parley.grains.v1.UploadBeginReq
+	(*UploadEndReq)(nil),                // 52: parley.grains.v1.UploadEndReq
+	(*UploadTerminateReq)(nil),          // 53: parley.grains.v1.UploadTerminateReq
+	(*UploadSweepReq)(nil),              // 54: parley.grains.v1.UploadSweepReq
+	(*UploadStatus)(nil),                // 55: parley.grains.v1.UploadStatus
+	(*FileAttachReq)(nil),               // 56: parley.grains.v1.FileAttachReq
+	(*FileReleaseReq)(nil),              // 57: parley.grains.v1.FileReleaseReq
+	(*FileGetReq)(nil),                  // 58: parley.grains.v1.FileGetReq
+	(*ImportMember)(nil),                // 59: parley.grains.v1.ImportMember
+	(*ImportReq)(nil),                   // 60: parley.grains.v1.ImportReq
+	(*AnswerReq)(nil),                   // 61: parley.grains.v1.AnswerReq
+	(*CreateChannelReq)(nil),            // 62: parley.grains.v1.CreateChannelReq
+	(*ChannelMembersReq)(nil),           // 63: parley.grains.v1.ChannelMembersReq
+	(*ChannelRemoveReq)(nil),            // 64: parley.grains.v1.ChannelRemoveReq
+	(*ChannelDropReq)(nil),              // 65: parley.grains.v1.ChannelDropReq
+	(*ChannelPresenceReq)(nil),          // 66: parley.grains.v1.ChannelPresenceReq
+	(*ChannelSendReq)(nil),              // 67: parley.grains.v1.ChannelSendReq
+	(*ChannelInfoReq)(nil),              // 68: parley.grains.v1.ChannelInfoReq
+	(*ChannelSnapshot)(nil),             // 69: parley.grains.v1.ChannelSnapshot
+	(*FileAnnounceReq)(nil),             // 70: parley.grains.v1.FileAnnounceReq
+	(*FileDropReq)(nil),                 // 71: parley.grains.v1.FileDropReq
+	(*FileHoldersReq)(nil),              // 72: parley.grains.v1.FileHoldersReq
+	(*FileHolder)(nil),                  // 73: parley.grains.v1.FileHolder
+	(*FileHolders)(nil),                 // 74: parley.grains.v1.FileHolders
+	(*FileReportReq)(nil),               // 75: parley.grains.v1.FileReportReq
+	(*FileServedReq)(nil),               // 76: parley.grains.v1.FileServedReq
+	(*FileStatsReq)(nil),                // 77: parley.grains.v1.FileStatsReq
+	(*CallReq)(nil),                     // 78: parley.grains.v1.CallReq
+	(*CallLinkReq)(nil),                 // 79: parley.grains.v1.CallLinkReq
+	(*CallWakeReq)(nil),                 // 80: parley.grains.v1.CallWakeReq
+	(*UserRecord)(nil),                  // 81: parley.grains.v1.UserRecord
+	(*TokenRecord)(nil),                 // 82: parley.grains.v1.TokenRecord
+	(*DeviceRecord)(nil),                // 83: parley.grains.v1.DeviceRecord
+	(*UsernameRecord)(nil),              // 84: parley.grains.v1.UsernameRecord
+	(*SessionRecord)(nil),               // 85: parley.grains.v1.SessionRecord
+	(*ConvRecord)(nil),                  // 86: parley.grains.v1.ConvRecord
+	(*MemberRecord)(nil),                // 87: parley.grains.v1.MemberRecord
+	(*DedupeRecord)(nil),                // 88: parley.grains.v1.DedupeRecord
+	(*OutboxRecord)(nil),                // 89: parley.grains.v1.OutboxRecord
+	(*ConvFileRecord)(nil),              // 90: parley.grains.v1.ConvFileRecord
+	(*UploadRecord)(nil),                // 91: parley.grains.v1.UploadRecord
+	(*FileRefRecord)(nil),               // 92: parley.grains.v1.FileRefRecord
+	(*FileRecord)(nil),                  // 93: parley.grains.v1.FileRecord
+	(*ChannelRemoval)(nil),              // 94: parley.grains.v1.ChannelRemoval
+	(*InvitationRecord)(nil),            // 95: parley.grains.v1.InvitationRecord
+	(*ImportRecord)(nil),                // 96: parley.grains.v1.ImportRecord
+	(*ChannelRecord)(nil),               // 97: parley.grains.v1.ChannelRecord
+	(*ChannelMemberRecord)(nil),         // 98: parley.grains.v1.ChannelMemberRecord
+	(*CallRecord)(nil),                  // 99: parley.grains.v1.CallRecord
+	(*CallPartRecord)(nil),              // 100: parley.grains.v1.CallPartRecord
+	(protocol.DeviceType)(0),            // 101: parley.protocol.v1.DeviceType
+	(*protocol.Device)(nil),             // 102: parley.protocol.v1.Device
+	(protocol.ConversationKind)(0),      // 103: parley.protocol.v1.ConversationKind
+	(protocol.ChannelLevel)(0),          // 104: parley.protocol.v1.ChannelLevel
+	(*protocol.Invitation)(nil),         // 105: parley.protocol.v1.Invitation
+	(*protocol.CallInvited)(nil),        // 106: parley.protocol.v1.CallInvited
+	(*protocol.CallRingStopped)(nil),    // 107: parley.protocol.v1.CallRingStopped
+	(*protocol.SessionEvent)(nil),       // 108: parley.protocol.v1.SessionEvent
+	(*protocol.P2SpSignal)(nil),         // 109: parley.protocol.v1.P2spSignal
+	(protocol.Role)(0),                  // 110: parley.protocol.v1.Role
+	(*protocol.Send)(nil),               // 111: parley.protocol.v1.Send
+	(*protocol.FileRef)(nil),            // 112: parley.protocol.v1.FileRef
+	(protocol.ImportMode)(0),            // 113: parley.protocol.v1.ImportMode
+	(*protocol.ChannelSend)(nil),        // 114: parley.protocol.v1.ChannelSend
+	(*protocol.ChannelMember)(nil),      // 115: parley.protocol.v1.ChannelMember
+	(*protocol.P2SpStats)(nil),          // 116: parley.protocol.v1.P2spStats
+	(*protocol.P2SpReport)(nil),         // 117: parley.protocol.v1.P2spReport
+	(*protocol.SessionDescription)(nil), // 118: parley.protocol.v1.SessionDescription
+	(*protocol.IceCandidate)(nil),       // 119: parley.protocol.v1.IceCandidate
+	(*protocol.ImportResult)(nil),       // 120: parley.protocol.v1.ImportResult
+	(*protocol.ChannelList)(nil),        // 121: parley.protocol.v1.ChannelList
+	(*protocol.InvitationList)(nil),     // 122: parley.protocol.v1.InvitationList
+	(*protocol.Conversation)(nil),       // 123: parley.protocol.v1.Conversation
+	(*protocol.Sent)(nil),               // 124: parley.protocol.v1.Sent
+	(*protocol.HistoryPage)(nil),        // 125: parley.protocol.v1.HistoryPage
+	(*protocol.InvitationAnswered)(nil), // 126: parley.protocol.v1.InvitationAnswered
+	(*protocol.Channel)(nil),            // 127: parley.protocol.v1.Channel
+	(*protocol.ChannelSent)(nil),        // 128: parley.protocol.v1.ChannelSent
+	(*protocol.CallConfirm)(nil),        // 129: parley.protocol.v1.CallConfirm
+	(*protocol.CallRoom)(nil),           // 130: parley.protocol.v1.CallRoom
+	(*protocol.CallInfo)(nil),           // 131: parley.protocol.v1.CallInfo
 }
 var file_actors_grainpb_grains_proto_depIdxs = []int32{
-	99,  // 0: parley.grains.v1.UserReply.client_type:type_name -> parley.protocol.v1.DeviceType
-	100, // 1: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
-	101, // 2: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
-	11,  // 3: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
-	99,  // 4: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
-	11,  // 5: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
-	11,  // 6: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
-	102, // 7: parley.grains.v1.InvitationNoticeReq.invitation:type_name -> parley.protocol.v1.Invitation
-	103, // 8: parley.grains.v1.CallRingReq.invite:type_name -> parley.protocol.v1.CallInvited
-	104, // 9: parley.grains.v1.CallRingReq.stop:type_name -> parley.protocol.v1.CallRingStopped
-	105, // 10: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
-	106, // 11: parley.grains.v1.SignalReq.signal:type_name -> parley.protocol.v1.P2spSignal
-	101, // 12: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
-	107, // 13: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
-	108, // 14: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
-	109, // 15: parley.grains.v1.SendReq.file:type_name -> parley.protocol.v1.FileRef
-	0,   // 16: parley.grains.v1.UploadStatus.state:type_name -> parley.grains.v1.UploadState
-	90,  // 17: parley.grains.v1.FileAttachReq.ref:type_name -> parley.grains.v1.FileRefRecord
-	110, // 18: parley.grains.v1.ImportMember.level:type_name -> parley.protocol.v1.ChannelLevel
-	99,  // 19: parley.grains.v1.ImportMember.client_type:type_name -> parley.protocol.v1.DeviceType
-	111, // 20: parley.grains.v1.ImportReq.mode:type_name -> parley.protocol.v1.ImportMode
-	57,  // 21: parley.grains.v1.ImportReq.members:type_name -> parley.grains.v1.ImportMember
-	110, // 22: parley.grains.v1.ChannelMembersReq.level:type_name -> parley.protocol.v1.ChannelLevel
-	112, // 23: parley.grains.v1.ChannelSendReq.send:type_name -> parley.protocol.v1.ChannelSend
-	113, // 24: parley.grains.v1.ChannelSnapshot.members:type_name -> parley.protocol.v1.ChannelMember
-	71,  // 25: parley.grains.v1.FileHolders.holders:type_name -> parley.grains.v1.FileHolder
-	114, // 26: parley.grains.v1.FileHolders.stats:type_name -> parley.protocol.v1.P2spStats
-	115, // 27: parley.grains.v1.FileReportReq.report:type_name -> parley.protocol.v1.P2spReport
-	116, // 28: parley.grains.v1.CallReq.answer:type_name -> parley.protocol.v1.SessionDescription
-	117, // 29: parley.grains.v1.CallReq.candidate:type_name -> parley.protocol.v1.IceCandidate
-	80,  // 30: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
-	11,  // 31: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
-	81,  // 32: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
-	22,  // 33: parley.grains.v1.UserRecord.import_stamps:type_name -> parley.grains.v1.ImportStamp
-	102, // 34: parley.grains.v1.UserRecord.invitations:type_name -> parley.protocol.v1.Invitation
-	99,  // 35: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
-	105, // 36: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
-	101, // 37: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
-	107, // 38: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
-	110, // 39: parley.grains.v1.MemberRecord.channel_level:type_name -> parley.protocol.v1.ChannelLevel
-	11,  // 40: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
-	55,  // 41: parley.grains.v1.OutboxRecord.release:type_name -> parley.grains.v1.FileReleaseReq
-	102, // 42: parley.grains.v1.OutboxRecord.invitation:type_name -> parley.protocol.v1.Invitation
-	92,  // 43: parley.grains.v1.OutboxRecord.channel_removal:type_name -> parley.grains.v1.ChannelRemoval
-	0,   // 44: parley.grains.v1.UploadRecord.state:type_name -> parley.grains.v1.UploadState
-	90,  // 45: parley.grains.v1.FileRecord.refs:type_name -> parley.grains.v1.FileRefRecord
-	102, // 46: parley.grains.v1.InvitationRecord.invitation:type_name -> parley.protocol.v1.Invitation
-	111, // 47: parley.grains.v1.ImportRecord.mode:type_name -> parley.protocol.v1.ImportMode
-	118, // 48: parley.grains.v1.ImportRecord.result:type_name -> parley.protocol.v1.ImportResult
-	110, // 49: parley.grains.v1.ChannelMemberRecord.level:type_name -> parley.protocol.v1.ChannelLevel
-	98,  // 50: parley.grains.v1.CallRecord.parts:type_name -> parley.grains.v1.CallPartRecord
-	2,   // 51: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
-	4,   // 52: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
-	5,   // 53: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
-	7,   // 54: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
-	9,   // 55: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
-	10,  // 56: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
-	12,  // 57: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
-	13,  // 58: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
-	15,  // 59: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
-	16,  // 60: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
-	16,  // 61: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
-	18,  // 62: parley.grains.v1.User.ReserveImport:input_type -> parley.grains.v1.ImportReserveReq
-	20,  // 63: parley.grains.v1.User.ReleaseImport:input_type -> parley.grains.v1.ImportReleaseReq
-	21,  // 64: parley.grains.v1.User.Invitation:input_type -> parley.grains.v1.InvitationNoticeReq
-	16,  // 65: parley.grains.v1.User.Invitations:input_type -> parley.grains.v1.ListReq
-	29,  // 66: parley.grains.v1.User.Notify:input_type -> parley.grains.v1.PushReq
-	23,  // 67: parley.grains.v1.User.CallClaim:input_type -> parley.grains.v1.CallClaimReq
-	25,  // 68: parley.grains.v1.User.CallRing:input_type -> parley.grains.v1.CallRingReq
-	27,  // 69: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
-	32,  // 70: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
-	29,  // 71: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
-	30,  // 72: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
-	31,  // 73: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
-	33,  // 74: parley.grains.v1.Session.Hold:input_type -> parley.grains.v1.HoldReq
-	34,  // 75: parley.grains.v1.Session.Signal:input_type -> parley.grains.v1.SignalReq
-	35,  // 76: parley.grains.v1.Session.CallBind:input_type -> parley.grains.v1.CallBindReq
-	37,  // 77: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
-	38,  // 78: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
-	39,  // 79: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
-	40,  // 80: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
-	41,  // 81: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
-	42,  // 82: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
-	43,  // 83: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
-	44,  // 84: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
-	45,  // 85: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
-	46,  // 86: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
-	58,  // 87: parley.grains.v1.Conversation.ImportCheck:input_type -> parley.grains.v1.ImportReq
-	58,  // 88: parley.grains.v1.Conversation.Import:input_type -> parley.grains.v1.ImportReq
-	59,  // 89: parley.grains.v1.Conversation.Answer:input_type -> parley.grains.v1.AnswerReq
-	46,  // 90: parley.grains.v1.Conversation.Check:input_type -> parley.grains.v1.InfoReq
-	47,  // 91: parley.grains.v1.Upload.Create:input_type -> parley.grains.v1.UploadCreateReq
-	48,  // 92: parley.grains.v1.Upload.Head:input_type -> parley.grains.v1.UploadHeadReq
-	49,  // 93: parley.grains.v1.Upload.Begin:input_type -> parley.grains.v1.UploadBeginReq
-	50,  // 94: parley.grains.v1.Upload.End:input_type -> parley.grains.v1.UploadEndReq
-	51,  // 95: parley.grains.v1.Upload.Remove:input_type -> parley.grains.v1.UploadTerminateReq
-	52,  // 96: parley.grains.v1.Upload.Sweep:input_type -> parley.grains.v1.UploadSweepReq
-	54,  // 97: parley.grains.v1.File.Attach:input_type -> parley.grains.v1.FileAttachReq
-	55,  // 98: parley.grains.v1.File.Release:input_type -> parley.grains.v1.FileReleaseReq
-	56,  // 99: parley.grains.v1.File.Get:input_type -> parley.grains.v1.FileGetReq
-	68,  // 100: parley.grains.v1.File.Announce:input_type -> parley.grains.v1.FileAnnounceReq
-	69,  // 101: parley.grains.v1.File.Drop:input_type -> parley.grains.v1.FileDropReq
-	70,  // 102: parley.grains.v1.File.Holders:input_type -> parley.grains.v1.FileHoldersReq
-	73,  // 103: parley.grains.v1.File.Report:input_type -> parley.grains.v1.FileReportReq
-	74,  // 104: parley.grains.v1.File.Served:input_type -> parley.grains.v1.FileServedReq
-	75,  // 105: parley.grains.v1.File.Stats:input_type -> parley.grains.v1.FileStatsReq
-	60,  // 106: parley.grains.v1.Channel.Create:input_type -> parley.grains.v1.CreateChannelReq
-	61,  // 107: parley.grains.v1.Channel.AddMembers:input_type -> parley.grains.v1.ChannelMembersReq
-	62,  // 108: parley.grains.v1.Channel.RemoveMember:input_type -> parley.grains.v1.ChannelRemoveReq
-	63,  // 109: parley.grains.v1.Channel.Drop:input_type -> parley.grains.v1.ChannelDropReq
-	64,  // 110: parley.grains.v1.Channel.Join:input_type -> parley.grains.v1.ChannelPresenceReq
-	64,  // 111: parley.grains.v1.Channel.Leave:input_type -> parley.grains.v1.ChannelPresenceReq
-	65,  // 112: parley.grains.v1.Channel.Send:input_type -> parley.grains.v1.ChannelSendReq
-	66,  // 113: parley.grains.v1.Channel.Info:input_type -> parley.grains.v1.ChannelInfoReq
-	66,  // 114: parley.grains.v1.Channel.Snapshot:input_type -> parley.grains.v1.ChannelInfoReq
-	76,  // 115: parley.grains.v1.Call.Create:input_type -> parley.grains.v1.CallReq
-	76,  // 116: parley.grains.v1.Call.CreateRoom:input_type -> parley.grains.v1.CallReq
-	76,  // 117: parley.grains.v1.Call.Enter:input_type -> parley.grains.v1.CallReq
-	76,  // 118: parley.grains.v1.Call.Join:input_type -> parley.grains.v1.CallReq
-	76,  // 119: parley.grains.v1.Call.Decline:input_type -> parley.grains.v1.CallReq
-	76,  // 120: parley.grains.v1.Call.Cancel:input_type -> parley.grains.v1.CallReq
-	76,  // 121: parley.grains.v1.Call.Leave:input_type -> parley.grains.v1.CallReq
-	76,  // 122: parley.grains.v1.Call.Mute:input_type -> parley.grains.v1.CallReq
-	76,  // 123: parley.grains.v1.Call.Signal:input_type -> parley.grains.v1.CallReq
-	76,  // 124: parley.grains.v1.Call.Info:input_type -> parley.grains.v1.CallReq
-	77,  // 125: parley.grains.v1.Call.Link:input_type -> parley.grains.v1.CallLinkReq
-	78,  // 126: parley.grains.v1.Call.Wake:input_type -> parley.grains.v1.CallWakeReq
-	3,   // 127: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
-	3,   // 128: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
-	6,   // 129: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
-	8,   // 130: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
-	6,   // 131: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
-	1,   // 132: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
-	1,   // 133: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
-	14,  // 134: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
-	1,   // 135: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
-	17,  // 136: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
-	6,   // 137: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
-	19,  // 138: parley.grains.v1.User.ReserveImport:output_type -> parley.grains.v1.ImportReserveReply
-	1,   // 139: parley.grains.v1.User.ReleaseImport:output_type -> parley.grains.v1.Ok
-	1,   // 140: parley.grains.v1.User.Invitation:output_type -> parley.grains.v1.Ok
-	119, // 141: parley.grains.v1.User.Invitations:output_type -> parley.protocol.v1.InvitationList
-	1,   // 142: parley.grains.v1.User.Notify:output_type -> parley.grains.v1.Ok
-	24,  // 143: parley.grains.v1.User.CallClaim:output_type -> parley.grains.v1.CallClaimReply
-	26,  // 144: parley.grains.v1.User.CallRing:output_type -> parley.grains.v1.CallRingReply
-	28,  // 145: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
-	28,  // 146: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
-	1,   // 147: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
-	1,   // 148: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
-	1,   // 149: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
-	1,   // 150: parley.grains.v1.Session.Hold:output_type -> parley.grains.v1.Ok
-	1,   // 151: parley.grains.v1.Session.Signal:output_type -> parley.grains.v1.Ok
-	36,  // 152: parley.grains.v1.Session.CallBind:output_type -> parley.grains.v1.CallBindReply
-	120, // 153: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
-	120, // 154: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
-	120, // 155: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
-	120, // 156: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
-	120, // 157: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
-	121, // 158: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
-	121, // 159: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
-	1,   // 160: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
-	122, // 161: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
-	120, // 162: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
-	118, // 163: parley.grains.v1.Conversation.ImportCheck:output_type -> parley.protocol.v1.ImportResult
-	118, // 164: parley.grains.v1.Conversation.Import:output_type -> parley.protocol.v1.ImportResult
-	123, // 165: parley.grains.v1.Conversation.Answer:output_type -> parley.protocol.v1.InvitationAnswered
-	1,   // 166: parley.grains.v1.Conversation.Check:output_type -> parley.grains.v1.Ok
-	53,  // 167: parley.grains.v1.Upload.Create:output_type -> parley.grains.v1.UploadStatus
-	53,  // 168: parley.grains.v1.Upload.Head:output_type -> parley.grains.v1.UploadStatus
-	53,  // 169: parley.grains.v1.Upload.Begin:output_type -> parley.grains.v1.UploadStatus
-	53,  // 170: parley.grains.v1.Upload.End:output_type -> parley.grains.v1.UploadStatus
-	1,   // 171: parley.grains.v1.Upload.Remove:output_type -> parley.grains.v1.Ok
-	1,   // 172: parley.grains.v1.Upload.Sweep:output_type -> parley.grains.v1.Ok
-	1,   // 173: parley.grains.v1.File.Attach:output_type -> parley.grains.v1.Ok
-	1,   // 174: parley.grains.v1.File.Release:output_type -> parley.grains.v1.Ok
-	91,  // 175: parley.grains.v1.File.Get:output_type -> parley.grains.v1.FileRecord
-	1,   // 176: parley.grains.v1.File.Announce:output_type -> parley.grains.v1.Ok
-	1,   // 177: parley.grains.v1.File.Drop:output_type -> parley.grains.v1.Ok
-	72,  // 178: parley.grains.v1.File.Holders:output_type -> parley.grains.v1.FileHolders
-	1,   // 179: parley.grains.v1.File.Report:output_type -> parley.grains.v1.Ok
-	1,   // 180: parley.grains.v1.File.Served:output_type -> parley.grains.v1.Ok
-	114, // 181: parley.grains.v1.File.Stats:output_type -> parley.protocol.v1.P2spStats
-	124, // 182: parley.grains.v1.Channel.Create:output_type -> parley.protocol.v1.Channel
-	124, // 183: parley.grains.v1.Channel.AddMembers:output_type -> parley.protocol.v1.Channel
-	124, // 184: parley.grains.v1.Channel.RemoveMember:output_type -> parley.protocol.v1.Channel
-	1,   // 185: parley.grains.v1.Channel.Drop:output_type -> parley.grains.v1.Ok
-	124, // 186: parley.grains.v1.Channel.Join:output_type -> parley.protocol.v1.Channel
-	124, // 187: parley.grains.v1.Channel.Leave:output_type -> parley.protocol.v1.Channel
-	125, // 188: parley.grains.v1.Channel.Send:output_type -> parley.protocol.v1.ChannelSent
-	124, // 189: parley.grains.v1.Channel.Info:output_type -> parley.protocol.v1.Channel
-	67,  // 190: parley.grains.v1.Channel.Snapshot:output_type -> parley.grains.v1.ChannelSnapshot
-	126, // 191: parley.grains.v1.Call.Create:output_type -> parley.protocol.v1.CallConfirm
-	127, // 192: parley.grains.v1.Call.CreateRoom:output_type -> parley.protocol.v1.CallRoom
-	126, // 193: parley.grains.v1.Call.Enter:output_type -> parley.protocol.v1.CallConfirm
-	127, // 194: parley.grains.v1.Call.Join:output_type -> parley.protocol.v1.CallRoom
-	1,   // 195: parley.grains.v1.Call.Decline:output_type -> parley.grains.v1.Ok
-	1,   // 196: parley.grains.v1.Call.Cancel:output_type -> parley.grains.v1.Ok
-	1,   // 197: parley.grains.v1.Call.Leave:output_type -> parley.grains.v1.Ok
-	1,   // 198: parley.grains.v1.Call.Mute:output_type -> parley.grains.v1.Ok
-	1,   // 199: parley.grains.v1.Call.Signal:output_type -> parley.grains.v1.Ok
-	128, // 200: parley.grains.v1.Call.Info:output_type -> parley.protocol.v1.CallInfo
-	1,   // 201: parley.grains.v1.Call.Link:output_type -> parley.grains.v1.Ok
-	1,   // 202: parley.grains.v1.Call.Wake:output_type -> parley.grains.v1.Ok
-	127, // [127:203] is the sub-list for method output_type
-	51,  // [51:127] is the sub-list for method input_type
-	51,  // [51:51] is the sub-list for extension type_name
-	51,  // [51:51] is the sub-list for extension extendee
-	0,   // [0:51] is the sub-list for field type_name
+	101, // 0: parley.grains.v1.UserReply.client_type:type_name -> parley.protocol.v1.DeviceType
+	102, // 1: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
+	103, // 2: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
+	104, // 3: parley.grains.v1.ChannelEntry.level:type_name -> parley.protocol.v1.ChannelLevel
+	12,  // 4: parley.grains.v1.ChannelMembershipReq.channel:type_name -> parley.grains.v1.ChannelEntry
+	11,  // 5: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
+	101, // 6: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
+	11,  // 7: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
+	11,  // 8: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
+	105, // 9: parley.grains.v1.InvitationNoticeReq.invitation:type_name -> parley.protocol.v1.Invitation
+	106, // 10: parley.grains.v1.CallRingReq.invite:type_name -> parley.protocol.v1.CallInvited
+	107, // 11: parley.grains.v1.CallRingReq.stop:type_name -> parley.protocol.v1.CallRingStopped
+	108, // 12: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
+	109, // 13: parley.grains.v1.SignalReq.signal:type_name -> parley.protocol.v1.P2spSignal
+	103, // 14: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
+	110, // 15: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
+	111, // 16: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
+	112, // 17: parley.grains.v1.SendReq.file:type_name -> parley.protocol.v1.FileRef
+	0,   // 18: parley.grains.v1.UploadStatus.state:type_name -> parley.grains.v1.UploadState
+	92,  // 19: parley.grains.v1.FileAttachReq.ref:type_name -> parley.grains.v1.FileRefRecord
+	104, // 20: parley.grains.v1.ImportMember.level:type_name -> parley.protocol.v1.ChannelLevel
+	101, // 21: parley.grains.v1.ImportMember.client_type:type_name -> parley.protocol.v1.DeviceType
+	113, // 22: parley.grains.v1.ImportReq.mode:type_name -> parley.protocol.v1.ImportMode
+	59,  // 23: parley.grains.v1.ImportReq.members:type_name -> parley.grains.v1.ImportMember
+	104, // 24: parley.grains.v1.ChannelMembersReq.level:type_name -> parley.protocol.v1.ChannelLevel
+	114, // 25: parley.grains.v1.ChannelSendReq.send:type_name -> parley.protocol.v1.ChannelSend
+	115, // 26: parley.grains.v1.ChannelSnapshot.members:type_name -> parley.protocol.v1.ChannelMember
+	73,  // 27: parley.grains.v1.FileHolders.holders:type_name -> parley.grains.v1.FileHolder
+	116, // 28: parley.grains.v1.FileHolders.stats:type_name -> parley.protocol.v1.P2spStats
+	117, // 29: parley.grains.v1.FileReportReq.report:type_name -> parley.protocol.v1.P2spReport
+	118, // 30: parley.grains.v1.CallReq.answer:type_name -> parley.protocol.v1.SessionDescription
+	119, // 31: parley.grains.v1.CallReq.candidate:type_name -> parley.protocol.v1.IceCandidate
+	82,  // 32: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
+	11,  // 33: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
+	83,  // 34: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
+	24,  // 35: parley.grains.v1.UserRecord.import_stamps:type_name -> parley.grains.v1.ImportStamp
+	105, // 36: parley.grains.v1.UserRecord.invitations:type_name -> parley.protocol.v1.Invitation
+	12,  // 37: parley.grains.v1.UserRecord.channels:type_name -> parley.grains.v1.ChannelEntry
+	101, // 38: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
+	108, // 39: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
+	103, // 40: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
+	110, // 41: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
+	104, // 42: parley.grains.v1.MemberRecord.channel_level:type_name -> parley.protocol.v1.ChannelLevel
+	11,  // 43: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
+	57,  // 44: parley.grains.v1.OutboxRecord.release:type_name -> parley.grains.v1.FileReleaseReq
+	105, // 45: parley.grains.v1.OutboxRecord.invitation:type_name -> parley.protocol.v1.Invitation
+	94,  // 46: parley.grains.v1.OutboxRecord.channel_removal:type_name -> parley.grains.v1.ChannelRemoval
+	12,  // 47: parley.grains.v1.OutboxRecord.channel:type_name -> parley.grains.v1.ChannelEntry
+	0,   // 48: parley.grains.v1.UploadRecord.state:type_name -> parley.grains.v1.UploadState
+	92,  // 49: parley.grains.v1.FileRecord.refs:type_name -> parley.grains.v1.FileRefRecord
+	105, // 50: parley.grains.v1.InvitationRecord.invitation:type_name -> parley.protocol.v1.Invitation
+	113, // 51: parley.grains.v1.ImportRecord.mode:type_name -> parley.protocol.v1.ImportMode
+	120, // 52: parley.grains.v1.ImportRecord.result:type_name -> parley.protocol.v1.ImportResult
+	104, // 53: parley.grains.v1.ChannelMemberRecord.level:type_name -> parley.protocol.v1.ChannelLevel
+	100, // 54: parley.grains.v1.CallRecord.parts:type_name -> parley.grains.v1.CallPartRecord
+	2,   // 55: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
+	4,   // 56: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
+	5,   // 57: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
+	7,   // 58: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
+	9,   // 59: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
+	10,  // 60: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
+	14,  // 61: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
+	15,  // 62: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
+	17,  // 63: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
+	18,  // 64: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
+	13,  // 65: parley.grains.v1.User.ChannelMembership:input_type -> parley.grains.v1.ChannelMembershipReq
+	18,  // 66: parley.grains.v1.User.Channels:input_type -> parley.grains.v1.ListReq
+	18,  // 67: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
+	20,  // 68: parley.grains.v1.User.ReserveImport:input_type -> parley.grains.v1.ImportReserveReq
+	22,  // 69: parley.grains.v1.User.ReleaseImport:input_type -> parley.grains.v1.ImportReleaseReq
+	23,  // 70: parley.grains.v1.User.Invitation:input_type -> parley.grains.v1.InvitationNoticeReq
+	18,  // 71: parley.grains.v1.User.Invitations:input_type -> parley.grains.v1.ListReq
+	31,  // 72: parley.grains.v1.User.Notify:input_type -> parley.grains.v1.PushReq
+	25,  // 73: parley.grains.v1.User.CallClaim:input_type -> parley.grains.v1.CallClaimReq
+	27,  // 74: parley.grains.v1.User.CallRing:input_type -> parley.grains.v1.CallRingReq
+	29,  // 75: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
+	34,  // 76: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
+	31,  // 77: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
+	32,  // 78: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
+	33,  // 79: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
+	35,  // 80: parley.grains.v1.Session.Hold:input_type -> parley.grains.v1.HoldReq
+	36,  // 81: parley.grains.v1.Session.Signal:input_type -> parley.grains.v1.SignalReq
+	37,  // 82: parley.grains.v1.Session.CallBind:input_type -> parley.grains.v1.CallBindReq
+	39,  // 83: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
+	40,  // 84: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
+	41,  // 85: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
+	42,  // 86: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
+	43,  // 87: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
+	44,  // 88: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
+	45,  // 89: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
+	46,  // 90: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
+	47,  // 91: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
+	48,  // 92: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
+	60,  // 93: parley.grains.v1.Conversation.ImportCheck:input_type -> parley.grains.v1.ImportReq
+	60,  // 94: parley.grains.v1.Conversation.Import:input_type -> parley.grains.v1.ImportReq
+	61,  // 95: parley.grains.v1.Conversation.Answer:input_type -> parley.grains.v1.AnswerReq
+	48,  // 96: parley.grains.v1.Conversation.Check:input_type -> parley.grains.v1.InfoReq
+	49,  // 97: parley.grains.v1.Upload.Create:input_type -> parley.grains.v1.UploadCreateReq
+	50,  // 98: parley.grains.v1.Upload.Head:input_type -> parley.grains.v1.UploadHeadReq
+	51,  // 99: parley.grains.v1.Upload.Begin:input_type -> parley.grains.v1.UploadBeginReq
+	52,  // 100: parley.grains.v1.Upload.End:input_type -> parley.grains.v1.UploadEndReq
+	53,  // 101: parley.grains.v1.Upload.Remove:input_type -> parley.grains.v1.UploadTerminateReq
+	54,  // 102: parley.grains.v1.Upload.Sweep:input_type -> parley.grains.v1.UploadSweepReq
+	56,  // 103: parley.grains.v1.File.Attach:input_type -> parley.grains.v1.FileAttachReq
+	57,  // 104: parley.grains.v1.File.Release:input_type -> parley.grains.v1.FileReleaseReq
+	58,  // 105: parley.grains.v1.File.Get:input_type -> parley.grains.v1.FileGetReq
+	70,  // 106: parley.grains.v1.File.Announce:input_type -> parley.grains.v1.FileAnnounceReq
+	71,  // 107: parley.grains.v1.File.Drop:input_type -> parley.grains.v1.FileDropReq
+	72,  // 108: parley.grains.v1.File.Holders:input_type -> parley.grains.v1.FileHoldersReq
+	75,  // 109: parley.grains.v1.File.Report:input_type -> parley.grains.v1.FileReportReq
+	76,  // 110: parley.grains.v1.File.Served:input_type -> parley.grains.v1.FileServedReq
+	77,  // 111: parley.grains.v1.File.Stats:input_type -> parley.grains.v1.FileStatsReq
+	62,  // 112: parley.grains.v1.Channel.Create:input_type -> parley.grains.v1.CreateChannelReq
+	63,  // 113: parley.grains.v1.Channel.AddMembers:input_type -> parley.grains.v1.ChannelMembersReq
+	64,  // 114: parley.grains.v1.Channel.RemoveMember:input_type -> parley.grains.v1.ChannelRemoveReq
+	65,  // 115: parley.grains.v1.Channel.Drop:input_type -> parley.grains.v1.ChannelDropReq
+	66,  // 116: parley.grains.v1.Channel.Join:input_type -> parley.grains.v1.ChannelPresenceReq
+	66,  // 117: parley.grains.v1.Channel.Leave:input_type -> parley.grains.v1.ChannelPresenceReq
+	67,  // 118: parley.grains.v1.Channel.Send:input_type -> parley.grains.v1.ChannelSendReq
+	68,  // 119: parley.grains.v1.Channel.Info:input_type -> parley.grains.v1.ChannelInfoReq
+	68,  // 120: parley.grains.v1.Channel.Snapshot:input_type -> parley.grains.v1.ChannelInfoReq
+	68,  // 121: parley.grains.v1.Channel.Wake:input_type -> parley.grains.v1.ChannelInfoReq
+	78,  // 122: parley.grains.v1.Call.Create:input_type -> parley.grains.v1.CallReq
+	78,  // 123: parley.grains.v1.Call.CreateRoom:input_type -> parley.grains.v1.CallReq
+	78,  // 124: parley.grains.v1.Call.Enter:input_type -> parley.grains.v1.CallReq
+	78,  // 125: parley.grains.v1.Call.Join:input_type -> parley.grains.v1.CallReq
+	78,  // 126: parley.grains.v1.Call.Decline:input_type -> parley.grains.v1.CallReq
+	78,  // 127: parley.grains.v1.Call.Cancel:input_type -> parley.grains.v1.CallReq
+	78,  // 128: parley.grains.v1.Call.Leave:input_type -> parley.grains.v1.CallReq
+	78,  // 129: parley.grains.v1.Call.Mute:input_type -> parley.grains.v1.CallReq
+	78,  // 130: parley.grains.v1.Call.Signal:input_type -> parley.grains.v1.CallReq
+	78,  // 131: parley.grains.v1.Call.Info:input_type -> parley.grains.v1.CallReq
+	79,  // 132: parley.grains.v1.Call.Link:input_type -> parley.grains.v1.CallLinkReq
+	80,  // 133: parley.grains.v1.Call.Wake:input_type -> parley.grains.v1.CallWakeReq
+	3,   // 134: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
+	3,   // 135: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
+	6,   // 136: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
+	8,   // 137: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
+	6,   // 138: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
+	1,   // 139: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
+	1,   // 140: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
+	16,  // 141: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
+	1,   // 142: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
+	19,  // 143: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
+	1,   // 144: parley.grains.v1.User.ChannelMembership:output_type -> parley.grains.v1.Ok
+	121, // 145: parley.grains.v1.User.Channels:output_type -> parley.protocol.v1.ChannelList
+	6,   // 146: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
+	21,  // 147: parley.grains.v1.User.ReserveImport:output_type -> parley.grains.v1.ImportReserveReply
+	1,   // 148: parley.grains.v1.User.ReleaseImport:output_type -> parley.grains.v1.Ok
+	1,   // 149: parley.grains.v1.User.Invitation:output_type -> parley.grains.v1.Ok
+	122, // 150: parley.grains.v1.User.Invitations:output_type -> parley.protocol.v1.InvitationList
+	1,   // 151: parley.grains.v1.User.Notify:output_type -> parley.grains.v1.Ok
+	26,  // 152: parley.grains.v1.User.CallClaim:output_type -> parley.grains.v1.CallClaimReply
+	28,  // 153: parley.grains.v1.User.CallRing:output_type -> parley.grains.v1.CallRingReply
+	30,  // 154: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
+	30,  // 155: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
+	1,   // 156: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
+	1,   // 157: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
+	1,   // 158: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
+	1,   // 159: parley.grains.v1.Session.Hold:output_type -> parley.grains.v1.Ok
+	1,   // 160: parley.grains.v1.Session.Signal:output_type -> parley.grains.v1.Ok
+	38,  // 161: parley.grains.v1.Session.CallBind:output_type -> parley.grains.v1.CallBindReply
+	123, // 162: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
+	123, // 163: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
+	123, // 164: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
+	123, // 165: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
+	123, // 166: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
+	124, // 167: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
+	124, // 168: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
+	1,   // 169: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
+	125, // 170: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
+	123, // 171: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
+	120, // 172: parley.grains.v1.Conversation.ImportCheck:output_type -> parley.protocol.v1.ImportResult
+	120, // 173: parley.grains.v1.Conversation.Import:output_type -> parley.protocol.v1.ImportResult
+	126, // 174: parley.grains.v1.Conversation.Answer:output_type -> parley.protocol.v1.InvitationAnswered
+	1,   // 175: parley.grains.v1.Conversation.Check:output_type -> parley.grains.v1.Ok
+	55,  // 176: parley.grains.v1.Upload.Create:output_type -> parley.grains.v1.UploadStatus
+	55,  // 177: parley.grains.v1.Upload.Head:output_type -> parley.grains.v1.UploadStatus
+	55,  // 178: parley.grains.v1.Upload.Begin:output_type -> parley.grains.v1.UploadStatus
+	55,  // 179: parley.grains.v1.Upload.End:output_type -> parley.grains.v1.UploadStatus
+	1,   // 180: parley.grains.v1.Upload.Remove:output_type -> parley.grains.v1.Ok
+	1,   // 181: parley.grains.v1.Upload.Sweep:output_type -> parley.grains.v1.Ok
+	1,   // 182: parley.grains.v1.File.Attach:output_type -> parley.grains.v1.Ok
+	1,   // 183: parley.grains.v1.File.Release:output_type -> parley.grains.v1.Ok
+	93,  // 184: parley.grains.v1.File.Get:output_type -> parley.grains.v1.FileRecord
+	1,   // 185: parley.grains.v1.File.Announce:output_type -> parley.grains.v1.Ok
+	1,   // 186: parley.grains.v1.File.Drop:output_type -> parley.grains.v1.Ok
+	74,  // 187: parley.grains.v1.File.Holders:output_type -> parley.grains.v1.FileHolders
+	1,   // 188: parley.grains.v1.File.Report:output_type -> parley.grains.v1.Ok
+	1,   // 189: parley.grains.v1.File.Served:output_type -> parley.grains.v1.Ok
+	116, // 190: parley.grains.v1.File.Stats:output_type -> parley.protocol.v1.P2spStats
+	127, // 191: parley.grains.v1.Channel.Create:output_type -> parley.protocol.v1.Channel
+	127, // 192: parley.grains.v1.Channel.AddMembers:output_type -> parley.protocol.v1.Channel
+	127, // 193: parley.grains.v1.Channel.RemoveMember:output_type -> parley.protocol.v1.Channel
+	1,   // 194: parley.grains.v1.Channel.Drop:output_type -> parley.grains.v1.Ok
+	127, // 195: parley.grains.v1.Channel.Join:output_type -> parley.protocol.v1.Channel
+	127, // 196: parley.grains.v1.Channel.Leave:output_type -> parley.protocol.v1.Channel
+	128, // 197: parley.grains.v1.Channel.Send:output_type -> parley.protocol.v1.ChannelSent
+	127, // 198: parley.grains.v1.Channel.Info:output_type -> parley.protocol.v1.Channel
+	69,  // 199: parley.grains.v1.Channel.Snapshot:output_type -> parley.grains.v1.ChannelSnapshot
+	1,   // 200: parley.grains.v1.Channel.Wake:output_type -> parley.grains.v1.Ok
+	129, // 201: parley.grains.v1.Call.Create:output_type -> parley.protocol.v1.CallConfirm
+	130, // 202: parley.grains.v1.Call.CreateRoom:output_type -> parley.protocol.v1.CallRoom
+	129, // 203: parley.grains.v1.Call.Enter:output_type -> parley.protocol.v1.CallConfirm
+	130, // 204: parley.grains.v1.Call.Join:output_type -> parley.protocol.v1.CallRoom
+	1,   // 205: parley.grains.v1.Call.Decline:output_type -> parley.grains.v1.Ok
+	1,   // 206: parley.grains.v1.Call.Cancel:output_type -> parley.grains.v1.Ok
+	1,   // 207: parley.grains.v1.Call.Leave:output_type -> parley.grains.v1.Ok
+	1,   // 208: parley.grains.v1.Call.Mute:output_type -> parley.grains.v1.Ok
+	1,   // 209: parley.grains.v1.Call.Signal:output_type -> parley.grains.v1.Ok
+	131, // 210: parley.grains.v1.Call.Info:output_type -> parley.protocol.v1.CallInfo
+	1,   // 211: parley.grains.v1.Call.Link:output_type -> parley.grains.v1.Ok
+	1,   // 212: parley.grains.v1.Call.Wake:output_type -> parley.grains.v1.Ok
+	134, // [134:213] is the sub-list for method output_type
+	55,  // [55:134] is the sub-list for method input_type
+	55,  // [55:55] is the sub-list for extension type_name
+	55,  // [55:55] is the sub-list for extension extendee
+	0,   // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_actors_grainpb_grains_proto_init() }
@@ -7470,7 +7654,7 @@ func file_actors_grainpb_grains_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_grainpb_grains_proto_rawDesc), len(file_actors_grainpb_grains_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   98,
+			NumMessages:   100,
 			NumExtensions: 0,
 			NumServices:   8,
 		},

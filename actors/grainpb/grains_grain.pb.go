@@ -261,6 +261,8 @@ type User interface {
 	Attach(req *AttachReq, ctx cluster.GrainContext) (*AttachReply, error)
 	Detach(req *DetachReq, ctx cluster.GrainContext) (*Ok, error)
 	Conversations(req *ListReq, ctx cluster.GrainContext) (*ConvList, error)
+	ChannelMembership(req *ChannelMembershipReq, ctx cluster.GrainContext) (*Ok, error)
+	Channels(req *ListReq, ctx cluster.GrainContext) (*protocol.ChannelList, error)
 	Profile(req *ListReq, ctx cluster.GrainContext) (*UserReply, error)
 	ReserveImport(req *ImportReserveReq, ctx cluster.GrainContext) (*ImportReserveReply, error)
 	ReleaseImport(req *ImportReleaseReq, ctx cluster.GrainContext) (*Ok, error)
@@ -493,6 +495,60 @@ func (g *UserGrainClient) Conversations(r *ListReq, opts ...cluster.GrainCallOpt
 	}
 }
 
+// ChannelMembership requests the execution on to the cluster with CallOptions
+func (g *UserGrainClient) ChannelMembership(r *ChannelMembershipReq, opts ...cluster.GrainCallOption) (*Ok, error) {
+	if g.cluster.Config.RequestLog {
+		g.cluster.Logger().Info("Requesting", slog.String("identity", g.Identity), slog.String("kind", "User"), slog.String("method", "ChannelMembership"), slog.Any("request", r))
+	}
+	bytes, err := proto.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 8, MessageData: bytes}
+	resp, err := g.cluster.Request(g.Identity, "User", reqMsg, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("error request: %w", err)
+	}
+	switch msg := resp.(type) {
+	case *Ok:
+		return msg, nil
+	case *cluster.GrainErrorResponse:
+		if msg == nil {
+			return nil, nil
+		}
+		return nil, msg
+	default:
+		return nil, fmt.Errorf("unknown response type %T", resp)
+	}
+}
+
+// Channels requests the execution on to the cluster with CallOptions
+func (g *UserGrainClient) Channels(r *ListReq, opts ...cluster.GrainCallOption) (*protocol.ChannelList, error) {
+	if g.cluster.Config.RequestLog {
+		g.cluster.Logger().Info("Requesting", slog.String("identity", g.Identity), slog.String("kind", "User"), slog.String("method", "Channels"), slog.Any("request", r))
+	}
+	bytes, err := proto.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 9, MessageData: bytes}
+	resp, err := g.cluster.Request(g.Identity, "User", reqMsg, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("error request: %w", err)
+	}
+	switch msg := resp.(type) {
+	case *protocol.ChannelList:
+		return msg, nil
+	case *cluster.GrainErrorResponse:
+		if msg == nil {
+			return nil, nil
+		}
+		return nil, msg
+	default:
+		return nil, fmt.Errorf("unknown response type %T", resp)
+	}
+}
+
 // Profile requests the execution on to the cluster with CallOptions
 func (g *UserGrainClient) Profile(r *ListReq, opts ...cluster.GrainCallOption) (*UserReply, error) {
 	if g.cluster.Config.RequestLog {
@@ -502,7 +558,7 @@ func (g *UserGrainClient) Profile(r *ListReq, opts ...cluster.GrainCallOption) (
 	if err != nil {
 		return nil, err
 	}
-	reqMsg := &cluster.GrainRequest{MethodIndex: 8, MessageData: bytes}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 10, MessageData: bytes}
 	resp, err := g.cluster.Request(g.Identity, "User", reqMsg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("error request: %w", err)
@@ -529,7 +585,7 @@ func (g *UserGrainClient) ReserveImport(r *ImportReserveReq, opts ...cluster.Gra
 	if err != nil {
 		return nil, err
 	}
-	reqMsg := &cluster.GrainRequest{MethodIndex: 9, MessageData: bytes}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 11, MessageData: bytes}
 	resp, err := g.cluster.Request(g.Identity, "User", reqMsg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("error request: %w", err)
@@ -556,7 +612,7 @@ func (g *UserGrainClient) ReleaseImport(r *ImportReleaseReq, opts ...cluster.Gra
 	if err != nil {
 		return nil, err
 	}
-	reqMsg := &cluster.GrainRequest{MethodIndex: 10, MessageData: bytes}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 12, MessageData: bytes}
 	resp, err := g.cluster.Request(g.Identity, "User", reqMsg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("error request: %w", err)
@@ -583,7 +639,7 @@ func (g *UserGrainClient) Invitation(r *InvitationNoticeReq, opts ...cluster.Gra
 	if err != nil {
 		return nil, err
 	}
-	reqMsg := &cluster.GrainRequest{MethodIndex: 11, MessageData: bytes}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 13, MessageData: bytes}
 	resp, err := g.cluster.Request(g.Identity, "User", reqMsg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("error request: %w", err)
@@ -610,7 +666,7 @@ func (g *UserGrainClient) Invitations(r *ListReq, opts ...cluster.GrainCallOptio
 	if err != nil {
 		return nil, err
 	}
-	reqMsg := &cluster.GrainRequest{MethodIndex: 12, MessageData: bytes}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 14, MessageData: bytes}
 	resp, err := g.cluster.Request(g.Identity, "User", reqMsg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("error request: %w", err)
@@ -637,7 +693,7 @@ func (g *UserGrainClient) Notify(r *PushReq, opts ...cluster.GrainCallOption) (*
 	if err != nil {
 		return nil, err
 	}
-	reqMsg := &cluster.GrainRequest{MethodIndex: 13, MessageData: bytes}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 15, MessageData: bytes}
 	resp, err := g.cluster.Request(g.Identity, "User", reqMsg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("error request: %w", err)
@@ -664,7 +720,7 @@ func (g *UserGrainClient) CallClaim(r *CallClaimReq, opts ...cluster.GrainCallOp
 	if err != nil {
 		return nil, err
 	}
-	reqMsg := &cluster.GrainRequest{MethodIndex: 14, MessageData: bytes}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 16, MessageData: bytes}
 	resp, err := g.cluster.Request(g.Identity, "User", reqMsg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("error request: %w", err)
@@ -691,7 +747,7 @@ func (g *UserGrainClient) CallRing(r *CallRingReq, opts ...cluster.GrainCallOpti
 	if err != nil {
 		return nil, err
 	}
-	reqMsg := &cluster.GrainRequest{MethodIndex: 15, MessageData: bytes}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 17, MessageData: bytes}
 	resp, err := g.cluster.Request(g.Identity, "User", reqMsg, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("error request: %w", err)
@@ -898,6 +954,46 @@ func (a *UserActor) Receive(ctx actor.Context) {
 			}
 			ctx.Respond(r0)
 		case 8:
+			req := &ChannelMembershipReq{}
+			err := proto.Unmarshal(msg.MessageData, req)
+			if err != nil {
+				ctx.Logger().Error("[Grain] ChannelMembership(ChannelMembershipReq) proto.Unmarshal failed.", slog.Any("error", err))
+				resp := cluster.NewGrainErrorResponse(cluster.ErrorReason_INVALID_ARGUMENT, err.Error()).
+					WithMetadata(map[string]string{
+						"argument": req.String(),
+					})
+				ctx.Respond(resp)
+				return
+			}
+
+			r0, err := a.inner.ChannelMembership(req, a.ctx)
+			if err != nil {
+				resp := cluster.FromError(err)
+				ctx.Respond(resp)
+				return
+			}
+			ctx.Respond(r0)
+		case 9:
+			req := &ListReq{}
+			err := proto.Unmarshal(msg.MessageData, req)
+			if err != nil {
+				ctx.Logger().Error("[Grain] Channels(ListReq) proto.Unmarshal failed.", slog.Any("error", err))
+				resp := cluster.NewGrainErrorResponse(cluster.ErrorReason_INVALID_ARGUMENT, err.Error()).
+					WithMetadata(map[string]string{
+						"argument": req.String(),
+					})
+				ctx.Respond(resp)
+				return
+			}
+
+			r0, err := a.inner.Channels(req, a.ctx)
+			if err != nil {
+				resp := cluster.FromError(err)
+				ctx.Respond(resp)
+				return
+			}
+			ctx.Respond(r0)
+		case 10:
 			req := &ListReq{}
 			err := proto.Unmarshal(msg.MessageData, req)
 			if err != nil {
@@ -917,7 +1013,7 @@ func (a *UserActor) Receive(ctx actor.Context) {
 				return
 			}
 			ctx.Respond(r0)
-		case 9:
+		case 11:
 			req := &ImportReserveReq{}
 			err := proto.Unmarshal(msg.MessageData, req)
 			if err != nil {
@@ -937,7 +1033,7 @@ func (a *UserActor) Receive(ctx actor.Context) {
 				return
 			}
 			ctx.Respond(r0)
-		case 10:
+		case 12:
 			req := &ImportReleaseReq{}
 			err := proto.Unmarshal(msg.MessageData, req)
 			if err != nil {
@@ -957,7 +1053,7 @@ func (a *UserActor) Receive(ctx actor.Context) {
 				return
 			}
 			ctx.Respond(r0)
-		case 11:
+		case 13:
 			req := &InvitationNoticeReq{}
 			err := proto.Unmarshal(msg.MessageData, req)
 			if err != nil {
@@ -977,7 +1073,7 @@ func (a *UserActor) Receive(ctx actor.Context) {
 				return
 			}
 			ctx.Respond(r0)
-		case 12:
+		case 14:
 			req := &ListReq{}
 			err := proto.Unmarshal(msg.MessageData, req)
 			if err != nil {
@@ -997,7 +1093,7 @@ func (a *UserActor) Receive(ctx actor.Context) {
 				return
 			}
 			ctx.Respond(r0)
-		case 13:
+		case 15:
 			req := &PushReq{}
 			err := proto.Unmarshal(msg.MessageData, req)
 			if err != nil {
@@ -1017,7 +1113,7 @@ func (a *UserActor) Receive(ctx actor.Context) {
 				return
 			}
 			ctx.Respond(r0)
-		case 14:
+		case 16:
 			req := &CallClaimReq{}
 			err := proto.Unmarshal(msg.MessageData, req)
 			if err != nil {
@@ -1037,7 +1133,7 @@ func (a *UserActor) Receive(ctx actor.Context) {
 				return
 			}
 			ctx.Respond(r0)
-		case 15:
+		case 17:
 			req := &CallRingReq{}
 			err := proto.Unmarshal(msg.MessageData, req)
 			if err != nil {
@@ -3259,6 +3355,7 @@ type Channel interface {
 	Send(req *ChannelSendReq, ctx cluster.GrainContext) (*protocol.ChannelSent, error)
 	Info(req *ChannelInfoReq, ctx cluster.GrainContext) (*protocol.Channel, error)
 	Snapshot(req *ChannelInfoReq, ctx cluster.GrainContext) (*ChannelSnapshot, error)
+	Wake(req *ChannelInfoReq, ctx cluster.GrainContext) (*Ok, error)
 }
 
 // ChannelGrainClient holds the base data for the ChannelGrain
@@ -3510,6 +3607,33 @@ func (g *ChannelGrainClient) Snapshot(r *ChannelInfoReq, opts ...cluster.GrainCa
 	}
 }
 
+// Wake requests the execution on to the cluster with CallOptions
+func (g *ChannelGrainClient) Wake(r *ChannelInfoReq, opts ...cluster.GrainCallOption) (*Ok, error) {
+	if g.cluster.Config.RequestLog {
+		g.cluster.Logger().Info("Requesting", slog.String("identity", g.Identity), slog.String("kind", "Channel"), slog.String("method", "Wake"), slog.Any("request", r))
+	}
+	bytes, err := proto.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	reqMsg := &cluster.GrainRequest{MethodIndex: 9, MessageData: bytes}
+	resp, err := g.cluster.Request(g.Identity, "Channel", reqMsg, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("error request: %w", err)
+	}
+	switch msg := resp.(type) {
+	case *Ok:
+		return msg, nil
+	case *cluster.GrainErrorResponse:
+		if msg == nil {
+			return nil, nil
+		}
+		return nil, msg
+	default:
+		return nil, fmt.Errorf("unknown response type %T", resp)
+	}
+}
+
 // ChannelActor represents the actor structure
 type ChannelActor struct {
 	ctx     cluster.GrainContext
@@ -3712,6 +3836,26 @@ func (a *ChannelActor) Receive(ctx actor.Context) {
 			}
 
 			r0, err := a.inner.Snapshot(req, a.ctx)
+			if err != nil {
+				resp := cluster.FromError(err)
+				ctx.Respond(resp)
+				return
+			}
+			ctx.Respond(r0)
+		case 9:
+			req := &ChannelInfoReq{}
+			err := proto.Unmarshal(msg.MessageData, req)
+			if err != nil {
+				ctx.Logger().Error("[Grain] Wake(ChannelInfoReq) proto.Unmarshal failed.", slog.Any("error", err))
+				resp := cluster.NewGrainErrorResponse(cluster.ErrorReason_INVALID_ARGUMENT, err.Error()).
+					WithMetadata(map[string]string{
+						"argument": req.String(),
+					})
+				ctx.Respond(resp)
+				return
+			}
+
+			r0, err := a.inner.Wake(req, a.ctx)
 			if err != nil {
 				resp := cluster.FromError(err)
 				ctx.Respond(resp)

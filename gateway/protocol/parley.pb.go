@@ -328,6 +328,8 @@ const (
 	ChannelEventKind_CHANNEL_EVENT_KIND_ABSENT ChannelEventKind = 2
 	// user_id is no longer a member (removed, or declined an invitation).
 	ChannelEventKind_CHANNEL_EVENT_KIND_REMOVED ChannelEventKind = 3
+	// user_id became a member, or their level changed; level is their level.
+	ChannelEventKind_CHANNEL_EVENT_KIND_MEMBER ChannelEventKind = 4
 )
 
 // Enum value maps for ChannelEventKind.
@@ -337,12 +339,14 @@ var (
 		1: "CHANNEL_EVENT_KIND_PRESENT",
 		2: "CHANNEL_EVENT_KIND_ABSENT",
 		3: "CHANNEL_EVENT_KIND_REMOVED",
+		4: "CHANNEL_EVENT_KIND_MEMBER",
 	}
 	ChannelEventKind_value = map[string]int32{
 		"CHANNEL_EVENT_KIND_UNSPECIFIED": 0,
 		"CHANNEL_EVENT_KIND_PRESENT":     1,
 		"CHANNEL_EVENT_KIND_ABSENT":      2,
 		"CHANNEL_EVENT_KIND_REMOVED":     3,
+		"CHANNEL_EVENT_KIND_MEMBER":      4,
 	}
 )
 
@@ -699,6 +703,7 @@ type ClientFrame struct {
 	//	*ClientFrame_LeaveChannel
 	//	*ClientFrame_ChannelSend
 	//	*ClientFrame_ChannelInfo
+	//	*ClientFrame_ListChannels
 	//	*ClientFrame_ImportChannel
 	//	*ClientFrame_AnswerInvitation
 	//	*ClientFrame_ListInvitations
@@ -1008,6 +1013,15 @@ func (x *ClientFrame) GetChannelInfo() *ChannelInfo {
 	return nil
 }
 
+func (x *ClientFrame) GetListChannels() *ListChannels {
+	if x != nil {
+		if x, ok := x.Command.(*ClientFrame_ListChannels); ok {
+			return x.ListChannels
+		}
+	}
+	return nil
+}
+
 func (x *ClientFrame) GetImportChannel() *ImportChannel {
 	if x != nil {
 		if x, ok := x.Command.(*ClientFrame_ImportChannel); ok {
@@ -1275,6 +1289,10 @@ type ClientFrame_ChannelInfo struct {
 	ChannelInfo *ChannelInfo `protobuf:"bytes,86,opt,name=channel_info,json=channelInfo,proto3,oneof"`
 }
 
+type ClientFrame_ListChannels struct {
+	ListChannels *ListChannels `protobuf:"bytes,87,opt,name=list_channels,json=listChannels,proto3,oneof"`
+}
+
 type ClientFrame_ImportChannel struct {
 	// Importing a channel into a group (90..99).
 	ImportChannel *ImportChannel `protobuf:"bytes,90,opt,name=import_channel,json=importChannel,proto3,oneof"`
@@ -1400,6 +1418,8 @@ func (*ClientFrame_ChannelSend) isClientFrame_Command() {}
 
 func (*ClientFrame_ChannelInfo) isClientFrame_Command() {}
 
+func (*ClientFrame_ListChannels) isClientFrame_Command() {}
+
 func (*ClientFrame_ImportChannel) isClientFrame_Command() {}
 
 func (*ClientFrame_AnswerInvitation) isClientFrame_Command() {}
@@ -1459,6 +1479,7 @@ type ServerFrame struct {
 	//	*ServerFrame_ChannelSent
 	//	*ServerFrame_ChannelMessage
 	//	*ServerFrame_ChannelEvent
+	//	*ServerFrame_ChannelList
 	//	*ServerFrame_ImportResult
 	//	*ServerFrame_InvitationAnswered
 	//	*ServerFrame_InvitationList
@@ -1669,6 +1690,15 @@ func (x *ServerFrame) GetChannelEvent() *ChannelEvent {
 	return nil
 }
 
+func (x *ServerFrame) GetChannelList() *ChannelList {
+	if x != nil {
+		if x, ok := x.Body.(*ServerFrame_ChannelList); ok {
+			return x.ChannelList
+		}
+	}
+	return nil
+}
+
 func (x *ServerFrame) GetImportResult() *ImportResult {
 	if x != nil {
 		if x, ok := x.Body.(*ServerFrame_ImportResult); ok {
@@ -1817,6 +1847,11 @@ type ServerFrame_ChannelEvent struct {
 	ChannelEvent *ChannelEvent `protobuf:"bytes,86,opt,name=channel_event,json=channelEvent,proto3,oneof"`
 }
 
+type ServerFrame_ChannelList struct {
+	// Answers listChannels.
+	ChannelList *ChannelList `protobuf:"bytes,87,opt,name=channel_list,json=channelList,proto3,oneof"`
+}
+
 type ServerFrame_ImportResult struct {
 	// Import (90..99): replies.
 	ImportResult *ImportResult `protobuf:"bytes,90,opt,name=import_result,json=importResult,proto3,oneof"`
@@ -1889,6 +1924,8 @@ func (*ServerFrame_ChannelSent) isServerFrame_Body() {}
 func (*ServerFrame_ChannelMessage) isServerFrame_Body() {}
 
 func (*ServerFrame_ChannelEvent) isServerFrame_Body() {}
+
+func (*ServerFrame_ChannelList) isServerFrame_Body() {}
 
 func (*ServerFrame_ImportResult) isServerFrame_Body() {}
 
@@ -4335,6 +4372,8 @@ type SessionEvent struct {
 	//	*SessionEvent_ConversationJoined
 	//	*SessionEvent_ConversationLeft
 	//	*SessionEvent_InvitationReceived
+	//	*SessionEvent_ChannelAdded
+	//	*SessionEvent_ChannelRemoved
 	//	*SessionEvent_DownloadFailed
 	//	*SessionEvent_CallInvited
 	//	*SessionEvent_CallRingStopped
@@ -4424,6 +4463,24 @@ func (x *SessionEvent) GetInvitationReceived() *Invitation {
 	return nil
 }
 
+func (x *SessionEvent) GetChannelAdded() *ChannelAdded {
+	if x != nil {
+		if x, ok := x.Event.(*SessionEvent_ChannelAdded); ok {
+			return x.ChannelAdded
+		}
+	}
+	return nil
+}
+
+func (x *SessionEvent) GetChannelRemoved() *ChannelRemoved {
+	if x != nil {
+		if x, ok := x.Event.(*SessionEvent_ChannelRemoved); ok {
+			return x.ChannelRemoved
+		}
+	}
+	return nil
+}
+
 func (x *SessionEvent) GetDownloadFailed() *DownloadFailed {
 	if x != nil {
 		if x, ok := x.Event.(*SessionEvent_DownloadFailed); ok {
@@ -4495,6 +4552,16 @@ type SessionEvent_InvitationReceived struct {
 	InvitationReceived *Invitation `protobuf:"bytes,20,opt,name=invitation_received,json=invitationReceived,proto3,oneof"`
 }
 
+type SessionEvent_ChannelAdded struct {
+	// The user became a member of a channel, or their level in it changed.
+	ChannelAdded *ChannelAdded `protobuf:"bytes,21,opt,name=channel_added,json=channelAdded,proto3,oneof"`
+}
+
+type SessionEvent_ChannelRemoved struct {
+	// The user is no longer a member of a channel.
+	ChannelRemoved *ChannelRemoved `protobuf:"bytes,22,opt,name=channel_removed,json=channelRemoved,proto3,oneof"`
+}
+
 type SessionEvent_DownloadFailed struct {
 	// P2SP (90..): a download of this user failed its whole-file check.
 	DownloadFailed *DownloadFailed `protobuf:"bytes,90,opt,name=download_failed,json=downloadFailed,proto3,oneof"`
@@ -4526,6 +4593,10 @@ func (*SessionEvent_ConversationJoined) isSessionEvent_Event() {}
 func (*SessionEvent_ConversationLeft) isSessionEvent_Event() {}
 
 func (*SessionEvent_InvitationReceived) isSessionEvent_Event() {}
+
+func (*SessionEvent_ChannelAdded) isSessionEvent_Event() {}
+
+func (*SessionEvent_ChannelRemoved) isSessionEvent_Event() {}
 
 func (*SessionEvent_DownloadFailed) isSessionEvent_Event() {}
 
@@ -5010,6 +5081,181 @@ func (x *ChannelInfo) GetChannelId() string {
 	return ""
 }
 
+// ListChannels asks for the channels the user is a member of.
+type ListChannels struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChannels) Reset() {
+	*x = ListChannels{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChannels) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChannels) ProtoMessage() {}
+
+func (x *ListChannels) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChannels.ProtoReflect.Descriptor instead.
+func (*ListChannels) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{50}
+}
+
+// ChannelList answers listChannels: the user's channels, sorted by id. Each
+// has id, title and the user's level (no members, no presence).
+type ChannelList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channels      []*Channel             `protobuf:"bytes,1,rep,name=channels,proto3" json:"channels,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelList) Reset() {
+	*x = ChannelList{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelList) ProtoMessage() {}
+
+func (x *ChannelList) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelList.ProtoReflect.Descriptor instead.
+func (*ChannelList) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ChannelList) GetChannels() []*Channel {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+// ChannelAdded (a session event): the user became a member of channel, or
+// their level in it changed (channel.level is the new level). It is an
+// upsert: applying it twice is harmless.
+type ChannelAdded struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       *Channel               `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelAdded) Reset() {
+	*x = ChannelAdded{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelAdded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelAdded) ProtoMessage() {}
+
+func (x *ChannelAdded) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelAdded.ProtoReflect.Descriptor instead.
+func (*ChannelAdded) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ChannelAdded) GetChannel() *Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return nil
+}
+
+// ChannelRemoved (a session event): the user is no longer a member.
+type ChannelRemoved struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelRemoved) Reset() {
+	*x = ChannelRemoved{}
+	mi := &file_gateway_protocol_parley_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelRemoved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelRemoved) ProtoMessage() {}
+
+func (x *ChannelRemoved) ProtoReflect() protoreflect.Message {
+	mi := &file_gateway_protocol_parley_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelRemoved.ProtoReflect.Descriptor instead.
+func (*ChannelRemoved) Descriptor() ([]byte, []int) {
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ChannelRemoved) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
 type ChannelMember struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
@@ -5022,7 +5268,7 @@ type ChannelMember struct {
 
 func (x *ChannelMember) Reset() {
 	*x = ChannelMember{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[50]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5034,7 +5280,7 @@ func (x *ChannelMember) String() string {
 func (*ChannelMember) ProtoMessage() {}
 
 func (x *ChannelMember) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[50]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5047,7 +5293,7 @@ func (x *ChannelMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelMember.ProtoReflect.Descriptor instead.
 func (*ChannelMember) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{50}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ChannelMember) GetUserId() string {
@@ -5088,7 +5334,7 @@ type Channel struct {
 
 func (x *Channel) Reset() {
 	*x = Channel{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[51]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5100,7 +5346,7 @@ func (x *Channel) String() string {
 func (*Channel) ProtoMessage() {}
 
 func (x *Channel) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[51]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5113,7 +5359,7 @@ func (x *Channel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Channel.ProtoReflect.Descriptor instead.
 func (*Channel) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{51}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Channel) GetId() string {
@@ -5166,7 +5412,7 @@ type ChannelSent struct {
 
 func (x *ChannelSent) Reset() {
 	*x = ChannelSent{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[52]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5178,7 +5424,7 @@ func (x *ChannelSent) String() string {
 func (*ChannelSent) ProtoMessage() {}
 
 func (x *ChannelSent) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[52]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5191,7 +5437,7 @@ func (x *ChannelSent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelSent.ProtoReflect.Descriptor instead.
 func (*ChannelSent) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{52}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ChannelSent) GetChannelId() string {
@@ -5244,7 +5490,7 @@ type ChannelMessage struct {
 
 func (x *ChannelMessage) Reset() {
 	*x = ChannelMessage{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[53]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5256,7 +5502,7 @@ func (x *ChannelMessage) String() string {
 func (*ChannelMessage) ProtoMessage() {}
 
 func (x *ChannelMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[53]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5269,7 +5515,7 @@ func (x *ChannelMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelMessage.ProtoReflect.Descriptor instead.
 func (*ChannelMessage) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{53}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ChannelMessage) GetChannelId() string {
@@ -5317,18 +5563,20 @@ func (x *ChannelMessage) GetText() string {
 // ChannelEvent is a presence or membership change, sent to the present
 // members' links. It is not a session event: it is never replayed.
 type ChannelEvent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
-	Kind          ChannelEventKind       `protobuf:"varint,2,opt,name=kind,proto3,enum=parley.protocol.v1.ChannelEventKind" json:"kind,omitempty"`
-	UserId        string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	TimeMs        int64                  `protobuf:"varint,4,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	Kind      ChannelEventKind       `protobuf:"varint,2,opt,name=kind,proto3,enum=parley.protocol.v1.ChannelEventKind" json:"kind,omitempty"`
+	UserId    string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	TimeMs    int64                  `protobuf:"varint,4,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	// For MEMBER: the member's level now.
+	Level         ChannelLevel `protobuf:"varint,5,opt,name=level,proto3,enum=parley.protocol.v1.ChannelLevel" json:"level,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ChannelEvent) Reset() {
 	*x = ChannelEvent{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[54]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5340,7 +5588,7 @@ func (x *ChannelEvent) String() string {
 func (*ChannelEvent) ProtoMessage() {}
 
 func (x *ChannelEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[54]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5353,7 +5601,7 @@ func (x *ChannelEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelEvent.ProtoReflect.Descriptor instead.
 func (*ChannelEvent) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{54}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ChannelEvent) GetChannelId() string {
@@ -5384,6 +5632,13 @@ func (x *ChannelEvent) GetTimeMs() int64 {
 	return 0
 }
 
+func (x *ChannelEvent) GetLevel() ChannelLevel {
+	if x != nil {
+		return x.Level
+	}
+	return ChannelLevel_CHANNEL_LEVEL_UNSPECIFIED
+}
+
 // ImportChannel adds a channel's members to a group. The requester must be
 // admin of both. Idempotent by op_id.
 type ImportChannel struct {
@@ -5400,7 +5655,7 @@ type ImportChannel struct {
 
 func (x *ImportChannel) Reset() {
 	*x = ImportChannel{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[55]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5412,7 +5667,7 @@ func (x *ImportChannel) String() string {
 func (*ImportChannel) ProtoMessage() {}
 
 func (x *ImportChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[55]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5425,7 +5680,7 @@ func (x *ImportChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportChannel.ProtoReflect.Descriptor instead.
 func (*ImportChannel) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{55}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ImportChannel) GetGroupId() string {
@@ -5479,7 +5734,7 @@ type Invitation struct {
 
 func (x *Invitation) Reset() {
 	*x = Invitation{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[56]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5491,7 +5746,7 @@ func (x *Invitation) String() string {
 func (*Invitation) ProtoMessage() {}
 
 func (x *Invitation) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[56]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5504,7 +5759,7 @@ func (x *Invitation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Invitation.ProtoReflect.Descriptor instead.
 func (*Invitation) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{56}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Invitation) GetId() string {
@@ -5608,7 +5863,7 @@ type ImportResult struct {
 
 func (x *ImportResult) Reset() {
 	*x = ImportResult{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[57]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5620,7 +5875,7 @@ func (x *ImportResult) String() string {
 func (*ImportResult) ProtoMessage() {}
 
 func (x *ImportResult) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[57]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5633,7 +5888,7 @@ func (x *ImportResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResult.ProtoReflect.Descriptor instead.
 func (*ImportResult) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{57}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ImportResult) GetGroupId() string {
@@ -5744,7 +5999,7 @@ type AnswerInvitation struct {
 
 func (x *AnswerInvitation) Reset() {
 	*x = AnswerInvitation{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[58]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5756,7 +6011,7 @@ func (x *AnswerInvitation) String() string {
 func (*AnswerInvitation) ProtoMessage() {}
 
 func (x *AnswerInvitation) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[58]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5769,7 +6024,7 @@ func (x *AnswerInvitation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnswerInvitation.ProtoReflect.Descriptor instead.
 func (*AnswerInvitation) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{58}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *AnswerInvitation) GetInvitationId() string {
@@ -5799,7 +6054,7 @@ type InvitationAnswered struct {
 
 func (x *InvitationAnswered) Reset() {
 	*x = InvitationAnswered{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[59]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5811,7 +6066,7 @@ func (x *InvitationAnswered) String() string {
 func (*InvitationAnswered) ProtoMessage() {}
 
 func (x *InvitationAnswered) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[59]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5824,7 +6079,7 @@ func (x *InvitationAnswered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvitationAnswered.ProtoReflect.Descriptor instead.
 func (*InvitationAnswered) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{59}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *InvitationAnswered) GetInvitation() *Invitation {
@@ -5849,7 +6104,7 @@ type ListInvitations struct {
 
 func (x *ListInvitations) Reset() {
 	*x = ListInvitations{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[60]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5861,7 +6116,7 @@ func (x *ListInvitations) String() string {
 func (*ListInvitations) ProtoMessage() {}
 
 func (x *ListInvitations) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[60]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5874,7 +6129,7 @@ func (x *ListInvitations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInvitations.ProtoReflect.Descriptor instead.
 func (*ListInvitations) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{60}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{64}
 }
 
 type InvitationList struct {
@@ -5887,7 +6142,7 @@ type InvitationList struct {
 
 func (x *InvitationList) Reset() {
 	*x = InvitationList{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[61]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5899,7 +6154,7 @@ func (x *InvitationList) String() string {
 func (*InvitationList) ProtoMessage() {}
 
 func (x *InvitationList) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[61]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5912,7 +6167,7 @@ func (x *InvitationList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvitationList.ProtoReflect.Descriptor instead.
 func (*InvitationList) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{61}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *InvitationList) GetInvitations() []*Invitation {
@@ -5937,7 +6192,7 @@ type GetP2SpInfo struct {
 
 func (x *GetP2SpInfo) Reset() {
 	*x = GetP2SpInfo{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[62]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5949,7 +6204,7 @@ func (x *GetP2SpInfo) String() string {
 func (*GetP2SpInfo) ProtoMessage() {}
 
 func (x *GetP2SpInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[62]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5962,7 +6217,7 @@ func (x *GetP2SpInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetP2SpInfo.ProtoReflect.Descriptor instead.
 func (*GetP2SpInfo) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{62}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *GetP2SpInfo) GetFileId() string {
@@ -5993,7 +6248,7 @@ type P2SpInfo struct {
 
 func (x *P2SpInfo) Reset() {
 	*x = P2SpInfo{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[63]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6005,7 +6260,7 @@ func (x *P2SpInfo) String() string {
 func (*P2SpInfo) ProtoMessage() {}
 
 func (x *P2SpInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[63]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6018,7 +6273,7 @@ func (x *P2SpInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use P2SpInfo.ProtoReflect.Descriptor instead.
 func (*P2SpInfo) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{63}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *P2SpInfo) GetInfo() *FileInfo {
@@ -6061,7 +6316,7 @@ type P2SpHolder struct {
 
 func (x *P2SpHolder) Reset() {
 	*x = P2SpHolder{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[64]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6073,7 +6328,7 @@ func (x *P2SpHolder) String() string {
 func (*P2SpHolder) ProtoMessage() {}
 
 func (x *P2SpHolder) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[64]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6086,7 +6341,7 @@ func (x *P2SpHolder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use P2SpHolder.ProtoReflect.Descriptor instead.
 func (*P2SpHolder) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{64}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *P2SpHolder) GetUserId() string {
@@ -6150,7 +6405,7 @@ type P2SpStats struct {
 
 func (x *P2SpStats) Reset() {
 	*x = P2SpStats{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[65]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6162,7 +6417,7 @@ func (x *P2SpStats) String() string {
 func (*P2SpStats) ProtoMessage() {}
 
 func (x *P2SpStats) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[65]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6175,7 +6430,7 @@ func (x *P2SpStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use P2SpStats.ProtoReflect.Descriptor instead.
 func (*P2SpStats) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{65}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *P2SpStats) GetServerBytes() int64 {
@@ -6236,7 +6491,7 @@ type P2SpAnnounce struct {
 
 func (x *P2SpAnnounce) Reset() {
 	*x = P2SpAnnounce{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[66]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6248,7 +6503,7 @@ func (x *P2SpAnnounce) String() string {
 func (*P2SpAnnounce) ProtoMessage() {}
 
 func (x *P2SpAnnounce) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[66]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6261,7 +6516,7 @@ func (x *P2SpAnnounce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use P2SpAnnounce.ProtoReflect.Descriptor instead.
 func (*P2SpAnnounce) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{66}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *P2SpAnnounce) GetFileId() string {
@@ -6318,7 +6573,7 @@ type P2SpSignal struct {
 
 func (x *P2SpSignal) Reset() {
 	*x = P2SpSignal{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[67]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6330,7 +6585,7 @@ func (x *P2SpSignal) String() string {
 func (*P2SpSignal) ProtoMessage() {}
 
 func (x *P2SpSignal) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[67]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6343,7 +6598,7 @@ func (x *P2SpSignal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use P2SpSignal.ProtoReflect.Descriptor instead.
 func (*P2SpSignal) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{67}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *P2SpSignal) GetFileId() string {
@@ -6421,7 +6676,7 @@ type P2SpReport struct {
 
 func (x *P2SpReport) Reset() {
 	*x = P2SpReport{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[68]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6433,7 +6688,7 @@ func (x *P2SpReport) String() string {
 func (*P2SpReport) ProtoMessage() {}
 
 func (x *P2SpReport) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[68]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6446,7 +6701,7 @@ func (x *P2SpReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use P2SpReport.ProtoReflect.Descriptor instead.
 func (*P2SpReport) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{68}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *P2SpReport) GetFileId() string {
@@ -6511,7 +6766,7 @@ type DownloadFailed struct {
 
 func (x *DownloadFailed) Reset() {
 	*x = DownloadFailed{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[69]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6523,7 +6778,7 @@ func (x *DownloadFailed) String() string {
 func (*DownloadFailed) ProtoMessage() {}
 
 func (x *DownloadFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[69]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6536,7 +6791,7 @@ func (x *DownloadFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadFailed.ProtoReflect.Descriptor instead.
 func (*DownloadFailed) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{69}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *DownloadFailed) GetFileId() string {
@@ -6576,7 +6831,7 @@ type MediaEndpoint struct {
 
 func (x *MediaEndpoint) Reset() {
 	*x = MediaEndpoint{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[70]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6588,7 +6843,7 @@ func (x *MediaEndpoint) String() string {
 func (*MediaEndpoint) ProtoMessage() {}
 
 func (x *MediaEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[70]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6601,7 +6856,7 @@ func (x *MediaEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MediaEndpoint.ProtoReflect.Descriptor instead.
 func (*MediaEndpoint) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{70}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *MediaEndpoint) GetNode() string {
@@ -6633,7 +6888,7 @@ type CreateCall struct {
 
 func (x *CreateCall) Reset() {
 	*x = CreateCall{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[71]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6645,7 +6900,7 @@ func (x *CreateCall) String() string {
 func (*CreateCall) ProtoMessage() {}
 
 func (x *CreateCall) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[71]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6658,7 +6913,7 @@ func (x *CreateCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCall.ProtoReflect.Descriptor instead.
 func (*CreateCall) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{71}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CreateCall) GetConversationId() string {
@@ -6687,7 +6942,7 @@ type CreateRoom struct {
 
 func (x *CreateRoom) Reset() {
 	*x = CreateRoom{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[72]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6699,7 +6954,7 @@ func (x *CreateRoom) String() string {
 func (*CreateRoom) ProtoMessage() {}
 
 func (x *CreateRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[72]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6712,7 +6967,7 @@ func (x *CreateRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoom.ProtoReflect.Descriptor instead.
 func (*CreateRoom) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{72}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CreateRoom) GetCallId() string {
@@ -6741,7 +6996,7 @@ type EnterCall struct {
 
 func (x *EnterCall) Reset() {
 	*x = EnterCall{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[73]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6753,7 +7008,7 @@ func (x *EnterCall) String() string {
 func (*EnterCall) ProtoMessage() {}
 
 func (x *EnterCall) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[73]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6766,7 +7021,7 @@ func (x *EnterCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnterCall.ProtoReflect.Descriptor instead.
 func (*EnterCall) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{73}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *EnterCall) GetCallId() string {
@@ -6795,7 +7050,7 @@ type JoinRoom struct {
 
 func (x *JoinRoom) Reset() {
 	*x = JoinRoom{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[74]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6807,7 +7062,7 @@ func (x *JoinRoom) String() string {
 func (*JoinRoom) ProtoMessage() {}
 
 func (x *JoinRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[74]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6820,7 +7075,7 @@ func (x *JoinRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRoom.ProtoReflect.Descriptor instead.
 func (*JoinRoom) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{74}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *JoinRoom) GetCallId() string {
@@ -6847,7 +7102,7 @@ type DeclineCall struct {
 
 func (x *DeclineCall) Reset() {
 	*x = DeclineCall{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[75]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6859,7 +7114,7 @@ func (x *DeclineCall) String() string {
 func (*DeclineCall) ProtoMessage() {}
 
 func (x *DeclineCall) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[75]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6872,7 +7127,7 @@ func (x *DeclineCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineCall.ProtoReflect.Descriptor instead.
 func (*DeclineCall) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{75}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *DeclineCall) GetCallId() string {
@@ -6894,7 +7149,7 @@ type CancelCall struct {
 
 func (x *CancelCall) Reset() {
 	*x = CancelCall{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[76]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6906,7 +7161,7 @@ func (x *CancelCall) String() string {
 func (*CancelCall) ProtoMessage() {}
 
 func (x *CancelCall) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[76]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6919,7 +7174,7 @@ func (x *CancelCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelCall.ProtoReflect.Descriptor instead.
 func (*CancelCall) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{76}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *CancelCall) GetCallId() string {
@@ -6947,7 +7202,7 @@ type LeaveCall struct {
 
 func (x *LeaveCall) Reset() {
 	*x = LeaveCall{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[77]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6959,7 +7214,7 @@ func (x *LeaveCall) String() string {
 func (*LeaveCall) ProtoMessage() {}
 
 func (x *LeaveCall) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[77]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6972,7 +7227,7 @@ func (x *LeaveCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveCall.ProtoReflect.Descriptor instead.
 func (*LeaveCall) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{77}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *LeaveCall) GetCallId() string {
@@ -7002,7 +7257,7 @@ type MuteCall struct {
 
 func (x *MuteCall) Reset() {
 	*x = MuteCall{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[78]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7014,7 +7269,7 @@ func (x *MuteCall) String() string {
 func (*MuteCall) ProtoMessage() {}
 
 func (x *MuteCall) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[78]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7027,7 +7282,7 @@ func (x *MuteCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MuteCall.ProtoReflect.Descriptor instead.
 func (*MuteCall) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{78}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *MuteCall) GetCallId() string {
@@ -7067,7 +7322,7 @@ type SessionDescription struct {
 
 func (x *SessionDescription) Reset() {
 	*x = SessionDescription{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[79]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7079,7 +7334,7 @@ func (x *SessionDescription) String() string {
 func (*SessionDescription) ProtoMessage() {}
 
 func (x *SessionDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[79]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7092,7 +7347,7 @@ func (x *SessionDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionDescription.ProtoReflect.Descriptor instead.
 func (*SessionDescription) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{79}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *SessionDescription) GetType() string {
@@ -7130,7 +7385,7 @@ type IceCandidate struct {
 
 func (x *IceCandidate) Reset() {
 	*x = IceCandidate{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[80]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7142,7 +7397,7 @@ func (x *IceCandidate) String() string {
 func (*IceCandidate) ProtoMessage() {}
 
 func (x *IceCandidate) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[80]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7155,7 +7410,7 @@ func (x *IceCandidate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IceCandidate.ProtoReflect.Descriptor instead.
 func (*IceCandidate) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{80}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *IceCandidate) GetCandidate() string {
@@ -7201,7 +7456,7 @@ type SignalCall struct {
 
 func (x *SignalCall) Reset() {
 	*x = SignalCall{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[81]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7213,7 +7468,7 @@ func (x *SignalCall) String() string {
 func (*SignalCall) ProtoMessage() {}
 
 func (x *SignalCall) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[81]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7226,7 +7481,7 @@ func (x *SignalCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalCall.ProtoReflect.Descriptor instead.
 func (*SignalCall) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{81}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *SignalCall) GetCallId() string {
@@ -7267,7 +7522,7 @@ type GetCallInfo struct {
 
 func (x *GetCallInfo) Reset() {
 	*x = GetCallInfo{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[82]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7279,7 +7534,7 @@ func (x *GetCallInfo) String() string {
 func (*GetCallInfo) ProtoMessage() {}
 
 func (x *GetCallInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[82]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7292,7 +7547,7 @@ func (x *GetCallInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCallInfo.ProtoReflect.Descriptor instead.
 func (*GetCallInfo) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{82}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *GetCallInfo) GetCallId() string {
@@ -7318,7 +7573,7 @@ type CallParticipant struct {
 
 func (x *CallParticipant) Reset() {
 	*x = CallParticipant{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[83]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7330,7 +7585,7 @@ func (x *CallParticipant) String() string {
 func (*CallParticipant) ProtoMessage() {}
 
 func (x *CallParticipant) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[83]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7343,7 +7598,7 @@ func (x *CallParticipant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallParticipant.ProtoReflect.Descriptor instead.
 func (*CallParticipant) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{83}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *CallParticipant) GetUserId() string {
@@ -7399,7 +7654,7 @@ type CallConfirm struct {
 
 func (x *CallConfirm) Reset() {
 	*x = CallConfirm{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[84]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7411,7 +7666,7 @@ func (x *CallConfirm) String() string {
 func (*CallConfirm) ProtoMessage() {}
 
 func (x *CallConfirm) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[84]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7424,7 +7679,7 @@ func (x *CallConfirm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallConfirm.ProtoReflect.Descriptor instead.
 func (*CallConfirm) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{84}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *CallConfirm) GetCallId() string {
@@ -7484,7 +7739,7 @@ type CallRoom struct {
 
 func (x *CallRoom) Reset() {
 	*x = CallRoom{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[85]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7496,7 +7751,7 @@ func (x *CallRoom) String() string {
 func (*CallRoom) ProtoMessage() {}
 
 func (x *CallRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[85]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7509,7 +7764,7 @@ func (x *CallRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRoom.ProtoReflect.Descriptor instead.
 func (*CallRoom) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{85}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *CallRoom) GetCallId() string {
@@ -7563,7 +7818,7 @@ type CallInfo struct {
 
 func (x *CallInfo) Reset() {
 	*x = CallInfo{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[86]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7575,7 +7830,7 @@ func (x *CallInfo) String() string {
 func (*CallInfo) ProtoMessage() {}
 
 func (x *CallInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[86]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7588,7 +7843,7 @@ func (x *CallInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallInfo.ProtoReflect.Descriptor instead.
 func (*CallInfo) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{86}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *CallInfo) GetCallId() string {
@@ -7662,7 +7917,7 @@ type CallInvited struct {
 
 func (x *CallInvited) Reset() {
 	*x = CallInvited{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[87]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7674,7 +7929,7 @@ func (x *CallInvited) String() string {
 func (*CallInvited) ProtoMessage() {}
 
 func (x *CallInvited) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[87]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7687,7 +7942,7 @@ func (x *CallInvited) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallInvited.ProtoReflect.Descriptor instead.
 func (*CallInvited) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{87}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *CallInvited) GetCallId() string {
@@ -7732,7 +7987,7 @@ type CallRingStopped struct {
 
 func (x *CallRingStopped) Reset() {
 	*x = CallRingStopped{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[88]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7744,7 +7999,7 @@ func (x *CallRingStopped) String() string {
 func (*CallRingStopped) ProtoMessage() {}
 
 func (x *CallRingStopped) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[88]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7757,7 +8012,7 @@ func (x *CallRingStopped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRingStopped.ProtoReflect.Descriptor instead.
 func (*CallRingStopped) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{88}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *CallRingStopped) GetCallId() string {
@@ -7793,7 +8048,7 @@ type CallParticipantChanged struct {
 
 func (x *CallParticipantChanged) Reset() {
 	*x = CallParticipantChanged{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[89]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7805,7 +8060,7 @@ func (x *CallParticipantChanged) String() string {
 func (*CallParticipantChanged) ProtoMessage() {}
 
 func (x *CallParticipantChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[89]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7818,7 +8073,7 @@ func (x *CallParticipantChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallParticipantChanged.ProtoReflect.Descriptor instead.
 func (*CallParticipantChanged) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{89}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *CallParticipantChanged) GetCallId() string {
@@ -7850,7 +8105,7 @@ type CallEnded struct {
 
 func (x *CallEnded) Reset() {
 	*x = CallEnded{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[90]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7862,7 +8117,7 @@ func (x *CallEnded) String() string {
 func (*CallEnded) ProtoMessage() {}
 
 func (x *CallEnded) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[90]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7875,7 +8130,7 @@ func (x *CallEnded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallEnded.ProtoReflect.Descriptor instead.
 func (*CallEnded) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{90}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *CallEnded) GetCallId() string {
@@ -7914,7 +8169,7 @@ type CallSignal struct {
 
 func (x *CallSignal) Reset() {
 	*x = CallSignal{}
-	mi := &file_gateway_protocol_parley_proto_msgTypes[91]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7926,7 +8181,7 @@ func (x *CallSignal) String() string {
 func (*CallSignal) ProtoMessage() {}
 
 func (x *CallSignal) ProtoReflect() protoreflect.Message {
-	mi := &file_gateway_protocol_parley_proto_msgTypes[91]
+	mi := &file_gateway_protocol_parley_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7939,7 +8194,7 @@ func (x *CallSignal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallSignal.ProtoReflect.Descriptor instead.
 func (*CallSignal) Descriptor() ([]byte, []int) {
-	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{91}
+	return file_gateway_protocol_parley_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *CallSignal) GetCallId() string {
@@ -7974,7 +8229,7 @@ var File_gateway_protocol_parley_proto protoreflect.FileDescriptor
 
 const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\n" +
-	"\x1dgateway/protocol/parley.proto\x12\x12parley.protocol.v1\"\xc1\x17\n" +
+	"\x1dgateway/protocol/parley.proto\x12\x12parley.protocol.v1\"\x8a\x18\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
 	"\x05hello\x18\n" +
@@ -8007,7 +8262,8 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\fjoin_channel\x18S \x01(\v2\x1f.parley.protocol.v1.JoinChannelH\x00R\vjoinChannel\x12G\n" +
 	"\rleave_channel\x18T \x01(\v2 .parley.protocol.v1.LeaveChannelH\x00R\fleaveChannel\x12D\n" +
 	"\fchannel_send\x18U \x01(\v2\x1f.parley.protocol.v1.ChannelSendH\x00R\vchannelSend\x12D\n" +
-	"\fchannel_info\x18V \x01(\v2\x1f.parley.protocol.v1.ChannelInfoH\x00R\vchannelInfo\x12J\n" +
+	"\fchannel_info\x18V \x01(\v2\x1f.parley.protocol.v1.ChannelInfoH\x00R\vchannelInfo\x12G\n" +
+	"\rlist_channels\x18W \x01(\v2 .parley.protocol.v1.ListChannelsH\x00R\flistChannels\x12J\n" +
 	"\x0eimport_channel\x18Z \x01(\v2!.parley.protocol.v1.ImportChannelH\x00R\rimportChannel\x12S\n" +
 	"\x11answer_invitation\x18[ \x01(\v2$.parley.protocol.v1.AnswerInvitationH\x00R\x10answerInvitation\x12P\n" +
 	"\x10list_invitations\x18\\ \x01(\v2#.parley.protocol.v1.ListInvitationsH\x00R\x0flistInvitations\x12>\n" +
@@ -8033,7 +8289,7 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\vsignal_call\x18N \x01(\v2\x1e.parley.protocol.v1.SignalCallH\x00R\n" +
 	"signalCall\x12>\n" +
 	"\tcall_info\x18O \x01(\v2\x1f.parley.protocol.v1.GetCallInfoH\x00R\bcallInfoB\t\n" +
-	"\acommand\"\x81\r\n" +
+	"\acommand\"\xc7\r\n" +
 	"\vServerFrame\x12\x0e\n" +
 	"\x02re\x18\x01 \x01(\tR\x02re\x121\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.parley.protocol.v1.ErrorH\x00R\x05error\x128\n" +
@@ -8055,7 +8311,8 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\achannel\x18P \x01(\v2\x1b.parley.protocol.v1.ChannelH\x00R\achannel\x12D\n" +
 	"\fchannel_sent\x18Q \x01(\v2\x1f.parley.protocol.v1.ChannelSentH\x00R\vchannelSent\x12M\n" +
 	"\x0fchannel_message\x18U \x01(\v2\".parley.protocol.v1.ChannelMessageH\x00R\x0echannelMessage\x12G\n" +
-	"\rchannel_event\x18V \x01(\v2 .parley.protocol.v1.ChannelEventH\x00R\fchannelEvent\x12G\n" +
+	"\rchannel_event\x18V \x01(\v2 .parley.protocol.v1.ChannelEventH\x00R\fchannelEvent\x12D\n" +
+	"\fchannel_list\x18W \x01(\v2\x1f.parley.protocol.v1.ChannelListH\x00R\vchannelList\x12G\n" +
 	"\rimport_result\x18Z \x01(\v2 .parley.protocol.v1.ImportResultH\x00R\fimportResult\x12Y\n" +
 	"\x13invitation_answered\x18[ \x01(\v2&.parley.protocol.v1.InvitationAnsweredH\x00R\x12invitationAnswered\x12M\n" +
 	"\x0finvitation_list\x18\\ \x01(\v2\".parley.protocol.v1.InvitationListH\x00R\x0einvitationList\x12;\n" +
@@ -8238,14 +8495,16 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	" \x01(\tR\buploader\x12\x1d\n" +
 	"\n" +
 	"created_ms\x18\v \x01(\x03R\tcreatedMsJ\x04\b\t\x10\n" +
-	"\"\x89\x06\n" +
+	"\"\xa1\a\n" +
 	"\fSessionEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12Y\n" +
 	"\x13conversation_joined\x18\n" +
 	" \x01(\v2&.parley.protocol.v1.ConversationJoinedH\x00R\x12conversationJoined\x12S\n" +
 	"\x11conversation_left\x18\v \x01(\v2$.parley.protocol.v1.ConversationLeftH\x00R\x10conversationLeft\x12Q\n" +
-	"\x13invitation_received\x18\x14 \x01(\v2\x1e.parley.protocol.v1.InvitationH\x00R\x12invitationReceived\x12M\n" +
+	"\x13invitation_received\x18\x14 \x01(\v2\x1e.parley.protocol.v1.InvitationH\x00R\x12invitationReceived\x12G\n" +
+	"\rchannel_added\x18\x15 \x01(\v2 .parley.protocol.v1.ChannelAddedH\x00R\fchannelAdded\x12M\n" +
+	"\x0fchannel_removed\x18\x16 \x01(\v2\".parley.protocol.v1.ChannelRemovedH\x00R\x0echannelRemoved\x12M\n" +
 	"\x0fdownload_failed\x18Z \x01(\v2\".parley.protocol.v1.DownloadFailedH\x00R\x0edownloadFailed\x12D\n" +
 	"\fcall_invited\x18F \x01(\v2\x1f.parley.protocol.v1.CallInvitedH\x00R\vcallInvited\x12Q\n" +
 	"\x11call_ring_stopped\x18G \x01(\v2#.parley.protocol.v1.CallRingStoppedH\x00R\x0fcallRingStopped\x12W\n" +
@@ -8285,6 +8544,14 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\x04text\x18\x03 \x01(\tR\x04text\",\n" +
 	"\vChannelInfo\x12\x1d\n" +
 	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\"\x0e\n" +
+	"\fListChannels\"F\n" +
+	"\vChannelList\x127\n" +
+	"\bchannels\x18\x01 \x03(\v2\x1b.parley.protocol.v1.ChannelR\bchannels\"E\n" +
+	"\fChannelAdded\x125\n" +
+	"\achannel\x18\x01 \x01(\v2\x1b.parley.protocol.v1.ChannelR\achannel\"/\n" +
+	"\x0eChannelRemoved\x12\x1d\n" +
+	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\"z\n" +
 	"\rChannelMember\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x126\n" +
@@ -8312,13 +8579,14 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\rsender_device\x18\x03 \x01(\tR\fsenderDevice\x12\x1b\n" +
 	"\tclient_id\x18\x04 \x01(\tR\bclientId\x12\x17\n" +
 	"\atime_ms\x18\x05 \x01(\x03R\x06timeMs\x12\x12\n" +
-	"\x04text\x18\x06 \x01(\tR\x04text\"\x99\x01\n" +
+	"\x04text\x18\x06 \x01(\tR\x04text\"\xd1\x01\n" +
 	"\fChannelEvent\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x128\n" +
 	"\x04kind\x18\x02 \x01(\x0e2$.parley.protocol.v1.ChannelEventKindR\x04kind\x12\x17\n" +
 	"\auser_id\x18\x03 \x01(\tR\x06userId\x12\x17\n" +
-	"\atime_ms\x18\x04 \x01(\x03R\x06timeMs\"\x92\x01\n" +
+	"\atime_ms\x18\x04 \x01(\x03R\x06timeMs\x126\n" +
+	"\x05level\x18\x05 \x01(\x0e2 .parley.protocol.v1.ChannelLevelR\x05level\"\x92\x01\n" +
 	"\rImportChannel\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1d\n" +
 	"\n" +
@@ -8556,12 +8824,13 @@ const file_gateway_protocol_parley_proto_rawDesc = "" +
 	"\fChannelLevel\x12\x1d\n" +
 	"\x19CHANNEL_LEVEL_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CHANNEL_LEVEL_MEMBER\x10\x01\x12\x17\n" +
-	"\x13CHANNEL_LEVEL_ADMIN\x10\x02*\x95\x01\n" +
+	"\x13CHANNEL_LEVEL_ADMIN\x10\x02*\xb4\x01\n" +
 	"\x10ChannelEventKind\x12\"\n" +
 	"\x1eCHANNEL_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aCHANNEL_EVENT_KIND_PRESENT\x10\x01\x12\x1d\n" +
 	"\x19CHANNEL_EVENT_KIND_ABSENT\x10\x02\x12\x1e\n" +
-	"\x1aCHANNEL_EVENT_KIND_REMOVED\x10\x03*Y\n" +
+	"\x1aCHANNEL_EVENT_KIND_REMOVED\x10\x03\x12\x1d\n" +
+	"\x19CHANNEL_EVENT_KIND_MEMBER\x10\x04*Y\n" +
 	"\n" +
 	"ImportMode\x12\x1b\n" +
 	"\x17IMPORT_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -8607,7 +8876,7 @@ func file_gateway_protocol_parley_proto_rawDescGZIP() []byte {
 }
 
 var file_gateway_protocol_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
-var file_gateway_protocol_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
+var file_gateway_protocol_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 96)
 var file_gateway_protocol_parley_proto_goTypes = []any{
 	(DeviceType)(0),                // 0: parley.protocol.v1.DeviceType
 	(Role)(0),                      // 1: parley.protocol.v1.Role
@@ -8670,48 +8939,52 @@ var file_gateway_protocol_parley_proto_goTypes = []any{
 	(*LeaveChannel)(nil),           // 58: parley.protocol.v1.LeaveChannel
 	(*ChannelSend)(nil),            // 59: parley.protocol.v1.ChannelSend
 	(*ChannelInfo)(nil),            // 60: parley.protocol.v1.ChannelInfo
-	(*ChannelMember)(nil),          // 61: parley.protocol.v1.ChannelMember
-	(*Channel)(nil),                // 62: parley.protocol.v1.Channel
-	(*ChannelSent)(nil),            // 63: parley.protocol.v1.ChannelSent
-	(*ChannelMessage)(nil),         // 64: parley.protocol.v1.ChannelMessage
-	(*ChannelEvent)(nil),           // 65: parley.protocol.v1.ChannelEvent
-	(*ImportChannel)(nil),          // 66: parley.protocol.v1.ImportChannel
-	(*Invitation)(nil),             // 67: parley.protocol.v1.Invitation
-	(*ImportResult)(nil),           // 68: parley.protocol.v1.ImportResult
-	(*AnswerInvitation)(nil),       // 69: parley.protocol.v1.AnswerInvitation
-	(*InvitationAnswered)(nil),     // 70: parley.protocol.v1.InvitationAnswered
-	(*ListInvitations)(nil),        // 71: parley.protocol.v1.ListInvitations
-	(*InvitationList)(nil),         // 72: parley.protocol.v1.InvitationList
-	(*GetP2SpInfo)(nil),            // 73: parley.protocol.v1.GetP2spInfo
-	(*P2SpInfo)(nil),               // 74: parley.protocol.v1.P2spInfo
-	(*P2SpHolder)(nil),             // 75: parley.protocol.v1.P2spHolder
-	(*P2SpStats)(nil),              // 76: parley.protocol.v1.P2spStats
-	(*P2SpAnnounce)(nil),           // 77: parley.protocol.v1.P2spAnnounce
-	(*P2SpSignal)(nil),             // 78: parley.protocol.v1.P2spSignal
-	(*P2SpReport)(nil),             // 79: parley.protocol.v1.P2spReport
-	(*DownloadFailed)(nil),         // 80: parley.protocol.v1.DownloadFailed
-	(*MediaEndpoint)(nil),          // 81: parley.protocol.v1.MediaEndpoint
-	(*CreateCall)(nil),             // 82: parley.protocol.v1.CreateCall
-	(*CreateRoom)(nil),             // 83: parley.protocol.v1.CreateRoom
-	(*EnterCall)(nil),              // 84: parley.protocol.v1.EnterCall
-	(*JoinRoom)(nil),               // 85: parley.protocol.v1.JoinRoom
-	(*DeclineCall)(nil),            // 86: parley.protocol.v1.DeclineCall
-	(*CancelCall)(nil),             // 87: parley.protocol.v1.CancelCall
-	(*LeaveCall)(nil),              // 88: parley.protocol.v1.LeaveCall
-	(*MuteCall)(nil),               // 89: parley.protocol.v1.MuteCall
-	(*SessionDescription)(nil),     // 90: parley.protocol.v1.SessionDescription
-	(*IceCandidate)(nil),           // 91: parley.protocol.v1.IceCandidate
-	(*SignalCall)(nil),             // 92: parley.protocol.v1.SignalCall
-	(*GetCallInfo)(nil),            // 93: parley.protocol.v1.GetCallInfo
-	(*CallParticipant)(nil),        // 94: parley.protocol.v1.CallParticipant
-	(*CallConfirm)(nil),            // 95: parley.protocol.v1.CallConfirm
-	(*CallRoom)(nil),               // 96: parley.protocol.v1.CallRoom
-	(*CallInfo)(nil),               // 97: parley.protocol.v1.CallInfo
-	(*CallInvited)(nil),            // 98: parley.protocol.v1.CallInvited
-	(*CallRingStopped)(nil),        // 99: parley.protocol.v1.CallRingStopped
-	(*CallParticipantChanged)(nil), // 100: parley.protocol.v1.CallParticipantChanged
-	(*CallEnded)(nil),              // 101: parley.protocol.v1.CallEnded
-	(*CallSignal)(nil),             // 102: parley.protocol.v1.CallSignal
+	(*ListChannels)(nil),           // 61: parley.protocol.v1.ListChannels
+	(*ChannelList)(nil),            // 62: parley.protocol.v1.ChannelList
+	(*ChannelAdded)(nil),           // 63: parley.protocol.v1.ChannelAdded
+	(*ChannelRemoved)(nil),         // 64: parley.protocol.v1.ChannelRemoved
+	(*ChannelMember)(nil),          // 65: parley.protocol.v1.ChannelMember
+	(*Channel)(nil),                // 66: parley.protocol.v1.Channel
+	(*ChannelSent)(nil),            // 67: parley.protocol.v1.ChannelSent
+	(*ChannelMessage)(nil),         // 68: parley.protocol.v1.ChannelMessage
+	(*ChannelEvent)(nil),           // 69: parley.protocol.v1.ChannelEvent
+	(*ImportChannel)(nil),          // 70: parley.protocol.v1.ImportChannel
+	(*Invitation)(nil),             // 71: parley.protocol.v1.Invitation
+	(*ImportResult)(nil),           // 72: parley.protocol.v1.ImportResult
+	(*AnswerInvitation)(nil),       // 73: parley.protocol.v1.AnswerInvitation
+	(*InvitationAnswered)(nil),     // 74: parley.protocol.v1.InvitationAnswered
+	(*ListInvitations)(nil),        // 75: parley.protocol.v1.ListInvitations
+	(*InvitationList)(nil),         // 76: parley.protocol.v1.InvitationList
+	(*GetP2SpInfo)(nil),            // 77: parley.protocol.v1.GetP2spInfo
+	(*P2SpInfo)(nil),               // 78: parley.protocol.v1.P2spInfo
+	(*P2SpHolder)(nil),             // 79: parley.protocol.v1.P2spHolder
+	(*P2SpStats)(nil),              // 80: parley.protocol.v1.P2spStats
+	(*P2SpAnnounce)(nil),           // 81: parley.protocol.v1.P2spAnnounce
+	(*P2SpSignal)(nil),             // 82: parley.protocol.v1.P2spSignal
+	(*P2SpReport)(nil),             // 83: parley.protocol.v1.P2spReport
+	(*DownloadFailed)(nil),         // 84: parley.protocol.v1.DownloadFailed
+	(*MediaEndpoint)(nil),          // 85: parley.protocol.v1.MediaEndpoint
+	(*CreateCall)(nil),             // 86: parley.protocol.v1.CreateCall
+	(*CreateRoom)(nil),             // 87: parley.protocol.v1.CreateRoom
+	(*EnterCall)(nil),              // 88: parley.protocol.v1.EnterCall
+	(*JoinRoom)(nil),               // 89: parley.protocol.v1.JoinRoom
+	(*DeclineCall)(nil),            // 90: parley.protocol.v1.DeclineCall
+	(*CancelCall)(nil),             // 91: parley.protocol.v1.CancelCall
+	(*LeaveCall)(nil),              // 92: parley.protocol.v1.LeaveCall
+	(*MuteCall)(nil),               // 93: parley.protocol.v1.MuteCall
+	(*SessionDescription)(nil),     // 94: parley.protocol.v1.SessionDescription
+	(*IceCandidate)(nil),           // 95: parley.protocol.v1.IceCandidate
+	(*SignalCall)(nil),             // 96: parley.protocol.v1.SignalCall
+	(*GetCallInfo)(nil),            // 97: parley.protocol.v1.GetCallInfo
+	(*CallParticipant)(nil),        // 98: parley.protocol.v1.CallParticipant
+	(*CallConfirm)(nil),            // 99: parley.protocol.v1.CallConfirm
+	(*CallRoom)(nil),               // 100: parley.protocol.v1.CallRoom
+	(*CallInfo)(nil),               // 101: parley.protocol.v1.CallInfo
+	(*CallInvited)(nil),            // 102: parley.protocol.v1.CallInvited
+	(*CallRingStopped)(nil),        // 103: parley.protocol.v1.CallRingStopped
+	(*CallParticipantChanged)(nil), // 104: parley.protocol.v1.CallParticipantChanged
+	(*CallEnded)(nil),              // 105: parley.protocol.v1.CallEnded
+	(*CallSignal)(nil),             // 106: parley.protocol.v1.CallSignal
 }
 var file_gateway_protocol_parley_proto_depIdxs = []int32{
 	16,  // 0: parley.protocol.v1.ClientFrame.hello:type_name -> parley.protocol.v1.Hello
@@ -8741,109 +9014,116 @@ var file_gateway_protocol_parley_proto_depIdxs = []int32{
 	58,  // 24: parley.protocol.v1.ClientFrame.leave_channel:type_name -> parley.protocol.v1.LeaveChannel
 	59,  // 25: parley.protocol.v1.ClientFrame.channel_send:type_name -> parley.protocol.v1.ChannelSend
 	60,  // 26: parley.protocol.v1.ClientFrame.channel_info:type_name -> parley.protocol.v1.ChannelInfo
-	66,  // 27: parley.protocol.v1.ClientFrame.import_channel:type_name -> parley.protocol.v1.ImportChannel
-	69,  // 28: parley.protocol.v1.ClientFrame.answer_invitation:type_name -> parley.protocol.v1.AnswerInvitation
-	71,  // 29: parley.protocol.v1.ClientFrame.list_invitations:type_name -> parley.protocol.v1.ListInvitations
-	73,  // 30: parley.protocol.v1.ClientFrame.p2sp_info:type_name -> parley.protocol.v1.GetP2spInfo
-	77,  // 31: parley.protocol.v1.ClientFrame.p2sp_announce:type_name -> parley.protocol.v1.P2spAnnounce
-	78,  // 32: parley.protocol.v1.ClientFrame.p2sp_signal:type_name -> parley.protocol.v1.P2spSignal
-	79,  // 33: parley.protocol.v1.ClientFrame.p2sp_report:type_name -> parley.protocol.v1.P2spReport
-	82,  // 34: parley.protocol.v1.ClientFrame.create_call:type_name -> parley.protocol.v1.CreateCall
-	83,  // 35: parley.protocol.v1.ClientFrame.create_room:type_name -> parley.protocol.v1.CreateRoom
-	84,  // 36: parley.protocol.v1.ClientFrame.enter_call:type_name -> parley.protocol.v1.EnterCall
-	85,  // 37: parley.protocol.v1.ClientFrame.join_room:type_name -> parley.protocol.v1.JoinRoom
-	86,  // 38: parley.protocol.v1.ClientFrame.decline_call:type_name -> parley.protocol.v1.DeclineCall
-	87,  // 39: parley.protocol.v1.ClientFrame.cancel_call:type_name -> parley.protocol.v1.CancelCall
-	88,  // 40: parley.protocol.v1.ClientFrame.leave_call:type_name -> parley.protocol.v1.LeaveCall
-	89,  // 41: parley.protocol.v1.ClientFrame.mute_call:type_name -> parley.protocol.v1.MuteCall
-	92,  // 42: parley.protocol.v1.ClientFrame.signal_call:type_name -> parley.protocol.v1.SignalCall
-	93,  // 43: parley.protocol.v1.ClientFrame.call_info:type_name -> parley.protocol.v1.GetCallInfo
-	13,  // 44: parley.protocol.v1.ServerFrame.error:type_name -> parley.protocol.v1.Error
-	19,  // 45: parley.protocol.v1.ServerFrame.hello_ok:type_name -> parley.protocol.v1.HelloOK
-	22,  // 46: parley.protocol.v1.ServerFrame.registered:type_name -> parley.protocol.v1.Registered
-	24,  // 47: parley.protocol.v1.ServerFrame.logged_in:type_name -> parley.protocol.v1.LoggedIn
-	14,  // 48: parley.protocol.v1.ServerFrame.ok:type_name -> parley.protocol.v1.Empty
-	27,  // 49: parley.protocol.v1.ServerFrame.pong:type_name -> parley.protocol.v1.Pong
-	29,  // 50: parley.protocol.v1.ServerFrame.conversation:type_name -> parley.protocol.v1.Conversation
-	39,  // 51: parley.protocol.v1.ServerFrame.sent:type_name -> parley.protocol.v1.Sent
-	42,  // 52: parley.protocol.v1.ServerFrame.history_page:type_name -> parley.protocol.v1.HistoryPage
-	30,  // 53: parley.protocol.v1.ServerFrame.conversation_list:type_name -> parley.protocol.v1.ConversationList
-	47,  // 54: parley.protocol.v1.ServerFrame.message:type_name -> parley.protocol.v1.Message
-	51,  // 55: parley.protocol.v1.ServerFrame.session_event:type_name -> parley.protocol.v1.SessionEvent
-	50,  // 56: parley.protocol.v1.ServerFrame.file_info:type_name -> parley.protocol.v1.FileInfo
-	62,  // 57: parley.protocol.v1.ServerFrame.channel:type_name -> parley.protocol.v1.Channel
-	63,  // 58: parley.protocol.v1.ServerFrame.channel_sent:type_name -> parley.protocol.v1.ChannelSent
-	64,  // 59: parley.protocol.v1.ServerFrame.channel_message:type_name -> parley.protocol.v1.ChannelMessage
-	65,  // 60: parley.protocol.v1.ServerFrame.channel_event:type_name -> parley.protocol.v1.ChannelEvent
-	68,  // 61: parley.protocol.v1.ServerFrame.import_result:type_name -> parley.protocol.v1.ImportResult
-	70,  // 62: parley.protocol.v1.ServerFrame.invitation_answered:type_name -> parley.protocol.v1.InvitationAnswered
-	72,  // 63: parley.protocol.v1.ServerFrame.invitation_list:type_name -> parley.protocol.v1.InvitationList
-	74,  // 64: parley.protocol.v1.ServerFrame.p2sp_info:type_name -> parley.protocol.v1.P2spInfo
-	78,  // 65: parley.protocol.v1.ServerFrame.p2sp_signal:type_name -> parley.protocol.v1.P2spSignal
-	95,  // 66: parley.protocol.v1.ServerFrame.call_confirm:type_name -> parley.protocol.v1.CallConfirm
-	96,  // 67: parley.protocol.v1.ServerFrame.call_room:type_name -> parley.protocol.v1.CallRoom
-	97,  // 68: parley.protocol.v1.ServerFrame.call:type_name -> parley.protocol.v1.CallInfo
-	0,   // 69: parley.protocol.v1.Device.type:type_name -> parley.protocol.v1.DeviceType
-	15,  // 70: parley.protocol.v1.Hello.device:type_name -> parley.protocol.v1.Device
-	18,  // 71: parley.protocol.v1.Hello.resume:type_name -> parley.protocol.v1.Resume
-	17,  // 72: parley.protocol.v1.Hello.cursors:type_name -> parley.protocol.v1.Cursor
-	20,  // 73: parley.protocol.v1.HelloOK.session:type_name -> parley.protocol.v1.SessionInfo
-	29,  // 74: parley.protocol.v1.SessionInfo.conversations:type_name -> parley.protocol.v1.Conversation
-	15,  // 75: parley.protocol.v1.Login.device:type_name -> parley.protocol.v1.Device
-	17,  // 76: parley.protocol.v1.Login.cursors:type_name -> parley.protocol.v1.Cursor
-	20,  // 77: parley.protocol.v1.LoggedIn.session:type_name -> parley.protocol.v1.SessionInfo
-	1,   // 78: parley.protocol.v1.Member.role:type_name -> parley.protocol.v1.Role
-	4,   // 79: parley.protocol.v1.Member.channel_level:type_name -> parley.protocol.v1.ChannelLevel
-	2,   // 80: parley.protocol.v1.Conversation.kind:type_name -> parley.protocol.v1.ConversationKind
-	28,  // 81: parley.protocol.v1.Conversation.members:type_name -> parley.protocol.v1.Member
-	29,  // 82: parley.protocol.v1.ConversationList.conversations:type_name -> parley.protocol.v1.Conversation
-	1,   // 83: parley.protocol.v1.SetRole.role:type_name -> parley.protocol.v1.Role
-	47,  // 84: parley.protocol.v1.HistoryPage.messages:type_name -> parley.protocol.v1.Message
-	3,   // 85: parley.protocol.v1.Message.kind:type_name -> parley.protocol.v1.MessageKind
-	48,  // 86: parley.protocol.v1.Message.file:type_name -> parley.protocol.v1.FileRef
-	52,  // 87: parley.protocol.v1.SessionEvent.conversation_joined:type_name -> parley.protocol.v1.ConversationJoined
-	53,  // 88: parley.protocol.v1.SessionEvent.conversation_left:type_name -> parley.protocol.v1.ConversationLeft
-	67,  // 89: parley.protocol.v1.SessionEvent.invitation_received:type_name -> parley.protocol.v1.Invitation
-	80,  // 90: parley.protocol.v1.SessionEvent.download_failed:type_name -> parley.protocol.v1.DownloadFailed
-	98,  // 91: parley.protocol.v1.SessionEvent.call_invited:type_name -> parley.protocol.v1.CallInvited
-	99,  // 92: parley.protocol.v1.SessionEvent.call_ring_stopped:type_name -> parley.protocol.v1.CallRingStopped
-	100, // 93: parley.protocol.v1.SessionEvent.call_participant:type_name -> parley.protocol.v1.CallParticipantChanged
-	101, // 94: parley.protocol.v1.SessionEvent.call_ended:type_name -> parley.protocol.v1.CallEnded
-	102, // 95: parley.protocol.v1.SessionEvent.call_signal:type_name -> parley.protocol.v1.CallSignal
-	29,  // 96: parley.protocol.v1.ConversationJoined.conversation:type_name -> parley.protocol.v1.Conversation
-	4,   // 97: parley.protocol.v1.AddChannelMembers.level:type_name -> parley.protocol.v1.ChannelLevel
-	4,   // 98: parley.protocol.v1.ChannelMember.level:type_name -> parley.protocol.v1.ChannelLevel
-	61,  // 99: parley.protocol.v1.Channel.members:type_name -> parley.protocol.v1.ChannelMember
-	4,   // 100: parley.protocol.v1.Channel.level:type_name -> parley.protocol.v1.ChannelLevel
-	5,   // 101: parley.protocol.v1.ChannelEvent.kind:type_name -> parley.protocol.v1.ChannelEventKind
-	6,   // 102: parley.protocol.v1.ImportChannel.mode:type_name -> parley.protocol.v1.ImportMode
-	4,   // 103: parley.protocol.v1.Invitation.channel_level:type_name -> parley.protocol.v1.ChannelLevel
-	7,   // 104: parley.protocol.v1.Invitation.state:type_name -> parley.protocol.v1.InvitationState
-	6,   // 105: parley.protocol.v1.ImportResult.mode:type_name -> parley.protocol.v1.ImportMode
-	28,  // 106: parley.protocol.v1.ImportResult.added:type_name -> parley.protocol.v1.Member
-	67,  // 107: parley.protocol.v1.ImportResult.invitations:type_name -> parley.protocol.v1.Invitation
-	67,  // 108: parley.protocol.v1.InvitationAnswered.invitation:type_name -> parley.protocol.v1.Invitation
-	67,  // 109: parley.protocol.v1.InvitationList.invitations:type_name -> parley.protocol.v1.Invitation
-	50,  // 110: parley.protocol.v1.P2spInfo.info:type_name -> parley.protocol.v1.FileInfo
-	75,  // 111: parley.protocol.v1.P2spInfo.holders:type_name -> parley.protocol.v1.P2spHolder
-	76,  // 112: parley.protocol.v1.P2spInfo.stats:type_name -> parley.protocol.v1.P2spStats
-	8,   // 113: parley.protocol.v1.P2spSignal.kind:type_name -> parley.protocol.v1.P2spSignalKind
-	9,   // 114: parley.protocol.v1.P2spReport.kind:type_name -> parley.protocol.v1.P2spReportKind
-	90,  // 115: parley.protocol.v1.SignalCall.answer:type_name -> parley.protocol.v1.SessionDescription
-	91,  // 116: parley.protocol.v1.SignalCall.candidate:type_name -> parley.protocol.v1.IceCandidate
-	10,  // 117: parley.protocol.v1.CallParticipant.state:type_name -> parley.protocol.v1.CallParticipantState
-	81,  // 118: parley.protocol.v1.CallConfirm.media:type_name -> parley.protocol.v1.MediaEndpoint
-	94,  // 119: parley.protocol.v1.CallRoom.participants:type_name -> parley.protocol.v1.CallParticipant
-	94,  // 120: parley.protocol.v1.CallInfo.participants:type_name -> parley.protocol.v1.CallParticipant
-	81,  // 121: parley.protocol.v1.CallInfo.media:type_name -> parley.protocol.v1.MediaEndpoint
-	94,  // 122: parley.protocol.v1.CallParticipantChanged.participant:type_name -> parley.protocol.v1.CallParticipant
-	90,  // 123: parley.protocol.v1.CallSignal.offer:type_name -> parley.protocol.v1.SessionDescription
-	91,  // 124: parley.protocol.v1.CallSignal.candidate:type_name -> parley.protocol.v1.IceCandidate
-	125, // [125:125] is the sub-list for method output_type
-	125, // [125:125] is the sub-list for method input_type
-	125, // [125:125] is the sub-list for extension type_name
-	125, // [125:125] is the sub-list for extension extendee
-	0,   // [0:125] is the sub-list for field type_name
+	61,  // 27: parley.protocol.v1.ClientFrame.list_channels:type_name -> parley.protocol.v1.ListChannels
+	70,  // 28: parley.protocol.v1.ClientFrame.import_channel:type_name -> parley.protocol.v1.ImportChannel
+	73,  // 29: parley.protocol.v1.ClientFrame.answer_invitation:type_name -> parley.protocol.v1.AnswerInvitation
+	75,  // 30: parley.protocol.v1.ClientFrame.list_invitations:type_name -> parley.protocol.v1.ListInvitations
+	77,  // 31: parley.protocol.v1.ClientFrame.p2sp_info:type_name -> parley.protocol.v1.GetP2spInfo
+	81,  // 32: parley.protocol.v1.ClientFrame.p2sp_announce:type_name -> parley.protocol.v1.P2spAnnounce
+	82,  // 33: parley.protocol.v1.ClientFrame.p2sp_signal:type_name -> parley.protocol.v1.P2spSignal
+	83,  // 34: parley.protocol.v1.ClientFrame.p2sp_report:type_name -> parley.protocol.v1.P2spReport
+	86,  // 35: parley.protocol.v1.ClientFrame.create_call:type_name -> parley.protocol.v1.CreateCall
+	87,  // 36: parley.protocol.v1.ClientFrame.create_room:type_name -> parley.protocol.v1.CreateRoom
+	88,  // 37: parley.protocol.v1.ClientFrame.enter_call:type_name -> parley.protocol.v1.EnterCall
+	89,  // 38: parley.protocol.v1.ClientFrame.join_room:type_name -> parley.protocol.v1.JoinRoom
+	90,  // 39: parley.protocol.v1.ClientFrame.decline_call:type_name -> parley.protocol.v1.DeclineCall
+	91,  // 40: parley.protocol.v1.ClientFrame.cancel_call:type_name -> parley.protocol.v1.CancelCall
+	92,  // 41: parley.protocol.v1.ClientFrame.leave_call:type_name -> parley.protocol.v1.LeaveCall
+	93,  // 42: parley.protocol.v1.ClientFrame.mute_call:type_name -> parley.protocol.v1.MuteCall
+	96,  // 43: parley.protocol.v1.ClientFrame.signal_call:type_name -> parley.protocol.v1.SignalCall
+	97,  // 44: parley.protocol.v1.ClientFrame.call_info:type_name -> parley.protocol.v1.GetCallInfo
+	13,  // 45: parley.protocol.v1.ServerFrame.error:type_name -> parley.protocol.v1.Error
+	19,  // 46: parley.protocol.v1.ServerFrame.hello_ok:type_name -> parley.protocol.v1.HelloOK
+	22,  // 47: parley.protocol.v1.ServerFrame.registered:type_name -> parley.protocol.v1.Registered
+	24,  // 48: parley.protocol.v1.ServerFrame.logged_in:type_name -> parley.protocol.v1.LoggedIn
+	14,  // 49: parley.protocol.v1.ServerFrame.ok:type_name -> parley.protocol.v1.Empty
+	27,  // 50: parley.protocol.v1.ServerFrame.pong:type_name -> parley.protocol.v1.Pong
+	29,  // 51: parley.protocol.v1.ServerFrame.conversation:type_name -> parley.protocol.v1.Conversation
+	39,  // 52: parley.protocol.v1.ServerFrame.sent:type_name -> parley.protocol.v1.Sent
+	42,  // 53: parley.protocol.v1.ServerFrame.history_page:type_name -> parley.protocol.v1.HistoryPage
+	30,  // 54: parley.protocol.v1.ServerFrame.conversation_list:type_name -> parley.protocol.v1.ConversationList
+	47,  // 55: parley.protocol.v1.ServerFrame.message:type_name -> parley.protocol.v1.Message
+	51,  // 56: parley.protocol.v1.ServerFrame.session_event:type_name -> parley.protocol.v1.SessionEvent
+	50,  // 57: parley.protocol.v1.ServerFrame.file_info:type_name -> parley.protocol.v1.FileInfo
+	66,  // 58: parley.protocol.v1.ServerFrame.channel:type_name -> parley.protocol.v1.Channel
+	67,  // 59: parley.protocol.v1.ServerFrame.channel_sent:type_name -> parley.protocol.v1.ChannelSent
+	68,  // 60: parley.protocol.v1.ServerFrame.channel_message:type_name -> parley.protocol.v1.ChannelMessage
+	69,  // 61: parley.protocol.v1.ServerFrame.channel_event:type_name -> parley.protocol.v1.ChannelEvent
+	62,  // 62: parley.protocol.v1.ServerFrame.channel_list:type_name -> parley.protocol.v1.ChannelList
+	72,  // 63: parley.protocol.v1.ServerFrame.import_result:type_name -> parley.protocol.v1.ImportResult
+	74,  // 64: parley.protocol.v1.ServerFrame.invitation_answered:type_name -> parley.protocol.v1.InvitationAnswered
+	76,  // 65: parley.protocol.v1.ServerFrame.invitation_list:type_name -> parley.protocol.v1.InvitationList
+	78,  // 66: parley.protocol.v1.ServerFrame.p2sp_info:type_name -> parley.protocol.v1.P2spInfo
+	82,  // 67: parley.protocol.v1.ServerFrame.p2sp_signal:type_name -> parley.protocol.v1.P2spSignal
+	99,  // 68: parley.protocol.v1.ServerFrame.call_confirm:type_name -> parley.protocol.v1.CallConfirm
+	100, // 69: parley.protocol.v1.ServerFrame.call_room:type_name -> parley.protocol.v1.CallRoom
+	101, // 70: parley.protocol.v1.ServerFrame.call:type_name -> parley.protocol.v1.CallInfo
+	0,   // 71: parley.protocol.v1.Device.type:type_name -> parley.protocol.v1.DeviceType
+	15,  // 72: parley.protocol.v1.Hello.device:type_name -> parley.protocol.v1.Device
+	18,  // 73: parley.protocol.v1.Hello.resume:type_name -> parley.protocol.v1.Resume
+	17,  // 74: parley.protocol.v1.Hello.cursors:type_name -> parley.protocol.v1.Cursor
+	20,  // 75: parley.protocol.v1.HelloOK.session:type_name -> parley.protocol.v1.SessionInfo
+	29,  // 76: parley.protocol.v1.SessionInfo.conversations:type_name -> parley.protocol.v1.Conversation
+	15,  // 77: parley.protocol.v1.Login.device:type_name -> parley.protocol.v1.Device
+	17,  // 78: parley.protocol.v1.Login.cursors:type_name -> parley.protocol.v1.Cursor
+	20,  // 79: parley.protocol.v1.LoggedIn.session:type_name -> parley.protocol.v1.SessionInfo
+	1,   // 80: parley.protocol.v1.Member.role:type_name -> parley.protocol.v1.Role
+	4,   // 81: parley.protocol.v1.Member.channel_level:type_name -> parley.protocol.v1.ChannelLevel
+	2,   // 82: parley.protocol.v1.Conversation.kind:type_name -> parley.protocol.v1.ConversationKind
+	28,  // 83: parley.protocol.v1.Conversation.members:type_name -> parley.protocol.v1.Member
+	29,  // 84: parley.protocol.v1.ConversationList.conversations:type_name -> parley.protocol.v1.Conversation
+	1,   // 85: parley.protocol.v1.SetRole.role:type_name -> parley.protocol.v1.Role
+	47,  // 86: parley.protocol.v1.HistoryPage.messages:type_name -> parley.protocol.v1.Message
+	3,   // 87: parley.protocol.v1.Message.kind:type_name -> parley.protocol.v1.MessageKind
+	48,  // 88: parley.protocol.v1.Message.file:type_name -> parley.protocol.v1.FileRef
+	52,  // 89: parley.protocol.v1.SessionEvent.conversation_joined:type_name -> parley.protocol.v1.ConversationJoined
+	53,  // 90: parley.protocol.v1.SessionEvent.conversation_left:type_name -> parley.protocol.v1.ConversationLeft
+	71,  // 91: parley.protocol.v1.SessionEvent.invitation_received:type_name -> parley.protocol.v1.Invitation
+	63,  // 92: parley.protocol.v1.SessionEvent.channel_added:type_name -> parley.protocol.v1.ChannelAdded
+	64,  // 93: parley.protocol.v1.SessionEvent.channel_removed:type_name -> parley.protocol.v1.ChannelRemoved
+	84,  // 94: parley.protocol.v1.SessionEvent.download_failed:type_name -> parley.protocol.v1.DownloadFailed
+	102, // 95: parley.protocol.v1.SessionEvent.call_invited:type_name -> parley.protocol.v1.CallInvited
+	103, // 96: parley.protocol.v1.SessionEvent.call_ring_stopped:type_name -> parley.protocol.v1.CallRingStopped
+	104, // 97: parley.protocol.v1.SessionEvent.call_participant:type_name -> parley.protocol.v1.CallParticipantChanged
+	105, // 98: parley.protocol.v1.SessionEvent.call_ended:type_name -> parley.protocol.v1.CallEnded
+	106, // 99: parley.protocol.v1.SessionEvent.call_signal:type_name -> parley.protocol.v1.CallSignal
+	29,  // 100: parley.protocol.v1.ConversationJoined.conversation:type_name -> parley.protocol.v1.Conversation
+	4,   // 101: parley.protocol.v1.AddChannelMembers.level:type_name -> parley.protocol.v1.ChannelLevel
+	66,  // 102: parley.protocol.v1.ChannelList.channels:type_name -> parley.protocol.v1.Channel
+	66,  // 103: parley.protocol.v1.ChannelAdded.channel:type_name -> parley.protocol.v1.Channel
+	4,   // 104: parley.protocol.v1.ChannelMember.level:type_name -> parley.protocol.v1.ChannelLevel
+	65,  // 105: parley.protocol.v1.Channel.members:type_name -> parley.protocol.v1.ChannelMember
+	4,   // 106: parley.protocol.v1.Channel.level:type_name -> parley.protocol.v1.ChannelLevel
+	5,   // 107: parley.protocol.v1.ChannelEvent.kind:type_name -> parley.protocol.v1.ChannelEventKind
+	4,   // 108: parley.protocol.v1.ChannelEvent.level:type_name -> parley.protocol.v1.ChannelLevel
+	6,   // 109: parley.protocol.v1.ImportChannel.mode:type_name -> parley.protocol.v1.ImportMode
+	4,   // 110: parley.protocol.v1.Invitation.channel_level:type_name -> parley.protocol.v1.ChannelLevel
+	7,   // 111: parley.protocol.v1.Invitation.state:type_name -> parley.protocol.v1.InvitationState
+	6,   // 112: parley.protocol.v1.ImportResult.mode:type_name -> parley.protocol.v1.ImportMode
+	28,  // 113: parley.protocol.v1.ImportResult.added:type_name -> parley.protocol.v1.Member
+	71,  // 114: parley.protocol.v1.ImportResult.invitations:type_name -> parley.protocol.v1.Invitation
+	71,  // 115: parley.protocol.v1.InvitationAnswered.invitation:type_name -> parley.protocol.v1.Invitation
+	71,  // 116: parley.protocol.v1.InvitationList.invitations:type_name -> parley.protocol.v1.Invitation
+	50,  // 117: parley.protocol.v1.P2spInfo.info:type_name -> parley.protocol.v1.FileInfo
+	79,  // 118: parley.protocol.v1.P2spInfo.holders:type_name -> parley.protocol.v1.P2spHolder
+	80,  // 119: parley.protocol.v1.P2spInfo.stats:type_name -> parley.protocol.v1.P2spStats
+	8,   // 120: parley.protocol.v1.P2spSignal.kind:type_name -> parley.protocol.v1.P2spSignalKind
+	9,   // 121: parley.protocol.v1.P2spReport.kind:type_name -> parley.protocol.v1.P2spReportKind
+	94,  // 122: parley.protocol.v1.SignalCall.answer:type_name -> parley.protocol.v1.SessionDescription
+	95,  // 123: parley.protocol.v1.SignalCall.candidate:type_name -> parley.protocol.v1.IceCandidate
+	10,  // 124: parley.protocol.v1.CallParticipant.state:type_name -> parley.protocol.v1.CallParticipantState
+	85,  // 125: parley.protocol.v1.CallConfirm.media:type_name -> parley.protocol.v1.MediaEndpoint
+	98,  // 126: parley.protocol.v1.CallRoom.participants:type_name -> parley.protocol.v1.CallParticipant
+	98,  // 127: parley.protocol.v1.CallInfo.participants:type_name -> parley.protocol.v1.CallParticipant
+	85,  // 128: parley.protocol.v1.CallInfo.media:type_name -> parley.protocol.v1.MediaEndpoint
+	98,  // 129: parley.protocol.v1.CallParticipantChanged.participant:type_name -> parley.protocol.v1.CallParticipant
+	94,  // 130: parley.protocol.v1.CallSignal.offer:type_name -> parley.protocol.v1.SessionDescription
+	95,  // 131: parley.protocol.v1.CallSignal.candidate:type_name -> parley.protocol.v1.IceCandidate
+	132, // [132:132] is the sub-list for method output_type
+	132, // [132:132] is the sub-list for method input_type
+	132, // [132:132] is the sub-list for extension type_name
+	132, // [132:132] is the sub-list for extension extendee
+	0,   // [0:132] is the sub-list for field type_name
 }
 
 func init() { file_gateway_protocol_parley_proto_init() }
@@ -8879,6 +9159,7 @@ func file_gateway_protocol_parley_proto_init() {
 		(*ClientFrame_LeaveChannel)(nil),
 		(*ClientFrame_ChannelSend)(nil),
 		(*ClientFrame_ChannelInfo)(nil),
+		(*ClientFrame_ListChannels)(nil),
 		(*ClientFrame_ImportChannel)(nil),
 		(*ClientFrame_AnswerInvitation)(nil),
 		(*ClientFrame_ListInvitations)(nil),
@@ -8915,6 +9196,7 @@ func file_gateway_protocol_parley_proto_init() {
 		(*ServerFrame_ChannelSent)(nil),
 		(*ServerFrame_ChannelMessage)(nil),
 		(*ServerFrame_ChannelEvent)(nil),
+		(*ServerFrame_ChannelList)(nil),
 		(*ServerFrame_ImportResult)(nil),
 		(*ServerFrame_InvitationAnswered)(nil),
 		(*ServerFrame_InvitationList)(nil),
@@ -8928,6 +9210,8 @@ func file_gateway_protocol_parley_proto_init() {
 		(*SessionEvent_ConversationJoined)(nil),
 		(*SessionEvent_ConversationLeft)(nil),
 		(*SessionEvent_InvitationReceived)(nil),
+		(*SessionEvent_ChannelAdded)(nil),
+		(*SessionEvent_ChannelRemoved)(nil),
 		(*SessionEvent_DownloadFailed)(nil),
 		(*SessionEvent_CallInvited)(nil),
 		(*SessionEvent_CallRingStopped)(nil),
@@ -8941,7 +9225,7 @@ func file_gateway_protocol_parley_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gateway_protocol_parley_proto_rawDesc), len(file_gateway_protocol_parley_proto_rawDesc)),
 			NumEnums:      11,
-			NumMessages:   92,
+			NumMessages:   96,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

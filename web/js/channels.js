@@ -7,10 +7,12 @@
 // or replayed. Presence is per link and ends with the link, so after every
 // reconnect the channels the user wants to be in are joined again.
 //
-// Protocol v1 has no "list my channels" command and no event when someone
-// adds you to a channel: the list is the channels this browser created,
-// opened by id (someone shares it) or saw in an invitation, kept per user
-// in localStorage (ids and titles only).
+// The list of channels comes from the server: listChannels on every
+// authenticated link (a new device starts from it), kept current by the
+// session events channelAdded (added, or our level changed) and
+// channelRemoved (§9, §16.8). A copy is kept per user in localStorage (ids
+// and titles only) so the list shows before the link is up; a channel
+// opened by id (someone shares it) is added too.
 //
 // Events (CustomEvent, detail in parentheses):
 //   "list"        ()   channels were added, removed or renamed
@@ -24,6 +26,7 @@ export const ChannelEvent = Object.freeze({
   PRESENT: 'CHANNEL_EVENT_KIND_PRESENT',
   ABSENT: 'CHANNEL_EVENT_KIND_ABSENT',
   REMOVED: 'CHANNEL_EVENT_KIND_REMOVED',
+  MEMBER: 'CHANNEL_EVENT_KIND_MEMBER',
 });
 export const ImportMode = Object.freeze({ DIRECT: 'IMPORT_MODE_DIRECT', INVITE: 'IMPORT_MODE_INVITE' });
 export const InvitationState = Object.freeze({
@@ -168,6 +171,44 @@ export class ChannelModel extends EventTarget {
     return c;
   }
 
+  // applyEntry records a channel of listChannels or of a channelAdded
+  // event: id, title and our level (no members).
+  applyEntry(entry) {
+    const ch = normalizeChannel(entry || {});
+    if (!ch.id) return null;
+    const known = this.channels.has(ch.id);
+    const c = this.ensure(ch.id, ch.title);
+    const changed = !known || c.removed || (ch.title && ch.title !== c.title) || c.level !== ch.level;
+    if (ch.title) c.title = ch.title;
+    c.level = ch.level;
+    c.removed = false;
+    const mine = c.members.get(this.me);
+    if (mine) mine.level = c.level;
+    if (changed) {
+      this.emit('channel', { id: c.id });
+      this.emit('list');
+    }
+    return c;
+  }
+
+  // setList records the reply of listChannels. Known channels missing
+  // from it are left to the caller (the list may lag a change by a
+  // moment; channelInfo decides).
+  setList(list) {
+    const ids = new Set();
+    for (const e of list || []) {
+      const c = this.applyEntry(e);
+      if (c) ids.add(c.id);
+    }
+    return ids;
+  }
+
+  // onSessionEvent applies channelAdded and channelRemoved.
+  onSessionEvent(ev) {
+    if (ev.channelAdded) this.applyEntry(ev.channelAdded.channel);
+    else if (ev.channelRemoved?.channelId) this.markRemoved(ev.channelRemoved.channelId);
+  }
+
   // setPresent records our own join or leave (the command's reply).
   setPresent(id, present) {
     const c = this.channels.get(id);
@@ -207,8 +248,8 @@ export class ChannelModel extends EventTarget {
   }
 
   // onEvent applies a channelEvent; it returns true when the member was
-  // unknown (the caller refreshes the member list: there is no event for
-  // added members or changed levels).
+  // unknown (the caller refreshes the member list). MEMBER events name
+  // added members and changed levels, so they never need it.
   onEvent(ev) {
     const c = this.channels.get(ev.channelId);
     if (!c) return false;
@@ -221,6 +262,19 @@ export class ChannelModel extends EventTarget {
       }
       c.members.delete(u);
       this.note(c, 'member-removed', u);
+    } else if (ev.kind === ChannelEvent.MEMBER) {
+      const level = ev.level || Level.MEMBER;
+      const m = c.members.get(u);
+      if (!m) {
+        c.members.set(u, { userId: u, level, present: false });
+        this.note(c, 'member-added', u);
+      } else {
+        m.level = level;
+      }
+      if (u === this.me && c.level !== level) {
+        c.level = level;
+        this.emit('list');
+      }
     } else if (ev.kind === ChannelEvent.PRESENT || ev.kind === ChannelEvent.ABSENT) {
       const present = ev.kind === ChannelEvent.PRESENT;
       let m = c.members.get(u);
@@ -333,7 +387,10 @@ export class Channels extends ChannelModel {
     this.refreshing = new Set();
     this.handlers = {
       channel: (e) => this.onFrame(e.detail),
-      'session-event': (e) => e.detail.invitationReceived && this.addInvitation(e.detail.invitationReceived),
+      'session-event': (e) => {
+        if (e.detail.invitationReceived) this.addInvitation(e.detail.invitationReceived);
+        else this.onSessionEvent(e.detail);
+      },
       state: (e) => e.detail.state !== 'ready' && this.linkLost(),
     };
     for (const [type, fn] of Object.entries(this.handlers)) conn.addEventListener(type, fn);
@@ -361,13 +418,19 @@ export class Channels extends ChannelModel {
   }
 
   // onSession runs on every authenticated link: pending invitations, the
-  // current state of every known channel, and joining again the channels
-  // the user was in (presence ended with the old link).
-  onSession() {
+  // user's channels (listChannels), the current state of every known
+  // channel, and joining again the channels the user was in (presence
+  // ended with the old link).
+  async onSession() {
     this.call('listInvitations', {}).then(
       (r) => this.setInvitations(r.invitations || []),
       () => {},
     );
+    try {
+      this.setList((await this.call('listChannels', {})).channels);
+    } catch {
+      // an older server or a dropped link: the local list stands
+    }
     for (const c of this.channels.values()) {
       if (c.removed) continue;
       if (c.want) this.join(c.id).catch(() => {});

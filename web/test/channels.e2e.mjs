@@ -89,14 +89,25 @@ async function main() {
   await alice.page.keyboard.press('Escape');
   await alice.page.waitForSelector('#dlg-channel-manage', { state: 'hidden', timeout: WAIT });
 
-  log('bob and carol open the channel by its id (a wrong id is refused)');
+  log('bob\'s list shows the channel without opening it by id (channelAdded); a wrong id is refused');
+  await bob.page.waitForSelector(`.chan-item[data-channel-id="${chanId}"]:has-text("Standup room")`, { timeout: WAIT });
   await bob.page.click('#open-channel');
   await bob.page.fill('#channel-id-input', 'c0123456789abcdef01234567');
   await bob.page.press('#channel-id-input', 'Enter');
   await waitText(bob, '#dlg-channel-open .error', 'not a member');
-  await bob.page.fill('#channel-id-input', chanId);
-  await bob.page.press('#channel-id-input', 'Enter');
+  await bob.page.keyboard.press('Escape');
+  await bob.page.waitForSelector('#dlg-channel-open', { state: 'hidden', timeout: WAIT });
+  await bob.page.click(`.chan-item[data-channel-id="${chanId}"]`);
   await waitText(bob, '#chan-title', 'Standup room');
+
+  log('a fresh device of bob lists the channel at login (listChannels), without "Open by id"');
+  const bob2 = await open('bob-2', DESKTOP);
+  await login(bob2, `bob-${suffix}`);
+  await bob2.page.waitForSelector(`.chan-item[data-channel-id="${chanId}"]:has-text("Standup room")`, { timeout: WAIT });
+  check(await bob2.page.isHidden('#dlg-channel-open'), 'bob-2 did not open the channel by id');
+  await bob2.ctx.close();
+
+  log('carol opens the channel by its id');
   await carol.page.click('#open-channel');
   await carol.page.fill('#channel-id-input', chanId);
   await carol.page.click('#form-channel-open button[type=submit]');
@@ -288,6 +299,14 @@ async function register(u, username) {
 // rawUser registers and signs in a user over a WebSocket of u's page, as a
 // device of the given type, and keeps the link open; the frames it gets
 // collect in window.__raw[username].got.
+async function login(u, username) {
+  await u.page.waitForSelector('#login-form', { state: 'visible', timeout: WAIT });
+  await u.page.fill('#username', username);
+  await u.page.fill('#password', password);
+  await u.page.click('#login-submit');
+  await u.page.waitForSelector('#my-user-id:not(:empty)', { timeout: WAIT });
+}
+
 async function rawUser(u, username, type) {
   return u.page.evaluate(
     async ([username, password, type]) => {

@@ -152,3 +152,37 @@ test('serial and restore keep ids, titles and removal only', () => {
     ['c1111111111111111111111111', 'Other', true, false, 0],
   ]);
 });
+
+test('listChannels and channelAdded/channelRemoved keep the list', () => {
+  const m = new ChannelModel(ME);
+  const got = events(m);
+  const ids = m.setList([{ id: CH, title: 'Standup' }, { id: 'c00000000000000000000000a', title: 'Ops', level: Level.ADMIN }]);
+  assert.deepEqual([...ids].sort(), ['c00000000000000000000000a', CH].sort());
+  assert.equal(m.get(CH).level, Level.MEMBER, 'an omitted level is member');
+  assert.equal(m.get('c00000000000000000000000a').level, Level.ADMIN);
+  assert.ok(got.includes('list'));
+  got.length = 0;
+  m.setList([{ id: CH, title: 'Standup' }]);
+  assert.equal(got.length, 0, 'an unchanged entry emits nothing');
+  m.onSessionEvent({ seq: '3', channelAdded: { channel: { id: CH, title: 'Standup', level: Level.ADMIN } } });
+  assert.equal(m.get(CH).level, Level.ADMIN, 'channelAdded carries a level change');
+  m.onSessionEvent({ seq: '4', channelRemoved: { channelId: CH } });
+  assert.equal(m.get(CH).removed, true);
+  m.onSessionEvent({ seq: '5', channelAdded: { channel: { id: CH, title: 'Standup' } } });
+  assert.equal(m.get(CH).removed, false, 'added again');
+  m.onSessionEvent({ seq: '6', channelRemoved: { channelId: 'cunknown' } });
+  assert.equal(m.get('cunknown'), undefined, 'removal of an unknown channel is ignored');
+});
+
+test('MEMBER events add members and change levels without a refresh', () => {
+  const m = new ChannelModel(ME);
+  m.apply(full());
+  const dave = 'udddddddddddddddddddddddddd';
+  assert.equal(m.onEvent({ channelId: CH, kind: ChannelEvent.MEMBER, userId: dave }), false);
+  assert.equal(m.get(CH).members.get(dave).level, Level.MEMBER);
+  assert.equal(m.get(CH).log.at(-1).what, 'member-added');
+  assert.equal(m.onEvent({ channelId: CH, kind: ChannelEvent.MEMBER, userId: BOB, level: Level.ADMIN }), false);
+  assert.equal(m.get(CH).members.get(BOB).level, Level.ADMIN);
+  m.onEvent({ channelId: CH, kind: ChannelEvent.MEMBER, userId: ME, level: Level.MEMBER });
+  assert.equal(m.get(CH).level, Level.MEMBER, 'our own level follows');
+});

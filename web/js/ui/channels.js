@@ -20,6 +20,7 @@ const NOTES = {
   'member-joined': (u, me) => `${userLabel(u, me)} joined`,
   'member-left': (u, me) => `${userLabel(u, me)} left`,
   'member-removed': (u, me) => `${userLabel(u, me)} was removed from the channel`,
+  'member-added': (u, me) => `${userLabel(u, me)} was added to the channel`,
 };
 
 // channelError turns a channel command's error into words.
