@@ -107,7 +107,10 @@ func (g *channelGrain) outboxDone(m *outboxDone) {
 	}
 	b := g.n.opts.Store.NewBatch(persistence.KindChannel, g.id)
 	b.Delete(persistence.EncodeKey(persistence.KindChannelOutbox, g.id, []byte(m.opID)))
-	if err := b.Commit(); err != nil {
+	// Unsynced: a delete lost in a crash only sends the idempotent notice
+	// again, and a synced commit per member of a big channel would hold
+	// the grain's mailbox (and its sends) for seconds.
+	if err := b.CommitUnsynced(); err != nil {
 		// Harmless: the notice is idempotent and is sent again at the
 		// next activation.
 		g.log.Warn("channel outbox cleanup", "err", err)

@@ -241,7 +241,10 @@ func (g *convGrain) outboxDone(m *outboxDone) {
 	}
 	b := g.n.opts.Store.NewBatch(persistence.KindConv, g.id)
 	b.Delete(persistence.EncodeKey(persistence.KindConvOutbox, g.id, []byte(m.opID)))
-	if err := b.Commit(); err != nil {
+	// Unsynced: a delete lost in a crash only sends the idempotent
+	// notification again, and a synced commit per member of a big group
+	// would hold the grain's mailbox (and its sends) for seconds.
+	if err := b.CommitUnsynced(); err != nil {
 		// Harmless: the notification is idempotent and is sent again at
 		// the next activation.
 		g.log.Warn("outbox cleanup", "err", err)
