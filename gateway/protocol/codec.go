@@ -51,6 +51,15 @@ func DecodeClientFrame(data []byte) (*ClientFrame, *DecodeError) {
 	if !utf8.Valid(data) {
 		return nil, &DecodeError{Code: CodeBadJSON, Message: "frame is not valid UTF-8"}
 	}
+	if f, ok := decodeHelloFast(data); ok {
+		return f, nil
+	}
+	return decodeClientFrameSlow(data)
+}
+
+// decodeClientFrameSlow is the general decoder: encoding/json for the frame,
+// protojson for the command.
+func decodeClientFrameSlow(data []byte) (*ClientFrame, *DecodeError) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
 		if _, ok := err.(*json.UnmarshalTypeError); ok {
