@@ -115,6 +115,11 @@ var marshal = protojson.MarshalOptions{UseProtoNames: false, EmitUnpopulated: fa
 
 // Encode renders a frame as protojson.
 func Encode(m proto.Message) []byte {
+	if f, ok := m.(*ServerFrame); ok {
+		if b, ok := encodeHelloOKFast(f); ok {
+			return b
+		}
+	}
 	b, err := marshal.Marshal(m)
 	if err != nil {
 		// Marshal of a well-formed message cannot fail; a failure is a bug.
