@@ -77,10 +77,27 @@ func (g *sessionGrain) Init(ctx cluster.GrainContext) {
 
 func (g *sessionGrain) Terminate(ctx cluster.GrainContext) {}
 
+// cutGrace is how long a rebuildable session stays activated after its cut
+// even when idle. A cut is mostly followed by a resume within seconds (a
+// network change, a proxy timeout, a server-side storm of reconnects), and
+// with only the 1 s idle period the resume found the grain stopped and
+// paid its activation again (Pebble read and decode, spawn, placement, and
+// the stop after). Only cut sessions are kept longer, so the memory of
+// connected users is unchanged; a cut session is held at most this long.
+const cutGrace = 5 * time.Second
+
+// recentlyCut reports whether the session is rebuildable and was cut less
+// than cutGrace ago, with no link since.
+func (g *sessionGrain) recentlyCut() bool {
+	r := g.st.Rec
+	return r != nil && r.Rebuild && !r.Ended && g.st.Link == 0 && r.CutAtMs > 0 &&
+		g.n.now()-r.CutAtMs < cutGrace.Milliseconds()
+}
+
 func (g *sessionGrain) ReceiveDefault(ctx cluster.GrainContext) {
 	// P2SP holdings live in memory only (the files must be told when the
 	// link goes): a session that holds any stays activated.
-	g.idle.receive(ctx, len(g.holding) > 0)
+	g.idle.receive(ctx, len(g.holding) > 0 || g.recentlyCut())
 	if p, ok := ctx.Message().(*passivate); ok && p.gen == g.passGen && g.st.Link == 0 {
 		ctx.Poison(ctx.Self())
 	}

@@ -51,6 +51,15 @@ func DecodeClientFrame(data []byte) (*ClientFrame, *DecodeError) {
 	if !utf8.Valid(data) {
 		return nil, &DecodeError{Code: CodeBadJSON, Message: "frame is not valid UTF-8"}
 	}
+	if f, ok := decodeHelloFast(data); ok {
+		return f, nil
+	}
+	return decodeClientFrameSlow(data)
+}
+
+// decodeClientFrameSlow is the general decoder: encoding/json for the frame,
+// protojson for the command.
+func decodeClientFrameSlow(data []byte) (*ClientFrame, *DecodeError) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
 		if _, ok := err.(*json.UnmarshalTypeError); ok {
@@ -106,6 +115,11 @@ var marshal = protojson.MarshalOptions{UseProtoNames: false, EmitUnpopulated: fa
 
 // Encode renders a frame as protojson.
 func Encode(m proto.Message) []byte {
+	if f, ok := m.(*ServerFrame); ok {
+		if b, ok := encodeHelloOKFast(f); ok {
+			return b
+		}
+	}
 	b, err := marshal.Marshal(m)
 	if err != nil {
 		// Marshal of a well-formed message cannot fail; a failure is a bug.

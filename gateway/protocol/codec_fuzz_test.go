@@ -2,6 +2,9 @@ package protocol
 
 import (
 	"testing"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/proto"
 )
 
 // seedFrames are real client frames, as the SDK and the docs write them.
@@ -14,6 +17,9 @@ var seedFrames = []string{
 	`{"id":"6","createGroup":{"title":"team","members":["u1","u2"]}}`,
 	`{"id":"7","setRole":{"conversationId":"g1","userId":"u1","role":"ROLE_ADMIN"}}`,
 	`{"id":"8","ping":{}}`,
+	`{"id":"10","hello":{"versions":[1],"token":"uv3k.AHr7","device":{"id":"mbp-4f2a9c","type":"DEVICE_TYPE_BOT"},"resume":{"sessionId":"sf6e","rebuildToken":"9P7k-cqHVh3FUmgJU69bgWtXC0k","lastSessionSeq":"2"},"cursors":[{"conversationId":"gfbc","seq":"41"},{"conversationId":"d.u1.u2","seq":7}]}}`,
+	` { "id" : "11", "hello" : { "versions" : [ 1, 2 ] , "rebuild" : false, "resume" : { "lastSessionSeq" : -3 }, "cursors" : [ { } ] } } `,
+	`{"hello":{"versions":[]},"id":"12"}`,
 	`{"id":"9"}`, `[]`, `null`, `{"id":5}`, `{"id":"1","a":{},"b":{}}`,
 }
 
@@ -30,6 +36,19 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		cut := int(split) % (len(data) + 1)
 		for _, in := range [][]byte{data, data[:cut], data[cut:]} {
 			frame, derr := DecodeClientFrame(in)
+			// The hello fast path must agree with the general decoder on
+			// every input it accepts.
+			if utf8.Valid(in) {
+				if fast, ok := decodeHelloFast(in); ok {
+					slow, serr := decodeClientFrameSlow(in)
+					if serr != nil {
+						t.Fatalf("fast path accepted %q, general decoder: %v", in, serr)
+					}
+					if !proto.Equal(fast, slow) {
+						t.Fatalf("fast path decoded %q as %v, general decoder as %v", in, fast, slow)
+					}
+				}
+			}
 			if derr != nil {
 				if derr.Code == "" {
 					t.Fatalf("error without code for %q", in)
@@ -72,5 +91,38 @@ func TestDecodeClientFrameCodes(t *testing.T) {
 	f, err := DecodeClientFrame([]byte(seedFrames[2]))
 	if err != nil || f.GetSend().GetReplyTo() != 2 || f.GetSend().GetText() != "hi" {
 		t.Fatalf("decode send: %v %v", f, err)
+	}
+}
+
+// TestDecodeHelloFast checks that the fast path takes the frames clients
+// send (so the bench measures it) and agrees with the general decoder.
+func TestDecodeHelloFast(t *testing.T) {
+	for _, s := range []string{seedFrames[0], seedFrames[8], seedFrames[9], seedFrames[10]} {
+		fast, ok := decodeHelloFast([]byte(s))
+		if !ok {
+			t.Fatalf("fast path refused %s", s)
+		}
+		slow, err := decodeClientFrameSlow([]byte(s))
+		if err != nil || !proto.Equal(fast, slow) {
+			t.Fatalf("%s: fast %v, slow %v %v", s, fast, slow, err)
+		}
+	}
+	h := &ClientFrame{Id: "1", Command: &ClientFrame_Hello{Hello: &Hello{Versions: []int32{1}, Token: "t", Device: &Device{Id: "d", Type: DeviceType_DEVICE_TYPE_BOT},
+		Resume: &Resume{SessionId: "s", RebuildToken: "r", LastSessionSeq: 9}, Cursors: []*Cursor{{ConversationId: "g", Seq: 3}, {}}}}}
+	for i := 0; i < 20; i++ { // protojson spacing varies
+		b := EncodeClientFrame(h)
+		fast, ok := decodeHelloFast(b)
+		if !ok || !proto.Equal(fast, h) {
+			t.Fatalf("fast path on %s: %v %v", b, fast, ok)
+		}
+	}
+	for _, s := range []string{
+		`{"id":"1","hello":{"versions":[01]}}`, `{"id":"1","hello":{"token":"a\"b"}}`, `{"id":"1","hello":{"token":null}}`,
+		`{"id":"1","hello":{},"hello":{}}`, `{"id":"1","hello":{"rebuild":true,"rebuild":true}}`, `{"id":"1","hello":{"resume":{"session_id":"s"}}}`,
+		`{"id":"1","hello":{"versions":[1e0]}}`, `{"id":"1","hello":{"device":{"type":1}}}`, `{"id":"1","hello":{}} x`, `{"id":"","hello":{}}`,
+	} {
+		if _, ok := decodeHelloFast([]byte(s)); ok {
+			t.Errorf("fast path took %s", s)
+		}
 	}
 }

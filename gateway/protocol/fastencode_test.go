@@ -1,0 +1,88 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"math/rand"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// TestEncodeHelloOKFast: the fast helloOk encoder writes exactly what
+// protojson writes (up to protojson's random spacing), or declines.
+func TestEncodeHelloOKFast(t *testing.T) {
+	// The encoder knows every field of these messages; a new field must
+	// be added to it (or make it decline).
+	for _, c := range []struct {
+		m      proto.Message
+		fields int
+	}{{&ServerFrame{}, 1 + len(serverFrameOneofs())}, {&HelloOK{}, 3}, {&SessionInfo{}, 9}, {&Conversation{}, 7}} {
+		if n := c.m.ProtoReflect().Descriptor().Fields().Len(); n != c.fields {
+			t.Fatalf("%T has %d fields, the fast encoder knows %d", c.m, n, c.fields)
+		}
+	}
+	rng := rand.New(rand.NewSource(1))
+	strs := []string{"", "a", "sf6e6036ee77eb33738c7814d", "Design review", "d.u1.u2", `q"uote`, `back\slash`, "tab\t", "café", "<&>", "\u2028", "~ !#"}
+	s := func() string { return strs[rng.Intn(len(strs))] }
+	i64s := []int64{0, 1, -1, 300000, math.MaxInt64, math.MinInt64}
+	declined, taken := 0, 0
+	for i := 0; i < 20000; i++ {
+		h := &HelloOK{Version: []int32{0, 1, -7, math.MaxInt32}[rng.Intn(4)], Server: s()}
+		if rng.Intn(5) > 0 {
+			si := &SessionInfo{SessionId: s(), UserId: s(), DeviceId: s(), Rebuild: rng.Intn(2) == 0, RebuildToken: s(),
+				KeepMs: i64s[rng.Intn(len(i64s))], SessionSeq: i64s[rng.Intn(len(i64s))], Rebuilt: rng.Intn(2) == 0}
+			for n := rng.Intn(4); n > 0; n-- {
+				c := &Conversation{Id: s(), Kind: ConversationKind(rng.Intn(4)), Title: s(), LastSeq: i64s[rng.Intn(len(i64s))], ReadSeq: i64s[rng.Intn(len(i64s))]}
+				for k := rng.Intn(3); k > 0; k-- {
+					c.Subgroups = append(c.Subgroups, s())
+				}
+				if rng.Intn(20) == 0 {
+					c.Members = []*Member{{UserId: "u"}}
+				}
+				si.Conversations = append(si.Conversations, c)
+			}
+			h.Session = si
+		}
+		f := &ServerFrame{Re: s(), Body: &ServerFrame_HelloOk{HelloOk: h}}
+		fast, ok := encodeHelloOKFast(f)
+		if !ok {
+			declined++
+			continue
+		}
+		taken++
+		want, err := protojson.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, want); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(fast, compact.Bytes()) {
+			t.Fatalf("fast encoder wrote\n%s\nprotojson\n%s", fast, compact.Bytes())
+		}
+		back := &ServerFrame{}
+		if err := protojson.Unmarshal(fast, back); err != nil || !proto.Equal(back, f) {
+			t.Fatalf("%s decodes to %v (%v)", fast, back, err)
+		}
+	}
+	if taken < 1000 || declined == 0 {
+		t.Fatalf("fast encoder took %d, declined %d", taken, declined)
+	}
+	if _, ok := encodeHelloOKFast(&ServerFrame{Body: &ServerFrame_Pong{Pong: &Pong{}}}); ok {
+		t.Fatal("fast encoder took a pong")
+	}
+}
+
+func serverFrameOneofs() []protoreflect.FieldDescriptor {
+	var out []protoreflect.FieldDescriptor
+	fs := (&ServerFrame{}).ProtoReflect().Descriptor().Oneofs().ByName("body").Fields()
+	for i := 0; i < fs.Len(); i++ {
+		out = append(out, fs.Get(i))
+	}
+	return out
+}
