@@ -30,9 +30,13 @@ func fixedStackStart() {
 	if strings.Contains(gd, "adaptivestackstart=") {
 		return
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return
+	// /proc/self/exe is the running image even if the file was replaced
+	// since (an upgrade in place); elsewhere, the path it was started from.
+	exe := "/proc/self/exe"
+	if _, err := os.Stat(exe); err != nil {
+		if exe, err = os.Executable(); err != nil {
+			return
+		}
 	}
 	if ok && gd != "" {
 		gd += ","
