@@ -17,7 +17,10 @@ func linkOf(c *gws.Conn) *link {
 // (serveWS) and are enforced by the server's sweeper.
 func (h *handler) OnOpen(c *gws.Conn) {}
 
+// OnClose is the last call of the link's ReadLoop (serveWS counted it in
+// s.wg).
 func (h *handler) OnClose(c *gws.Conn, err error) {
+	defer h.s.wg.Done()
 	l := linkOf(c)
 	if l == nil {
 		return
@@ -39,6 +42,10 @@ func (h *handler) OnClose(c *gws.Conn, err error) {
 }
 
 func (h *handler) OnPing(c *gws.Conn, payload []byte) {
+	offStack(func() { h.onPing(c, payload) })
+}
+
+func (h *handler) onPing(c *gws.Conn, payload []byte) {
 	l := linkOf(c)
 	l.active.Store(monoNow())
 	l.armWriteDeadline()
@@ -47,7 +54,34 @@ func (h *handler) OnPing(c *gws.Conn, payload []byte) {
 
 func (h *handler) OnPong(c *gws.Conn, payload []byte) {}
 
+// OnMessage handles a frame on a goroutine of its own and waits for it:
+// see offStack.
 func (h *handler) OnMessage(c *gws.Conn, msg *gws.Message) {
+	offStack(func() { h.onMessage(c, msg) })
+}
+
+// offStack runs f on a fresh goroutine and waits for it to return, so
+// that the link's read goroutine, which sits parked in a read for the
+// life of the link, never grows past its initial 2 KiB stack.
+//
+// Handling a frame (JSON decode, login, a grain request) runs deeper than
+// 2 KiB; on the read goroutine that would double its stack to 4 KiB for
+// good: the runtime shrinks a parked goroutine's stack only when under a
+// quarter of it is in use counting its 800-byte nosplit reserve, and a
+// read parked in netpoll is ~1.1 KiB deep. A short-lived goroutine's
+// grown stack is freed when it exits. Waiting keeps the link's frames
+// handled one at a time, in order, with TCP backpressure on a client that
+// sends faster than it is served.
+func offStack(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	<-done
+}
+
+func (h *handler) onMessage(c *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
 	l := linkOf(c)
 	l.active.Store(monoNow())

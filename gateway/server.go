@@ -131,11 +131,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.hub.addLink(l)
 	s.startSweeper()
 	s.metrics.connections.Inc()
+	// The read goroutine runs ReadLoop itself, with no wrapper frame: it
+	// sits parked ~1.1 KiB deep for the life of the link, just inside the
+	// 2 KiB a goroutine starts with (see offStack); a wrapper with a defer
+	// tips it over and doubles its stack. OnClose, ReadLoop's last call,
+	// marks it done.
 	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		conn.ReadLoop()
-	}()
+	go conn.ReadLoop()
 }
 
 // Shutdown stops accepting links and closes every link with 1001 ("come

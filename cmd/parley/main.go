@@ -20,6 +20,7 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "serve":
+		fixedStackStart()
 		err = serve(os.Args[2:])
 	case "backup":
 		err = backup(os.Args[2:])

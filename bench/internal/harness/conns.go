@@ -8,7 +8,8 @@ import (
 )
 
 // settle is how long the conns scenario lets the server settle before
-// reading its RSS (no GC is forced: RSS is what an operator would see).
+// reading its RSS, once its background work is done (waitQuiet); no GC is
+// forced: RSS is what an operator would see.
 const settle = 2 * time.Second
 
 // conns: N links log in (hello + login with the password of a
@@ -45,6 +46,43 @@ func (h *harness) conns(ctx context.Context) error {
 		h.printf("  median of %d: %.0f links/s, %.1f KiB RSS per link\n", o.Runs, median(rates), median(perLink))
 	}
 	return nil
+}
+
+// waitQuiet waits until the server's background work after the set-up
+// (group-membership notices: synced commits per member, outbox sends) is
+// done: every grain mailbox empty, no bytes queued to links, and no synced
+// commit for a full second. The reading is of logged-in members at rest,
+// not of the transient burst that follows group creation.
+func (e *env) waitQuiet(limit time.Duration) (time.Duration, error) {
+	start := time.Now()
+	lastCommits, stable := -1.0, time.Time{}
+	for {
+		st := e.serverState()
+		if st.err != nil {
+			return 0, st.err
+		}
+		busy := 0.0
+		for _, v := range st.metrics.withPrefix("parley_mailbox_depth") {
+			busy += v
+		}
+		q, _ := st.metrics.get("parley_outbound_queue_bytes")
+		commits, _ := st.metrics.get("parley_fsync_seconds_count")
+		switch {
+		case busy > 0 || q > 0 || commits != lastCommits:
+			stable = time.Time{}
+		case stable.IsZero():
+			stable = time.Now()
+		case time.Since(stable) >= time.Second:
+			return time.Since(start), nil
+		}
+		lastCommits = commits
+		if time.Since(start) > limit {
+			return 0, fmt.Errorf("server still busy after %s (mailboxes %.0f, queued %.0f bytes)", limit, busy, q)
+		}
+		if err := e.sleep(200 * time.Millisecond); err != nil {
+			return 0, err
+		}
+	}
 }
 
 // connsRun is one run: fresh server on a copy of the registered data.
@@ -90,6 +128,10 @@ func (h *harness) connsRun(ctx context.Context, r, n int, regDir string, ids []s
 	if err := e.waitCreated(uint64(n), 5*time.Minute); err != nil {
 		return 0, 0, err
 	}
+	quiet, err := e.waitQuiet(2 * time.Minute)
+	if err != nil {
+		return 0, 0, err
+	}
 	if err := e.sleep(settle); err != nil {
 		return 0, 0, err
 	}
@@ -103,7 +145,13 @@ func (h *harness) connsRun(ctx context.Context, r, n int, regDir string, ids []s
 	h.printf("  run %d: %d links in %s = %.0f links/s (per link p50 %s p99 %s; server CPU %s, %.0f µs/link)\n",
 		r+1, cr.connected, cr.took.Round(time.Millisecond), rate, ms(cr.setup.Quantile(0.5)), ms(cr.setup.Quantile(0.99)),
 		cores(c1-c0, cr.took), float64((c1-c0).Microseconds())/float64(cr.connected))
-	h.printf("         RSS %s empty -> %s with links = %.1f KiB/link\n", mib(empty.rss), mib(st.rss), kibPerLink)
+	h.printf("         RSS %s empty -> %s with links = %.1f KiB/link (server quiet %s after the last group was created)\n",
+		mib(empty.rss), mib(st.rss), kibPerLink, quiet.Round(100*time.Millisecond))
+	if stk, ok := st.metrics.get("go_memstats_stack_inuse_bytes"); ok {
+		stk0, _ := empty.metrics.get("go_memstats_stack_inuse_bytes")
+		goal, _ := st.metrics.get("go_memstats_next_gc_bytes")
+		h.printf("         goroutine stacks %.2f KiB/link; heap goal %s\n", (stk-stk0)/1024/float64(n), mib(int64(goal)))
+	}
 	if g := st.goRuntime(e.t); !strings.HasSuffix(g, "(*)") {
 		h.printf("         empty server: %s; with links: %s\n", empty.goRuntime(e.t), g)
 	}

@@ -1,0 +1,6 @@
+//go:build !unix
+
+package main
+
+// fixedStackStart: see stackstart_unix.go; elsewhere the runtime default.
+func fixedStackStart() {}
