@@ -187,7 +187,7 @@ func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
 			ctx.Send(s.sender, fx.Reply)
 		}
 		for _, u := range fx.HubJoin {
-			fan.Join(g.id, u)
+			fan.Join(g.id, u, 0)
 		}
 		for _, msg := range fx.Deliver {
 			if msg.Seq > g.committedSeq {

@@ -32,7 +32,9 @@ type Fanout interface {
 	// to every local link of every online member of conv.
 	Publish(conv string, seq int64, frame []byte)
 	// Join subscribes the user's local links to conv; Leave unsubscribes.
-	Join(conv, user string)
+	// link is the link of the session the join is pushed to (0: none): a
+	// link still logging in gets conv at its attach.
+	Join(conv, user string, link uint64)
 	Leave(conv, user string)
 	// SendToLink writes an encoded frame to one link; false if it is gone.
 	SendToLink(link uint64, frame []byte) bool

@@ -137,7 +137,7 @@ func (g *sessionGrain) apply(ctx cluster.GrainContext, ev session.Event) error {
 		fan.CloseLink(c.Link, c.Code, c.Reason)
 	}
 	for _, conv := range fx.HubJoin {
-		fan.Join(conv, g.st.Rec.UserId)
+		fan.Join(conv, g.st.Rec.UserId, g.st.Link)
 	}
 	for _, conv := range fx.HubLeave {
 		fan.Leave(conv, g.st.Rec.UserId)

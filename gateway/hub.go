@@ -17,6 +17,11 @@ type Hub struct {
 	// sessions maps a session to the open link that carries it, from the
 	// session grain's Open or Resume (BindSession) to the link's close.
 	sessions map[string]*link
+	// early holds conversations joined for a link that is open but not yet
+	// attached (its login or resume is between reading the user's
+	// conversation list and attach): attach subscribes them too, so a join
+	// that lands in that window is not missed live.
+	early map[uint64][]string
 
 	// Published counts frames written to link queues (deliveries).
 	Published atomic.Int64
@@ -33,7 +38,7 @@ type hubUser struct {
 
 // NewHub returns an empty hub.
 func NewHub() *Hub {
-	return &Hub{links: map[uint64]*link{}, users: map[string]*hubUser{}, convs: map[string]map[*hubUser]struct{}{}, sessions: map[string]*link{}}
+	return &Hub{links: map[uint64]*link{}, users: map[string]*hubUser{}, convs: map[string]map[*hubUser]struct{}{}, sessions: map[string]*link{}, early: map[uint64][]string{}}
 }
 
 func (h *Hub) addLink(l *link) {
@@ -57,6 +62,10 @@ func (h *Hub) attach(l *link, user string, convs []string, rate, burst float64) 
 	for _, c := range convs {
 		h.joinLocked(c, u)
 	}
+	for _, c := range h.early[l.id] {
+		h.joinLocked(c, u)
+	}
+	delete(h.early, l.id)
 	return u
 }
 
@@ -65,6 +74,7 @@ func (h *Hub) removeLink(l *link) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.links, l.id)
+	delete(h.early, l.id)
 	h.unbindLocked(l)
 	u := l.user
 	if u == nil {
@@ -102,11 +112,15 @@ func (h *Hub) joinLocked(conv string, u *hubUser) {
 	}
 }
 
-// Join subscribes the user's local links (if any) to conv.
-func (h *Hub) Join(conv, user string) {
+// Join subscribes the user's local links (if any) to conv. link, if not
+// 0, is the link of the session the join was pushed to: if it is open
+// but not attached yet, the join is kept for its attach.
+func (h *Hub) Join(conv, user string, link uint64) {
 	h.mu.Lock()
 	if u := h.users[user]; u != nil {
 		h.joinLocked(conv, u)
+	} else if l := h.links[link]; l != nil && link != 0 {
+		h.early[link] = append(h.early[link], conv)
 	}
 	h.mu.Unlock()
 }
