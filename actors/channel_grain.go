@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -40,6 +39,7 @@ type channelGrain struct {
 	pending []channel.Frame
 	flushAt bool // a channelFlush is in the mailbox
 	self    *actor.PID
+	ob      outbox // membership notices to user grains
 }
 
 // channelFlush asks the grain to write its pending message frames.
@@ -55,6 +55,7 @@ func (g *channelGrain) Init(ctx cluster.GrainContext) {
 	g.id = ctx.Identity()
 	g.self = ctx.Self()
 	g.log = g.n.log.With("channel_id", g.id)
+	g.ob = outbox{n: g.n, self: g.self, log: g.log, shard: persistence.KindChannel, kind: persistence.KindChannelOutbox, id: g.id}
 	st, outbox, err := loadChannel(g.n.opts.Store, g.id)
 	if err != nil {
 		g.log.Error("load channel", "err", err)
@@ -64,7 +65,7 @@ func (g *channelGrain) Init(ctx cluster.GrainContext) {
 	g.st = st
 	// Notices a previous activation committed but did not finish.
 	for op, rec := range outbox {
-		g.dispatch(op, rec)
+		g.ob.dispatch(op, rec)
 	}
 }
 
@@ -76,44 +77,9 @@ func (g *channelGrain) ReceiveDefault(ctx cluster.GrainContext) {
 		g.flushAt = false
 		g.flush()
 	case *outboxDone:
-		g.outboxDone(m)
+		g.ob.done(m)
 	case *outboxRetry:
-		g.dispatch(m.opID, m.rec)
-	}
-}
-
-// dispatch delivers an outbox notice to the user grain (idempotent: the
-// user grain ignores a version it has), outside the mailbox, on the
-// node's notifier. Dropped while the node stops: the entry stays and is
-// dispatched at the next activation.
-func (g *channelGrain) dispatch(opID string, rec *grainpb.OutboxRecord) {
-	n, self := g.n, g.self
-	n.notify.do(func() {
-		err := n.deliverOutbox(rec)
-		n.System.Root.Send(self, &outboxDone{opID: opID, rec: rec, err: err})
-	})
-}
-
-// outboxDone deletes a delivered notice, or retries a failed one.
-func (g *channelGrain) outboxDone(m *outboxDone) {
-	if m.err != nil && cluster.FromError(m.err).Reason != pb.CodeNotFound {
-		g.n.opts.Metrics.OutboxRetries.Add(1)
-		g.log.Warn("channel outbox entry failed; retrying", "op", m.opID, "err", m.err)
-		n, self := g.n, g.self
-		time.AfterFunc(time.Second, func() {
-			n.System.Root.Send(self, &outboxRetry{opID: m.opID, rec: m.rec})
-		})
-		return
-	}
-	b := g.n.opts.Store.NewBatch(persistence.KindChannel, g.id)
-	b.Delete(persistence.EncodeKey(persistence.KindChannelOutbox, g.id, []byte(m.opID)))
-	// Unsynced: a delete lost in a crash only sends the idempotent notice
-	// again, and a synced commit per member of a big channel would hold
-	// the grain's mailbox (and its sends) for seconds.
-	if err := b.CommitUnsynced(); err != nil {
-		// Harmless: the notice is idempotent and is sent again at the
-		// next activation.
-		g.log.Warn("channel outbox cleanup", "err", err)
+		g.ob.dispatch(m.opID, m.rec)
 	}
 }
 
@@ -154,7 +120,7 @@ func (g *channelGrain) apply(ctx cluster.GrainContext, ev channel.Event) (proto.
 		}
 		for _, w := range fx.Writes {
 			if w.Outbox != nil {
-				g.dispatch(w.Outbox.OpID, w.Outbox.Record)
+				g.ob.dispatch(w.Outbox.OpID, w.Outbox.Record)
 			}
 		}
 	}
@@ -319,21 +285,9 @@ func loadChannel(s *persistence.Store, id string) (*channel.State, map[string]*g
 	if err != nil {
 		return nil, nil, fmt.Errorf("load members of channel %s: %w", id, err)
 	}
-	outbox := map[string]*grainpb.OutboxRecord{}
-	op := persistence.EntityPrefix(persistence.KindChannelOutbox, id)
-	err = s.Scan(op, persistence.PrefixEnd(op), 0, func(k, v []byte) bool {
-		r := &grainpb.OutboxRecord{}
-		if decErr = proto.Unmarshal(v, r); decErr != nil {
-			return false
-		}
-		outbox[string(k[len(op):])] = r
-		return true
-	})
-	if err == nil {
-		err = decErr
-	}
+	outbox, err := loadOutbox(s, persistence.KindChannelOutbox, id)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load outbox of channel %s: %w", id, err)
+		return nil, nil, err
 	}
 	return st, outbox, nil
 }

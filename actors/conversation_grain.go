@@ -36,6 +36,7 @@ type convGrain struct {
 	sweptGen uint32
 	broken   bool
 	self     *actor.PID
+	ob       outbox // membership notices and file releases
 	// expiryAt is when the invitation-expiry timer fires (0: none).
 	expiryAt int64
 	// tail is the last small History page read from the store (nil: none),
@@ -70,18 +71,12 @@ type commitDone struct {
 	err   error
 }
 
-// outboxDone reports a delivered (or failed) notification.
-type outboxDone struct {
-	opID string
-	rec  *grainpb.OutboxRecord
-	err  error
-}
-
 func (g *convGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.id = ctx.Identity()
 	g.self = ctx.Self()
 	g.log = g.n.log.With("conversation_id", g.id)
+	g.ob = outbox{n: g.n, self: g.self, log: g.log, shard: persistence.KindConv, kind: persistence.KindConvOutbox, id: g.id}
 	st, outbox, err := loadConversation(g.n.opts.Store, g.id)
 	if err != nil {
 		// A grain that cannot read its state must not answer from an
@@ -93,7 +88,7 @@ func (g *convGrain) Init(ctx cluster.GrainContext) {
 	g.st = st
 	g.committedSeq = st.LastSeq
 	for op, rec := range outbox {
-		g.dispatch(op, rec)
+		g.ob.dispatch(op, rec)
 	}
 	g.scheduleExpiry()
 }
@@ -105,9 +100,9 @@ func (g *convGrain) ReceiveDefault(ctx cluster.GrainContext) {
 	case *commitDone:
 		g.committed(ctx, m)
 	case *outboxDone:
-		g.outboxDone(m)
+		g.ob.done(m)
 	case *outboxRetry:
-		g.dispatch(m.opID, m.rec)
+		g.ob.dispatch(m.opID, m.rec)
 	case *expiryTick:
 		g.expiryTick(ctx, m)
 	}
@@ -207,54 +202,11 @@ func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
 		}
 		for _, w := range fx.Writes {
 			if w.Outbox != nil {
-				g.dispatch(w.Outbox.OpID, w.Outbox.Record)
+				g.ob.dispatch(w.Outbox.OpID, w.Outbox.Record)
 			}
 		}
 	}
 	g.scheduleExpiry()
-}
-
-// dispatch delivers an outbox entry, outside the mailbox (a grain never
-// blocks on another grain's reply): a membership notification to the user
-// grain, or a file reference release to the file grain. Both are
-// idempotent, so a retry or a re-dispatch at activation is harmless. It
-// runs on the node's notifier (bounded workers).
-func (g *convGrain) dispatch(opID string, rec *grainpb.OutboxRecord) {
-	n, self := g.n, g.self
-	// Dropped while the node stops: the entry stays in the outbox and is
-	// dispatched again at the next activation.
-	n.notify.do(func() {
-		err := n.deliverOutbox(rec)
-		n.System.Root.Send(self, &outboxDone{opID: opID, rec: rec, err: err})
-	})
-}
-
-func (g *convGrain) outboxDone(m *outboxDone) {
-	if m.err != nil && cluster.FromError(m.err).Reason != pb.CodeNotFound {
-		g.n.opts.Metrics.OutboxRetries.Add(1)
-		g.log.Warn("outbox entry failed; retrying", "op", m.opID, "err", m.err)
-		n, self := g.n, g.self
-		time.AfterFunc(time.Second, func() {
-			n.System.Root.Send(self, &outboxRetry{opID: m.opID, rec: m.rec})
-		})
-		return
-	}
-	b := g.n.opts.Store.NewBatch(persistence.KindConv, g.id)
-	b.Delete(persistence.EncodeKey(persistence.KindConvOutbox, g.id, []byte(m.opID)))
-	// Unsynced: a delete lost in a crash only sends the idempotent
-	// notification again, and a synced commit per member of a big group
-	// would hold the grain's mailbox (and its sends) for seconds.
-	if err := b.CommitUnsynced(); err != nil {
-		// Harmless: the notification is idempotent and is sent again at
-		// the next activation.
-		g.log.Warn("outbox cleanup", "err", err)
-	}
-}
-
-// outboxRetry re-dispatches a notification after a delay.
-type outboxRetry struct {
-	opID string
-	rec  *grainpb.OutboxRecord
 }
 
 func (g *convGrain) Create(req *grainpb.CreateConvReq, _ func(*pb.Conversation), _ func(error), ctx cluster.GrainContext) error {

@@ -131,21 +131,9 @@ func loadConversation(s *persistence.Store, id string) (*conversation.State, map
 			return nil, nil, err
 		}
 	}
-	outbox := map[string]*grainpb.OutboxRecord{}
-	op := persistence.EntityPrefix(persistence.KindConvOutbox, id)
-	err = s.Scan(op, persistence.PrefixEnd(op), 0, func(k, v []byte) bool {
-		r := &grainpb.OutboxRecord{}
-		if scanErr = proto.Unmarshal(v, r); scanErr != nil {
-			return false
-		}
-		outbox[string(k[len(op):])] = r
-		return true
-	})
-	if err == nil {
-		err = scanErr
-	}
+	outbox, err := loadOutbox(s, persistence.KindConvOutbox, id)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load outbox of %s: %w", id, err)
+		return nil, nil, err
 	}
 	st.Subgroups = rec.Subgroups
 	if err := loadImports(s, st); err != nil {

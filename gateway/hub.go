@@ -119,7 +119,7 @@ func (h *Hub) Join(conv, user string, link uint64) {
 	h.mu.Lock()
 	if u := h.users[user]; u != nil {
 		h.joinLocked(conv, u)
-	} else if l := h.links[link]; l != nil && link != 0 {
+	} else if _, open := h.links[link]; open && link != 0 {
 		h.early[link] = append(h.early[link], conv)
 	}
 	h.mu.Unlock()
