@@ -236,6 +236,11 @@ func Start(opts Options) (*Node, error) {
 		cluster.WithKinds(kinds...),
 		cluster.WithRequestTimeout(opts.RequestTimeout),
 	)
+	// One member has no one to gossip with, and the gossip loop of this
+	// protoactor version races with the provider's shutdown (it reads the
+	// block list that Cluster.Shutdown rewrites; seen under -race). The
+	// cluster issue must revisit this when members are more than one.
+	cfg.GossipInterval = time.Hour
 	if opts.GrainIdle > 0 {
 		n.idle = newIdleWheel(n.System.Root, opts.GrainIdle)
 	}
