@@ -221,6 +221,7 @@ func Start(opts Options) (*Node, error) {
 	// debug runs only.
 	actorLog := slog.New(quietHandler{opts.Logger.Handler()}).With("component", "protoactor")
 	n.System = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return actorLog }))
+	compactRegistry(n.System)
 	kinds := []*cluster.Kind{
 		grainpb.NewUsernameKind(func() grainpb.Username { return &usernameGrain{} }, 0, opts.Metrics.mailbox(KindUsername)),
 		grainpb.NewUserKind(func() grainpb.User { return &userGrain{} }, 0, opts.Metrics.mailbox(KindUser)),
