@@ -62,10 +62,13 @@ func NewServer(opts Options, hub *Hub, log *slog.Logger) (*Server, error) {
 		ReadMaxPayloadSize:  opts.MaxFrameBytes,
 		WriteMaxPayloadSize: 16 << 20,
 		CheckUtf8Enabled:    true,
-		ReadBufferSize:      512,
-		WriteBufferSize:     1024,
-		Logger:              gwsLogger{s.log},
-		NewSession:          func() gws.SessionStorage { return new(link) },
+		// Frames are read through this buffer (a larger payload is read
+		// straight into its own buffer): it lives as long as the link,
+		// so it is kept small. Most client frames fit in it.
+		ReadBufferSize:  256,
+		WriteBufferSize: 1024,
+		Logger:          gwsLogger{s.log},
+		NewSession:      func() gws.SessionStorage { return new(link) },
 	})
 	s.metrics = newMetrics(s)
 	s.mux = http.NewServeMux()
