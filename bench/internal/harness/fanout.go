@@ -46,16 +46,19 @@ func (h *harness) fanout(ctx context.Context, t target) (*fanoutSummary, error) 
 	return h.groupLoad(ctx, t, n, pubs, 0, o.Pace)
 }
 
-// latency: a 1,000-member group at a fixed, low send rate.
-func (h *harness) latency(ctx context.Context) error {
+// latency: a 1,000-member group at a fixed, low send rate. With target
+// baseline (scenario latency-baseline) the same load runs against the
+// bare gws broadcast server: no persistence, no actors, so its figures
+// are the floor this machine (server and clients sharing its cores) puts
+// under any server's end-to-end latency.
+func (h *harness) latency(ctx context.Context, t target) (*fanoutSummary, error) {
 	o := h.o
 	n := o.N
 	if n == 0 {
 		n = defaultLatencyN
 	}
-	h.printf("\n== latency (parley): 1 group of %d members, 1 publisher at %.0f messages/s, text %d B ==\n", n, o.Rate, o.Size)
-	_, err := h.groupLoad(ctx, targetParley, n, 1, o.Rate, control.PaceAck)
-	return err
+	h.printf("\n== latency (%s): 1 group of %d members, 1 publisher at %.0f messages/s, text %d B ==\n", t, n, o.Rate, o.Size)
+	return h.groupLoad(ctx, t, n, 1, o.Rate, control.PaceAck)
 }
 
 // idleCPU lets the set-up settle (session events, membership outbox) and

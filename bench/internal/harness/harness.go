@@ -18,9 +18,9 @@ import (
 
 // Options configure a bench invocation.
 type Options struct {
-	// Scenario is a comma-separated list of fanout, baseline, groups,
-	// conns and latency, or "all" for every one. With both fanout and
-	// baseline, their ratio is reported.
+	// Scenario is a comma-separated list of scenarioOrder's names, or
+	// "all" for every one. With both fanout and baseline, their ratio is
+	// reported; with latency and latency-baseline, both latencies.
 	Scenario string
 	// N is the group size (fanout, latency) or the number of links
 	// (conns); 0 takes the scenario's default.
@@ -122,7 +122,7 @@ func Run(ctx context.Context, o Options) error {
 	h := &harness{o: o, tmp: tmp}
 	h.header()
 	var failed []string
-	var parley, base, chanSum *fanoutSummary
+	var parley, base, chanSum, lat, latBase *fanoutSummary
 	for _, sc := range scenarios {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -138,7 +138,9 @@ func Run(ctx context.Context, o Options) error {
 		case "conns":
 			err = h.conns(ctx)
 		case "latency":
-			err = h.latency(ctx)
+			lat, err = h.latency(ctx, targetParley)
+		case "latency-baseline":
+			latBase, err = h.latency(ctx, targetBaseline)
 		case "files":
 			err = h.files(ctx)
 		case "calls":
@@ -157,6 +159,10 @@ func Run(ctx context.Context, o Options) error {
 		if sc == "baseline" && parley != nil && base != nil {
 			h.compare(parley, base)
 		}
+		if sc == "latency-baseline" && lat != nil && latBase != nil {
+			h.printf("\n== latency: parley / baseline ==\n  e2e p50: parley %.2fms, baseline %.2fms; p99: parley %.2fms, baseline %.2fms\n",
+				lat.p50, latBase.p50, lat.p99, latBase.p99)
+		}
 		if sc == "channel-fanout" && parley != nil && chanSum != nil {
 			h.compareChannel(parley, chanSum)
 		}
@@ -168,7 +174,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // scenarioOrder is the order scenarios run in, and what "all" means.
-var scenarioOrder = []string{"fanout", "baseline", "channel-fanout", "groups", "conns", "latency", "files", "calls", "rebuild-storm", "p2sp"}
+var scenarioOrder = []string{"fanout", "baseline", "channel-fanout", "groups", "conns", "latency", "latency-baseline", "files", "calls", "rebuild-storm", "p2sp"}
 
 // parseScenarios reads a comma-separated list ("all" for every scenario)
 // and returns it in run order (the baseline and channel-fanout right after
