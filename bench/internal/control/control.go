@@ -118,6 +118,10 @@ type Command struct {
 	Timeout int64 `json:"timeout,omitempty"`
 	// OpRebuild: reconnects are spread uniformly over Jitter ns.
 	Jitter int64 `json:"jitter,omitempty"`
+	// OpRebuild: Plain reconnects with a hello that resumes nothing and
+	// counts its helloOk as the confirm (reconnect-baseline: the bare gws
+	// server has no sessions to rebuild).
+	Plain bool `json:"plain,omitempty"`
 	// OpCut: local link indexes (all if empty).
 	Links []int `json:"links,omitempty"`
 	// OpChannel: creator link, title and members (user ids).

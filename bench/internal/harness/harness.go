@@ -149,6 +149,8 @@ func Run(ctx context.Context, o Options) error {
 			chanSum, err = h.channelFanout(ctx)
 		case "rebuild-storm":
 			err = h.rebuildStorm(ctx)
+		case "reconnect-baseline":
+			err = h.reconnectBaseline(ctx)
 		case "p2sp":
 			err = h.p2sp(ctx)
 		}
@@ -174,7 +176,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // scenarioOrder is the order scenarios run in, and what "all" means.
-var scenarioOrder = []string{"fanout", "baseline", "channel-fanout", "groups", "conns", "latency", "latency-baseline", "files", "calls", "rebuild-storm", "p2sp"}
+var scenarioOrder = []string{"fanout", "baseline", "channel-fanout", "groups", "conns", "latency", "latency-baseline", "files", "calls", "rebuild-storm", "reconnect-baseline", "p2sp"}
 
 // parseScenarios reads a comma-separated list ("all" for every scenario)
 // and returns it in run order (the baseline and channel-fanout right after

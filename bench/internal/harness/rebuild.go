@@ -266,3 +266,66 @@ func (e *env) waitLinks(want int, timeout time.Duration) error {
 		}
 	}
 }
+
+// reconnectBaseline is the rebuild storm's yardstick: the same N links,
+// cut at once and redialled jittered over -jitter, against the bare gws
+// server, each with a hello that resumes nothing. Dial -> helloOk there is
+// the cost of a TCP connect, a WebSocket upgrade and one frame each way
+// on this machine with no session, actor or disk behind it: the floor
+// under rebuild-storm's dial -> rebuild-confirm.
+func (h *harness) reconnectBaseline(ctx context.Context) error {
+	o := h.o
+	n := o.N
+	if n == 0 {
+		n = defaultRebuildN
+	}
+	h.printf("\n== reconnect-baseline (bare gws): %d links cut at once, reconnect jittered over %s, hello -> helloOk ==\n", n, o.Jitter)
+	e, err := h.startEnv(ctx, targetBaseline, n, h.dir("reconnect"), true)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	cr, err := e.connect()
+	if cr != nil {
+		h.printConnect(cr, n)
+	}
+	if err != nil {
+		return err
+	}
+	var p50, p99, cpuPer []float64
+	for run := range o.Runs {
+		if err := e.sleep(settle); err != nil {
+			return err
+		}
+		if err := e.pool.all(control.OpCut); err != nil {
+			return err
+		}
+		if err := e.sleep(time.Second); err != nil {
+			return err
+		}
+		c0, _ := cpuTime(e.srv.pid())
+		rs, err := e.pool.each(func(int) control.Command {
+			return control.Command{Op: control.OpRebuild, Plain: true, Jitter: int64(o.Jitter), Timeout: int64(rebuildTimeout)}
+		})
+		c1, _ := cpuTime(e.srv.pid())
+		if err != nil {
+			return err
+		}
+		rb := &control.Rebuild{}
+		for _, r := range rs {
+			rb.Add(r.Rebuild)
+		}
+		per := 0.0
+		if rb.Rebuilt > 0 {
+			per = float64((c1 - c0).Microseconds()) / float64(rb.Rebuilt)
+		}
+		p50 = append(p50, float64(rb.Confirm.Quantile(0.5))/1e6)
+		p99 = append(p99, float64(rb.Confirm.Quantile(0.99))/1e6)
+		cpuPer = append(cpuPer, per)
+		h.printf("  run %d: %d reconnected, failed %s; dial->helloOk %s; server CPU %s = %.0f µs per reconnect\n",
+			run+1, rb.Rebuilt, formatCounts(rb.Failed), lat(rb.Confirm), fmtDur(c1-c0), per)
+	}
+	h.printf("  median of %d: dial->helloOk p50 %.2fms %s, p99 %.2fms %s; server CPU %.0f µs per reconnect %s\n",
+		o.Runs, median(p50), runs(p50, "%.1f"), median(p99), runs(p99, "%.1f"), median(cpuPer), runs(cpuPer, "%.0f"))
+	return nil
+}

@@ -239,6 +239,22 @@ func (c *conn) resume(ctx context.Context) (refused string, confirmed time.Time,
 	return refused, confirmed, nil
 }
 
+// reconnect dials again and says hello without resuming anything; the
+// helloOk is the confirm (reconnect-baseline).
+func (c *conn) reconnect(ctx context.Context) (refused string, confirmed time.Time, err error) {
+	if err := c.connect(); err != nil {
+		return "", time.Time{}, err
+	}
+	dev := &pb.Device{Id: c.acct.Device, Type: pb.DeviceType_DEVICE_TYPE_BOT}
+	_, err = c.call(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_Hello{Hello: &pb.Hello{Versions: []int32{pb.Version}, Device: dev}}})
+	confirmed = time.Now()
+	if err != nil {
+		return "", confirmed, fmt.Errorf("hello: %w", err)
+	}
+	c.cut.Store(false)
+	return "", confirmed, nil
+}
+
 // awaitSeqs arms the caught-up signal for expect; the channel is closed
 // when every tracked conversation named in expect reaches its seq.
 func (c *conn) awaitSeqs(expect map[string]int64) chan struct{} {

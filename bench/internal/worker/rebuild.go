@@ -106,8 +106,8 @@ func (w *Worker) cutLinks(idx []int) *control.Reply {
 
 // rebuild reconnects every cut link after a uniform random delay in
 // [0, jitter) and resumes its session; each link is then awaited until
-// it holds the expected seqs.
-func (w *Worker) rebuild(ctx context.Context, expect map[string]int64, jitter, timeout time.Duration) *control.Reply {
+// it holds the expected seqs. plain: a hello that resumes nothing.
+func (w *Worker) rebuild(ctx context.Context, expect map[string]int64, jitter, timeout time.Duration, plain bool) *control.Reply {
 	rb := &control.Rebuild{Refused: map[string]int{}, Failed: map[string]int{}}
 	var confirm, caught histogram.Histogram
 	var mu sync.Mutex
@@ -128,7 +128,11 @@ func (w *Worker) rebuild(ctx context.Context, expect map[string]int64, jitter, t
 			time.Sleep(time.Until(start.Add(delay)))
 			ready := c.awaitSeqs(expect)
 			t0 := time.Now()
-			refused, confirmed, err := c.resume(ctx)
+			resume := c.resume
+			if plain {
+				resume = c.reconnect
+			}
+			refused, confirmed, err := resume(ctx)
 			mu.Lock()
 			if rb.FirstDial == 0 || t0.UnixNano() < rb.FirstDial {
 				rb.FirstDial = t0.UnixNano()

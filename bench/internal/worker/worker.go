@@ -105,7 +105,7 @@ func (w *Worker) handle(ctx context.Context, cmd *control.Command) *control.Repl
 	case control.OpCut:
 		return w.cutLinks(cmd.Links)
 	case control.OpRebuild:
-		return w.rebuild(ctx, cmd.Expect, time.Duration(cmd.Jitter), time.Duration(cmd.Timeout))
+		return w.rebuild(ctx, cmd.Expect, time.Duration(cmd.Jitter), time.Duration(cmd.Timeout), cmd.Plain)
 	case control.OpChannel:
 		return w.createChannel(ctx, cmd.Conn, cmd.Title, cmd.Members)
 	case control.OpJoin:
