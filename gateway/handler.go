@@ -48,8 +48,8 @@ func (h *handler) OnPing(c *gws.Conn, payload []byte) {
 func (h *handler) onPing(c *gws.Conn, payload []byte) {
 	l := linkOf(c)
 	l.active.Store(monoNow())
-	l.armWriteDeadline()
-	_ = c.WritePong(payload)
+	// Through the link's queue, not gws's writer: one writer per socket.
+	l.enqueue(wsFrame(0x8A, payload))
 }
 
 func (h *handler) OnPong(c *gws.Conn, payload []byte) {}

@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -12,13 +13,20 @@ import (
 )
 
 // link is one WebSocket connection. Reads happen on gws's read goroutine;
-// writes go through a bounded queue drained by at most one writer goroutine,
-// which writes everything queued with one writev: frames queued while a
-// write is in progress are coalesced into the next.
+// writes go through a bounded queue with at most one writer at a time (a
+// pooled worker, see writers, or the link's own goroutine once a write
+// would block), which writes everything queued with one writev: frames
+// queued while a write is in progress are coalesced into the next. Every
+// byte the server sends on the socket goes through that queue (pongs
+// too), so a write cut short by a full send buffer is never interleaved
+// with another.
 type link struct {
 	id   uint64
 	srv  *Server
 	conn *gws.Conn
+	// raw is the socket's raw connection for non-blocking writes; nil if
+	// the connection has none (every write then blocks on drain).
+	raw syscall.RawConn
 
 	// Read-goroutine state.
 	helloDone bool
@@ -125,35 +133,93 @@ func (l *link) enqueueLocked(frame []byte) bool {
 	l.writing = true
 	l.mu.Unlock()
 	if start {
-		go l.drain()
+		l.srv.writers.schedule(l)
 	}
 	return true
 }
 
-func (l *link) drain() {
-	for {
-		l.mu.Lock()
-		if l.closed || len(l.queue) == 0 {
-			l.srv.queuedBytes.Add(-int64(l.queued))
-			l.queue, l.queued = nil, 0
-			code, reason := l.closeCode, l.closeReason
-			sendClose := code != 0 && !l.closed
-			l.closed = l.closed || sendClose
-			l.writing = false
-			l.mu.Unlock()
-			if sendClose {
-				l.armWriteDeadline()
-				_ = l.conn.WriteClose(code, []byte(reason))
-			}
-			return
-		}
-		bufs, n := l.queue, l.queued
-		l.queue, l.queued = nil, 0
-		l.mu.Unlock()
+// flush is a pooled writer's turn on the link: it writes what is queued
+// without waiting for the socket. It returns true if the link must come
+// back for another turn (frames were queued during the write, or a close
+// frame is due); false if the writer role ended or passed to the link's
+// own blocking drain.
+func (l *link) flush() bool {
+	bufs, n := l.take(false)
+	if bufs == nil {
+		return false
+	}
+	if l.raw == nil {
+		go l.drain(bufs)
+		return false
+	}
+	wrote, err := tryWrite(l.raw, bufs)
+	if err != nil {
+		l.writeFailed()
+		return false
+	}
+	if wrote < n {
+		// The send buffer is full: the rest waits on a goroutine of the
+		// link's own, under the write deadline.
+		l.srv.metrics.blockedWrites.Inc()
+		go l.drain(consume(bufs, wrote))
+		return false
+	}
+	clear(bufs)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.queue == nil {
+		// Nothing was queued during the write: reuse the array.
+		l.queue = bufs[:0]
+	}
+	if len(l.queue) > 0 || l.closeCode != 0 && !l.closed {
+		return true
+	}
+	l.writing = false
+	return false
+}
 
-		l.srv.queuedBytes.Add(-int64(n))
-		keep := bufs[:0:len(bufs)]
-		nc := l.conn.NetConn()
+// take moves the queued frames out for a write. With nothing queued (or
+// the link closed) it ends the writer role, sending the close frame if
+// one is due (from a pooled worker on a goroutine of its own, since it
+// may block), and returns nil.
+func (l *link) take(mayBlock bool) (net.Buffers, int) {
+	l.mu.Lock()
+	if l.closed || len(l.queue) == 0 {
+		l.srv.queuedBytes.Add(-int64(l.queued))
+		l.queue, l.queued = nil, 0
+		code, reason := l.closeCode, l.closeReason
+		sendClose := code != 0 && !l.closed
+		l.closed = l.closed || sendClose
+		l.writing = false
+		l.mu.Unlock()
+		if sendClose {
+			if mayBlock {
+				l.sendClose(code, reason)
+			} else {
+				go l.sendClose(code, reason)
+			}
+		}
+		return nil, 0
+	}
+	bufs, n := l.queue, l.queued
+	l.queue, l.queued = nil, 0
+	l.mu.Unlock()
+	l.srv.queuedBytes.Add(-int64(n))
+	return bufs, n
+}
+
+func (l *link) sendClose(code uint16, reason string) {
+	l.armWriteDeadline()
+	_ = l.conn.WriteClose(code, []byte(reason))
+}
+
+// drain is the link's own writer once a write would block (or the socket
+// has no raw connection): it writes bufs under the write deadline, then
+// whatever was queued meanwhile, until nothing is; then the writer role
+// ends (a slow link keeps no pooled worker waiting).
+func (l *link) drain(bufs net.Buffers) {
+	nc := l.conn.NetConn()
+	for bufs != nil {
 		l.armWriteDeadline()
 		var err error
 		if len(bufs) == 1 {
@@ -164,20 +230,22 @@ func (l *link) drain() {
 			_, err = bufs.WriteTo(nc)
 		}
 		if err != nil {
-			l.abort(pb.CloseGoingAway, "write failed")
-			l.mu.Lock()
-			l.writing = false
-			l.mu.Unlock()
+			l.writeFailed()
 			return
 		}
-		clear(keep[:cap(keep)])
-		l.mu.Lock()
-		if l.queue == nil {
-			// Nothing was queued during the write: reuse the array.
-			l.queue = keep[:0]
-		}
-		l.mu.Unlock()
+		bufs, _ = l.take(true)
 	}
+}
+
+// writeFailed closes a link whose socket refused a write and drops what
+// it had queued.
+func (l *link) writeFailed() {
+	l.abort(pb.CloseGoingAway, "write failed")
+	l.mu.Lock()
+	l.srv.queuedBytes.Add(-int64(l.queued))
+	l.queue, l.queued = nil, 0
+	l.writing = false
+	l.mu.Unlock()
 }
 
 // reply queues a frame answering a command.
@@ -206,7 +274,7 @@ func (l *link) close(code uint16, reason string) {
 	l.writing = true
 	l.mu.Unlock()
 	if start {
-		go l.drain()
+		l.srv.writers.schedule(l)
 	}
 }
 

@@ -11,6 +11,7 @@ type metrics struct {
 	connections   prometheus.Gauge
 	errors        *prometheus.CounterVec
 	slowConsumers prometheus.Counter
+	blockedWrites prometheus.Counter
 	commands      prometheus.Counter
 	fsync         prometheus.Histogram
 	uploadBytes   prometheus.Counter
@@ -23,6 +24,7 @@ func newMetrics(s *Server) *metrics {
 		connections:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_links", Help: "Open WebSocket links."}),
 		errors:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_errors_total", Help: "Error replies and refusals by code."}, []string{"code"}),
 		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_slow_consumers_total", Help: "Links closed because their outbound queue overflowed."}),
+		blockedWrites: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_blocked_writes_total", Help: "Link writes the socket could not take whole at once, finished on the link's own goroutine under the write deadline (slow or stalled readers)."}),
 		commands:      prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_commands_total", Help: "Client commands decoded."}),
 		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_fsync_seconds", Help: "Duration of synced commits.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
@@ -31,7 +33,7 @@ func newMetrics(s *Server) *metrics {
 		reg:           s.reg,
 	}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connections, m.errors, m.slowConsumers, m.commands, m.fsync, m.uploadBytes, m.downloadBytes,
+		m.connections, m.errors, m.slowConsumers, m.blockedWrites, m.commands, m.fsync, m.uploadBytes, m.downloadBytes,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_outbound_queue_bytes", Help: "Bytes queued to links, all links."},
 			func() float64 { return float64(s.queuedBytes.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_deliveries_total", Help: "Frames queued to links by the hub."},

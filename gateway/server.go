@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -38,6 +40,8 @@ type Server struct {
 	cuts sync.WaitGroup
 
 	queuedBytes atomic.Int64
+	// writers write the links' queued frames (see writers).
+	writers *writers
 	// egress caps download bytes/s (FilesEgressLimit, FilesEgressFileLimit).
 	egress *egress
 
@@ -58,6 +62,7 @@ func NewServer(opts Options, hub *Hub, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: log.With("component", "gateway"), hub: hub, reg: prometheus.NewRegistry(),
 		egress: newEgress(opts.FilesEgressLimit, opts.FilesEgressFileLimit)}
+	s.writers = newWriters(runtime.GOMAXPROCS(0))
 	s.upgrader = gws.NewUpgrader(&handler{s: s}, &gws.ServerOption{
 		ReadMaxPayloadSize:  opts.MaxFrameBytes,
 		WriteMaxPayloadSize: 16 << 20,
@@ -130,6 +135,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	now := monoNow()
 	l := conn.Session().(*link) // see session.go
 	l.id, l.srv, l.conn, l.opened = s.nextID.Add(1), s, conn, now
+	if sc, ok := conn.NetConn().(syscall.Conn); ok {
+		l.raw, _ = sc.SyscallConn()
+	}
 	l.active.Store(now)
 	s.hub.addLink(l)
 	s.startSweeper()

@@ -1,0 +1,186 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/parley-chat/parley/gateway"
+	"github.com/parley-chat/parley/gateway/gatewaytest"
+	pb "github.com/parley-chat/parley/gateway/protocol"
+)
+
+// stallEvents is a gws client whose reading can be stopped: while stalled,
+// OnMessage blocks, so gws's read loop stops reading the socket and the
+// server's writes back up into its send buffer.
+type stallEvents struct {
+	gws.BuiltinEventHandler
+	mu      sync.Mutex
+	stalled chan struct{} // non-nil: block until closed
+	frames  chan []byte
+	pongs   chan string
+	closed  chan error
+}
+
+func (e *stallEvents) OnMessage(_ *gws.Conn, m *gws.Message) {
+	e.mu.Lock()
+	gate := e.stalled
+	e.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	e.frames <- append([]byte(nil), m.Bytes()...)
+	m.Close()
+}
+
+func (e *stallEvents) OnPong(_ *gws.Conn, p []byte)   { e.pongs <- string(p) }
+func (e *stallEvents) OnClose(_ *gws.Conn, err error) { e.closed <- err }
+
+// TestStalledReaderGetsEveryFrameWhole: a link whose reader stops while
+// 6 MB of messages (more than the kernel's largest send buffer) and a run of pongs are queued to it takes the
+// blocking path (a write the socket cannot take whole finishes on the
+// link's own goroutine; parley_blocked_writes_total counts it), and once
+// it reads again it gets every message once, in order, and every pong:
+// no frame cut or interleaved by another writer.
+func TestStalledReaderGetsEveryFrameWhole(t *testing.T) {
+	// The queue bound is raised so that the test's volume (above the
+	// kernel's largest send buffer, tcp_wmem's 4 MiB) never makes the
+	// stalled link a slow consumer.
+	srv := gatewaytest.Start(t, gatewaytest.Options{Gateway: gateway.Options{MaxQueueBytes: 16 << 20}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	alice, _ := srv.User(t, "alice", "a1")
+	bob, _ := srv.User(t, "bob", "b1")
+	g, err := alice.CreateGroup(ctx, "g", bob.UserID())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Bob's second device: a small receive buffer, so a stalled read
+	// stops the server's writes within a few KiB.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	nc, err := d.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &stallEvents{frames: make(chan []byte, 4096), pongs: make(chan string, 256), closed: make(chan error, 1)}
+	ws, _, err := gws.NewClientFromConn(ev, &gws.ClientOption{Addr: srv.URL}, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.NetConn().Close()
+	go ws.ReadLoop()
+	for _, cmd := range []string{`{"id":"h","hello":{"versions":[1],"device":{"id":"b2"}}}`,
+		`{"id":"l","login":{"username":"bob","password":"password-bob","device":{"id":"b2"}}}`} {
+		if err := ws.WriteMessage(gws.OpcodeText, []byte(cmd)); err != nil {
+			t.Fatal(err)
+		}
+		f := nextFrame(t, ev)
+		for f.GetRe() == "" { // events before the reply
+			f = nextFrame(t, ev)
+		}
+		if f.GetError() != nil {
+			t.Fatalf("%s: %v", cmd, f)
+		}
+	}
+
+	gate := make(chan struct{})
+	ev.mu.Lock()
+	ev.stalled = gate
+	ev.mu.Unlock()
+	const n, size, pings = 512, 12 << 10, 40
+	text := strings.Repeat("x", size-8)
+	for i := range n {
+		if _, err := alice.Send(ctx, g.Id, fmt.Sprintf("%08d", i)+text); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		if i%3 == 0 && i/3 < pings {
+			if err := ws.WritePing([]byte(strconv.Itoa(i / 3))); err != nil {
+				t.Fatalf("ping: %v", err)
+			}
+		}
+	}
+	if blocked := metric(t, srv.Addr, "parley_blocked_writes_total"); blocked < 1 {
+		t.Fatalf("parley_blocked_writes_total = %v after %d KiB to a stalled reader: the blocking path was not taken", blocked, n*size>>10)
+	}
+	close(gate)
+
+	next := 0
+	for next < n {
+		f := nextFrame(t, ev)
+		m := f.GetMessage()
+		if m == nil || m.Kind != pb.MessageKind_MESSAGE_KIND_TEXT {
+			continue
+		}
+		if got := m.Text[:8]; got != fmt.Sprintf("%08d", next) || len(m.Text) != size {
+			t.Fatalf("message %d: got %q… (%d bytes)", next, got, len(m.Text))
+		}
+		next++
+	}
+	for i := range pings {
+		select {
+		case p := <-ev.pongs:
+			if p != strconv.Itoa(i) {
+				t.Fatalf("pong %d carries %q", i, p)
+			}
+		case err := <-ev.closed:
+			t.Fatalf("link closed: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("pong %d missing", i)
+		}
+	}
+}
+
+func nextFrame(t *testing.T, ev *stallEvents) *pb.ServerFrame {
+	t.Helper()
+	select {
+	case b := <-ev.frames:
+		f, err := pb.DecodeServerFrame(b)
+		if err != nil {
+			t.Fatalf("undecodable frame %q: %v", b, err)
+		}
+		return f
+	case err := <-ev.closed:
+		t.Fatalf("link closed: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no frame")
+	}
+	return nil
+}
+
+// metric reads one unlabelled sample from /metrics.
+func metric(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("/metrics has no %s", name)
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
