@@ -22,12 +22,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/parley-chat/parley/actors"
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/parley-chat/parley/media/transport"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/report"
@@ -44,9 +47,24 @@ type Options struct {
 	PublicIP string
 	// Node names this node in the media endpoint.
 	Node string
+	// Engine picks the SFU's data path: EngineLite (the default), the
+	// ICE-lite endpoint of media/transport, or EnginePion, a pion/webrtc
+	// PeerConnection per participant (the first engine, kept for
+	// comparison and as a fallback). Empty means $PARLEY_MEDIA_ENGINE if
+	// set (to run a test suite on either engine), else DefaultEngine.
+	Engine string
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
+
+// Engines (Options.Engine).
+const (
+	EngineLite = "lite"
+	EnginePion = "pion"
+)
+
+// DefaultEngine is the engine of an Options without one.
+const DefaultEngine = EnginePion
 
 // OpusCodec is the one codec the SFU negotiates.
 var OpusCodec = webrtc.RTPCodecParameters{
@@ -67,6 +85,10 @@ type SFU struct {
 	api      *webrtc.API
 	cert     webrtc.Certificate
 	endpoint *pb.MediaEndpoint
+	// The lite engine: the one socket's Mux and the announced address.
+	lite      *transport.Mux
+	announced netip.AddrPort
+	newPeer   func(r *room, id string) (roomPeer, error)
 
 	mu     sync.Mutex
 	rooms  map[string]*room
@@ -87,12 +109,25 @@ func New(o Options) (*SFU, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Engine == "" {
+		o.Engine = os.Getenv("PARLEY_MEDIA_ENGINE")
+	}
+	if o.Engine == "" {
+		o.Engine = DefaultEngine
+	}
+	if o.Engine != EngineLite && o.Engine != EnginePion {
+		return nil, fmt.Errorf("media: engine %q (%s or %s)", o.Engine, EngineLite, EnginePion)
+	}
 	log := o.Logger.With("component", "media")
 	conn, err := net.ListenPacket("udp4", o.UDPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("media: listen %s: %w", o.UDPAddr, err)
 	}
 	s := &SFU{opts: o, log: log, conn: conn, rooms: map[string]*room{}}
+	if o.Engine == EngineLite {
+		return s, s.startLite()
+	}
+	s.newPeer = newPeer
 	s.mux = webrtc.NewICEUDPMux(nil, conn)
 	local := conn.LocalAddr().(*net.UDPAddr)
 
@@ -145,7 +180,7 @@ func New(o Options) (*SFU, error) {
 	}
 	s.cert = *cert
 	s.endpoint = &pb.MediaEndpoint{Node: o.Node, UdpAddr: announced}
-	log.Info("media listening", "udp", local.String(), "announced", announced)
+	log.Info("media listening", "engine", o.Engine, "udp", local.String(), "announced", announced)
 	return s, nil
 }
 
@@ -194,7 +229,7 @@ func (s *SFU) Signal(roomID, peerID string, answer *pb.SessionDescription, cand 
 	s.mu.Lock()
 	r := s.rooms[roomID]
 	s.mu.Unlock()
-	var p *peer
+	var p roomPeer
 	if r != nil {
 		p = r.peer(peerID)
 	}
@@ -202,7 +237,7 @@ func (s *SFU) Signal(roomID, peerID string, answer *pb.SessionDescription, cand 
 		done(&Error{Code: pb.CodeCallState, Msg: "no media peer for this join (yet): wait for the SFU's offer"})
 		return
 	}
-	p.do(func() { done(p.signal(answer, cand)) })
+	p.apply(answer, cand, done)
 }
 
 // Close closes every room and the UDP port.
@@ -216,6 +251,9 @@ func (s *SFU) Close() error {
 		r.sync(nil, nil)
 	}
 	// Closing the mux closes its UDP socket.
+	if s.lite != nil {
+		return s.lite.Close()
+	}
 	return s.mux.Close()
 }
 
@@ -260,3 +298,6 @@ func (e *Error) Error() string { return e.Code + ": " + e.Msg }
 
 // ErrorCode returns the protocol error code of a refused request.
 func (e *Error) ErrorCode() string { return e.Code }
+
+// Engine is the engine the SFU runs (EngineLite or EnginePion).
+func (s *SFU) Engine() string { return s.opts.Engine }

@@ -9,7 +9,7 @@ import (
 
 var testSession = Session{ID: 7, Version: 2, Ufrag: "abcd", Pwd: "0123456789abcdefghijklmn", Fingerprint: "sha-256 AA:BB",
 	Candidate: netip.MustParseAddrPort("127.0.0.1:7882"),
-	Lines: []Line{{Direction: RecvOnly}, {Direction: SendOnly, SSRC: 42, Stream: "u1/j1", Track: "audio-u1/j1"}, {Direction: Inactive}}}
+	Lines:     []Line{{Direction: RecvOnly}, {Direction: SendOnly, SSRC: 42, Stream: "u1/j1", Track: "audio-u1/j1"}, {Direction: Inactive}}}
 
 // chromeAnswer is Chromium's answer to such an offer (trimmed).
 const chromeAnswer = "v=0\r\no=- 4611 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1 2\r\na=msid-semantic: WMS x\r\n" +
