@@ -74,8 +74,9 @@ func TestPionClientEndToEnd(t *testing.T) {
 }
 
 func testPionClient(t *testing.T, role webrtc.DTLSRole, setup string) {
-	m := newMux(t, transport.Options{ReportInterval: 200 * time.Millisecond})
+	m := newMux(t, transport.Options{ReportInterval: 200 * time.Millisecond, ConsentTimeout: 3 * time.Second})
 	var got atomic.Uint64
+	failed := make(chan struct{})
 	var lastSSRC atomic.Uint32
 	connected := make(chan struct{})
 	var once sync.Once
@@ -88,8 +89,11 @@ func testPionClient(t *testing.T, role webrtc.DTLSRole, setup string) {
 			}
 		},
 		State: func(s transport.State) {
-			if s == transport.StateConnected {
+			switch s {
+			case transport.StateConnected:
 				once.Do(func() { close(connected) })
+			case transport.StateFailed:
+				close(failed)
 			}
 		},
 	})
@@ -176,6 +180,19 @@ func testPionClient(t *testing.T, role webrtc.DTLSRole, setup string) {
 	}
 	// Reports both ways: ours went out, the client's SRs came in.
 	waitFor(t, "RTCP", func() bool { return m.RTCPSent.Load() > 0 && m.RTCPIn.Load() > 0 })
+
+	// The client's keepalive checks keep consent past the timeout; once
+	// it is gone, the peer fails.
+	time.Sleep(4 * time.Second)
+	if st := c.State(); st != transport.StateConnected {
+		t.Fatalf("after 4 s of keepalives: %v", st)
+	}
+	pc.Close()
+	select {
+	case <-failed:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("client gone, peer %v", c.State())
+	}
 }
 
 func waitFor(t testing.TB, what string, cond func() bool) {
