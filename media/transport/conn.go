@@ -97,6 +97,7 @@ type Conn struct {
 	outHdr    rtp.Header
 	streams   []*Stream
 	localSSRC uint32
+	snd       *rawSender
 }
 
 // NewConn registers a new peer with fresh ICE credentials.
@@ -104,6 +105,7 @@ func (m *Mux) NewConn(h Handler) (*Conn, error) {
 	c := &Conn{
 		mux: m, h: h, remoteSet: make(chan struct{}),
 		rtcpBuf: make([]byte, 2048), plain: make([]byte, 2048), cipher: make([]byte, 2048),
+		snd: newRawSender(m),
 	}
 	var ssrc [4]byte
 	_, _ = rand.Read(ssrc[:])
@@ -499,7 +501,7 @@ func (s *Stream) WriteRTP(h *rtp.Header, payload []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := c.mux.writeTo(out, *a); err != nil {
+	if err := c.snd.sendTo(out, *a); err != nil {
 		return err
 	}
 	s.packets++

@@ -31,6 +31,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -67,14 +68,17 @@ func (o *Options) EnsureDefaults() {
 
 // Errors.
 var (
-	ErrClosed   = errors.New("transport: closed")
-	ErrNotReady = errors.New("transport: SRTP not established")
+	errAddressFamily = errors.New("transport: an IPv6 destination on an IPv4 socket")
+	ErrClosed        = errors.New("transport: closed")
+	ErrNotReady      = errors.New("transport: SRTP not established")
 )
 
 // Mux is the node's one UDP socket and every peer on it.
 type Mux struct {
 	opts        Options
 	conn        *net.UDPConn
+	raw         syscall.RawConn
+	v6          bool // the socket is AF_INET6
 	cert        tls.Certificate
 	fingerprint string // "sha-256 AB:CD:…"
 	log         *slog.Logger
@@ -112,6 +116,11 @@ func NewMux(o Options) (*Mux, error) {
 		fingerprint: "sha-256 " + hexColons(sum[:]),
 		byUfrag:     map[string]*Conn{}, byAddr: map[netip.AddrPort]*Conn{}, done: make(chan struct{}),
 	}
+	raw, err := o.Conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	m.raw, m.v6 = raw, socketIsV6(raw)
 	// Room for the bursts of 4 peers x 50 packets/s and more.
 	_ = o.Conn.SetReadBuffer(4 << 20)
 	_ = o.Conn.SetWriteBuffer(4 << 20)
@@ -186,8 +195,9 @@ func (m *Mux) Close() error {
 func (m *Mux) readLoop() {
 	defer m.wg.Done()
 	buf := make([]byte, 2048)
+	r := newRawReader(m, buf)
 	for {
-		n, from, err := m.conn.ReadFromUDPAddrPort(buf)
+		n, from, err := r.read()
 		if err != nil {
 			select {
 			case <-m.done:
@@ -199,7 +209,7 @@ func (m *Mux) readLoop() {
 			}
 			continue // e.g. ICMP-induced errors: keep reading
 		}
-		m.handle(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+		m.handle(buf[:n], from)
 	}
 }
 

@@ -155,7 +155,7 @@ func (c *Conn) sendReports(now time.Time) {
 	if err != nil {
 		return
 	}
-	if c.mux.writeTo(out, *a) == nil {
+	if c.snd.sendTo(out, *a) == nil {
 		c.mux.RTCPSent.Add(1)
 	}
 }
