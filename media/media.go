@@ -25,7 +25,7 @@
 //     pion/srtp contexts, without a goroutine hand-off or an allocation.
 //     The offer carries a=ice-lite and the SFU's one host candidate.
 //   - pion: a pion/webrtc PeerConnection per participant on pion's ICE UDP
-//     mux (peer.go), the first engine, kept as a fallback: about 2.5x the
+//     mux (peer.go), the first engine, kept as a fallback: about 3.5x the
 //     CPU per forwarded packet (bench/results.txt).
 //
 // Clients do not see the difference beyond the SDP: both are standard
