@@ -29,7 +29,9 @@ FUZZ_TARGETS = \
 	./actors/conversation:FuzzImport \
 	./actors/channel:FuzzStep \
 	./client:FuzzDecodePeerMsg \
-	./actors/call:FuzzRoomStep
+	./actors/call:FuzzRoomStep \
+	./media/transport:FuzzDemux \
+	./media/offer:FuzzParseAnswer
 fuzz:
 	@set -e; for spec in $(FUZZ_TARGETS); do \
 		pkg=$${spec%%:*}; fn=$${spec##*:}; \

@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/parley-chat/parley/client"
+	"github.com/parley-chat/parley/gateway"
 	"github.com/parley-chat/parley/gateway/gatewaytest"
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/parley-chat/parley/media"
 )
 
 // TestThreeClientsExchangeAudio: three Go SDK clients with pion peers
@@ -18,8 +20,26 @@ import (
 // frame every 20 ms) and must receive both other streams: the inbound
 // SSRCs of each client are exactly the outbound SSRCs of the other two
 // (the SFU forwards, it does not mix), with packets flowing.
+// It runs on both engines.
 func TestThreeClientsExchangeAudio(t *testing.T) {
-	srv := gatewaytest.Start(t, gatewaytest.Options{})
+	for _, e := range engines {
+		t.Run(e, func(t *testing.T) { threeClientsExchangeAudio(t, e) })
+	}
+}
+
+var engines = []string{media.EngineLite, media.EnginePion}
+
+// onEngine starts a test server whose SFU runs engine e.
+func onEngine(t *testing.T, e string) *gatewaytest.Server {
+	srv := gatewaytest.Start(t, gatewaytest.Options{AppFS: func(o *gateway.AppOptions) { o.Media.Engine = e }})
+	if got := srv.App.Media.Engine(); got != e {
+		t.Fatalf("SFU engine %q, want %q", got, e)
+	}
+	return srv
+}
+
+func threeClientsExchangeAudio(t *testing.T, e string) {
+	srv := onEngine(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	api, err := client.NewCallAPI(true)
@@ -143,9 +163,16 @@ func TestThreeClientsExchangeAudio(t *testing.T) {
 	waitFor(t, "the SFU room closes", func() bool { st := srv.App.Media.Stats(); return st.Rooms == 0 && st.Peers == 0 })
 }
 
-// TestCallBadInput: wrong signalling gets precise errors.
+// TestCallBadInput: wrong signalling gets precise errors (on both
+// engines).
 func TestCallBadInput(t *testing.T) {
-	srv := gatewaytest.Start(t, gatewaytest.Options{})
+	for _, e := range engines {
+		t.Run(e, func(t *testing.T) { callBadInput(t, e) })
+	}
+}
+
+func callBadInput(t *testing.T, e string) {
+	srv := onEngine(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	api, err := client.NewCallAPI(true)

@@ -40,7 +40,15 @@ type downTrack struct {
 	sender *webrtc.RTPSender
 }
 
-func newPeer(r *room, id string) (*peer, error) {
+func (p *peer) peerID() string { return p.id }
+
+func (p *peer) start() { p.do(p.negotiate) }
+
+func (p *peer) apply(answer *pb.SessionDescription, cand *pb.IceCandidate, done func(error)) {
+	p.do(func() { done(p.signal(answer, cand)) })
+}
+
+func newPeer(r *room, id string) (roomPeer, error) {
 	pc, err := r.sfu.api.NewPeerConnection(webrtc.Configuration{Certificates: []webrtc.Certificate{r.sfu.cert}})
 	if err != nil {
 		return nil, err

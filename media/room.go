@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/parley-chat/parley/actors"
+	pb "github.com/parley-chat/parley/gateway/protocol"
 	"github.com/parley-chat/parley/media/sfu"
 	"github.com/pion/webrtc/v4"
 )
@@ -18,8 +19,22 @@ type room struct {
 
 	mu     sync.Mutex
 	sink   actors.MediaSink
-	peers  map[string]*peer
+	peers  map[string]roomPeer
 	tracks map[string]*published // by publisher peer id
+}
+
+// roomPeer is one participant's media peer, on either engine (pion's
+// PeerConnection, peer.go, or the ICE-lite endpoint, litepeer.go). Every
+// method but peerID queues its work on the peer's signalling goroutine.
+type roomPeer interface {
+	peerID() string
+	// start sends the first offer.
+	start()
+	subscribe(*published)
+	unsubscribe(*published)
+	// apply applies a client's answer or candidate, then calls done.
+	apply(answer *pb.SessionDescription, cand *pb.IceCandidate, done func(error))
+	close()
 }
 
 // published is one peer's audio track and its forwarder.
@@ -30,10 +45,10 @@ type published struct {
 }
 
 func newRoom(s *SFU, id string) *room {
-	return &room{sfu: s, id: id, peers: map[string]*peer{}, tracks: map[string]*published{}}
+	return &room{sfu: s, id: id, peers: map[string]roomPeer{}, tracks: map[string]*published{}}
 }
 
-func (r *room) peer(id string) *peer {
+func (r *room) peer(id string) roomPeer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.peers[id]
@@ -45,19 +60,19 @@ func (r *room) sync(want []string, sink actors.MediaSink) {
 	if sink != nil {
 		r.sink = sink
 	}
-	var gone []*peer
+	var gone []roomPeer
 	for id, p := range r.peers {
 		if !slices.Contains(want, id) {
 			gone = append(gone, p)
 			delete(r.peers, id)
 		}
 	}
-	var added []*peer
+	var added []roomPeer
 	for _, id := range want {
 		if r.peers[id] != nil {
 			continue
 		}
-		p, err := newPeer(r, id)
+		p, err := r.sfu.newPeer(r, id)
 		if err != nil {
 			r.sfu.log.Error("create media peer", "room", r.id, "peer", id, "err", err)
 			continue
@@ -70,27 +85,27 @@ func (r *room) sync(want []string, sink actors.MediaSink) {
 		for _, t := range r.tracks {
 			p.subscribe(t)
 		}
-		p.do(p.negotiate)
+		p.start()
 	}
 	r.mu.Unlock()
 	for _, p := range gone {
-		r.unpublish(p.id, nil)
+		r.unpublish(p.peerID(), nil)
 		p.close()
 	}
 }
 
 // publish registers p's track and subscribes every other peer to it.
-func (r *room) publish(p *peer, t *published) {
+func (r *room) publish(p roomPeer, t *published) {
 	r.mu.Lock()
-	if r.peers[p.id] != p {
+	if r.peers[p.peerID()] != p {
 		r.mu.Unlock()
 		return
 	}
-	old := r.tracks[p.id]
-	r.tracks[p.id] = t
-	others := make([]*peer, 0, len(r.peers))
+	old := r.tracks[p.peerID()]
+	r.tracks[p.peerID()] = t
+	others := make([]roomPeer, 0, len(r.peers))
 	for id, q := range r.peers {
-		if id != p.id {
+		if id != p.peerID() {
 			others = append(others, q)
 		}
 	}
@@ -113,7 +128,7 @@ func (r *room) unpublish(publisher string, t *published) {
 		return
 	}
 	delete(r.tracks, publisher)
-	others := make([]*peer, 0, len(r.peers))
+	others := make([]roomPeer, 0, len(r.peers))
 	for _, q := range r.peers {
 		others = append(others, q)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/parley-chat/parley/actors/conversation"
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/parley-chat/parley/media"
 )
 
 // Config is everything `parley serve` can be told. Precedence: flags over
@@ -88,6 +89,10 @@ type Config struct {
 	// MediaPublicIP is announced in the SFU's ICE candidates instead of the
 	// listen address (a public IP in front of a 1:1 NAT). Default none.
 	MediaPublicIP string `json:"media_public_ip"`
+	// MediaEngine is the SFU's data path: "lite" (ICE-lite endpoint on
+	// one socket, the default) or "pion" (a pion PeerConnection per
+	// participant, the first engine).
+	MediaEngine string `json:"media_engine"`
 	// PprofAddr, if set, serves net/http/pprof (/debug/pprof/) on this
 	// address, apart from the public listener (profiling; keep it on
 	// loopback). Default none.
@@ -155,6 +160,9 @@ func (c *Config) Validate() error {
 	if c.MediaPublicIP != "" && net.ParseIP(c.MediaPublicIP) == nil {
 		errs = append(errs, fmt.Errorf("media_public_ip %q is not an IP address", c.MediaPublicIP))
 	}
+	if c.MediaEngine != "" && c.MediaEngine != media.EngineLite && c.MediaEngine != media.EnginePion {
+		errs = append(errs, fmt.Errorf("media_engine %q: %s or %s", c.MediaEngine, media.EngineLite, media.EnginePion))
+	}
 	if c.ArgonMemoryKiB < 8 || c.ArgonTime < 1 {
 		errs = append(errs, errors.New("argon_memory_kib must be at least 8 and argon_time at least 1"))
 	}
@@ -201,6 +209,7 @@ func loadConfig(args []string) (Config, error) {
 	fs.StringVar(&c.Subgroups, "subgroups", c.Subgroups, "client type to sub-group names, e.g. desktop=computers,web=computers,mobile=phones")
 	fs.StringVar(&c.MediaAddr, "media-addr", c.MediaAddr, "UDP address of the SFU (default: the host of -addr, any port)")
 	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "IP announced in the SFU's ICE candidates (1:1 NAT)")
+	fs.StringVar(&c.MediaEngine, "media-engine", c.MediaEngine, "SFU data path: lite (ICE-lite, default) or pion")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", c.PprofAddr, "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (empty: off)")
 	// First pass to find -config; the file is applied, then env, then flags again.
 	if err := fs.Parse(args); err != nil {

@@ -51,7 +51,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 			FilesEgressLimit: cfg.FilesEgressLimit, FilesEgressFileLimit: cfg.FilesEgressFileLimit,
 			AdminToken: cfg.AdminToken,
 		},
-		Media: media.Options{UDPAddr: mediaAddr(cfg), PublicIP: cfg.MediaPublicIP},
+		Media: media.Options{UDPAddr: mediaAddr(cfg), PublicIP: cfg.MediaPublicIP, Engine: cfg.MediaEngine},
 		Actors: actors.Options{
 			Limits: conversation.Limits{MaxTextBytes: cfg.MaxTextBytes,
 				ImportLimit: cfg.ImportLimit, ImportWindowMs: cfg.ImportWindow.Milliseconds(),

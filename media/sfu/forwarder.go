@@ -20,10 +20,14 @@ type Writer interface {
 }
 
 // Forwarder fans one published stream out. Forward runs on the
-// publisher's read goroutine; Add and Remove may run anywhere.
+// publisher's read goroutine (one call at a time); Add and Remove may run
+// anywhere.
 type Forwarder struct {
 	mu   sync.Mutex
 	subs atomic.Pointer[[]sub]
+	// hdr is Forward's header, hc the copy each writer gets: fields, so
+	// that handing them to the Writer interface does not allocate.
+	hdr, hc rtp.Header
 
 	// Packets and Bytes count packets read from the publisher; Sent counts
 	// packets written to subscribers; Malformed counts packets dropped
@@ -84,7 +88,7 @@ func (f *Forwarder) Len() int { return len(*f.subs.Load()) }
 func (f *Forwarder) Forward(pkt []byte) {
 	f.Packets.Add(1)
 	f.Bytes.Add(uint64(len(pkt)))
-	var h rtp.Header
+	h := &f.hdr
 	n, err := h.Unmarshal(pkt)
 	if err != nil || n > len(pkt) {
 		f.Malformed.Add(1)
@@ -103,8 +107,8 @@ func (f *Forwarder) Forward(pkt []byte) {
 	h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
 	subs := *f.subs.Load()
 	for _, s := range subs {
-		hc := h
-		if s.w.WriteRTP(&hc, payload) == nil {
+		f.hc = *h
+		if s.w.WriteRTP(&f.hc, payload) == nil {
 			f.Sent.Add(1)
 		}
 	}
