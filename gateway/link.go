@@ -143,7 +143,7 @@ func (l *link) enqueueLocked(frame []byte) bool {
 // back for another turn (frames were queued during the write, or a close
 // frame is due); false if the writer role ended or passed to the link's
 // own blocking drain.
-func (l *link) flush() bool {
+func (l *link) flush(sc *scratch) bool {
 	bufs, n := l.take(false)
 	if bufs == nil {
 		return false
@@ -152,7 +152,7 @@ func (l *link) flush() bool {
 		go l.drain(bufs)
 		return false
 	}
-	wrote, err := tryWrite(l.raw, bufs)
+	wrote, err := tryWrite(l.raw, bufs, sc)
 	if err != nil {
 		l.writeFailed()
 		return false

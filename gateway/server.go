@@ -135,7 +135,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	now := monoNow()
 	l := conn.Session().(*link) // see session.go
 	l.id, l.srv, l.conn, l.opened = s.nextID.Add(1), s, conn, now
-	if sc, ok := conn.NetConn().(syscall.Conn); ok {
+	if sc, ok := conn.NetConn().(syscall.Conn); ok && nonBlockingWrites {
 		l.raw, _ = sc.SyscallConn()
 	}
 	l.active.Store(now)

@@ -2,10 +2,7 @@ package gateway
 
 import (
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // writers runs links' writes on a few pooled goroutines instead of one new
@@ -73,10 +70,11 @@ func (w *writers) next() *link {
 func (w *writers) work() {
 	t := time.NewTimer(writerIdle)
 	defer t.Stop()
+	var sc scratch
 	for {
 		l := w.next()
 		if l != nil {
-			if l.flush() {
+			if l.flush(&sc) {
 				w.schedule(l) // more was queued during the write
 			}
 			continue
@@ -103,41 +101,6 @@ func (w *writers) work() {
 		w.mu.Unlock()
 		return
 	}
-}
-
-// iovMax is the most buffers one writev takes (Linux IOV_MAX).
-const iovMax = 1024
-
-// tryWrite writes bufs to the socket if it can take them now, without
-// waiting: it returns the bytes written (0 when the send buffer is full).
-func tryWrite(rc syscall.RawConn, bufs [][]byte) (int, error) {
-	if len(bufs) > iovMax {
-		bufs = bufs[:iovMax]
-	}
-	var n int
-	var werr error
-	err := rc.Write(func(fd uintptr) bool {
-		for {
-			if len(bufs) == 1 {
-				n, werr = unix.Write(int(fd), bufs[0])
-			} else {
-				n, werr = unix.Writev(int(fd), bufs)
-			}
-			if werr != unix.EINTR {
-				return true // done either way: never wait for writability
-			}
-		}
-	})
-	if err != nil {
-		return 0, err
-	}
-	if werr == unix.EAGAIN {
-		return 0, nil
-	}
-	if werr != nil {
-		return 0, werr
-	}
-	return n, nil
 }
 
 // consume drops the first n bytes of bufs.
