@@ -287,6 +287,9 @@ func (l *link) abort(code uint16, reason string) {
 	}
 	l.closed = true
 	l.mu.Unlock()
+	// Non-blocking writes leave no deadline behind: without one, the close
+	// frame to a stalled reader would wait forever and the socket with it.
+	l.armWriteDeadline()
 	_ = l.conn.WriteClose(code, []byte(reason))
 }
 

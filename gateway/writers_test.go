@@ -68,39 +68,7 @@ func TestStalledReaderGetsEveryFrameWhole(t *testing.T) {
 
 	// Bob's second device: a small receive buffer, so a stalled read
 	// stops the server's writes within a few KiB.
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	nc, err := d.Dial("tcp", srv.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := &stallEvents{frames: make(chan []byte, 4096), pongs: make(chan string, 256), closed: make(chan error, 1)}
-	ws, _, err := gws.NewClientFromConn(ev, &gws.ClientOption{Addr: srv.URL}, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.NetConn().Close()
-	go ws.ReadLoop()
-	for _, cmd := range []string{`{"id":"h","hello":{"versions":[1],"device":{"id":"b2"}}}`,
-		`{"id":"l","login":{"username":"bob","password":"password-bob","device":{"id":"b2"}}}`} {
-		if err := ws.WriteMessage(gws.OpcodeText, []byte(cmd)); err != nil {
-			t.Fatal(err)
-		}
-		f := nextFrame(t, ev)
-		for f.GetRe() == "" { // events before the reply
-			f = nextFrame(t, ev)
-		}
-		if f.GetError() != nil {
-			t.Fatalf("%s: %v", cmd, f)
-		}
-	}
-
+	ws, ev := stalledDevice(t, srv, "bob", "b2")
 	gate := make(chan struct{})
 	ev.mu.Lock()
 	ev.stalled = gate
@@ -183,4 +151,115 @@ func metric(t *testing.T, addr, name string) float64 {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestSlowConsumerIsClosed: a reader that stops while more than its queue
+// bound is sent to it is closed with 4002 (the socket too, within the
+// write timeout, although its receive window is shut), counted in
+// parley_slow_consumers_total, its queued bytes are released, and the
+// sender and the user's other device lose nothing.
+func TestSlowConsumerIsClosed(t *testing.T) {
+	srv := gatewaytest.Start(t, gatewaytest.Options{Gateway: gateway.Options{MaxQueueBytes: 256 << 10, WriteTimeout: time.Second}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	alice, _ := srv.User(t, "alice", "a1")
+	bob, _ := srv.User(t, "bob", "b1")
+	g, err := alice.CreateGroup(ctx, "g", bob.UserID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, ev := stalledDevice(t, srv, "bob", "b2")
+	gate := make(chan struct{})
+	ev.mu.Lock()
+	ev.stalled = gate
+	ev.mu.Unlock()
+	defer close(gate)
+
+	const n, size = 600, 12 << 10 // 7 MiB: send buffers plus the 256 KiB bound
+	text := strings.Repeat("y", size-8)
+	// Bob's other device reads as the messages come (it must not become a
+	// slow consumer itself) and checks that it gets each, in order.
+	b1 := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; {
+			select {
+			case ev := <-bob.Events():
+				m := ev.Message
+				if m == nil || m.Kind != pb.MessageKind_MESSAGE_KIND_TEXT {
+					continue
+				}
+				if m.Text[:8] != fmt.Sprintf("%08d", i) {
+					b1 <- fmt.Errorf("b1 message %d: %q", i, m.Text[:8])
+					return
+				}
+				i++
+			case <-time.After(30 * time.Second):
+				b1 <- fmt.Errorf("b1 got %d of %d messages", i, n)
+				return
+			}
+		}
+		b1 <- nil
+	}()
+	for i := range n {
+		if _, err := alice.Send(ctx, g.Id, fmt.Sprintf("%08d", i)+text); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	if v := metric(t, srv.Addr, "parley_slow_consumers_total"); v != 1 {
+		t.Fatalf("parley_slow_consumers_total = %v, want 1", v)
+	}
+	// The stalled socket is closed by the server although its reader
+	// takes nothing: a read on it ends (EOF or reset) once the kernel's
+	// buffered bytes are consumed.
+	deadline := time.Now().Add(20 * time.Second)
+	for metric(t, srv.Addr, "parley_outbound_queue_bytes") != 0 || metric(t, srv.Addr, "parley_links") != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the slow consumer: queued %v bytes, %v links (want 0, 2)",
+				metric(t, srv.Addr, "parley_outbound_queue_bytes"), metric(t, srv.Addr, "parley_links"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = ws
+	if err := <-b1; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stalledDevice logs user in from a new device over a socket with a small
+// receive buffer, read by a stallEvents client.
+func stalledDevice(t *testing.T, srv *gatewaytest.Server, user, device string) (*gws.Conn, *stallEvents) {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	nc, err := d.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &stallEvents{frames: make(chan []byte, 4096), pongs: make(chan string, 256), closed: make(chan error, 1)}
+	ws, _, err := gws.NewClientFromConn(ev, &gws.ClientOption{Addr: srv.URL}, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.NetConn().Close() })
+	go ws.ReadLoop()
+	for _, cmd := range []string{fmt.Sprintf(`{"id":"h","hello":{"versions":[1],"device":{"id":%q}}}`, device),
+		fmt.Sprintf(`{"id":"l","login":{"username":%q,"password":"password-%s","device":{"id":%q}}}`, user, user, device)} {
+		if err := ws.WriteMessage(gws.OpcodeText, []byte(cmd)); err != nil {
+			t.Fatal(err)
+		}
+		f := nextFrame(t, ev)
+		for f.GetRe() == "" { // events before the reply
+			f = nextFrame(t, ev)
+		}
+		if f.GetError() != nil {
+			t.Fatalf("%s: %v", cmd, f)
+		}
+	}
+	return ws, ev
 }
