@@ -355,13 +355,35 @@ func grainError(code, format string, args ...any) *cluster.GrainErrorResponse {
 type quietHandler struct{ slog.Handler }
 
 func (q quietHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level == slog.LevelInfo {
+	if r.Level == slog.LevelInfo || deadLetterRetry(r) {
 		r.Level = slog.LevelDebug
 	}
 	if !q.Handler.Enabled(ctx, r.Level) {
 		return nil
 	}
 	return q.Handler.Handle(ctx, r)
+}
+
+// deadLetterRetry: protoactor logs at Error every grain call that met a
+// dead letter, i.e. reached a grain just as it passivated, although it
+// then retries the call on a new activation (cluster.DefaultContext.
+// Request). That is the normal cost of passivation, not an error; a call
+// that still fails reaches its caller as an error.
+func deadLetterRetry(r slog.Record) bool {
+	if r.Level != slog.LevelError || r.Message != "cluster.RequestFuture failed" {
+		return false
+	}
+	dead := false
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "error" {
+			if err, ok := a.Value.Any().(error); ok {
+				dead = errors.Is(err, actor.ErrDeadLetter)
+			}
+			return false
+		}
+		return true
+	})
+	return dead
 }
 
 func (q quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
