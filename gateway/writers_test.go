@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/parley-chat/parley/client"
 	"github.com/parley-chat/parley/gateway"
 	"github.com/parley-chat/parley/gateway/gatewaytest"
 	pb "github.com/parley-chat/parley/gateway/protocol"
@@ -56,23 +57,10 @@ func TestStalledReaderGetsEveryFrameWhole(t *testing.T) {
 	// The queue bound is raised so that the test's volume (above the
 	// kernel's largest send buffer, tcp_wmem's 4 MiB) never makes the
 	// stalled link a slow consumer.
-	srv := gatewaytest.Start(t, gatewaytest.Options{Gateway: gateway.Options{MaxQueueBytes: 16 << 20}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	alice, _ := srv.User(t, "alice", "a1")
-	bob, _ := srv.User(t, "bob", "b1")
-	g, err := alice.CreateGroup(ctx, "g", bob.UserID())
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// Bob's second device: a small receive buffer, so a stalled read
-	// stops the server's writes within a few KiB.
-	ws, ev := stalledDevice(t, srv, "bob", "b2")
-	gate := make(chan struct{})
-	ev.mu.Lock()
-	ev.stalled = gate
-	ev.mu.Unlock()
+	st := stalledGroup(t, gateway.Options{MaxQueueBytes: 16 << 20})
+	srv, alice, g, ws, ev := st.srv, st.alice, st.g, st.ws, st.ev
 	const n, size, pings = 512, 12 << 10, 40
 	text := strings.Repeat("x", size-8)
 	for i := range n {
@@ -88,7 +76,7 @@ func TestStalledReaderGetsEveryFrameWhole(t *testing.T) {
 	if blocked := metric(t, srv.Addr, "parley_blocked_writes_total"); blocked < 1 {
 		t.Fatalf("parley_blocked_writes_total = %v after %d KiB to a stalled reader: the blocking path was not taken", blocked, n*size>>10)
 	}
-	close(gate)
+	st.release()
 
 	next := 0
 	for next < n {
@@ -159,21 +147,11 @@ func metric(t *testing.T, addr, name string) float64 {
 // parley_slow_consumers_total, its queued bytes are released, and the
 // sender and the user's other device lose nothing.
 func TestSlowConsumerIsClosed(t *testing.T) {
-	srv := gatewaytest.Start(t, gatewaytest.Options{Gateway: gateway.Options{MaxQueueBytes: 256 << 10, WriteTimeout: time.Second}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	alice, _ := srv.User(t, "alice", "a1")
-	bob, _ := srv.User(t, "bob", "b1")
-	g, err := alice.CreateGroup(ctx, "g", bob.UserID())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws, ev := stalledDevice(t, srv, "bob", "b2")
-	gate := make(chan struct{})
-	ev.mu.Lock()
-	ev.stalled = gate
-	ev.mu.Unlock()
-	defer close(gate)
+	st := stalledGroup(t, gateway.Options{MaxQueueBytes: 256 << 10, WriteTimeout: time.Second})
+	defer st.release()
+	srv, alice, bob, g := st.srv, st.alice, st.bob, st.g
 
 	const n, size = 600, 12 << 10 // 7 MiB: send buffers plus the 256 KiB bound
 	text := strings.Repeat("y", size-8)
@@ -219,11 +197,45 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	_ = ws
 	if err := <-b1; err != nil {
 		t.Fatal(err)
 	}
 }
+
+// stalled is a group of alice and bob, with bob on a second device whose
+// reading is stalled (bob's first device reads normally).
+type stalled struct {
+	srv        *gatewaytest.Server
+	alice, bob *client.Client
+	g          *pb.Conversation
+	ws         *gws.Conn
+	ev         *stallEvents
+	once       sync.Once
+	gate       chan struct{}
+}
+
+func stalledGroup(t *testing.T, o gateway.Options) *stalled {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st := &stalled{srv: gatewaytest.Start(t, gatewaytest.Options{Gateway: o}), gate: make(chan struct{})}
+	st.alice, _ = st.srv.User(t, "alice", "a1")
+	st.bob, _ = st.srv.User(t, "bob", "b1")
+	var err error
+	if st.g, err = st.alice.CreateGroup(ctx, "g", st.bob.UserID()); err != nil {
+		t.Fatal(err)
+	}
+	// A small receive buffer, so a stalled read stops the server's writes
+	// within a few KiB.
+	st.ws, st.ev = stalledDevice(t, st.srv, "bob", "b2")
+	st.ev.mu.Lock()
+	st.ev.stalled = st.gate
+	st.ev.mu.Unlock()
+	return st
+}
+
+// release lets the stalled device read again.
+func (st *stalled) release() { st.once.Do(func() { close(st.gate) }) }
 
 // stalledDevice logs user in from a new device over a socket with a small
 // receive buffer, read by a stallEvents client.

@@ -3,7 +3,6 @@ package media
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	pb "github.com/parley-chat/parley/gateway/protocol"
 	"github.com/parley-chat/parley/media/ice"
@@ -20,10 +19,7 @@ type peer struct {
 	id   string
 	pc   *webrtc.PeerConnection
 
-	qmu    sync.Mutex
-	queue  []func()
-	wake   chan struct{}
-	closed bool
+	ops opQueue
 
 	// Owned by the operation goroutine.
 	rev       uint32 // revision of the last offer
@@ -53,7 +49,7 @@ func newPeer(r *room, id string) (roomPeer, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &peer{room: r, id: id, pc: pc, wake: make(chan struct{}, 1), down: map[string]*downTrack{}, dirty: true}
+	p := &peer{room: r, id: id, pc: pc, down: map[string]*downTrack{}, dirty: true}
 	// The participant's own track arrives on this m-line.
 	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
 		pc.Close()
@@ -88,7 +84,7 @@ func newPeer(r *room, id string) (roomPeer, error) {
 		}
 	})
 	r.sfu.peers.Add(1)
-	go p.loop()
+	p.ops.start()
 	return p, nil
 }
 
@@ -127,48 +123,11 @@ func drainSender(s *webrtc.RTPSender) {
 }
 
 // do queues an operation.
-func (p *peer) do(op func()) {
-	p.qmu.Lock()
-	if p.closed {
-		p.qmu.Unlock()
-		return
-	}
-	p.queue = append(p.queue, op)
-	p.qmu.Unlock()
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (p *peer) loop() {
-	for {
-		p.qmu.Lock()
-		q := p.queue
-		p.queue = nil
-		closed := p.closed
-		p.qmu.Unlock()
-		for _, op := range q {
-			op()
-		}
-		if closed {
-			return
-		}
-		if len(q) == 0 {
-			<-p.wake
-		}
-	}
-}
+func (p *peer) do(op func()) { p.ops.do(op) }
 
 // close ends the peer: its PeerConnection closes, its track stops.
 func (p *peer) close() {
-	p.qmu.Lock()
-	if p.closed {
-		p.qmu.Unlock()
-		return
-	}
-	p.closed = true
-	p.queue = append(p.queue, func() {
+	p.ops.close(func() {
 		for _, d := range p.down {
 			d.pub.fwd.Remove(p.id)
 		}
@@ -177,11 +136,6 @@ func (p *peer) close() {
 		}
 		p.room.sfu.peers.Add(-1)
 	})
-	p.qmu.Unlock()
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
 }
 
 // subscribe adds a send-only track carrying pub (with pub's SSRC).
