@@ -13,7 +13,6 @@ import (
 	"github.com/parley-chat/parley/media/sfu"
 	"github.com/parley-chat/parley/media/transport"
 	"github.com/pion/ice/v4"
-	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -174,15 +173,8 @@ func (p *litePeer) negotiate() {
 func (p *litePeer) signal(answer *pb.SessionDescription, cand *pb.IceCandidate) error {
 	switch {
 	case answer != nil:
-		if answer.Type != "answer" {
-			return &Error{Code: pb.CodeBadSDP, Msg: fmt.Sprintf("type %q: the client only answers (the SFU offers)", answer.Type)}
-		}
-		var parsed sdp.SessionDescription
-		if err := parsed.UnmarshalString(answer.Sdp); err != nil || len(parsed.MediaDescriptions) == 0 {
-			return &Error{Code: pb.CodeBadSDP, Msg: fmt.Sprintf("the answer is not SDP with media: %v", err)}
-		}
-		if !p.offering || answer.Revision != p.rev {
-			return &Error{Code: pb.CodeCallState, Msg: fmt.Sprintf("answer to offer %d, the open offer is %d (answered: %v)", answer.Revision, p.rev, !p.offering)}
+		if err := checkAnswer(answer, p.offering, p.rev); err != nil {
+			return err
 		}
 		a, err := offer.ParseAnswer(answer.Sdp, p.offered)
 		if err != nil {

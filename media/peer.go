@@ -207,15 +207,8 @@ func (p *peer) negotiate() {
 func (p *peer) signal(answer *pb.SessionDescription, cand *pb.IceCandidate) error {
 	switch {
 	case answer != nil:
-		if answer.Type != "answer" {
-			return &Error{Code: pb.CodeBadSDP, Msg: fmt.Sprintf("type %q: the client only answers (the SFU offers)", answer.Type)}
-		}
-		var parsed sdp.SessionDescription
-		if err := parsed.UnmarshalString(answer.Sdp); err != nil || len(parsed.MediaDescriptions) == 0 {
-			return &Error{Code: pb.CodeBadSDP, Msg: fmt.Sprintf("the answer is not SDP with media: %v", err)}
-		}
-		if !p.offering || answer.Revision != p.rev {
-			return &Error{Code: pb.CodeCallState, Msg: fmt.Sprintf("answer to offer %d, the open offer is %d (answered: %v)", answer.Revision, p.rev, !p.offering)}
+		if err := checkAnswer(answer, p.offering, p.rev); err != nil {
+			return err
 		}
 		if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer.Sdp}); err != nil {
 			return &Error{Code: pb.CodeBadSDP, Msg: err.Error()}
@@ -250,4 +243,21 @@ func (p *peer) signal(answer *pb.SessionDescription, cand *pb.IceCandidate) erro
 		return nil
 	}
 	return &Error{Code: pb.CodeInvalidArgument, Msg: "signalCall needs an answer or a candidate"}
+}
+
+// checkAnswer is what either engine checks of a client's answer before
+// applying it: an answer (the SFU always offers), SDP with media, and to
+// the open offer.
+func checkAnswer(answer *pb.SessionDescription, offering bool, rev uint32) error {
+	if answer.Type != "answer" {
+		return &Error{Code: pb.CodeBadSDP, Msg: fmt.Sprintf("type %q: the client only answers (the SFU offers)", answer.Type)}
+	}
+	var parsed sdp.SessionDescription
+	if err := parsed.UnmarshalString(answer.Sdp); err != nil || len(parsed.MediaDescriptions) == 0 {
+		return &Error{Code: pb.CodeBadSDP, Msg: fmt.Sprintf("the answer is not SDP with media: %v", err)}
+	}
+	if !offering || answer.Revision != rev {
+		return &Error{Code: pb.CodeCallState, Msg: fmt.Sprintf("answer to offer %d, the open offer is %d (answered: %v)", answer.Revision, rev, !offering)}
+	}
+	return nil
 }

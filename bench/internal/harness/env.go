@@ -73,6 +73,24 @@ func (h *harness) startEnv(ctx context.Context, t target, n int, dataDir string,
 	return e, nil
 }
 
+// startConnected starts a server with n registered accounts and logs each
+// in on a link of its own, printing the set-up.
+func (h *harness) startConnected(ctx context.Context, t target, n int, dataDir string) (*env, error) {
+	e, err := h.startEnv(ctx, t, n, dataDir, true)
+	if err != nil {
+		return nil, err
+	}
+	cr, err := e.connect()
+	if cr != nil {
+		h.printConnect(cr, n)
+	}
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
 // connectResult is the outcome of logging every account in.
 type connectResult struct {
 	connected int

@@ -20,18 +20,11 @@ func (h *harness) groups(ctx context.Context) error {
 	}
 	h.printf("\n== groups (parley, %s): %d groups of 3 online members, 1 sender each, depth %d, pace ack, text %d B ==\n",
 		sync, g, o.Depth, o.Size)
-	e, err := h.startEnv(ctx, targetParley, n, h.dir("groups"), true)
+	e, err := h.startConnected(ctx, targetParley, n, h.dir("groups"))
 	if err != nil {
 		return err
 	}
 	defer e.close()
-	cr, err := e.connect()
-	if cr != nil {
-		h.printConnect(cr, n)
-	}
-	if err != nil {
-		return err
-	}
 	specs := make([]groupSpec, g)
 	senders := make([]int, g)
 	for i := range specs {

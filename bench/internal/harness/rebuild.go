@@ -280,18 +280,11 @@ func (h *harness) reconnectBaseline(ctx context.Context) error {
 		n = defaultRebuildN
 	}
 	h.printf("\n== reconnect-baseline (bare gws): %d links cut at once, reconnect jittered over %s, hello -> helloOk ==\n", n, o.Jitter)
-	e, err := h.startEnv(ctx, targetBaseline, n, h.dir("reconnect"), true)
+	e, err := h.startConnected(ctx, targetBaseline, n, h.dir("reconnect"))
 	if err != nil {
 		return err
 	}
 	defer e.close()
-	cr, err := e.connect()
-	if cr != nil {
-		h.printConnect(cr, n)
-	}
-	if err != nil {
-		return err
-	}
 	var p50, p99, cpuPer []float64
 	for run := range o.Runs {
 		if err := e.sleep(settle); err != nil {
