@@ -109,7 +109,7 @@ func (l *link) replyAndAttach(id string, body proto.Message, info *pb.SessionInf
 	l.user = u
 	l.mu.Unlock()
 	if len(states) > 0 {
-		go l.replay(states)
+		handlers.Go(func() { l.replay(states) })
 	}
 }
 
