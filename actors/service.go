@@ -195,12 +195,44 @@ func (n *Node) OpenSession(user string, dev *pb.Device, rebuild bool, link uint6
 	return info, nil
 }
 
-// ResumeSession rebuilds a cut session of an authenticated device on a
-// link. Its unacknowledged events are written to the link by the session
-// grain before this returns.
-func (n *Node) ResumeSession(user string, dev *pb.Device, r *pb.Resume, link uint64) (*pb.SessionInfo, error) {
-	if r.SessionId == "" || len(r.SessionId) > 64 {
+// ResumeSession authenticates token and rebuilds a cut session of its
+// device on a link. The session's unacknowledged events are written to the
+// link by the session grain before this returns.
+//
+// A rebuild costs one user grain call, not two: Authenticate also attaches
+// the device (it already carries the session, so only its last-active time
+// changes) and returns the conversation list, read before the session's
+// Resume. A membership change committed after that read and pushed to the
+// session before its Resume would be replayed to the link but missing from
+// the list, and so from the link's hub subscriptions (a join pushed to a
+// session with no link subscribes nothing). The Resume reply reports the
+// highest membership version the session applied; when it is above the
+// version of the list, the list is read again (testdata/membership_race in
+// actors/session, and gateway's TestRebuildMembershipRace). A change
+// pushed after the Resume reaches the new link live, with its hub join.
+func (n *Node) ResumeSession(token string, dev *pb.Device, r *pb.Resume, link uint64) (*pb.SessionInfo, error) {
+	if err := ValidateDevice(dev); err != nil {
+		return nil, err
+	}
+	user := UserOfToken(token)
+	if user == "" || len(token) > 256 {
+		return nil, codeError(pb.CodeBadToken, "malformed token")
+	}
+	valid := r.SessionId != "" && len(r.SessionId) <= 64
+	areq := &grainpb.AuthReq{Token: token, DeviceId: dev.Id, DeviceType: dev.Type}
+	if valid {
+		areq.ResumeSessionId = r.SessionId
+	}
+	users := grainpb.GetUserGrainClient(n.Cluster, user)
+	auth, err := users.Authenticate(areq, n.callOpts()...)
+	if err != nil {
+		return nil, err
+	}
+	if !valid {
 		return nil, codeError(pb.CodeSessionUnknown, "no such session")
+	}
+	if h := n.opts.ResumeHook; h != nil {
+		h(user, r.SessionId)
 	}
 	sess, err := grainpb.GetSessionGrainClient(n.Cluster, r.SessionId).Resume(&grainpb.ResumeReq{
 		UserId: user, DeviceId: dev.Id, RebuildToken: r.RebuildToken, LastSessionSeq: r.LastSessionSeq, LinkId: link,
@@ -208,18 +240,44 @@ func (n *Node) ResumeSession(user string, dev *pb.Device, r *pb.Resume, link uin
 	if err != nil {
 		return nil, err
 	}
-	att, err := grainpb.GetUserGrainClient(n.Cluster, user).Attach(&grainpb.AttachReq{DeviceId: dev.Id, SessionId: r.SessionId, DeviceType: dev.Type}, n.callOpts()...)
-	if err != nil {
-		return nil, err
+	convs := auth.Conversations
+	if auth.Attached {
+		n.tell(KindUser, user, &deviceActive{device: dev.Id, session: r.SessionId})
+	}
+	switch {
+	case !auth.Attached:
+		// The device carries another session (or none, or another type):
+		// attached after the Resume, as a session open is.
+		att, err := users.Attach(&grainpb.AttachReq{DeviceId: dev.Id, SessionId: r.SessionId, DeviceType: dev.Type}, n.callOpts()...)
+		if err != nil {
+			return nil, err
+		}
+		convs = att.Conversations
+	case sess.MembershipSeen > auth.MembershipVersion:
+		n.opts.Metrics.ResumeListRereads.Add(1)
+		list, err := users.Conversations(&grainpb.ListReq{}, n.callOpts()...)
+		if err != nil {
+			return nil, err
+		}
+		convs = list.Conversations
 	}
 	info := &pb.SessionInfo{
 		SessionId: r.SessionId, UserId: user, DeviceId: dev.Id, Rebuild: true,
 		KeepMs: sess.KeepMs, SessionSeq: sess.SessionSeq, Rebuilt: true,
+		Conversations: make([]*pb.Conversation, 0, len(convs)),
 	}
-	for _, c := range att.Conversations {
+	for _, c := range convs {
 		info.Conversations = append(info.Conversations, &pb.Conversation{Id: c.ConversationId, Kind: c.Kind, Title: c.Title})
 	}
 	return info, nil
+}
+
+// tell sends a one-way local message to a grain if it is activated (the
+// cluster's PID cache knows it); otherwise the message is dropped.
+func (n *Node) tell(kind, id string, msg any) {
+	if pid, ok := n.Cluster.PidCache.Get(id, kind); ok && pid != nil {
+		n.System.Root.Send(pid, msg)
+	}
 }
 
 // EndSession ends a session for good (logout): it cannot be rebuilt.

@@ -73,8 +73,14 @@ func (g *userGrain) Init(ctx cluster.GrainContext) {
 	}
 }
 
-func (g *userGrain) Terminate(ctx cluster.GrainContext)      {}
-func (g *userGrain) ReceiveDefault(ctx cluster.GrainContext) { g.idle.receive(ctx, false) }
+func (g *userGrain) Terminate(ctx cluster.GrainContext) {}
+func (g *userGrain) ReceiveDefault(ctx cluster.GrainContext) {
+	if a, ok := ctx.Message().(*deviceActive); ok {
+		g.touchActive(a)
+		return
+	}
+	g.idle.receive(ctx, false)
+}
 
 func (g *userGrain) save(rec *grainpb.UserRecord) error {
 	b := g.n.opts.Store.NewBatch(persistence.KindUser, g.id)
@@ -223,7 +229,55 @@ func (g *userGrain) Authenticate(req *grainpb.AuthReq, ctx cluster.GrainContext)
 	}
 	r := g.reply()
 	r.DeviceId = t.DeviceId
+	if req.ResumeSessionId != "" && !req.AnyDevice {
+		att := &grainpb.AttachReq{DeviceId: req.DeviceId, SessionId: req.ResumeSessionId, DeviceType: req.DeviceType}
+		if activityOnly(g.rec, att) {
+			// Nothing is written before the session accepts the rebuild
+			// (a refused rebuild leaves no trace): the device's
+			// last-active time follows in a deviceActive notice.
+			r.Attached, r.Conversations, r.MembershipVersion = true, g.memberOf(), g.rec.MembershipVersion
+		}
+	}
 	return r, nil
+}
+
+// deviceActive tells a user grain that a device's session was rebuilt
+// (after an Authenticate that attached it): its last-active time is set
+// and saved without an fsync, as Attach does for a rebuild (see
+// activityOnly). A one-way local message, not a grain call: nothing waits
+// for it, and losing it (the grain stopped meanwhile, a crash) loses only
+// that time.
+type deviceActive struct{ device, session string }
+
+// touchActive applies a deviceActive notice. The record is changed in
+// place, and restored if the save fails: cloning the whole record for one
+// field cost more than the write.
+func (g *userGrain) touchActive(a *deviceActive) {
+	if g.ready() != nil {
+		return
+	}
+	for _, d := range g.rec.Devices {
+		if d.DeviceId == a.device && d.SessionId == a.session {
+			prev := d.LastActiveMs
+			d.LastActiveMs = g.n.now()
+			if err := g.saveUnsynced(g.rec); err != nil {
+				d.LastActiveMs = prev
+				g.logger().Warn("save device activity", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// memberOf lists the conversations the user is a member of.
+func (g *userGrain) memberOf() []*grainpb.ConvEntry {
+	var out []*grainpb.ConvEntry
+	for _, c := range g.rec.Conversations {
+		if !c.Left {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func (g *userGrain) Logout(req *grainpb.LogoutReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
@@ -263,6 +317,7 @@ func (g *userGrain) Membership(req *grainpb.MembershipReq, ctx cluster.GrainCont
 	} else {
 		rec.Conversations = append(rec.Conversations, e)
 	}
+	rec.MembershipVersion++
 	if err := g.save(rec); err != nil {
 		return nil, err
 	}
@@ -277,7 +332,7 @@ func (g *userGrain) Membership(req *grainpb.MembershipReq, ctx cluster.GrainCont
 	op := fmt.Sprintf("m/%s/%d", e.ConversationId, e.Version)
 	for _, d := range rec.Devices {
 		if d.SessionId != "" {
-			g.push(d.SessionId, &grainpb.PushReq{Event: ev, OpId: op})
+			g.push(d.SessionId, &grainpb.PushReq{Event: ev, OpId: op, MembershipVersion: rec.MembershipVersion})
 		}
 	}
 	return &grainpb.Ok{}, nil
@@ -339,14 +394,9 @@ func (g *userGrain) Attach(req *grainpb.AttachReq, ctx cluster.GrainContext) (*g
 	if err := save(rec); err != nil {
 		return nil, err
 	}
-	out := &grainpb.AttachReply{PreviousSessionId: prev}
+	out := &grainpb.AttachReply{PreviousSessionId: prev, Conversations: g.memberOf()}
 	if prev == req.SessionId {
 		out.PreviousSessionId = ""
-	}
-	for _, c := range rec.Conversations {
-		if !c.Left {
-			out.Conversations = append(out.Conversations, c)
-		}
 	}
 	return out, nil
 }
@@ -369,13 +419,7 @@ func (g *userGrain) Conversations(req *grainpb.ListReq, ctx cluster.GrainContext
 	if err := g.ready(); err != nil {
 		return nil, err
 	}
-	out := &grainpb.ConvList{}
-	for _, c := range g.rec.Conversations {
-		if !c.Left {
-			out.Conversations = append(out.Conversations, c)
-		}
-	}
-	return out, nil
+	return &grainpb.ConvList{Conversations: g.memberOf()}, nil
 }
 
 // usernameGrain is the unique index of usernames: one grain per username.

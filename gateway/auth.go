@@ -26,18 +26,15 @@ func (l *link) hello(id string, h *pb.Hello) {
 		l.replyMsg(id, ok)
 		return
 	}
-	if _, err := l.srv.node.Authenticate(h.Token, h.Device); err != nil {
-		l.replyGrainErr(id, err)
-		return
-	}
 	uid := actors.UserOfToken(h.Token)
 	var info *pb.SessionInfo
 	var err error
 	if h.Resume != nil {
-		// A refused rebuild leaves the link waiting for hello, so the
-		// client can open a fresh session on the same link.
-		info, err = l.srv.node.ResumeSession(uid, h.Device, h.Resume, l.id)
-	} else {
+		// Authenticates too (one user grain call). A refused rebuild
+		// leaves the link waiting for hello, so the client can open a
+		// fresh session on the same link.
+		info, err = l.srv.node.ResumeSession(h.Token, h.Device, h.Resume, l.id)
+	} else if _, err = l.srv.node.Authenticate(h.Token, h.Device); err == nil {
 		info, err = l.srv.node.OpenSession(uid, h.Device, h.Rebuild, l.id)
 	}
 	if err != nil {

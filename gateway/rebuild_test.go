@@ -3,13 +3,17 @@ package gateway_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/parley-chat/parley/actors"
+	"github.com/parley-chat/parley/actors/grainpb"
 	"github.com/parley-chat/parley/client"
 	"github.com/parley-chat/parley/gateway/gatewaytest"
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/parley-chat/parley/persistence"
+	"google.golang.org/protobuf/proto"
 )
 
 func dialReconnecting(t *testing.T, srv *gatewaytest.Server, device string) *client.Client {
@@ -143,4 +147,79 @@ func TestRebuildRefusals(t *testing.T) {
 		}
 	})
 	_ = ctx
+}
+
+// TestRebuildMembershipRace: a rebuild reads the user's conversation list
+// with its one user grain call (Authenticate), before the session's
+// Resume. Here a group is created with alice as member in that window, and
+// its membership event reaches her cut session before the Resume, so the
+// Resume replays it: the list read before misses the group, and the
+// rebuild must read it again, or the new link is not subscribed to the
+// group and its messages are missed live (until the next reconnect).
+func TestRebuildMembershipRace(t *testing.T) {
+	var hook atomic.Pointer[func(user, session string)]
+	srv := gatewaytest.Start(t, gatewaytest.Options{Actors: actors.Options{ResumeHook: func(user, session string) {
+		if f := hook.Load(); f != nil {
+			(*f)(user, session)
+		}
+	}}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bob, _ := srv.User(t, "bob", "b1")
+	setup, _ := srv.User(t, "alice", "setup")
+	setup.Close() // alice's only link is the one rebuilt below
+	alice := dialReconnecting(t, srv, "a-phone")
+	if _, err := alice.Login(ctx, "alice", "password-alice"); err != nil {
+		t.Fatal(err)
+	}
+	sid := alice.Session().SessionId
+
+	var group atomic.Value
+	armed := func(user, session string) {
+		if session != sid {
+			return
+		}
+		hook.Store(nil) // once
+		g, err := bob.CreateGroup(ctx, "raced", alice.UserID())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		group.Store(g.Id)
+		// Wait until the join is stored in the session (pushed while cut).
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			v, err := srv.App.Store.Get(persistence.EncodeKey(persistence.KindSession, sid, nil))
+			rec := &grainpb.SessionRecord{}
+			if err == nil && proto.Unmarshal(v, rec) == nil && rec.MembershipSeen > 0 && rec.CutAtMs > 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Error("the membership push did not reach the session")
+				return
+			}
+		}
+	}
+	hook.Store(&armed)
+	alice.Drop()
+
+	// The rebuild confirms, then bob writes to the raced group: alice
+	// gets it live.
+	for deadline := time.Now().Add(20 * time.Second); group.Load() == nil || !alice.Session().Rebuilt; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no rebuild")
+		}
+	}
+	if s := alice.Session(); s.SessionId != sid {
+		t.Fatalf("session not rebuilt: %v (was %s)", s, sid)
+	}
+	g := group.Load().(string)
+	if _, err := bob.Send(ctx, g, "after the race"); err != nil {
+		t.Fatal(err)
+	}
+	if m := collect(t, alice, g, 1, 10*time.Second); m[0].Text != "after the race" {
+		t.Fatalf("raced group: %v", m[0])
+	}
+	if n := srv.App.Node.Options().Metrics.ResumeListRereads.Load(); n != 1 {
+		t.Fatalf("conversation list re-reads: %d, want 1", n)
+	}
 }

@@ -62,10 +62,16 @@ type Resume struct {
 }
 
 // Push adds a session event (OpID deduplicates retried pushes).
+// MemberVersion, for a membership event, is the user's membership version
+// after that change: the session remembers the highest it applied
+// (Rec.MembershipSeen) and reports it in its Resume reply, so that the
+// gateway knows whether the conversation list it read before the Resume
+// misses a change that this rebuild replays.
 type Push struct {
-	Event *pb.SessionEvent
-	OpID  string
-	Now   int64
+	Event         *pb.SessionEvent
+	OpID          string
+	MemberVersion int64
+	Now           int64
 }
 
 // Ack acknowledges events up to Seq.
@@ -187,7 +193,7 @@ func keepOf(r *grainpb.SessionRecord, lim Limits) int64 {
 }
 
 func (s *State) reply(lim Limits) *grainpb.SessionReply {
-	r := &grainpb.SessionReply{SessionId: s.ID, SessionSeq: s.Rec.Seq, Rebuild: s.Rec.Rebuild}
+	r := &grainpb.SessionReply{SessionId: s.ID, SessionSeq: s.Rec.Seq, Rebuild: s.Rec.Rebuild, MembershipSeen: s.Rec.MembershipSeen}
 	if s.Rec.Rebuild {
 		r.KeepMs = lim.KeepMs
 	}
@@ -280,6 +286,7 @@ func (s *State) push(e Push, lim Limits, fx *Effects) {
 		rec.DroppedThrough = rec.Unacked[over-1].Seq
 		rec.Unacked = rec.Unacked[over:]
 	}
+	rec.MembershipSeen = max(rec.MembershipSeen, e.MemberVersion)
 	if e.OpID != "" {
 		rec.RecentOps = append(rec.RecentOps, e.OpID)
 		if len(rec.RecentOps) > MaxRecentOps {
