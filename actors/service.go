@@ -13,6 +13,7 @@ import (
 	"github.com/parley-chat/parley/actors/grainpb"
 	pb "github.com/parley-chat/parley/gateway/protocol"
 	"github.com/parley-chat/parley/persistence"
+	"google.golang.org/protobuf/proto"
 )
 
 // Grain kind names (the service names in grains.proto).
@@ -199,15 +200,25 @@ func (n *Node) OpenSession(user string, dev *pb.Device, rebuild bool, link uint6
 // device on a link. The session's unacknowledged events are written to the
 // link by the session grain before this returns.
 //
-// A rebuild costs one user grain call, not two: Authenticate also attaches
-// the device (it already carries the session, so only its last-active time
-// changes) and returns the conversation list, read before the session's
-// Resume. A membership change committed after that read and pushed to the
-// session before its Resume would be replayed to the link but missing from
-// the list, and so from the link's hub subscriptions (a join pushed to a
-// session with no link subscribes nothing). The Resume reply reports the
-// highest membership version the session applied; when it is above the
-// version of the list, the list is read again (testdata/membership_race in
+// In the common case the rebuild makes no user grain call at all. The
+// token is checked against the stored user record, as UsersExist and
+// FileInfo read records: the user grain commits every change (a login's
+// token, a logout, a membership) before it answers, so the stored record
+// is never behind anything acknowledged, and a rebuild storm does not
+// re-activate the (idle-stopped) grain of every user. When the device
+// already carries the session and is the user's most recently active
+// device, the Attach that follows a session open changes nothing that is
+// ever read (see activityOnly and mostRecentDevice), and the conversation
+// list comes from the same record. Otherwise the user grain's Attach runs
+// after the Resume, as before.
+//
+// The list is read before the session's Resume. A membership change
+// committed after that read and pushed to the session before its Resume
+// would be replayed to the link but missing from the list, and so from
+// the link's hub subscriptions (a join pushed to a session with no link
+// subscribes nothing). The Resume reply reports the highest membership
+// version the session applied; when it is above the version of the
+// record read, the record is read again (testdata/membership_race in
 // actors/session, and gateway's TestRebuildMembershipRace). A change
 // pushed after the Resume reaches the new link live, with its hub join.
 func (n *Node) ResumeSession(token string, dev *pb.Device, r *pb.Resume, link uint64) (*pb.SessionInfo, error) {
@@ -218,17 +229,14 @@ func (n *Node) ResumeSession(token string, dev *pb.Device, r *pb.Resume, link ui
 	if user == "" || len(token) > 256 {
 		return nil, codeError(pb.CodeBadToken, "malformed token")
 	}
-	valid := r.SessionId != "" && len(r.SessionId) <= 64
-	areq := &grainpb.AuthReq{Token: token, DeviceId: dev.Id, DeviceType: dev.Type}
-	if valid {
-		areq.ResumeSessionId = r.SessionId
-	}
-	users := grainpb.GetUserGrainClient(n.Cluster, user)
-	auth, err := users.Authenticate(areq, n.callOpts()...)
+	rec, err := n.storedUser(user)
 	if err != nil {
 		return nil, err
 	}
-	if !valid {
+	if _, err := checkToken(rec, token, dev.Id, false, n.now()); err != nil {
+		return nil, err
+	}
+	if r.SessionId == "" || len(r.SessionId) > 64 {
 		return nil, codeError(pb.CodeSessionUnknown, "no such session")
 	}
 	if h := n.opts.ResumeHook; h != nil {
@@ -240,26 +248,24 @@ func (n *Node) ResumeSession(token string, dev *pb.Device, r *pb.Resume, link ui
 	if err != nil {
 		return nil, err
 	}
-	convs := auth.Conversations
-	if auth.Attached {
-		n.tell(KindUser, user, &deviceActive{device: dev.Id, session: r.SessionId})
-	}
+	var convs []*grainpb.ConvEntry
+	attached := activityOnly(rec, &grainpb.AttachReq{DeviceId: dev.Id, SessionId: r.SessionId, DeviceType: dev.Type}) &&
+		mostRecentDevice(rec, dev.Id)
 	switch {
-	case !auth.Attached:
-		// The device carries another session (or none, or another type):
-		// attached after the Resume, as a session open is.
-		att, err := users.Attach(&grainpb.AttachReq{DeviceId: dev.Id, SessionId: r.SessionId, DeviceType: dev.Type}, n.callOpts()...)
+	case !attached:
+		att, err := grainpb.GetUserGrainClient(n.Cluster, user).Attach(&grainpb.AttachReq{DeviceId: dev.Id, SessionId: r.SessionId, DeviceType: dev.Type}, n.callOpts()...)
 		if err != nil {
 			return nil, err
 		}
 		convs = att.Conversations
-	case sess.MembershipSeen > auth.MembershipVersion:
+	case sess.MembershipSeen > rec.MembershipVersion:
 		n.opts.Metrics.ResumeListRereads.Add(1)
-		list, err := users.Conversations(&grainpb.ListReq{}, n.callOpts()...)
-		if err != nil {
+		if rec, err = n.storedUser(user); err != nil {
 			return nil, err
 		}
-		convs = list.Conversations
+		convs = memberOf(rec)
+	default:
+		convs = memberOf(rec)
 	}
 	info := &pb.SessionInfo{
 		SessionId: r.SessionId, UserId: user, DeviceId: dev.Id, Rebuild: true,
@@ -272,12 +278,21 @@ func (n *Node) ResumeSession(token string, dev *pb.Device, r *pb.Resume, link ui
 	return info, nil
 }
 
-// tell sends a one-way local message to a grain if it is activated (the
-// cluster's PID cache knows it); otherwise the message is dropped.
-func (n *Node) tell(kind, id string, msg any) {
-	if pid, ok := n.Cluster.PidCache.Get(id, kind); ok && pid != nil {
-		n.System.Root.Send(pid, msg)
+// storedUser reads a user's committed record (see ResumeSession); an
+// unknown user has no valid token.
+func (n *Node) storedUser(user string) (*grainpb.UserRecord, error) {
+	v, err := n.opts.Store.Get(persistence.EncodeKey(persistence.KindUser, user, nil))
+	switch {
+	case errors.Is(err, persistence.ErrNotFound):
+		return nil, codeError(pb.CodeBadToken, "invalid token")
+	case err != nil:
+		return nil, codeError(pb.CodeStorage, "read user %s: %v", user, err)
 	}
+	rec := &grainpb.UserRecord{}
+	if err := proto.Unmarshal(v, rec); err != nil {
+		return nil, codeError(pb.CodeStorage, "decode user %s: %v", user, err)
+	}
+	return rec, nil
 }
 
 // EndSession ends a session for good (logout): it cannot be rebuilt.

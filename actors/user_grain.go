@@ -73,14 +73,8 @@ func (g *userGrain) Init(ctx cluster.GrainContext) {
 	}
 }
 
-func (g *userGrain) Terminate(ctx cluster.GrainContext) {}
-func (g *userGrain) ReceiveDefault(ctx cluster.GrainContext) {
-	if a, ok := ctx.Message().(*deviceActive); ok {
-		g.touchActive(a)
-		return
-	}
-	g.idle.receive(ctx, false)
-}
+func (g *userGrain) Terminate(ctx cluster.GrainContext)      {}
+func (g *userGrain) ReceiveDefault(ctx cluster.GrainContext) { g.idle.receive(ctx, false) }
 
 func (g *userGrain) save(rec *grainpb.UserRecord) error {
 	b := g.n.opts.Store.NewBatch(persistence.KindUser, g.id)
@@ -220,59 +214,52 @@ func (g *userGrain) Authenticate(req *grainpb.AuthReq, ctx cluster.GrainContext)
 		}
 		return nil, err
 	}
-	t := g.findToken(req.Token)
-	if t == nil || t.ExpiresAtMs <= g.n.now() {
-		return nil, grainError(pb.CodeBadToken, "invalid or expired token")
-	}
-	if t.DeviceId != req.DeviceId && !req.AnyDevice {
-		return nil, grainError(pb.CodeBadToken, "token was issued to another device")
+	t, err := checkToken(g.rec, req.Token, req.DeviceId, req.AnyDevice, g.n.now())
+	if err != nil {
+		return nil, err
 	}
 	r := g.reply()
 	r.DeviceId = t.DeviceId
-	if req.ResumeSessionId != "" && !req.AnyDevice {
-		att := &grainpb.AttachReq{DeviceId: req.DeviceId, SessionId: req.ResumeSessionId, DeviceType: req.DeviceType}
-		if activityOnly(g.rec, att) {
-			// Nothing is written before the session accepts the rebuild
-			// (a refused rebuild leaves no trace): the device's
-			// last-active time follows in a deviceActive notice.
-			r.Attached, r.Conversations, r.MembershipVersion = true, g.memberOf(), g.rec.MembershipVersion
-		}
-	}
 	return r, nil
 }
 
-// deviceActive tells a user grain that a device's session was rebuilt
-// (after an Authenticate that attached it): its last-active time is set
-// and saved without an fsync, as Attach does for a rebuild (see
-// activityOnly). A one-way local message, not a grain call: nothing waits
-// for it, and losing it (the grain stopped meanwhile, a crash) loses only
-// that time.
-type deviceActive struct{ device, session string }
-
-// touchActive applies a deviceActive notice. The record is changed in
-// place, and restored if the save fails: cloning the whole record for one
-// field cost more than the write.
-func (g *userGrain) touchActive(a *deviceActive) {
-	if g.ready() != nil {
-		return
+// checkToken returns the token record of token in rec, if it is valid
+// for device (for any device with anyDevice).
+func checkToken(rec *grainpb.UserRecord, token, device string, anyDevice bool, now int64) (*grainpb.TokenRecord, error) {
+	sum := sha256.Sum256([]byte(token))
+	i := slices.IndexFunc(rec.Tokens, func(t *grainpb.TokenRecord) bool { return subtle.ConstantTimeCompare(t.Sha256, sum[:]) == 1 })
+	if i < 0 || rec.Tokens[i].ExpiresAtMs <= now {
+		return nil, grainError(pb.CodeBadToken, "invalid or expired token")
 	}
-	for _, d := range g.rec.Devices {
-		if d.DeviceId == a.device && d.SessionId == a.session {
-			prev := d.LastActiveMs
-			d.LastActiveMs = g.n.now()
-			if err := g.saveUnsynced(g.rec); err != nil {
-				d.LastActiveMs = prev
-				g.logger().Warn("save device activity", "err", err)
-			}
-			return
+	t := rec.Tokens[i]
+	if t.DeviceId != device && !anyDevice {
+		return nil, grainError(pb.CodeBadToken, "token was issued to another device")
+	}
+	return t, nil
+}
+
+// mostRecentDevice reports whether device is the user's only most
+// recently active device (the one latestDeviceType picks). Touching its
+// last-active time again changes no choice between devices, now or later
+// (another device's time can only be set to a later now), so a rebuild of
+// its session needs no write to the user record.
+func mostRecentDevice(rec *grainpb.UserRecord, device string) bool {
+	i := slices.IndexFunc(rec.Devices, func(d *grainpb.DeviceRecord) bool { return d.DeviceId == device })
+	if i < 0 {
+		return false
+	}
+	for j, d := range rec.Devices {
+		if j != i && d.LastActiveMs >= rec.Devices[i].LastActiveMs {
+			return false
 		}
 	}
+	return true
 }
 
 // memberOf lists the conversations the user is a member of.
-func (g *userGrain) memberOf() []*grainpb.ConvEntry {
+func memberOf(rec *grainpb.UserRecord) []*grainpb.ConvEntry {
 	var out []*grainpb.ConvEntry
-	for _, c := range g.rec.Conversations {
+	for _, c := range rec.Conversations {
 		if !c.Left {
 			out = append(out, c)
 		}
@@ -394,7 +381,7 @@ func (g *userGrain) Attach(req *grainpb.AttachReq, ctx cluster.GrainContext) (*g
 	if err := save(rec); err != nil {
 		return nil, err
 	}
-	out := &grainpb.AttachReply{PreviousSessionId: prev, Conversations: g.memberOf()}
+	out := &grainpb.AttachReply{PreviousSessionId: prev, Conversations: memberOf(g.rec)}
 	if prev == req.SessionId {
 		out.PreviousSessionId = ""
 	}
@@ -419,7 +406,7 @@ func (g *userGrain) Conversations(req *grainpb.ListReq, ctx cluster.GrainContext
 	if err := g.ready(); err != nil {
 		return nil, err
 	}
-	return &grainpb.ConvList{Conversations: g.memberOf()}, nil
+	return &grainpb.ConvList{Conversations: memberOf(g.rec)}, nil
 }
 
 // usernameGrain is the unique index of usernames: one grain per username.

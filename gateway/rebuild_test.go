@@ -223,3 +223,62 @@ func TestRebuildMembershipRace(t *testing.T) {
 		t.Fatalf("conversation list re-reads: %d, want 1", n)
 	}
 }
+
+// TestRebuildOlderDeviceAttaches: a rebuild on a device that is not the
+// user's most recently active one goes through the user grain's Attach
+// (its last-active time moves, so the device becomes the most recent);
+// on the most recent device it writes nothing to the user record.
+func TestRebuildOlderDeviceAttaches(t *testing.T) {
+	srv := gatewaytest.Start(t, gatewaytest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv.User(t, "alice", "setup")
+	phone := dialReconnecting(t, srv, "a-phone")
+	if _, err := phone.Login(ctx, "alice", "password-alice"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	srv.User(t, "alice", "a-laptop") // now the most recent device
+	devices := func() map[string]int64 {
+		v, err := srv.App.Store.Get(persistence.EncodeKey(persistence.KindUser, phone.UserID(), nil))
+		rec := &grainpb.UserRecord{}
+		if err != nil || proto.Unmarshal(v, rec) != nil {
+			t.Fatalf("read user: %v", err)
+		}
+		out := map[string]int64{}
+		for _, d := range rec.Devices {
+			out[d.DeviceId] = d.LastActiveMs
+		}
+		return out
+	}
+	rebuild := func() {
+		t.Helper()
+		prev := phone.Session()
+		phone.Drop()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if s := phone.Session(); s != prev && s.Rebuilt {
+				if s.SessionId != prev.SessionId {
+					t.Fatalf("new session %s, want %s rebuilt", s.SessionId, prev.SessionId)
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no rebuild")
+			}
+		}
+	}
+	before := devices()
+	if before["a-phone"] >= before["a-laptop"] {
+		t.Fatalf("devices %v: the laptop should be the most recent", before)
+	}
+	rebuild()
+	after := devices()
+	if after["a-phone"] <= after["a-laptop"] {
+		t.Fatalf("devices %v after the phone's rebuild: the phone should be the most recent", after)
+	}
+	time.Sleep(5 * time.Millisecond)
+	rebuild()
+	if again := devices(); again["a-phone"] != after["a-phone"] {
+		t.Fatalf("a rebuild on the most recent device wrote its time: %v -> %v", after, again)
+	}
+}

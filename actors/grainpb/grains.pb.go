@@ -338,16 +338,9 @@ type UserReply struct {
 	DeviceId string `protobuf:"bytes,4,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	// Only in Profile replies: the type of the user's most recently active
 	// device (unspecified if none).
-	ClientType protocol.DeviceType `protobuf:"varint,20,opt,name=client_type,json=clientType,proto3,enum=parley.protocol.v1.DeviceType" json:"client_type,omitempty"`
-	// Authenticate with resume_session_id, when the token's device carries
-	// that session: the device was attached (its last-active time touched,
-	// as Attach does for a rebuild), and conversations is the user's list
-	// (without the ones left) as of membership_version.
-	Attached          bool         `protobuf:"varint,5,opt,name=attached,proto3" json:"attached,omitempty"`
-	Conversations     []*ConvEntry `protobuf:"bytes,6,rep,name=conversations,proto3" json:"conversations,omitempty"`
-	MembershipVersion int64        `protobuf:"varint,7,opt,name=membership_version,json=membershipVersion,proto3" json:"membership_version,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	ClientType    protocol.DeviceType `protobuf:"varint,20,opt,name=client_type,json=clientType,proto3,enum=parley.protocol.v1.DeviceType" json:"client_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UserReply) Reset() {
@@ -413,27 +406,6 @@ func (x *UserReply) GetClientType() protocol.DeviceType {
 		return x.ClientType
 	}
 	return protocol.DeviceType(0)
-}
-
-func (x *UserReply) GetAttached() bool {
-	if x != nil {
-		return x.Attached
-	}
-	return false
-}
-
-func (x *UserReply) GetConversations() []*ConvEntry {
-	if x != nil {
-		return x.Conversations
-	}
-	return nil
-}
-
-func (x *UserReply) GetMembershipVersion() int64 {
-	if x != nil {
-		return x.MembershipVersion
-	}
-	return 0
 }
 
 type LoginReq struct {
@@ -546,15 +518,9 @@ type AuthReq struct {
 	DeviceId string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	// Accept the token whatever device it was issued to (HTTP requests carry
 	// no device); the reply names the device.
-	AnyDevice bool `protobuf:"varint,3,opt,name=any_device,json=anyDevice,proto3" json:"any_device,omitempty"`
-	// A rebuild of this session is about to be requested: if the device
-	// already carries it (and device_type is unspecified or the device's),
-	// attach it now and reply with the conversation list, so the rebuild
-	// needs no Attach call after the session's Resume.
-	ResumeSessionId string              `protobuf:"bytes,4,opt,name=resume_session_id,json=resumeSessionId,proto3" json:"resume_session_id,omitempty"`
-	DeviceType      protocol.DeviceType `protobuf:"varint,5,opt,name=device_type,json=deviceType,proto3,enum=parley.protocol.v1.DeviceType" json:"device_type,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	AnyDevice     bool `protobuf:"varint,3,opt,name=any_device,json=anyDevice,proto3" json:"any_device,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AuthReq) Reset() {
@@ -606,20 +572,6 @@ func (x *AuthReq) GetAnyDevice() bool {
 		return x.AnyDevice
 	}
 	return false
-}
-
-func (x *AuthReq) GetResumeSessionId() string {
-	if x != nil {
-		return x.ResumeSessionId
-	}
-	return ""
-}
-
-func (x *AuthReq) GetDeviceType() protocol.DeviceType {
-	if x != nil {
-		return x.DeviceType
-	}
-	return protocol.DeviceType(0)
 }
 
 type LogoutReq struct {
@@ -6753,32 +6705,26 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\busername\x18\x01 \x01(\tR\busername\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1a\n" +
 	"\bpassword\x18\x03 \x01(\tR\bpassword\x12\x13\n" +
-	"\x05op_id\x18\x04 \x01(\tR\x04opId\"\xcf\x02\n" +
+	"\x05op_id\x18\x04 \x01(\tR\x04opId\"\xc1\x01\n" +
 	"\tUserReply\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12!\n" +
 	"\fdisplay_name\x18\x03 \x01(\tR\vdisplayName\x12\x1b\n" +
 	"\tdevice_id\x18\x04 \x01(\tR\bdeviceId\x12?\n" +
 	"\vclient_type\x18\x14 \x01(\x0e2\x1e.parley.protocol.v1.DeviceTypeR\n" +
-	"clientType\x12\x1a\n" +
-	"\battached\x18\x05 \x01(\bR\battached\x12A\n" +
-	"\rconversations\x18\x06 \x03(\v2\x1b.parley.grains.v1.ConvEntryR\rconversations\x12-\n" +
-	"\x12membership_version\x18\a \x01(\x03R\x11membershipVersion\"Z\n" +
+	"clientType\"Z\n" +
 	"\bLoginReq\x12\x1a\n" +
 	"\bpassword\x18\x01 \x01(\tR\bpassword\x122\n" +
 	"\x06device\x18\x02 \x01(\v2\x1a.parley.protocol.v1.DeviceR\x06device\"F\n" +
 	"\n" +
 	"LoginReply\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\"\n" +
-	"\rexpires_at_ms\x18\x02 \x01(\x03R\vexpiresAtMs\"\xc8\x01\n" +
+	"\rexpires_at_ms\x18\x02 \x01(\x03R\vexpiresAtMs\"[\n" +
 	"\aAuthReq\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1d\n" +
 	"\n" +
-	"any_device\x18\x03 \x01(\bR\tanyDevice\x12*\n" +
-	"\x11resume_session_id\x18\x04 \x01(\tR\x0fresumeSessionId\x12?\n" +
-	"\vdevice_type\x18\x05 \x01(\x0e2\x1e.parley.protocol.v1.DeviceTypeR\n" +
-	"deviceType\"!\n" +
+	"any_device\x18\x03 \x01(\bR\tanyDevice\"!\n" +
 	"\tLogoutReq\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"\xb2\x01\n" +
 	"\tConvEntry\x12'\n" +
@@ -7521,225 +7467,223 @@ var file_actors_grainpb_grains_proto_goTypes = []any{
 }
 var file_actors_grainpb_grains_proto_depIdxs = []int32{
 	101, // 0: parley.grains.v1.UserReply.client_type:type_name -> parley.protocol.v1.DeviceType
-	11,  // 1: parley.grains.v1.UserReply.conversations:type_name -> parley.grains.v1.ConvEntry
-	102, // 2: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
-	101, // 3: parley.grains.v1.AuthReq.device_type:type_name -> parley.protocol.v1.DeviceType
-	103, // 4: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
-	104, // 5: parley.grains.v1.ChannelEntry.level:type_name -> parley.protocol.v1.ChannelLevel
-	12,  // 6: parley.grains.v1.ChannelMembershipReq.channel:type_name -> parley.grains.v1.ChannelEntry
-	11,  // 7: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
-	101, // 8: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
-	11,  // 9: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
-	11,  // 10: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
-	105, // 11: parley.grains.v1.InvitationNoticeReq.invitation:type_name -> parley.protocol.v1.Invitation
-	106, // 12: parley.grains.v1.CallRingReq.invite:type_name -> parley.protocol.v1.CallInvited
-	107, // 13: parley.grains.v1.CallRingReq.stop:type_name -> parley.protocol.v1.CallRingStopped
-	108, // 14: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
-	109, // 15: parley.grains.v1.SignalReq.signal:type_name -> parley.protocol.v1.P2spSignal
-	103, // 16: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
-	110, // 17: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
-	111, // 18: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
-	112, // 19: parley.grains.v1.SendReq.file:type_name -> parley.protocol.v1.FileRef
-	0,   // 20: parley.grains.v1.UploadStatus.state:type_name -> parley.grains.v1.UploadState
-	92,  // 21: parley.grains.v1.FileAttachReq.ref:type_name -> parley.grains.v1.FileRefRecord
-	104, // 22: parley.grains.v1.ImportMember.level:type_name -> parley.protocol.v1.ChannelLevel
-	101, // 23: parley.grains.v1.ImportMember.client_type:type_name -> parley.protocol.v1.DeviceType
-	113, // 24: parley.grains.v1.ImportReq.mode:type_name -> parley.protocol.v1.ImportMode
-	59,  // 25: parley.grains.v1.ImportReq.members:type_name -> parley.grains.v1.ImportMember
-	104, // 26: parley.grains.v1.ChannelMembersReq.level:type_name -> parley.protocol.v1.ChannelLevel
-	114, // 27: parley.grains.v1.ChannelSendReq.send:type_name -> parley.protocol.v1.ChannelSend
-	115, // 28: parley.grains.v1.ChannelSnapshot.members:type_name -> parley.protocol.v1.ChannelMember
-	73,  // 29: parley.grains.v1.FileHolders.holders:type_name -> parley.grains.v1.FileHolder
-	116, // 30: parley.grains.v1.FileHolders.stats:type_name -> parley.protocol.v1.P2spStats
-	117, // 31: parley.grains.v1.FileReportReq.report:type_name -> parley.protocol.v1.P2spReport
-	118, // 32: parley.grains.v1.CallReq.answer:type_name -> parley.protocol.v1.SessionDescription
-	119, // 33: parley.grains.v1.CallReq.candidate:type_name -> parley.protocol.v1.IceCandidate
-	82,  // 34: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
-	11,  // 35: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
-	83,  // 36: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
-	24,  // 37: parley.grains.v1.UserRecord.import_stamps:type_name -> parley.grains.v1.ImportStamp
-	105, // 38: parley.grains.v1.UserRecord.invitations:type_name -> parley.protocol.v1.Invitation
-	12,  // 39: parley.grains.v1.UserRecord.channels:type_name -> parley.grains.v1.ChannelEntry
-	101, // 40: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
-	108, // 41: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
-	103, // 42: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
-	110, // 43: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
-	104, // 44: parley.grains.v1.MemberRecord.channel_level:type_name -> parley.protocol.v1.ChannelLevel
-	11,  // 45: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
-	57,  // 46: parley.grains.v1.OutboxRecord.release:type_name -> parley.grains.v1.FileReleaseReq
-	105, // 47: parley.grains.v1.OutboxRecord.invitation:type_name -> parley.protocol.v1.Invitation
-	94,  // 48: parley.grains.v1.OutboxRecord.channel_removal:type_name -> parley.grains.v1.ChannelRemoval
-	12,  // 49: parley.grains.v1.OutboxRecord.channel:type_name -> parley.grains.v1.ChannelEntry
-	0,   // 50: parley.grains.v1.UploadRecord.state:type_name -> parley.grains.v1.UploadState
-	92,  // 51: parley.grains.v1.FileRecord.refs:type_name -> parley.grains.v1.FileRefRecord
-	105, // 52: parley.grains.v1.InvitationRecord.invitation:type_name -> parley.protocol.v1.Invitation
-	113, // 53: parley.grains.v1.ImportRecord.mode:type_name -> parley.protocol.v1.ImportMode
-	120, // 54: parley.grains.v1.ImportRecord.result:type_name -> parley.protocol.v1.ImportResult
-	104, // 55: parley.grains.v1.ChannelMemberRecord.level:type_name -> parley.protocol.v1.ChannelLevel
-	100, // 56: parley.grains.v1.CallRecord.parts:type_name -> parley.grains.v1.CallPartRecord
-	2,   // 57: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
-	4,   // 58: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
-	5,   // 59: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
-	7,   // 60: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
-	9,   // 61: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
-	10,  // 62: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
-	14,  // 63: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
-	15,  // 64: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
-	17,  // 65: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
-	18,  // 66: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
-	13,  // 67: parley.grains.v1.User.ChannelMembership:input_type -> parley.grains.v1.ChannelMembershipReq
-	18,  // 68: parley.grains.v1.User.Channels:input_type -> parley.grains.v1.ListReq
-	18,  // 69: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
-	20,  // 70: parley.grains.v1.User.ReserveImport:input_type -> parley.grains.v1.ImportReserveReq
-	22,  // 71: parley.grains.v1.User.ReleaseImport:input_type -> parley.grains.v1.ImportReleaseReq
-	23,  // 72: parley.grains.v1.User.Invitation:input_type -> parley.grains.v1.InvitationNoticeReq
-	18,  // 73: parley.grains.v1.User.Invitations:input_type -> parley.grains.v1.ListReq
-	31,  // 74: parley.grains.v1.User.Notify:input_type -> parley.grains.v1.PushReq
-	25,  // 75: parley.grains.v1.User.CallClaim:input_type -> parley.grains.v1.CallClaimReq
-	27,  // 76: parley.grains.v1.User.CallRing:input_type -> parley.grains.v1.CallRingReq
-	29,  // 77: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
-	34,  // 78: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
-	31,  // 79: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
-	32,  // 80: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
-	33,  // 81: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
-	35,  // 82: parley.grains.v1.Session.Hold:input_type -> parley.grains.v1.HoldReq
-	36,  // 83: parley.grains.v1.Session.Signal:input_type -> parley.grains.v1.SignalReq
-	37,  // 84: parley.grains.v1.Session.CallBind:input_type -> parley.grains.v1.CallBindReq
-	39,  // 85: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
-	40,  // 86: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
-	41,  // 87: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
-	42,  // 88: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
-	43,  // 89: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
-	44,  // 90: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
-	45,  // 91: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
-	46,  // 92: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
-	47,  // 93: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
-	48,  // 94: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
-	60,  // 95: parley.grains.v1.Conversation.ImportCheck:input_type -> parley.grains.v1.ImportReq
-	60,  // 96: parley.grains.v1.Conversation.Import:input_type -> parley.grains.v1.ImportReq
-	61,  // 97: parley.grains.v1.Conversation.Answer:input_type -> parley.grains.v1.AnswerReq
-	48,  // 98: parley.grains.v1.Conversation.Check:input_type -> parley.grains.v1.InfoReq
-	49,  // 99: parley.grains.v1.Upload.Create:input_type -> parley.grains.v1.UploadCreateReq
-	50,  // 100: parley.grains.v1.Upload.Head:input_type -> parley.grains.v1.UploadHeadReq
-	51,  // 101: parley.grains.v1.Upload.Begin:input_type -> parley.grains.v1.UploadBeginReq
-	52,  // 102: parley.grains.v1.Upload.End:input_type -> parley.grains.v1.UploadEndReq
-	53,  // 103: parley.grains.v1.Upload.Remove:input_type -> parley.grains.v1.UploadTerminateReq
-	54,  // 104: parley.grains.v1.Upload.Sweep:input_type -> parley.grains.v1.UploadSweepReq
-	56,  // 105: parley.grains.v1.File.Attach:input_type -> parley.grains.v1.FileAttachReq
-	57,  // 106: parley.grains.v1.File.Release:input_type -> parley.grains.v1.FileReleaseReq
-	58,  // 107: parley.grains.v1.File.Get:input_type -> parley.grains.v1.FileGetReq
-	70,  // 108: parley.grains.v1.File.Announce:input_type -> parley.grains.v1.FileAnnounceReq
-	71,  // 109: parley.grains.v1.File.Drop:input_type -> parley.grains.v1.FileDropReq
-	72,  // 110: parley.grains.v1.File.Holders:input_type -> parley.grains.v1.FileHoldersReq
-	75,  // 111: parley.grains.v1.File.Report:input_type -> parley.grains.v1.FileReportReq
-	76,  // 112: parley.grains.v1.File.Served:input_type -> parley.grains.v1.FileServedReq
-	77,  // 113: parley.grains.v1.File.Stats:input_type -> parley.grains.v1.FileStatsReq
-	62,  // 114: parley.grains.v1.Channel.Create:input_type -> parley.grains.v1.CreateChannelReq
-	63,  // 115: parley.grains.v1.Channel.AddMembers:input_type -> parley.grains.v1.ChannelMembersReq
-	64,  // 116: parley.grains.v1.Channel.RemoveMember:input_type -> parley.grains.v1.ChannelRemoveReq
-	65,  // 117: parley.grains.v1.Channel.Drop:input_type -> parley.grains.v1.ChannelDropReq
-	66,  // 118: parley.grains.v1.Channel.Join:input_type -> parley.grains.v1.ChannelPresenceReq
-	66,  // 119: parley.grains.v1.Channel.Leave:input_type -> parley.grains.v1.ChannelPresenceReq
-	67,  // 120: parley.grains.v1.Channel.Send:input_type -> parley.grains.v1.ChannelSendReq
-	68,  // 121: parley.grains.v1.Channel.Info:input_type -> parley.grains.v1.ChannelInfoReq
-	68,  // 122: parley.grains.v1.Channel.Snapshot:input_type -> parley.grains.v1.ChannelInfoReq
-	68,  // 123: parley.grains.v1.Channel.Wake:input_type -> parley.grains.v1.ChannelInfoReq
-	78,  // 124: parley.grains.v1.Call.Create:input_type -> parley.grains.v1.CallReq
-	78,  // 125: parley.grains.v1.Call.CreateRoom:input_type -> parley.grains.v1.CallReq
-	78,  // 126: parley.grains.v1.Call.Enter:input_type -> parley.grains.v1.CallReq
-	78,  // 127: parley.grains.v1.Call.Join:input_type -> parley.grains.v1.CallReq
-	78,  // 128: parley.grains.v1.Call.Decline:input_type -> parley.grains.v1.CallReq
-	78,  // 129: parley.grains.v1.Call.Cancel:input_type -> parley.grains.v1.CallReq
-	78,  // 130: parley.grains.v1.Call.Leave:input_type -> parley.grains.v1.CallReq
-	78,  // 131: parley.grains.v1.Call.Mute:input_type -> parley.grains.v1.CallReq
-	78,  // 132: parley.grains.v1.Call.Signal:input_type -> parley.grains.v1.CallReq
-	78,  // 133: parley.grains.v1.Call.Info:input_type -> parley.grains.v1.CallReq
-	79,  // 134: parley.grains.v1.Call.Link:input_type -> parley.grains.v1.CallLinkReq
-	80,  // 135: parley.grains.v1.Call.Wake:input_type -> parley.grains.v1.CallWakeReq
-	3,   // 136: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
-	3,   // 137: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
-	6,   // 138: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
-	8,   // 139: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
-	6,   // 140: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
-	1,   // 141: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
-	1,   // 142: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
-	16,  // 143: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
-	1,   // 144: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
-	19,  // 145: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
-	1,   // 146: parley.grains.v1.User.ChannelMembership:output_type -> parley.grains.v1.Ok
-	121, // 147: parley.grains.v1.User.Channels:output_type -> parley.protocol.v1.ChannelList
-	6,   // 148: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
-	21,  // 149: parley.grains.v1.User.ReserveImport:output_type -> parley.grains.v1.ImportReserveReply
-	1,   // 150: parley.grains.v1.User.ReleaseImport:output_type -> parley.grains.v1.Ok
-	1,   // 151: parley.grains.v1.User.Invitation:output_type -> parley.grains.v1.Ok
-	122, // 152: parley.grains.v1.User.Invitations:output_type -> parley.protocol.v1.InvitationList
-	1,   // 153: parley.grains.v1.User.Notify:output_type -> parley.grains.v1.Ok
-	26,  // 154: parley.grains.v1.User.CallClaim:output_type -> parley.grains.v1.CallClaimReply
-	28,  // 155: parley.grains.v1.User.CallRing:output_type -> parley.grains.v1.CallRingReply
-	30,  // 156: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
-	30,  // 157: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
-	1,   // 158: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
-	1,   // 159: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
-	1,   // 160: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
-	1,   // 161: parley.grains.v1.Session.Hold:output_type -> parley.grains.v1.Ok
-	1,   // 162: parley.grains.v1.Session.Signal:output_type -> parley.grains.v1.Ok
-	38,  // 163: parley.grains.v1.Session.CallBind:output_type -> parley.grains.v1.CallBindReply
-	123, // 164: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
-	123, // 165: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
-	123, // 166: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
-	123, // 167: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
-	123, // 168: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
-	124, // 169: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
-	124, // 170: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
-	1,   // 171: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
-	125, // 172: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
-	123, // 173: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
-	120, // 174: parley.grains.v1.Conversation.ImportCheck:output_type -> parley.protocol.v1.ImportResult
-	120, // 175: parley.grains.v1.Conversation.Import:output_type -> parley.protocol.v1.ImportResult
-	126, // 176: parley.grains.v1.Conversation.Answer:output_type -> parley.protocol.v1.InvitationAnswered
-	1,   // 177: parley.grains.v1.Conversation.Check:output_type -> parley.grains.v1.Ok
-	55,  // 178: parley.grains.v1.Upload.Create:output_type -> parley.grains.v1.UploadStatus
-	55,  // 179: parley.grains.v1.Upload.Head:output_type -> parley.grains.v1.UploadStatus
-	55,  // 180: parley.grains.v1.Upload.Begin:output_type -> parley.grains.v1.UploadStatus
-	55,  // 181: parley.grains.v1.Upload.End:output_type -> parley.grains.v1.UploadStatus
-	1,   // 182: parley.grains.v1.Upload.Remove:output_type -> parley.grains.v1.Ok
-	1,   // 183: parley.grains.v1.Upload.Sweep:output_type -> parley.grains.v1.Ok
-	1,   // 184: parley.grains.v1.File.Attach:output_type -> parley.grains.v1.Ok
-	1,   // 185: parley.grains.v1.File.Release:output_type -> parley.grains.v1.Ok
-	93,  // 186: parley.grains.v1.File.Get:output_type -> parley.grains.v1.FileRecord
-	1,   // 187: parley.grains.v1.File.Announce:output_type -> parley.grains.v1.Ok
-	1,   // 188: parley.grains.v1.File.Drop:output_type -> parley.grains.v1.Ok
-	74,  // 189: parley.grains.v1.File.Holders:output_type -> parley.grains.v1.FileHolders
-	1,   // 190: parley.grains.v1.File.Report:output_type -> parley.grains.v1.Ok
-	1,   // 191: parley.grains.v1.File.Served:output_type -> parley.grains.v1.Ok
-	116, // 192: parley.grains.v1.File.Stats:output_type -> parley.protocol.v1.P2spStats
-	127, // 193: parley.grains.v1.Channel.Create:output_type -> parley.protocol.v1.Channel
-	127, // 194: parley.grains.v1.Channel.AddMembers:output_type -> parley.protocol.v1.Channel
-	127, // 195: parley.grains.v1.Channel.RemoveMember:output_type -> parley.protocol.v1.Channel
-	1,   // 196: parley.grains.v1.Channel.Drop:output_type -> parley.grains.v1.Ok
-	127, // 197: parley.grains.v1.Channel.Join:output_type -> parley.protocol.v1.Channel
-	127, // 198: parley.grains.v1.Channel.Leave:output_type -> parley.protocol.v1.Channel
-	128, // 199: parley.grains.v1.Channel.Send:output_type -> parley.protocol.v1.ChannelSent
-	127, // 200: parley.grains.v1.Channel.Info:output_type -> parley.protocol.v1.Channel
-	69,  // 201: parley.grains.v1.Channel.Snapshot:output_type -> parley.grains.v1.ChannelSnapshot
-	1,   // 202: parley.grains.v1.Channel.Wake:output_type -> parley.grains.v1.Ok
-	129, // 203: parley.grains.v1.Call.Create:output_type -> parley.protocol.v1.CallConfirm
-	130, // 204: parley.grains.v1.Call.CreateRoom:output_type -> parley.protocol.v1.CallRoom
-	129, // 205: parley.grains.v1.Call.Enter:output_type -> parley.protocol.v1.CallConfirm
-	130, // 206: parley.grains.v1.Call.Join:output_type -> parley.protocol.v1.CallRoom
-	1,   // 207: parley.grains.v1.Call.Decline:output_type -> parley.grains.v1.Ok
-	1,   // 208: parley.grains.v1.Call.Cancel:output_type -> parley.grains.v1.Ok
-	1,   // 209: parley.grains.v1.Call.Leave:output_type -> parley.grains.v1.Ok
-	1,   // 210: parley.grains.v1.Call.Mute:output_type -> parley.grains.v1.Ok
-	1,   // 211: parley.grains.v1.Call.Signal:output_type -> parley.grains.v1.Ok
-	131, // 212: parley.grains.v1.Call.Info:output_type -> parley.protocol.v1.CallInfo
-	1,   // 213: parley.grains.v1.Call.Link:output_type -> parley.grains.v1.Ok
-	1,   // 214: parley.grains.v1.Call.Wake:output_type -> parley.grains.v1.Ok
-	136, // [136:215] is the sub-list for method output_type
-	57,  // [57:136] is the sub-list for method input_type
-	57,  // [57:57] is the sub-list for extension type_name
-	57,  // [57:57] is the sub-list for extension extendee
-	0,   // [0:57] is the sub-list for field type_name
+	102, // 1: parley.grains.v1.LoginReq.device:type_name -> parley.protocol.v1.Device
+	103, // 2: parley.grains.v1.ConvEntry.kind:type_name -> parley.protocol.v1.ConversationKind
+	104, // 3: parley.grains.v1.ChannelEntry.level:type_name -> parley.protocol.v1.ChannelLevel
+	12,  // 4: parley.grains.v1.ChannelMembershipReq.channel:type_name -> parley.grains.v1.ChannelEntry
+	11,  // 5: parley.grains.v1.MembershipReq.conversation:type_name -> parley.grains.v1.ConvEntry
+	101, // 6: parley.grains.v1.AttachReq.device_type:type_name -> parley.protocol.v1.DeviceType
+	11,  // 7: parley.grains.v1.AttachReply.conversations:type_name -> parley.grains.v1.ConvEntry
+	11,  // 8: parley.grains.v1.ConvList.conversations:type_name -> parley.grains.v1.ConvEntry
+	105, // 9: parley.grains.v1.InvitationNoticeReq.invitation:type_name -> parley.protocol.v1.Invitation
+	106, // 10: parley.grains.v1.CallRingReq.invite:type_name -> parley.protocol.v1.CallInvited
+	107, // 11: parley.grains.v1.CallRingReq.stop:type_name -> parley.protocol.v1.CallRingStopped
+	108, // 12: parley.grains.v1.PushReq.event:type_name -> parley.protocol.v1.SessionEvent
+	109, // 13: parley.grains.v1.SignalReq.signal:type_name -> parley.protocol.v1.P2spSignal
+	103, // 14: parley.grains.v1.CreateConvReq.kind:type_name -> parley.protocol.v1.ConversationKind
+	110, // 15: parley.grains.v1.RoleReq.role:type_name -> parley.protocol.v1.Role
+	111, // 16: parley.grains.v1.SendReq.send:type_name -> parley.protocol.v1.Send
+	112, // 17: parley.grains.v1.SendReq.file:type_name -> parley.protocol.v1.FileRef
+	0,   // 18: parley.grains.v1.UploadStatus.state:type_name -> parley.grains.v1.UploadState
+	92,  // 19: parley.grains.v1.FileAttachReq.ref:type_name -> parley.grains.v1.FileRefRecord
+	104, // 20: parley.grains.v1.ImportMember.level:type_name -> parley.protocol.v1.ChannelLevel
+	101, // 21: parley.grains.v1.ImportMember.client_type:type_name -> parley.protocol.v1.DeviceType
+	113, // 22: parley.grains.v1.ImportReq.mode:type_name -> parley.protocol.v1.ImportMode
+	59,  // 23: parley.grains.v1.ImportReq.members:type_name -> parley.grains.v1.ImportMember
+	104, // 24: parley.grains.v1.ChannelMembersReq.level:type_name -> parley.protocol.v1.ChannelLevel
+	114, // 25: parley.grains.v1.ChannelSendReq.send:type_name -> parley.protocol.v1.ChannelSend
+	115, // 26: parley.grains.v1.ChannelSnapshot.members:type_name -> parley.protocol.v1.ChannelMember
+	73,  // 27: parley.grains.v1.FileHolders.holders:type_name -> parley.grains.v1.FileHolder
+	116, // 28: parley.grains.v1.FileHolders.stats:type_name -> parley.protocol.v1.P2spStats
+	117, // 29: parley.grains.v1.FileReportReq.report:type_name -> parley.protocol.v1.P2spReport
+	118, // 30: parley.grains.v1.CallReq.answer:type_name -> parley.protocol.v1.SessionDescription
+	119, // 31: parley.grains.v1.CallReq.candidate:type_name -> parley.protocol.v1.IceCandidate
+	82,  // 32: parley.grains.v1.UserRecord.tokens:type_name -> parley.grains.v1.TokenRecord
+	11,  // 33: parley.grains.v1.UserRecord.conversations:type_name -> parley.grains.v1.ConvEntry
+	83,  // 34: parley.grains.v1.UserRecord.devices:type_name -> parley.grains.v1.DeviceRecord
+	24,  // 35: parley.grains.v1.UserRecord.import_stamps:type_name -> parley.grains.v1.ImportStamp
+	105, // 36: parley.grains.v1.UserRecord.invitations:type_name -> parley.protocol.v1.Invitation
+	12,  // 37: parley.grains.v1.UserRecord.channels:type_name -> parley.grains.v1.ChannelEntry
+	101, // 38: parley.grains.v1.DeviceRecord.type:type_name -> parley.protocol.v1.DeviceType
+	108, // 39: parley.grains.v1.SessionRecord.unacked:type_name -> parley.protocol.v1.SessionEvent
+	103, // 40: parley.grains.v1.ConvRecord.kind:type_name -> parley.protocol.v1.ConversationKind
+	110, // 41: parley.grains.v1.MemberRecord.role:type_name -> parley.protocol.v1.Role
+	104, // 42: parley.grains.v1.MemberRecord.channel_level:type_name -> parley.protocol.v1.ChannelLevel
+	11,  // 43: parley.grains.v1.OutboxRecord.entry:type_name -> parley.grains.v1.ConvEntry
+	57,  // 44: parley.grains.v1.OutboxRecord.release:type_name -> parley.grains.v1.FileReleaseReq
+	105, // 45: parley.grains.v1.OutboxRecord.invitation:type_name -> parley.protocol.v1.Invitation
+	94,  // 46: parley.grains.v1.OutboxRecord.channel_removal:type_name -> parley.grains.v1.ChannelRemoval
+	12,  // 47: parley.grains.v1.OutboxRecord.channel:type_name -> parley.grains.v1.ChannelEntry
+	0,   // 48: parley.grains.v1.UploadRecord.state:type_name -> parley.grains.v1.UploadState
+	92,  // 49: parley.grains.v1.FileRecord.refs:type_name -> parley.grains.v1.FileRefRecord
+	105, // 50: parley.grains.v1.InvitationRecord.invitation:type_name -> parley.protocol.v1.Invitation
+	113, // 51: parley.grains.v1.ImportRecord.mode:type_name -> parley.protocol.v1.ImportMode
+	120, // 52: parley.grains.v1.ImportRecord.result:type_name -> parley.protocol.v1.ImportResult
+	104, // 53: parley.grains.v1.ChannelMemberRecord.level:type_name -> parley.protocol.v1.ChannelLevel
+	100, // 54: parley.grains.v1.CallRecord.parts:type_name -> parley.grains.v1.CallPartRecord
+	2,   // 55: parley.grains.v1.Username.Claim:input_type -> parley.grains.v1.ClaimReq
+	4,   // 56: parley.grains.v1.Username.Lookup:input_type -> parley.grains.v1.LookupReq
+	5,   // 57: parley.grains.v1.User.Create:input_type -> parley.grains.v1.CreateUserReq
+	7,   // 58: parley.grains.v1.User.Login:input_type -> parley.grains.v1.LoginReq
+	9,   // 59: parley.grains.v1.User.Authenticate:input_type -> parley.grains.v1.AuthReq
+	10,  // 60: parley.grains.v1.User.Logout:input_type -> parley.grains.v1.LogoutReq
+	14,  // 61: parley.grains.v1.User.Membership:input_type -> parley.grains.v1.MembershipReq
+	15,  // 62: parley.grains.v1.User.Attach:input_type -> parley.grains.v1.AttachReq
+	17,  // 63: parley.grains.v1.User.Detach:input_type -> parley.grains.v1.DetachReq
+	18,  // 64: parley.grains.v1.User.Conversations:input_type -> parley.grains.v1.ListReq
+	13,  // 65: parley.grains.v1.User.ChannelMembership:input_type -> parley.grains.v1.ChannelMembershipReq
+	18,  // 66: parley.grains.v1.User.Channels:input_type -> parley.grains.v1.ListReq
+	18,  // 67: parley.grains.v1.User.Profile:input_type -> parley.grains.v1.ListReq
+	20,  // 68: parley.grains.v1.User.ReserveImport:input_type -> parley.grains.v1.ImportReserveReq
+	22,  // 69: parley.grains.v1.User.ReleaseImport:input_type -> parley.grains.v1.ImportReleaseReq
+	23,  // 70: parley.grains.v1.User.Invitation:input_type -> parley.grains.v1.InvitationNoticeReq
+	18,  // 71: parley.grains.v1.User.Invitations:input_type -> parley.grains.v1.ListReq
+	31,  // 72: parley.grains.v1.User.Notify:input_type -> parley.grains.v1.PushReq
+	25,  // 73: parley.grains.v1.User.CallClaim:input_type -> parley.grains.v1.CallClaimReq
+	27,  // 74: parley.grains.v1.User.CallRing:input_type -> parley.grains.v1.CallRingReq
+	29,  // 75: parley.grains.v1.Session.Open:input_type -> parley.grains.v1.OpenReq
+	34,  // 76: parley.grains.v1.Session.Resume:input_type -> parley.grains.v1.ResumeReq
+	31,  // 77: parley.grains.v1.Session.Push:input_type -> parley.grains.v1.PushReq
+	32,  // 78: parley.grains.v1.Session.Ack:input_type -> parley.grains.v1.AckReq
+	33,  // 79: parley.grains.v1.Session.Cut:input_type -> parley.grains.v1.CutReq
+	35,  // 80: parley.grains.v1.Session.Hold:input_type -> parley.grains.v1.HoldReq
+	36,  // 81: parley.grains.v1.Session.Signal:input_type -> parley.grains.v1.SignalReq
+	37,  // 82: parley.grains.v1.Session.CallBind:input_type -> parley.grains.v1.CallBindReq
+	39,  // 83: parley.grains.v1.Conversation.Create:input_type -> parley.grains.v1.CreateConvReq
+	40,  // 84: parley.grains.v1.Conversation.AddMembers:input_type -> parley.grains.v1.MembersReq
+	41,  // 85: parley.grains.v1.Conversation.RemoveMember:input_type -> parley.grains.v1.RemoveReq
+	42,  // 86: parley.grains.v1.Conversation.SetRole:input_type -> parley.grains.v1.RoleReq
+	43,  // 87: parley.grains.v1.Conversation.Rename:input_type -> parley.grains.v1.RenameReq
+	44,  // 88: parley.grains.v1.Conversation.Send:input_type -> parley.grains.v1.SendReq
+	45,  // 89: parley.grains.v1.Conversation.Delete:input_type -> parley.grains.v1.DeleteReq
+	46,  // 90: parley.grains.v1.Conversation.MarkRead:input_type -> parley.grains.v1.ReadReq
+	47,  // 91: parley.grains.v1.Conversation.History:input_type -> parley.grains.v1.HistoryReq
+	48,  // 92: parley.grains.v1.Conversation.Info:input_type -> parley.grains.v1.InfoReq
+	60,  // 93: parley.grains.v1.Conversation.ImportCheck:input_type -> parley.grains.v1.ImportReq
+	60,  // 94: parley.grains.v1.Conversation.Import:input_type -> parley.grains.v1.ImportReq
+	61,  // 95: parley.grains.v1.Conversation.Answer:input_type -> parley.grains.v1.AnswerReq
+	48,  // 96: parley.grains.v1.Conversation.Check:input_type -> parley.grains.v1.InfoReq
+	49,  // 97: parley.grains.v1.Upload.Create:input_type -> parley.grains.v1.UploadCreateReq
+	50,  // 98: parley.grains.v1.Upload.Head:input_type -> parley.grains.v1.UploadHeadReq
+	51,  // 99: parley.grains.v1.Upload.Begin:input_type -> parley.grains.v1.UploadBeginReq
+	52,  // 100: parley.grains.v1.Upload.End:input_type -> parley.grains.v1.UploadEndReq
+	53,  // 101: parley.grains.v1.Upload.Remove:input_type -> parley.grains.v1.UploadTerminateReq
+	54,  // 102: parley.grains.v1.Upload.Sweep:input_type -> parley.grains.v1.UploadSweepReq
+	56,  // 103: parley.grains.v1.File.Attach:input_type -> parley.grains.v1.FileAttachReq
+	57,  // 104: parley.grains.v1.File.Release:input_type -> parley.grains.v1.FileReleaseReq
+	58,  // 105: parley.grains.v1.File.Get:input_type -> parley.grains.v1.FileGetReq
+	70,  // 106: parley.grains.v1.File.Announce:input_type -> parley.grains.v1.FileAnnounceReq
+	71,  // 107: parley.grains.v1.File.Drop:input_type -> parley.grains.v1.FileDropReq
+	72,  // 108: parley.grains.v1.File.Holders:input_type -> parley.grains.v1.FileHoldersReq
+	75,  // 109: parley.grains.v1.File.Report:input_type -> parley.grains.v1.FileReportReq
+	76,  // 110: parley.grains.v1.File.Served:input_type -> parley.grains.v1.FileServedReq
+	77,  // 111: parley.grains.v1.File.Stats:input_type -> parley.grains.v1.FileStatsReq
+	62,  // 112: parley.grains.v1.Channel.Create:input_type -> parley.grains.v1.CreateChannelReq
+	63,  // 113: parley.grains.v1.Channel.AddMembers:input_type -> parley.grains.v1.ChannelMembersReq
+	64,  // 114: parley.grains.v1.Channel.RemoveMember:input_type -> parley.grains.v1.ChannelRemoveReq
+	65,  // 115: parley.grains.v1.Channel.Drop:input_type -> parley.grains.v1.ChannelDropReq
+	66,  // 116: parley.grains.v1.Channel.Join:input_type -> parley.grains.v1.ChannelPresenceReq
+	66,  // 117: parley.grains.v1.Channel.Leave:input_type -> parley.grains.v1.ChannelPresenceReq
+	67,  // 118: parley.grains.v1.Channel.Send:input_type -> parley.grains.v1.ChannelSendReq
+	68,  // 119: parley.grains.v1.Channel.Info:input_type -> parley.grains.v1.ChannelInfoReq
+	68,  // 120: parley.grains.v1.Channel.Snapshot:input_type -> parley.grains.v1.ChannelInfoReq
+	68,  // 121: parley.grains.v1.Channel.Wake:input_type -> parley.grains.v1.ChannelInfoReq
+	78,  // 122: parley.grains.v1.Call.Create:input_type -> parley.grains.v1.CallReq
+	78,  // 123: parley.grains.v1.Call.CreateRoom:input_type -> parley.grains.v1.CallReq
+	78,  // 124: parley.grains.v1.Call.Enter:input_type -> parley.grains.v1.CallReq
+	78,  // 125: parley.grains.v1.Call.Join:input_type -> parley.grains.v1.CallReq
+	78,  // 126: parley.grains.v1.Call.Decline:input_type -> parley.grains.v1.CallReq
+	78,  // 127: parley.grains.v1.Call.Cancel:input_type -> parley.grains.v1.CallReq
+	78,  // 128: parley.grains.v1.Call.Leave:input_type -> parley.grains.v1.CallReq
+	78,  // 129: parley.grains.v1.Call.Mute:input_type -> parley.grains.v1.CallReq
+	78,  // 130: parley.grains.v1.Call.Signal:input_type -> parley.grains.v1.CallReq
+	78,  // 131: parley.grains.v1.Call.Info:input_type -> parley.grains.v1.CallReq
+	79,  // 132: parley.grains.v1.Call.Link:input_type -> parley.grains.v1.CallLinkReq
+	80,  // 133: parley.grains.v1.Call.Wake:input_type -> parley.grains.v1.CallWakeReq
+	3,   // 134: parley.grains.v1.Username.Claim:output_type -> parley.grains.v1.ClaimReply
+	3,   // 135: parley.grains.v1.Username.Lookup:output_type -> parley.grains.v1.ClaimReply
+	6,   // 136: parley.grains.v1.User.Create:output_type -> parley.grains.v1.UserReply
+	8,   // 137: parley.grains.v1.User.Login:output_type -> parley.grains.v1.LoginReply
+	6,   // 138: parley.grains.v1.User.Authenticate:output_type -> parley.grains.v1.UserReply
+	1,   // 139: parley.grains.v1.User.Logout:output_type -> parley.grains.v1.Ok
+	1,   // 140: parley.grains.v1.User.Membership:output_type -> parley.grains.v1.Ok
+	16,  // 141: parley.grains.v1.User.Attach:output_type -> parley.grains.v1.AttachReply
+	1,   // 142: parley.grains.v1.User.Detach:output_type -> parley.grains.v1.Ok
+	19,  // 143: parley.grains.v1.User.Conversations:output_type -> parley.grains.v1.ConvList
+	1,   // 144: parley.grains.v1.User.ChannelMembership:output_type -> parley.grains.v1.Ok
+	121, // 145: parley.grains.v1.User.Channels:output_type -> parley.protocol.v1.ChannelList
+	6,   // 146: parley.grains.v1.User.Profile:output_type -> parley.grains.v1.UserReply
+	21,  // 147: parley.grains.v1.User.ReserveImport:output_type -> parley.grains.v1.ImportReserveReply
+	1,   // 148: parley.grains.v1.User.ReleaseImport:output_type -> parley.grains.v1.Ok
+	1,   // 149: parley.grains.v1.User.Invitation:output_type -> parley.grains.v1.Ok
+	122, // 150: parley.grains.v1.User.Invitations:output_type -> parley.protocol.v1.InvitationList
+	1,   // 151: parley.grains.v1.User.Notify:output_type -> parley.grains.v1.Ok
+	26,  // 152: parley.grains.v1.User.CallClaim:output_type -> parley.grains.v1.CallClaimReply
+	28,  // 153: parley.grains.v1.User.CallRing:output_type -> parley.grains.v1.CallRingReply
+	30,  // 154: parley.grains.v1.Session.Open:output_type -> parley.grains.v1.SessionReply
+	30,  // 155: parley.grains.v1.Session.Resume:output_type -> parley.grains.v1.SessionReply
+	1,   // 156: parley.grains.v1.Session.Push:output_type -> parley.grains.v1.Ok
+	1,   // 157: parley.grains.v1.Session.Ack:output_type -> parley.grains.v1.Ok
+	1,   // 158: parley.grains.v1.Session.Cut:output_type -> parley.grains.v1.Ok
+	1,   // 159: parley.grains.v1.Session.Hold:output_type -> parley.grains.v1.Ok
+	1,   // 160: parley.grains.v1.Session.Signal:output_type -> parley.grains.v1.Ok
+	38,  // 161: parley.grains.v1.Session.CallBind:output_type -> parley.grains.v1.CallBindReply
+	123, // 162: parley.grains.v1.Conversation.Create:output_type -> parley.protocol.v1.Conversation
+	123, // 163: parley.grains.v1.Conversation.AddMembers:output_type -> parley.protocol.v1.Conversation
+	123, // 164: parley.grains.v1.Conversation.RemoveMember:output_type -> parley.protocol.v1.Conversation
+	123, // 165: parley.grains.v1.Conversation.SetRole:output_type -> parley.protocol.v1.Conversation
+	123, // 166: parley.grains.v1.Conversation.Rename:output_type -> parley.protocol.v1.Conversation
+	124, // 167: parley.grains.v1.Conversation.Send:output_type -> parley.protocol.v1.Sent
+	124, // 168: parley.grains.v1.Conversation.Delete:output_type -> parley.protocol.v1.Sent
+	1,   // 169: parley.grains.v1.Conversation.MarkRead:output_type -> parley.grains.v1.Ok
+	125, // 170: parley.grains.v1.Conversation.History:output_type -> parley.protocol.v1.HistoryPage
+	123, // 171: parley.grains.v1.Conversation.Info:output_type -> parley.protocol.v1.Conversation
+	120, // 172: parley.grains.v1.Conversation.ImportCheck:output_type -> parley.protocol.v1.ImportResult
+	120, // 173: parley.grains.v1.Conversation.Import:output_type -> parley.protocol.v1.ImportResult
+	126, // 174: parley.grains.v1.Conversation.Answer:output_type -> parley.protocol.v1.InvitationAnswered
+	1,   // 175: parley.grains.v1.Conversation.Check:output_type -> parley.grains.v1.Ok
+	55,  // 176: parley.grains.v1.Upload.Create:output_type -> parley.grains.v1.UploadStatus
+	55,  // 177: parley.grains.v1.Upload.Head:output_type -> parley.grains.v1.UploadStatus
+	55,  // 178: parley.grains.v1.Upload.Begin:output_type -> parley.grains.v1.UploadStatus
+	55,  // 179: parley.grains.v1.Upload.End:output_type -> parley.grains.v1.UploadStatus
+	1,   // 180: parley.grains.v1.Upload.Remove:output_type -> parley.grains.v1.Ok
+	1,   // 181: parley.grains.v1.Upload.Sweep:output_type -> parley.grains.v1.Ok
+	1,   // 182: parley.grains.v1.File.Attach:output_type -> parley.grains.v1.Ok
+	1,   // 183: parley.grains.v1.File.Release:output_type -> parley.grains.v1.Ok
+	93,  // 184: parley.grains.v1.File.Get:output_type -> parley.grains.v1.FileRecord
+	1,   // 185: parley.grains.v1.File.Announce:output_type -> parley.grains.v1.Ok
+	1,   // 186: parley.grains.v1.File.Drop:output_type -> parley.grains.v1.Ok
+	74,  // 187: parley.grains.v1.File.Holders:output_type -> parley.grains.v1.FileHolders
+	1,   // 188: parley.grains.v1.File.Report:output_type -> parley.grains.v1.Ok
+	1,   // 189: parley.grains.v1.File.Served:output_type -> parley.grains.v1.Ok
+	116, // 190: parley.grains.v1.File.Stats:output_type -> parley.protocol.v1.P2spStats
+	127, // 191: parley.grains.v1.Channel.Create:output_type -> parley.protocol.v1.Channel
+	127, // 192: parley.grains.v1.Channel.AddMembers:output_type -> parley.protocol.v1.Channel
+	127, // 193: parley.grains.v1.Channel.RemoveMember:output_type -> parley.protocol.v1.Channel
+	1,   // 194: parley.grains.v1.Channel.Drop:output_type -> parley.grains.v1.Ok
+	127, // 195: parley.grains.v1.Channel.Join:output_type -> parley.protocol.v1.Channel
+	127, // 196: parley.grains.v1.Channel.Leave:output_type -> parley.protocol.v1.Channel
+	128, // 197: parley.grains.v1.Channel.Send:output_type -> parley.protocol.v1.ChannelSent
+	127, // 198: parley.grains.v1.Channel.Info:output_type -> parley.protocol.v1.Channel
+	69,  // 199: parley.grains.v1.Channel.Snapshot:output_type -> parley.grains.v1.ChannelSnapshot
+	1,   // 200: parley.grains.v1.Channel.Wake:output_type -> parley.grains.v1.Ok
+	129, // 201: parley.grains.v1.Call.Create:output_type -> parley.protocol.v1.CallConfirm
+	130, // 202: parley.grains.v1.Call.CreateRoom:output_type -> parley.protocol.v1.CallRoom
+	129, // 203: parley.grains.v1.Call.Enter:output_type -> parley.protocol.v1.CallConfirm
+	130, // 204: parley.grains.v1.Call.Join:output_type -> parley.protocol.v1.CallRoom
+	1,   // 205: parley.grains.v1.Call.Decline:output_type -> parley.grains.v1.Ok
+	1,   // 206: parley.grains.v1.Call.Cancel:output_type -> parley.grains.v1.Ok
+	1,   // 207: parley.grains.v1.Call.Leave:output_type -> parley.grains.v1.Ok
+	1,   // 208: parley.grains.v1.Call.Mute:output_type -> parley.grains.v1.Ok
+	1,   // 209: parley.grains.v1.Call.Signal:output_type -> parley.grains.v1.Ok
+	131, // 210: parley.grains.v1.Call.Info:output_type -> parley.protocol.v1.CallInfo
+	1,   // 211: parley.grains.v1.Call.Link:output_type -> parley.grains.v1.Ok
+	1,   // 212: parley.grains.v1.Call.Wake:output_type -> parley.grains.v1.Ok
+	134, // [134:213] is the sub-list for method output_type
+	55,  // [55:134] is the sub-list for method input_type
+	55,  // [55:55] is the sub-list for extension type_name
+	55,  // [55:55] is the sub-list for extension extendee
+	0,   // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_actors_grainpb_grains_proto_init() }
