@@ -30,9 +30,9 @@ func (l *link) hello(id string, h *pb.Hello) {
 	var info *pb.SessionInfo
 	var err error
 	if h.Resume != nil {
-		// Authenticates too (one user grain call). A refused rebuild
-		// leaves the link waiting for hello, so the client can open a
-		// fresh session on the same link.
+		// Authenticates too (from the stored user record). A refused
+		// rebuild leaves the link waiting for hello, so the client can
+		// open a fresh session on the same link.
 		info, err = l.srv.node.ResumeSession(h.Token, h.Device, h.Resume, l.id)
 	} else if _, err = l.srv.node.Authenticate(h.Token, h.Device); err == nil {
 		info, err = l.srv.node.OpenSession(uid, h.Device, h.Rebuild, l.id)

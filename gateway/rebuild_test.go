@@ -150,8 +150,7 @@ func TestRebuildRefusals(t *testing.T) {
 }
 
 // TestRebuildMembershipRace: a rebuild reads the user's conversation list
-// with its one user grain call (Authenticate), before the session's
-// Resume. Here a group is created with alice as member in that window, and
+// (from the user's stored record) before the session's Resume. Here a group is created with alice as member in that window, and
 // its membership event reaches her cut session before the Resume, so the
 // Resume replays it: the list read before misses the group, and the
 // rebuild must read it again, or the new link is not subscribed to the
