@@ -106,6 +106,12 @@ func (s *Server) serveConn(c net.Conn, hl *connListener) {
 		return
 	}
 	release()
+	// As net/http's server, HTTP/1.1 needs a Host header (ReadRequest
+	// refused a repeated one; an empty one counts as missing here).
+	if r.Host == "" && r.ProtoAtLeast(1, 1) {
+		writeStatus(c, http.StatusBadRequest, "400 Bad Request: missing required Host header")
+		return
+	}
 	_ = c.SetReadDeadline(time.Time{})
 	r.RemoteAddr = c.RemoteAddr().String()
 	if code, msg := s.admitWS(r); code != 0 {

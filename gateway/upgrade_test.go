@@ -37,6 +37,8 @@ func TestUpgradeRequests(t *testing.T) {
 		{"upgrade with a query", []string{strings.Replace(upgradeRequest(host, ""), "/ws ", "/ws?v=1 ", 1)}, []int{101}},
 		{"upgrade split in bytes", strings.Split(upgradeRequest(host, ""), ""), []int{101}},
 		{"origin refused", []string{upgradeRequest(host, "Origin: https://evil.example\r\n")}, []int{403}},
+		{"no host", []string{strings.Replace(upgradeRequest(host, ""), "Host: "+host+"\r\n", "", 1)}, []int{400}},
+		{"two hosts", []string{upgradeRequest(host, "Host: other\r\n")}, []int{400}},
 		{"no upgrade headers", []string{"GET /ws HTTP/1.1\r\nHost: " + host + "\r\n\r\n"}, []int{400}},
 		{"no key", []string{strings.Replace(upgradeRequest(host, ""), "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "", 1)}, []int{400}},
 		{"malformed header", []string{"GET /ws HTTP/1.1\r\nHost: " + host + "\r\nno colon here\r\n\r\n"}, []int{400}},
