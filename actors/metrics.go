@@ -36,6 +36,10 @@ type Metrics struct {
 	CallsStarted        atomic.Int64
 	CallsEnded          atomic.Int64
 	CallRequestsDropped atomic.Int64
+	// ResumeListRereads counts rebuilds whose conversation list was read
+	// a second time: a membership change reached the session between the
+	// first read and its Resume (see Node.ResumeSession).
+	ResumeListRereads atomic.Int64
 }
 
 // depthCounter is a mailbox middleware keeping a kind's queued-message count.

@@ -114,6 +114,10 @@ type Options struct {
 	// and channel notices); an error fails that delivery as an unreachable
 	// grain would, and the entry is retried. Tests inject failures.
 	OutboxFault func(*grainpb.OutboxRecord) error
+	// ResumeHook, if set, runs in ResumeSession between the read of the
+	// user's stored record (token, conversation list) and the session's
+	// Resume. Tests commit a membership change in that window.
+	ResumeHook func(user, session string)
 }
 
 // EnsureDefaults fills zero fields.

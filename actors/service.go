@@ -13,6 +13,7 @@ import (
 	"github.com/parley-chat/parley/actors/grainpb"
 	pb "github.com/parley-chat/parley/gateway/protocol"
 	"github.com/parley-chat/parley/persistence"
+	"google.golang.org/protobuf/proto"
 )
 
 // Grain kind names (the service names in grains.proto).
@@ -195,12 +196,51 @@ func (n *Node) OpenSession(user string, dev *pb.Device, rebuild bool, link uint6
 	return info, nil
 }
 
-// ResumeSession rebuilds a cut session of an authenticated device on a
-// link. Its unacknowledged events are written to the link by the session
-// grain before this returns.
-func (n *Node) ResumeSession(user string, dev *pb.Device, r *pb.Resume, link uint64) (*pb.SessionInfo, error) {
+// ResumeSession authenticates token and rebuilds a cut session of its
+// device on a link. The session's unacknowledged events are written to the
+// link by the session grain before this returns.
+//
+// In the common case the rebuild makes no user grain call at all. The
+// token is checked against the stored user record, as UsersExist and
+// FileInfo read records: the user grain commits every change (a login's
+// token, a logout, a membership) before it answers, so the stored record
+// is never behind anything acknowledged, and a rebuild storm does not
+// re-activate the (idle-stopped) grain of every user. When the device
+// already carries the session and is the user's most recently active
+// device, the Attach that follows a session open changes nothing that is
+// ever read (see activityOnly and mostRecentDevice), and the conversation
+// list comes from the same record. Otherwise the user grain's Attach runs
+// after the Resume, as before.
+//
+// The list is read before the session's Resume. A membership change
+// committed after that read and pushed to the session before its Resume
+// would be replayed to the link but missing from the list, and so from
+// the link's hub subscriptions (a join pushed to a session with no link
+// subscribes nothing). The Resume reply reports the highest membership
+// version the session applied; when it is above the version of the
+// record read, the record is read again (testdata/membership_race in
+// actors/session, and gateway's TestRebuildMembershipRace). A change
+// pushed after the Resume reaches the new link live, with its hub join.
+func (n *Node) ResumeSession(token string, dev *pb.Device, r *pb.Resume, link uint64) (*pb.SessionInfo, error) {
+	if err := ValidateDevice(dev); err != nil {
+		return nil, err
+	}
+	user := UserOfToken(token)
+	if user == "" || len(token) > 256 {
+		return nil, codeError(pb.CodeBadToken, "malformed token")
+	}
+	rec, err := n.storedUser(user)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := checkToken(rec, token, dev.Id, false, n.now()); err != nil {
+		return nil, err
+	}
 	if r.SessionId == "" || len(r.SessionId) > 64 {
 		return nil, codeError(pb.CodeSessionUnknown, "no such session")
+	}
+	if h := n.opts.ResumeHook; h != nil {
+		h(user, r.SessionId)
 	}
 	sess, err := grainpb.GetSessionGrainClient(n.Cluster, r.SessionId).Resume(&grainpb.ResumeReq{
 		UserId: user, DeviceId: dev.Id, RebuildToken: r.RebuildToken, LastSessionSeq: r.LastSessionSeq, LinkId: link,
@@ -208,18 +248,51 @@ func (n *Node) ResumeSession(user string, dev *pb.Device, r *pb.Resume, link uin
 	if err != nil {
 		return nil, err
 	}
-	att, err := grainpb.GetUserGrainClient(n.Cluster, user).Attach(&grainpb.AttachReq{DeviceId: dev.Id, SessionId: r.SessionId, DeviceType: dev.Type}, n.callOpts()...)
-	if err != nil {
-		return nil, err
+	var convs []*grainpb.ConvEntry
+	attached := activityOnly(rec, &grainpb.AttachReq{DeviceId: dev.Id, SessionId: r.SessionId, DeviceType: dev.Type}) &&
+		mostRecentDevice(rec, dev.Id)
+	switch {
+	case !attached:
+		att, err := grainpb.GetUserGrainClient(n.Cluster, user).Attach(&grainpb.AttachReq{DeviceId: dev.Id, SessionId: r.SessionId, DeviceType: dev.Type}, n.callOpts()...)
+		if err != nil {
+			return nil, err
+		}
+		convs = att.Conversations
+	case sess.MembershipSeen > rec.MembershipVersion:
+		n.opts.Metrics.ResumeListRereads.Add(1)
+		if rec, err = n.storedUser(user); err != nil {
+			return nil, err
+		}
+		convs = memberOf(rec)
+	default:
+		convs = memberOf(rec)
 	}
 	info := &pb.SessionInfo{
 		SessionId: r.SessionId, UserId: user, DeviceId: dev.Id, Rebuild: true,
 		KeepMs: sess.KeepMs, SessionSeq: sess.SessionSeq, Rebuilt: true,
+		Conversations: make([]*pb.Conversation, 0, len(convs)),
 	}
-	for _, c := range att.Conversations {
+	for _, c := range convs {
 		info.Conversations = append(info.Conversations, &pb.Conversation{Id: c.ConversationId, Kind: c.Kind, Title: c.Title})
 	}
 	return info, nil
+}
+
+// storedUser reads a user's committed record (see ResumeSession); an
+// unknown user has no valid token.
+func (n *Node) storedUser(user string) (*grainpb.UserRecord, error) {
+	v, err := n.opts.Store.Get(persistence.EncodeKey(persistence.KindUser, user, nil))
+	switch {
+	case errors.Is(err, persistence.ErrNotFound):
+		return nil, codeError(pb.CodeBadToken, "invalid token")
+	case err != nil:
+		return nil, codeError(pb.CodeStorage, "read user %s: %v", user, err)
+	}
+	rec := &grainpb.UserRecord{}
+	if err := proto.Unmarshal(v, rec); err != nil {
+		return nil, codeError(pb.CodeStorage, "decode user %s: %v", user, err)
+	}
+	return rec, nil
 }
 
 // EndSession ends a session for good (logout): it cannot be rebuilt.

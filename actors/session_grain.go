@@ -185,13 +185,13 @@ func (g *sessionGrain) Resume(req *grainpb.ResumeReq, ctx cluster.GrainContext) 
 	}
 	g.n.opts.Fanout.BindSession(g.st.ID, req.LinkId)
 	r := g.st.Rec
-	reply := &grainpb.SessionReply{SessionId: r.SessionId, SessionSeq: r.Seq, Rebuild: true, KeepMs: g.limits().KeepMs}
+	reply := &grainpb.SessionReply{SessionId: r.SessionId, SessionSeq: r.Seq, Rebuild: true, KeepMs: g.limits().KeepMs, MembershipSeen: r.MembershipSeen}
 	return reply, nil
 }
 
 // Push numbers a session event, stores it (synced) and only then sends it.
 func (g *sessionGrain) Push(req *grainpb.PushReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
-	if err := g.apply(ctx, session.Push{Event: req.Event, OpID: req.OpId, Now: g.n.now()}); err != nil {
+	if err := g.apply(ctx, session.Push{Event: req.Event, OpID: req.OpId, MemberVersion: req.MembershipVersion, Now: g.n.now()}); err != nil {
 		return nil, err
 	}
 	return &grainpb.Ok{}, nil

@@ -27,3 +27,27 @@ func TestAttachActivityOnly(t *testing.T) {
 		}
 	}
 }
+
+// A device is the most recent only strictly: on a tie latestDeviceType
+// picks another one, and a touch would change that.
+func TestMostRecentDevice(t *testing.T) {
+	rec := &grainpb.UserRecord{Devices: []*grainpb.DeviceRecord{
+		{DeviceId: "d1", LastActiveMs: 10}, {DeviceId: "d2", LastActiveMs: 30}, {DeviceId: "d3", LastActiveMs: 30}, {DeviceId: "d4", LastActiveMs: 5},
+	}}
+	for dev, want := range map[string]bool{"d1": false, "d2": false, "d3": false, "d4": false, "d5": false} {
+		if got := mostRecentDevice(rec, dev); got != want {
+			t.Errorf("%s: %v, want %v", dev, got, want)
+		}
+	}
+	rec.Devices[2].LastActiveMs = 20
+	if !mostRecentDevice(rec, "d2") || mostRecentDevice(rec, "d3") {
+		t.Errorf("d2 is the most recent of %v", rec.Devices)
+	}
+	if latestDeviceType(rec) != rec.Devices[1].Type {
+		t.Error("latestDeviceType disagrees")
+	}
+	one := &grainpb.UserRecord{Devices: []*grainpb.DeviceRecord{{DeviceId: "d1"}}}
+	if !mostRecentDevice(one, "d1") {
+		t.Error("a user's only device is its most recent")
+	}
+}

@@ -214,16 +214,57 @@ func (g *userGrain) Authenticate(req *grainpb.AuthReq, ctx cluster.GrainContext)
 		}
 		return nil, err
 	}
-	t := g.findToken(req.Token)
-	if t == nil || t.ExpiresAtMs <= g.n.now() {
-		return nil, grainError(pb.CodeBadToken, "invalid or expired token")
-	}
-	if t.DeviceId != req.DeviceId && !req.AnyDevice {
-		return nil, grainError(pb.CodeBadToken, "token was issued to another device")
+	t, err := checkToken(g.rec, req.Token, req.DeviceId, req.AnyDevice, g.n.now())
+	if err != nil {
+		return nil, err
 	}
 	r := g.reply()
 	r.DeviceId = t.DeviceId
 	return r, nil
+}
+
+// checkToken returns the token record of token in rec, if it is valid
+// for device (for any device with anyDevice).
+func checkToken(rec *grainpb.UserRecord, token, device string, anyDevice bool, now int64) (*grainpb.TokenRecord, error) {
+	sum := sha256.Sum256([]byte(token))
+	i := slices.IndexFunc(rec.Tokens, func(t *grainpb.TokenRecord) bool { return subtle.ConstantTimeCompare(t.Sha256, sum[:]) == 1 })
+	if i < 0 || rec.Tokens[i].ExpiresAtMs <= now {
+		return nil, grainError(pb.CodeBadToken, "invalid or expired token")
+	}
+	t := rec.Tokens[i]
+	if t.DeviceId != device && !anyDevice {
+		return nil, grainError(pb.CodeBadToken, "token was issued to another device")
+	}
+	return t, nil
+}
+
+// mostRecentDevice reports whether device is the user's only most
+// recently active device (the one latestDeviceType picks). Touching its
+// last-active time again changes no choice between devices, now or later
+// (another device's time can only be set to a later now), so a rebuild of
+// its session needs no write to the user record.
+func mostRecentDevice(rec *grainpb.UserRecord, device string) bool {
+	i := slices.IndexFunc(rec.Devices, func(d *grainpb.DeviceRecord) bool { return d.DeviceId == device })
+	if i < 0 {
+		return false
+	}
+	for j, d := range rec.Devices {
+		if j != i && d.LastActiveMs >= rec.Devices[i].LastActiveMs {
+			return false
+		}
+	}
+	return true
+}
+
+// memberOf lists the conversations the user is a member of.
+func memberOf(rec *grainpb.UserRecord) []*grainpb.ConvEntry {
+	var out []*grainpb.ConvEntry
+	for _, c := range rec.Conversations {
+		if !c.Left {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func (g *userGrain) Logout(req *grainpb.LogoutReq, ctx cluster.GrainContext) (*grainpb.Ok, error) {
@@ -263,6 +304,7 @@ func (g *userGrain) Membership(req *grainpb.MembershipReq, ctx cluster.GrainCont
 	} else {
 		rec.Conversations = append(rec.Conversations, e)
 	}
+	rec.MembershipVersion++
 	if err := g.save(rec); err != nil {
 		return nil, err
 	}
@@ -277,7 +319,7 @@ func (g *userGrain) Membership(req *grainpb.MembershipReq, ctx cluster.GrainCont
 	op := fmt.Sprintf("m/%s/%d", e.ConversationId, e.Version)
 	for _, d := range rec.Devices {
 		if d.SessionId != "" {
-			g.push(d.SessionId, &grainpb.PushReq{Event: ev, OpId: op})
+			g.push(d.SessionId, &grainpb.PushReq{Event: ev, OpId: op, MembershipVersion: rec.MembershipVersion})
 		}
 	}
 	return &grainpb.Ok{}, nil
@@ -339,14 +381,9 @@ func (g *userGrain) Attach(req *grainpb.AttachReq, ctx cluster.GrainContext) (*g
 	if err := save(rec); err != nil {
 		return nil, err
 	}
-	out := &grainpb.AttachReply{PreviousSessionId: prev}
+	out := &grainpb.AttachReply{PreviousSessionId: prev, Conversations: memberOf(g.rec)}
 	if prev == req.SessionId {
 		out.PreviousSessionId = ""
-	}
-	for _, c := range rec.Conversations {
-		if !c.Left {
-			out.Conversations = append(out.Conversations, c)
-		}
 	}
 	return out, nil
 }
@@ -369,13 +406,7 @@ func (g *userGrain) Conversations(req *grainpb.ListReq, ctx cluster.GrainContext
 	if err := g.ready(); err != nil {
 		return nil, err
 	}
-	out := &grainpb.ConvList{}
-	for _, c := range g.rec.Conversations {
-		if !c.Left {
-			out.Conversations = append(out.Conversations, c)
-		}
-	}
-	return out, nil
+	return &grainpb.ConvList{Conversations: memberOf(g.rec)}, nil
 }
 
 // usernameGrain is the unique index of usernames: one grain per username.

@@ -1,9 +1,8 @@
 package actors
 
 import (
-	"sync/atomic"
-
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/parley-chat/parley/internal/gopool"
 )
 
 // workerDispatcher runs grain mailboxes on reused goroutines instead of a
@@ -12,40 +11,24 @@ import (
 // reads, proto decoding, nested grain calls) grows it several times, and
 // runtime.copystack was ~8% of the server's CPU in a rebuild storm, where
 // thousands of idle-stopped User and Session grains are re-activated at
-// once. A worker keeps its grown stack for the next mailbox run.
+// once. A worker grows its stack once, when it starts, and keeps it for
+// the next mailbox run (see gopool).
 //
 // The pool is not a bound: Schedule never waits. A mailbox run can block
 // (a grain calling another grain), so a bounded pool could deadlock; when
-// no worker is idle a new one is started, exactly as before. Only
-// maxIdleWorkers finished workers wait for work, the others exit, so a
-// burst leaves at most that many goroutines (and their stacks) behind.
+// no worker is idle a new one is started, exactly as before. Up to
+// maxBurstWorkers finished workers wait for work while a burst lasts (a
+// rebuild storm keeps hundreds of mailboxes running at once, most waiting
+// for an fsync); a few seconds after it maxIdleWorkers are left.
 type workerDispatcher struct {
 	actor.Dispatcher // Throughput
 }
 
-const maxIdleWorkers = 64
+const (
+	maxIdleWorkers  = 64
+	maxBurstWorkers = 1024
+)
 
-var workerPool = struct {
-	work chan func()
-	idle atomic.Int32
-}{work: make(chan func())}
+var workerPool = gopool.New(maxIdleWorkers, maxBurstWorkers)
 
-func (d workerDispatcher) Schedule(fn func()) {
-	select {
-	case workerPool.work <- fn:
-	default:
-		go runWorker(fn)
-	}
-}
-
-func runWorker(fn func()) {
-	for {
-		fn()
-		if workerPool.idle.Add(1) > maxIdleWorkers {
-			workerPool.idle.Add(-1)
-			return
-		}
-		fn = <-workerPool.work
-		workerPool.idle.Add(-1)
-	}
-}
+func (d workerDispatcher) Schedule(fn func()) { workerPool.Go(fn) }

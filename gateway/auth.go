@@ -26,18 +26,15 @@ func (l *link) hello(id string, h *pb.Hello) {
 		l.replyMsg(id, ok)
 		return
 	}
-	if _, err := l.srv.node.Authenticate(h.Token, h.Device); err != nil {
-		l.replyGrainErr(id, err)
-		return
-	}
 	uid := actors.UserOfToken(h.Token)
 	var info *pb.SessionInfo
 	var err error
 	if h.Resume != nil {
-		// A refused rebuild leaves the link waiting for hello, so the
-		// client can open a fresh session on the same link.
-		info, err = l.srv.node.ResumeSession(uid, h.Device, h.Resume, l.id)
-	} else {
+		// Authenticates too (from the stored user record). A refused
+		// rebuild leaves the link waiting for hello, so the client can
+		// open a fresh session on the same link.
+		info, err = l.srv.node.ResumeSession(h.Token, h.Device, h.Resume, l.id)
+	} else if _, err = l.srv.node.Authenticate(h.Token, h.Device); err == nil {
 		info, err = l.srv.node.OpenSession(uid, h.Device, h.Rebuild, l.id)
 	}
 	if err != nil {
@@ -109,7 +106,7 @@ func (l *link) replyAndAttach(id string, body proto.Message, info *pb.SessionInf
 	l.user = u
 	l.mu.Unlock()
 	if len(states) > 0 {
-		go l.replay(states)
+		handlers.Go(func() { l.replay(states) })
 	}
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"github.com/lxzan/gws"
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/parley-chat/parley/internal/gopool"
 )
 
 // handler receives gws events for every link.
@@ -60,7 +61,7 @@ func (h *handler) OnMessage(c *gws.Conn, msg *gws.Message) {
 	offStack(func() { h.onMessage(c, msg) })
 }
 
-// offStack runs f on a fresh goroutine and waits for it to return, so
+// offStack runs f on another goroutine and waits for it to return, so
 // that the link's read goroutine, which sits parked in a read for the
 // life of the link, never grows past its initial 2 KiB stack.
 //
@@ -68,18 +69,30 @@ func (h *handler) OnMessage(c *gws.Conn, msg *gws.Message) {
 // 2 KiB; on the read goroutine that would double its stack to 4 KiB for
 // good: the runtime shrinks a parked goroutine's stack only when under a
 // quarter of it is in use counting its 800-byte nosplit reserve, and a
-// read parked in netpoll is ~1.1 KiB deep. A short-lived goroutine's
-// grown stack is freed when it exits. Waiting keeps the link's frames
-// handled one at a time, in order, with TCP backpressure on a client that
-// sends faster than it is served.
+// read parked in netpoll is ~1.1 KiB deep. The handlers run on a pool of
+// goroutines whose stacks are grown once and kept (a fresh goroutine per
+// frame grew its stack three times over a hello: runtime.copystack was
+// ~2% of the server's CPU in a rebuild storm). Waiting keeps the link's
+// frames handled one at a time, in order, with TCP backpressure on a
+// client that sends faster than it is served.
 func offStack(f func()) {
 	done := make(chan struct{})
-	go func() {
+	handlers.Go(func() {
 		defer close(done)
 		f()
-	}()
+	})
 	<-done
 }
+
+// handlers runs frame handlers and replays (see offStack): 64 idle
+// goroutines are kept, up to 1,024 for a few seconds after a burst (see
+// gopool), each with a gopool.StackBytes stack.
+var handlers = gopool.New(maxIdleHandlers, maxBurstHandlers)
+
+const (
+	maxIdleHandlers  = 64
+	maxBurstHandlers = 1024
+)
 
 func (h *handler) onMessage(c *gws.Conn, msg *gws.Message) {
 	defer msg.Close()

@@ -55,6 +55,7 @@ func (m *metrics) registerNode(n *actors.Node) {
 		counter("parley_committed_messages_total", "Conversation log entries made durable.", am.CommittedMessages.Load),
 		counter("parley_storage_errors_total", "Failed commits.", am.StorageErrors.Load),
 		counter("parley_outbox_retries_total", "Retried membership notifications.", am.OutboxRetries.Load),
+		counter("parley_resume_list_rereads_total", "Rebuilds whose conversation list was read again (a membership change reached the session between the read and its Resume).", am.ResumeListRereads.Load),
 		counter("parley_p2sp_peer_bytes_total", "File bytes downloaders reported receiving from peers (P2SP).", am.P2SPPeerBytes.Load),
 		counter("parley_p2sp_downloads_total", "P2SP downloads reported complete and verified.", am.P2SPDownloads.Load),
 		counter("parley_p2sp_failures_total", "P2SP downloads that failed their whole-file check.", am.P2SPFailures.Load),

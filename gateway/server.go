@@ -118,16 +118,32 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	return err == nil && u.Host == r.Host
 }
 
+// serveWS upgrades a /ws request that net/http read (one that was not the
+// first request of its connection: see upgrade.go).
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	if s.closing.Load() || s.node == nil {
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+	if code, msg := s.admitWS(r); code != 0 {
+		http.Error(w, msg, code)
 		return
+	}
+	s.upgrade(w, r)
+}
+
+// admitWS returns the HTTP status and message refusing an upgrade
+// request, or 0.
+func (s *Server) admitWS(r *http.Request) (int, string) {
+	if s.closing.Load() || s.node == nil {
+		return http.StatusServiceUnavailable, "shutting down"
 	}
 	if !s.originAllowed(r) {
 		s.metrics.errors.WithLabelValues("origin_refused").Inc()
-		http.Error(w, "origin not allowed", http.StatusForbidden)
-		return
+		return http.StatusForbidden, "origin not allowed"
 	}
+	return 0, ""
+}
+
+// upgrade makes the link of an admitted upgrade request (w hijacks the
+// connection) and starts its read loop.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) {
 	conn, err := s.upgrader.Upgrade(w, r)
 	if err != nil {
 		return
@@ -168,25 +184,37 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 }
 
-// ListenAndServe serves on addr until ctx ends; then it shuts down.
+// Serve serves on ln until ctx ends (or ln fails); then it shuts down.
+// Upgrades to /ws are read and served by the server's own accept loop;
+// every other request goes to net/http (see upgrade.go).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	hl := newConnListener(ln.Addr())
+	hs := &http.Server{Handler: s, ReadHeaderTimeout: headTimeout}
+	httpc, acceptc := make(chan error, 1), make(chan error, 1)
+	go func() { httpc <- hs.Serve(hl) }()
+	go func() { acceptc <- s.accept(ln, hl) }()
+	var err error
 	select {
-	case err := <-errc:
-		return err
+	case err = <-httpc:
+	case err = <-acceptc:
 	case <-ctx.Done():
 	}
 	s.closing.Store(true)
+	_ = ln.Close()
 	shCtx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownGrace)
 	defer cancel()
-	_ = hs.Shutdown(shCtx)
+	_ = hs.Shutdown(shCtx) // closes hl
 	s.Shutdown(shCtx)
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	if err == nil {
+		// Shut down by ctx: both loops end with their listener closed.
+		if herr := <-httpc; !errors.Is(herr, http.ErrServerClosed) {
+			err = herr
+		}
+		if aerr := <-acceptc; !errors.Is(aerr, net.ErrClosed) {
+			err = errors.Join(err, aerr)
+		}
 	}
-	return nil
+	return err
 }
 
 type gwsLogger struct{ l *slog.Logger }

@@ -1676,14 +1676,16 @@ func (x *OpenReq) GetNode() string {
 }
 
 type SessionReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	SessionSeq    int64                  `protobuf:"varint,2,opt,name=session_seq,json=sessionSeq,proto3" json:"session_seq,omitempty"`
-	RebuildToken  string                 `protobuf:"bytes,3,opt,name=rebuild_token,json=rebuildToken,proto3" json:"rebuild_token,omitempty"`
-	KeepMs        int64                  `protobuf:"varint,4,opt,name=keep_ms,json=keepMs,proto3" json:"keep_ms,omitempty"`
-	Rebuild       bool                   `protobuf:"varint,5,opt,name=rebuild,proto3" json:"rebuild,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	SessionId    string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	SessionSeq   int64                  `protobuf:"varint,2,opt,name=session_seq,json=sessionSeq,proto3" json:"session_seq,omitempty"`
+	RebuildToken string                 `protobuf:"bytes,3,opt,name=rebuild_token,json=rebuildToken,proto3" json:"rebuild_token,omitempty"`
+	KeepMs       int64                  `protobuf:"varint,4,opt,name=keep_ms,json=keepMs,proto3" json:"keep_ms,omitempty"`
+	Rebuild      bool                   `protobuf:"varint,5,opt,name=rebuild,proto3" json:"rebuild,omitempty"`
+	// Resume: SessionRecord.membership_seen.
+	MembershipSeen int64 `protobuf:"varint,6,opt,name=membership_seen,json=membershipSeen,proto3" json:"membership_seen,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SessionReply) Reset() {
@@ -1751,13 +1753,23 @@ func (x *SessionReply) GetRebuild() bool {
 	return false
 }
 
+func (x *SessionReply) GetMembershipSeen() int64 {
+	if x != nil {
+		return x.MembershipSeen
+	}
+	return 0
+}
+
 type PushReq struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Event *protocol.SessionEvent `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	// Deduplicates pushes retried by an outbox.
-	OpId          string `protobuf:"bytes,2,opt,name=op_id,json=opId,proto3" json:"op_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OpId string `protobuf:"bytes,2,opt,name=op_id,json=opId,proto3" json:"op_id,omitempty"`
+	// For a membership event: the user's membership version after the
+	// change (UserRecord.membership_version); 0 otherwise.
+	MembershipVersion int64 `protobuf:"varint,3,opt,name=membership_version,json=membershipVersion,proto3" json:"membership_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *PushReq) Reset() {
@@ -1802,6 +1814,13 @@ func (x *PushReq) GetOpId() string {
 		return x.OpId
 	}
 	return ""
+}
+
+func (x *PushReq) GetMembershipVersion() int64 {
+	if x != nil {
+		return x.MembershipVersion
+	}
+	return 0
 }
 
 type AckReq struct {
@@ -4784,11 +4803,14 @@ type UserRecord struct {
 	Channels []*ChannelEntry `protobuf:"bytes,22,rep,name=channels,proto3" json:"channels,omitempty"`
 	// The user's busy slot: the call it was last claimed for, the version of
 	// the last operation on it, and whether the claim holds.
-	CallId        string `protobuf:"bytes,12,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
-	CallVersion   uint64 `protobuf:"varint,13,opt,name=call_version,json=callVersion,proto3" json:"call_version,omitempty"`
-	CallActive    bool   `protobuf:"varint,14,opt,name=call_active,json=callActive,proto3" json:"call_active,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CallId      string `protobuf:"bytes,12,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	CallVersion uint64 `protobuf:"varint,13,opt,name=call_version,json=callVersion,proto3" json:"call_version,omitempty"`
+	CallActive  bool   `protobuf:"varint,14,opt,name=call_active,json=callActive,proto3" json:"call_active,omitempty"`
+	// Counts the membership changes applied to conversations (each one's
+	// push to the sessions carries the count after it).
+	MembershipVersion int64 `protobuf:"varint,23,opt,name=membership_version,json=membershipVersion,proto3" json:"membership_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *UserRecord) Reset() {
@@ -4938,6 +4960,13 @@ func (x *UserRecord) GetCallActive() bool {
 		return x.CallActive
 	}
 	return false
+}
+
+func (x *UserRecord) GetMembershipVersion() int64 {
+	if x != nil {
+		return x.MembershipVersion
+	}
+	return 0
 }
 
 type TokenRecord struct {
@@ -5145,9 +5174,12 @@ type SessionRecord struct {
 	CallId string `protobuf:"bytes,14,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
 	// Counts the session's link changes (open, cut, resume, end), so that
 	// link notifications to a call grain can be ordered.
-	LinkGen       uint64 `protobuf:"varint,15,opt,name=link_gen,json=linkGen,proto3" json:"link_gen,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LinkGen uint64 `protobuf:"varint,15,opt,name=link_gen,json=linkGen,proto3" json:"link_gen,omitempty"`
+	// The highest user membership version among the membership events
+	// pushed to this session (PushReq.membership_version).
+	MembershipSeen int64 `protobuf:"varint,16,opt,name=membership_seen,json=membershipSeen,proto3" json:"membership_seen,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SessionRecord) Reset() {
@@ -5281,6 +5313,13 @@ func (x *SessionRecord) GetCallId() string {
 func (x *SessionRecord) GetLinkGen() uint64 {
 	if x != nil {
 		return x.LinkGen
+	}
+	return 0
+}
+
+func (x *SessionRecord) GetMembershipSeen() int64 {
+	if x != nil {
+		return x.MembershipSeen
 	}
 	return 0
 }
@@ -6755,7 +6794,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x18\n" +
 	"\arebuild\x18\x03 \x01(\bR\arebuild\x12\x17\n" +
 	"\alink_id\x18\x04 \x01(\x04R\x06linkId\x12\x12\n" +
-	"\x04node\x18\x05 \x01(\tR\x04node\"\xa6\x01\n" +
+	"\x04node\x18\x05 \x01(\tR\x04node\"\xcf\x01\n" +
 	"\fSessionReply\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1f\n" +
@@ -6763,10 +6802,12 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"sessionSeq\x12#\n" +
 	"\rrebuild_token\x18\x03 \x01(\tR\frebuildToken\x12\x17\n" +
 	"\akeep_ms\x18\x04 \x01(\x03R\x06keepMs\x12\x18\n" +
-	"\arebuild\x18\x05 \x01(\bR\arebuild\"V\n" +
+	"\arebuild\x18\x05 \x01(\bR\arebuild\x12'\n" +
+	"\x0fmembership_seen\x18\x06 \x01(\x03R\x0emembershipSeen\"\x85\x01\n" +
 	"\aPushReq\x126\n" +
 	"\x05event\x18\x01 \x01(\v2 .parley.protocol.v1.SessionEventR\x05event\x12\x13\n" +
-	"\x05op_id\x18\x02 \x01(\tR\x04opId\")\n" +
+	"\x05op_id\x18\x02 \x01(\tR\x04opId\x12-\n" +
+	"\x12membership_version\x18\x03 \x01(\x03R\x11membershipVersion\")\n" +
 	"\x06AckReq\x12\x1f\n" +
 	"\vsession_seq\x18\x01 \x01(\x03R\n" +
 	"sessionSeq\"=\n" +
@@ -6977,7 +7018,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
 	"\x06linked\x18\x02 \x01(\bR\x06linked\x12\x19\n" +
 	"\blink_gen\x18\x03 \x01(\x04R\alinkGen\"\r\n" +
-	"\vCallWakeReq\"\xe7\x05\n" +
+	"\vCallWakeReq\"\x96\x06\n" +
 	"\n" +
 	"UserRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
@@ -6999,7 +7040,8 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\acall_id\x18\f \x01(\tR\x06callId\x12!\n" +
 	"\fcall_version\x18\r \x01(\x04R\vcallVersion\x12\x1f\n" +
 	"\vcall_active\x18\x0e \x01(\bR\n" +
-	"callActive\"f\n" +
+	"callActive\x12-\n" +
+	"\x12membership_version\x18\x17 \x01(\x03R\x11membershipVersion\"f\n" +
 	"\vTokenRecord\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\fR\x06sha256\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\"\n" +
@@ -7012,7 +7054,7 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x0elast_active_ms\x18\x04 \x01(\x03R\flastActiveMs\">\n" +
 	"\x0eUsernameRecord\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x13\n" +
-	"\x05op_id\x18\x02 \x01(\tR\x04opId\"\xd8\x03\n" +
+	"\x05op_id\x18\x02 \x01(\tR\x04opId\"\x81\x04\n" +
 	"\rSessionRecord\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
@@ -7031,7 +7073,8 @@ const file_actors_grainpb_grains_proto_rawDesc = "" +
 	"\x05ended\x18\f \x01(\bR\x05ended\x12'\n" +
 	"\x0fdropped_through\x18\r \x01(\x03R\x0edroppedThrough\x12\x17\n" +
 	"\acall_id\x18\x0e \x01(\tR\x06callId\x12\x19\n" +
-	"\blink_gen\x18\x0f \x01(\x04R\alinkGen\"\xc2\x01\n" +
+	"\blink_gen\x18\x0f \x01(\x04R\alinkGen\x12'\n" +
+	"\x0fmembership_seen\x18\x10 \x01(\x03R\x0emembershipSeen\"\xc2\x01\n" +
 	"\n" +
 	"ConvRecord\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x128\n" +

@@ -14,7 +14,7 @@ import (
 //
 //	open user=U device=D link=N [rebuild=false] [token=T]
 //	resume user=U device=D link=N last=S [token=T] [at=MS]
-//	push conv=C [op=O] [left]
+//	push conv=C [op=O] [left] [member=V]
 //	ack seq=S
 //	cut link=N [at=MS]
 //	replace
@@ -67,7 +67,7 @@ func TestTranscripts(t *testing.T) {
 				} else {
 					e.Event = &pb.SessionEvent_ConversationJoined{ConversationJoined: &pb.ConversationJoined{Conversation: &pb.Conversation{Id: arg("conv", "g1")}}}
 				}
-				ev = Push{Event: e, OpID: arg("op", ""), Now: now}
+				ev = Push{Event: e, OpID: arg("op", ""), MemberVersion: num("member", 0), Now: now}
 			case "ack":
 				ev = Ack{Seq: num("seq", 0)}
 			case "cut":
@@ -129,8 +129,10 @@ func (fx Effects) String() string {
 	for _, e := range fx.Send {
 		fmt.Fprintf(&b, "send link=%d seq=%d\n", fx.SendLink, e.Seq)
 	}
-	if fx.Reply != nil {
-		fmt.Fprintf(&b, "reply seq=%d rebuild=%v\n", fx.Reply.SessionSeq, fx.Reply.Rebuild)
+	if r := fx.Reply; r != nil && r.MembershipSeen != 0 {
+		fmt.Fprintf(&b, "reply seq=%d rebuild=%v membership_seen=%d\n", r.SessionSeq, r.Rebuild, r.MembershipSeen)
+	} else if r != nil {
+		fmt.Fprintf(&b, "reply seq=%d rebuild=%v\n", r.SessionSeq, r.Rebuild)
 	}
 	if fx.PassivateAfterMs >= 0 {
 		fmt.Fprintf(&b, "passivate after=%d\n", fx.PassivateAfterMs)

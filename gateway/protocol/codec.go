@@ -119,6 +119,9 @@ func Encode(m proto.Message) []byte {
 		if b, ok := encodeHelloOKFast(f); ok {
 			return b
 		}
+		if b, ok := encodeSessionEventFast(f); ok {
+			return b
+		}
 	}
 	b, err := marshal.Marshal(m)
 	if err != nil {

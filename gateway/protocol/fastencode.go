@@ -42,35 +42,9 @@ func encodeHelloOKFast(f *ServerFrame) ([]byte, bool) {
 				if i > 0 {
 					e.b = append(e.b, ',')
 				}
-				if c == nil || len(c.Members) > 0 {
+				if !e.conversation(c) {
 					return nil, false
 				}
-				e.b = append(e.b, '{')
-				e.first = true
-				e.str("id", c.Id)
-				if c.Kind != 0 {
-					name, known := ConversationKind_name[int32(c.Kind)]
-					if !known {
-						return nil, false
-					}
-					e.str("kind", name)
-				}
-				e.str("title", c.Title)
-				e.i64("lastSeq", c.LastSeq)
-				e.i64("readSeq", c.ReadSeq)
-				if len(c.Subgroups) > 0 {
-					e.key("subgroups")
-					e.b = append(e.b, '[')
-					for j, g := range c.Subgroups {
-						if j > 0 {
-							e.b = append(e.b, ',')
-						}
-						e.quoted(g)
-					}
-					e.b = append(e.b, ']')
-				}
-				e.b = append(e.b, '}')
-				e.first = false
 			}
 			e.b = append(e.b, ']')
 		}
@@ -83,6 +57,92 @@ func encodeHelloOKFast(f *ServerFrame) ([]byte, bool) {
 		return nil, false
 	}
 	return e.b, true
+}
+
+// encodeSessionEventFast writes a pushed or replayed session event of a
+// conversation join or leave (the events of a rebuild storm) without
+// protojson, like encodeHelloOKFast; it declines every other event.
+// TestEncodeSessionEventFast checks it against protojson.
+func encodeSessionEventFast(f *ServerFrame) ([]byte, bool) {
+	body, ok := f.Body.(*ServerFrame_SessionEvent)
+	if !ok || body.SessionEvent == nil {
+		return nil, false
+	}
+	ev := body.SessionEvent
+	e := jsonEnc{b: make([]byte, 0, 160), first: true}
+	e.b = append(e.b, '{')
+	e.str("re", f.Re)
+	e.key("sessionEvent")
+	e.b = append(e.b, '{')
+	e.first = true
+	e.i64("seq", ev.Seq)
+	e.i64("timeMs", ev.TimeMs)
+	switch x := ev.Event.(type) {
+	case nil:
+	case *SessionEvent_ConversationJoined:
+		e.key("conversationJoined")
+		e.b = append(e.b, '{')
+		e.first = true
+		if c := x.ConversationJoined.GetConversation(); c != nil {
+			e.key("conversation")
+			if !e.conversation(c) {
+				return nil, false
+			}
+		}
+		e.b = append(e.b, '}')
+		e.first = false
+	case *SessionEvent_ConversationLeft:
+		e.key("conversationLeft")
+		e.b = append(e.b, '{')
+		e.first = true
+		if x.ConversationLeft != nil {
+			e.str("conversationId", x.ConversationLeft.ConversationId)
+		}
+		e.b = append(e.b, '}')
+		e.first = false
+	default:
+		return nil, false
+	}
+	e.b = append(e.b, '}', '}')
+	if e.bad {
+		return nil, false
+	}
+	return e.b, true
+}
+
+// conversation writes c as an object; false (decline) if c is nil, has
+// members or an enum value without a name.
+func (e *jsonEnc) conversation(c *Conversation) bool {
+	if c == nil || len(c.Members) > 0 {
+		return false
+	}
+	e.b = append(e.b, '{')
+	e.first = true
+	e.str("id", c.Id)
+	if c.Kind != 0 {
+		name, known := ConversationKind_name[int32(c.Kind)]
+		if !known {
+			return false
+		}
+		e.str("kind", name)
+	}
+	e.str("title", c.Title)
+	e.i64("lastSeq", c.LastSeq)
+	e.i64("readSeq", c.ReadSeq)
+	if len(c.Subgroups) > 0 {
+		e.key("subgroups")
+		e.b = append(e.b, '[')
+		for j, g := range c.Subgroups {
+			if j > 0 {
+				e.b = append(e.b, ',')
+			}
+			e.quoted(g)
+		}
+		e.b = append(e.b, ']')
+	}
+	e.b = append(e.b, '}')
+	e.first = false
+	return true
 }
 
 type jsonEnc struct {

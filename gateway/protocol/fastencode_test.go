@@ -78,6 +78,70 @@ func TestEncodeHelloOKFast(t *testing.T) {
 	}
 }
 
+// TestEncodeSessionEventFast: the fast session event encoder writes
+// exactly what protojson writes (up to its random spacing), or declines.
+func TestEncodeSessionEventFast(t *testing.T) {
+	for _, c := range []struct {
+		m      proto.Message
+		fields int
+	}{{&SessionEvent{}, 13}, {&ConversationJoined{}, 1}, {&ConversationLeft{}, 1}, {&Conversation{}, 7}} {
+		if n := c.m.ProtoReflect().Descriptor().Fields().Len(); n != c.fields {
+			t.Fatalf("%T has %d fields, the fast encoder knows %d", c.m, n, c.fields)
+		}
+	}
+	rng := rand.New(rand.NewSource(2))
+	strs := []string{"", "a", "gf6e6036ee77eb33738c7814d", "Design review", `q"uote`, "tab\t", "café", "<&>", "~ !#"}
+	s := func() string { return strs[rng.Intn(len(strs))] }
+	i64s := []int64{0, 1, -1, 1764300000000, math.MaxInt64, math.MinInt64}
+	declined, taken := 0, 0
+	for i := 0; i < 20000; i++ {
+		ev := &SessionEvent{Seq: i64s[rng.Intn(len(i64s))], TimeMs: i64s[rng.Intn(len(i64s))]}
+		switch rng.Intn(6) {
+		case 0:
+		case 1:
+			ev.Event = &SessionEvent_ConversationJoined{ConversationJoined: &ConversationJoined{}}
+		case 2, 3:
+			c := &Conversation{Id: s(), Kind: ConversationKind(rng.Intn(4)), Title: s(), LastSeq: i64s[rng.Intn(len(i64s))]}
+			for k := rng.Intn(3); k > 0; k-- {
+				c.Subgroups = append(c.Subgroups, s())
+			}
+			if rng.Intn(20) == 0 {
+				c.Members = []*Member{{UserId: "u"}}
+			}
+			ev.Event = &SessionEvent_ConversationJoined{ConversationJoined: &ConversationJoined{Conversation: c}}
+		case 4:
+			ev.Event = &SessionEvent_ConversationLeft{ConversationLeft: &ConversationLeft{ConversationId: s()}}
+		case 5:
+			ev.Event = &SessionEvent_CallEnded{CallEnded: &CallEnded{CallId: s()}}
+		}
+		f := &ServerFrame{Re: []string{"", "", "r1"}[rng.Intn(3)], Body: &ServerFrame_SessionEvent{SessionEvent: ev}}
+		fast, ok := encodeSessionEventFast(f)
+		if !ok {
+			declined++
+			continue
+		}
+		taken++
+		want, err := protojson.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, want); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(fast, compact.Bytes()) {
+			t.Fatalf("fast encoder wrote\n%s\nprotojson\n%s", fast, compact.Bytes())
+		}
+		back := &ServerFrame{}
+		if err := protojson.Unmarshal(fast, back); err != nil || !proto.Equal(back, f) {
+			t.Fatalf("%s decodes to %v (%v)", fast, back, err)
+		}
+	}
+	if taken < 1000 || declined == 0 {
+		t.Fatalf("fast encoder took %d, declined %d", taken, declined)
+	}
+}
+
 func serverFrameOneofs() []protoreflect.FieldDescriptor {
 	var out []protoreflect.FieldDescriptor
 	fs := (&ServerFrame{}).ProtoReflect().Descriptor().Oneofs().ByName("body").Fields()
