@@ -2,7 +2,7 @@ package actors
 
 import (
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/parley-chat/parley/internal/gopool"
+	"github.com/parley-chat/parley/actors/gopool"
 )
 
 // workerDispatcher runs grain mailboxes on reused goroutines instead of a

@@ -3,7 +3,7 @@ package gateway
 import (
 	"github.com/lxzan/gws"
 	pb "github.com/parley-chat/parley/gateway/protocol"
-	"github.com/parley-chat/parley/internal/gopool"
+	"github.com/parley-chat/parley/actors/gopool"
 )
 
 // handler receives gws events for every link.
