@@ -2,8 +2,8 @@ package gateway
 
 import (
 	"github.com/lxzan/gws"
-	pb "github.com/parley-chat/parley/gateway/protocol"
 	"github.com/parley-chat/parley/actors/gopool"
+	pb "github.com/parley-chat/parley/gateway/protocol"
 )
 
 // handler receives gws events for every link.
