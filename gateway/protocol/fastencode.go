@@ -16,12 +16,7 @@ func encodeHelloOKFast(f *ServerFrame) ([]byte, bool) {
 		return nil, false
 	}
 	h := body.HelloOk
-	e := jsonEnc{b: make([]byte, 0, 256), first: true}
-	e.b = append(e.b, '{')
-	e.str("re", f.Re)
-	e.key("helloOk")
-	e.b = append(e.b, '{')
-	e.first = true
+	e := beginFrame(f.Re, "helloOk", 256)
 	e.i32("version", h.Version)
 	e.str("server", h.Server)
 	if s := h.Session; s != nil {
@@ -59,6 +54,18 @@ func encodeHelloOKFast(f *ServerFrame) ([]byte, bool) {
 	return e.b, true
 }
 
+// beginFrame starts a server frame's JSON up to its body's first field:
+// {"re":…,"<body>":{ (re left out when empty, as protojson does).
+func beginFrame(re, body string, capacity int) jsonEnc {
+	e := jsonEnc{b: make([]byte, 0, capacity), first: true}
+	e.b = append(e.b, '{')
+	e.str("re", re)
+	e.key(body)
+	e.b = append(e.b, '{')
+	e.first = true
+	return e
+}
+
 // encodeSessionEventFast writes a pushed or replayed session event of a
 // conversation join or leave (the events of a rebuild storm) without
 // protojson, like encodeHelloOKFast; it declines every other event.
@@ -69,12 +76,7 @@ func encodeSessionEventFast(f *ServerFrame) ([]byte, bool) {
 		return nil, false
 	}
 	ev := body.SessionEvent
-	e := jsonEnc{b: make([]byte, 0, 160), first: true}
-	e.b = append(e.b, '{')
-	e.str("re", f.Re)
-	e.key("sessionEvent")
-	e.b = append(e.b, '{')
-	e.first = true
+	e := beginFrame(f.Re, "sessionEvent", 160)
 	e.i64("seq", ev.Seq)
 	e.i64("timeMs", ev.TimeMs)
 	switch x := ev.Event.(type) {

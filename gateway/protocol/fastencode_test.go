@@ -54,21 +54,7 @@ func TestEncodeHelloOKFast(t *testing.T) {
 			continue
 		}
 		taken++
-		want, err := protojson.Marshal(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var compact bytes.Buffer
-		if err := json.Compact(&compact, want); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(fast, compact.Bytes()) {
-			t.Fatalf("fast encoder wrote\n%s\nprotojson\n%s", fast, compact.Bytes())
-		}
-		back := &ServerFrame{}
-		if err := protojson.Unmarshal(fast, back); err != nil || !proto.Equal(back, f) {
-			t.Fatalf("%s decodes to %v (%v)", fast, back, err)
-		}
+		sameAsProtojson(t, f, fast)
 	}
 	if taken < 1000 || declined == 0 {
 		t.Fatalf("fast encoder took %d, declined %d", taken, declined)
@@ -121,24 +107,31 @@ func TestEncodeSessionEventFast(t *testing.T) {
 			continue
 		}
 		taken++
-		want, err := protojson.Marshal(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var compact bytes.Buffer
-		if err := json.Compact(&compact, want); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(fast, compact.Bytes()) {
-			t.Fatalf("fast encoder wrote\n%s\nprotojson\n%s", fast, compact.Bytes())
-		}
-		back := &ServerFrame{}
-		if err := protojson.Unmarshal(fast, back); err != nil || !proto.Equal(back, f) {
-			t.Fatalf("%s decodes to %v (%v)", fast, back, err)
-		}
+		sameAsProtojson(t, f, fast)
 	}
 	if taken < 1000 || declined == 0 {
 		t.Fatalf("fast encoder took %d, declined %d", taken, declined)
+	}
+}
+
+// sameAsProtojson fails t unless fast is protojson's encoding of f,
+// compacted, and decodes back to f.
+func sameAsProtojson(t *testing.T, f *ServerFrame, fast []byte) {
+	t.Helper()
+	want, err := protojson.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, want); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(fast, compact.Bytes()) {
+		t.Fatalf("fast encoder wrote\n%s\nprotojson\n%s", fast, compact.Bytes())
+	}
+	back := &ServerFrame{}
+	if err := protojson.Unmarshal(fast, back); err != nil || !proto.Equal(back, f) {
+		t.Fatalf("%s decodes to %v (%v)", fast, back, err)
 	}
 }
 
