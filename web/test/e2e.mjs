@@ -227,6 +227,15 @@ async function main() {
   group.push('reply lost');
   await expectLog(alice, group);
   await bob4.page.waitForSelector('#pending li[data-state="pending"]', { timeout: WAIT });
+  // Cut only once the server's reply has reached the proxy (and been
+  // dropped there): the page must have missed an answer that was sent.
+  const firstAnswered = () => {
+    const s = route.sent.find((f) => f.send?.text === 'reply lost');
+    return s && route.received.some((r) => r.re === s.id);
+  };
+  for (const until = Date.now() + WAIT; !firstAnswered() && Date.now() < until; ) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
   route.drop = false;
   route.cut();
   await expectLog(bob4, group);
