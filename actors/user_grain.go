@@ -197,9 +197,10 @@ func UserOfToken(token string) string {
 	return token[:i]
 }
 
-func (g *userGrain) findToken(token string) *grainpb.TokenRecord {
+// findToken returns rec's record of token, or nil.
+func findToken(rec *grainpb.UserRecord, token string) *grainpb.TokenRecord {
 	sum := sha256.Sum256([]byte(token))
-	for _, t := range g.rec.Tokens {
+	for _, t := range rec.Tokens {
 		if subtle.ConstantTimeCompare(t.Sha256, sum[:]) == 1 {
 			return t
 		}
@@ -226,12 +227,10 @@ func (g *userGrain) Authenticate(req *grainpb.AuthReq, ctx cluster.GrainContext)
 // checkToken returns the token record of token in rec, if it is valid
 // for device (for any device with anyDevice).
 func checkToken(rec *grainpb.UserRecord, token, device string, anyDevice bool, now int64) (*grainpb.TokenRecord, error) {
-	sum := sha256.Sum256([]byte(token))
-	i := slices.IndexFunc(rec.Tokens, func(t *grainpb.TokenRecord) bool { return subtle.ConstantTimeCompare(t.Sha256, sum[:]) == 1 })
-	if i < 0 || rec.Tokens[i].ExpiresAtMs <= now {
+	t := findToken(rec, token)
+	if t == nil || t.ExpiresAtMs <= now {
 		return nil, grainError(pb.CodeBadToken, "invalid or expired token")
 	}
-	t := rec.Tokens[i]
 	if t.DeviceId != device && !anyDevice {
 		return nil, grainError(pb.CodeBadToken, "token was issued to another device")
 	}
@@ -271,7 +270,7 @@ func (g *userGrain) Logout(req *grainpb.LogoutReq, ctx cluster.GrainContext) (*g
 	if err := g.ready(); err != nil {
 		return nil, err
 	}
-	t := g.findToken(req.Token)
+	t := findToken(g.rec, req.Token)
 	if t == nil {
 		return &grainpb.Ok{}, nil
 	}

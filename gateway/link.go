@@ -208,6 +208,9 @@ func (l *link) take(mayBlock bool) (net.Buffers, int) {
 	return bufs, n
 }
 
+// sendClose writes a close frame and closes the socket. The deadline is
+// armed first: non-blocking writes leave none behind, and without one the
+// close frame to a stalled reader would wait forever, the socket with it.
 func (l *link) sendClose(code uint16, reason string) {
 	l.armWriteDeadline()
 	_ = l.conn.WriteClose(code, []byte(reason))
@@ -287,10 +290,7 @@ func (l *link) abort(code uint16, reason string) {
 	}
 	l.closed = true
 	l.mu.Unlock()
-	// Non-blocking writes leave no deadline behind: without one, the close
-	// frame to a stalled reader would wait forever and the socket with it.
-	l.armWriteDeadline()
-	_ = l.conn.WriteClose(code, []byte(reason))
+	l.sendClose(code, reason)
 }
 
 // armWriteDeadline makes the socket's write deadline at least half the

@@ -20,9 +20,7 @@ func encodeHelloOKFast(f *ServerFrame) ([]byte, bool) {
 	e.i32("version", h.Version)
 	e.str("server", h.Server)
 	if s := h.Session; s != nil {
-		e.key("session")
-		e.b = append(e.b, '{')
-		e.first = true
+		e.open("session")
 		e.str("sessionId", s.SessionId)
 		e.str("userId", s.UserId)
 		e.str("deviceId", s.DeviceId)
@@ -44,14 +42,9 @@ func encodeHelloOKFast(f *ServerFrame) ([]byte, bool) {
 			e.b = append(e.b, ']')
 		}
 		e.boolean("rebuilt", s.Rebuilt)
-		e.b = append(e.b, '}')
-		e.first = false
+		e.close()
 	}
-	e.b = append(e.b, '}', '}')
-	if e.bad {
-		return nil, false
-	}
-	return e.b, true
+	return e.frame()
 }
 
 // beginFrame starts a server frame's JSON up to its body's first field:
@@ -60,9 +53,7 @@ func beginFrame(re, body string, capacity int) jsonEnc {
 	e := jsonEnc{b: make([]byte, 0, capacity), first: true}
 	e.b = append(e.b, '{')
 	e.str("re", re)
-	e.key(body)
-	e.b = append(e.b, '{')
-	e.first = true
+	e.open(body)
 	return e
 }
 
@@ -82,34 +73,24 @@ func encodeSessionEventFast(f *ServerFrame) ([]byte, bool) {
 	switch x := ev.Event.(type) {
 	case nil:
 	case *SessionEvent_ConversationJoined:
-		e.key("conversationJoined")
-		e.b = append(e.b, '{')
-		e.first = true
+		e.open("conversationJoined")
 		if c := x.ConversationJoined.GetConversation(); c != nil {
 			e.key("conversation")
 			if !e.conversation(c) {
 				return nil, false
 			}
 		}
-		e.b = append(e.b, '}')
-		e.first = false
+		e.close()
 	case *SessionEvent_ConversationLeft:
-		e.key("conversationLeft")
-		e.b = append(e.b, '{')
-		e.first = true
+		e.open("conversationLeft")
 		if x.ConversationLeft != nil {
 			e.str("conversationId", x.ConversationLeft.ConversationId)
 		}
-		e.b = append(e.b, '}')
-		e.first = false
+		e.close()
 	default:
 		return nil, false
 	}
-	e.b = append(e.b, '}', '}')
-	if e.bad {
-		return nil, false
-	}
-	return e.b, true
+	return e.frame()
 }
 
 // conversation writes c as an object; false (decline) if c is nil, has
@@ -142,8 +123,7 @@ func (e *jsonEnc) conversation(c *Conversation) bool {
 		}
 		e.b = append(e.b, ']')
 	}
-	e.b = append(e.b, '}')
-	e.first = false
+	e.close()
 	return true
 }
 
@@ -161,6 +141,29 @@ func (e *jsonEnc) key(k string) {
 	e.b = append(e.b, '"')
 	e.b = append(e.b, k...)
 	e.b = append(e.b, '"', ':')
+}
+
+// open starts the object value of key k.
+func (e *jsonEnc) open(k string) {
+	e.key(k)
+	e.b = append(e.b, '{')
+	e.first = true
+}
+
+// close ends the current object.
+func (e *jsonEnc) close() {
+	e.b = append(e.b, '}')
+	e.first = false
+}
+
+// frame closes the body and the frame objects beginFrame opened; false if
+// a string needed escaping.
+func (e *jsonEnc) frame() ([]byte, bool) {
+	e.b = append(e.b, '}', '}')
+	if e.bad {
+		return nil, false
+	}
+	return e.b, true
 }
 
 func (e *jsonEnc) quoted(s string) {

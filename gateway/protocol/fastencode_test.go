@@ -15,22 +15,12 @@ import (
 // TestEncodeHelloOKFast: the fast helloOk encoder writes exactly what
 // protojson writes (up to protojson's random spacing), or declines.
 func TestEncodeHelloOKFast(t *testing.T) {
-	// The encoder knows every field of these messages; a new field must
-	// be added to it (or make it decline).
-	for _, c := range []struct {
-		m      proto.Message
-		fields int
-	}{{&ServerFrame{}, 1 + len(serverFrameOneofs())}, {&HelloOK{}, 3}, {&SessionInfo{}, 9}, {&Conversation{}, 7}} {
-		if n := c.m.ProtoReflect().Descriptor().Fields().Len(); n != c.fields {
-			t.Fatalf("%T has %d fields, the fast encoder knows %d", c.m, n, c.fields)
-		}
-	}
+	knowsFields(t, map[proto.Message]int{&ServerFrame{}: 1 + len(serverFrameOneofs()), &HelloOK{}: 3, &SessionInfo{}: 9, &Conversation{}: 7})
 	rng := rand.New(rand.NewSource(1))
 	strs := []string{"", "a", "sf6e6036ee77eb33738c7814d", "Design review", "d.u1.u2", `q"uote`, `back\slash`, "tab\t", "café", "<&>", "\u2028", "~ !#"}
 	s := func() string { return strs[rng.Intn(len(strs))] }
 	i64s := []int64{0, 1, -1, 300000, math.MaxInt64, math.MinInt64}
-	declined, taken := 0, 0
-	for i := 0; i < 20000; i++ {
+	matchesProtojson(t, encodeHelloOKFast, func() *ServerFrame {
 		h := &HelloOK{Version: []int32{0, 1, -7, math.MaxInt32}[rng.Intn(4)], Server: s()}
 		if rng.Intn(5) > 0 {
 			si := &SessionInfo{SessionId: s(), UserId: s(), DeviceId: s(), Rebuild: rng.Intn(2) == 0, RebuildToken: s(),
@@ -47,18 +37,8 @@ func TestEncodeHelloOKFast(t *testing.T) {
 			}
 			h.Session = si
 		}
-		f := &ServerFrame{Re: s(), Body: &ServerFrame_HelloOk{HelloOk: h}}
-		fast, ok := encodeHelloOKFast(f)
-		if !ok {
-			declined++
-			continue
-		}
-		taken++
-		sameAsProtojson(t, f, fast)
-	}
-	if taken < 1000 || declined == 0 {
-		t.Fatalf("fast encoder took %d, declined %d", taken, declined)
-	}
+		return &ServerFrame{Re: s(), Body: &ServerFrame_HelloOk{HelloOk: h}}
+	})
 	if _, ok := encodeHelloOKFast(&ServerFrame{Body: &ServerFrame_Pong{Pong: &Pong{}}}); ok {
 		t.Fatal("fast encoder took a pong")
 	}
@@ -67,20 +47,12 @@ func TestEncodeHelloOKFast(t *testing.T) {
 // TestEncodeSessionEventFast: the fast session event encoder writes
 // exactly what protojson writes (up to its random spacing), or declines.
 func TestEncodeSessionEventFast(t *testing.T) {
-	for _, c := range []struct {
-		m      proto.Message
-		fields int
-	}{{&SessionEvent{}, 13}, {&ConversationJoined{}, 1}, {&ConversationLeft{}, 1}, {&Conversation{}, 7}} {
-		if n := c.m.ProtoReflect().Descriptor().Fields().Len(); n != c.fields {
-			t.Fatalf("%T has %d fields, the fast encoder knows %d", c.m, n, c.fields)
-		}
-	}
+	knowsFields(t, map[proto.Message]int{&SessionEvent{}: 13, &ConversationJoined{}: 1, &ConversationLeft{}: 1, &Conversation{}: 7})
 	rng := rand.New(rand.NewSource(2))
 	strs := []string{"", "a", "gf6e6036ee77eb33738c7814d", "Design review", `q"uote`, "tab\t", "café", "<&>", "~ !#"}
 	s := func() string { return strs[rng.Intn(len(strs))] }
 	i64s := []int64{0, 1, -1, 1764300000000, math.MaxInt64, math.MinInt64}
-	declined, taken := 0, 0
-	for i := 0; i < 20000; i++ {
+	matchesProtojson(t, encodeSessionEventFast, func() *ServerFrame {
 		ev := &SessionEvent{Seq: i64s[rng.Intn(len(i64s))], TimeMs: i64s[rng.Intn(len(i64s))]}
 		switch rng.Intn(6) {
 		case 0:
@@ -100,8 +72,30 @@ func TestEncodeSessionEventFast(t *testing.T) {
 		case 5:
 			ev.Event = &SessionEvent_CallEnded{CallEnded: &CallEnded{CallId: s()}}
 		}
-		f := &ServerFrame{Re: []string{"", "", "r1"}[rng.Intn(3)], Body: &ServerFrame_SessionEvent{SessionEvent: ev}}
-		fast, ok := encodeSessionEventFast(f)
+		return &ServerFrame{Re: []string{"", "", "r1"}[rng.Intn(3)], Body: &ServerFrame_SessionEvent{SessionEvent: ev}}
+	})
+}
+
+// knowsFields: the encoder knows every field of these messages; a new
+// field must be added to it (or make it decline).
+func knowsFields(t *testing.T, fields map[proto.Message]int) {
+	t.Helper()
+	for m, want := range fields {
+		if n := m.ProtoReflect().Descriptor().Fields().Len(); n != want {
+			t.Fatalf("%T has %d fields, the fast encoder knows %d", m, n, want)
+		}
+	}
+}
+
+// matchesProtojson runs encode on 20,000 frames from gen: each it takes
+// must be protojson's encoding; it must take at least 1,000 and decline
+// some.
+func matchesProtojson(t *testing.T, encode func(*ServerFrame) ([]byte, bool), gen func() *ServerFrame) {
+	t.Helper()
+	declined, taken := 0, 0
+	for range 20000 {
+		f := gen()
+		fast, ok := encode(f)
 		if !ok {
 			declined++
 			continue

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -296,16 +297,7 @@ func (c *Conn) handshake(d *dtls.Conn, client bool) {
 		}
 		return
 	}
-	c.mu.Lock()
-	if c.closed || c.state != StateNew {
-		c.mu.Unlock()
-		return
-	}
-	c.state = StateConnected
-	c.mu.Unlock()
-	if c.h.State != nil {
-		c.h.State(StateConnected)
-	}
+	c.become(StateConnected, StateNew)
 }
 
 func (c *Conn) startSRTP(d *dtls.Conn, client bool) error {
@@ -349,16 +341,20 @@ func (c *Conn) startSRTP(d *dtls.Conn, client bool) error {
 }
 
 // fail marks the Conn failed and tells the handler (once).
-func (c *Conn) fail() {
+func (c *Conn) fail() { c.become(StateFailed, StateNew, StateConnected) }
+
+// become moves an open Conn from one of the states from to s and tells the
+// handler; from any other state it does nothing.
+func (c *Conn) become(s State, from ...State) {
 	c.mu.Lock()
-	if c.closed || c.state == StateFailed {
+	if c.closed || !slices.Contains(from, c.state) {
 		c.mu.Unlock()
 		return
 	}
-	c.state = StateFailed
+	c.state = s
 	c.mu.Unlock()
 	if c.h.State != nil {
-		c.h.State(StateFailed)
+		c.h.State(s)
 	}
 }
 

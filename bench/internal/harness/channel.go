@@ -25,18 +25,11 @@ func (h *harness) channelFanout(ctx context.Context) (*fanoutSummary, error) {
 	pubs := min(max(o.Pubs, 1), n)
 	h.printf("\n== channel-fanout (parley): 1 channel of %d present members, %d publisher(s), depth %d, pace %s, text %d B ==\n",
 		n, pubs, o.Depth, o.Pace, o.Size)
-	e, err := h.startEnv(ctx, targetParley, n, h.dir("channel"), true)
+	e, err := h.startConnected(ctx, targetParley, n, h.dir("channel"))
 	if err != nil {
 		return nil, err
 	}
 	defer e.close()
-	cr, err := e.connect()
-	if cr != nil {
-		h.printConnect(cr, n)
-	}
-	if err != nil {
-		return nil, err
-	}
 	// The channel is created from link 0 (its admin) and the others are
 	// added in batches that fit a frame.
 	pl := e.where(0)

@@ -79,18 +79,11 @@ func (h *harness) idleCPU(e *env) {
 
 // groupLoad runs publishers into one group of n online members.
 func (h *harness) groupLoad(ctx context.Context, t target, n, pubs int, rate float64, pace string) (*fanoutSummary, error) {
-	e, err := h.startEnv(ctx, t, n, h.dir("fanout"), true)
+	e, err := h.startConnected(ctx, t, n, h.dir("fanout"))
 	if err != nil {
 		return nil, err
 	}
 	defer e.close()
-	cr, err := e.connect()
-	if cr != nil {
-		h.printConnect(cr, n)
-	}
-	if err != nil {
-		return nil, err
-	}
 	members := make([]int, n-1)
 	for i := range members {
 		members[i] = i + 1
