@@ -17,7 +17,8 @@ import (
 )
 
 // sessionGrain is the actor shell of a session: it steps the session
-// machine, persists the record (synced) and only then sends events and
+// machine, persists the record (synced, unless the step says a crash may
+// lose it: session.Effects.Unsynced) and only then sends events and
 // replies. It is not on the conversation fan-out path.
 type sessionGrain struct {
 	n   *Node
@@ -124,7 +125,11 @@ func (g *sessionGrain) apply(ctx cluster.GrainContext, ev session.Event) error {
 	if fx.Persist {
 		b := g.n.opts.Store.NewBatch(persistence.KindSession, g.st.ID)
 		b.Set(persistence.EncodeKey(persistence.KindSession, g.st.ID, nil), mustMarshal(g.st.Rec))
-		if err := b.Commit(); err != nil {
+		commit := b.Commit
+		if fx.Unsynced {
+			commit = b.CommitUnsynced
+		}
+		if err := commit(); err != nil {
 			g.n.opts.Metrics.StorageErrors.Add(1)
 			g.st = prev
 			g.err = err

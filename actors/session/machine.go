@@ -3,10 +3,11 @@
 // keeps them until acknowledged, follows the link that carries the session
 // and decides whether a rebuild request may take the session over.
 //
-// Session events are committed before they are sent (every step that
-// changes the record asks for a synced persist before its Send effects), so
-// a rebuild after a crash replays exactly what was sent: no epoch change is
-// needed, and Epoch stays 1.
+// Session events are committed before they are sent (a step that numbers
+// an event asks for a synced persist before its Send effects), so a
+// rebuild after a crash replays exactly what was sent: no epoch change is
+// needed, and Epoch stays 1. Steps that send nothing new (ack, cut,
+// resume, activation) may persist unsynced; see Effects.Unsynced.
 package session
 
 import (
@@ -123,11 +124,22 @@ func errorf(code, format string, args ...any) *Error {
 }
 
 // Effects are performed by the grain in this order: persist the record
-// (synced) if Persist, close Close links, apply hub changes, send Send to
-// SendLink, reply, schedule PassivateAfterMs.
+// if Persist (synced unless Unsynced), close Close links, apply hub
+// changes, send Send to SendLink, reply, schedule PassivateAfterMs.
 type Effects struct {
-	Err      *Error
-	Persist  bool
+	Err     *Error
+	Persist bool
+	// Unsynced: the record may be written without waiting for the fsync.
+	// Set only by steps whose change a crash may lose harmlessly: an ack,
+	// a cut, a resume or an activation of a session carrying no call. Such
+	// a step sends nothing new (a resume replays events committed before),
+	// so the record read after a crash is one the client can rebuild from:
+	// its last seq is at or after the older ack, a lost cut is found again
+	// at activation, a lost resume is followed by another. Only a call
+	// needs every LinkGen bump durable (it orders the link reports), so
+	// steps that report a link change to a call stay synced. The next
+	// synced commit makes the write durable too (one WAL).
+	Unsynced bool
 	Close    []LinkClose
 	HubJoin  []string
 	HubLeave []string
@@ -173,6 +185,7 @@ func (s *State) Step(ev Event, lim Limits) Effects {
 			s.Rec.CutAtMs = e.Now
 			s.Rec.LinkGen++
 			fx.Persist, fx.LinkChanged = true, true
+			fx.Unsynced = s.Rec.CallId == ""
 			fx.PassivateAfterMs = keepOf(s.Rec, lim)
 		}
 	case BindCall:
@@ -292,7 +305,7 @@ func (s *State) resume(e Resume, lim Limits, fx *Effects) {
 		fx.Close = append(fx.Close, LinkClose{Link: s.Link, Code: pb.CloseSessionMoved, Reason: "session moved to a newer link"})
 	}
 	s.Rec, s.Link = rec, e.Link
-	fx.Persist = true
+	fx.Persist, fx.Unsynced = true, rec.CallId == ""
 	fx.Send, fx.SendLink = rec.Unacked, e.Link
 	fx.Reply = s.reply(lim)
 }
@@ -352,7 +365,7 @@ func (s *State) ack(e Ack, fx *Effects) {
 	rec.Acked = e.Seq
 	rec.Unacked = unackedAfter(rec.Unacked, e.Seq)
 	s.Rec = rec
-	fx.Persist = true
+	fx.Persist, fx.Unsynced = true, true
 }
 
 func (s *State) cut(e Cut, lim Limits, fx *Effects) {
@@ -364,6 +377,7 @@ func (s *State) cut(e Cut, lim Limits, fx *Effects) {
 	rec.LinkGen++
 	s.Rec, s.Link = rec, 0
 	fx.Persist, fx.LinkChanged = true, true
+	fx.Unsynced = rec.CallId == ""
 	fx.PassivateAfterMs = keepOf(rec, lim)
 }
 

@@ -2,6 +2,7 @@ package session
 
 import (
 	"fmt"
+	"github.com/parley-chat/parley/actors/grainpb"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,6 +31,7 @@ func TestTranscripts(t *testing.T) {
 		st := &State{ID: "s1"}
 		lim := Limits{KeepMs: 1000, Buffer: 3}
 		now := int64(0)
+		var synced *grainpb.SessionRecord // the record a crash leaves: the last synced persist
 		datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
 			arg := func(k, def string) string {
 				for _, a := range d.CmdArgs {
@@ -86,12 +88,21 @@ func TestTranscripts(t *testing.T) {
 			case "restart", "passivate":
 				st.Link = 0
 				return st.String()
+			case "crash":
+				// The process dies and its unsynced writes are lost: the
+				// session comes back as its last synced persist left it.
+				st.Rec, st.Link = synced, 0
+				return st.String()
 			case "state":
 				return st.String()
 			default:
 				d.Fatalf(t, "unknown command %s", d.Cmd)
 			}
-			return st.Step(ev, lim).String()
+			fx := st.Step(ev, lim)
+			if fx.Persist && !fx.Unsynced {
+				synced = st.Rec
+			}
+			return fx.String()
 		})
 	})
 }
@@ -114,7 +125,10 @@ func (fx Effects) String() string {
 		return "error " + fx.Err.Code + "\n"
 	}
 	var b strings.Builder
-	if fx.Persist {
+	switch {
+	case fx.Persist && fx.Unsynced:
+		b.WriteString("persist unsynced\n")
+	case fx.Persist:
 		b.WriteString("persist\n")
 	}
 	for _, c := range fx.Close {
