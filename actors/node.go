@@ -84,7 +84,7 @@ type Options struct {
 	// activated without a request; it is then stopped, and re-activated
 	// from its stored record by the next request (a session finds its
 	// link through Fanout.SessionLink). Online users cost no grain memory
-	// between their rare requests. Default 200ms: a burst that touches
+	// between their rare requests. Default 100ms: a burst that touches
 	// every user (a login storm, groups created with their members online)
 	// then holds few grains at once, which sets the GC goal and so the
 	// resident memory; a re-activation is one Pebble read. Negative: never.
@@ -142,7 +142,7 @@ func (o *Options) EnsureDefaults() {
 		o.RequestTimeout = 10 * time.Second
 	}
 	if o.GrainIdle == 0 {
-		o.GrainIdle = 200 * time.Millisecond
+		o.GrainIdle = 100 * time.Millisecond
 	}
 	if o.SessionBuffer == 0 {
 		o.SessionBuffer = 1024

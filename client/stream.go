@@ -23,8 +23,24 @@ type stream struct {
 	queue   []Event
 	wake    chan struct{}
 	done    bool
-	acked   int64
+	acked   int64 // highest session event seq received
+	// ackSent is the highest seq acknowledged to the server; ackTimer is
+	// the pending delayed ack (see scheduleAckLocked).
+	ackSent  int64
+	ackTimer *time.Timer
 }
+
+// Session events are acknowledged cumulatively and late: one ack covers
+// every event received within ackDelay, or is sent at once when ackBatch
+// events wait (well under the server's buffer of 1024 unacknowledged
+// events). An ack per event would cost the server a request per event; an
+// event the server still holds when the link is cut is only replayed if
+// it is after the resume's lastSessionSeq, which is what was received, so
+// a late ack loses and duplicates nothing.
+const (
+	ackDelay = time.Second
+	ackBatch = 256
+)
 
 func newStream(c *Client, cursors map[string]int64) *stream {
 	s := &stream{
@@ -99,8 +115,37 @@ func (s *stream) lastSessionSeq() int64 {
 // newSession resets session-event numbering for a fresh session.
 func (s *stream) newSession() {
 	s.mu.Lock()
-	s.acked = 0
+	s.acked, s.ackSent = 0, 0
 	s.mu.Unlock()
+}
+
+// scheduleAckLocked arranges the acknowledgement of s.acked (see ackDelay).
+func (s *stream) scheduleAckLocked() {
+	switch {
+	case s.acked-s.ackSent >= ackBatch:
+		if s.ackTimer != nil {
+			s.ackTimer.Stop()
+			s.ackTimer = nil
+		}
+		s.ackLocked()
+	case s.ackTimer == nil:
+		s.ackTimer = time.AfterFunc(ackDelay, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.ackTimer = nil
+			s.ackLocked()
+		})
+	}
+}
+
+// ackLocked acknowledges every session event received, if any is new.
+func (s *stream) ackLocked() {
+	if s.acked <= s.ackSent {
+		return
+	}
+	s.ackSent = s.acked
+	f := &pb.ClientFrame{Command: &pb.ClientFrame_Ack{Ack: &pb.Ack{SessionSeq: s.acked}}}
+	go s.c.Start(f)
 }
 
 func (s *stream) cursors() map[string]int64 {
@@ -231,6 +276,7 @@ func (s *stream) session(ev *pb.SessionEvent) {
 	}
 	s.acked = ev.Seq
 	s.emitLocked(Event{Session: ev})
+	s.scheduleAckLocked()
 	s.mu.Unlock()
 	if j := ev.GetConversationJoined(); j != nil {
 		s.sync(j.GetConversation().GetId())
@@ -240,7 +286,6 @@ func (s *stream) session(ev *pb.SessionEvent) {
 		*pb.SessionEvent_CallParticipant, *pb.SessionEvent_CallSignal:
 		s.c.calls.event(ev)
 	}
-	go s.c.Start(&pb.ClientFrame{Command: &pb.ClientFrame_Ack{Ack: &pb.Ack{SessionSeq: ev.Seq}}})
 }
 
 // other emits a live event that has no order to keep (channel frames).

@@ -71,6 +71,12 @@ func (m *metrics) registerNode(n *actors.Node) {
 			ConstLabels: prometheus.Labels{"kind": kind},
 		}, func() float64 { return float64(depth.Load()) }))
 	}
+	for kind, n := range am.Grains {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "parley_grains", Help: "Grains of a kind activated on this node.",
+			ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 { return float64(n.Load()) }))
+	}
 }
 
 // AttachMedia exports the SFU's counters.

@@ -16,10 +16,11 @@
 // calling another grain, a handler waiting for a grain), so a bounded pool
 // could deadlock; when no goroutine is idle a new one starts. A finished
 // goroutine waits for work if fewer than max others do, else it exits.
-// Idle goroutines beyond keep are stopped by halves, one halving a second,
-// so a burst (a storm of reconnects keeps hundreds of handlers busy at
-// once) finds its goroutines again while it lasts, and leaves keep x
-// StackBytes of stacks behind a few seconds after it ends. A goroutine
+// Idle goroutines beyond keep are stopped by halves, one halving every
+// 250 ms, so a burst (a storm of reconnects keeps hundreds of handlers
+// busy at once) finds its goroutines again while it lasts, and leaves keep
+// x StackBytes of stacks behind about a second after it ends (until then
+// their stacks are resident memory, and count in the GC goal). A goroutine
 // that starts costs the growth of its stack (page faults on fresh stack
 // memory included): a few microseconds.
 package gopool
@@ -32,7 +33,7 @@ import (
 
 // trimEvery is the period of the halving of surplus idle goroutines (a
 // variable for tests).
-var trimEvery = time.Second
+var trimEvery = 250 * time.Millisecond
 
 // StackBytes is the stack a pool goroutine grows to before its first run.
 const StackBytes = 16 << 10

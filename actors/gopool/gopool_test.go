@@ -42,8 +42,9 @@ func TestBlockingRuns(t *testing.T) {
 // TestTrim checks that idle goroutines beyond keep are stopped after a
 // burst, and up to max are kept meanwhile.
 func TestTrim(t *testing.T) {
+	saved := trimEvery
 	trimEvery = 10 * time.Millisecond
-	defer func() { trimEvery = time.Second }()
+	defer func() { trimEvery = saved }()
 	p := New(2, 30)
 	const n = 50
 	var started sync.WaitGroup

@@ -40,7 +40,7 @@ type Config struct {
 	// SessionKeep: how long a cut session is kept. Default 5m.
 	SessionKeep time.Duration `json:"session_keep"`
 	// GrainIdle: how long an idle User, Username or Session grain stays
-	// in memory (actors.Options.GrainIdle). Default 200ms; negative: never
+	// in memory (actors.Options.GrainIdle). Default 100ms; negative: never
 	// stopped.
 	GrainIdle time.Duration `json:"grain_idle"`
 	// ArgonMemoryKiB, ArgonTime: password hashing cost. Defaults 19456, 2.
@@ -104,7 +104,7 @@ func defaultConfig() Config {
 		Addr: "127.0.0.1:8080", DataDir: "./data", LogLevel: "info",
 		MaxFrameBytes: 64 << 10, MaxTextBytes: 16 << 10,
 		AuthTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
-		RatePerSecond: 200, RateBurst: 1000, SessionKeep: 5 * time.Minute, GrainIdle: 200 * time.Millisecond,
+		RatePerSecond: 200, RateBurst: 1000, SessionKeep: 5 * time.Minute, GrainIdle: 100 * time.Millisecond,
 		ArgonMemoryKiB: 19456, ArgonTime: 2, ShutdownTimeout: 15 * time.Second,
 		MaxFileBytes: 2 << 30, UploadExpiry: 24 * time.Hour,
 		ImportLimit: 5, ImportWindow: time.Hour, InvitationTTL: 7 * 24 * time.Hour,

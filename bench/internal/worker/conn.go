@@ -48,6 +48,8 @@ type conn struct {
 	caught       chan struct{}    // closed when seqs reach expect
 	helloPending bool             // counting session events replayed before helloOk
 	replayed     int
+	ackSeq       int64 // highest session seq received, acknowledged ackDelay later
+	ackPending   bool
 
 	pub     atomic.Pointer[publisher]
 	closing atomic.Bool
@@ -369,13 +371,16 @@ func (e *events) OnMessage(_ *gws.Conn, m *gws.Message) {
 	}
 }
 
-// onSessionEvent keeps the last session seq of a tracked session.
+// onSessionEvent acknowledges a session event, as the SDK does for each
+// one (so the session holds no acknowledged events), and keeps the last
+// session seq of a tracked session.
 func (c *conn) onSessionEvent(b []byte) {
-	if !c.track.Load() {
-		return
-	}
 	seq, ok := wire.Int(b, "seq")
 	if !ok {
+		return
+	}
+	c.scheduleAck(seq)
+	if !c.track.Load() {
 		return
 	}
 	c.mu.Lock()
@@ -461,3 +466,28 @@ func (c *conn) onChannelMessage(b []byte) {
 		p.onEcho()
 	}
 }
+
+// scheduleAck acknowledges session events as the SDK does (client/stream.go):
+// cumulatively, one ack ackDelay after the first event not yet covered.
+func (c *conn) scheduleAck(seq int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ackSeq = max(c.ackSeq, seq)
+	if c.ackPending {
+		return
+	}
+	c.ackPending = true
+	time.AfterFunc(ackDelay, func() {
+		c.mu.Lock()
+		ws, seq := c.ws, c.ackSeq
+		c.ackPending = false
+		c.mu.Unlock()
+		// Sent without waiting for its reply (an "ok"; an error reply is
+		// counted like any other).
+		s := strconv.FormatInt(seq, 10)
+		ws.WriteAsync(gws.OpcodeText, []byte(`{"id":"k`+s+`","ack":{"sessionSeq":"`+s+`"}}`), nil)
+	})
+}
+
+// ackDelay is the SDK's (client/stream.go).
+const ackDelay = time.Second
