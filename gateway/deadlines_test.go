@@ -76,7 +76,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	for _, want := range []string{"parley_links 1", "parley_committed_messages_total 2", `parley_mailbox_depth{kind="Conversation"}`,
-		"parley_fsync_seconds_count", "parley_outbound_queue_bytes", "go_goroutines"} {
+		`parley_grains{kind="Conversation"} 1`, "parley_fsync_seconds_count", "parley_outbound_queue_bytes", "go_goroutines"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

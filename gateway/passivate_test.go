@@ -52,11 +52,14 @@ func TestIdleGrainsPassivate(t *testing.T) {
 		for start := time.Now(); ; time.Sleep(idle) {
 			u := srv.App.Node.Cluster.GetClusterKind(actors.KindUser).Count()
 			s := srv.App.Node.Cluster.GetClusterKind(actors.KindSession).Count()
-			if u == 0 && s == 0 {
+			// The parley_grains gauge follows the stops too.
+			mu := metric(t, srv.Addr, `parley_grains{kind="User"}`)
+			ms := metric(t, srv.Addr, `parley_grains{kind="Session"}`)
+			if u == 0 && s == 0 && mu == 0 && ms == 0 {
 				return
 			}
 			if time.Since(start) > 10*time.Second {
-				t.Fatalf("still activated: %d User, %d Session grains", u, s)
+				t.Fatalf("still activated: %d User, %d Session grains (parley_grains: %v, %v)", u, s, mu, ms)
 			}
 		}
 	}
