@@ -83,6 +83,14 @@ func main() {
 	var err error
 	switch {
 	case *workerMode:
+		// BENCH_WORKER_PROFILE=prefix: each worker writes its CPU
+		// profile to prefix.PID (the load generator's own cost).
+		if p := os.Getenv("BENCH_WORKER_PROFILE"); p != "" {
+			if f, perr := os.Create(fmt.Sprintf("%s.%d", p, os.Getpid())); perr == nil {
+				_ = pprof.StartCPUProfile(f)
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
 		err = runWorker(ctx, *url, *src)
 	case *baselineMode:
 		err = runBaseline(ctx, *addr)
