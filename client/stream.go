@@ -87,6 +87,10 @@ func (s *stream) emitLocked(ev Event) {
 func (s *stream) close() {
 	s.mu.Lock()
 	s.done = true
+	if s.ackTimer != nil {
+		s.ackTimer.Stop()
+		s.ackTimer = nil
+	}
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -133,7 +137,9 @@ func (s *stream) scheduleAckLocked() {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			s.ackTimer = nil
-			s.ackLocked()
+			if !s.done {
+				s.ackLocked()
+			}
 		})
 	}
 }
