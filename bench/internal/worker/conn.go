@@ -490,4 +490,4 @@ func (c *conn) scheduleAck(seq int64) {
 }
 
 // ackDelay is the SDK's (client/stream.go).
-const ackDelay = time.Second
+const ackDelay = 50 * time.Millisecond
