@@ -198,7 +198,7 @@ func (g *convGrain) committed(ctx cluster.GrainContext, m *commitDone) {
 			g.n.opts.Metrics.Deliveries.Add(1)
 		}
 		for _, u := range fx.HubLeave {
-			fan.Leave(g.id, u)
+			fan.Leave(g.id, u, 0)
 		}
 		for _, w := range fx.Writes {
 			if w.Outbox != nil {

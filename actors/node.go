@@ -32,10 +32,11 @@ type Fanout interface {
 	// to every local link of every online member of conv.
 	Publish(conv string, seq int64, frame []byte)
 	// Join subscribes the user's local links to conv; Leave unsubscribes.
-	// link is the link of the session the join is pushed to (0: none): a
-	// link still logging in gets conv at its attach.
+	// link is the link of the session the join or leave is pushed to (0:
+	// none): a link still logging in or resuming gets it at its attach,
+	// after the conversation list it read before.
 	Join(conv, user string, link uint64)
-	Leave(conv, user string)
+	Leave(conv, user string, link uint64)
 	// SendToLink writes an encoded frame to one link; false if it is gone.
 	SendToLink(link uint64, frame []byte) bool
 	// CloseLink closes a link with a WebSocket close code.

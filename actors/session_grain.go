@@ -145,7 +145,7 @@ func (g *sessionGrain) apply(ctx cluster.GrainContext, ev session.Event) error {
 		fan.Join(conv, g.st.Rec.UserId, g.st.Link)
 	}
 	for _, conv := range fx.HubLeave {
-		fan.Leave(conv, g.st.Rec.UserId)
+		fan.Leave(conv, g.st.Rec.UserId, g.st.Link)
 	}
 	for _, ev := range fx.Send {
 		fan.SendToLink(fx.SendLink, pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_SessionEvent{SessionEvent: ev}}))

@@ -17,11 +17,13 @@ type Hub struct {
 	// sessions maps a session to the open link that carries it, from the
 	// session grain's Open or Resume (BindSession) to the link's close.
 	sessions map[string]*link
-	// early holds conversations joined for a link that is open but not yet
-	// attached (its login or resume is between reading the user's
-	// conversation list and attach): attach subscribes them too, so a join
-	// that lands in that window is not missed live.
-	early map[uint64][]string
+	// early holds the joins and leaves pushed to the session of a link
+	// that is open but not yet attached (its login or resume is between
+	// reading the user's conversation list and attach). attach applies
+	// them, in order, after the list: a join in that window is not missed
+	// live, and a leave in it does not leave the link subscribed to a
+	// conversation the list still named.
+	early map[uint64][]earlyOp
 
 	// Published counts frames written to link queues (deliveries).
 	Published atomic.Int64
@@ -38,7 +40,7 @@ type hubUser struct {
 
 // NewHub returns an empty hub.
 func NewHub() *Hub {
-	return &Hub{links: map[uint64]*link{}, users: map[string]*hubUser{}, convs: map[string]map[*hubUser]struct{}{}, sessions: map[string]*link{}, early: map[uint64][]string{}}
+	return &Hub{links: map[uint64]*link{}, users: map[string]*hubUser{}, convs: map[string]map[*hubUser]struct{}{}, sessions: map[string]*link{}, early: map[uint64][]earlyOp{}}
 }
 
 func (h *Hub) addLink(l *link) {
@@ -59,14 +61,33 @@ func (h *Hub) attach(l *link, user string, convs []string, rate, burst float64) 
 		h.users[user] = u
 	}
 	u.links = append(u.links, l)
+	l.hubAttached = true
 	for _, c := range convs {
 		h.joinLocked(c, u)
 	}
-	for _, c := range h.early[l.id] {
-		h.joinLocked(c, u)
+	for _, op := range h.early[l.id] {
+		if op.join {
+			h.joinLocked(op.conv, u)
+		} else {
+			h.leaveLocked(op.conv, u)
+		}
 	}
 	delete(h.early, l.id)
 	return u
+}
+
+// earlyOp is a join or leave kept for a link's attach (Hub.early).
+type earlyOp struct {
+	conv string
+	join bool
+}
+
+// keepEarlyLocked keeps a join or leave for link if it is open and not
+// yet attached.
+func (h *Hub) keepEarlyLocked(link uint64, conv string, join bool) {
+	if l := h.links[link]; link != 0 && l != nil && !l.hubAttached {
+		h.early[link] = append(h.early[link], earlyOp{conv: conv, join: join})
+	}
 }
 
 // removeLink forgets a link; the user goes offline with its last link.
@@ -119,27 +140,32 @@ func (h *Hub) Join(conv, user string, link uint64) {
 	h.mu.Lock()
 	if u := h.users[user]; u != nil {
 		h.joinLocked(conv, u)
-	} else if _, open := h.links[link]; open && link != 0 {
-		h.early[link] = append(h.early[link], conv)
 	}
+	h.keepEarlyLocked(link, conv, true)
 	h.mu.Unlock()
 }
 
-// Leave unsubscribes the user's local links from conv.
-func (h *Hub) Leave(conv, user string) {
+// Leave unsubscribes the user's local links from conv. link is as for
+// Join: a link not attached yet drops conv at its attach.
+func (h *Hub) Leave(conv, user string, link uint64) {
 	h.mu.Lock()
 	if u := h.users[user]; u != nil {
-		if i := slices.Index(u.convs, conv); i >= 0 {
-			u.convs = slices.Delete(u.convs, i, i+1)
-		}
-		if set := h.convs[conv]; set != nil {
-			delete(set, u)
-			if len(set) == 0 {
-				delete(h.convs, conv)
-			}
+		h.leaveLocked(conv, u)
+	}
+	h.keepEarlyLocked(link, conv, false)
+	h.mu.Unlock()
+}
+
+func (h *Hub) leaveLocked(conv string, u *hubUser) {
+	if i := slices.Index(u.convs, conv); i >= 0 {
+		u.convs = slices.Delete(u.convs, i, i+1)
+	}
+	if set := h.convs[conv]; set != nil {
+		delete(set, u)
+		if len(set) == 0 {
+			delete(h.convs, conv)
 		}
 	}
-	h.mu.Unlock()
 }
 
 // Publish frames payload once and queues it on every subscribed link.

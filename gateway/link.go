@@ -71,6 +71,9 @@ type link struct {
 	session map[string]any
 	// boundSession is the session the hub maps to this link (hub.mu).
 	boundSession string
+	// hubAttached is set by the hub's attach (hub.mu): joins and leaves
+	// for the link are then applied to its user, not kept (Hub.early).
+	hubAttached bool
 }
 
 // convCursor is one conversation's delivery position on a link.
