@@ -14,23 +14,14 @@ import (
 // timeout and fail. Answered, it retries at once and re-activates the
 // grain. Grains stop when idle (see idler), so this window is hit in
 // normal operation, not only on errors.
-//
-// active, if not nil, counts the grains whose mailbox is registered and
-// not yet stopped.
-func stopSafe(p actor.MailboxProducer, active *atomic.Int64) actor.MailboxProducer {
-	return func() actor.Mailbox { return &stopSafeMailbox{Mailbox: p(), active: active} }
+func stopSafe(p actor.MailboxProducer) actor.MailboxProducer {
+	return func() actor.Mailbox { return &stopSafeMailbox{Mailbox: p()} }
 }
 
-type stopSafeMailbox struct {
-	actor.Mailbox
-	active *atomic.Int64
-}
+type stopSafeMailbox struct{ actor.Mailbox }
 
 func (m *stopSafeMailbox) RegisterHandlers(inv actor.MessageInvoker, d actor.Dispatcher) {
-	if m.active != nil {
-		m.active.Add(1)
-	}
-	m.Mailbox.RegisterHandlers(&stopSafeInvoker{MessageInvoker: inv, active: m.active}, workerDispatcher{d})
+	m.Mailbox.RegisterHandlers(&stopSafeInvoker{MessageInvoker: inv}, workerDispatcher{d})
 }
 
 // actorRef is what the invoker (protoactor's actor context) tells about
@@ -43,16 +34,13 @@ type actorRef interface {
 type stopSafeInvoker struct {
 	actor.MessageInvoker
 	stopped atomic.Bool
-	active  *atomic.Int64
 }
 
 func (i *stopSafeInvoker) InvokeSystemMessage(m any) {
 	i.MessageInvoker.InvokeSystemMessage(m)
 	if _, ok := m.(*actor.Stop); ok {
 		// A grain has no children: the Stop made it leave the registry.
-		if !i.stopped.Swap(true) && i.active != nil {
-			i.active.Add(-1)
-		}
+		i.stopped.Store(true)
 	}
 }
 

@@ -18,7 +18,7 @@ func TestStopSafeAnswersRequestsLeftBehindThePill(t *testing.T) {
 		inside, proceed := make(chan struct{}), make(chan struct{})
 		mb := actor.Unbounded()
 		if safe {
-			mb = stopSafe(mb, nil)
+			mb = stopSafe(mb)
 		}
 		pid := sys.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
 			if c.Message() == "idle" {

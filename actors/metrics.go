@@ -30,8 +30,6 @@ type Metrics struct {
 	// MailboxDepth is the number of messages waiting in the mailboxes of
 	// all grains of a kind, by kind name.
 	MailboxDepth map[string]*atomic.Int64
-	// Grains is the number of grains of a kind activated on this node.
-	Grains map[string]*atomic.Int64
 	// CallsStarted and CallsEnded count calls; CallRequestsDropped counts
 	// call requests that did not fit the call's state (early or stale),
 	// answered with call_state and otherwise ignored.
@@ -55,15 +53,14 @@ func (d depthCounter) MailboxEmpty()       {}
 // mailbox returns the props option counting the depth of kind's mailboxes
 // (and answering the requests a stopped grain left unread, see stopSafe).
 func (m *Metrics) mailbox(kind string) actor.PropsOption {
-	return actor.WithMailbox(stopSafe(actor.Unbounded(depthCounter{m.MailboxDepth[kind]}), m.Grains[kind]))
+	return actor.WithMailbox(stopSafe(actor.Unbounded(depthCounter{m.MailboxDepth[kind]})))
 }
 
 // NewMetrics returns zeroed metrics.
 func NewMetrics() *Metrics {
-	m := &Metrics{MailboxDepth: map[string]*atomic.Int64{}, Grains: map[string]*atomic.Int64{}}
+	m := &Metrics{MailboxDepth: map[string]*atomic.Int64{}}
 	for _, k := range []string{KindUsername, KindUser, KindSession, KindConversation, KindUpload, KindFile, KindChannel, KindCall} {
 		m.MailboxDepth[k] = new(atomic.Int64)
-		m.Grains[k] = new(atomic.Int64)
 	}
 	return m
 }

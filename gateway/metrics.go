@@ -71,11 +71,13 @@ func (m *metrics) registerNode(n *actors.Node) {
 			ConstLabels: prometheus.Labels{"kind": kind},
 		}, func() float64 { return float64(depth.Load()) }))
 	}
-	for kind, n := range am.Grains {
+	for kind := range am.MailboxDepth {
+		// The placement's own count of the kind's activations.
+		k := n.Cluster.GetClusterKind(kind)
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "parley_grains", Help: "Grains of a kind activated on this node.",
 			ConstLabels: prometheus.Labels{"kind": kind},
-		}, func() float64 { return float64(n.Load()) }))
+		}, func() float64 { return float64(k.Count()) }))
 	}
 }
 

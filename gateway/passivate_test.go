@@ -52,7 +52,7 @@ func TestIdleGrainsPassivate(t *testing.T) {
 		for start := time.Now(); ; time.Sleep(idle) {
 			u := srv.App.Node.Cluster.GetClusterKind(actors.KindUser).Count()
 			s := srv.App.Node.Cluster.GetClusterKind(actors.KindSession).Count()
-			// The parley_grains gauge follows the stops too.
+			// /metrics shows the same counts (parley_grains).
 			mu := metric(t, srv.Addr, `parley_grains{kind="User"}`)
 			ms := metric(t, srv.Addr, `parley_grains{kind="Session"}`)
 			if u == 0 && s == 0 && mu == 0 && ms == 0 {

@@ -371,9 +371,8 @@ func (e *events) OnMessage(_ *gws.Conn, m *gws.Message) {
 	}
 }
 
-// onSessionEvent acknowledges a session event, as the SDK does for each
-// one (so the session holds no acknowledged events), and keeps the last
-// session seq of a tracked session.
+// onSessionEvent acknowledges session events as the SDK does (see
+// scheduleAck) and keeps the last session seq of a tracked session.
 func (c *conn) onSessionEvent(b []byte) {
 	seq, ok := wire.Int(b, "seq")
 	if !ok {
