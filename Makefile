@@ -35,7 +35,9 @@ FUZZ_TARGETS = \
 	./client:FuzzDecodePeerMsg:70000 \
 	./actors/call:FuzzRoomStep:200000 \
 	./media/transport:FuzzDemux:150000 \
-	./media/offer:FuzzParseAnswer:700000
+	./media/offer:FuzzParseAnswer:700000 \
+	./persistence/replication:FuzzDecodeFrame:150000 \
+	./persistence/replication:FuzzDecodeCommand:150000
 fuzz:
 	@set -e; for spec in $(FUZZ_TARGETS); do \
 		pkg=$${spec%%:*}; rest=$${spec#*:}; fn=$${rest%%:*}; n=$${rest##*:}; \

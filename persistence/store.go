@@ -2,6 +2,7 @@ package persistence
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -39,10 +40,22 @@ type Options struct {
 	CacheSize int64
 }
 
+// Replicator commits batches through the replica group of their shard; it
+// is set in cluster mode (persistence/replication implements it).
+type Replicator interface {
+	// Write commits repr, a Pebble batch of shard's keys, on a majority of
+	// the shard's replicas and applies it to this node's store before it
+	// returns. A non-empty entity fences the write (see Batch.Fence).
+	Write(ctx context.Context, shard uint8, entity []byte, epoch, version uint64, repr []byte) error
+}
+
 // Store is the durable key-value store behind every actor.
 type Store struct {
 	db     *pebble.DB
 	noSync bool
+	// repl, when set, replaces local commits by replicated ones.
+	repl        Replicator
+	replTimeout time.Duration
 	// SyncLatency observes the duration of every synced commit, in seconds.
 	syncObserver atomic.Pointer[func(time.Duration)]
 }
@@ -108,6 +121,17 @@ func (s *Store) checkLayout() error {
 		return fmt.Errorf("%w: header %x, this build writes layout %d with %d shards", ErrLayout, v, LayoutVersion, NumShards)
 	}
 	return nil
+}
+
+// Pebble returns the underlying database. Only the replication layer
+// (persistence/replication) uses it: it keeps raft logs in a key range no
+// shard uses and applies committed batches. Actors go through the Store.
+func (s *Store) Pebble() *pebble.DB { return s.db }
+
+// SetReplicator makes every later commit go through r, each bounded by
+// timeout. Set it before the store is used.
+func (s *Store) SetReplicator(r Replicator, timeout time.Duration) {
+	s.repl, s.replTimeout = r, timeout
 }
 
 // OnSync installs a function called with the duration of every synced commit.
@@ -185,12 +209,14 @@ func (s *Store) Last(lower, upper []byte) (k, v []byte, err error) {
 	return append([]byte(nil), it.Key()...), append([]byte(nil), val...), nil
 }
 
-// Checksum returns a SHA-256 over every key and value, in order. Tests use it
-// to prove that rejected input changed nothing.
+// Checksum returns a SHA-256 over every key and value of the shards, in
+// order (not the replication layer's raft logs, which sort after them).
+// Tests use it to prove that rejected input changed nothing, and that
+// replicas agree.
 func (s *Store) Checksum() ([32]byte, error) {
 	h := sha256.New()
 	var lenBuf [8]byte
-	err := s.Scan(nil, nil, 0, func(k, v []byte) bool {
+	err := s.Scan(nil, []byte{NumShards}, 0, func(k, v []byte) bool {
 		binary.BigEndian.PutUint32(lenBuf[:4], uint32(len(k)))
 		binary.BigEndian.PutUint32(lenBuf[4:], uint32(len(v)))
 		h.Write(lenBuf[:])
@@ -218,11 +244,37 @@ type Batch struct {
 	shard Shard
 	b     *pebble.Batch
 	err   error
+	// kind, id name the entity the batch was made for: the fence's subject.
+	kind           Kind
+	id             string
+	fenced         bool
+	epoch, version uint64
 }
 
 // NewBatch starts a batch for the shard of entity (kind, id).
 func (s *Store) NewBatch(kind Kind, id string) *Batch {
-	return &Batch{s: s, shard: ShardOf(kind, id), b: s.db.NewBatch()}
+	return &Batch{s: s, shard: ShardOf(kind, id), b: s.db.NewBatch(), kind: kind, id: id}
+}
+
+// Fence makes a replicated commit conditional: it applies only if the
+// batch's entity was last claimed with epoch and has had version fenced
+// writes since (replication.Engine.Claim). A single-node store ignores it.
+func (b *Batch) Fence(epoch, version uint64) {
+	b.fenced, b.epoch, b.version = true, epoch, version
+}
+
+// replicate commits the batch through the store's Replicator.
+func (b *Batch) replicate() error {
+	var entity []byte
+	if b.fenced {
+		entity = EntityPrefix(b.kind, b.id)[1:]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.s.replTimeout)
+	defer cancel()
+	if err := b.s.repl.Write(ctx, uint8(b.shard), entity, b.epoch, b.version, b.b.Repr()); err != nil {
+		return fmt.Errorf("persistence: commit shard %d: %w", b.shard, err)
+	}
+	return nil
 }
 
 // Shard is the shard this batch writes to.
@@ -269,6 +321,9 @@ func (b *Batch) Commit() error {
 	if b.err != nil {
 		return b.err
 	}
+	if b.s.repl != nil {
+		return b.replicate()
+	}
 	opts := pebble.Sync
 	if b.s.noSync {
 		opts = pebble.NoSync
@@ -291,6 +346,10 @@ func (b *Batch) CommitUnsynced() error {
 	defer b.b.Close()
 	if b.err != nil {
 		return b.err
+	}
+	if b.s.repl != nil {
+		// The raft log is synced anyway; nothing to save.
+		return b.replicate()
 	}
 	if err := b.b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("persistence: commit shard %d: %w", b.shard, err)

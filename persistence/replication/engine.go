@@ -1,0 +1,509 @@
+package replication
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
+)
+
+// NumGroups is the number of raft groups: one per shard of the seam.
+const NumGroups = 64
+
+// ErrFenced reports a write from a stale activation: the entity was claimed
+// by a newer one, or the writer's expected version is not the stored one.
+var ErrFenced = errors.New("replication: write fenced (stale writer)")
+
+// ErrStopped reports a call on a stopped Engine.
+var ErrStopped = errors.New("replication: engine stopped")
+
+// Sender sends raft messages to a peer; Transport implements it.
+type Sender interface {
+	Send(to uint64, msgs []Envelope) bool
+}
+
+// Options configure an Engine.
+type Options struct {
+	// ID is this node's id (> 0).
+	ID uint64
+	// Members are the voters of every group when it is first created.
+	Members []uint64
+	// DB is the node's Pebble store (the one persistence.Store opened).
+	DB *pebble.DB
+	// Sender delivers messages to peers. Required.
+	Sender Sender
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Tick is the raft tick; default 50ms. Heartbeats go every tick and an
+	// election starts after ElectionTicks..2*ElectionTicks silent ticks.
+	Tick time.Duration
+	// ElectionTicks; default 10 (a failover in 0.5-1 s at the default tick).
+	ElectionTicks int
+}
+
+// Engine runs this node's replica of every group.
+type Engine struct {
+	opts   Options
+	log    *slog.Logger
+	boot   uint64
+	groups [NumGroups]*group
+
+	mu      sync.Mutex
+	inbox   []Envelope
+	props   []*proposal
+	reads   []*readReq
+	waiters map[uint64]*proposal // by proposal number
+	number  uint64
+	wake    chan struct{}
+
+	stop    chan struct{}
+	done    chan struct{}
+	stopped bool
+
+	// leads mirrors each group's known leader for readers off the loop.
+	leads [NumGroups]atomic.Uint64
+}
+
+// group is one shard's replica.
+type group struct {
+	shard   uint8
+	rn      *raft.RawNode
+	st      *logStore
+	applied uint64
+	lead    uint64
+	// queue holds proposals raft has not accepted yet (no leader known).
+	queue []*proposal
+	// pending are this node's fenced writes and claims proposed and not yet
+	// applied; they are proposed again when the leader changes, since one
+	// forwarded to a leader that lost its term may be gone. A second copy
+	// is harmless: a fenced write applies at most once (its version moved
+	// on), and a claim recognises its own copy. Unfenced writes are not
+	// proposed twice: a caller that times out on one gets "outcome
+	// unknown".
+	pending map[uint64]*proposal
+	reads   map[string]*readReq // by request context, awaiting a ReadState
+	barrier []*readReq          // have an index, awaiting apply
+}
+
+// proposal is one command waiting for its result.
+type proposal struct {
+	shard  uint8
+	cmd    command
+	data   []byte
+	result chan result
+}
+
+type result struct {
+	fence fence
+	err   error
+}
+
+type readReq struct {
+	shard uint8
+	ctx   string
+	index uint64
+	done  chan struct{}
+}
+
+// Start opens every group's replica from db and starts the loop.
+func Start(opts Options) (*Engine, error) {
+	if opts.ID == 0 || opts.DB == nil || opts.Sender == nil || len(opts.Members) == 0 {
+		return nil, errors.New("replication: Options need ID, Members, DB and Sender")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Tick == 0 {
+		opts.Tick = 50 * time.Millisecond
+	}
+	if opts.ElectionTicks == 0 {
+		opts.ElectionTicks = 10
+	}
+	var seed [8]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		opts: opts, log: opts.Logger.With("component", "replication", "node", opts.ID),
+		boot:    binary.BigEndian.Uint64(seed[:]) >> 1,
+		waiters: make(map[uint64]*proposal),
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}), done: make(chan struct{}),
+	}
+	for s := range NumGroups {
+		g, err := e.openGroup(uint8(s))
+		if err != nil {
+			return nil, err
+		}
+		e.groups[s] = g
+	}
+	go e.run()
+	return e, nil
+}
+
+func (e *Engine) openGroup(shard uint8) (*group, error) {
+	st, err := openLogStore(e.opts.DB, shard, e.opts.Members)
+	if err != nil {
+		return nil, err
+	}
+	var applied uint64
+	if v, err := get(e.opts.DB, sysKey(shard, subApplied)); err != nil {
+		return nil, err
+	} else if len(v) == 8 {
+		applied = binary.BigEndian.Uint64(v)
+	}
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID: e.opts.ID, ElectionTick: e.opts.ElectionTicks, HeartbeatTick: 1,
+		Storage: st, Applied: applied,
+		MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 256, MaxUncommittedEntriesSize: 1 << 30,
+		CheckQuorum: true, PreVote: true,
+		Logger: raftLogger{e.log.With("shard", shard)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replication: shard %d: %w", shard, err)
+	}
+	return &group{shard: shard, rn: rn, st: st, applied: applied,
+		pending: make(map[uint64]*proposal), reads: make(map[string]*readReq)}, nil
+}
+
+// Deliver hands messages received from a peer to the loop. It never blocks.
+func (e *Engine) Deliver(from uint64, batch []Envelope) {
+	e.mu.Lock()
+	e.inbox = append(e.inbox, batch...)
+	e.mu.Unlock()
+	e.signal()
+}
+
+func (e *Engine) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Stop stops the loop; pending calls fail with ErrStopped.
+func (e *Engine) Stop() {
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		<-e.done
+		return
+	}
+	e.stopped = true
+	e.mu.Unlock()
+	close(e.stop)
+	<-e.done
+}
+
+func (e *Engine) run() {
+	defer close(e.done)
+	t := time.NewTicker(e.opts.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			e.failAll()
+			return
+		case <-t.C:
+			for _, g := range e.groups {
+				g.rn.Tick()
+				if len(g.queue) > 0 {
+					e.propose(g)
+				}
+			}
+		case <-e.wake:
+		}
+		e.drainInputs()
+		if err := e.handleReady(); err != nil {
+			// A failed disk write leaves raft's view ahead of the disk:
+			// the only safe move is to stop this replica.
+			e.log.Error("replication stopped: storage failed", "err", err)
+			e.failAll()
+			return
+		}
+	}
+}
+
+func (e *Engine) drainInputs() {
+	e.mu.Lock()
+	inbox, props, reads := e.inbox, e.props, e.reads
+	e.inbox, e.props, e.reads = nil, nil, nil
+	e.mu.Unlock()
+	for _, env := range inbox {
+		if int(env.Shard) >= NumGroups {
+			continue
+		}
+		// Errors are stale or misdirected messages: raft ignores them.
+		_ = e.groups[env.Shard].rn.Step(env.Msg)
+	}
+	for _, p := range props {
+		g := e.groups[p.shard]
+		g.queue = append(g.queue, p)
+		e.propose(g)
+	}
+	for _, r := range reads {
+		g := e.groups[r.shard]
+		g.reads[r.ctx] = r
+		g.rn.ReadIndex([]byte(r.ctx))
+	}
+}
+
+// propose hands g's queued proposals to raft. One that raft drops (no
+// leader known yet, or a leadership transfer) was never proposed, so it
+// stays queued and is tried again at the next tick or leader change.
+func (e *Engine) propose(g *group) {
+	kept := g.queue[:0]
+	for _, p := range g.queue {
+		e.mu.Lock()
+		live := e.waiters[p.cmd.number] == p
+		e.mu.Unlock()
+		if !live {
+			continue // its caller gave up before it was proposed
+		}
+		if err := g.rn.Propose(p.data); err != nil {
+			kept = append(kept, p)
+			continue
+		}
+		if len(p.cmd.entity) > 0 {
+			g.pending[p.cmd.number] = p
+		}
+	}
+	clear(g.queue[len(kept):])
+	g.queue = kept
+}
+
+// handleReady persists, sends and applies what every group has ready.
+func (e *Engine) handleReady() error {
+	var rds []ready
+	wb := e.opts.DB.NewBatch()
+	defer wb.Close()
+	sync := false
+	for _, g := range e.groups {
+		if !g.rn.HasReady() {
+			continue
+		}
+		rd := g.rn.Ready()
+		if err := g.st.stage(wb, &rd); err != nil {
+			return err
+		}
+		sync = sync || rd.MustSync
+		rds = append(rds, ready{g, rd})
+	}
+	if len(rds) == 0 {
+		return nil
+	}
+	if !wb.Empty() {
+		opt := pebble.NoSync
+		if sync {
+			opt = pebble.Sync
+		}
+		if err := wb.Commit(opt); err != nil {
+			return fmt.Errorf("replication: persist log: %w", err)
+		}
+	}
+	out := make(map[uint64][]Envelope)
+	for _, r := range rds {
+		r.g.st.staged(&r.rd)
+		for _, m := range r.rd.Messages {
+			out[m.GetTo()] = append(out[m.GetTo()], Envelope{Shard: r.g.shard, Msg: m})
+		}
+	}
+	for to, msgs := range out {
+		if !e.opts.Sender.Send(to, msgs) {
+			for _, env := range msgs {
+				e.groups[env.Shard].rn.ReportUnreachable(to)
+			}
+		}
+	}
+	if err := e.apply(rds); err != nil {
+		return err
+	}
+	for _, r := range rds {
+		e.afterApply(r.g, &r.rd)
+		r.g.rn.Advance(r.rd)
+	}
+	return nil
+}
+
+// ready is one group's Ready of a loop iteration.
+type ready struct {
+	g  *group
+	rd raft.Ready
+}
+
+// afterApply handles leadership changes and read states of a Ready.
+func (e *Engine) afterApply(g *group, rd *raft.Ready) {
+	if rd.SoftState != nil && rd.SoftState.Lead != g.lead {
+		g.lead = rd.SoftState.Lead
+		e.leads[g.shard].Store(g.lead)
+		if g.lead != raft.None {
+			e.mu.Lock()
+			for n, p := range g.pending {
+				if e.waiters[n] != p {
+					delete(g.pending, n) // its caller gave up
+					continue
+				}
+				_ = g.rn.Propose(p.data)
+			}
+			e.mu.Unlock()
+			e.propose(g)
+			// Read requests sent while no leader was known were dropped.
+			for ctx := range g.reads {
+				g.rn.ReadIndex([]byte(ctx))
+			}
+		}
+	}
+	for _, rs := range rd.ReadStates {
+		if r, ok := g.reads[string(rs.RequestCtx)]; ok {
+			delete(g.reads, string(rs.RequestCtx))
+			r.index = rs.Index
+			g.barrier = append(g.barrier, r)
+		}
+	}
+	kept := g.barrier[:0]
+	for _, r := range g.barrier {
+		if g.applied >= r.index {
+			close(r.done)
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	g.barrier = kept
+}
+
+// finish delivers the result of this node's proposal number (a no-op if
+// its caller gave up or a copy already finished it). Loop goroutine only.
+func (e *Engine) finish(g *group, number uint64, res result) {
+	delete(g.pending, number)
+	e.mu.Lock()
+	p := e.waiters[number]
+	delete(e.waiters, number)
+	e.mu.Unlock()
+	if p != nil {
+		p.result <- res
+	}
+}
+
+func (e *Engine) failAll() {
+	e.mu.Lock()
+	ws := e.waiters
+	e.waiters = make(map[uint64]*proposal)
+	e.mu.Unlock()
+	for _, p := range ws {
+		p.result <- result{err: ErrStopped}
+	}
+}
+
+// Write commits repr (a Pebble batch of one shard's keys) through the
+// shard's group and returns once it is applied on this node. With a
+// non-empty entity the write is fenced: it applies only if the entity's
+// stored epoch and version equal epoch and version, and then raises the
+// version by one; otherwise ErrFenced.
+func (e *Engine) Write(ctx context.Context, shard uint8, entity []byte, epoch, version uint64, repr []byte) error {
+	_, err := e.submit(ctx, shard, command{op: opWrite, entity: entity, epoch: epoch, version: version, repr: repr})
+	return err
+}
+
+// Claim makes a new activation of entity the only one allowed to write: it
+// raises the entity's epoch through the log and returns the new epoch and
+// the current version, which the next Write must name.
+func (e *Engine) Claim(ctx context.Context, shard uint8, entity []byte) (epoch, version uint64, err error) {
+	if len(entity) == 0 {
+		return 0, 0, errors.New("replication: claim of an empty entity")
+	}
+	f, err := e.submit(ctx, shard, command{op: opClaim, entity: entity})
+	return f.epoch, f.version, err
+}
+
+func (e *Engine) submit(ctx context.Context, shard uint8, c command) (fence, error) {
+	if int(shard) >= NumGroups {
+		return fence{}, fmt.Errorf("replication: shard %d out of range", shard)
+	}
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return fence{}, ErrStopped
+	}
+	e.number++
+	c.proposer, c.number, c.boot = e.opts.ID, e.number, e.boot
+	p := &proposal{shard: shard, cmd: c, data: c.encode(), result: make(chan result, 1)}
+	e.waiters[c.number] = p
+	e.props = append(e.props, p)
+	e.mu.Unlock()
+	e.signal()
+	select {
+	case r := <-p.result:
+		return r.fence, r.err
+	case <-ctx.Done():
+		e.mu.Lock()
+		delete(e.waiters, c.number)
+		e.mu.Unlock()
+		// The loop may still apply it: the outcome is unknown.
+		return fence{}, fmt.Errorf("replication: shard %d: outcome unknown: %w", shard, ctx.Err())
+	}
+}
+
+// ReadBarrier returns once this node has applied every write the shard's
+// leader had committed when the barrier was requested, so that reads from
+// the local store that follow see them (raft's ReadIndex).
+func (e *Engine) ReadBarrier(ctx context.Context, shard uint8) error {
+	if int(shard) >= NumGroups {
+		return fmt.Errorf("replication: shard %d out of range", shard)
+	}
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	r := &readReq{shard: shard, ctx: string(id[:]), done: make(chan struct{})}
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return ErrStopped
+	}
+	e.reads = append(e.reads, r)
+	e.mu.Unlock()
+	e.signal()
+	select {
+	case <-r.done:
+		return nil
+	case <-e.done:
+		return ErrStopped
+	case <-ctx.Done():
+		return fmt.Errorf("replication: shard %d read barrier: %w", shard, ctx.Err())
+	}
+}
+
+// Leader returns the node this replica believes leads shard's group (0:
+// none known).
+func (e *Engine) Leader(shard uint8) uint64 {
+	if int(shard) >= NumGroups {
+		return 0
+	}
+	return e.leads[shard].Load()
+}
+
+// raftLogger sends raft's log to slog; raft's Info is chatty (every
+// election of 64 groups), so it goes to Debug.
+type raftLogger struct{ l *slog.Logger }
+
+func (r raftLogger) Debug(v ...any)              { r.l.Debug(fmt.Sprint(v...)) }
+func (r raftLogger) Debugf(f string, v ...any)   { r.l.Debug(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Info(v ...any)               { r.l.Debug(fmt.Sprint(v...)) }
+func (r raftLogger) Infof(f string, v ...any)    { r.l.Debug(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Warning(v ...any)            { r.l.Warn(fmt.Sprint(v...)) }
+func (r raftLogger) Warningf(f string, v ...any) { r.l.Warn(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Error(v ...any)              { r.l.Error(fmt.Sprint(v...)) }
+func (r raftLogger) Errorf(f string, v ...any)   { r.l.Error(fmt.Sprintf(f, v...)) }
+func (r raftLogger) Fatal(v ...any)              { r.l.Error(fmt.Sprint(v...)); panic(fmt.Sprint(v...)) }
+func (r raftLogger) Fatalf(f string, v ...any) {
+	r.l.Error(fmt.Sprintf(f, v...))
+	panic(fmt.Sprintf(f, v...))
+}
+func (r raftLogger) Panic(v ...any)            { r.Fatal(v...) }
+func (r raftLogger) Panicf(f string, v ...any) { r.Fatalf(f, v...) }
