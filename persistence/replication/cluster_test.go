@@ -31,7 +31,7 @@ type testNode struct {
 }
 
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	ca    *nodetls.CA
 	nodes map[uint64]*testNode
 	addrs map[uint64]string
@@ -44,7 +44,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // newCluster starts n nodes (ids 1..n). fs nil: each node's data is in its
 // own temp dir on disk; else fs(id) gives the node's filesystem.
-func newCluster(t *testing.T, n int, fs func(id uint64) vfs.FS) *testCluster {
+func newCluster(t testing.TB, n int, fs func(id uint64) vfs.FS) *testCluster {
 	t.Helper()
 	ca, err := nodetls.NewCA("parley test cluster", time.Hour)
 	if err != nil {

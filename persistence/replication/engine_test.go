@@ -226,3 +226,75 @@ func TestAcknowledgedWritesSurviveCrashOfEveryNode(t *testing.T) {
 		}
 	}
 }
+
+// partition cuts node id off from every other node (both directions).
+func (c *testCluster) partition(id uint64, cut bool) {
+	for _, other := range c.ids {
+		if other == id {
+			continue
+		}
+		for _, pair := range [][2]uint64{{id, other}, {other, id}} {
+			tr := c.nodes[pair[0]].tr
+			if cut {
+				tr.Block(pair[1])
+			} else {
+				tr.Unblock(pair[1])
+			}
+		}
+	}
+}
+
+// TestMinorityStopsAcknowledging: the leader of a shard is cut off from the
+// two others. It must not acknowledge a write any more (it cannot reach a
+// majority), while the majority side elects a leader and goes on; a claim
+// made on each side never yields two writers of one entity at one version.
+func TestMinorityStopsAcknowledging(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx := ctxT(t, 30*time.Second)
+	const conv = "g-split"
+	shard := uint8(persistence.ShardOf(persistence.KindConv, conv))
+	ent := entityOf(persistence.KindConv, conv)
+	old := c.leaderOf(shard)
+	epoch, version, err := c.nodes[old].eng.Claim(ctx, shard, ent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.partition(old, true)
+
+	// The isolated old leader: its write is not acknowledged.
+	minority := make(chan error, 1)
+	c.nodes[old].store.SetReplicator(c.nodes[old].eng, 3*time.Second)
+	go func() { minority <- c.write(old, persistence.KindConv, conv, nil, "minority", true, epoch, version) }()
+
+	// The majority side claims the entity anew and writes.
+	var other uint64
+	for _, id := range c.ids {
+		if id != old {
+			other = id
+			break
+		}
+	}
+	e2, v2, err := c.nodes[other].eng.Claim(ctx, shard, ent)
+	if err != nil {
+		t.Fatalf("claim on the majority side: %v", err)
+	}
+	if e2 <= epoch {
+		t.Fatalf("majority claim epoch %d, not above %d", e2, epoch)
+	}
+	if err := c.write(other, persistence.KindConv, conv, nil, "majority", true, e2, v2); err != nil {
+		t.Fatalf("majority write: %v", err)
+	}
+	if err := <-minority; err == nil {
+		t.Fatal("the isolated node acknowledged a write")
+	}
+	// Healed, the old leader learns the majority's history; its own write,
+	// proposed again at the leader change, is fenced and never applies.
+	c.partition(old, false)
+	for _, id := range c.ids {
+		c.waitValue(id, persistence.KindConv, conv, nil, "majority")
+	}
+	time.Sleep(500 * time.Millisecond) // let a re-proposed stale copy reach the log, if any
+	for _, id := range c.ids {
+		c.waitValue(id, persistence.KindConv, conv, nil, "majority")
+	}
+}

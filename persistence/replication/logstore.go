@@ -45,7 +45,14 @@ type logStore struct {
 	conf      *pb.ConfState
 	lastIndex uint64
 	lastTerm  uint64
+	// tail holds the last persisted entries (at most tailMax, contiguous,
+	// ending at lastIndex): raft reads them back to apply and to send to
+	// followers, and Pebble may have flushed them to disk by then.
+	tail []*pb.Entry
 }
+
+// tailMax bounds the entries a group keeps in memory.
+const tailMax = 512
 
 // openLogStore loads the group's log bounds and hard state; a group with no
 // stored membership starts with voters as its members.
@@ -110,6 +117,9 @@ func (s *logStore) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 	if hi > last+1 {
 		return nil, fmt.Errorf("replication: shard %d entries [%d,%d) past last index %d: %w", s.shard, lo, hi, last, raft.ErrUnavailable)
 	}
+	if out, ok := s.fromTail(lo, hi, maxSize); ok {
+		return out, nil
+	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: entryKey(s.shard, lo), UpperBound: entryKey(s.shard, hi)})
 	if err != nil {
 		return nil, err
@@ -139,6 +149,26 @@ func (s *logStore) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 	return out, it.Error()
 }
 
+// fromTail serves [lo, hi) from the in-memory tail if it holds lo.
+func (s *logStore) fromTail(lo, hi, maxSize uint64) ([]*pb.Entry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.tail) == 0 || lo < s.tail[0].GetIndex() || hi > s.lastIndex+1 {
+		return nil, false
+	}
+	first := s.tail[0].GetIndex()
+	var out []*pb.Entry
+	var size uint64
+	for _, e := range s.tail[lo-first : hi-first] {
+		size += uint64(proto.Size(e))
+		if len(out) > 0 && size > maxSize {
+			break
+		}
+		out = append(out, e)
+	}
+	return out, len(out) > 0
+}
+
 // Term implements raft.Storage.
 func (s *logStore) Term(i uint64) (uint64, error) {
 	s.mu.Lock()
@@ -152,6 +182,13 @@ func (s *logStore) Term(i uint64) (uint64, error) {
 	case i > last:
 		return 0, raft.ErrUnavailable
 	}
+	s.mu.Lock()
+	if n := len(s.tail); n > 0 && i >= s.tail[0].GetIndex() {
+		t := s.tail[i-s.tail[0].GetIndex()].GetTerm()
+		s.mu.Unlock()
+		return t, nil
+	}
+	s.mu.Unlock()
 	v, err := get(s.db, entryKey(s.shard, i))
 	if err != nil {
 		return 0, err
@@ -226,9 +263,31 @@ func (s *logStore) staged(rd *raft.Ready) {
 	defer s.mu.Unlock()
 	if n := len(rd.Entries); n > 0 {
 		s.lastIndex, s.lastTerm = rd.Entries[n-1].GetIndex(), rd.Entries[n-1].GetTerm()
+		s.appendTail(rd.Entries)
 	}
 	if rd.HardState != nil && !raft.IsEmptyHardState(rd.HardState) {
 		s.hard = proto.CloneOf(rd.HardState)
+	}
+}
+
+// appendTail adds newly persisted entries to the tail; entries that
+// overwrite a conflicting suffix replace it. Caller holds mu.
+func (s *logStore) appendTail(ents []*pb.Entry) {
+	first := ents[0].GetIndex()
+	if len(s.tail) > 0 {
+		t0 := s.tail[0].GetIndex()
+		switch {
+		case first <= t0:
+			s.tail = s.tail[:0]
+		case first <= t0+uint64(len(s.tail)):
+			s.tail = s.tail[:first-t0]
+		default:
+			s.tail = s.tail[:0] // a gap: cannot happen, but never serve one
+		}
+	}
+	s.tail = append(s.tail, ents...)
+	if n := len(s.tail); n > tailMax {
+		s.tail = append([]*pb.Entry(nil), s.tail[n-tailMax/2:]...)
 	}
 }
 
