@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +44,11 @@ type Options struct {
 // Replicator commits batches through the replica group of their shard; it
 // is set in cluster mode (persistence/replication implements it).
 type Replicator interface {
+	// Claim makes this node's new activation of entity the only one that
+	// may write it (see Batch.Fence) and returns the epoch and version its
+	// writes must carry. It goes through the shard's log, so once it
+	// returns this node has applied every earlier write of the shard.
+	Claim(ctx context.Context, shard uint8, entity []byte) (epoch, version uint64, err error)
 	// Write commits repr, a Pebble batch of shard's keys, on a majority of
 	// the shard's replicas and applies it to this node's store before it
 	// returns. A non-empty entity fences the write (see Batch.Fence).
@@ -56,6 +62,10 @@ type Store struct {
 	// repl, when set, replaces local commits by replicated ones.
 	repl        Replicator
 	replTimeout time.Duration
+	// claims are this node's activations of entities (cluster mode only),
+	// by entityKey; their fence goes on every batch of the entity.
+	claimsMu sync.Mutex
+	claims   map[string]*claim
 	// SyncLatency observes the duration of every synced commit, in seconds.
 	syncObserver atomic.Pointer[func(time.Duration)]
 }
@@ -263,15 +273,42 @@ func (b *Batch) Fence(epoch, version uint64) {
 	b.fenced, b.epoch, b.version = true, epoch, version
 }
 
-// replicate commits the batch through the store's Replicator.
+// replicate commits the batch through the store's Replicator, fenced by
+// the batch's own Fence or else by this node's claim on its entity.
 func (b *Batch) replicate() error {
 	var entity []byte
+	epoch, version := b.epoch, b.version
+	c := (*claim)(nil)
 	if b.fenced {
 		entity = EntityPrefix(b.kind, b.id)[1:]
+	} else if c = b.s.fenceFor(b.kind, b.id); c != nil {
+		b.s.claimsMu.Lock()
+		lost := c.lost
+		epoch, version = c.epoch, c.version
+		b.s.claimsMu.Unlock()
+		if lost {
+			return fmt.Errorf("%w: %c/%s", ErrClaimLost, b.kind, b.id)
+		}
+		entity = entityKey(b.kind, b.id)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.s.replTimeout)
 	defer cancel()
-	if err := b.s.repl.Write(ctx, uint8(b.shard), entity, b.epoch, b.version, b.b.Repr()); err != nil {
+	err := b.s.repl.Write(ctx, uint8(b.shard), entity, epoch, version, b.b.Repr())
+	if c != nil {
+		// A failed fenced write leaves the version unknown (fenced, or
+		// an outcome lost with a leader): this activation is done.
+		b.s.claimsMu.Lock()
+		if err == nil {
+			c.version++
+		} else {
+			c.lost = true
+		}
+		b.s.claimsMu.Unlock()
+	}
+	if err != nil {
+		if c != nil {
+			err = fmt.Errorf("%w: %w", ErrClaimLost, err)
+		}
 		return fmt.Errorf("persistence: commit shard %d: %w", b.shard, err)
 	}
 	return nil

@@ -298,3 +298,49 @@ func TestMinorityStopsAcknowledging(t *testing.T) {
 		c.waitValue(id, persistence.KindConv, conv, nil, "majority")
 	}
 }
+
+// TestStoreClaimFencesOlderActivation: the store-level claim a grain makes
+// at activation fences every batch of its entity (its whole key family: a
+// member row is the conversation's), and an older activation elsewhere
+// loses the entity at its next write.
+func TestStoreClaimFencesOlderActivation(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	const conv = "g-claimed"
+	member := func(id uint64, user string) error {
+		b := c.nodes[id].store.NewBatch(persistence.KindMember, conv)
+		b.Set(persistence.EncodeKey(persistence.KindMember, conv, []byte(user)), []byte("m"))
+		return b.Commit()
+	}
+	if err := c.nodes[1].store.Claim(persistence.KindConv, conv); err != nil {
+		t.Fatal(err)
+	}
+	if err := member(1, "alice"); err != nil {
+		t.Fatalf("write of the claimed activation: %v", err)
+	}
+	if err := c.nodes[2].store.Claim(persistence.KindConv, conv); err != nil {
+		t.Fatal(err)
+	}
+	if err := member(1, "mallory"); !errors.Is(err, persistence.ErrClaimLost) || !errors.Is(err, replication.ErrFenced) {
+		t.Fatalf("older activation's write: %v, want ErrClaimLost wrapping ErrFenced", err)
+	}
+	if err := member(1, "mallory2"); !errors.Is(err, persistence.ErrClaimLost) {
+		t.Fatalf("lost activation's next write: %v, want ErrClaimLost", err)
+	}
+	if err := member(2, "bob"); err != nil {
+		t.Fatalf("newer activation's write: %v", err)
+	}
+	for _, id := range c.ids {
+		c.waitValue(id, persistence.KindMember, conv, []byte("bob"), "m")
+		c.waitValue(id, persistence.KindMember, conv, []byte("alice"), "m")
+		c.waitValue(id, persistence.KindMember, conv, []byte("mallory"), "")
+	}
+	// The released claim of a stopped grain leaves no fence behind on this
+	// node: a new activation claims again.
+	c.nodes[2].store.Release(persistence.KindConv, conv)
+	if err := c.nodes[1].store.Claim(persistence.KindConv, conv); err != nil {
+		t.Fatal(err)
+	}
+	if err := member(1, "carol"); err != nil {
+		t.Fatalf("write after a fresh claim: %v", err)
+	}
+}
