@@ -85,7 +85,11 @@ func (g *callGrain) Init(ctx cluster.GrainContext) {
 	g.sink = &callSink{sys: g.sys, self: g.self}
 	g.waiters = map[waitKey][]*actor.PID{}
 	g.queues = map[string]*opQueue{}
-	rec, err := loadCall(g.n.opts.Store, g.id)
+	var rec *grainpb.CallRecord
+	err := g.n.opts.Store.Claim(persistence.KindCall, g.id)
+	if err == nil {
+		rec, err = loadCall(g.n.opts.Store, g.id)
+	}
 	switch {
 	case err != nil:
 		g.err = err
@@ -102,6 +106,7 @@ func (g *callGrain) Init(ctx cluster.GrainContext) {
 }
 
 func (g *callGrain) Terminate(ctx cluster.GrainContext) {
+	defer g.n.opts.Store.Release(persistence.KindCall, g.id)
 	if g.media != nil && g.st.Phase == call.PhaseActive && len(g.st.InRoom()) > 0 {
 		// The node is stopping: its media goes with it.
 		g.media.SyncRoom(g.id, nil, nil)

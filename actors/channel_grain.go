@@ -56,7 +56,12 @@ func (g *channelGrain) Init(ctx cluster.GrainContext) {
 	g.self = ctx.Self()
 	g.log = g.n.log.With("channel_id", g.id)
 	g.ob = outbox{n: g.n, self: g.self, log: g.log, shard: persistence.KindChannel, kind: persistence.KindChannelOutbox, id: g.id}
-	st, outbox, err := loadChannel(g.n.opts.Store, g.id)
+	var st *channel.State
+	var outbox map[string]*grainpb.OutboxRecord
+	err := g.n.opts.Store.Claim(persistence.KindChannel, g.id)
+	if err == nil {
+		st, outbox, err = loadChannel(g.n.opts.Store, g.id)
+	}
 	if err != nil {
 		g.log.Error("load channel", "err", err)
 		g.err = err
@@ -69,7 +74,10 @@ func (g *channelGrain) Init(ctx cluster.GrainContext) {
 	}
 }
 
-func (g *channelGrain) Terminate(ctx cluster.GrainContext) { g.flush() }
+func (g *channelGrain) Terminate(ctx cluster.GrainContext) {
+	g.flush()
+	g.n.opts.Store.Release(persistence.KindChannel, g.id)
+}
 
 func (g *channelGrain) ReceiveDefault(ctx cluster.GrainContext) {
 	switch m := ctx.Message().(type) {

@@ -77,7 +77,12 @@ func (g *convGrain) Init(ctx cluster.GrainContext) {
 	g.self = ctx.Self()
 	g.log = g.n.log.With("conversation_id", g.id)
 	g.ob = outbox{n: g.n, self: g.self, log: g.log, shard: persistence.KindConv, kind: persistence.KindConvOutbox, id: g.id}
-	st, outbox, err := loadConversation(g.n.opts.Store, g.id)
+	var st *conversation.State
+	var outbox map[string]*grainpb.OutboxRecord
+	err := g.n.opts.Store.Claim(persistence.KindConv, g.id)
+	if err == nil {
+		st, outbox, err = loadConversation(g.n.opts.Store, g.id)
+	}
 	if err != nil {
 		// A grain that cannot read its state must not answer from an
 		// empty one: every request fails until a re-activation succeeds.
@@ -93,7 +98,9 @@ func (g *convGrain) Init(ctx cluster.GrainContext) {
 	g.scheduleExpiry()
 }
 
-func (g *convGrain) Terminate(ctx cluster.GrainContext) {}
+func (g *convGrain) Terminate(ctx cluster.GrainContext) {
+	g.n.opts.Store.Release(persistence.KindConv, g.id)
+}
 
 func (g *convGrain) ReceiveDefault(ctx cluster.GrainContext) {
 	switch m := ctx.Message().(type) {

@@ -47,13 +47,17 @@ func (g *fileGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.id = ctx.Identity()
 	g.log = g.n.log.With("file_id", g.id)
-	g.rec, g.err = loadFile(g.n.opts.Store, g.id)
+	if g.err = g.n.opts.Store.Claim(persistence.KindFile, g.id); g.err == nil {
+		g.rec, g.err = loadFile(g.n.opts.Store, g.id)
+	}
 	if g.err != nil {
 		g.log.Error("load file", "err", g.err)
 	}
 }
 
-func (g *fileGrain) Terminate(ctx cluster.GrainContext)      {}
+func (g *fileGrain) Terminate(ctx cluster.GrainContext) {
+	g.n.opts.Store.Release(persistence.KindFile, g.id)
+}
 func (g *fileGrain) ReceiveDefault(ctx cluster.GrainContext) {}
 
 // loadFile reads a file record; a missing one is an empty record.

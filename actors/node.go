@@ -335,6 +335,17 @@ func (n *Node) Stop() {
 	}
 }
 
+// activate is a grain's first step: it claims the entity (cluster mode:
+// this activation becomes its only writer, and this node's copy of its
+// shard is brought up to date) and reads the entity's record
+// (persistence.ErrNotFound if there is none).
+func (n *Node) activate(kind persistence.Kind, id string) ([]byte, error) {
+	if err := n.opts.Store.Claim(kind, id); err != nil {
+		return nil, err
+	}
+	return n.opts.Store.Get(persistence.EncodeKey(kind, id, nil))
+}
+
 // Options returns the node's effective options.
 func (n *Node) Options() Options { return n.opts }
 

@@ -52,7 +52,7 @@ func (g *sessionGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.st.ID = ctx.Identity()
 	g.idle.start(ctx, g.n.idle)
-	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindSession, g.st.ID, nil))
+	v, err := g.n.activate(persistence.KindSession, g.st.ID)
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
 		return
@@ -76,7 +76,9 @@ func (g *sessionGrain) Init(ctx cluster.GrainContext) {
 	}
 }
 
-func (g *sessionGrain) Terminate(ctx cluster.GrainContext) {}
+func (g *sessionGrain) Terminate(ctx cluster.GrainContext) {
+	g.n.opts.Store.Release(persistence.KindSession, g.st.ID)
+}
 
 // cutGrace is how long a rebuildable session stays activated after its cut
 // even when idle. A cut is mostly followed by a resume within seconds (a

@@ -51,7 +51,7 @@ func (g *uploadGrain) Init(ctx cluster.GrainContext) {
 	g.self = ctx.Self()
 	g.log = g.n.log.With("upload_id", g.id)
 	g.st = &upload.State{ID: g.id}
-	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindUpload, g.id, nil))
+	v, err := g.n.activate(persistence.KindUpload, g.id)
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
 	case err != nil:
@@ -74,7 +74,9 @@ func (g *uploadGrain) Init(ctx cluster.GrainContext) {
 	}
 }
 
-func (g *uploadGrain) Terminate(ctx cluster.GrainContext) {}
+func (g *uploadGrain) Terminate(ctx cluster.GrainContext) {
+	g.n.opts.Store.Release(persistence.KindUpload, g.id)
+}
 
 func (g *uploadGrain) ReceiveDefault(ctx cluster.GrainContext) {
 	switch m := ctx.Message().(type) {

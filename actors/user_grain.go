@@ -55,7 +55,7 @@ func (g *userGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.id = ctx.Identity()
 	g.idle.start(ctx, g.n.idle)
-	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindUser, g.id, nil))
+	v, err := g.n.activate(persistence.KindUser, g.id)
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
 	case err != nil:
@@ -73,7 +73,9 @@ func (g *userGrain) Init(ctx cluster.GrainContext) {
 	}
 }
 
-func (g *userGrain) Terminate(ctx cluster.GrainContext)      {}
+func (g *userGrain) Terminate(ctx cluster.GrainContext) {
+	g.n.opts.Store.Release(persistence.KindUser, g.id)
+}
 func (g *userGrain) ReceiveDefault(ctx cluster.GrainContext) { g.idle.receive(ctx, false) }
 
 func (g *userGrain) save(rec *grainpb.UserRecord) error {
@@ -421,7 +423,7 @@ func (g *usernameGrain) Init(ctx cluster.GrainContext) {
 	g.n = nodeOf(ctx.Cluster())
 	g.id = ctx.Identity()
 	g.idle.start(ctx, g.n.idle)
-	v, err := g.n.opts.Store.Get(persistence.EncodeKey(persistence.KindUsername, g.id, nil))
+	v, err := g.n.activate(persistence.KindUsername, g.id)
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
 	case err != nil:
@@ -434,7 +436,9 @@ func (g *usernameGrain) Init(ctx cluster.GrainContext) {
 	}
 }
 
-func (g *usernameGrain) Terminate(ctx cluster.GrainContext)      {}
+func (g *usernameGrain) Terminate(ctx cluster.GrainContext) {
+	g.n.opts.Store.Release(persistence.KindUsername, g.id)
+}
 func (g *usernameGrain) ReceiveDefault(ctx cluster.GrainContext) { g.idle.receive(ctx, false) }
 
 // Claim binds the username to a user id if it is free. The user id of a
