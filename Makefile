@@ -52,6 +52,7 @@ generate:
 	GOBIN=$(GOBIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.11
 	GOBIN=$(GOBIN) $(GO) install github.com/asynkron/protoactor-go/protobuf/protoc-gen-go-grain@v0.0.0-20240822202345-3c0e61ca19c9
 	PATH="$(GOBIN):$$PATH" protoc -I . --go_out=. --go_opt=paths=source_relative gateway/protocol/parley.proto
+	PATH="$(GOBIN):$$PATH" protoc -I . --go_out=. --go_opt=paths=source_relative actors/grainpb/cluster.proto
 	PATH="$(GOBIN):$$PATH" protoc -I . -I $(PROTOACTOR_DIR) --go_out=. --go_opt=paths=source_relative \
 		--go-grain_out=. --go-grain_opt=paths=source_relative actors/grainpb/grains.proto
 

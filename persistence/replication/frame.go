@@ -20,7 +20,9 @@ package replication
 // The envelopes of one frame are in the order they were sent. An envelope
 // never spans two frames. A reader refuses a length above 64 MiB by closing
 // the connection (it cannot resynchronise); a payload that does not decode
-// completely is dropped as a whole.
+// completely is dropped as a whole. A frame with an empty payload (length
+// 0) is a ping: a writer with nothing queued sends one every PingEvery, so
+// that the reader can tell a live peer from a dead one (Transport.Alive).
 //
 // Example (TestFrameGolden checks it): shard 3 carrying a heartbeat from
 // node 1 to node 2, Message{Type: MsgHeartbeat, To: 2, From: 1}, whose proto

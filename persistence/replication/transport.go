@@ -104,6 +104,11 @@ type Transport struct {
 	dropped    atomic.Uint64
 	wg         sync.WaitGroup
 
+	// heard is the unix nanos of each peer's last frame (pings included).
+	heardMu  sync.Mutex
+	heard    map[uint64]int64
+	stopPing chan struct{}
+
 	mu      sync.RWMutex
 	closed  bool
 	peers   map[uint64]*transportPeer
@@ -136,6 +141,8 @@ func NewTransport(opts TransportOptions) (*Transport, error) {
 		peers:      make(map[uint64]*transportPeer),
 		inbound:    make(map[net.Conn]uint64),
 		blocked:    make(map[uint64]bool),
+		heard:      make(map[uint64]int64),
+		stopPing:   make(chan struct{}),
 	}
 	if t.queueBytes == 0 {
 		t.queueBytes = transportQueueBytes
@@ -143,8 +150,9 @@ func NewTransport(opts TransportOptions) (*Transport, error) {
 	for id, addr := range opts.Peers {
 		t.SetPeer(id, addr)
 	}
-	t.wg.Add(1)
+	t.wg.Add(2)
 	go t.acceptLoop()
+	go t.pingLoop()
 	return t, nil
 }
 
@@ -266,6 +274,42 @@ func (t *Transport) isBlocked(peer uint64) bool {
 	return t.blocked[peer]
 }
 
+// PingEvery is how often each peer is sent an empty frame when nothing
+// else is queued for it. Raft alone does not make every pair of nodes
+// talk (two followers of one leader never do), and Alive needs to hear
+// from every live peer.
+const PingEvery = 100 * time.Millisecond
+
+func (t *Transport) pingLoop() {
+	defer t.wg.Done()
+	tk := time.NewTicker(PingEvery)
+	defer tk.Stop()
+	for {
+		select {
+		case <-t.stopPing:
+			return
+		case <-tk.C:
+		}
+		t.mu.RLock()
+		for _, p := range t.peers {
+			p.ping()
+		}
+		t.mu.RUnlock()
+	}
+}
+
+// Alive reports whether a frame (a ping at least) came from peer within d.
+// This node counts as alive.
+func (t *Transport) Alive(peer uint64, d time.Duration) bool {
+	if peer == t.id {
+		return true
+	}
+	t.heardMu.Lock()
+	at := t.heard[peer]
+	t.heardMu.Unlock()
+	return at != 0 && time.Since(time.Unix(0, at)) < d
+}
+
 // Close closes the listener and every connection, drops what is queued and
 // waits for the transport's goroutines to end.
 func (t *Transport) Close() error {
@@ -276,6 +320,7 @@ func (t *Transport) Close() error {
 		return nil
 	}
 	t.closed = true
+	close(t.stopPing)
 	peers := make([]*transportPeer, 0, len(t.peers))
 	for _, p := range t.peers {
 		peers = append(peers, p)
@@ -439,12 +484,15 @@ func (t *Transport) handleFrame(from uint64, payload []byte) {
 			return
 		}
 	}
-	if len(batch) == 0 {
-		return
-	}
 	if t.isBlocked(from) {
 		t.log.Debug("dropped frame from blocked peer", "peer", from, "envelopes", len(batch))
 		return
+	}
+	t.heardMu.Lock()
+	t.heard[from] = time.Now().UnixNano()
+	t.heardMu.Unlock()
+	if len(batch) == 0 {
+		return // a ping
 	}
 	t.deliver(from, batch)
 }
@@ -526,6 +574,21 @@ func (p *transportPeer) enqueue(msgs []Envelope) bool {
 		return false
 	}
 	return true
+}
+
+// ping queues an empty frame if nothing is queued.
+func (p *transportPeer) ping() {
+	p.mu.Lock()
+	if p.stopped || len(p.frames) > 0 {
+		p.mu.Unlock()
+		return
+	}
+	p.frames = append(p.frames, p.newFrameLocked())
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
 }
 
 // errQueueFull is appendLocked's error for a full queue.

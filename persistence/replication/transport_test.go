@@ -533,3 +533,38 @@ func TestTransportOptionsChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestTransportAliveFromPings: with no raft traffic at all, pings keep two
+// connected peers alive to each other; a closed peer stops being alive
+// within a few ping periods, and a blocked one too.
+func TestTransportAliveFromPings(t *testing.T) {
+	pki := newTrPKI(t, "cluster")
+	a := startTrNode(t, pki.config(t, 1), 1, "127.0.0.1:0", nil, 0)
+	b := startTrNode(t, pki.config(t, 2), 2, "127.0.0.1:0", nil, 0)
+	a.SetPeer(2, b.Addr().String())
+	b.SetPeer(1, a.Addr().String())
+	within := 5 * PingEvery
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting until %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if !a.Alive(1, within) {
+		t.Fatal("a node is not alive to itself")
+	}
+	waitFor("each peer is alive to the other", func() bool { return a.Alive(2, within) && b.Alive(1, within) })
+	if a.Alive(3, within) {
+		t.Fatal("a peer never heard from is alive")
+	}
+	a.Block(2)
+	waitFor("a blocked peer is not alive", func() bool { return !a.Alive(2, within) })
+	a.Unblock(2)
+	waitFor("an unblocked peer is alive again", func() bool { return a.Alive(2, within) })
+	b.Close()
+	waitFor("a closed peer is not alive", func() bool { return !a.Alive(2, within) })
+}
