@@ -6,6 +6,7 @@ package actors
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,9 +21,12 @@ import (
 	"github.com/parley-chat/parley/actors/call"
 	"github.com/parley-chat/parley/actors/conversation"
 	"github.com/parley-chat/parley/actors/grainpb"
+	"github.com/parley-chat/parley/actors/membership"
 	"github.com/parley-chat/parley/actors/placement"
 	"github.com/parley-chat/parley/actors/upload"
 	"github.com/parley-chat/parley/persistence"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // Fanout is the node-local delivery hub the grains hand frames to. The
@@ -115,10 +119,33 @@ type Options struct {
 	// and channel notices); an error fails that delivery as an unreachable
 	// grain would, and the entry is retried. Tests inject failures.
 	OutboxFault func(*grainpb.OutboxRecord) error
+	// Cluster, if set, makes this node one member of a cluster; nil: a
+	// single-node cluster in this process.
+	Cluster *ClusterOptions
 	// ResumeHook, if set, runs in ResumeSession between the read of the
 	// user's stored record (token, conversation list) and the session's
 	// Resume. Tests commit a membership change in that window.
 	ResumeHook func(user, session string)
+}
+
+// ClusterOptions make a node a member of a multi-node cluster. The store
+// must already be replicated (persistence.Store.SetReplicator).
+type ClusterOptions struct {
+	// NodeID is this node; Nodes every node of the cluster (NodeID too).
+	NodeID uint64
+	Nodes  []uint64
+	// Host and Port are the actor endpoint (gRPC) to bind and advertise;
+	// Port 0 picks a free one.
+	Host string
+	Port int
+	// TLS secures the actor endpoint both ways (actors/nodetls).
+	TLS *tls.Config
+	// Alive reports whether a node was heard from within d (the raft
+	// transport's pings).
+	Alive func(node uint64, d time.Duration) bool
+	// Gateway is this node's public WebSocket URL (published to the other
+	// nodes in its membership record).
+	Gateway string
 }
 
 // EnsureDefaults fills zero fields.
@@ -181,6 +208,16 @@ type Node struct {
 	bg       sync.WaitGroup
 	idle     *idleWheel // nil: grains are not passivated when idle
 	notify   notifier
+	// members is the cluster membership (nil: single node).
+	members *membership.Provider
+}
+
+// Members returns the cluster's member records (nil on a single node).
+func (n *Node) Members() []*grainpb.NodeRecord {
+	if n.members == nil {
+		return nil
+	}
+	return n.members.Members()
 }
 
 // spawn runs a background grain call (outside any mailbox) unless the
@@ -222,7 +259,7 @@ func Start(opts Options) (*Node, error) {
 	}
 	n := &Node{opts: opts, log: opts.Logger}
 	var err error
-	if n.grantKey, err = loadGrantKey(opts.Store); err != nil {
+	if n.grantKey, err = loadGrantKey(opts.Store, opts.Logger); err != nil {
 		return nil, err
 	}
 	// protoactor narrates every lifecycle step at Info; keep its Info for
@@ -240,8 +277,23 @@ func Start(opts Options) (*Node, error) {
 		grainpb.NewChannelKind(func() grainpb.Channel { return &channelGrain{} }, 0, opts.Metrics.mailbox(KindChannel)),
 		grainpb.NewCallKind(func() grainpb.Call { return &callGrain{} }, 0, opts.Metrics.mailbox(KindCall)),
 	}
-	cfg := cluster.Configure("parley", test.NewTestProvider(test.NewInMemAgent()), placement.New(),
-		remote.Configure("127.0.0.1", 0),
+	provider, rcfg := cluster.ClusterProvider(test.NewTestProvider(test.NewInMemAgent())), remote.Configure("127.0.0.1", 0)
+	if c := opts.Cluster; c != nil {
+		n.members = membership.New(membership.Options{Self: c.NodeID, Nodes: c.Nodes, Store: opts.Store,
+			Alive: c.Alive, Gateway: c.Gateway, Logger: opts.Logger})
+		provider = n.members
+		rcfg = remote.Configure(c.Host, c.Port,
+			remote.WithServerOptions(grpc.Creds(credentials.NewTLS(c.TLS))),
+			remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(c.TLS))))
+		local := opts.Fanout
+		n.opts.Fanout = &relay{local: local, self: c.NodeID, nodes: c.Nodes, dir: n.members, root: n.System.Root, log: opts.Logger}
+		if _, err := n.System.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+			return &relayActor{local: local, self: c.NodeID}
+		}), relayName); err != nil {
+			return nil, fmt.Errorf("actors: spawn relay: %w", err)
+		}
+	}
+	cfg := cluster.Configure("parley", provider, placement.New(), rcfg,
 		cluster.WithKinds(kinds...),
 		cluster.WithRequestTimeout(opts.RequestTimeout),
 	)

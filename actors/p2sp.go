@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -52,8 +53,31 @@ func (o *P2SPOptions) ensureDefaults() {
 const grantKeyID = "p2sp_grant_key"
 
 // loadGrantKey reads the grant key, creating it (32 random bytes, synced)
-// on first start: grants stay valid across a restart.
-func loadGrantKey(s *persistence.Store) ([]byte, error) {
+// on first start: grants stay valid across a restart. In a cluster every
+// node must use the same key: the claim makes one creator win (the others'
+// writes are fenced, and they read the winner's key on the next try), and
+// the first start waits for a majority of the nodes (grantKeyWait).
+func loadGrantKey(s *persistence.Store, log *slog.Logger) ([]byte, error) {
+	deadline := time.Now().Add(grantKeyWait)
+	for {
+		key, err := tryGrantKey(s)
+		if err == nil || time.Now().After(deadline) || !s.Replicated() {
+			return key, err
+		}
+		log.Info("grant key: waiting for the cluster", "err", err)
+		time.Sleep(time.Second)
+	}
+}
+
+// grantKeyWait bounds how long a cluster node's start waits for the
+// grant key (a majority of nodes up).
+const grantKeyWait = 2 * time.Minute
+
+func tryGrantKey(s *persistence.Store) ([]byte, error) {
+	if err := s.Claim(persistence.KindMeta, grantKeyID); err != nil {
+		return nil, err
+	}
+	defer s.Release(persistence.KindMeta, grantKeyID)
 	k := persistence.EncodeKey(persistence.KindMeta, grantKeyID, nil)
 	v, err := s.Get(k)
 	if err == nil && len(v) == 32 {

@@ -27,6 +27,10 @@ import (
 type Options struct {
 	// URL of the server's WebSocket, e.g. ws://127.0.0.1:8080/ws.
 	URL string
+	// URLs are other nodes of the same cluster. A reconnect that fails on
+	// one node tries the next (URL first, then URLs in order, round and
+	// round), and the session is rebuilt on whichever answers.
+	URLs []string
 	// Device identifies this install. Required for login.
 	Device *pb.Device
 	// Token, if set, authenticates at connect (hello with token).
@@ -108,6 +112,7 @@ type Client struct {
 	mu       sync.Mutex
 	conn     *gws.Conn
 	gen      int // connection generation, bumped per link
+	urlIndex int // which of URL, URLs... the next connect dials
 	pending  map[string]pendingCall
 	session  *pb.SessionInfo
 	userID   string
@@ -157,7 +162,8 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 // there is one (falling back to a fresh session if refused), else a plain
 // hello with the token (if any).
 func (c *Client) connect(ctx context.Context, rebuild bool) error {
-	co := &gws.ClientOption{Addr: c.opts.URL, ReadMaxPayloadSize: 64 << 20, HandshakeTimeout: c.opts.Timeout, CheckUtf8Enabled: true}
+	addr := c.url()
+	co := &gws.ClientOption{Addr: addr, ReadMaxPayloadSize: 64 << 20, HandshakeTimeout: c.opts.Timeout, CheckUtf8Enabled: true}
 	c.mu.Lock()
 	c.gen++
 	gen := c.gen
@@ -177,7 +183,7 @@ func (c *Client) connect(ctx context.Context, rebuild bool) error {
 		conn, _, err = gws.NewClient(ev, co)
 	}
 	if err != nil {
-		return fmt.Errorf("parley: connect %s: %w", c.opts.URL, err)
+		return fmt.Errorf("parley: connect %s: %w", addr, err)
 	}
 	c.mu.Lock()
 	c.conn = conn
@@ -268,6 +274,17 @@ func final(err error) bool {
 	return false
 }
 
+// url is the server URL the next connect uses.
+func (c *Client) url() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	all := len(c.opts.URLs) + 1
+	if i := c.urlIndex % all; i > 0 {
+		return c.opts.URLs[i-1]
+	}
+	return c.opts.URL
+}
+
 // reconnect retries connect with jittered exponential backoff until it
 // succeeds or the client is closed.
 func (c *Client) reconnect() {
@@ -302,6 +319,9 @@ func (c *Client) reconnect() {
 			c.finish(err)
 			return
 		}
+		c.mu.Lock()
+		c.urlIndex++
+		c.mu.Unlock()
 		sleep := backoff/2 + time.Duration(rand.Int64N(int64(backoff)))
 		time.Sleep(sleep)
 		backoff = min(backoff*2, c.opts.MaxBackoff)

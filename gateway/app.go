@@ -31,6 +31,8 @@ type AppOptions struct {
 	// Media configures the node's SFU (calls).
 	Media  media.Options
 	Logger *slog.Logger
+	// Cluster, if set, makes this server one node of a cluster.
+	Cluster *ClusterOptions
 }
 
 // App is a running single-node server: store, actor node, gateway.
@@ -41,6 +43,7 @@ type App struct {
 	Gateway *Server
 	Media   *media.SFU
 	log     *slog.Logger
+	cluster *clusterParts
 }
 
 // NewApp opens the store and starts the node and gateway (not yet serving).
@@ -53,6 +56,9 @@ func NewApp(o AppOptions) (*App, error) {
 		return nil, err
 	}
 	hub := NewHub()
+	if o.Cluster != nil {
+		o.Gateway.NodeID = o.Cluster.NodeID
+	}
 	gw, err := NewServer(o.Gateway, hub, o.Logger)
 	if err != nil {
 		store.Close()
@@ -81,8 +87,17 @@ func NewApp(o AppOptions) (*App, error) {
 			return nil, err
 		}
 	}
+	var cp *clusterParts
+	if o.Cluster != nil {
+		if cp, err = startCluster(o.Cluster, store, &ao, o.Logger); err != nil {
+			sfu.Close()
+			store.Close()
+			return nil, err
+		}
+	}
 	node, err := actors.Start(ao)
 	if err != nil {
+		cp.stop()
 		sfu.Close()
 		store.Close()
 		return nil, err
@@ -90,7 +105,7 @@ func NewApp(o AppOptions) (*App, error) {
 	sfu.SetNode(node.System.Address())
 	gw.Attach(node)
 	gw.AttachMedia(sfu)
-	return &App{Store: store, Hub: hub, Node: node, Gateway: gw, Media: sfu, log: o.Logger}, nil
+	return &App{Store: store, Hub: hub, Node: node, Gateway: gw, Media: sfu, log: o.Logger, cluster: cp}, nil
 }
 
 // Serve serves on ln until ctx ends, then shuts down in order: stop
@@ -110,6 +125,7 @@ func (a *App) Close() error {
 	if err := a.Media.Close(); err != nil {
 		a.log.Warn("close media", "err", err)
 	}
+	a.cluster.stop()
 	if err := a.Store.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}

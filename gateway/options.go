@@ -50,6 +50,9 @@ type Options struct {
 	// AdminToken enables the operator's endpoints under /admin/ (bearer
 	// token). Empty: disabled.
 	AdminToken string
+	// NodeID, in a cluster, goes in the high bits of every link id
+	// (actors.LinkNodeShift) so that other nodes can route to the link.
+	NodeID uint64
 }
 
 // EnsureDefaults fills zero fields.

@@ -62,6 +62,7 @@ func NewServer(opts Options, hub *Hub, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: log.With("component", "gateway"), hub: hub, reg: prometheus.NewRegistry(),
 		egress: newEgress(opts.FilesEgressLimit, opts.FilesEgressFileLimit)}
+	s.nextID.Store(opts.NodeID << actors.LinkNodeShift)
 	s.writers = newWriters(runtime.GOMAXPROCS(0))
 	s.upgrader = gws.NewUpgrader(&handler{s: s}, &gws.ServerOption{
 		ReadMaxPayloadSize:  opts.MaxFrameBytes,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // ErrClaimLost reports a write of an entity whose activation on this node
@@ -12,9 +13,13 @@ import (
 var ErrClaimLost = errors.New("persistence: activation lost its claim on the entity")
 
 // claim is one entity's activation on this node: the fence its writes carry.
+// A grain may commit from more than one goroutine (its outbox cleanup runs
+// beside its own commits), so write serializes the entity's writes: each
+// must name the version the previous one left.
 type claim struct {
-	epoch, version uint64
-	lost           bool
+	write          sync.Mutex
+	epoch, version uint64 // guarded by write
+	lost           bool   // guarded by write
 }
 
 // entityKey names the entity a batch of (kind, id) belongs to: its family
@@ -48,6 +53,9 @@ func (s *Store) Claim(kind Kind, id string) error {
 	s.claimsMu.Unlock()
 	return nil
 }
+
+// Replicated reports whether commits go through replica groups (cluster).
+func (s *Store) Replicated() bool { return s.repl != nil }
 
 // Release forgets this node's claim on an entity whose grain stopped.
 func (s *Store) Release(kind Kind, id string) {

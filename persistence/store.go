@@ -282,13 +282,12 @@ func (b *Batch) replicate() error {
 	if b.fenced {
 		entity = EntityPrefix(b.kind, b.id)[1:]
 	} else if c = b.s.fenceFor(b.kind, b.id); c != nil {
-		b.s.claimsMu.Lock()
-		lost := c.lost
-		epoch, version = c.epoch, c.version
-		b.s.claimsMu.Unlock()
-		if lost {
+		c.write.Lock()
+		defer c.write.Unlock()
+		if c.lost {
 			return fmt.Errorf("%w: %c/%s", ErrClaimLost, b.kind, b.id)
 		}
+		epoch, version = c.epoch, c.version
 		entity = entityKey(b.kind, b.id)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.s.replTimeout)
@@ -297,13 +296,11 @@ func (b *Batch) replicate() error {
 	if c != nil {
 		// A failed fenced write leaves the version unknown (fenced, or
 		// an outcome lost with a leader): this activation is done.
-		b.s.claimsMu.Lock()
 		if err == nil {
 			c.version++
 		} else {
 			c.lost = true
 		}
-		b.s.claimsMu.Unlock()
 	}
 	if err != nil {
 		if c != nil {

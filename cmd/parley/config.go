@@ -69,6 +69,24 @@ type Config struct {
 	// GET /admin/files/{id}: a file's P2SP counters and holders), given as
 	// "Authorization: Bearer <token>". Empty: disabled.
 	AdminToken string `json:"admin_token"`
+	// Cluster: this node's id (0: single node, the default). A cluster
+	// node also needs ClusterPeers, ClusterActorAddr and the three
+	// ClusterCA/Cert/Key files (make them with `parley cert`).
+	ClusterNode uint64 `json:"cluster_node"`
+	// ClusterPeers lists every node as id=host:port, comma-separated, this
+	// one included: the private address of its raft transport.
+	ClusterPeers string `json:"cluster_peers"`
+	// ClusterActorAddr is this node's private actor endpoint host:port
+	// (port 0: any free port; the address is published to the others).
+	ClusterActorAddr string `json:"cluster_actor_addr"`
+	// ClusterCA, ClusterCert, ClusterKey are PEM files: the cluster CA and
+	// this node's certificate and key (mutual TLS between nodes).
+	ClusterCA   string `json:"cluster_ca"`
+	ClusterCert string `json:"cluster_cert"`
+	ClusterKey  string `json:"cluster_key"`
+	// PublicURL is the WebSocket URL clients use to reach this node
+	// (published to the cluster). Default ws://<addr>/ws.
+	PublicURL string `json:"public_url"`
 	// UnsafeNoSync disables fsync (benchmarks only: loses acknowledged
 	// messages on power failure).
 	UnsafeNoSync bool `json:"unsafe_no_sync"`
@@ -134,6 +152,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxFileBytes < 1 {
 		errs = append(errs, fmt.Errorf("max_file_bytes %d: at least 1", c.MaxFileBytes))
+	}
+	if err := c.validateCluster(); err != nil {
+		errs = append(errs, err)
 	}
 	for name, d := range map[string]time.Duration{"auth_timeout": c.AuthTimeout, "idle_timeout": c.IdleTimeout, "session_keep": c.SessionKeep, "shutdown_timeout": c.ShutdownTimeout, "upload_expiry": c.UploadExpiry} {
 		if d <= 0 {
@@ -211,6 +232,13 @@ func loadConfig(args []string) (Config, error) {
 	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "IP announced in the SFU's ICE candidates (1:1 NAT)")
 	fs.StringVar(&c.MediaEngine, "media-engine", c.MediaEngine, "SFU data path: lite (ICE-lite, default) or pion")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", c.PprofAddr, "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (empty: off)")
+	fs.Uint64Var(&c.ClusterNode, "cluster-node", c.ClusterNode, "this node's id in a cluster (0: single node)")
+	fs.StringVar(&c.ClusterPeers, "cluster-peers", c.ClusterPeers, "every node's raft address: 1=10.0.0.1:7400,2=10.0.0.2:7400,3=... (this one included)")
+	fs.StringVar(&c.ClusterActorAddr, "cluster-actor-addr", c.ClusterActorAddr, "this node's private actor endpoint host:port (port 0: any)")
+	fs.StringVar(&c.ClusterCA, "cluster-ca", c.ClusterCA, "cluster CA certificate (PEM)")
+	fs.StringVar(&c.ClusterCert, "cluster-cert", c.ClusterCert, "this node's certificate (PEM, from parley cert node)")
+	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "this node's private key (PEM)")
+	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "WebSocket URL clients use for this node (default ws://<addr>/ws)")
 	// First pass to find -config; the file is applied, then env, then flags again.
 	if err := fs.Parse(args); err != nil {
 		return c, err

@@ -43,7 +43,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	if err != nil {
 		return err
 	}
+	cluster, err := clusterOptions(cfg)
+	if err != nil {
+		return err
+	}
 	app, err := gateway.NewApp(gateway.AppOptions{
+		Cluster: cluster,
 		DataDir: cfg.DataDir, NoSync: cfg.UnsafeNoSync, Logger: log,
 		Gateway: gateway.Options{
 			AuthTimeout: cfg.AuthTimeout, IdleTimeout: cfg.IdleTimeout, MaxFrameBytes: cfg.MaxFrameBytes,

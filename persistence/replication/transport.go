@@ -385,9 +385,21 @@ func (t *Transport) track(c net.Conn) bool {
 
 func (t *Transport) untrack(c net.Conn) {
 	t.mu.Lock()
+	from := t.inbound[c]
 	delete(t.inbound, c)
+	still := false
+	for _, id := range t.inbound {
+		still = still || id == from
+	}
 	t.mu.Unlock()
 	c.Close()
+	if from != 0 && !still {
+		// The peer's connection ended (a crashed process's socket is
+		// reset at once): it is not alive until it dials us again.
+		t.heardMu.Lock()
+		delete(t.heard, from)
+		t.heardMu.Unlock()
+	}
 }
 
 // serve authenticates an accepted connection and reads its frames.

@@ -1,0 +1,208 @@
+// Package membership is the protoactor cluster provider of a Parley
+// cluster: a fixed list of node ids whose records live in the replicated
+// store, and whose liveness is what the raft transport hears.
+//
+// Each node writes its NodeRecord (its actor endpoint, this run's actor
+// system id, its public gateway address) through the replicated store when
+// it starts, so every node reads the same records over the same mutually
+// authenticated links that carry raft; no other service is needed (the
+// automanaged provider would add a plain-HTTP port on every address, and
+// consul or etcd a separate system to run). A node is a member while the
+// transport heard from it within Options.Within; the topology is refreshed
+// every Options.Every and handed to protoactor, whose placement
+// (actors/placement) then moves grains off nodes that left.
+package membership
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/parley-chat/parley/actors/grainpb"
+	"github.com/parley-chat/parley/persistence"
+	"google.golang.org/protobuf/proto"
+)
+
+// Options configure a Provider.
+type Options struct {
+	// Self is this node's id; Nodes every configured node id (Self too).
+	Self  uint64
+	Nodes []uint64
+	// Store is the replicated store.
+	Store *persistence.Store
+	// Alive reports whether a node was heard from within d.
+	Alive func(node uint64, d time.Duration) bool
+	// Gateway is this node's public WebSocket URL, published for clients.
+	Gateway string
+	// Every is the refresh period (default 250ms); Within the silence after
+	// which a node is no member (default 1.5s: a raft election happens
+	// after 0.5-1 s of silence, so membership follows close behind).
+	Every, Within time.Duration
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Provider implements cluster.ClusterProvider.
+type Provider struct {
+	o    Options
+	log  *slog.Logger
+	stop chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex
+	self    *grainpb.NodeRecord
+	records map[uint64]*grainpb.NodeRecord // the members, by node id
+	last    string                         // fingerprint of the last topology
+}
+
+// New returns a provider; protoactor starts it with StartMember.
+func New(o Options) *Provider {
+	if o.Every == 0 {
+		o.Every = 250 * time.Millisecond
+	}
+	if o.Within == 0 {
+		o.Within = 1500 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Provider{o: o, log: o.Logger.With("component", "membership"), records: map[uint64]*grainpb.NodeRecord{}}
+}
+
+// Key is the store key of node id's record.
+func Key(id uint64) []byte { return persistence.EncodeKey(persistence.KindMeta, recordID(id), nil) }
+
+func recordID(id uint64) string { return "node/" + strconv.FormatUint(id, 10) }
+
+// StartMember registers this node and starts refreshing the topology.
+func (p *Provider) StartMember(c *cluster.Cluster) error {
+	host, port, err := c.ActorSystem.GetHostPort()
+	if err != nil {
+		return fmt.Errorf("membership: actor endpoint: %w", err)
+	}
+	p.self = &grainpb.NodeRecord{
+		NodeId: p.o.Self, SystemId: c.ActorSystem.ID, Host: host, Port: int32(port),
+		Kinds: c.GetClusterKinds(), StartedMs: time.Now().UnixMilli(), Gateway: p.o.Gateway,
+	}
+	p.stop, p.done = make(chan struct{}), make(chan struct{})
+	go p.run(c)
+	return nil
+}
+
+// StartClient is not supported: every Parley node is a full member.
+func (p *Provider) StartClient(*cluster.Cluster) error {
+	return errors.New("membership: client members are not supported")
+}
+
+// Shutdown stops the refresh loop.
+func (p *Provider) Shutdown(bool) error {
+	if p.stop != nil {
+		close(p.stop)
+		<-p.done
+	}
+	return nil
+}
+
+func (p *Provider) run(c *cluster.Cluster) {
+	defer close(p.done)
+	registered := false
+	t := time.NewTicker(p.o.Every)
+	defer t.Stop()
+	for {
+		if !registered {
+			// Needs a majority of the shard's replicas: a node starting
+			// alone waits for a second one.
+			if err := p.register(); err != nil {
+				p.log.Debug("register node record", "err", err)
+			} else {
+				registered = true
+			}
+		}
+		p.refresh(c)
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Provider) register() error {
+	v, err := proto.Marshal(p.self)
+	if err != nil {
+		return err
+	}
+	b := p.o.Store.NewBatch(persistence.KindMeta, recordID(p.o.Self))
+	b.Set(Key(p.o.Self), v)
+	return b.Commit()
+}
+
+// refresh recomputes the members and tells protoactor if they changed.
+func (p *Provider) refresh(c *cluster.Cluster) {
+	records := map[uint64]*grainpb.NodeRecord{p.o.Self: p.self}
+	for _, id := range p.o.Nodes {
+		if id == p.o.Self || !p.o.Alive(id, p.o.Within) {
+			continue
+		}
+		v, err := p.o.Store.Get(Key(id))
+		if err != nil {
+			continue // not registered yet (or not replicated here yet)
+		}
+		rec := &grainpb.NodeRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil || rec.NodeId != id {
+			p.log.Warn("bad node record", "node", id, "err", err)
+			continue
+		}
+		records[id] = rec
+	}
+	ids := make([]uint64, 0, len(records))
+	for id := range records {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	members := make([]*cluster.Member, 0, len(ids))
+	fp := ""
+	for _, id := range ids {
+		r := records[id]
+		members = append(members, &cluster.Member{Id: r.SystemId, Host: r.Host, Port: r.Port, Kinds: r.Kinds})
+		fp += fmt.Sprintf("%d=%s@%s:%d;", id, r.SystemId, r.Host, r.Port)
+	}
+	p.mu.Lock()
+	changed := fp != p.last
+	p.last, p.records = fp, records
+	p.mu.Unlock()
+	if changed {
+		p.log.Info("cluster members", "members", fp)
+		c.MemberList.UpdateClusterTopology(members)
+	}
+}
+
+// Address returns the actor endpoint ("host:port") of member node id, or
+// "" if it is not a member now.
+func (p *Provider) Address(id uint64) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := p.records[id]
+	if r == nil {
+		return ""
+	}
+	return r.Host + ":" + strconv.Itoa(int(r.Port))
+}
+
+// Members returns the current members' records, by node id.
+func (p *Provider) Members() []*grainpb.NodeRecord {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*grainpb.NodeRecord, 0, len(p.records))
+	for _, r := range p.records {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b *grainpb.NodeRecord) int { return cmp.Compare(a.NodeId, b.NodeId) })
+	return out
+}
