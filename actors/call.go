@@ -20,6 +20,7 @@ type Pending struct {
 	id     string
 	req    *cluster.GrainRequest
 	future *actor.Future
+	target *actor.PID // the grain's activation the request went to
 }
 
 // method returns the generated method index of service.method, from the
@@ -53,6 +54,7 @@ func (p *Pending) send() {
 		p.future = nil
 		return
 	}
+	p.target = pid
 	p.future = p.n.System.Root.RequestFuture(pid, p.req, p.n.opts.RequestTimeout)
 }
 
@@ -67,6 +69,33 @@ func (n *Node) pid(kind, id string) *actor.PID {
 	return pid
 }
 
+// wait waits for the future; departed reports that the grain's node left
+// the cluster first (the request is then sent again, to the grain's new
+// node: grain requests are idempotent or deduplicated by client id).
+func (p *Pending) wait() (res any, err error, departed bool) {
+	d := p.n.departures
+	if d == nil || p.target == nil || p.target.Address == p.n.System.Address() {
+		res, err = p.future.Result()
+		return res, err, false
+	}
+	type out struct {
+		res any
+		err error
+	}
+	ch := make(chan out, 1)
+	f := p.future
+	go func() {
+		r, e := f.Result()
+		ch <- out{r, e}
+	}()
+	select {
+	case o := <-ch:
+		return o.res, o.err, false
+	case <-d.watch(p.target.Address):
+		return nil, nil, true
+	}
+}
+
 // Result waits for the answer. A grain error comes back as
 // *cluster.GrainErrorResponse whose Reason is a protocol error code. A
 // request that reached a stopped grain is sent once more (the grain is
@@ -76,8 +105,8 @@ func (p *Pending) Result() (proto.Message, error) {
 		if p.future == nil {
 			return nil, fmt.Errorf("%w: no activation for %s/%s", ErrTimeout, p.kind, p.id)
 		}
-		res, err := p.future.Result()
-		if _, dead := res.(*actor.DeadLetterResponse); dead || errors.Is(err, actor.ErrDeadLetter) {
+		res, err, departed := p.wait()
+		if _, dead := res.(*actor.DeadLetterResponse); dead || departed || errors.Is(err, actor.ErrDeadLetter) {
 			if attempt >= 2 {
 				return nil, fmt.Errorf("%w: %s/%s unreachable", ErrTimeout, p.kind, p.id)
 			}

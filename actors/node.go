@@ -208,8 +208,10 @@ type Node struct {
 	bg       sync.WaitGroup
 	idle     *idleWheel // nil: grains are not passivated when idle
 	notify   notifier
-	// members is the cluster membership (nil: single node).
-	members *membership.Provider
+	// members is the cluster membership (nil: single node); departures
+	// watches it for requests in flight.
+	members    *membership.Provider
+	departures *departures
 }
 
 // Members returns the cluster's member records (nil on a single node).
@@ -285,6 +287,10 @@ func Start(opts Options) (*Node, error) {
 		rcfg = remote.Configure(c.Host, c.Port,
 			remote.WithServerOptions(grpc.Creds(credentials.NewTLS(c.TLS))),
 			remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(c.TLS))))
+		// One connection attempt, not five 2 s apart: the messages to a
+		// node that died then dead-letter at once, so a grain call fails
+		// over to the grain's new node instead of waiting out its timeout.
+		rcfg.MaxRetryCount = 1
 		local := opts.Fanout
 		n.opts.Fanout = &relay{local: local, self: c.NodeID, nodes: c.Nodes, dir: n.members, root: n.System.Root, log: opts.Logger}
 		if _, err := n.System.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
@@ -292,6 +298,9 @@ func Start(opts Options) (*Node, error) {
 		}), relayName); err != nil {
 			return nil, fmt.Errorf("actors: spawn relay: %w", err)
 		}
+	}
+	if opts.Cluster != nil {
+		n.departures = newDepartures(n.System.EventStream)
 	}
 	cfg := cluster.Configure("parley", provider, placement.New(), rcfg,
 		cluster.WithKinds(kinds...),

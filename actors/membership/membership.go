@@ -40,7 +40,7 @@ type Options struct {
 	Alive func(node uint64, d time.Duration) bool
 	// Gateway is this node's public WebSocket URL, published for clients.
 	Gateway string
-	// Every is the refresh period (default 250ms); Within the silence after
+	// Every is the refresh period (default 100ms); Within the silence after
 	// which a node is no member (default 1.5s: a raft election happens
 	// after 0.5-1 s of silence, so membership follows close behind).
 	Every, Within time.Duration
@@ -64,7 +64,7 @@ type Provider struct {
 // New returns a provider; protoactor starts it with StartMember.
 func New(o Options) *Provider {
 	if o.Every == 0 {
-		o.Every = 250 * time.Millisecond
+		o.Every = 100 * time.Millisecond
 	}
 	if o.Within == 0 {
 		o.Within = 1500 * time.Millisecond

@@ -1,0 +1,63 @@
+package actors
+
+import (
+	"sync"
+
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/eventstream"
+)
+
+// departures tells grain requests in flight that their target node left
+// the cluster. A request already sent to a node that then died is never
+// answered nor dead-lettered (it was lost with the connection); without
+// this it would wait its whole timeout before going to the grain's new
+// node.
+type departures struct {
+	mu      sync.Mutex
+	members map[string]bool          // current member addresses
+	gone    map[string]chan struct{} // closed when the address leaves
+	sub     *eventstream.Subscription
+}
+
+func newDepartures(es *eventstream.EventStream) *departures {
+	d := &departures{members: map[string]bool{}, gone: map[string]chan struct{}{}}
+	d.sub = es.Subscribe(func(ev any) {
+		if t, ok := ev.(*cluster.ClusterTopology); ok {
+			d.update(t.Members)
+		}
+	})
+	return d
+}
+
+func (d *departures) update(members []*cluster.Member) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.members = make(map[string]bool, len(members))
+	for _, m := range members {
+		d.members[m.Address()] = true
+	}
+	for addr, ch := range d.gone {
+		if !d.members[addr] {
+			close(ch)
+			delete(d.gone, addr)
+		}
+	}
+}
+
+// watch returns a channel closed once addr is no member (already closed if
+// it is none now).
+func (d *departures) watch(addr string) <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.members[addr] {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	ch, ok := d.gone[addr]
+	if !ok {
+		ch = make(chan struct{})
+		d.gone[addr] = ch
+	}
+	return ch
+}
