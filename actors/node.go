@@ -389,7 +389,15 @@ func (n *Node) Stop() {
 	case <-time.After(3 * time.Second):
 		n.log.Warn("stop: background grain calls still running")
 	}
-	n.Cluster.Shutdown(true)
+	if n.members != nil {
+		// The grains are stopped already. protoactor's graceful shutdown
+		// would sleep 2 s for ownership transfers we do not use, and its
+		// remote's graceful stop races with its own stream readers.
+		_ = n.members.Shutdown(true)
+		n.Cluster.Shutdown(false)
+	} else {
+		n.Cluster.Shutdown(true)
+	}
 	nodes.Delete(n.Cluster)
 	if n.idle != nil {
 		n.idle.close()

@@ -50,10 +50,11 @@ type Options struct {
 
 // Provider implements cluster.ClusterProvider.
 type Provider struct {
-	o    Options
-	log  *slog.Logger
-	stop chan struct{}
-	done chan struct{}
+	o        Options
+	log      *slog.Logger
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
 
 	mu      sync.Mutex
 	self    *grainpb.NodeRecord
@@ -100,12 +101,14 @@ func (p *Provider) StartClient(*cluster.Cluster) error {
 	return errors.New("membership: client members are not supported")
 }
 
-// Shutdown stops the refresh loop.
+// Shutdown stops the refresh loop (once; later calls do nothing).
 func (p *Provider) Shutdown(bool) error {
-	if p.stop != nil {
-		close(p.stop)
-		<-p.done
-	}
+	p.stopOnce.Do(func() {
+		if p.stop != nil {
+			close(p.stop)
+			<-p.done
+		}
+	})
 	return nil
 }
 
