@@ -14,6 +14,8 @@ import (
 // the AdminToken option (no token configured: 404). Today:
 //
 //	GET /admin/files/{fileId}   a file's record, P2SP counters and holders (JSON)
+//	GET /admin/cluster          a cluster node's view: members, raft groups
+//	                            (leader, term, commit, applied), grains (JSON)
 type admin struct{ s *Server }
 
 func (a *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -26,6 +28,16 @@ func (a *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="parley-admin"`)
 		http.Error(w, "unauthenticated", http.StatusUnauthorized)
+		return
+	}
+	if r.URL.Path == "/admin/cluster" && r.Method == http.MethodGet {
+		st := a.s.clusterStatus()
+		if st == nil {
+			http.Error(w, "not a cluster node", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(st)
 		return
 	}
 	id, ok := strings.CutPrefix(r.URL.Path, "/admin/files/")

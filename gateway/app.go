@@ -105,6 +105,9 @@ func NewApp(o AppOptions) (*App, error) {
 	sfu.SetNode(node.System.Address())
 	gw.Attach(node)
 	gw.AttachMedia(sfu)
+	if cp != nil {
+		gw.AttachCluster(o.Cluster.NodeID, cp.eng)
+	}
 	return &App{Store: store, Hub: hub, Node: node, Gateway: gw, Media: sfu, log: o.Logger, cluster: cp}, nil
 }
 

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"crypto/tls"
+
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"time"
 
@@ -81,4 +83,69 @@ func (p *clusterParts) stop() {
 	}
 	p.eng.Stop()
 	p.tr.Close()
+}
+
+// ClusterStatus is what GET /admin/cluster answers.
+type ClusterStatus struct {
+	Node    uint64                    `json:"node"`
+	Members []ClusterMember           `json:"members"`
+	Groups  []replication.GroupStatus `json:"groups"`
+	// Leading counts the groups this node leads.
+	Leading int `json:"leading"`
+	// Grains counts this node's activations per kind.
+	Grains map[string]int64 `json:"grains"`
+}
+
+// ClusterMember is one member as this node sees it.
+type ClusterMember struct {
+	Node      uint64 `json:"node"`
+	Actor     string `json:"actor"`
+	Gateway   string `json:"gateway"`
+	StartedMs int64  `json:"startedMs"`
+}
+
+// AttachCluster exports a cluster node's replication state (metrics and
+// GET /admin/cluster).
+func (s *Server) AttachCluster(id uint64, eng *replication.Engine) {
+	s.clusterID, s.engine = id, eng
+	s.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_raft_groups_led", Help: "Raft groups (shards) this node leads."},
+			func() float64 { return float64(leading(id, eng.Status())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_cluster_members", Help: "Cluster members this node sees alive."},
+			func() float64 {
+				if s.node == nil {
+					return 0
+				}
+				return float64(len(s.node.Members()))
+			}),
+	)
+}
+
+func leading(id uint64, groups []replication.GroupStatus) int {
+	n := 0
+	for _, g := range groups {
+		if g.Leader == id && g.State == "StateLeader" {
+			n++
+		}
+	}
+	return n
+}
+
+// clusterStatus builds the admin view (nil on a single node).
+func (s *Server) clusterStatus() *ClusterStatus {
+	if s.engine == nil || s.node == nil {
+		return nil
+	}
+	st := &ClusterStatus{Node: s.clusterID, Groups: s.engine.Status(), Grains: map[string]int64{}}
+	st.Leading = leading(s.clusterID, st.Groups)
+	for _, m := range s.node.Members() {
+		st.Members = append(st.Members, ClusterMember{Node: m.NodeId, Actor: fmt.Sprintf("%s:%d", m.Host, m.Port),
+			Gateway: m.Gateway, StartedMs: m.StartedMs})
+	}
+	for kind := range s.node.Options().Metrics.MailboxDepth {
+		if k := s.node.Cluster.GetClusterKind(kind); k != nil {
+			st.Grains[kind] = int64(k.Count())
+		}
+	}
+	return st
 }

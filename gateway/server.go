@@ -18,6 +18,7 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/parley-chat/parley/actors"
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"github.com/parley-chat/parley/persistence/replication"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -25,17 +26,20 @@ import (
 // Server serves /ws, /files/ (uploads and downloads), /healthz and
 // /metrics.
 type Server struct {
-	opts     Options
-	log      *slog.Logger
-	hub      *Hub
-	node     *actors.Node
-	upgrader *gws.Upgrader
-	nextID   atomic.Uint64
-	metrics  *metrics
-	reg      *prometheus.Registry
-	mux      *http.ServeMux
-	closing  atomic.Bool
-	wg       sync.WaitGroup
+	opts Options
+	log  *slog.Logger
+	hub  *Hub
+	node *actors.Node
+	// clusterID and engine are set on a cluster node (AttachCluster).
+	clusterID uint64
+	engine    *replication.Engine
+	upgrader  *gws.Upgrader
+	nextID    atomic.Uint64
+	metrics   *metrics
+	reg       *prometheus.Registry
+	mux       *http.ServeMux
+	closing   atomic.Bool
+	wg        sync.WaitGroup
 	// cuts counts session cuts in flight (see OnClose).
 	cuts sync.WaitGroup
 

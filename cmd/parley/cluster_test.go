@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/parley-chat/parley/actors/nodetls"
 	"github.com/parley-chat/parley/client"
+	"github.com/parley-chat/parley/gateway"
 	pb "github.com/parley-chat/parley/gateway/protocol"
 )
 
@@ -76,7 +78,7 @@ func (n *clusterNode) start(t *testing.T, peers string) {
 	n.cmd = exec.Command(os.Args[0], "-test.run=^$", "--", "serve", "-addr", n.addr, "-data", n.dir,
 		"-argon-memory-kib", "64", "-argon-time", "1", "-log-level", "warn",
 		"-cluster-node", fmt.Sprint(n.id), "-cluster-peers", peers, "-cluster-actor-addr", n.actor,
-		"-cluster-ca", n.caF, "-cluster-cert", n.certF, "-cluster-key", n.keyF)
+		"-cluster-ca", n.caF, "-cluster-cert", n.certF, "-cluster-key", n.keyF, "-admin-token", clusterAdminToken)
 	n.cmd.Env = append(os.Environ(), "PARLEY_CHILD=1")
 	n.cmd.Stderr = os.Stderr
 	if err := n.cmd.Start(); err != nil {
@@ -97,6 +99,71 @@ func (n *clusterNode) waitHealthy(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("node %d did not become healthy", n.id)
+}
+
+const clusterAdminToken = "cluster-test-admin"
+
+// status reads the node's GET /admin/cluster.
+func (n *clusterNode) status(t *testing.T) gateway.ClusterStatus {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+n.addr+"/admin/cluster", nil)
+	req.Header.Set("Authorization", "Bearer "+clusterAdminToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var st gateway.ClusterStatus
+	if res.StatusCode != 200 {
+		t.Fatalf("node %d /admin/cluster: %s", n.id, res.Status)
+	}
+	if err := json.NewDecoder(res.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// waitSettled waits until every node sees all of nodes as members and
+// every raft group has one leader that all agree on.
+func waitSettled(t *testing.T, nodes []*clusterNode) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		why := ""
+		leaders := map[uint8]map[uint64]bool{}
+		led := 0
+		for _, n := range nodes {
+			st := n.status(t)
+			if len(st.Members) != len(nodes) {
+				why = fmt.Sprintf("node %d sees %d members", n.id, len(st.Members))
+			}
+			if len(st.Groups) != 64 {
+				why = fmt.Sprintf("node %d reports %d groups", n.id, len(st.Groups))
+			}
+			led += st.Leading
+			for _, g := range st.Groups {
+				if leaders[g.Shard] == nil {
+					leaders[g.Shard] = map[uint64]bool{}
+				}
+				leaders[g.Shard][g.Leader] = true
+			}
+		}
+		for shard, ls := range leaders {
+			if len(ls) != 1 || ls[0] {
+				why = fmt.Sprintf("shard %d: leaders %v", shard, ls)
+			}
+		}
+		if led != 64 && why == "" {
+			why = fmt.Sprintf("%d groups led in all", led)
+		}
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster not settled: %s", why)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // stop ends a running node with SIGTERM; its exit must be clean (a data
@@ -137,6 +204,7 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	for _, n := range nodes {
 		n.waitHealthy(t)
 	}
+	waitSettled(t, nodes)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -250,6 +318,7 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	// what it missed, takes grains again, and nothing is delivered twice.
 	victim.start(t, peers)
 	victim.waitHealthy(t)
+	waitSettled(t, nodes)
 	const after = 30
 	for k := range after {
 		text := fmt.Sprintf("after-%d", k)

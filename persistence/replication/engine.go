@@ -70,6 +70,38 @@ type Engine struct {
 
 	// leads mirrors each group's known leader for readers off the loop.
 	leads [NumGroups]atomic.Uint64
+	// status is a snapshot of every group, refreshed each tick.
+	statusMu sync.Mutex
+	status   []GroupStatus
+}
+
+// GroupStatus is one group's replica as this node sees it.
+type GroupStatus struct {
+	Shard   uint8  `json:"shard"`
+	State   string `json:"state"` // StateLeader, StateFollower, ...
+	Leader  uint64 `json:"leader"`
+	Term    uint64 `json:"term"`
+	Commit  uint64 `json:"commit"`
+	Applied uint64 `json:"applied"`
+}
+
+// Status returns every group's status as of the last tick.
+func (e *Engine) Status() []GroupStatus {
+	e.statusMu.Lock()
+	defer e.statusMu.Unlock()
+	return append([]GroupStatus(nil), e.status...)
+}
+
+func (e *Engine) snapshotStatus() {
+	out := make([]GroupStatus, 0, NumGroups)
+	for _, g := range e.groups {
+		st := g.rn.BasicStatus()
+		out = append(out, GroupStatus{Shard: g.shard, State: st.RaftState.String(), Leader: st.Lead,
+			Term: st.GetTerm(), Commit: st.GetCommit(), Applied: g.applied})
+	}
+	e.statusMu.Lock()
+	e.status = out
+	e.statusMu.Unlock()
 }
 
 // group is one shard's replica.
@@ -219,6 +251,7 @@ func (e *Engine) run() {
 					e.propose(g)
 				}
 			}
+			e.snapshotStatus()
 		case <-e.wake:
 		}
 		e.drainInputs()
