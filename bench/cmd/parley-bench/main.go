@@ -4,7 +4,7 @@
 // drives a scenario and prints throughput, server CPU per unit of work,
 // latency and memory. See bench/README.md.
 //
-//	parley-bench -scenario fanout|baseline|channel-fanout|groups|conns|latency|latency-baseline|files|calls|rebuild-storm|reconnect-baseline|p2sp|all [flags]
+//	parley-bench -scenario fanout|baseline|channel-fanout|groups|conns|latency|latency-baseline|files|calls|rebuild-storm|reconnect-baseline|p2sp|cluster|all [flags]
 //
 // Two hidden modes serve the orchestrator: -worker (a client process,
 // commanded over stdin/stdout) and -baseline (the bare gws fan-out server
@@ -33,7 +33,7 @@ import (
 func main() {
 	var o harness.Options
 	fs := flag.NewFlagSet("parley-bench", flag.ExitOnError)
-	fs.StringVar(&o.Scenario, "scenario", "all", "comma-separated fanout,baseline,channel-fanout,groups,conns,latency,latency-baseline,files,calls,rebuild-storm,reconnect-baseline,p2sp or all (fanout with baseline or channel-fanout, and latency with latency-baseline, also print their ratio)")
+	fs.StringVar(&o.Scenario, "scenario", "all", "comma-separated fanout,baseline,channel-fanout,groups,conns,latency,latency-baseline,files,calls,rebuild-storm,reconnect-baseline,p2sp,cluster or all (fanout with baseline or channel-fanout, and latency with latency-baseline, also print their ratio)")
 	fs.IntVar(&o.N, "n", 0, "members of the group (fanout 1000, latency 1000), of the channel (channel-fanout 5000), sessions (rebuild-storm 5000), downloaders (p2sp 10) or links (conns 10000); 0 = scenario default")
 	fs.IntVar(&o.Groups, "groups", 100, "groups of 3 members (groups scenario)")
 	fs.IntVar(&o.Rooms, "rooms", 10, "calls of 4 participants (calls scenario)")

@@ -153,6 +153,8 @@ func Run(ctx context.Context, o Options) error {
 			err = h.reconnectBaseline(ctx)
 		case "p2sp":
 			err = h.p2sp(ctx)
+		case "cluster":
+			err = h.cluster(ctx)
 		}
 		if err != nil {
 			fmt.Fprintf(o.Out, "\n%s FAILED: %v\n", sc, err)
@@ -176,7 +178,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // scenarioOrder is the order scenarios run in, and what "all" means.
-var scenarioOrder = []string{"fanout", "baseline", "channel-fanout", "groups", "conns", "latency", "latency-baseline", "files", "calls", "rebuild-storm", "reconnect-baseline", "p2sp"}
+var scenarioOrder = []string{"fanout", "baseline", "channel-fanout", "groups", "conns", "latency", "latency-baseline", "files", "calls", "rebuild-storm", "reconnect-baseline", "p2sp", "cluster"}
 
 // parseScenarios reads a comma-separated list ("all" for every scenario)
 // and returns it in run order (the baseline and channel-fanout right after
