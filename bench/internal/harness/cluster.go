@@ -131,6 +131,12 @@ func (h *harness) startCluster(ctx context.Context, n int, name string) (*benchC
 			}
 			args[i] = []string{"-cluster-node", fmt.Sprint(i + 1), "-cluster-peers", strings.Join(peers, ","),
 				"-cluster-actor-addr", "127.0.0.1:0", "-cluster-ca", caF, "-cluster-cert", cert, "-cluster-key", key}
+			if p := os.Getenv("BENCH_CLUSTER_PPROF"); p != "" {
+				// Profiling: node i serves pprof on port p+i.
+				var port int
+				fmt.Sscan(p, &port)
+				args[i] = append(args[i], "-pprof-addr", fmt.Sprintf("127.0.0.1:%d", port+i))
+			}
 		}
 	}
 	c := &benchCluster{nodes: make([]*server, n)}
