@@ -13,14 +13,18 @@ import (
 // this it would wait its whole timeout before going to the grain's new
 // node.
 type departures struct {
+	// changed runs after a topology change that removed or added members
+	// (the node wakes grains with durable timers: their owner moved).
+	changed func()
+
 	mu      sync.Mutex
 	members map[string]bool          // current member addresses
 	gone    map[string]chan struct{} // closed when the address leaves
 	sub     *eventstream.Subscription
 }
 
-func newDepartures(es *eventstream.EventStream) *departures {
-	d := &departures{members: map[string]bool{}, gone: map[string]chan struct{}{}}
+func newDepartures(es *eventstream.EventStream, changed func()) *departures {
+	d := &departures{members: map[string]bool{}, gone: map[string]chan struct{}{}, changed: changed}
 	d.sub = es.Subscribe(func(ev any) {
 		if t, ok := ev.(*cluster.ClusterTopology); ok {
 			d.update(t.Members)
@@ -31,7 +35,7 @@ func newDepartures(es *eventstream.EventStream) *departures {
 
 func (d *departures) update(members []*cluster.Member) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	old := d.members
 	d.members = make(map[string]bool, len(members))
 	for _, m := range members {
 		d.members[m.Address()] = true
@@ -41,6 +45,14 @@ func (d *departures) update(members []*cluster.Member) {
 			close(ch)
 			delete(d.gone, addr)
 		}
+	}
+	moved := len(old) != len(d.members)
+	for addr := range old {
+		moved = moved || !d.members[addr]
+	}
+	d.mu.Unlock()
+	if moved && len(old) > 0 && d.changed != nil {
+		d.changed()
 	}
 }
 

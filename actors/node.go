@@ -300,7 +300,14 @@ func Start(opts Options) (*Node, error) {
 		}
 	}
 	if opts.Cluster != nil {
-		n.departures = newDepartures(n.System.EventStream)
+		// When members come or go, grains move: wake the ones with durable
+		// timers (calls, channel outboxes) so that their timers run on
+		// their new node without waiting for a request. Every node does
+		// it; a wake is idempotent.
+		n.departures = newDepartures(n.System.EventStream, func() {
+			n.spawn(n.wakeCalls)
+			n.spawn(n.wakeChannels)
+		})
 	}
 	cfg := cluster.Configure("parley", provider, placement.New(), rcfg,
 		cluster.WithKinds(kinds...),

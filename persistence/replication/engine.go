@@ -111,6 +111,7 @@ type group struct {
 	st      *logStore
 	applied uint64
 	lead    uint64
+	leader  bool // this replica leads the group (from the last SoftState)
 	// queue holds proposals raft has not accepted yet (no leader known).
 	queue []*proposal
 	// pending are this node's fenced writes and claims proposed and not yet
@@ -319,6 +320,7 @@ func (e *Engine) handleReady() error {
 	wb := e.opts.DB.NewBatch()
 	defer wb.Close()
 	sync := false
+	early, late := map[uint64][]Envelope{}, map[uint64][]Envelope{}
 	for _, g := range e.groups {
 		if !g.rn.HasReady() {
 			continue
@@ -329,10 +331,26 @@ func (e *Engine) handleReady() error {
 		}
 		sync = sync || rd.MustSync
 		rds = append(rds, ready{g, rd})
+		if rd.SoftState != nil {
+			g.leader = rd.SoftState.RaftState == raft.StateLeader
+		}
+		// A leader may send its appends before its own disk write (Raft
+		// thesis §10.2.1; etcd does so): the followers write in parallel
+		// with it, and the leader counts its own entry only once this
+		// iteration's write has returned, before anything is applied.
+		// Every other message waits for the write.
+		out := late
+		if g.leader {
+			out = early
+		}
+		for _, m := range rd.Messages {
+			out[m.GetTo()] = append(out[m.GetTo()], Envelope{Shard: g.shard, Msg: m})
+		}
 	}
 	if len(rds) == 0 {
 		return nil
 	}
+	e.send(early)
 	if !wb.Empty() {
 		opt := pebble.NoSync
 		if sync {
@@ -342,20 +360,10 @@ func (e *Engine) handleReady() error {
 			return fmt.Errorf("replication: persist log: %w", err)
 		}
 	}
-	out := make(map[uint64][]Envelope)
 	for _, r := range rds {
 		r.g.st.staged(&r.rd)
-		for _, m := range r.rd.Messages {
-			out[m.GetTo()] = append(out[m.GetTo()], Envelope{Shard: r.g.shard, Msg: m})
-		}
 	}
-	for to, msgs := range out {
-		if !e.opts.Sender.Send(to, msgs) {
-			for _, env := range msgs {
-				e.groups[env.Shard].rn.ReportUnreachable(to)
-			}
-		}
-	}
+	e.send(late)
 	if err := e.apply(rds); err != nil {
 		return err
 	}
@@ -364,6 +372,18 @@ func (e *Engine) handleReady() error {
 		r.g.rn.Advance(r.rd)
 	}
 	return nil
+}
+
+// send hands each peer its messages; an unreachable peer is reported to
+// the groups of the messages it missed.
+func (e *Engine) send(out map[uint64][]Envelope) {
+	for to, msgs := range out {
+		if !e.opts.Sender.Send(to, msgs) {
+			for _, env := range msgs {
+				e.groups[env.Shard].rn.ReportUnreachable(to)
+			}
+		}
+	}
 }
 
 // ready is one group's Ready of a loop iteration.

@@ -225,7 +225,8 @@ func (c *benchCluster) stop() {
 func sender(g int) int { return 3*g + g%3 }
 
 // clusterLoad runs every sender until stop. Once killedAt is set,
-// firstAck[g] is the time of sender g's first ack completed after it.
+// firstAck[g] is the time of the ack of sender g's first send started
+// after it (an ack already on its way at the kill proves nothing).
 type clusterLoad struct {
 	acked    atomic.Int64
 	hist     histogram.Histogram
@@ -263,7 +264,7 @@ func (c *benchCluster) load(ctx context.Context) *clusterLoad {
 				now := time.Now()
 				l.hist.Record(now.Sub(start))
 				l.acked.Add(1)
-				if k := l.killedAt.Load(); k != 0 && now.UnixNano() > k {
+				if k := l.killedAt.Load(); k != 0 && start.UnixNano() > k {
 					l.firstAck[g].CompareAndSwap(0, now.UnixNano())
 				}
 			}
@@ -328,8 +329,9 @@ func (f failoverResult) rebuildMedian() time.Duration {
 }
 
 // killOne SIGKILLs node 3 under load and times the recovery: per sender,
-// the first ack completed after the kill (the sends in flight at the kill
-// included: one whose grain was on the dead node waits for its new node).
+// from the kill to the ack of its first send started after the kill. A
+// sender whose send was in flight to the dead node starts its next one
+// only once that one is answered (after a failover), so that wait counts.
 func (c *benchCluster) killOne(ctx context.Context) (failoverResult, error) {
 	l := c.load(ctx)
 	defer l.end()
