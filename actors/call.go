@@ -3,6 +3,7 @@ package actors
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
@@ -103,6 +104,13 @@ func (p *Pending) wait() (res any, err error, departed bool) {
 func (p *Pending) Result() (proto.Message, error) {
 	for attempt := 0; ; attempt++ {
 		if p.future == nil {
+			if p.n.departures != nil && attempt < 3 {
+				// The grain's node just left: the members change within
+				// a refresh, then the lookup finds its new node.
+				time.Sleep(100 * time.Millisecond)
+				p.send()
+				continue
+			}
 			return nil, fmt.Errorf("%w: no activation for %s/%s", ErrTimeout, p.kind, p.id)
 		}
 		res, err, departed := p.wait()

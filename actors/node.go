@@ -292,7 +292,7 @@ func Start(opts Options) (*Node, error) {
 		// over to the grain's new node instead of waiting out its timeout.
 		rcfg.MaxRetryCount = 1
 		local := opts.Fanout
-		n.opts.Fanout = &relay{local: local, self: c.NodeID, nodes: c.Nodes, dir: n.members, root: n.System.Root, log: opts.Logger}
+		n.opts.Fanout = &relay{local: local, self: c.NodeID, nodes: c.Nodes, dir: n.members, root: n.System.Root}
 		if _, err := n.System.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 			return &relayActor{local: local, self: c.NodeID}
 		}), relayName); err != nil {
@@ -309,7 +309,11 @@ func Start(opts Options) (*Node, error) {
 			n.spawn(n.wakeChannels)
 		})
 	}
-	cfg := cluster.Configure("parley", provider, placement.New(), rcfg,
+	var gone func(string) <-chan struct{}
+	if n.departures != nil {
+		gone = n.departures.watch
+	}
+	cfg := cluster.Configure("parley", provider, placement.New(gone), rcfg,
 		cluster.WithKinds(kinds...),
 		cluster.WithRequestTimeout(opts.RequestTimeout),
 	)

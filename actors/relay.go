@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"log/slog"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -39,7 +38,6 @@ type relay struct {
 	nodes []uint64
 	dir   Directory
 	root  *actor.RootContext
-	log   *slog.Logger
 }
 
 func (r *relay) pid(node uint64) *actor.PID {

@@ -281,6 +281,9 @@ func (n *Node) ResumeSession(token string, dev *pb.Device, r *pb.Resume, link ui
 // storedUser reads a user's committed record (see ResumeSession); an
 // unknown user has no valid token.
 func (n *Node) storedUser(user string) (*grainpb.UserRecord, error) {
+	if err := n.opts.Store.Fresh(persistence.KindUser, user); err != nil {
+		return nil, codeError(pb.CodeStorage, "read user %s: %v", user, err)
+	}
 	v, err := n.opts.Store.Get(persistence.EncodeKey(persistence.KindUser, user, nil))
 	switch {
 	case errors.Is(err, persistence.ErrNotFound):
@@ -314,9 +317,16 @@ func (n *Node) CutSession(sessionID string, link uint64) {
 // creation is acknowledged) rather than activating each user's grain: a
 // group created with thousands of members costs no grain call per member.
 func (n *Node) UsersExist(ids []string) error {
+	fresh := map[persistence.Shard]bool{}
 	for _, id := range ids {
 		if len(id) > 64 || id == "" {
 			return codeError(pb.CodeInvalidArgument, "bad user id %q", id)
+		}
+		if sh := persistence.ShardOf(persistence.KindUser, id); !fresh[sh] {
+			if err := n.opts.Store.Fresh(persistence.KindUser, id); err != nil {
+				return codeError(pb.CodeStorage, "read user %s: %v", id, err)
+			}
+			fresh[sh] = true
 		}
 		_, err := n.opts.Store.Get(persistence.EncodeKey(persistence.KindUser, id, nil))
 		switch {

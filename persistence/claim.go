@@ -54,6 +54,22 @@ func (s *Store) Claim(kind Kind, id string) error {
 	return nil
 }
 
+// Fresh makes the reads that follow see every write of entity (kind, id)'s
+// shard acknowledged before the call, on any node (cluster mode: a raft
+// read barrier; a single node is always fresh). For reads of another
+// grain's records outside that grain, such as a token check.
+func (s *Store) Fresh(kind Kind, id string) error {
+	if s.repl == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.replTimeout)
+	defer cancel()
+	if err := s.repl.ReadBarrier(ctx, uint8(ShardOf(kind, id))); err != nil {
+		return fmt.Errorf("persistence: read barrier %c/%s: %w", kind, id, err)
+	}
+	return nil
+}
+
 // Replicated reports whether commits go through replica groups (cluster).
 func (s *Store) Replicated() bool { return s.repl != nil }
 

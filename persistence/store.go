@@ -49,6 +49,9 @@ type Replicator interface {
 	// writes must carry. It goes through the shard's log, so once it
 	// returns this node has applied every earlier write of the shard.
 	Claim(ctx context.Context, shard uint8, entity []byte) (epoch, version uint64, err error)
+	// ReadBarrier returns once this node has applied every write of shard
+	// committed before the call (raft ReadIndex).
+	ReadBarrier(ctx context.Context, shard uint8) error
 	// Write commits repr, a Pebble batch of shard's keys, on a majority of
 	// the shard's replicas and applies it to this node's store before it
 	// returns. A non-empty entity fences the write (see Batch.Fence).

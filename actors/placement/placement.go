@@ -24,10 +24,18 @@ const ActivatorName = "partition-activator"
 
 // IdentityLookup is a cluster.IdentityLookup for a cluster whose grains
 // are placed by rendezvous hashing over the members.
-type IdentityLookup struct{ pm *manager }
+type IdentityLookup struct {
+	pm   *manager
+	gone func(addr string) <-chan struct{}
+}
 
-// New returns the identity lookup.
-func New() clustering.IdentityLookup { return &IdentityLookup{} }
+// New returns the identity lookup. gone, if set, returns a channel closed
+// once the member at addr has left: an activation request to a member
+// that died is then abandoned at once instead of at its timeout (the
+// remote's connection attempts to a dead address take seconds).
+func New(gone func(addr string) <-chan struct{}) clustering.IdentityLookup {
+	return &IdentityLookup{gone: gone}
+}
 
 func (p *IdentityLookup) Get(ci *clustering.ClusterIdentity) *actor.PID { return p.pm.get(ci) }
 
@@ -36,7 +44,7 @@ func (p *IdentityLookup) RemovePid(ci *clustering.ClusterIdentity, pid *actor.PI
 }
 
 func (p *IdentityLookup) Setup(c *clustering.Cluster, kinds []string, isClient bool) {
-	p.pm = &manager{cluster: c}
+	p.pm = &manager{cluster: c, gone: p.gone}
 	p.pm.rdv.Store(clustering.NewRendezvous())
 	p.pm.start()
 }
@@ -48,6 +56,7 @@ type manager struct {
 	topologySub    *eventstream.Subscription
 	placementActor *actor.PID
 	rdv            atomic.Pointer[clustering.Rendezvous]
+	gone           func(addr string) <-chan struct{}
 }
 
 func (pm *manager) start() {
@@ -80,7 +89,20 @@ func (pm *manager) get(ci *clustering.ClusterIdentity) *actor.PID {
 		return nil
 	}
 	req := &clustering.ActivationRequest{ClusterIdentity: ci}
-	res, err := pm.cluster.ActorSystem.Root.RequestFuture(actor.NewPID(owner, ActivatorName), req, 5*time.Second).Result()
+	f := pm.cluster.ActorSystem.Root.RequestFuture(actor.NewPID(owner, ActivatorName), req, 5*time.Second)
+	var res any
+	var err error
+	if pm.gone == nil || owner == pm.cluster.ActorSystem.Address() {
+		res, err = f.Result()
+	} else {
+		done := make(chan struct{})
+		go func() { res, err = f.Result(); close(done) }()
+		select {
+		case <-done:
+		case <-pm.gone(owner):
+			return nil // the caller looks up again, on the new members
+		}
+	}
 	if err != nil {
 		return nil
 	}
