@@ -6,7 +6,10 @@
 // each idle stop of a grain cost O(activations): with 10,000+ grains
 // active and thousands stopping after a rebuild storm, that loop was ~7%
 // of the server's CPU. The rendezvous is also swapped atomically (disthash
-// reassigns it while requests read it).
+// reassigns it while requests read it), activation terminations are
+// broadcast to the members of the last topology kept here (MemberList.
+// BroadcastEvent races with topology updates), and an activation request
+// to a member that leaves meanwhile is abandoned (New's gone).
 package placement
 
 import (
@@ -40,7 +43,7 @@ func New(gone func(addr string) <-chan struct{}) clustering.IdentityLookup {
 func (p *IdentityLookup) Get(ci *clustering.ClusterIdentity) *actor.PID { return p.pm.get(ci) }
 
 func (p *IdentityLookup) RemovePid(ci *clustering.ClusterIdentity, pid *actor.PID) {
-	p.pm.cluster.MemberList.BroadcastEvent(&clustering.ActivationTerminated{Pid: pid, ClusterIdentity: ci}, true)
+	p.pm.broadcast(&clustering.ActivationTerminated{Pid: pid, ClusterIdentity: ci})
 }
 
 func (p *IdentityLookup) Setup(c *clustering.Cluster, kinds []string, isClient bool) {
@@ -56,13 +59,17 @@ type manager struct {
 	topologySub    *eventstream.Subscription
 	placementActor *actor.PID
 	rdv            atomic.Pointer[clustering.Rendezvous]
+	// members are the member addresses of the last topology. Kept here:
+	// MemberList.BroadcastEvent reads the member list without the lock
+	// its updates take (a data race in this protoactor version).
+	members atomic.Pointer[[]string]
 	gone           func(addr string) <-chan struct{}
 }
 
 func (pm *manager) start() {
 	system := pm.cluster.ActorSystem
 	props := actor.PropsFromProducer(func() actor.Actor {
-		return &placementActor{cluster: pm.cluster, actors: map[string]grainMeta{}, byPID: map[string]string{}}
+		return &placementActor{cluster: pm.cluster, pm: pm, actors: map[string]grainMeta{}, byPID: map[string]string{}}
 	})
 	pm.placementActor, _ = system.Root.SpawnNamed(props, ActivatorName)
 	pm.topologySub = system.EventStream.Subscribe(func(ev any) {
@@ -70,9 +77,27 @@ func (pm *manager) start() {
 			rdv := clustering.NewRendezvous()
 			rdv.UpdateMembers(t.Members)
 			pm.rdv.Store(rdv)
+			addrs := make([]string, 0, len(t.Members))
+			for _, m := range t.Members {
+				addrs = append(addrs, m.Address())
+			}
+			pm.members.Store(&addrs)
 			pm.cluster.ActorSystem.Root.Send(pm.placementActor, t)
 		}
 	})
+}
+
+// broadcast sends an event to the event stream of every member, this one
+// included (other members drop their cached PID of a stopped grain).
+func (pm *manager) broadcast(ev any) {
+	addrs := pm.members.Load()
+	if addrs == nil {
+		pm.cluster.ActorSystem.EventStream.Publish(ev)
+		return
+	}
+	for _, a := range *addrs {
+		pm.cluster.ActorSystem.Root.Send(actor.NewPID(a, "eventstream"), ev)
+	}
 }
 
 func (pm *manager) stop() {
@@ -120,6 +145,7 @@ type grainMeta struct {
 
 type placementActor struct {
 	cluster *clustering.Cluster
+	pm      *manager
 	actors  map[string]grainMeta // by identity key
 	byPID   map[string]string    // PID id -> identity key
 }
@@ -154,7 +180,7 @@ func (p *placementActor) onTerminated(msg *actor.Terminated) {
 	if k := p.cluster.GetClusterKind(meta.ID.Kind); k != nil {
 		k.Dec()
 	}
-	p.cluster.MemberList.BroadcastEvent(&clustering.ActivationTerminated{Pid: msg.Who, ClusterIdentity: meta.ID}, true)
+	p.pm.broadcast(&clustering.ActivationTerminated{Pid: msg.Who, ClusterIdentity: meta.ID})
 }
 
 func (p *placementActor) onStopping(ctx actor.Context) {
