@@ -214,6 +214,16 @@ type Node struct {
 	departures *departures
 }
 
+// Drain takes this node out of the cluster's placement (cluster mode):
+// every node stops placing grains here and this node's grains stop, to be
+// activated elsewhere by their next request.
+func (n *Node) Drain() error {
+	if n.members == nil {
+		return errors.New("actors: not a cluster node")
+	}
+	return n.members.Drain()
+}
+
 // Members returns the cluster's member records (nil on a single node).
 func (n *Node) Members() []*grainpb.NodeRecord {
 	if n.members == nil {
@@ -310,10 +320,11 @@ func Start(opts Options) (*Node, error) {
 		})
 	}
 	var gone func(string) <-chan struct{}
+	var excluded func(string) bool
 	if n.departures != nil {
-		gone = n.departures.watch
+		gone, excluded = n.departures.watch, n.members.Excluded
 	}
-	cfg := cluster.Configure("parley", provider, placement.New(gone), rcfg,
+	cfg := cluster.Configure("parley", provider, placement.New(gone, excluded), rcfg,
 		cluster.WithKinds(kinds...),
 		cluster.WithRequestTimeout(opts.RequestTimeout),
 	)

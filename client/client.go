@@ -113,13 +113,15 @@ type Client struct {
 	conn     *gws.Conn
 	gen      int // connection generation, bumped per link
 	urlIndex int // which of URL, URLs... the next connect dials
-	pending  map[string]pendingCall
-	session  *pb.SessionInfo
-	userID   string
-	token    string
-	closeErr error
-	closing  bool // Close was called
-	finished bool // closed is closed
+	// reconnects counts the links opened after a drop (Reconnects).
+	reconnects int
+	pending    map[string]pendingCall
+	session    *pb.SessionInfo
+	userID     string
+	token      string
+	closeErr   error
+	closing    bool // Close was called
+	finished   bool // closed is closed
 
 	stream *stream
 
@@ -274,6 +276,14 @@ func final(err error) bool {
 	return false
 }
 
+// Reconnects is the number of times the client reconnected after losing
+// its link (each followed by a rebuild or a fresh session).
+func (c *Client) Reconnects() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reconnects
+}
+
 // url is the server URL the next connect uses.
 func (c *Client) url() string {
 	c.mu.Lock()
@@ -301,6 +311,9 @@ func (c *Client) reconnect() {
 		err := c.connect(ctx, true)
 		cancel()
 		if err == nil {
+			c.mu.Lock()
+			c.reconnects++
+			c.mu.Unlock()
 			go c.rejoinChannels()
 			return
 		}

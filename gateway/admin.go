@@ -1,11 +1,13 @@
 package gateway
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"math/bits"
 	"net/http"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 )
@@ -16,6 +18,7 @@ import (
 //	GET /admin/files/{fileId}   a file's record, P2SP counters and holders (JSON)
 //	GET /admin/cluster          a cluster node's view: members, raft groups
 //	                            (leader, term, commit, applied), grains (JSON)
+//	POST /admin/drain           drain this cluster node, then exit (202)
 type admin struct{ s *Server }
 
 func (a *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -28,6 +31,21 @@ func (a *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="parley-admin"`)
 		http.Error(w, "unauthenticated", http.StatusUnauthorized)
+		return
+	}
+	if r.URL.Path == "/admin/drain" && r.Method == http.MethodPost {
+		if a.s.drain == nil {
+			http.Error(w, "not a cluster node", http.StatusNotFound)
+			return
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := a.s.drain(ctx); err != nil {
+				a.s.log.Error("drain", "err", err)
+			}
+		}()
+		w.WriteHeader(http.StatusAccepted)
 		return
 	}
 	if r.URL.Path == "/admin/cluster" && r.Method == http.MethodGet {

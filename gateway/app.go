@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -44,6 +45,9 @@ type App struct {
 	Media   *media.SFU
 	log     *slog.Logger
 	cluster *clusterParts
+	// stopServe ends Serve (a drain's last step).
+	stopMu    sync.Mutex
+	stopServe context.CancelFunc
 }
 
 // NewApp opens the store and starts the node and gateway (not yet serving).
@@ -105,21 +109,54 @@ func NewApp(o AppOptions) (*App, error) {
 	sfu.SetNode(node.System.Address())
 	gw.Attach(node)
 	gw.AttachMedia(sfu)
+	app := &App{Store: store, Hub: hub, Node: node, Gateway: gw, Media: sfu, log: o.Logger, cluster: cp}
 	if cp != nil {
 		gw.AttachCluster(o.Cluster.NodeID, cp.eng)
+		gw.drain = app.Drain
 	}
-	return &App{Store: store, Hub: hub, Node: node, Gateway: gw, Media: sfu, log: o.Logger, cluster: cp}, nil
+	return app, nil
 }
 
 // Serve serves on ln until ctx ends, then shuts down in order: stop
 // accepting, close links with 1001 ("come back"), stop grains, close the
 // store. The caller bounds the whole shutdown with its own deadline.
 func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a.stopMu.Lock()
+	a.stopServe = cancel
+	a.stopMu.Unlock()
 	err := a.Gateway.Serve(ctx, ln)
 	if cerr := a.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
 	return err
+}
+
+// Drain hands this cluster node's work to the others and ends Serve: it
+// stops hosting grains (every node re-places them), hands its raft
+// leaderships over, then closes its links with 1001 so that each client
+// reconnects once, to another node, and rebuilds its session there.
+func (a *App) Drain(ctx context.Context) error {
+	if a.cluster == nil {
+		return errors.New("gateway: drain: not a cluster node")
+	}
+	a.log.Info("draining")
+	if err := a.Node.Drain(); err != nil {
+		return err
+	}
+	alive := func(id uint64) bool { return a.cluster.tr.Alive(id, 1500*time.Millisecond) }
+	if err := a.cluster.eng.TransferLeaderships(ctx, alive); err != nil {
+		a.log.Warn("drain: leaderships not all handed over", "err", err)
+	}
+	a.stopMu.Lock()
+	stop := a.stopServe
+	a.stopMu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	a.log.Info("drained")
+	return nil
 }
 
 // Close stops grains and closes the store.

@@ -30,9 +30,11 @@ type Server struct {
 	log  *slog.Logger
 	hub  *Hub
 	node *actors.Node
-	// clusterID and engine are set on a cluster node (AttachCluster).
+	// clusterID and engine are set on a cluster node (AttachCluster);
+	// drain is App.Drain there.
 	clusterID uint64
 	engine    *replication.Engine
+	drain     func(context.Context) error
 	upgrader  *gws.Upgrader
 	nextID    atomic.Uint64
 	metrics   *metrics

@@ -40,7 +40,10 @@ type NodeRecord struct {
 	Kinds     []string `protobuf:"bytes,5,rep,name=kinds,proto3" json:"kinds,omitempty"`
 	StartedMs int64    `protobuf:"varint,6,opt,name=started_ms,json=startedMs,proto3" json:"started_ms,omitempty"`
 	// gateway is the node's public WebSocket address, for clients to move to.
-	Gateway       string `protobuf:"bytes,7,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Gateway string `protobuf:"bytes,7,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// draining: the node is being drained (it hosts no grains and is about
+	// to leave); the others take it out of their members.
+	Draining      bool `protobuf:"varint,8,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -122,6 +125,13 @@ func (x *NodeRecord) GetGateway() string {
 		return x.Gateway
 	}
 	return ""
+}
+
+func (x *NodeRecord) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
 }
 
 // RelayPublish is Fanout.Publish / PublishTargeted for another node's links.
@@ -539,7 +549,7 @@ var File_actors_grainpb_cluster_proto protoreflect.FileDescriptor
 
 const file_actors_grainpb_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x1cactors/grainpb/cluster.proto\x12\x10parley.grains.v1\"\xb9\x01\n" +
+	"\x1cactors/grainpb/cluster.proto\x12\x10parley.grains.v1\"\xd5\x01\n" +
 	"\n" +
 	"NodeRecord\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1b\n" +
@@ -549,7 +559,8 @@ const file_actors_grainpb_cluster_proto_rawDesc = "" +
 	"\x05kinds\x18\x05 \x03(\tR\x05kinds\x12\x1d\n" +
 	"\n" +
 	"started_ms\x18\x06 \x01(\x03R\tstartedMs\x12\x18\n" +
-	"\agateway\x18\a \x01(\tR\agateway\"\xa4\x01\n" +
+	"\agateway\x18\a \x01(\tR\agateway\x12\x1a\n" +
+	"\bdraining\x18\b \x01(\bR\bdraining\"\xa4\x01\n" +
 	"\fRelayPublish\x12\x12\n" +
 	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x14\n" +

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/cluster"
@@ -56,9 +57,15 @@ type Provider struct {
 	done     chan struct{}
 	stopOnce sync.Once
 
+	// draining is set by Drain: this node leaves the others' members and
+	// hosts no grains (Excluded).
+	draining atomic.Bool
+	cluster  *cluster.Cluster
+
 	mu      sync.Mutex
 	self    *grainpb.NodeRecord
 	records map[uint64]*grainpb.NodeRecord // the members, by node id
+	members []*cluster.Member              // the last topology
 	last    string                         // fingerprint of the last topology
 }
 
@@ -92,8 +99,41 @@ func (p *Provider) StartMember(c *cluster.Cluster) error {
 		Kinds: c.GetClusterKinds(), StartedMs: time.Now().UnixMilli(), Gateway: p.o.Gateway,
 	}
 	p.stop, p.done = make(chan struct{}), make(chan struct{})
+	p.cluster = c
 	go p.run(c)
 	return nil
+}
+
+// Drain publishes that this node is draining (through the replicated
+// store, so every node reads it) and takes it out of its own placement:
+// its grains stop and the next requests activate them on the others.
+func (p *Provider) Drain() error {
+	p.mu.Lock()
+	rec := proto.CloneOf(p.self)
+	rec.Draining = true
+	p.self = rec
+	p.mu.Unlock()
+	p.draining.Store(true)
+	if err := p.register(); err != nil {
+		return fmt.Errorf("membership: publish drain: %w", err)
+	}
+	// Same members, new exclusion: the placement recomputes its owners.
+	p.mu.Lock()
+	members := p.topology()
+	p.mu.Unlock()
+	p.cluster.ActorSystem.EventStream.Publish(&cluster.ClusterTopology{Members: members})
+	return nil
+}
+
+// Excluded reports whether the member at addr must host no grains: this
+// node once it is draining. (Other draining nodes are no members at all.)
+func (p *Provider) Excluded(addr string) bool {
+	if !p.draining.Load() {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.self != nil && addr == p.self.Host+":"+strconv.Itoa(int(p.self.Port))
 }
 
 // StartClient is not supported: every Parley node is a full member.
@@ -137,7 +177,9 @@ func (p *Provider) run(c *cluster.Cluster) {
 }
 
 func (p *Provider) register() error {
+	p.mu.Lock()
 	v, err := proto.Marshal(p.self)
+	p.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -148,7 +190,9 @@ func (p *Provider) register() error {
 
 // refresh recomputes the members and tells protoactor if they changed.
 func (p *Provider) refresh(c *cluster.Cluster) {
+	p.mu.Lock()
 	records := map[uint64]*grainpb.NodeRecord{p.o.Self: p.self}
+	p.mu.Unlock()
 	for _, id := range p.o.Nodes {
 		if id == p.o.Self || !p.o.Alive(id, p.o.Within) {
 			continue
@@ -161,6 +205,9 @@ func (p *Provider) refresh(c *cluster.Cluster) {
 		if err := proto.Unmarshal(v, rec); err != nil || rec.NodeId != id {
 			p.log.Warn("bad node record", "node", id, "err", err)
 			continue
+		}
+		if rec.Draining {
+			continue // leaving: no longer a member for the others
 		}
 		records[id] = rec
 	}
@@ -178,13 +225,15 @@ func (p *Provider) refresh(c *cluster.Cluster) {
 	}
 	p.mu.Lock()
 	changed := fp != p.last
-	p.last, p.records = fp, records
+	p.last, p.records, p.members = fp, records, members
 	p.mu.Unlock()
 	if changed {
 		p.log.Info("cluster members", "members", fp)
 		c.MemberList.UpdateClusterTopology(members)
 	}
 }
+
+func (p *Provider) topology() []*cluster.Member { return p.members }
 
 // Address returns the actor endpoint ("host:port") of member node id, or
 // "" if it is not a member now.

@@ -28,16 +28,19 @@ const ActivatorName = "partition-activator"
 // IdentityLookup is a cluster.IdentityLookup for a cluster whose grains
 // are placed by rendezvous hashing over the members.
 type IdentityLookup struct {
-	pm   *manager
-	gone func(addr string) <-chan struct{}
+	pm       *manager
+	gone     func(addr string) <-chan struct{}
+	excluded func(addr string) bool
 }
 
 // New returns the identity lookup. gone, if set, returns a channel closed
 // once the member at addr has left: an activation request to a member
 // that died is then abandoned at once instead of at its timeout (the
 // remote's connection attempts to a dead address take seconds).
-func New(gone func(addr string) <-chan struct{}) clustering.IdentityLookup {
-	return &IdentityLookup{gone: gone}
+// excluded, if set, names members that host no grains (a node being
+// drained): they are left out of the rendezvous.
+func New(gone func(addr string) <-chan struct{}, excluded func(addr string) bool) clustering.IdentityLookup {
+	return &IdentityLookup{gone: gone, excluded: excluded}
 }
 
 func (p *IdentityLookup) Get(ci *clustering.ClusterIdentity) *actor.PID { return p.pm.get(ci) }
@@ -47,7 +50,7 @@ func (p *IdentityLookup) RemovePid(ci *clustering.ClusterIdentity, pid *actor.PI
 }
 
 func (p *IdentityLookup) Setup(c *clustering.Cluster, kinds []string, isClient bool) {
-	p.pm = &manager{cluster: c, gone: p.gone}
+	p.pm = &manager{cluster: c, gone: p.gone, excluded: p.excluded}
 	p.pm.rdv.Store(clustering.NewRendezvous())
 	p.pm.start()
 }
@@ -62,8 +65,25 @@ type manager struct {
 	// members are the member addresses of the last topology. Kept here:
 	// MemberList.BroadcastEvent reads the member list without the lock
 	// its updates take (a data race in this protoactor version).
-	members atomic.Pointer[[]string]
-	gone           func(addr string) <-chan struct{}
+	members  atomic.Pointer[[]string]
+	gone     func(addr string) <-chan struct{}
+	excluded func(addr string) bool
+}
+
+// rendezvous is the hash over the members that may host grains.
+func (pm *manager) rendezvous(members []*clustering.Member) *clustering.Rendezvous {
+	rdv := clustering.NewRendezvous()
+	if pm.excluded != nil {
+		kept := make([]*clustering.Member, 0, len(members))
+		for _, m := range members {
+			if !pm.excluded(m.Address()) {
+				kept = append(kept, m)
+			}
+		}
+		members = kept
+	}
+	rdv.UpdateMembers(members)
+	return rdv
 }
 
 func (pm *manager) start() {
@@ -74,9 +94,7 @@ func (pm *manager) start() {
 	pm.placementActor, _ = system.Root.SpawnNamed(props, ActivatorName)
 	pm.topologySub = system.EventStream.Subscribe(func(ev any) {
 		if t, ok := ev.(*clustering.ClusterTopology); ok {
-			rdv := clustering.NewRendezvous()
-			rdv.UpdateMembers(t.Members)
-			pm.rdv.Store(rdv)
+			pm.rdv.Store(pm.rendezvous(t.Members))
 			addrs := make([]string, 0, len(t.Members))
 			for _, m := range t.Members {
 				addrs = append(addrs, m.Address())
@@ -215,8 +233,7 @@ func (p *placementActor) onActivationRequest(msg *clustering.ActivationRequest, 
 }
 
 func (p *placementActor) onClusterTopology(msg *clustering.ClusterTopology, ctx actor.Context) {
-	rdv := clustering.NewRendezvous()
-	rdv.UpdateMembers(msg.Members)
+	rdv := p.pm.rendezvous(msg.Members)
 	me := p.cluster.ActorSystem.Address()
 	for identity, meta := range p.actors {
 		if rdv.GetByIdentity(identity) != me {

@@ -359,3 +359,128 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	}
 	t.Logf("node %d SIGKILLed; its user had all %d messages %v after the kill", victim.id, total, rebuilt)
 }
+
+// startTestCluster starts nodes, waits until they agree on the raft
+// leaders, and stops them when the test ends.
+func startTestCluster(t *testing.T, n int) []*clusterNode {
+	t.Helper()
+	nodes := newTestCluster(t, n)
+	peers := peerList(nodes)
+	for _, nd := range nodes {
+		nd.start(t, peers)
+	}
+	t.Cleanup(func() {
+		var wg sync.WaitGroup
+		for _, nd := range nodes {
+			wg.Add(1)
+			go func() { defer wg.Done(); nd.stop(t) }()
+		}
+		wg.Wait()
+	})
+	for _, nd := range nodes {
+		nd.waitHealthy(t)
+	}
+	waitSettled(t, nodes)
+	return nodes
+}
+
+// TestClusterDrain: an operator drains node 1 (POST /admin/drain) while
+// its users chat. Node 1 hands its grains and raft leaderships to the
+// others and exits cleanly; its client reconnects exactly once (to a
+// survivor) and the clients of the other nodes not at all; every message
+// is delivered to every member exactly once, in order.
+func TestClusterDrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process cluster test")
+	}
+	nodes := startTestCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const users = 3
+	clients := make([]*client.Client, users)
+	recv := make([]*receiver, users)
+	for i := range clients {
+		home := nodes[i]
+		var others []string
+		for _, n := range nodes {
+			if n != home {
+				others = append(others, n.url())
+			}
+		}
+		c, err := client.Dial(ctx, client.Options{URL: home.url(), URLs: others, Reconnect: true, MaxBackoff: time.Second,
+			Device: &pb.Device{Id: fmt.Sprintf("dev%d", i)}, Timeout: 20 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		name := fmt.Sprintf("drain%d", i)
+		if _, err := c.Register(ctx, name, "password-"+name, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Login(ctx, name, "password-"+name); err != nil {
+			t.Fatal(err)
+		}
+		clients[i], recv[i] = c, newReceiver(t, c)
+	}
+	g, err := clients[0].CreateGroup(ctx, "drained", clients[1].UserID(), clients[2].UserID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const perSender = 100
+	var wg sync.WaitGroup
+	drainAt := make(chan struct{})
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range perSender {
+				if k == perSender/4 && i == 0 {
+					close(drainAt)
+				}
+				text := fmt.Sprintf("d%d-%d", i, k)
+				if _, err := c.SendMessage(ctx, &pb.Send{ConversationId: g.Id, Text: text, ClientId: text}); err != nil {
+					t.Errorf("user %d send %d: %v", i, k, err)
+					return
+				}
+			}
+		}()
+	}
+	<-drainAt
+	req, _ := http.NewRequest(http.MethodPost, "http://"+nodes[0].addr+"/admin/drain", nil)
+	req.Header.Set("Authorization", "Bearer "+clusterAdminToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("drain: %s", res.Status)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- nodes[0].cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("drained node exit: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the drained node did not exit")
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i, r := range recv {
+		r.waitTexts(t, ctx, g.Id, users*perSender)
+		r.check(t, i)
+	}
+	if n := clients[0].Reconnects(); n != 1 {
+		t.Errorf("the drained node's client reconnected %d times, want 1", n)
+	}
+	for i := 1; i < users; i++ {
+		if n := clients[i].Reconnects(); n != 0 {
+			t.Errorf("client %d of a remaining node reconnected %d times", i, n)
+		}
+	}
+	waitSettled(t, nodes[1:])
+}

@@ -56,13 +56,14 @@ type Engine struct {
 	boot   uint64
 	groups [NumGroups]*group
 
-	mu      sync.Mutex
-	inbox   []Envelope
-	props   []*proposal
-	reads   []*readReq
-	waiters map[uint64]*proposal // by proposal number
-	number  uint64
-	wake    chan struct{}
+	mu        sync.Mutex
+	inbox     []Envelope
+	props     []*proposal
+	reads     []*readReq
+	transfers [][2]uint64          // shard, target node
+	waiters   map[uint64]*proposal // by proposal number
+	number    uint64
+	wake      chan struct{}
 
 	stop    chan struct{}
 	done    chan struct{}
@@ -268,9 +269,12 @@ func (e *Engine) run() {
 
 func (e *Engine) drainInputs() {
 	e.mu.Lock()
-	inbox, props, reads := e.inbox, e.props, e.reads
-	e.inbox, e.props, e.reads = nil, nil, nil
+	inbox, props, reads, transfers := e.inbox, e.props, e.reads, e.transfers
+	e.inbox, e.props, e.reads, e.transfers = nil, nil, nil, nil
 	e.mu.Unlock()
+	for _, tr := range transfers {
+		e.groups[tr[0]].rn.TransferLeader(tr[1])
+	}
 	for _, env := range inbox {
 		if int(env.Shard) >= NumGroups {
 			continue
@@ -539,6 +543,44 @@ func (e *Engine) Leader(shard uint8) uint64 {
 		return 0
 	}
 	return e.leads[shard].Load()
+}
+
+// TransferLeaderships moves the leadership of every group this node leads
+// to the other members that alive reports up (round robin), and returns
+// once it leads none, or ctx ends. A node being drained calls it so that
+// no write waits for an election when it leaves.
+func (e *Engine) TransferLeaderships(ctx context.Context, alive func(node uint64) bool) error {
+	for {
+		var led []uint8
+		for _, g := range e.Status() {
+			if g.Leader == e.opts.ID && g.State == raft.StateLeader.String() {
+				led = append(led, g.Shard)
+			}
+		}
+		if len(led) == 0 {
+			return nil
+		}
+		var targets []uint64
+		for _, id := range e.opts.Members {
+			if id != e.opts.ID && alive(id) {
+				targets = append(targets, id)
+			}
+		}
+		if len(targets) == 0 {
+			return errors.New("replication: no live peer to hand leaderships to")
+		}
+		e.mu.Lock()
+		for i, sh := range led {
+			e.transfers = append(e.transfers, [2]uint64{uint64(sh), targets[i%len(targets)]})
+		}
+		e.mu.Unlock()
+		e.signal()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("replication: still leading %d groups: %w", len(led), ctx.Err())
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
 }
 
 // raftLogger sends raft's log to slog; raft's Info is chatty (every
