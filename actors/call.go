@@ -8,6 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/parley-chat/parley/actors/grainpb"
+	pb "github.com/parley-chat/parley/gateway/protocol"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -130,6 +131,19 @@ func (p *Pending) Result() (proto.Message, error) {
 		}
 		switch r := res.(type) {
 		case *cluster.GrainErrorResponse:
+			if r.Reason == pb.CodeStorage && p.n.departures != nil && attempt < 3 {
+				// In a cluster a storage error is mostly a grain whose
+				// claim was taken by a newer activation (its node left the
+				// placement, or came back) or that could not claim while
+				// its shard elected a leader. Stop that activation and send
+				// again: the next one claims afresh. Requests are
+				// idempotent or deduplicated by client id.
+				p.n.System.Root.Poison(p.target)
+				p.n.Cluster.PidCache.Remove(p.id, p.kind)
+				time.Sleep(50 * time.Millisecond)
+				p.send()
+				continue
+			}
 			return nil, r
 		case proto.Message:
 			return r, nil

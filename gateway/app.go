@@ -113,6 +113,8 @@ func NewApp(o AppOptions) (*App, error) {
 	if cp != nil {
 		gw.AttachCluster(o.Cluster.NodeID, cp.eng)
 		gw.drain = app.Drain
+		cp.stopBalance, cp.balanceDone = make(chan struct{}), make(chan struct{})
+		go cp.balance(node, o.Cluster.NodeID)
 	}
 	return app, nil
 }

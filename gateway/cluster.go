@@ -34,6 +34,38 @@ type ClusterOptions struct {
 type clusterParts struct {
 	tr  *replication.Transport
 	eng *replication.Engine
+	// stopBalance ends the leadership balancer.
+	stopBalance chan struct{}
+	balanceDone chan struct{}
+}
+
+// balanceEvery is the period of the leadership balancer.
+const balanceEvery = 5 * time.Second
+
+// balance evens out raft leaderships over the members that are not
+// draining, every balanceEvery, until stopped.
+func (p *clusterParts) balance(node *actors.Node, self uint64) {
+	defer close(p.balanceDone)
+	t := time.NewTicker(balanceEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stopBalance:
+			return
+		case <-t.C:
+		}
+		var eligible []uint64
+		for _, m := range node.Members() {
+			if m.Draining {
+				if m.NodeId == self {
+					return // a draining node hands leaderships away instead
+				}
+				continue
+			}
+			eligible = append(eligible, m.NodeId)
+		}
+		p.eng.Balance(eligible)
+	}
 }
 
 // startCluster replicates store through the raft groups and fills the
@@ -80,6 +112,10 @@ func startCluster(c *ClusterOptions, store *persistence.Store, ao *actors.Option
 func (p *clusterParts) stop() {
 	if p == nil {
 		return
+	}
+	if p.stopBalance != nil {
+		close(p.stopBalance)
+		<-p.balanceDone
 	}
 	p.eng.Stop()
 	p.tr.Close()

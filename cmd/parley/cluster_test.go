@@ -166,6 +166,28 @@ func waitSettled(t *testing.T, nodes []*clusterNode) {
 	}
 }
 
+// waitBalanced waits until every node leads at least min raft groups.
+func waitBalanced(t *testing.T, nodes []*clusterNode, min int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var led []int
+		ok := true
+		for _, n := range nodes {
+			l := n.status(t).Leading
+			led = append(led, l)
+			ok = ok && l >= min
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leaderships not balanced: %v groups led per node, want >= %d each", led, min)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // stop ends a running node with SIGTERM; its exit must be clean (a data
 // race found in the child under -race makes it exit 66).
 func (n *clusterNode) stop(t *testing.T) {
@@ -319,6 +341,8 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	victim.start(t, peers)
 	victim.waitHealthy(t)
 	waitSettled(t, nodes)
+	// It led no group when it came back; the balancer hands it its share.
+	waitBalanced(t, nodes, 16)
 	const after = 30
 	for k := range after {
 		text := fmt.Sprintf("after-%d", k)

@@ -583,6 +583,53 @@ func (e *Engine) TransferLeaderships(ctx context.Context, alive func(node uint64
 	}
 }
 
+// Balance hands over some of this node's leaderships when it leads more
+// than its share: after a node restarts it leads no group until an
+// election, and the others carry all the writes. eligible says which
+// nodes may take a group (live members, this one included). Only this
+// node's own groups move; every node balancing itself evens them out.
+func (e *Engine) Balance(eligible []uint64) {
+	if len(eligible) < 2 {
+		return
+	}
+	count := map[uint64]int{}
+	for _, id := range eligible {
+		count[id] = 0
+	}
+	var mine []uint8
+	for _, g := range e.Status() {
+		if _, ok := count[g.Leader]; ok {
+			count[g.Leader]++
+		}
+		if g.Leader == e.opts.ID && g.State == raft.StateLeader.String() {
+			mine = append(mine, g.Shard)
+		}
+	}
+	share := (NumGroups + len(eligible) - 1) / len(eligible)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, sh := range mine {
+		if count[e.opts.ID] <= share {
+			break
+		}
+		to, least := uint64(0), share
+		for id, c := range count {
+			if id != e.opts.ID && c < least {
+				to, least = id, c
+			}
+		}
+		if to == 0 {
+			break
+		}
+		e.transfers = append(e.transfers, [2]uint64{uint64(sh), to})
+		count[e.opts.ID]--
+		count[to]++
+	}
+	if len(e.transfers) > 0 {
+		e.signal()
+	}
+}
+
 // raftLogger sends raft's log to slog; raft's Info is chatty (every
 // election of 64 groups), so it goes to Debug.
 type raftLogger struct{ l *slog.Logger }
