@@ -263,6 +263,12 @@ func (c *conn) awaitSeqs(expect map[string]int64) chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.expect, c.caught = expect, make(chan struct{})
+	if expect == nil {
+		// Nothing to wait for (a plain reconnect): checkCaughtLocked
+		// takes a nil expectation for one already met and closed.
+		close(c.caught)
+		return c.caught
+	}
 	c.checkCaughtLocked()
 	return c.caught
 }
