@@ -210,52 +210,12 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process cluster test")
 	}
-	nodes := newTestCluster(t, 3)
+	nodes := startTestCluster(t, 3)
 	peers := peerList(nodes)
-	for _, n := range nodes {
-		n.start(t, peers)
-	}
-	defer func() {
-		var wg sync.WaitGroup
-		for _, n := range nodes {
-			wg.Add(1)
-			go func() { defer wg.Done(); n.stop(t) }()
-		}
-		wg.Wait()
-	}()
-	for _, n := range nodes {
-		n.waitHealthy(t)
-	}
-	waitSettled(t, nodes)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-
 	const users = 3
-	clients := make([]*client.Client, users)
-	recv := make([]*receiver, users)
-	for i := range clients {
-		home := nodes[i]
-		var others []string
-		for _, n := range nodes {
-			if n != home {
-				others = append(others, n.url())
-			}
-		}
-		c, err := client.Dial(ctx, client.Options{URL: home.url(), URLs: others, Reconnect: true, MaxBackoff: time.Second,
-			Device: &pb.Device{Id: fmt.Sprintf("dev%d", i)}, Timeout: 20 * time.Second})
-		if err != nil {
-			t.Fatalf("dial node %d: %v", home.id, err)
-		}
-		defer c.Close()
-		name := fmt.Sprintf("member%d", i)
-		if _, err := c.Register(ctx, name, "password-"+name, ""); err != nil {
-			t.Fatalf("register on node %d: %v", home.id, err)
-		}
-		if _, err := c.Login(ctx, name, "password-"+name); err != nil {
-			t.Fatalf("login on node %d: %v", home.id, err)
-		}
-		clients[i], recv[i] = c, newReceiver(t, c)
-	}
+	clients, recv := dialMembers(t, ctx, nodes, "member")
 	g, err := clients[0].CreateGroup(ctx, "cluster", clients[1].UserID(), clients[2].UserID())
 	if err != nil {
 		t.Fatal(err)
@@ -384,6 +344,38 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	t.Logf("node %d SIGKILLed; its user had all %d messages %v after the kill", victim.id, total, rebuilt)
 }
 
+// dialMembers registers and logs in one user per node, user i on node i
+// (prefix + i, device dev<i>), each client knowing the other nodes' URLs
+// to fail over to; the clients close when the test ends.
+func dialMembers(t *testing.T, ctx context.Context, nodes []*clusterNode, prefix string) ([]*client.Client, []*receiver) {
+	t.Helper()
+	clients := make([]*client.Client, len(nodes))
+	recv := make([]*receiver, len(nodes))
+	for i, home := range nodes {
+		var others []string
+		for _, n := range nodes {
+			if n != home {
+				others = append(others, n.url())
+			}
+		}
+		c, err := client.Dial(ctx, client.Options{URL: home.url(), URLs: others, Reconnect: true, MaxBackoff: time.Second,
+			Device: &pb.Device{Id: fmt.Sprintf("dev%d", i)}, Timeout: 20 * time.Second})
+		if err != nil {
+			t.Fatalf("dial node %d: %v", home.id, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		name := fmt.Sprintf("%s%d", prefix, i)
+		if _, err := c.Register(ctx, name, "password-"+name, ""); err != nil {
+			t.Fatalf("register on node %d: %v", home.id, err)
+		}
+		if _, err := c.Login(ctx, name, "password-"+name); err != nil {
+			t.Fatalf("login on node %d: %v", home.id, err)
+		}
+		clients[i], recv[i] = c, newReceiver(t, c)
+	}
+	return clients, recv
+}
+
 // startTestCluster starts nodes, waits until they agree on the raft
 // leaders, and stops them when the test ends.
 func startTestCluster(t *testing.T, n int) []*clusterNode {
@@ -421,31 +413,7 @@ func TestClusterDrain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const users = 3
-	clients := make([]*client.Client, users)
-	recv := make([]*receiver, users)
-	for i := range clients {
-		home := nodes[i]
-		var others []string
-		for _, n := range nodes {
-			if n != home {
-				others = append(others, n.url())
-			}
-		}
-		c, err := client.Dial(ctx, client.Options{URL: home.url(), URLs: others, Reconnect: true, MaxBackoff: time.Second,
-			Device: &pb.Device{Id: fmt.Sprintf("dev%d", i)}, Timeout: 20 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		name := fmt.Sprintf("drain%d", i)
-		if _, err := c.Register(ctx, name, "password-"+name, ""); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Login(ctx, name, "password-"+name); err != nil {
-			t.Fatal(err)
-		}
-		clients[i], recv[i] = c, newReceiver(t, c)
-	}
+	clients, recv := dialMembers(t, ctx, nodes, "drain")
 	g, err := clients[0].CreateGroup(ctx, "drained", clients[1].UserID(), clients[2].UserID())
 	if err != nil {
 		t.Fatal(err)
