@@ -152,3 +152,25 @@ func (p *Pending) Result() (proto.Message, error) {
 		}
 	}
 }
+
+// ask calls method of the grain (kind, id) through Request and Result and
+// returns its typed answer (a grain error comes back as the error). Unlike
+// the generated grain clients, a request whose grain was on a node that
+// left, or whose activation lost its claim, goes again to the grain's new
+// activation at once rather than after its timeout.
+func ask[T proto.Message](n *Node, kind, id, methodName string, req proto.Message) (T, error) {
+	var zero T
+	p, err := n.Request(kind, id, methodName, req)
+	if err != nil {
+		return zero, err
+	}
+	res, err := p.Result()
+	if err != nil {
+		return zero, err
+	}
+	t, ok := res.(T)
+	if !ok {
+		return zero, fmt.Errorf("actors: %s/%s %s answered %T", kind, id, methodName, res)
+	}
+	return t, nil
+}

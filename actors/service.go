@@ -112,12 +112,12 @@ func (n *Node) Register(username, password, displayName string) (string, error) 
 	}
 	uid := UserIDOf(username)
 	op := NewID("op")
-	if _, err := grainpb.GetUsernameGrainClient(n.Cluster, username).Claim(&grainpb.ClaimReq{UserId: uid, OpId: op}, n.callOpts()...); err != nil {
+	if _, err := ask[*grainpb.ClaimReply](n, KindUsername, username, "Claim", &grainpb.ClaimReq{UserId: uid, OpId: op}); err != nil {
 		return "", err
 	}
-	_, err := grainpb.GetUserGrainClient(n.Cluster, uid).Create(&grainpb.CreateUserReq{
+	_, err := ask[*grainpb.UserReply](n, KindUser, uid, "Create", &grainpb.CreateUserReq{
 		Username: username, DisplayName: displayName, Password: password, OpId: op,
-	}, n.callOpts()...)
+	})
 	if err != nil {
 		return "", err
 	}
@@ -137,7 +137,7 @@ func (n *Node) Login(username, password string, dev *pb.Device) (string, *grainp
 	// answers bad_credentials if there is no such account: the username
 	// index grain is needed to claim a name, not to find it.
 	uid := UserIDOf(username)
-	reply, err := grainpb.GetUserGrainClient(n.Cluster, uid).Login(&grainpb.LoginReq{Password: password, Device: dev}, n.callOpts()...)
+	reply, err := ask[*grainpb.LoginReply](n, KindUser, uid, "Login", &grainpb.LoginReq{Password: password, Device: dev})
 	if err != nil {
 		return "", nil, err
 	}
@@ -153,7 +153,7 @@ func (n *Node) Authenticate(token string, dev *pb.Device) (*grainpb.UserReply, e
 	if uid == "" || len(token) > 256 {
 		return nil, codeError(pb.CodeBadToken, "malformed token")
 	}
-	return grainpb.GetUserGrainClient(n.Cluster, uid).Authenticate(&grainpb.AuthReq{Token: token, DeviceId: dev.Id}, n.callOpts()...)
+	return ask[*grainpb.UserReply](n, KindUser, uid, "Authenticate", &grainpb.AuthReq{Token: token, DeviceId: dev.Id})
 }
 
 // Logout revokes a token.
@@ -162,7 +162,7 @@ func (n *Node) Logout(token string) error {
 	if uid == "" {
 		return codeError(pb.CodeBadToken, "malformed token")
 	}
-	_, err := grainpb.GetUserGrainClient(n.Cluster, uid).Logout(&grainpb.LogoutReq{Token: token}, n.callOpts()...)
+	_, err := ask[*grainpb.Ok](n, KindUser, uid, "Logout", &grainpb.LogoutReq{Token: token})
 	return err
 }
 
@@ -171,18 +171,18 @@ func (n *Node) Logout(token string) error {
 // device is ended (its link, if any, is closed).
 func (n *Node) OpenSession(user string, dev *pb.Device, rebuild bool, link uint64) (*pb.SessionInfo, error) {
 	sid := NewID("s")
-	sess, err := grainpb.GetSessionGrainClient(n.Cluster, sid).Open(&grainpb.OpenReq{
+	sess, err := ask[*grainpb.SessionReply](n, KindSession, sid, "Open", &grainpb.OpenReq{
 		UserId: user, DeviceId: dev.Id, Rebuild: rebuild, LinkId: link,
-	}, n.callOpts()...)
+	})
 	if err != nil {
 		return nil, err
 	}
-	att, err := grainpb.GetUserGrainClient(n.Cluster, user).Attach(&grainpb.AttachReq{DeviceId: dev.Id, SessionId: sid, DeviceType: dev.Type}, n.callOpts()...)
+	att, err := ask[*grainpb.AttachReply](n, KindUser, user, "Attach", &grainpb.AttachReq{DeviceId: dev.Id, SessionId: sid, DeviceType: dev.Type})
 	if err != nil {
 		return nil, err
 	}
 	if att.PreviousSessionId != "" {
-		if _, err := grainpb.GetSessionGrainClient(n.Cluster, att.PreviousSessionId).Cut(&grainpb.CutReq{Replaced: true}, n.callOpts()...); err != nil {
+		if _, err := ask[*grainpb.Ok](n, KindSession, att.PreviousSessionId, "Cut", &grainpb.CutReq{Replaced: true}); err != nil {
 			n.log.Warn("end previous session", "session_id", att.PreviousSessionId, "err", err)
 		}
 	}
@@ -242,9 +242,9 @@ func (n *Node) ResumeSession(token string, dev *pb.Device, r *pb.Resume, link ui
 	if h := n.opts.ResumeHook; h != nil {
 		h(user, r.SessionId)
 	}
-	sess, err := grainpb.GetSessionGrainClient(n.Cluster, r.SessionId).Resume(&grainpb.ResumeReq{
+	sess, err := ask[*grainpb.SessionReply](n, KindSession, r.SessionId, "Resume", &grainpb.ResumeReq{
 		UserId: user, DeviceId: dev.Id, RebuildToken: r.RebuildToken, LastSessionSeq: r.LastSessionSeq, LinkId: link,
-	}, n.callOpts()...)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +253,7 @@ func (n *Node) ResumeSession(token string, dev *pb.Device, r *pb.Resume, link ui
 		mostRecentDevice(rec, dev.Id)
 	switch {
 	case !attached:
-		att, err := grainpb.GetUserGrainClient(n.Cluster, user).Attach(&grainpb.AttachReq{DeviceId: dev.Id, SessionId: r.SessionId, DeviceType: dev.Type}, n.callOpts()...)
+		att, err := ask[*grainpb.AttachReply](n, KindUser, user, "Attach", &grainpb.AttachReq{DeviceId: dev.Id, SessionId: r.SessionId, DeviceType: dev.Type})
 		if err != nil {
 			return nil, err
 		}
@@ -300,14 +300,14 @@ func (n *Node) storedUser(user string) (*grainpb.UserRecord, error) {
 
 // EndSession ends a session for good (logout): it cannot be rebuilt.
 func (n *Node) EndSession(sessionID string) {
-	if _, err := grainpb.GetSessionGrainClient(n.Cluster, sessionID).Cut(&grainpb.CutReq{Replaced: true}, n.callOpts()...); err != nil {
+	if _, err := ask[*grainpb.Ok](n, KindSession, sessionID, "Cut", &grainpb.CutReq{Replaced: true}); err != nil {
 		n.log.Warn("end session", "session_id", sessionID, "err", err)
 	}
 }
 
 // CutSession records that a link carrying the session is gone.
 func (n *Node) CutSession(sessionID string, link uint64) {
-	if _, err := grainpb.GetSessionGrainClient(n.Cluster, sessionID).Cut(&grainpb.CutReq{LinkId: link}, n.callOpts()...); err != nil {
+	if _, err := ask[*grainpb.Ok](n, KindSession, sessionID, "Cut", &grainpb.CutReq{LinkId: link}); err != nil {
 		n.log.Debug("cut session", "session_id", sessionID, "err", err)
 	}
 }

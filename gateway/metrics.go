@@ -26,7 +26,7 @@ func newMetrics(s *Server) *metrics {
 		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_slow_consumers_total", Help: "Links closed because their outbound queue overflowed."}),
 		blockedWrites: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_blocked_writes_total", Help: "Link writes the socket could not take whole at once, finished on the link's own goroutine under the write deadline (slow or stalled readers)."}),
 		commands:      prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_commands_total", Help: "Client commands decoded."}),
-		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_fsync_seconds", Help: "Duration of synced commits.",
+		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_fsync_seconds", Help: "Duration of synced commits (cluster: replicated commits, from proposal to applied on this node).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 		uploadBytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_file_upload_bytes_total", Help: "File bytes received by tus PATCH requests and kept."}),
 		downloadBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_file_download_bytes_total", Help: "File bytes sent by downloads."}),

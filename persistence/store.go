@@ -147,7 +147,9 @@ func (s *Store) SetReplicator(r Replicator, timeout time.Duration) {
 	s.repl, s.replTimeout = r, timeout
 }
 
-// OnSync installs a function called with the duration of every synced commit.
+// OnSync installs a function called with the duration of every synced
+// commit (in cluster mode: of every replicated commit, from proposal to
+// applied here).
 func (s *Store) OnSync(f func(time.Duration)) { s.syncObserver.Store(&f) }
 
 // Close closes the store.
@@ -295,7 +297,12 @@ func (b *Batch) replicate() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.s.replTimeout)
 	defer cancel()
+	start := time.Now()
 	err := b.s.repl.Write(ctx, uint8(b.shard), entity, epoch, version, b.b.Repr())
+	if f := b.s.syncObserver.Load(); f != nil && err == nil {
+		// The durability wait of a replicated commit: a majority's log.
+		(*f)(time.Since(start))
+	}
 	if c != nil {
 		// A failed fenced write leaves the version unknown (fenced, or
 		// an outcome lost with a leader): this activation is done.

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -303,6 +305,20 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	waitSettled(t, nodes)
 	// It led no group when it came back; the balancer hands it its share.
 	waitBalanced(t, nodes, 16)
+	// Each node exports its replication state and its replicated commits.
+	for _, n := range nodes[:2] {
+		res, err := http.Get("http://" + n.addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		for _, re := range []string{`(?m)^parley_raft_groups_led [1-9]`, `(?m)^parley_cluster_members 3$`, `(?m)^parley_fsync_seconds_count [1-9]`} {
+			if !regexp.MustCompile(re).Match(body) {
+				t.Errorf("node %d /metrics has no line matching %s", n.id, re)
+			}
+		}
+	}
 	const after = 30
 	for k := range after {
 		text := fmt.Sprintf("after-%d", k)
