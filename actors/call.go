@@ -105,9 +105,10 @@ func (p *Pending) wait() (res any, err error, departed bool) {
 func (p *Pending) Result() (proto.Message, error) {
 	for attempt := 0; ; attempt++ {
 		if p.future == nil {
-			if p.n.departures != nil && attempt < 3 {
-				// The grain's node just left: the members change within
-				// a refresh, then the lookup finds its new node.
+			if p.n.departures != nil && attempt < 6 {
+				// The grain's node just left or is draining: the members
+				// change within a refresh or two, then the lookup finds
+				// its new node.
 				time.Sleep(100 * time.Millisecond)
 				p.send()
 				continue

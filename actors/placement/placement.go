@@ -150,7 +150,7 @@ func (pm *manager) get(ci *clustering.ClusterIdentity) *actor.PID {
 		return nil
 	}
 	typed, ok := res.(*clustering.ActivationResponse)
-	if !ok {
+	if !ok || typed.Failed {
 		return nil
 	}
 	return typed.Pid
@@ -217,6 +217,13 @@ func (p *placementActor) onActivationRequest(msg *clustering.ActivationRequest, 
 	key := msg.ClusterIdentity.AsKey()
 	if meta, found := p.actors[key]; found {
 		ctx.Respond(&clustering.ActivationResponse{Pid: meta.PID})
+		return
+	}
+	if p.pm.excluded != nil && p.pm.excluded(p.cluster.ActorSystem.Address()) {
+		// Draining: other members may still place grains here for a
+		// moment; an activation now would write from a node that is
+		// leaving. No activation: the caller looks up again.
+		ctx.Respond(&clustering.ActivationResponse{Failed: true})
 		return
 	}
 	kind := p.cluster.GetClusterKind(msg.ClusterIdentity.Kind)

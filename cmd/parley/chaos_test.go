@@ -223,7 +223,10 @@ func (r *receiver) waitTexts(t *testing.T, ctx context.Context, conv string, n i
 		case <-r.changed:
 		case <-time.After(100 * time.Millisecond):
 		case <-ctx.Done():
-			t.Fatalf("%s: %d of %d messages", conv, got, n)
+			r.mu.Lock()
+			last := r.last[conv]
+			r.mu.Unlock()
+			t.Fatalf("%s: %d of %d messages (stream at seq %d)", conv, got, n, last)
 		}
 	}
 }

@@ -479,7 +479,10 @@ func TestClusterDrain(t *testing.T) {
 		t.FailNow()
 	}
 	for i, r := range recv {
-		r.waitTexts(t, ctx, g.Id, users*perSender)
+		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+		t.Logf("waiting for client %d", i)
+		r.waitTexts(t, wctx, g.Id, users*perSender)
+		wcancel()
 		r.check(t, i)
 	}
 	if n := clients[0].Reconnects(); n != 1 {
