@@ -8,6 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/parley-chat/parley/actors/grainpb"
+	"github.com/parley-chat/parley/actors/placement"
 	pb "github.com/parley-chat/parley/gateway/protocol"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -75,27 +76,11 @@ func (n *Node) pid(kind, id string) *actor.PID {
 // the cluster first (the request is then sent again, to the grain's new
 // node: grain requests are idempotent or deduplicated by client id).
 func (p *Pending) wait() (res any, err error, departed bool) {
-	d := p.n.departures
-	if d == nil || p.target == nil || p.target.Address == p.n.System.Address() {
-		res, err = p.future.Result()
-		return res, err, false
+	var gone <-chan struct{}
+	if d := p.n.departures; d != nil && p.target != nil && p.target.Address != p.n.System.Address() {
+		gone = d.watch(p.target.Address)
 	}
-	type out struct {
-		res any
-		err error
-	}
-	ch := make(chan out, 1)
-	f := p.future
-	go func() {
-		r, e := f.Result()
-		ch <- out{r, e}
-	}()
-	select {
-	case o := <-ch:
-		return o.res, o.err, false
-	case <-d.watch(p.target.Address):
-		return nil, nil, true
-	}
+	return placement.Await(p.future, gone)
 }
 
 // Result waits for the answer. A grain error comes back as

@@ -20,12 +20,11 @@ type departures struct {
 	mu      sync.Mutex
 	members map[string]bool          // current member addresses
 	gone    map[string]chan struct{} // closed when the address leaves
-	sub     *eventstream.Subscription
 }
 
 func newDepartures(es *eventstream.EventStream, changed func()) *departures {
 	d := &departures{members: map[string]bool{}, gone: map[string]chan struct{}{}, changed: changed}
-	d.sub = es.Subscribe(func(ev any) {
+	es.Subscribe(func(ev any) {
 		if t, ok := ev.(*cluster.ClusterTopology); ok {
 			d.update(t.Members)
 		}

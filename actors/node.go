@@ -214,6 +214,38 @@ type Node struct {
 	departures *departures
 }
 
+// joinCluster makes the parts of a cluster member: the membership provider,
+// the actor endpoint over mutual TLS, the relay that serves other nodes'
+// links (it replaces the node's Fanout), the watch on departed members and
+// the placement that uses it.
+func (n *Node) joinCluster(c *ClusterOptions) (cluster.ClusterProvider, *remote.Config, cluster.IdentityLookup, error) {
+	n.members = membership.New(membership.Options{Self: c.NodeID, Nodes: c.Nodes, Store: n.opts.Store,
+		Alive: c.Alive, Gateway: c.Gateway, Logger: n.opts.Logger})
+	rcfg := remote.Configure(c.Host, c.Port,
+		remote.WithServerOptions(grpc.Creds(credentials.NewTLS(c.TLS))),
+		remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(c.TLS))))
+	// One connection attempt, not five 2 s apart: the messages to a node
+	// that died then dead-letter at once, so a grain call fails over to the
+	// grain's new node instead of waiting out its timeout.
+	rcfg.MaxRetryCount = 1
+	local := n.opts.Fanout
+	n.opts.Fanout = &relay{local: local, self: c.NodeID, nodes: c.Nodes, dir: n.members, root: n.System.Root}
+	if _, err := n.System.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+		return &relayActor{local: local, self: c.NodeID}
+	}), relayName); err != nil {
+		return nil, nil, nil, fmt.Errorf("actors: spawn relay: %w", err)
+	}
+	// When members come or go, grains move: wake the ones with durable
+	// timers (calls, channel outboxes) so that their timers run on their
+	// new node without waiting for a request. Every node does it; a wake
+	// is idempotent.
+	n.departures = newDepartures(n.System.EventStream, func() {
+		n.spawn(n.wakeCalls)
+		n.spawn(n.wakeChannels)
+	})
+	return n.members, rcfg, placement.New(n.departures.watch, n.members.Excluded), nil
+}
+
 // Drain takes this node out of the cluster's placement (cluster mode):
 // every node stops placing grains here and this node's grains stop, to be
 // activated elsewhere by their next request.
@@ -290,48 +322,20 @@ func Start(opts Options) (*Node, error) {
 		grainpb.NewCallKind(func() grainpb.Call { return &callGrain{} }, 0, opts.Metrics.mailbox(KindCall)),
 	}
 	provider, rcfg := cluster.ClusterProvider(test.NewTestProvider(test.NewInMemAgent())), remote.Configure("127.0.0.1", 0)
+	lookup := placement.New(nil, nil)
 	if c := opts.Cluster; c != nil {
-		n.members = membership.New(membership.Options{Self: c.NodeID, Nodes: c.Nodes, Store: opts.Store,
-			Alive: c.Alive, Gateway: c.Gateway, Logger: opts.Logger})
-		provider = n.members
-		rcfg = remote.Configure(c.Host, c.Port,
-			remote.WithServerOptions(grpc.Creds(credentials.NewTLS(c.TLS))),
-			remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(c.TLS))))
-		// One connection attempt, not five 2 s apart: the messages to a
-		// node that died then dead-letter at once, so a grain call fails
-		// over to the grain's new node instead of waiting out its timeout.
-		rcfg.MaxRetryCount = 1
-		local := opts.Fanout
-		n.opts.Fanout = &relay{local: local, self: c.NodeID, nodes: c.Nodes, dir: n.members, root: n.System.Root}
-		if _, err := n.System.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-			return &relayActor{local: local, self: c.NodeID}
-		}), relayName); err != nil {
-			return nil, fmt.Errorf("actors: spawn relay: %w", err)
+		if provider, rcfg, lookup, err = n.joinCluster(c); err != nil {
+			return nil, err
 		}
 	}
-	if opts.Cluster != nil {
-		// When members come or go, grains move: wake the ones with durable
-		// timers (calls, channel outboxes) so that their timers run on
-		// their new node without waiting for a request. Every node does
-		// it; a wake is idempotent.
-		n.departures = newDepartures(n.System.EventStream, func() {
-			n.spawn(n.wakeCalls)
-			n.spawn(n.wakeChannels)
-		})
-	}
-	var gone func(string) <-chan struct{}
-	var excluded func(string) bool
-	if n.departures != nil {
-		gone, excluded = n.departures.watch, n.members.Excluded
-	}
-	cfg := cluster.Configure("parley", provider, placement.New(gone, excluded), rcfg,
+	cfg := cluster.Configure("parley", provider, lookup, rcfg,
 		cluster.WithKinds(kinds...),
 		cluster.WithRequestTimeout(opts.RequestTimeout),
 	)
-	// One member has no one to gossip with, and the gossip loop of this
-	// protoactor version races with the provider's shutdown (it reads the
-	// block list that Cluster.Shutdown rewrites; seen under -race). The
-	// cluster issue must revisit this when members are more than one.
+	// Nothing here uses protoactor's gossip (a cluster's members come from
+	// actors/membership), and the gossip loop of this protoactor version
+	// races with the provider's shutdown (it reads the block list that
+	// Cluster.Shutdown rewrites; seen under -race).
 	cfg.GossipInterval = time.Hour
 	if opts.GrainIdle > 0 {
 		n.idle = newIdleWheel(n.System.Root, opts.GrainIdle)

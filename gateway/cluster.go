@@ -146,7 +146,7 @@ func (s *Server) AttachCluster(id uint64, eng *replication.Engine) {
 	s.clusterID, s.engine = id, eng
 	s.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_raft_groups_led", Help: "Raft groups (shards) this node leads."},
-			func() float64 { return float64(leading(id, eng.Status())) }),
+			func() float64 { return float64(len(replication.LedBy(id, eng.Status()))) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_cluster_members", Help: "Cluster members this node sees alive."},
 			func() float64 {
 				if s.node == nil {
@@ -157,23 +157,13 @@ func (s *Server) AttachCluster(id uint64, eng *replication.Engine) {
 	)
 }
 
-func leading(id uint64, groups []replication.GroupStatus) int {
-	n := 0
-	for _, g := range groups {
-		if g.Leader == id && g.State == "StateLeader" {
-			n++
-		}
-	}
-	return n
-}
-
 // clusterStatus builds the admin view (nil on a single node).
 func (s *Server) clusterStatus() *ClusterStatus {
 	if s.engine == nil || s.node == nil {
 		return nil
 	}
 	st := &ClusterStatus{Node: s.clusterID, Groups: s.engine.Status(), Grains: map[string]int64{}}
-	st.Leading = leading(s.clusterID, st.Groups)
+	st.Leading = len(replication.LedBy(s.clusterID, st.Groups))
 	for _, m := range s.node.Members() {
 		st.Members = append(st.Members, ClusterMember{Node: m.NodeId, Actor: fmt.Sprintf("%s:%d", m.Host, m.Port),
 			Gateway: m.Gateway, StartedMs: m.StartedMs})

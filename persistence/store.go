@@ -272,8 +272,9 @@ func (s *Store) NewBatch(kind Kind, id string) *Batch {
 }
 
 // Fence makes a replicated commit conditional: it applies only if the
-// batch's entity was last claimed with epoch and has had version fenced
-// writes since (replication.Engine.Claim). A single-node store ignores it.
+// batch's entity (its kind's family and id, as for Claim) was last claimed
+// with epoch and has had version fenced writes since
+// (replication.Engine.Claim). A single-node store ignores it.
 func (b *Batch) Fence(epoch, version uint64) {
 	b.fenced, b.epoch, b.version = true, epoch, version
 }
@@ -285,7 +286,7 @@ func (b *Batch) replicate() error {
 	epoch, version := b.epoch, b.version
 	c := (*claim)(nil)
 	if b.fenced {
-		entity = EntityPrefix(b.kind, b.id)[1:]
+		entity = entityKey(b.kind, b.id)
 	} else if c = b.s.fenceFor(b.kind, b.id); c != nil {
 		c.write.Lock()
 		defer c.write.Unlock()

@@ -133,27 +133,44 @@ func (pm *manager) get(ci *clustering.ClusterIdentity) *actor.PID {
 	}
 	req := &clustering.ActivationRequest{ClusterIdentity: ci}
 	f := pm.cluster.ActorSystem.Root.RequestFuture(actor.NewPID(owner, ActivatorName), req, 5*time.Second)
-	var res any
-	var err error
-	if pm.gone == nil || owner == pm.cluster.ActorSystem.Address() {
-		res, err = f.Result()
-	} else {
-		done := make(chan struct{})
-		go func() { res, err = f.Result(); close(done) }()
-		select {
-		case <-done:
-		case <-pm.gone(owner):
-			return nil // the caller looks up again, on the new members
-		}
+	var gone <-chan struct{}
+	if pm.gone != nil && owner != pm.cluster.ActorSystem.Address() {
+		gone = pm.gone(owner)
 	}
-	if err != nil {
-		return nil
+	res, err, departed := Await(f, gone)
+	if departed || err != nil {
+		return nil // departed: the caller looks up again, on the new members
 	}
 	typed, ok := res.(*clustering.ActivationResponse)
 	if !ok || typed.Failed {
 		return nil
 	}
 	return typed.Pid
+}
+
+// Await waits for f's answer, or until gone is closed (the member it was
+// sent to left the cluster: the request was lost with its connection and
+// would only time out). A nil gone waits for the answer alone.
+func Await(f *actor.Future, gone <-chan struct{}) (res any, err error, departed bool) {
+	if gone == nil {
+		res, err = f.Result()
+		return res, err, false
+	}
+	type answer struct {
+		res any
+		err error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		r, e := f.Result()
+		ch <- answer{r, e}
+	}()
+	select {
+	case a := <-ch:
+		return a.res, a.err, false
+	case <-gone:
+		return nil, nil, true
+	}
 }
 
 type grainMeta struct {

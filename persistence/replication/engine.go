@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -69,8 +68,6 @@ type Engine struct {
 	done    chan struct{}
 	stopped bool
 
-	// leads mirrors each group's known leader for readers off the loop.
-	leads [NumGroups]atomic.Uint64
 	// status is a snapshot of every group, refreshed each tick.
 	statusMu sync.Mutex
 	status   []GroupStatus
@@ -93,6 +90,17 @@ func (e *Engine) Status() []GroupStatus {
 	return append([]GroupStatus(nil), e.status...)
 }
 
+// LedBy returns the shards that node leads according to groups.
+func LedBy(node uint64, groups []GroupStatus) []uint8 {
+	var led []uint8
+	for _, g := range groups {
+		if g.Leader == node && g.State == raft.StateLeader.String() {
+			led = append(led, g.Shard)
+		}
+	}
+	return led
+}
+
 func (e *Engine) snapshotStatus() {
 	out := make([]GroupStatus, 0, NumGroups)
 	for _, g := range e.groups {
@@ -112,7 +120,6 @@ type group struct {
 	st      *logStore
 	applied uint64
 	lead    uint64
-	leader  bool // this replica leads the group (from the last SoftState)
 	// queue holds proposals raft has not accepted yet (no leader known).
 	queue []*proposal
 	// pending are this node's fenced writes and claims proposed and not yet
@@ -323,7 +330,7 @@ func (e *Engine) handleReady() error {
 	var rds []ready
 	wb := e.opts.DB.NewBatch()
 	defer wb.Close()
-	sync := false
+	mustSync := false
 	early, late := map[uint64][]Envelope{}, map[uint64][]Envelope{}
 	for _, g := range e.groups {
 		if !g.rn.HasReady() {
@@ -333,10 +340,11 @@ func (e *Engine) handleReady() error {
 		if err := g.st.stage(wb, &rd); err != nil {
 			return err
 		}
-		sync = sync || rd.MustSync
+		mustSync = mustSync || rd.MustSync
 		rds = append(rds, ready{g, rd})
+		lead := g.lead
 		if rd.SoftState != nil {
-			g.leader = rd.SoftState.RaftState == raft.StateLeader
+			lead = rd.SoftState.Lead
 		}
 		// A leader may send its appends before its own disk write (Raft
 		// thesis §10.2.1; etcd does so): the followers write in parallel
@@ -344,7 +352,7 @@ func (e *Engine) handleReady() error {
 		// iteration's write has returned, before anything is applied.
 		// Every other message waits for the write.
 		out := late
-		if g.leader {
+		if lead == e.opts.ID {
 			out = early
 		}
 		for _, m := range rd.Messages {
@@ -357,7 +365,7 @@ func (e *Engine) handleReady() error {
 	e.send(early)
 	if !wb.Empty() {
 		opt := pebble.NoSync
-		if sync {
+		if mustSync {
 			opt = pebble.Sync
 		}
 		if err := wb.Commit(opt); err != nil {
@@ -400,7 +408,6 @@ type ready struct {
 func (e *Engine) afterApply(g *group, rd *raft.Ready) {
 	if rd.SoftState != nil && rd.SoftState.Lead != g.lead {
 		g.lead = rd.SoftState.Lead
-		e.leads[g.shard].Store(g.lead)
 		if g.lead != raft.None {
 			e.mu.Lock()
 			for n, p := range g.pending {
@@ -536,13 +543,15 @@ func (e *Engine) ReadBarrier(ctx context.Context, shard uint8) error {
 	}
 }
 
-// Leader returns the node this replica believes leads shard's group (0:
-// none known).
+// Leader returns the node this replica believed led shard's group at the
+// last tick (0: none known).
 func (e *Engine) Leader(shard uint8) uint64 {
-	if int(shard) >= NumGroups {
-		return 0
+	for _, g := range e.Status() {
+		if g.Shard == shard {
+			return g.Leader
+		}
 	}
-	return e.leads[shard].Load()
+	return 0
 }
 
 // TransferLeaderships moves the leadership of every group this node leads
@@ -551,12 +560,7 @@ func (e *Engine) Leader(shard uint8) uint64 {
 // no write waits for an election when it leaves.
 func (e *Engine) TransferLeaderships(ctx context.Context, alive func(node uint64) bool) error {
 	for {
-		var led []uint8
-		for _, g := range e.Status() {
-			if g.Leader == e.opts.ID && g.State == raft.StateLeader.String() {
-				led = append(led, g.Shard)
-			}
-		}
+		led := LedBy(e.opts.ID, e.Status())
 		if len(led) == 0 {
 			return nil
 		}
@@ -596,15 +600,13 @@ func (e *Engine) Balance(eligible []uint64) {
 	for _, id := range eligible {
 		count[id] = 0
 	}
-	var mine []uint8
-	for _, g := range e.Status() {
+	groups := e.Status()
+	for _, g := range groups {
 		if _, ok := count[g.Leader]; ok {
 			count[g.Leader]++
 		}
-		if g.Leader == e.opts.ID && g.State == raft.StateLeader.String() {
-			mine = append(mine, g.Shard)
-		}
 	}
+	mine := LedBy(e.opts.ID, groups)
 	share := (NumGroups + len(eligible) - 1) / len(eligible)
 	e.mu.Lock()
 	defer e.mu.Unlock()

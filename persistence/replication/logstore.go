@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3"
@@ -35,12 +34,15 @@ func entryKey(shard uint8, index uint64) []byte {
 
 // logStore is one group's raft log and hard state in Pebble; it implements
 // raft.Storage. The log is never compacted yet, so the first index is 1 and
-// the snapshot is empty but for the bootstrap membership.
+// the snapshot is empty but for the bootstrap membership. Only the engine's
+// loop goroutine uses it (raft calls it from RawNode methods), so it takes
+// no lock.
 type logStore struct {
 	db    *pebble.DB
 	shard uint8
 
-	mu        sync.Mutex
+	// hard is the hard state found at open: raft reads it once, through
+	// InitialState, when the RawNode is made.
 	hard      *pb.HardState
 	conf      *pb.ConfState
 	lastIndex uint64
@@ -101,16 +103,12 @@ func (s *logStore) loadLast() (*pb.Entry, error) {
 
 // InitialState implements raft.Storage.
 func (s *logStore) InitialState() (*pb.HardState, *pb.ConfState, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return proto.CloneOf(s.hard), proto.CloneOf(s.conf), nil
 }
 
 // Entries implements raft.Storage.
 func (s *logStore) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
-	s.mu.Lock()
 	last := s.lastIndex
-	s.mu.Unlock()
 	if lo < 1 {
 		return nil, raft.ErrCompacted
 	}
@@ -151,8 +149,6 @@ func (s *logStore) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 
 // fromTail serves [lo, hi) from the in-memory tail if it holds lo.
 func (s *logStore) fromTail(lo, hi, maxSize uint64) ([]*pb.Entry, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if len(s.tail) == 0 || lo < s.tail[0].GetIndex() || hi > s.lastIndex+1 {
 		return nil, false
 	}
@@ -171,9 +167,7 @@ func (s *logStore) fromTail(lo, hi, maxSize uint64) ([]*pb.Entry, bool) {
 
 // Term implements raft.Storage.
 func (s *logStore) Term(i uint64) (uint64, error) {
-	s.mu.Lock()
 	last, lastTerm := s.lastIndex, s.lastTerm
-	s.mu.Unlock()
 	switch {
 	case i == 0:
 		return 0, nil
@@ -182,13 +176,9 @@ func (s *logStore) Term(i uint64) (uint64, error) {
 	case i > last:
 		return 0, raft.ErrUnavailable
 	}
-	s.mu.Lock()
-	if n := len(s.tail); n > 0 && i >= s.tail[0].GetIndex() {
-		t := s.tail[i-s.tail[0].GetIndex()].GetTerm()
-		s.mu.Unlock()
-		return t, nil
+	if len(s.tail) > 0 && i >= s.tail[0].GetIndex() {
+		return s.tail[i-s.tail[0].GetIndex()].GetTerm(), nil
 	}
-	s.mu.Unlock()
 	v, err := get(s.db, entryKey(s.shard, i))
 	if err != nil {
 		return 0, err
@@ -204,11 +194,7 @@ func (s *logStore) Term(i uint64) (uint64, error) {
 }
 
 // LastIndex implements raft.Storage.
-func (s *logStore) LastIndex() (uint64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lastIndex, nil
-}
+func (s *logStore) LastIndex() (uint64, error) { return s.lastIndex, nil }
 
 // FirstIndex implements raft.Storage.
 func (s *logStore) FirstIndex() (uint64, error) { return 1, nil }
@@ -216,8 +202,6 @@ func (s *logStore) FirstIndex() (uint64, error) { return 1, nil }
 // Snapshot implements raft.Storage: with no compaction there is only the
 // empty bootstrap snapshot carrying the initial membership.
 func (s *logStore) Snapshot() (*pb.Snapshot, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return &pb.Snapshot{Metadata: &pb.SnapshotMetadata{ConfState: proto.CloneOf(s.conf), Index: proto.Uint64(0), Term: proto.Uint64(0)}}, nil
 }
 
@@ -225,10 +209,7 @@ func (s *logStore) Snapshot() (*pb.Snapshot, error) {
 // conflicting suffix of the log, which is deleted.
 func (s *logStore) stage(wb *pebble.Batch, rd *raft.Ready) error {
 	if len(rd.Entries) > 0 {
-		first := rd.Entries[0].GetIndex()
-		s.mu.Lock()
-		last := s.lastIndex
-		s.mu.Unlock()
+		first, last := rd.Entries[0].GetIndex(), s.lastIndex
 		for _, e := range rd.Entries {
 			v, err := proto.Marshal(e)
 			if err != nil {
@@ -259,19 +240,14 @@ func (s *logStore) stage(wb *pebble.Batch, rd *raft.Ready) error {
 
 // staged records what stage wrote, once the batch is committed.
 func (s *logStore) staged(rd *raft.Ready) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if n := len(rd.Entries); n > 0 {
 		s.lastIndex, s.lastTerm = rd.Entries[n-1].GetIndex(), rd.Entries[n-1].GetTerm()
 		s.appendTail(rd.Entries)
 	}
-	if rd.HardState != nil && !raft.IsEmptyHardState(rd.HardState) {
-		s.hard = proto.CloneOf(rd.HardState)
-	}
 }
 
 // appendTail adds newly persisted entries to the tail; entries that
-// overwrite a conflicting suffix replace it. Caller holds mu.
+// overwrite a conflicting suffix replace it.
 func (s *logStore) appendTail(ents []*pb.Entry) {
 	first := ents[0].GetIndex()
 	if len(s.tail) > 0 {
@@ -297,9 +273,7 @@ func (s *logStore) setConf(wb *pebble.Batch, cs *pb.ConfState) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
 	s.conf = proto.CloneOf(cs)
-	s.mu.Unlock()
 	return wb.Set(sysKey(s.shard, subConf), v, nil)
 }
 
