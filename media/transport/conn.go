@@ -94,7 +94,6 @@ type Conn struct {
 	wmu       sync.Mutex
 	out       *srtp.Context
 	plain     []byte
-	cipher    []byte
 	outHdr    rtp.Header
 	streams   []*Stream
 	localSSRC uint32
@@ -105,7 +104,7 @@ type Conn struct {
 func (m *Mux) NewConn(h Handler) (*Conn, error) {
 	c := &Conn{
 		mux: m, h: h, remoteSet: make(chan struct{}),
-		rtcpBuf: make([]byte, 2048), plain: make([]byte, 2048), cipher: make([]byte, 2048),
+		rtcpBuf: make([]byte, 2048), plain: make([]byte, 2048),
 		snd: newRawSender(m),
 	}
 	var ssrc [4]byte
@@ -493,11 +492,14 @@ func (s *Stream) WriteRTP(h *rtp.Header, payload []byte) error {
 		return err
 	}
 	copy(c.plain[hl:n], payload)
-	out, err := c.out.EncryptRTP(c.cipher, c.plain[:n], &c.outHdr)
-	if err != nil {
-		return err
+	b := c.mux.out
+	b.mu.Lock()
+	out, err := c.out.EncryptRTP(b.next(), c.plain[:n], &c.outHdr)
+	if err == nil {
+		err = b.add(out, *a)
 	}
-	if err := c.snd.sendTo(out, *a); err != nil {
+	b.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	s.packets++

@@ -95,6 +95,10 @@ type Mux struct {
 	STUN     atomic.Uint64 // valid binding requests answered
 	RTCPIn   atomic.Uint64 // SRTCP packets decrypted and drained
 	RTCPSent atomic.Uint64 // RTCP compound packets sent
+	// SendErrors counts forwarded datagrams the socket refused.
+	SendErrors atomic.Uint64
+
+	out *sendBatch // forwarded RTP on its way out
 }
 
 // NewMux starts the reader and report goroutines on o.Conn.
@@ -121,6 +125,7 @@ func NewMux(o Options) (*Mux, error) {
 		return nil, err
 	}
 	m.raw, m.v6 = raw, socketIsV6(raw)
+	m.out = newSendBatch(m)
 	// Room for the bursts of 4 peers x 50 packets/s and more.
 	_ = o.Conn.SetReadBuffer(4 << 20)
 	_ = o.Conn.SetWriteBuffer(4 << 20)
@@ -191,26 +196,12 @@ func (m *Mux) Close() error {
 	return err
 }
 
-// readLoop is the one reader: every datagram is handled here, in place.
+// readLoop is the one reader: every datagram is handled on it, in place
+// (rawio_linux.go, rawio_other.go).
 func (m *Mux) readLoop() {
 	defer m.wg.Done()
-	buf := make([]byte, 2048)
-	r := newRawReader(m, buf)
-	for {
-		n, from, err := r.read()
-		if err != nil {
-			select {
-			case <-m.done:
-				return
-			default:
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue // e.g. ICMP-induced errors: keep reading
-		}
-		m.handle(buf[:n], from)
-	}
+	defer m.out.end() // later writers must not wait for a reader that is gone
+	newRawReader(m, make([]byte, 2048)).loop()
 }
 
 // handle demultiplexes one datagram (RFC 7983).

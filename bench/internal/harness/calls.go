@@ -178,6 +178,12 @@ func (h *harness) calls(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if o.CPUProfile != "" {
+		// The fixed cost's own profile, before anyone unmutes.
+		if err := cpuProfile(ctx, srv, callsIdleWindow, o.CPUProfile+".muted"); err != nil {
+			return err
+		}
+	}
 	h.printf("  idle: %.3f cores with %d participants logged in and no call; %.3f cores in call but muted: %.0f µs/s (%.2f millicores) per connected participant\n",
 		idle, n, muted, 1e6*(muted-idle)/float64(n), 1e3*(muted-idle)/float64(n))
 	for _, k := range calls {
