@@ -284,6 +284,13 @@ func (g *convGrain) History(req *grainpb.HistoryReq, ctx cluster.GrainContext) (
 	if req.AfterSeq < 0 {
 		return nil, grainError(pb.CodeInvalidArgument, "after_seq is negative")
 	}
+	// The page's last seq comes from memory: a stale activation (a newer
+	// one claimed the conversation on another node) would report an old
+	// head, and a replay trusting it would skip the messages after it. A
+	// storage error stops this activation; the request goes to the new one.
+	if err := g.n.opts.Store.Current(persistence.KindConv, g.id); err != nil {
+		return nil, grainError(pb.CodeStorage, "history: %v", err)
+	}
 	page := &pb.HistoryPage{ConversationId: g.id, LastSeq: g.committedSeq}
 	stored, err := g.storedPage(req.AfterSeq, limit)
 	if err != nil {

@@ -70,6 +70,34 @@ func (s *Store) Fresh(kind Kind, id string) error {
 	return nil
 }
 
+// Current returns nil while this node's activation of (kind, id) still
+// holds its claim, checked against the shard's log as of the call (cluster
+// mode: a read barrier, then the entity's epoch; a single node always
+// holds it), and ErrClaimLost once a newer activation elsewhere claimed
+// it. Fencing stops a stale activation's writes, not its reads: a grain
+// answering from what it holds in memory (a conversation's last seq)
+// calls this first, or a client could be told a stale head and miss the
+// messages after it.
+func (s *Store) Current(kind Kind, id string) error {
+	if s.repl == nil {
+		return nil
+	}
+	c := s.fenceFor(kind, id)
+	if c == nil {
+		return fmt.Errorf("%w: %c/%s is not claimed here", ErrClaimLost, kind, id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.replTimeout)
+	defer cancel()
+	epoch, err := s.repl.Epoch(ctx, uint8(ShardOf(kind, id)), entityKey(kind, id))
+	if err != nil {
+		return fmt.Errorf("persistence: claim check %c/%s: %w", kind, id, err)
+	}
+	if epoch != c.epoch { // c.epoch never changes after Claim
+		return fmt.Errorf("%w: %c/%s is at epoch %d, this activation holds %d", ErrClaimLost, kind, id, epoch, c.epoch)
+	}
+	return nil
+}
+
 // Replicated reports whether commits go through replica groups (cluster).
 func (s *Store) Replicated() bool { return s.repl != nil }
 

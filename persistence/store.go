@@ -52,6 +52,9 @@ type Replicator interface {
 	// ReadBarrier returns once this node has applied every write of shard
 	// committed before the call (raft ReadIndex).
 	ReadBarrier(ctx context.Context, shard uint8) error
+	// Epoch returns entity's claim epoch as of a read barrier on shard:
+	// every claim committed before the call counts.
+	Epoch(ctx context.Context, shard uint8, entity []byte) (uint64, error)
 	// Write commits repr, a Pebble batch of shard's keys, on a majority of
 	// the shard's replicas and applies it to this node's store before it
 	// returns. A non-empty entity fences the write (see Batch.Fence).

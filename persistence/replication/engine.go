@@ -543,6 +543,21 @@ func (e *Engine) ReadBarrier(ctx context.Context, shard uint8) error {
 	}
 }
 
+// Epoch returns entity's claim epoch (0: never claimed) once a read
+// barrier on shard has passed, so every claim committed before the call
+// is counted.
+func (e *Engine) Epoch(ctx context.Context, shard uint8, entity []byte) (uint64, error) {
+	if err := e.ReadBarrier(ctx, shard); err != nil {
+		return 0, err
+	}
+	v, err := get(e.opts.DB, fenceKey(shard, entity))
+	if err != nil || v == nil {
+		return 0, err
+	}
+	f, err := decodeFence(v)
+	return f.epoch, err
+}
+
 // Leader returns the node this replica believed led shard's group at the
 // last tick (0: none known).
 func (e *Engine) Leader(shard uint8) uint64 {

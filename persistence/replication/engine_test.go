@@ -317,8 +317,22 @@ func TestStoreClaimFencesOlderActivation(t *testing.T) {
 	if err := member(1, "alice"); err != nil {
 		t.Fatalf("write of the claimed activation: %v", err)
 	}
+	if err := c.nodes[1].store.Current(persistence.KindConv, conv); err != nil {
+		t.Fatalf("the only activation is not current: %v", err)
+	}
 	if err := c.nodes[2].store.Claim(persistence.KindConv, conv); err != nil {
 		t.Fatal(err)
+	}
+	// The older activation learns it is stale before any write: its reads
+	// must not be served.
+	if err := c.nodes[1].store.Current(persistence.KindConv, conv); !errors.Is(err, persistence.ErrClaimLost) {
+		t.Fatalf("older activation after a newer claim: Current = %v, want ErrClaimLost", err)
+	}
+	if err := c.nodes[2].store.Current(persistence.KindConv, conv); err != nil {
+		t.Fatalf("newer activation: %v", err)
+	}
+	if err := c.nodes[3].store.Current(persistence.KindConv, conv); !errors.Is(err, persistence.ErrClaimLost) {
+		t.Fatalf("a node without an activation: Current = %v, want ErrClaimLost", err)
 	}
 	if err := member(1, "mallory"); !errors.Is(err, persistence.ErrClaimLost) || !errors.Is(err, replication.ErrFenced) {
 		t.Fatalf("older activation's write: %v, want ErrClaimLost wrapping ErrFenced", err)
