@@ -49,6 +49,9 @@ func (e *Engine) apply(rds []ready) error {
 	if err := ab.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("replication: apply: %w", err)
 	}
+	for _, r := range rds {
+		r.g.st.truncated()
+	}
 	for _, d := range done {
 		e.finish(d.g, d.number, d.res)
 	}
@@ -80,6 +83,9 @@ func (e *Engine) applyEntry(ab *pebble.Batch, g *group, ent *pb.Entry, fences ma
 		// Every replica rejects it alike, so the state stays identical.
 		e.log.Error("replication: undecodable entry skipped", "shard", g.shard, "index", ent.GetIndex(), "err", err)
 		return out, false, nil
+	}
+	if c.op == opTruncate {
+		return out, false, g.truncate(ab, c.epoch, ent.GetIndex())
 	}
 	mine = c.proposer == e.opts.ID && c.boot == e.boot
 	out = applied{g: g, number: c.number}

@@ -38,19 +38,24 @@ type testCluster struct {
 	ids   []uint64
 	// writeTimeout bounds each replicated commit.
 	writeTimeout time.Duration
+	// truncateAfter is the engines' TruncateAfter (0: the default).
+	truncateAfter uint64
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // newCluster starts n nodes (ids 1..n). fs nil: each node's data is in its
 // own temp dir on disk; else fs(id) gives the node's filesystem.
-func newCluster(t testing.TB, n int, fs func(id uint64) vfs.FS) *testCluster {
+func newCluster(t testing.TB, n int, fs func(id uint64) vfs.FS, opts ...func(*testCluster)) *testCluster {
 	t.Helper()
 	ca, err := nodetls.NewCA("parley test cluster", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &testCluster{t: t, ca: ca, nodes: map[uint64]*testNode{}, addrs: map[uint64]string{}, writeTimeout: 10 * time.Second}
+	for _, o := range opts {
+		o(c)
+	}
 	for i := 1; i <= n; i++ {
 		c.ids = append(c.ids, uint64(i))
 	}
@@ -126,7 +131,7 @@ func (c *testCluster) start(id uint64) {
 			other.tr.SetPeer(id, c.addrs[id])
 		}
 	}
-	e, err := replication.Start(replication.Options{ID: id, Members: c.ids, DB: st.Pebble(), Sender: tr, Logger: quiet})
+	e, err := replication.Start(replication.Options{ID: id, Members: c.ids, DB: st.Pebble(), Sender: tr, Logger: quiet, TruncateAfter: c.truncateAfter})
 	if err != nil {
 		c.t.Fatal(err)
 	}

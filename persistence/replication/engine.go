@@ -46,6 +46,9 @@ type Options struct {
 	Tick time.Duration
 	// ElectionTicks; default 10 (a failover in 0.5-1 s at the default tick).
 	ElectionTicks int
+	// TruncateAfter: a group's leader cuts the log once this many applied
+	// entries could go (truncate.go); default 4096.
+	TruncateAfter uint64
 }
 
 // Engine runs this node's replica of every group.
@@ -67,6 +70,7 @@ type Engine struct {
 	stop    chan struct{}
 	done    chan struct{}
 	stopped bool
+	ticks   uint64 // loop goroutine
 
 	// status is a snapshot of every group, refreshed each tick.
 	statusMu sync.Mutex
@@ -81,6 +85,8 @@ type GroupStatus struct {
 	Term    uint64 `json:"term"`
 	Commit  uint64 `json:"commit"`
 	Applied uint64 `json:"applied"`
+	// LogFirst is the first index still in this replica's log.
+	LogFirst uint64 `json:"log_first"`
 }
 
 // Status returns every group's status as of the last tick.
@@ -106,7 +112,7 @@ func (e *Engine) snapshotStatus() {
 	for _, g := range e.groups {
 		st := g.rn.BasicStatus()
 		out = append(out, GroupStatus{Shard: g.shard, State: st.RaftState.String(), Leader: st.Lead,
-			Term: st.GetTerm(), Commit: st.GetCommit(), Applied: g.applied})
+			Term: st.GetTerm(), Commit: st.GetCommit(), Applied: g.applied, LogFirst: g.st.first})
 	}
 	e.statusMu.Lock()
 	e.status = out
@@ -132,6 +138,9 @@ type group struct {
 	pending map[uint64]*proposal
 	reads   map[string]*readReq // by request context, awaiting a ReadState
 	barrier []*readReq          // have an index, awaiting apply
+	// truncAt is the index of the last truncate this node proposed, at
+	// tick truncTick.
+	truncAt, truncTick uint64
 }
 
 // proposal is one command waiting for its result.
@@ -167,6 +176,9 @@ func Start(opts Options) (*Engine, error) {
 	}
 	if opts.ElectionTicks == 0 {
 		opts.ElectionTicks = 10
+	}
+	if opts.TruncateAfter == 0 {
+		opts.TruncateAfter = defaultTruncateAfter
 	}
 	var seed [8]byte
 	if _, err := rand.Read(seed[:]); err != nil {
@@ -254,11 +266,13 @@ func (e *Engine) run() {
 			e.failAll()
 			return
 		case <-t.C:
+			e.ticks++
 			for _, g := range e.groups {
 				g.rn.Tick()
 				if len(g.queue) > 0 {
 					e.propose(g)
 				}
+				e.maybeTruncate(g)
 			}
 			e.snapshotStatus()
 		case <-e.wake:

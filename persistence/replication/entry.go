@@ -9,7 +9,7 @@ import (
 // A command is the payload of one normal raft entry. Layout:
 //
 //	byte     version (1)
-//	byte     op: 1 write, 2 claim
+//	byte     op: 1 write, 2 claim, 3 truncate
 //	uvarint  proposer node id
 //	uvarint  proposal number (unique per proposer process, with its boot id)
 //	uvarint  proposer boot id
@@ -17,6 +17,9 @@ import (
 //	uvarint  epoch
 //	uvarint  version
 //	rest     write: the Pebble batch representation; claim: empty
+//
+// A truncate names no entity and carries no batch; its epoch field is the
+// last log index the replicas may drop (see truncate.go).
 //
 // entity is the key prefix of the writing grain (kind, uvarint length, id:
 // persistence.EntityPrefix without the shard byte).
@@ -35,6 +38,7 @@ const (
 	cmdVersion = 1
 	opWrite    = 1
 	opClaim    = 2
+	opTruncate = 3
 )
 
 // errBadCommand reports an entry payload that does not decode.
@@ -62,7 +66,7 @@ func decodeCommand(b []byte) (command, error) {
 		return c, fmt.Errorf("%w: version %d", errBadCommand, b[0])
 	}
 	c.op = b[1]
-	if c.op != opWrite && c.op != opClaim {
+	if c.op != opWrite && c.op != opClaim && c.op != opTruncate {
 		return c, fmt.Errorf("%w: op %d", errBadCommand, c.op)
 	}
 	r := reader{b: b[2:]}
@@ -79,6 +83,9 @@ func decodeCommand(b []byte) (command, error) {
 	c.repr = r.b
 	if c.op == opClaim && (len(c.entity) == 0 || len(c.repr) != 0) {
 		return command{}, fmt.Errorf("%w: claim needs an entity and no batch", errBadCommand)
+	}
+	if c.op == opTruncate && (len(c.entity) != 0 || len(c.repr) != 0 || c.epoch == 0) {
+		return command{}, fmt.Errorf("%w: truncate needs an index and no entity or batch", errBadCommand)
 	}
 	return c, nil
 }

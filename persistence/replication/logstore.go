@@ -22,6 +22,7 @@ const (
 	subConf    = 'c' // pb.ConfState as applied
 	subApplied = 'a' // applied index (8 bytes BE)
 	subFence   = 'f' // + entity: fence record (epoch, version)
+	subTrunc   = 't' // truncation: last dropped index and its term (16 bytes)
 )
 
 func sysKey(shard uint8, sub byte) []byte { return []byte{sysPrefix, shard, sub} }
@@ -33,10 +34,11 @@ func entryKey(shard uint8, index uint64) []byte {
 }
 
 // logStore is one group's raft log and hard state in Pebble; it implements
-// raft.Storage. The log is never compacted yet, so the first index is 1 and
-// the snapshot is empty but for the bootstrap membership. Only the engine's
-// loop goroutine uses it (raft calls it from RawNode methods), so it takes
-// no lock.
+// raft.Storage. The log starts at index 1 and is cut from the front by
+// truncate commands (truncate.go); there are no snapshots but the empty
+// bootstrap one carrying the initial membership. Only the engine's loop
+// goroutine uses it (raft calls it from RawNode methods), so it takes no
+// lock.
 type logStore struct {
 	db    *pebble.DB
 	shard uint8
@@ -47,6 +49,12 @@ type logStore struct {
 	conf      *pb.ConfState
 	lastIndex uint64
 	lastTerm  uint64
+	// first is the first index in the log; truncTerm is the term of the
+	// entry before it (dropped by a truncation; 0 if first is 1).
+	first     uint64
+	truncTerm uint64
+	// cut is a truncation staged in the current apply batch.
+	cut *truncation
 	// tail holds the last persisted entries (at most tailMax, contiguous,
 	// ending at lastIndex): raft reads them back to apply and to send to
 	// followers, and Pebble may have flushed them to disk by then.
@@ -59,7 +67,17 @@ const tailMax = 512
 // openLogStore loads the group's log bounds and hard state; a group with no
 // stored membership starts with voters as its members.
 func openLogStore(db *pebble.DB, shard uint8, voters []uint64) (*logStore, error) {
-	s := &logStore{db: db, shard: shard, hard: &pb.HardState{}, conf: &pb.ConfState{Voters: voters}}
+	s := &logStore{db: db, shard: shard, hard: &pb.HardState{}, conf: &pb.ConfState{Voters: voters}, first: 1}
+	if v, err := get(db, sysKey(shard, subTrunc)); err != nil {
+		return nil, err
+	} else if v != nil {
+		t, err := decodeTruncation(v)
+		if err != nil {
+			return nil, fmt.Errorf("replication: shard %d: %w", shard, err)
+		}
+		s.first, s.truncTerm = t.index+1, t.term
+		s.lastIndex, s.lastTerm = t.index, t.term // unless entries follow
+	}
 	if v, err := get(db, sysKey(shard, subHard)); err != nil {
 		return nil, err
 	} else if v != nil {
@@ -109,7 +127,7 @@ func (s *logStore) InitialState() (*pb.HardState, *pb.ConfState, error) {
 // Entries implements raft.Storage.
 func (s *logStore) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 	last := s.lastIndex
-	if lo < 1 {
+	if lo < s.first {
 		return nil, raft.ErrCompacted
 	}
 	if hi > last+1 {
@@ -175,6 +193,10 @@ func (s *logStore) Term(i uint64) (uint64, error) {
 		return lastTerm, nil
 	case i > last:
 		return 0, raft.ErrUnavailable
+	case i == s.first-1:
+		return s.truncTerm, nil
+	case i < s.first:
+		return 0, raft.ErrCompacted
 	}
 	if len(s.tail) > 0 && i >= s.tail[0].GetIndex() {
 		return s.tail[i-s.tail[0].GetIndex()].GetTerm(), nil
@@ -197,11 +219,16 @@ func (s *logStore) Term(i uint64) (uint64, error) {
 func (s *logStore) LastIndex() (uint64, error) { return s.lastIndex, nil }
 
 // FirstIndex implements raft.Storage.
-func (s *logStore) FirstIndex() (uint64, error) { return 1, nil }
+func (s *logStore) FirstIndex() (uint64, error) { return s.first, nil }
 
-// Snapshot implements raft.Storage: with no compaction there is only the
-// empty bootstrap snapshot carrying the initial membership.
+// Snapshot implements raft.Storage. Only an untruncated log has one: the
+// empty bootstrap snapshot carrying the initial membership. A truncated
+// log never needs one (no replica lags below a cut, truncate.go); if raft
+// asks anyway, it is told to wait, and the replica stays behind.
 func (s *logStore) Snapshot() (*pb.Snapshot, error) {
+	if s.first > 1 {
+		return nil, raft.ErrSnapshotTemporarilyUnavailable
+	}
 	return &pb.Snapshot{Metadata: &pb.SnapshotMetadata{ConfState: proto.CloneOf(s.conf), Index: proto.Uint64(0), Term: proto.Uint64(0)}}, nil
 }
 
