@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/parley-chat/parley/actors/grainpb"
@@ -156,6 +158,17 @@ func (g *fileGrain) Attach(req *grainpb.FileAttachReq, ctx cluster.GrainContext)
 func (g *fileGrain) store(rec *grainpb.FileRecord, req *grainpb.FileAttachReq) error {
 	blobs := g.n.opts.Blobs
 	_, terr := os.Stat(req.TempPath)
+	if req.TempPath == "" && len(req.PieceHashes) > 0 && g.n.opts.BlobCopies != nil {
+		// Cluster: the upload's node stored the blob and copied it to a
+		// majority before attaching; this node may be one that missed it.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		present := g.n.HasBlob(ctx, g.id)
+		cancel()
+		if present { // named by its verified SHA-256 wherever it was stored
+			rec.Size, rec.PieceSize, rec.PieceHashes = req.Size, req.PieceSize, req.PieceHashes
+			return nil
+		}
+	}
 	switch {
 	case req.TempPath != "" && terr == nil && len(req.PieceHashes) > 0 || req.Size == 0 && terr == nil:
 		if err := blobs.Put(g.id, req.TempPath); err != nil {
@@ -216,6 +229,14 @@ func (g *fileGrain) Release(req *grainpb.FileReleaseReq, ctx cluster.GrainContex
 		// pointing at nothing.
 		if err := g.n.opts.Blobs.Remove(g.id); err != nil {
 			g.log.Warn("remove blob", "err", err)
+		}
+		if bc := g.n.opts.BlobCopies; bc != nil {
+			id := g.id
+			g.n.spawn(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				bc.Drop(ctx, id)
+			})
 		}
 		g.log.Debug("file content deleted: no references left")
 	}

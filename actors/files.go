@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,6 +16,59 @@ import (
 
 // The file operations below serve the gateway's HTTP handlers. They block,
 // so they run on request goroutines, never inside a grain.
+
+// BlobCopies copies blobs between the nodes of a cluster (the gateway
+// implements it over the nodes' mutual-TLS internal HTTP), so that a file
+// survives the loss of the node it was uploaded through and any node can
+// serve it.
+type BlobCopies interface {
+	// Push copies this node's blob of hash to the other nodes and returns
+	// once a majority of the cluster (this node counted) holds it.
+	Push(ctx context.Context, hash string) error
+	// Fetch copies the blob of hash from a node that has it into this
+	// node's store (verifying its SHA-256).
+	Fetch(ctx context.Context, hash string) error
+	// Drop deletes the blob of hash on the other nodes (best effort: a
+	// node that is down keeps its copy).
+	Drop(ctx context.Context, hash string)
+}
+
+// HomeOf returns the node that hosts grain (kind, id), activating it if
+// needed (a single node: its own id, 0).
+func (n *Node) HomeOf(kind, id string) (uint64, error) {
+	if n.members == nil || n.opts.Cluster == nil {
+		return 0, nil
+	}
+	pid := n.Cluster.Get(id, kind)
+	if pid == nil {
+		return 0, fmt.Errorf("actors: no activation of %s/%s", kind, id)
+	}
+	if pid.Address == n.System.Address() {
+		return n.opts.Cluster.NodeID, nil
+	}
+	for _, m := range n.members.Members() {
+		if fmt.Sprintf("%s:%d", m.Host, m.Port) == pid.Address {
+			return m.NodeId, nil
+		}
+	}
+	return 0, fmt.Errorf("actors: %s/%s is at %s, which is not a member", kind, id, pid.Address)
+}
+
+// HasBlob makes the blob of hash present on this node if any node has it
+// (cluster: a fetch from a peer) and reports whether it is.
+func (n *Node) HasBlob(ctx context.Context, hash string) bool {
+	if n.opts.Blobs.Has(hash) {
+		return true
+	}
+	if n.opts.BlobCopies == nil {
+		return false
+	}
+	if err := n.opts.BlobCopies.Fetch(ctx, hash); err != nil {
+		n.log.Warn("blob fetch from peers failed", "file_id", hash, "err", err)
+		return false
+	}
+	return n.opts.Blobs.Has(hash)
+}
 
 // Blobs is the node's blob store (nil when files are disabled).
 func (n *Node) Blobs() *persistence.Blobs { return n.opts.Blobs }

@@ -104,6 +104,9 @@ type Options struct {
 	// Blobs stores file contents and upload temp files; nil disables
 	// files (uploads and downloads answer unavailable).
 	Blobs *persistence.Blobs
+	// BlobCopies keeps file contents on more than one node (cluster mode;
+	// nil on a single node).
+	BlobCopies BlobCopies
 	// Uploads bounds uploads (size limit, expiry, piece size).
 	Uploads upload.Limits
 	// SweepEvery is the period of the upload expiry sweep. Default 1m.

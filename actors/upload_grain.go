@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -191,6 +192,16 @@ func (g *uploadGrain) run(step upload.Step) {
 			req.PieceSize, req.PieceHashes, req.TempPath = digest.PieceSize, digest.Pieces, path
 		}
 		go func() {
+			if bc := n.opts.BlobCopies; bc != nil && digest != nil {
+				// Cluster: the file grain may live on another node, which
+				// cannot see this temp file. Store the blob here, copy it
+				// to a majority, and attach by name.
+				if err := storeAndPush(n, bc, rec.FileId, path); err != nil {
+					done(upload.Attached{Err: stepError(err)})
+					return
+				}
+				req.TempPath = ""
+			}
 			// Adopting a blob re-hashes it: allow for a large file.
 			_, err := grainpb.GetFileGrainClient(n.Cluster, rec.FileId).Attach(req, cluster.WithTimeout(10*time.Minute), cluster.WithRetryCount(1))
 			done(upload.Attached{Err: stepError(err, pb.CodeConflict, CodeContentLost, pb.CodeInvalidArgument)})
@@ -211,6 +222,22 @@ func (g *uploadGrain) run(step upload.Step) {
 			done(ev)
 		}()
 	}
+}
+
+// storeAndPush makes the hashed temp file at path the local blob hash
+// (unless a retry already did) and copies it to a majority of the nodes.
+func storeAndPush(n *Node, bc BlobCopies, hash, path string) error {
+	if !n.opts.Blobs.Has(hash) {
+		if err := n.opts.Blobs.Put(hash, path); err != nil {
+			return fmt.Errorf("store blob: %w", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := bc.Push(ctx, hash); err != nil {
+		return fmt.Errorf("copy blob to the other nodes: %w", err)
+	}
+	return nil
 }
 
 // hashUpload hashes an upload's temp file.

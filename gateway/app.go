@@ -112,6 +112,7 @@ func NewApp(o AppOptions) (*App, error) {
 	app := &App{Store: store, Hub: hub, Node: node, Gateway: gw, Media: sfu, log: o.Logger, cluster: cp}
 	if cp != nil {
 		gw.AttachCluster(o.Cluster.NodeID, cp.eng)
+		cp.serveInternal(gw)
 		gw.drain = app.Drain
 		cp.stopBalance, cp.balanceDone = make(chan struct{}), make(chan struct{})
 		go cp.balance(node, o.Cluster.NodeID)

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"crypto/tls"
+	"net/http"
+	"slices"
 
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +36,10 @@ type ClusterOptions struct {
 type clusterParts struct {
 	tr  *replication.Transport
 	eng *replication.Engine
+	// copies keeps blobs on a majority (nil when files are disabled);
+	// internal serves the peers' internal HTTP.
+	copies   *blobCopies
+	internal *http.Server
 	// stopBalance ends the leadership balancer.
 	stopBalance chan struct{}
 	balanceDone chan struct{}
@@ -105,7 +111,21 @@ func startCluster(c *ClusterOptions, store *persistence.Store, ao *actors.Option
 		NodeID: c.NodeID, Nodes: nodes, Host: c.ActorHost, Port: c.ActorPort, TLS: c.TLS,
 		Alive: tr.Alive, Gateway: c.PublicURL,
 	}
-	return &clusterParts{tr: tr, eng: eng}, nil
+	parts := &clusterParts{tr: tr, eng: eng}
+	if ao.Blobs != nil {
+		var peers []uint64
+		for _, id := range nodes {
+			if id != c.NodeID {
+				peers = append(peers, id)
+			}
+		}
+		slices.Sort(peers)
+		ao.Uploads.EnsureDefaults()
+		parts.copies = &blobCopies{self: c.NodeID, peers: peers, blobs: ao.Blobs, hc: tr.InternalClient(),
+			log: log.With("component", "blob-copies"), maxSize: ao.Uploads.MaxSize}
+		ao.BlobCopies = parts.copies
+	}
+	return parts, nil
 }
 
 // stop ends replication (after the grains stopped, before the store closes).
@@ -117,8 +137,22 @@ func (p *clusterParts) stop() {
 		close(p.stopBalance)
 		<-p.balanceDone
 	}
+	if p.internal != nil {
+		p.internal.Close()
+	}
 	p.eng.Stop()
 	p.tr.Close()
+}
+
+// serveInternal starts the peers' internal HTTP (blob copies, forwarded
+// upload chunks) and gives the gateway its client.
+func (p *clusterParts) serveInternal(gw *Server) {
+	gw.internal = p.tr.InternalClient()
+	if p.copies == nil {
+		return
+	}
+	p.internal = replication.InternalServer(gw.internalHandler(p.copies))
+	go p.internal.Serve(p.tr.Internal())
 }
 
 // ClusterStatus is what GET /admin/cluster answers.

@@ -21,6 +21,10 @@ func (f *files) download(w http.ResponseWriter, r *http.Request, fileID string) 
 		return
 	}
 	blob, err := f.s.node.Blobs().Open(fileID)
+	if err != nil && f.s.node.HasBlob(r.Context(), fileID) {
+		// Cluster: this node missed the copy (it was down); a peer had it.
+		blob, err = f.s.node.Blobs().Open(fileID)
+	}
 	if err != nil {
 		// Released between the check and the open.
 		f.fail(w, http.StatusNotFound, pb.CodeNotFound, "no file "+fileID)

@@ -234,7 +234,59 @@ func (f *files) remove(w http.ResponseWriter, id, user string) {
 // patch appends one chunk. The lease from Begin makes this request the
 // upload's only writer; every path out returns it with End, reporting how
 // many bytes are durably in the temp file.
+// forwardedUserHeader carries the authenticated user of an upload chunk
+// that another node forwarded over the internal HTTP.
+const forwardedUserHeader = "Parley-Forwarded-User"
+
+// patch appends a chunk. In a cluster the upload's temp file lives on the
+// node of its upload grain, so a chunk that arrives elsewhere is
+// forwarded there (over the nodes' mutual-TLS internal HTTP).
 func (f *files) patch(w http.ResponseWriter, r *http.Request, id, user string) {
+	if f.s.internal != nil {
+		home, err := f.s.node.HomeOf(actors.KindUpload, id)
+		if err != nil {
+			f.fail(w, http.StatusServiceUnavailable, pb.CodeUnavailable, "upload "+id+": "+err.Error())
+			return
+		}
+		if home != f.s.clusterID {
+			f.forward(w, r, home, id, user)
+			return
+		}
+	}
+	f.patchHere(w, r, id, user)
+}
+
+// forward relays a chunk to node home and its answer back.
+func (f *files) forward(w http.ResponseWriter, r *http.Request, home uint64, id, user string) {
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPatch, fmt.Sprintf("https://node-%d/uploads/%s", home, id), r.Body)
+	if err != nil {
+		f.fail(w, http.StatusInternalServerError, pb.CodeInternal, err.Error())
+		return
+	}
+	req.ContentLength = r.ContentLength
+	for _, k := range []string{"Content-Type", "Upload-Offset", "Upload-Checksum"} {
+		if v := r.Header.Get(k); v != "" {
+			req.Header.Set(k, v)
+		}
+	}
+	req.Header.Set(forwardedUserHeader, user)
+	res, err := f.s.internal.Do(req)
+	if err != nil {
+		f.fail(w, http.StatusServiceUnavailable, pb.CodeUnavailable, fmt.Sprintf("the node of upload %s is unreachable: %v", id, err))
+		return
+	}
+	defer res.Body.Close()
+	for k, v := range res.Header {
+		if k != "Content-Length" && k != "Date" {
+			w.Header()[k] = v
+		}
+	}
+	w.WriteHeader(res.StatusCode)
+	_, _ = io.Copy(w, res.Body)
+}
+
+// patchHere appends a chunk to the upload's temp file on this node.
+func (f *files) patchHere(w http.ResponseWriter, r *http.Request, id, user string) {
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != offsetStream {
 		f.fail(w, http.StatusUnsupportedMediaType, pb.CodeInvalidArgument, "Content-Type must be "+offsetStream)
 		return

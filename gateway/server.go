@@ -34,14 +34,16 @@ type Server struct {
 	// drain is App.Drain there.
 	clusterID uint64
 	engine    *replication.Engine
-	drain     func(context.Context) error
-	upgrader  *gws.Upgrader
-	nextID    atomic.Uint64
-	metrics   *metrics
-	reg       *prometheus.Registry
-	mux       *http.ServeMux
-	closing   atomic.Bool
-	wg        sync.WaitGroup
+	// internal is the client of the peers' internal HTTP (cluster only).
+	internal *http.Client
+	drain    func(context.Context) error
+	upgrader *gws.Upgrader
+	nextID   atomic.Uint64
+	metrics  *metrics
+	reg      *prometheus.Registry
+	mux      *http.ServeMux
+	closing  atomic.Bool
+	wg       sync.WaitGroup
 	// cuts counts session cuts in flight (see OnClose).
 	cuts sync.WaitGroup
 

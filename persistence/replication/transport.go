@@ -101,6 +101,8 @@ type Transport struct {
 	deliver    func(from uint64, batch []Envelope)
 	queueBytes int
 	ln         net.Listener
+	serverConf *tls.Config // tlsConf offering InternalProto
+	internal   *internalListener
 	dropped    atomic.Uint64
 	wg         sync.WaitGroup
 
@@ -147,6 +149,9 @@ func NewTransport(opts TransportOptions) (*Transport, error) {
 	if t.queueBytes == 0 {
 		t.queueBytes = transportQueueBytes
 	}
+	t.serverConf = t.tlsConf.Clone()
+	t.serverConf.NextProtos = []string{InternalProto}
+	t.internal = newInternalListener(ln.Addr())
 	for id, addr := range opts.Peers {
 		t.SetPeer(id, addr)
 	}
@@ -331,6 +336,7 @@ func (t *Transport) Close() error {
 	}
 	t.mu.Unlock()
 	err := t.ln.Close()
+	t.internal.Close()
 	for _, p := range peers {
 		p.stop()
 	}
@@ -405,9 +411,14 @@ func (t *Transport) untrack(c net.Conn) {
 // serve authenticates an accepted connection and reads its frames.
 func (t *Transport) serve(raw net.Conn) {
 	defer t.wg.Done()
-	defer t.untrack(raw)
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			t.untrack(raw)
+		}
+	}()
 	remote := raw.RemoteAddr().String()
-	conn := tls.Server(raw, t.tlsConf)
+	conn := tls.Server(raw, t.serverConf)
 	ctx, cancel := context.WithTimeout(context.Background(), transportHandshakeTimeout)
 	err := conn.HandshakeContext(ctx)
 	cancel()
@@ -420,12 +431,34 @@ func (t *Transport) serve(raw net.Conn) {
 		t.log.Warn("refused connection: no node identity", "remote", remote, "err", err)
 		return
 	}
+	if conn.ConnectionState().NegotiatedProtocol == InternalProto {
+		if !t.knownPeer(from) {
+			t.log.Warn("refused internal connection: not a peer", "remote", remote, "peer", from)
+			return
+		}
+		// The internal server owns it from now on (it closes it).
+		t.mu.Lock()
+		delete(t.inbound, raw)
+		t.mu.Unlock()
+		handedOff = true
+		if !t.internal.offer(&internalConn{Conn: conn, peer: from}, transportHandshakeTimeout) {
+			conn.Close()
+		}
+		return
+	}
 	if !t.admit(raw, from) {
 		t.log.Warn("refused connection: not a peer", "remote", remote, "peer", from)
 		return
 	}
 	t.log.Debug("accepted connection", "remote", remote, "peer", from)
 	t.readFrames(conn, from)
+}
+
+// knownPeer reports whether id is a peer of this open transport.
+func (t *Transport) knownPeer(id uint64) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return !t.closed && id != t.id && t.peers[id] != nil
 }
 
 // admit records that raw is from peer from, if from is a known peer other
@@ -701,6 +734,13 @@ func (p *transportPeer) setAddr(addr string) {
 	if c != nil {
 		c.Close()
 	}
+}
+
+// address is the peer's current address.
+func (p *transportPeer) address() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.addr
 }
 
 // stop ends the writer and closes its connection; the queue is dropped.
