@@ -3,9 +3,11 @@ package gateway
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"mime"
 	"net/http"
 	"os"
@@ -380,6 +382,12 @@ type chunkError struct {
 // never holds more than the durable offset the grain records.
 func (f *files) receive(w http.ResponseWriter, r *http.Request, id string, offset, remaining int64, want []byte) (int64, *chunkError) {
 	file, err := os.OpenFile(f.s.node.Blobs().UploadPath(id), os.O_WRONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The grain exists but not its temp file: in a cluster, the node
+		// that held it died and the grain moved here.
+		return 0, &chunkError{status: http.StatusGone, code: upload.CodeLost,
+			msg: "the bytes received so far were on a node that is gone; start the upload again"}
+	}
 	if err != nil {
 		return 0, &chunkError{status: http.StatusInternalServerError, code: pb.CodeStorage, msg: "open upload file: " + err.Error()}
 	}

@@ -182,6 +182,16 @@ func TestFileBadInput(t *testing.T) {
 	if _, err := os.Stat(tempFile(idle)); !os.IsNotExist(err) {
 		t.Fatalf("temp file of an expired upload: %v", err)
 	}
+	// An upload whose received bytes are gone (a cluster node that held
+	// them died) is refused with its own code, not a retryable 500.
+	lost := create(10)
+	httpDo(t, srv, "PATCH", lost, at, patch("0", nil), []byte("123"))
+	if err := os.Remove(tempFile(lost)); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := httpDo(t, srv, "PATCH", lost, at, patch("3", nil), []byte("4567")); res.StatusCode != 410 || res.Header.Get("Parley-Error") != upload.CodeLost {
+		t.Fatalf("patch of an upload whose bytes are gone: %s %s", res.Status, res.Header.Get("Parley-Error"))
+	}
 	// The one blob is the good upload, intact.
 	var blobs []string
 	srv.App.Node.Blobs().List(func(h string) { blobs = append(blobs, h) })

@@ -35,6 +35,9 @@ const (
 	CodeLocked = "upload_locked"
 	// CodeGone: the upload expired (410).
 	CodeGone = "upload_expired"
+	// CodeLost: the upload's received bytes are gone (410): they were on
+	// a cluster node that died. Start the upload again.
+	CodeLost = "upload_lost"
 	// CodeOffset: the request's offset is not the upload's (409).
 	CodeOffset = "offset_mismatch"
 	// CodeComplete: the upload has all its bytes (409 for a PATCH).
