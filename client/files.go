@@ -66,7 +66,8 @@ func (c *Client) httpBase() (string, error) {
 	if c.opts.HTTPURL != "" {
 		return strings.TrimRight(c.opts.HTTPURL, "/"), nil
 	}
-	u, err := url.Parse(c.opts.URL)
+	// The node of the current link (after a failover, not the first URL).
+	u, err := url.Parse(c.url())
 	if err != nil {
 		return "", fmt.Errorf("parley: server URL: %w", err)
 	}

@@ -82,8 +82,9 @@ func TestClusterFiles(t *testing.T) {
 	}
 	victim.cmd.Wait()
 	killed := time.Now()
-	// Retried while the survivors take over the dead node's grains.
-	fetchAll(clients[1:], "after the uploader's node died", 15*time.Second)
+	// Retried while the survivors take over the dead node's grains; the
+	// uploader's own client moves to a survivor and downloads there.
+	fetchAll(clients, "after the uploader's node died", 15*time.Second)
 	t.Logf("%d files uploaded through node %d; after it was SIGKILLed the others served them all within %v",
 		files, victim.id, time.Since(killed).Round(time.Millisecond))
 }

@@ -69,16 +69,23 @@ func TestWritesReplicateToEveryNode(t *testing.T) {
 			c.waitValue(id, persistence.KindUser, user, nil, "v"+user)
 		}
 	}
+	c.checkReplicasAgree("")
+}
+
+// checkReplicasAgree fails the test unless every node's state checksum is
+// the same.
+func (c *testCluster) checkReplicasAgree(when string) {
+	c.t.Helper()
 	sums := map[[32]byte][]uint64{}
 	for _, id := range c.ids {
 		s, err := c.nodes[id].store.Checksum()
 		if err != nil {
-			t.Fatal(err)
+			c.t.Fatal(err)
 		}
 		sums[s] = append(sums[s], id)
 	}
 	if len(sums) != 1 {
-		t.Fatalf("replicas disagree: %v", sums)
+		c.t.Fatalf("replicas disagree%s: %v", when, sums)
 	}
 }
 

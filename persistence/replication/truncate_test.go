@@ -134,15 +134,5 @@ func TestLogTruncation(t *testing.T) {
 	for _, id := range c.ids {
 		c.waitValue(id, persistence.KindUser, user, []byte("360"), "v360")
 	}
-	sums := map[[32]byte][]uint64{}
-	for _, id := range c.ids {
-		s, err := c.nodes[id].store.Checksum()
-		if err != nil {
-			t.Fatal(err)
-		}
-		sums[s] = append(sums[s], id)
-	}
-	if len(sums) != 1 {
-		t.Fatalf("replicas disagree after truncations and a catch-up: %v", sums)
-	}
+	c.checkReplicasAgree(" after truncations and a catch-up")
 }
