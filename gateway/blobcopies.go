@@ -46,7 +46,7 @@ func (b *blobCopies) url(peer uint64, hash string) string {
 // returns when a majority of the cluster holds the blob, and the PUTs to
 // slower peers go on in the background.
 func (b *blobCopies) Push(ctx context.Context, hash string) error {
-	needed := (len(b.peers)+1)/2 + 1 - 1 // a majority, less this node's copy
+	needed := (len(b.peers) + 1) / 2 // a majority of the cluster, less this node's copy
 	if needed <= 0 {
 		return nil
 	}
