@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -200,7 +201,33 @@ func (n *Node) sweepUploads() error {
 // and committing the record) and blobs without a file record that stores
 // them (a crash between the record's commit and the unlink of a released
 // blob), then sweeps the uploads, which resumes interrupted completions.
-func (n *Node) recoverFiles() error {
+// recoverFilesInCluster runs recoverFiles once this node's store has
+// caught up with every shard. Blob copies and temp files younger than
+// clusterKeepNew are kept: a copy is pushed before its file record is
+// written, and an upload's record may still be on its way.
+func (n *Node) recoverFilesInCluster() {
+	for {
+		err := n.opts.Store.FreshAll()
+		if err == nil {
+			break
+		}
+		if n.stopping.Load() {
+			return
+		}
+		n.log.Debug("file recovery waits for the cluster", "err", err)
+		time.Sleep(time.Second)
+	}
+	if err := n.recoverFiles(clusterKeepNew); err != nil {
+		n.log.Error("file recovery at start", "err", err)
+	}
+}
+
+// clusterKeepNew: see recoverFilesInCluster.
+const clusterKeepNew = time.Hour
+
+// recoverFiles removes upload temp files without a record and blobs no
+// file record stores, except those modified within keepNew.
+func (n *Node) recoverFiles(keepNew time.Duration) error {
 	blobs := n.opts.Blobs
 	live := map[string]bool{}
 	hashed := map[string]bool{}
@@ -216,8 +243,12 @@ func (n *Node) recoverFiles() error {
 		return err
 	}
 	var orphans []string
+	recent := func(path string) bool {
+		st, err := os.Stat(path)
+		return keepNew > 0 && err == nil && time.Since(st.ModTime()) < keepNew
+	}
 	if err := blobs.ListUploads(func(id string) {
-		if !live[id] {
+		if !live[id] && !recent(blobs.UploadPath(id)) {
 			orphans = append(orphans, id)
 		}
 	}); err != nil {
@@ -240,7 +271,7 @@ func (n *Node) recoverFiles() error {
 			scanErr = err
 			return
 		}
-		if !rec.Stored {
+		if !rec.Stored && !recent(blobs.Path(h)) {
 			unrecorded = append(unrecorded, h)
 		}
 	}); err != nil {

@@ -348,7 +348,12 @@ func Start(opts Options) (*Node, error) {
 	n.Cluster.StartMember()
 	n.stopSweep, n.sweepDone = make(chan struct{}), make(chan struct{})
 	if opts.Blobs != nil {
-		if err := n.recoverFiles(); err != nil {
+		if opts.Store.Replicated() {
+			// This node's copy of the records may be behind the cluster's:
+			// recover once it caught up, off the start path (a node may
+			// start before a majority is up).
+			n.spawn(n.recoverFilesInCluster)
+		} else if err := n.recoverFiles(0); err != nil {
 			n.log.Error("file recovery at start", "err", err)
 		}
 		go n.sweepLoop()

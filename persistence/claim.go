@@ -70,6 +70,28 @@ func (s *Store) Fresh(kind Kind, id string) error {
 	return nil
 }
 
+// FreshAll is Fresh for every shard at once (cluster mode; a single node
+// is always fresh): the reads that follow see every write acknowledged
+// before the call.
+func (s *Store) FreshAll() error {
+	if s.repl == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.replTimeout)
+	defer cancel()
+	errs := make(chan error, NumShards)
+	for shard := range NumShards {
+		go func() { errs <- s.repl.ReadBarrier(ctx, uint8(shard)) }()
+	}
+	var first error
+	for range NumShards {
+		if err := <-errs; err != nil && first == nil {
+			first = fmt.Errorf("persistence: read barrier: %w", err)
+		}
+	}
+	return first
+}
+
 // Current returns nil while this node's activation of (kind, id) still
 // holds its claim, checked against the shard's log as of the call (cluster
 // mode: a read barrier, then the entity's epoch; a single node always
