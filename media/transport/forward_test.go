@@ -120,7 +120,7 @@ func TestSendBatch(t *testing.T) {
 	for i := range packets {
 		r.m.handle(r.pkts[i], r.from)
 	}
-	r.waitReceived(2*batchMax, time.Second)
+	r.waitReceived(2*batchMax, 10*time.Second)
 	time.Sleep(50 * time.Millisecond) // a send of the part would show by now
 	if got := r.received.Load(); got != 2*batchMax {
 		t.Fatalf("busy reader: %d datagrams sent before its end, want the %d of the full batches", got, 2*batchMax)
