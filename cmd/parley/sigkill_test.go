@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -31,14 +32,24 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// freeAddr returns a 127.0.0.1 address that is free now, for a child.
+// The port is below the kernel's ephemeral range (32768-60999 on Linux by
+// default): a port found by listening on :0 and closing could be taken,
+// before the child binds it, as the source port of any outgoing
+// connection or by another :0 bind (a CI run failed on that: "bind:
+// address already in use" for a cluster node's raft port).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000)))
+		if err == nil {
+			addr := ln.Addr().String()
+			ln.Close()
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free port in 20000-31999")
+	return ""
 }
 
 // startChild runs `parley serve` as a child process and waits until healthy.
