@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"syscall"
 	"testing"
 	"time"
@@ -16,17 +15,7 @@ import (
 // that no longer forwards anything), and a new call among the same users
 // works on a surviving node.
 func TestClusterCallSurvivesNodeLoss(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process cluster test")
-	}
-	nodes := startTestCluster(t, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	clients, _ := dialMembers(t, ctx, nodes, "caller")
-	g, err := clients[0].CreateGroup(ctx, "huddle", clients[1].UserID(), clients[2].UserID())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, nodes, clients, _, g := groupOnCluster(t, "caller", "huddle")
 	api, err := client.NewCallAPI(true)
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -20,17 +19,7 @@ import (
 // once the uploader's node is SIGKILLed the survivors still serve them:
 // a blob is on a majority of the nodes before its upload completes.
 func TestClusterFiles(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process cluster test")
-	}
-	nodes := startTestCluster(t, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	clients, _ := dialMembers(t, ctx, nodes, "filer")
-	g, err := clients[0].CreateGroup(ctx, "files", clients[1].UserID(), clients[2].UserID())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, nodes, clients, _, g := groupOnCluster(t, "filer", "files")
 	const files = 6 // enough that some grains live off the uploader's node
 	start := time.Now()
 	rng := rand.New(rand.NewPCG(7, 9))

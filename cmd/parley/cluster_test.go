@@ -392,6 +392,25 @@ func dialMembers(t *testing.T, ctx context.Context, nodes []*clusterNode, prefix
 	return clients, recv
 }
 
+// groupOnCluster starts a 3-node cluster (skipped with -short), one user
+// per node named prefix0..2, and a group of the three titled title. ctx
+// ends with the test (at most after 3 minutes).
+func groupOnCluster(t *testing.T, prefix, title string) (context.Context, []*clusterNode, []*client.Client, []*receiver, *pb.Conversation) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("multi-process cluster test")
+	}
+	nodes := startTestCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	clients, recv := dialMembers(t, ctx, nodes, prefix)
+	g, err := clients[0].CreateGroup(ctx, title, clients[1].UserID(), clients[2].UserID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, nodes, clients, recv, g
+}
+
 // startTestCluster starts nodes, waits until they agree on the raft
 // leaders, and stops them when the test ends.
 func startTestCluster(t *testing.T, n int) []*clusterNode {
@@ -422,18 +441,8 @@ func startTestCluster(t *testing.T, n int) []*clusterNode {
 // survivor) and the clients of the other nodes not at all; every message
 // is delivered to every member exactly once, in order.
 func TestClusterDrain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process cluster test")
-	}
-	nodes := startTestCluster(t, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx, nodes, clients, recv, g := groupOnCluster(t, "drain", "drained")
 	const users = 3
-	clients, recv := dialMembers(t, ctx, nodes, "drain")
-	g, err := clients[0].CreateGroup(ctx, "drained", clients[1].UserID(), clients[2].UserID())
-	if err != nil {
-		t.Fatal(err)
-	}
 	const perSender = 100
 	var wg sync.WaitGroup
 	drainAt := make(chan struct{})
