@@ -47,10 +47,8 @@ func (n *Node) HomeOf(kind, id string) (uint64, error) {
 	if pid.Address == n.System.Address() {
 		return n.opts.Cluster.NodeID, nil
 	}
-	for _, m := range n.members.Members() {
-		if fmt.Sprintf("%s:%d", m.Host, m.Port) == pid.Address {
-			return m.NodeId, nil
-		}
+	if id, ok := n.members.NodeAt(pid.Address); ok {
+		return id, nil
 	}
 	return 0, fmt.Errorf("actors: %s/%s is at %s, which is not a member", kind, id, pid.Address)
 }
@@ -196,11 +194,6 @@ func (n *Node) sweepUploads() error {
 	return err
 }
 
-// recoverFiles runs once at start, before anything is served: it removes
-// temp files without an upload record (a crash between creating the file
-// and committing the record) and blobs without a file record that stores
-// them (a crash between the record's commit and the unlink of a released
-// blob), then sweeps the uploads, which resumes interrupted completions.
 // recoverFilesInCluster runs recoverFiles once this node's store has
 // caught up with every shard. Blob copies and temp files younger than
 // clusterKeepNew are kept: a copy is pushed before its file record is
@@ -225,8 +218,13 @@ func (n *Node) recoverFilesInCluster() {
 // clusterKeepNew: see recoverFilesInCluster.
 const clusterKeepNew = time.Hour
 
-// recoverFiles removes upload temp files without a record and blobs no
-// file record stores, except those modified within keepNew.
+// recoverFiles runs once at start (a single node: before anything is
+// served; a cluster node: once caught up, recoverFilesInCluster): it removes
+// temp files without an upload record (a crash between creating the file
+// and committing the record) and blobs without a file record that stores
+// them (a crash between the record's commit and the unlink of a released
+// blob), then sweeps the uploads, which resumes interrupted completions.
+// Files modified within keepNew are kept.
 func (n *Node) recoverFiles(keepNew time.Duration) error {
 	blobs := n.opts.Blobs
 	live := map[string]bool{}

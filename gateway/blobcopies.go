@@ -27,7 +27,6 @@ import (
 //	GET    /blobs/{sha256}   read a copy (404: none here)
 //	DELETE /blobs/{sha256}   drop a copy
 type blobCopies struct {
-	self  uint64
 	peers []uint64 // every other node
 	blobs *persistence.Blobs
 	hc    *http.Client
@@ -240,11 +239,12 @@ func (s *Server) internalHandler(b *blobCopies) http.Handler {
 		w.Header().Set("Tus-Resumable", tusVersion)
 		f.patchHere(w, r, r.PathValue("id"), user)
 	})
-	return replicationServer(mux)
+	return peersOnly(mux)
 }
 
-// replicationServer wraps the internal mux for the peers' connections.
-func replicationServer(h http.Handler) http.Handler {
+// peersOnly refuses a request that did not come through the transport's
+// peer check (none should: the internal listener only gets peers).
+func peersOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if replication.InternalPeer(r) == 0 {
 			http.Error(w, "not from a peer node", http.StatusForbidden)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/parley-chat/parley/actors"
+	"github.com/parley-chat/parley/actors/membership"
 	"github.com/parley-chat/parley/persistence"
 	"github.com/parley-chat/parley/persistence/replication"
 )
@@ -36,8 +37,9 @@ type ClusterOptions struct {
 type clusterParts struct {
 	tr  *replication.Transport
 	eng *replication.Engine
-	// copies keeps blobs on a majority (nil when files are disabled);
-	// internal serves the peers' internal HTTP.
+	// client calls the peers' internal HTTP; copies keeps blobs on a
+	// majority (nil when files are disabled); internal serves the peers.
+	client   *http.Client
 	copies   *blobCopies
 	internal *http.Server
 	// stopBalance ends the leadership balancer.
@@ -111,7 +113,7 @@ func startCluster(c *ClusterOptions, store *persistence.Store, ao *actors.Option
 		NodeID: c.NodeID, Nodes: nodes, Host: c.ActorHost, Port: c.ActorPort, TLS: c.TLS,
 		Alive: tr.Alive, Gateway: c.PublicURL,
 	}
-	parts := &clusterParts{tr: tr, eng: eng}
+	parts := &clusterParts{tr: tr, eng: eng, client: tr.InternalClient()}
 	if ao.Blobs != nil {
 		var peers []uint64
 		for _, id := range nodes {
@@ -121,7 +123,7 @@ func startCluster(c *ClusterOptions, store *persistence.Store, ao *actors.Option
 		}
 		slices.Sort(peers)
 		ao.Uploads.EnsureDefaults()
-		parts.copies = &blobCopies{self: c.NodeID, peers: peers, blobs: ao.Blobs, hc: tr.InternalClient(),
+		parts.copies = &blobCopies{peers: peers, blobs: ao.Blobs, hc: parts.client,
 			log: log.With("component", "blob-copies"), maxSize: ao.Uploads.MaxSize}
 		ao.BlobCopies = parts.copies
 	}
@@ -147,7 +149,7 @@ func (p *clusterParts) stop() {
 // serveInternal starts the peers' internal HTTP (blob copies, forwarded
 // upload chunks) and gives the gateway its client.
 func (p *clusterParts) serveInternal(gw *Server) {
-	gw.internal = p.tr.InternalClient()
+	gw.internal = p.client
 	if p.copies == nil {
 		return
 	}
@@ -199,7 +201,7 @@ func (s *Server) clusterStatus() *ClusterStatus {
 	st := &ClusterStatus{Node: s.clusterID, Groups: s.engine.Status(), Grains: map[string]int64{}}
 	st.Leading = len(replication.LedBy(s.clusterID, st.Groups))
 	for _, m := range s.node.Members() {
-		st.Members = append(st.Members, ClusterMember{Node: m.NodeId, Actor: fmt.Sprintf("%s:%d", m.Host, m.Port),
+		st.Members = append(st.Members, ClusterMember{Node: m.NodeId, Actor: membership.Endpoint(m),
 			Gateway: m.Gateway, StartedMs: m.StartedMs})
 	}
 	for kind := range s.node.Options().Metrics.MailboxDepth {

@@ -133,7 +133,7 @@ func (p *Provider) Excluded(addr string) bool {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.self != nil && addr == p.self.Host+":"+strconv.Itoa(int(p.self.Port))
+	return p.self != nil && addr == Endpoint(p.self)
 }
 
 // StartClient is not supported: every Parley node is a full member.
@@ -244,8 +244,23 @@ func (p *Provider) Address(id uint64) string {
 	if r == nil {
 		return ""
 	}
-	return r.Host + ":" + strconv.Itoa(int(r.Port))
+	return Endpoint(r)
 }
+
+// NodeAt returns the member whose actor endpoint is addr (false: none).
+func (p *Provider) NodeAt(addr string) (uint64, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, r := range p.records {
+		if Endpoint(r) == addr {
+			return id, true
+		}
+	}
+	return 0, false
+}
+
+// Endpoint is the actor endpoint ("host:port") a node record advertises.
+func Endpoint(r *grainpb.NodeRecord) string { return r.Host + ":" + strconv.Itoa(int(r.Port)) }
 
 // Members returns the current members' records, by node id.
 func (p *Provider) Members() []*grainpb.NodeRecord {

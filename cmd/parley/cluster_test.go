@@ -209,46 +209,11 @@ func (n *clusterNode) stop(t *testing.T) {
 // every message exactly once and in order, and the clients of the dead
 // node rebuild their sessions on a survivor within 15 s.
 func TestClusterSurvivesSIGKILL(t *testing.T) {
-	if testing.Short() {
-		t.Skip("multi-process cluster test")
-	}
-	nodes := startTestCluster(t, 3)
+	ctx, nodes, clients, recv, g := groupOnCluster(t, "member", "cluster")
 	peers := peerList(nodes)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	const users = 3
-	clients, recv := dialMembers(t, ctx, nodes, "member")
-	g, err := clients[0].CreateGroup(ctx, "cluster", clients[1].UserID(), clients[2].UserID())
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// Every user sends, one message at a time, with client ids, so a send
-	// retried across the kill is applied once.
 	const perSender = 150
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	acked := map[string]bool{}
-	killAt := make(chan struct{})
-	for i, c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := range perSender {
-				if k == perSender/3 && i == 0 {
-					close(killAt)
-				}
-				text := fmt.Sprintf("u%d-%d", i, k)
-				if _, err := c.SendMessage(ctx, &pb.Send{ConversationId: g.Id, Text: text, ClientId: text}); err != nil {
-					t.Errorf("user %d send %d: %v", i, k, err)
-					return
-				}
-				mu.Lock()
-				acked[text] = true
-				mu.Unlock()
-			}
-		}()
-	}
+	killAt, sent := sendFromAll(t, ctx, clients, g.Id, "u", perSender, perSender/3)
 	<-killAt
 	victim := nodes[2] // the home of user 2
 	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -261,7 +226,7 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	// everything; how long that takes is the figure to watch.
 	recv[2].waitTexts(t, ctx, g.Id, total)
 	rebuilt := time.Since(killed)
-	wg.Wait()
+	acked := sent()
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -392,6 +357,41 @@ func dialMembers(t *testing.T, ctx context.Context, nodes []*clusterNode, prefix
 	return clients, recv
 }
 
+// sendFromAll has every client send perSender texts "<prefix><i>-<k>"
+// to conv, one at a time, each with its text as client id (so a send
+// retried across a failover is applied once); a failed send fails the
+// test. The channel returned closes as client 0 is about to send message
+// at; sent waits for every sender and returns the acknowledged texts.
+func sendFromAll(t *testing.T, ctx context.Context, clients []*client.Client, conv, prefix string, perSender, at int) (<-chan struct{}, func() map[string]bool) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	reached := make(chan struct{})
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range perSender {
+				if k == at && i == 0 {
+					close(reached)
+				}
+				text := fmt.Sprintf("%s%d-%d", prefix, i, k)
+				if _, err := c.SendMessage(ctx, &pb.Send{ConversationId: conv, Text: text, ClientId: text}); err != nil {
+					t.Errorf("user %d send %d: %v", i, k, err)
+					return
+				}
+				mu.Lock()
+				acked[text] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	return reached, func() map[string]bool {
+		wg.Wait()
+		return acked
+	}
+}
+
 // groupOnCluster starts a 3-node cluster (skipped with -short), one user
 // per node named prefix0..2, and a group of the three titled title. ctx
 // ends with the test (at most after 3 minutes).
@@ -444,24 +444,7 @@ func TestClusterDrain(t *testing.T) {
 	ctx, nodes, clients, recv, g := groupOnCluster(t, "drain", "drained")
 	const users = 3
 	const perSender = 100
-	var wg sync.WaitGroup
-	drainAt := make(chan struct{})
-	for i, c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := range perSender {
-				if k == perSender/4 && i == 0 {
-					close(drainAt)
-				}
-				text := fmt.Sprintf("d%d-%d", i, k)
-				if _, err := c.SendMessage(ctx, &pb.Send{ConversationId: g.Id, Text: text, ClientId: text}); err != nil {
-					t.Errorf("user %d send %d: %v", i, k, err)
-					return
-				}
-			}
-		}()
-	}
+	drainAt, sent := sendFromAll(t, ctx, clients, g.Id, "d", perSender, perSender/4)
 	<-drainAt
 	req, _ := http.NewRequest(http.MethodPost, "http://"+nodes[0].addr+"/admin/drain", nil)
 	req.Header.Set("Authorization", "Bearer "+clusterAdminToken)
@@ -483,7 +466,7 @@ func TestClusterDrain(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the drained node did not exit")
 	}
-	wg.Wait()
+	sent()
 	if t.Failed() {
 		t.FailNow()
 	}

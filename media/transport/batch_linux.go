@@ -65,24 +65,11 @@ func (b *sendBatch) add(out []byte, to netip.AddrPort) error {
 		return nil
 	}
 	i := b.n
-	if b.m.v6 {
-		sa := &b.addrs[i]
-		sa.Family = syscall.AF_INET6
-		sa.Addr = to.Addr().As16()
-		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		p[0], p[1] = byte(to.Port()>>8), byte(to.Port())
-		b.hdrs[i].hdr.Namelen = syscall.SizeofSockaddrInet6
-	} else {
-		if !to.Addr().Is4() {
-			return errAddressFamily
-		}
-		sa := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&b.addrs[i]))
-		sa.Family = syscall.AF_INET
-		sa.Addr = to.Addr().As4()
-		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		p[0], p[1] = byte(to.Port()>>8), byte(to.Port())
-		b.hdrs[i].hdr.Namelen = syscall.SizeofSockaddrInet4
+	namelen, err := putSockaddr(&b.addrs[i], b.m.v6, to)
+	if err != nil {
+		return err
 	}
+	b.hdrs[i].hdr.Namelen = namelen
 	b.iovs[i].Base = &out[0]
 	b.iovs[i].SetLen(len(out))
 	b.n++

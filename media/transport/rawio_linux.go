@@ -86,15 +86,35 @@ func sockaddrToAddrPort(rsa *syscall.RawSockaddrAny) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
+// putSockaddr writes to into dst as the socket's family needs it (an
+// Inet4 in dst's first bytes on an IPv4 socket) and returns its length.
+func putSockaddr(dst *syscall.RawSockaddrInet6, v6 bool, to netip.AddrPort) (uint32, error) {
+	if v6 {
+		dst.Family = syscall.AF_INET6
+		dst.Addr = to.Addr().As16()
+		p := (*[2]byte)(unsafe.Pointer(&dst.Port))
+		p[0], p[1] = byte(to.Port()>>8), byte(to.Port())
+		return syscall.SizeofSockaddrInet6, nil
+	}
+	if !to.Addr().Is4() {
+		return 0, errAddressFamily
+	}
+	sa := (*syscall.RawSockaddrInet4)(unsafe.Pointer(dst))
+	sa.Family = syscall.AF_INET
+	sa.Addr = to.Addr().As4()
+	p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+	p[0], p[1] = byte(to.Port()>>8), byte(to.Port())
+	return syscall.SizeofSockaddrInet4, nil
+}
+
 // rawSender sends datagrams; one per Conn, used under its wmu.
 type rawSender struct {
-	m   *Mux
-	b   []byte
-	sa4 syscall.RawSockaddrInet4
-	sa6 syscall.RawSockaddrInet6
-	v6  bool
-	err syscall.Errno
-	fn  func(fd uintptr) bool
+	m     *Mux
+	b     []byte
+	sa    syscall.RawSockaddrInet6
+	salen uint32
+	err   syscall.Errno
+	fn    func(fd uintptr) bool
 }
 
 func newRawSender(m *Mux) *rawSender {
@@ -104,12 +124,9 @@ func newRawSender(m *Mux) *rawSender {
 }
 
 func (s *rawSender) send(fd uintptr) bool {
-	sa, salen := unsafe.Pointer(&s.sa4), uintptr(syscall.SizeofSockaddrInet4)
-	if s.v6 {
-		sa, salen = unsafe.Pointer(&s.sa6), uintptr(syscall.SizeofSockaddrInet6)
-	}
 	for {
-		_, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&s.b[0])), uintptr(len(s.b)), 0, uintptr(sa), salen)
+		_, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&s.b[0])), uintptr(len(s.b)), 0,
+			uintptr(unsafe.Pointer(&s.sa)), uintptr(s.salen))
 		switch e {
 		case syscall.EINTR:
 			continue
@@ -126,22 +143,12 @@ func (s *rawSender) sendTo(b []byte, to netip.AddrPort) error {
 	if len(b) == 0 {
 		return nil
 	}
-	s.b, s.v6, s.err = b, s.m.v6, 0
-	if s.v6 {
-		s.sa6.Family = syscall.AF_INET6
-		s.sa6.Addr = to.Addr().As16()
-		p := (*[2]byte)(unsafe.Pointer(&s.sa6.Port))
-		p[0], p[1] = byte(to.Port()>>8), byte(to.Port())
-	} else {
-		if !to.Addr().Is4() {
-			return errAddressFamily
-		}
-		s.sa4.Family = syscall.AF_INET
-		s.sa4.Addr = to.Addr().As4()
-		p := (*[2]byte)(unsafe.Pointer(&s.sa4.Port))
-		p[0], p[1] = byte(to.Port()>>8), byte(to.Port())
+	salen, err := putSockaddr(&s.sa, s.m.v6, to)
+	if err != nil {
+		return err
 	}
-	err := s.m.raw.Write(s.fn)
+	s.b, s.salen, s.err = b, salen, 0
+	err = s.m.raw.Write(s.fn)
 	s.b = nil
 	if err != nil {
 		return err

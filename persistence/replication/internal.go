@@ -106,8 +106,9 @@ func InternalPeer(r *http.Request) uint64 {
 func (t *Transport) InternalClient() *http.Client {
 	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
 		host, _, _ := net.SplitHostPort(addr)
-		id, err := strconv.ParseUint(strings.TrimPrefix(host, "node-"), 10, 64)
-		if err != nil || !strings.HasPrefix(host, "node-") {
+		num, ok := strings.CutPrefix(host, "node-")
+		id, err := strconv.ParseUint(num, 10, 64)
+		if !ok || err != nil {
 			return nil, fmt.Errorf("replication: internal address %q is not node-<id>", addr)
 		}
 		t.mu.RLock()
