@@ -59,10 +59,13 @@ func TestWorkerAgainstBaseline(t *testing.T) {
 	do(control.Command{Op: control.OpPublish, Publishers: []control.Publisher{{Conn: 0, Conv: r.Convs[0], ID: 1, Depth: 8, Pace: control.PaceEcho, Size: 32}}})
 	time.Sleep(300 * time.Millisecond)
 	do(control.Command{Op: control.OpStop})
+	// Up to Depth sends are in flight at the stop: wait until their acks,
+	// deliveries and latencies are all counted (the counters move one
+	// after the other, so a snapshot between them is not settled).
 	var s *control.Stats
 	for range 50 {
 		s = do(control.Command{Op: control.OpStats}).Stats
-		if s.Delivered == s.Acked*n && s.Acked > 0 {
+		if s.Acked > 0 && s.Sent == s.Acked && s.Delivered == s.Acked*n && s.Latency.Count == s.Delivered {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
