@@ -37,7 +37,8 @@ FUZZ_TARGETS = \
 	./media/transport:FuzzDemux:150000 \
 	./media/offer:FuzzParseAnswer:700000 \
 	./persistence/replication:FuzzDecodeFrame:150000 \
-	./persistence/replication:FuzzDecodeCommand:150000
+	./persistence/replication:FuzzDecodeCommand:150000 \
+	./persistence/replication:FuzzSnapshotStream:100000
 fuzz:
 	@set -e; for spec in $(FUZZ_TARGETS); do \
 		pkg=$${spec%%:*}; rest=$${spec#*:}; fn=$${rest%%:*}; n=$${rest##*:}; \

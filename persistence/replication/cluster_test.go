@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,10 @@ type testNode struct {
 	store *persistence.Store
 	tr    *replication.Transport
 	eng   *replication.Engine
+	// internal serves the peers' internal HTTP (snapshots).
+	internal *http.Server
+	// join: the node joins the running cluster (Options.Join).
+	join bool
 }
 
 type testCluster struct {
@@ -72,7 +77,7 @@ func newCluster(t testing.TB, n int, fs func(id uint64) vfs.FS, opts ...func(*te
 		c.start(id)
 	}
 	t.Cleanup(func() {
-		for _, id := range c.ids {
+		for id := range c.nodes {
 			c.stop(id)
 		}
 	})
@@ -131,7 +136,8 @@ func (c *testCluster) start(id uint64) {
 			other.tr.SetPeer(id, c.addrs[id])
 		}
 	}
-	e, err := replication.Start(replication.Options{ID: id, Members: c.ids, DB: st.Pebble(), Sender: tr, Logger: quiet, TruncateAfter: c.truncateAfter})
+	e, err := replication.Start(replication.Options{ID: id, Members: c.ids, Join: nd.join, DB: st.Pebble(), Sender: tr, Logger: quiet,
+		TruncateAfter: c.truncateAfter, Internal: tr.InternalClient()})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -139,6 +145,10 @@ func (c *testCluster) start(id uint64) {
 	eng = e
 	engMu.Unlock()
 	nd.eng = e
+	mux := http.NewServeMux()
+	mux.Handle("GET /raft/snapshot/{token}", e.SnapshotHandler())
+	nd.internal = replication.InternalServer(mux)
+	go nd.internal.Serve(tr.Internal())
 	st.SetReplicator(e, c.writeTimeout)
 }
 
@@ -148,6 +158,7 @@ func (c *testCluster) stop(id uint64) {
 	if nd.eng == nil {
 		return
 	}
+	nd.internal.Close()
 	nd.eng.Stop()
 	nd.tr.Close()
 	nd.store.Close()

@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3"
+	rpb "go.etcd.io/raft/v3/raftpb"
 )
 
 // NumGroups is the number of raft groups: one per shard of the seam.
@@ -35,6 +38,10 @@ type Options struct {
 	ID uint64
 	// Members are the voters of every group when it is first created.
 	Members []uint64
+	// Join: this node joins a running cluster (members.go). Its groups,
+	// when first created, have no voters: they wait for a leader to add
+	// this node and send a snapshot. Members is then ignored.
+	Join bool
 	// DB is the node's Pebble store (the one persistence.Store opened).
 	DB *pebble.DB
 	// Sender delivers messages to peers. Required.
@@ -49,6 +56,11 @@ type Options struct {
 	// TruncateAfter: a group's leader cuts the log once this many applied
 	// entries could go (truncate.go); default 4096.
 	TruncateAfter uint64
+	// Internal is the client of the peers' internal HTTP (Transport's
+	// InternalClient), which fetches snapshots (snapshot.go); the peers
+	// serve SnapshotHandler at /raft/snapshot/{token}. Nil: a replica
+	// that needs a snapshot cannot catch up.
+	Internal *http.Client
 }
 
 // Engine runs this node's replica of every group.
@@ -63,6 +75,7 @@ type Engine struct {
 	props     []*proposal
 	reads     []*readReq
 	transfers [][2]uint64          // shard, target node
+	confs     []confReq            // membership changes to propose
 	waiters   map[uint64]*proposal // by proposal number
 	number    uint64
 	wake      chan struct{}
@@ -71,6 +84,9 @@ type Engine struct {
 	done    chan struct{}
 	stopped bool
 	ticks   uint64 // loop goroutine
+	// installs are fetched snapshots for the loop to step into raft.
+	installs []fetched
+	snaps    snapshots
 
 	// status is a snapshot of every group, refreshed each tick.
 	statusMu sync.Mutex
@@ -87,6 +103,8 @@ type GroupStatus struct {
 	Applied uint64 `json:"applied"`
 	// LogFirst is the first index still in this replica's log.
 	LogFirst uint64 `json:"log_first"`
+	// Voters are the group's voting members as this replica applied them.
+	Voters []uint64 `json:"voters"`
 }
 
 // Status returns every group's status as of the last tick.
@@ -112,7 +130,8 @@ func (e *Engine) snapshotStatus() {
 	for _, g := range e.groups {
 		st := g.rn.BasicStatus()
 		out = append(out, GroupStatus{Shard: g.shard, State: st.RaftState.String(), Leader: st.Lead,
-			Term: st.GetTerm(), Commit: st.GetCommit(), Applied: g.applied, LogFirst: g.st.first})
+			Term: st.GetTerm(), Commit: st.GetCommit(), Applied: g.applied, LogFirst: g.st.first,
+			Voters: slices.Sorted(slices.Values(g.st.conf.GetVoters()))})
 	}
 	e.statusMu.Lock()
 	e.status = out
@@ -141,6 +160,12 @@ type group struct {
 	// truncAt is the index of the last truncate this node proposed, at
 	// tick truncTick.
 	truncAt, truncTick uint64
+	// fetching: a snapshot's state is being fetched; snapData is a
+	// fetched state raft is restoring; snapSince is, per follower this
+	// leader is sending a snapshot, the tick it started.
+	fetching  bool
+	snapData  *pebble.Batch
+	snapSince map[uint64]uint64
 }
 
 // proposal is one command waiting for its result.
@@ -165,8 +190,11 @@ type readReq struct {
 
 // Start opens every group's replica from db and starts the loop.
 func Start(opts Options) (*Engine, error) {
-	if opts.ID == 0 || opts.DB == nil || opts.Sender == nil || len(opts.Members) == 0 {
-		return nil, errors.New("replication: Options need ID, Members, DB and Sender")
+	if opts.ID == 0 || opts.DB == nil || opts.Sender == nil || len(opts.Members) == 0 && !opts.Join {
+		return nil, errors.New("replication: Options need ID, Members (or Join), DB and Sender")
+	}
+	if opts.Join {
+		opts.Members = nil
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -217,14 +245,16 @@ func (e *Engine) openGroup(shard uint8) (*group, error) {
 		ID: e.opts.ID, ElectionTick: e.opts.ElectionTicks, HeartbeatTick: 1,
 		Storage: st, Applied: applied,
 		MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 256, MaxUncommittedEntriesSize: 1 << 30,
-		CheckQuorum: true, PreVote: true,
+		CheckQuorum: true, PreVote: true, StepDownOnRemoval: true,
 		Logger: raftLogger{e.log.With("shard", shard)},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replication: shard %d: %w", shard, err)
 	}
-	return &group{shard: shard, rn: rn, st: st, applied: applied,
-		pending: make(map[uint64]*proposal), reads: make(map[string]*readReq)}, nil
+	g := &group{shard: shard, rn: rn, st: st, applied: applied,
+		pending: make(map[uint64]*proposal), reads: make(map[string]*readReq), snapSince: map[uint64]uint64{}}
+	st.offer = func() (*rpb.Snapshot, error) { return e.snapshot(g) }
+	return g, nil
 }
 
 // Deliver hands messages received from a peer to the loop. It never blocks.
@@ -258,6 +288,7 @@ func (e *Engine) Stop() {
 
 func (e *Engine) run() {
 	defer close(e.done)
+	defer e.snaps.expire(time.Time{}, true)
 	t := time.NewTicker(e.opts.Tick)
 	defer t.Stop()
 	for {
@@ -273,6 +304,10 @@ func (e *Engine) run() {
 					e.propose(g)
 				}
 				e.maybeTruncate(g)
+				e.giveUpSnapshots(g)
+			}
+			if e.ticks%100 == 0 {
+				e.snaps.expire(time.Now(), false)
 			}
 			e.snapshotStatus()
 		case <-e.wake:
@@ -290,14 +325,26 @@ func (e *Engine) run() {
 
 func (e *Engine) drainInputs() {
 	e.mu.Lock()
-	inbox, props, reads, transfers := e.inbox, e.props, e.reads, e.transfers
-	e.inbox, e.props, e.reads, e.transfers = nil, nil, nil, nil
+	inbox, props, reads, transfers, installs, confs := e.inbox, e.props, e.reads, e.transfers, e.installs, e.confs
+	e.inbox, e.props, e.reads, e.transfers, e.installs, e.confs = nil, nil, nil, nil, nil, nil
 	e.mu.Unlock()
+	for _, c := range confs {
+		// Dropped (no leader, a change pending): ChangeVoter retries.
+		_ = e.groups[c.shard].rn.ProposeConfChange(c.cc)
+	}
+	for _, f := range installs {
+		e.install(f)
+	}
 	for _, tr := range transfers {
 		e.groups[tr[0]].rn.TransferLeader(tr[1])
 	}
 	for _, env := range inbox {
 		if int(env.Shard) >= NumGroups {
+			continue
+		}
+		if env.Msg.GetType() == rpb.MessageType_MsgSnap {
+			// Its state is fetched first; the message is stepped then.
+			e.fetchSnapshot(e.groups[env.Shard], env.Msg)
 			continue
 		}
 		// Errors are stale or misdirected messages: raft ignores them.
@@ -351,6 +398,12 @@ func (e *Engine) handleReady() error {
 			continue
 		}
 		rd := g.rn.Ready()
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			if err := g.stageSnapshot(wb, rd.Snapshot); err != nil {
+				return err
+			}
+			mustSync = true
+		}
 		if err := g.st.stage(wb, &rd); err != nil {
 			return err
 		}
@@ -388,6 +441,10 @@ func (e *Engine) handleReady() error {
 	}
 	for _, r := range rds {
 		r.g.st.staged(&r.rd)
+		if r.g.snapData != nil { // installed, or not taken by raft
+			r.g.snapData.Close()
+			r.g.snapData = nil
+		}
 	}
 	e.send(late)
 	if err := e.apply(rds); err != nil {
@@ -589,21 +646,24 @@ func (e *Engine) Leader(shard uint8) uint64 {
 // no write waits for an election when it leaves.
 func (e *Engine) TransferLeaderships(ctx context.Context, alive func(node uint64) bool) error {
 	for {
-		led := LedBy(e.opts.ID, e.Status())
+		groups := e.Status()
+		led := LedBy(e.opts.ID, groups)
 		if len(led) == 0 {
 			return nil
 		}
-		var targets []uint64
-		for _, id := range e.opts.Members {
-			if id != e.opts.ID && alive(id) {
-				targets = append(targets, id)
-			}
-		}
-		if len(targets) == 0 {
-			return errors.New("replication: no live peer to hand leaderships to")
-		}
 		e.mu.Lock()
 		for i, sh := range led {
+			// The targets are the group's other voters that are up.
+			var targets []uint64
+			for _, id := range groups[sh].Voters {
+				if id != e.opts.ID && alive(id) {
+					targets = append(targets, id)
+				}
+			}
+			if len(targets) == 0 {
+				e.mu.Unlock()
+				return fmt.Errorf("replication: shard %d: no live peer to hand its leadership to", sh)
+			}
 			e.transfers = append(e.transfers, [2]uint64{uint64(sh), targets[i%len(targets)]})
 		}
 		e.mu.Unlock()
@@ -645,7 +705,7 @@ func (e *Engine) Balance(eligible []uint64) {
 		}
 		to, least := uint64(0), share
 		for id, c := range count {
-			if id != e.opts.ID && c < least {
+			if id != e.opts.ID && c < least && slices.Contains(groups[sh].Voters, id) {
 				to, least = id, c
 			}
 		}

@@ -35,8 +35,8 @@ func entryKey(shard uint8, index uint64) []byte {
 
 // logStore is one group's raft log and hard state in Pebble; it implements
 // raft.Storage. The log starts at index 1 and is cut from the front by
-// truncate commands (truncate.go); there are no snapshots but the empty
-// bootstrap one carrying the initial membership. Only the engine's loop
+// truncate commands (truncate.go) and added nodes (members.go); a replica
+// below the cut gets a snapshot (snapshot.go). Only the engine's loop
 // goroutine uses it (raft calls it from RawNode methods), so it takes no
 // lock.
 type logStore struct {
@@ -55,6 +55,8 @@ type logStore struct {
 	truncTerm uint64
 	// cut is a truncation staged in the current apply batch.
 	cut *truncation
+	// offer makes a snapshot of the group's state (snapshot.go).
+	offer func() (*pb.Snapshot, error)
 	// tail holds the last persisted entries (at most tailMax, contiguous,
 	// ending at lastIndex): raft reads them back to apply and to send to
 	// followers, and Pebble may have flushed them to disk by then.
@@ -221,13 +223,16 @@ func (s *logStore) LastIndex() (uint64, error) { return s.lastIndex, nil }
 // FirstIndex implements raft.Storage.
 func (s *logStore) FirstIndex() (uint64, error) { return s.first, nil }
 
-// Snapshot implements raft.Storage. Only an untruncated log has one: the
-// empty bootstrap snapshot carrying the initial membership. A truncated
-// log never needs one (no replica lags below a cut, truncate.go); if raft
-// asks anyway, it is told to wait, and the replica stays behind.
+// Snapshot implements raft.Storage. An untruncated log has the empty
+// bootstrap snapshot carrying the initial membership; a truncated one
+// offers the group's state at its applied index (snapshot.go), for a
+// replica that lags below the cut (one whose disk was lost).
 func (s *logStore) Snapshot() (*pb.Snapshot, error) {
 	if s.first > 1 {
-		return nil, raft.ErrSnapshotTemporarilyUnavailable
+		if s.offer == nil {
+			return nil, raft.ErrSnapshotTemporarilyUnavailable
+		}
+		return s.offer()
 	}
 	return &pb.Snapshot{Metadata: &pb.SnapshotMetadata{ConfState: proto.CloneOf(s.conf), Index: proto.Uint64(0), Term: proto.Uint64(0)}}, nil
 }

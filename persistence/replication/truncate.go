@@ -16,11 +16,10 @@ import (
 // over all replicas, and no more than the leader applied), and each
 // replica drops its log through that index when it applies the command:
 // by then it has applied every entry before the command, so it needs none
-// of the dropped ones again. Since no replica ever needs an entry below
-// the cut, no snapshots are sent; the price is that a replica that stays
-// down holds truncation back at its last match until it returns (its
-// catch-up then comes from the log). A replica whose disk is lost cannot
-// rejoin a truncated group: snapshots are not built (docs/cluster.md).
+// of the dropped ones again. A replica that stays down holds truncation
+// back at its last match until it returns, and then catches up from the
+// log. The one other cut is the one a node's addition makes (members.go);
+// a replica below a cut catches up from a snapshot (snapshot.go).
 
 // defaultTruncateAfter is Options.TruncateAfter's default.
 const defaultTruncateAfter = 4096

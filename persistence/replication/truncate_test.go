@@ -70,9 +70,9 @@ func (c *testCluster) waitLogFirst(shard uint8, at uint64, ids ...uint64) {
 
 // TestLogTruncation: the log of a busy group is cut on every replica and
 // the dropped entries are gone from Pebble; a replica that is down holds
-// the cut back, so when it returns it catches up from the log alone (there
-// are no snapshots), after which the cut moves on; a restarted replica
-// keeps its cut.
+// the cut back, so when it returns it catches up from the log alone (no
+// snapshot), after which the cut moves on; a restarted replica keeps its
+// cut.
 func TestLogTruncation(t *testing.T) {
 	c := newCluster(t, 3, nil, func(c *testCluster) { c.truncateAfter = 20 })
 	const user = "truncated"
