@@ -134,9 +134,16 @@ type Options struct {
 // ClusterOptions make a node a member of a multi-node cluster. The store
 // must already be replicated (persistence.Store.SetReplicator).
 type ClusterOptions struct {
-	// NodeID is this node; Nodes every node of the cluster (NodeID too).
+	// NodeID is this node; Seeds the nodes the cluster started with
+	// (NodeID's too, unless it joined later), by inter-node address.
 	NodeID uint64
-	Nodes  []uint64
+	Seeds  membership.Roster
+	// OnRoster is told the cluster's roster at start and at each change
+	// (membership.Options.OnRoster).
+	OnRoster func(membership.Roster)
+	// Hold keeps this node out of the members while it reports true
+	// (membership.Options.Hold).
+	Hold func() bool
 	// Host and Port are the actor endpoint (gRPC) to bind and advertise;
 	// Port 0 picks a free one.
 	Host string
@@ -222,8 +229,8 @@ type Node struct {
 // links (it replaces the node's Fanout), the watch on departed members and
 // the placement that uses it.
 func (n *Node) joinCluster(c *ClusterOptions) (cluster.ClusterProvider, *remote.Config, cluster.IdentityLookup, error) {
-	n.members = membership.New(membership.Options{Self: c.NodeID, Nodes: c.Nodes, Store: n.opts.Store,
-		Alive: c.Alive, Gateway: c.Gateway, Logger: n.opts.Logger})
+	n.members = membership.New(membership.Options{Self: c.NodeID, Seeds: c.Seeds, OnRoster: c.OnRoster, Hold: c.Hold,
+		Store: n.opts.Store, Alive: c.Alive, Gateway: c.Gateway, Logger: n.opts.Logger})
 	rcfg := remote.Configure(c.Host, c.Port,
 		remote.WithServerOptions(grpc.Creds(credentials.NewTLS(c.TLS))),
 		remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(c.TLS))))
@@ -232,7 +239,7 @@ func (n *Node) joinCluster(c *ClusterOptions) (cluster.ClusterProvider, *remote.
 	// grain's new node instead of waiting out its timeout.
 	rcfg.MaxRetryCount = 1
 	local := n.opts.Fanout
-	n.opts.Fanout = &relay{local: local, self: c.NodeID, nodes: c.Nodes, dir: n.members, root: n.System.Root}
+	n.opts.Fanout = &relay{local: local, self: c.NodeID, dir: n.members, root: n.System.Root}
 	if _, err := n.System.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return &relayActor{local: local, self: c.NodeID}
 	}), relayName); err != nil {

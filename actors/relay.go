@@ -22,6 +22,8 @@ func NodeOfLink(link uint64) uint64 { return link >> LinkNodeShift }
 type Directory interface {
 	// Address is member node id's actor endpoint, "" if it is no member.
 	Address(id uint64) string
+	// Nodes are the cluster's node ids, members or not.
+	Nodes() []uint64
 }
 
 // relay is the Fanout of a node in a cluster. A grain may run on any node
@@ -35,7 +37,6 @@ type Directory interface {
 type relay struct {
 	local Fanout
 	self  uint64
-	nodes []uint64
 	dir   Directory
 	root  *actor.RootContext
 }
@@ -50,7 +51,7 @@ func (r *relay) pid(node uint64) *actor.PID {
 
 // others sends msg to the relay of every other member node.
 func (r *relay) others(msg any) {
-	for _, id := range r.nodes {
+	for _, id := range r.dir.Nodes() {
 		if id == r.self {
 			continue
 		}
@@ -168,7 +169,7 @@ func (r *relay) SessionLink(session string) uint64 {
 		return l
 	}
 	var futures []*actor.Future
-	for _, id := range r.nodes {
+	for _, id := range r.dir.Nodes() {
 		if id == r.self {
 			continue
 		}

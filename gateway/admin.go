@@ -19,6 +19,8 @@ import (
 //	GET /admin/cluster          a cluster node's view: members, raft groups
 //	                            (leader, term, commit, applied), grains (JSON)
 //	POST /admin/drain           drain this cluster node, then exit (202)
+//	POST /admin/nodes           add a node: {"node": id, "addr": "host:port"}
+//	DELETE /admin/nodes/{id}    remove a node for good
 type admin struct{ s *Server }
 
 func (a *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -31,6 +33,9 @@ func (a *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="parley-admin"`)
 		http.Error(w, "unauthenticated", http.StatusUnauthorized)
+		return
+	}
+	if a.serveNodes(w, r) {
 		return
 	}
 	if r.URL.Path == "/admin/drain" && r.Method == http.MethodPost {

@@ -111,11 +111,17 @@ func NewApp(o AppOptions) (*App, error) {
 	gw.AttachMedia(sfu)
 	app := &App{Store: store, Hub: hub, Node: node, Gateway: gw, Media: sfu, log: o.Logger, cluster: cp}
 	if cp != nil {
-		gw.AttachCluster(o.Cluster.NodeID, cp.eng)
+		gw.AttachCluster(o.Cluster.NodeID, cp.eng, cp.currentRoster)
 		cp.serveInternal(gw)
 		gw.drain = app.Drain
+		gw.nodes = app
 		cp.stopBalance, cp.balanceDone = make(chan struct{}), make(chan struct{})
 		go cp.balance(node, o.Cluster.NodeID)
+		if cp.joining.Load() {
+			gw.joining.Store(true)
+			cp.stopJoin, cp.joinDone = make(chan struct{}), make(chan struct{})
+			go cp.holdJoin(app)
+		}
 	}
 	return app, nil
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/parley-chat/parley/actors"
@@ -27,7 +28,8 @@ import (
 //	GET    /blobs/{sha256}   read a copy (404: none here)
 //	DELETE /blobs/{sha256}   drop a copy
 type blobCopies struct {
-	peers []uint64 // every other node
+	mu    sync.Mutex
+	peers []uint64 // every other node of the roster (setPeers)
 	blobs *persistence.Blobs
 	hc    *http.Client
 	log   *slog.Logger
@@ -37,6 +39,20 @@ type blobCopies struct {
 
 var _ actors.BlobCopies = (*blobCopies)(nil)
 
+// setPeers sets the other nodes of the cluster (the roster changed).
+func (b *blobCopies) setPeers(peers []uint64) {
+	b.mu.Lock()
+	b.peers = peers
+	b.mu.Unlock()
+}
+
+// others returns the other nodes of the cluster.
+func (b *blobCopies) others() []uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.peers
+}
+
 func (b *blobCopies) url(peer uint64, hash string) string {
 	return fmt.Sprintf("https://node-%d/blobs/%s", peer, hash)
 }
@@ -45,16 +61,17 @@ func (b *blobCopies) url(peer uint64, hash string) string {
 // returns when a majority of the cluster holds the blob, and the PUTs to
 // slower peers go on in the background.
 func (b *blobCopies) Push(ctx context.Context, hash string) error {
-	needed := (len(b.peers) + 1) / 2 // a majority of the cluster, less this node's copy
+	peers := b.others()
+	needed := (len(peers) + 1) / 2 // a majority of the cluster, less this node's copy
 	if needed <= 0 {
 		return nil
 	}
-	results := make(chan error, len(b.peers))
-	for _, p := range b.peers {
+	results := make(chan error, len(peers))
+	for _, p := range peers {
 		go func() { results <- b.put(p, hash) }()
 	}
 	var errs []error
-	for range b.peers {
+	for range peers {
 		select {
 		case err := <-results:
 			if err == nil {
@@ -109,7 +126,7 @@ func (b *blobCopies) Fetch(ctx context.Context, hash string) error {
 		return persistence.ErrBadHash
 	}
 	var errs []error
-	for _, p := range b.peers {
+	for _, p := range b.others() {
 		err := b.fetchFrom(ctx, p, hash)
 		if err == nil {
 			return nil
@@ -171,7 +188,7 @@ func (b *blobCopies) store(hash string, body io.Reader) error {
 
 // Drop implements actors.BlobCopies.
 func (b *blobCopies) Drop(ctx context.Context, hash string) {
-	for _, p := range b.peers {
+	for _, p := range b.others() {
 		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, b.url(p, hash), nil)
 		if err != nil {
 			return
@@ -185,10 +202,20 @@ func (b *blobCopies) Drop(ctx context.Context, hash string) {
 	}
 }
 
-// internalHandler serves the peers' internal HTTP: blob copies and the
-// upload chunks another node forwarded to the node of their upload grain.
-func (s *Server) internalHandler(b *blobCopies) http.Handler {
+// internalHandler serves the peers' internal HTTP: raft snapshots, and
+// (b not nil: files are enabled) blob copies and the upload chunks
+// another node forwarded to the node of their upload grain.
+func (s *Server) internalHandler(eng *replication.Engine, b *blobCopies) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /raft/snapshot/{token}", eng.SnapshotHandler())
+	if b != nil {
+		b.routes(mux, &files{s: s})
+	}
+	return peersOnly(mux)
+}
+
+// routes adds the blob copies' and forwarded chunks' routes to mux.
+func (b *blobCopies) routes(mux *http.ServeMux, f *files) {
 	mux.HandleFunc("PUT /blobs/{hash}", func(w http.ResponseWriter, r *http.Request) {
 		hash := r.PathValue("hash")
 		if !persistence.ValidHash(hash) {
@@ -229,7 +256,6 @@ func (s *Server) internalHandler(b *blobCopies) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	f := &files{s: s}
 	mux.HandleFunc("PATCH /uploads/{id}", func(w http.ResponseWriter, r *http.Request) {
 		user := r.Header.Get(forwardedUserHeader)
 		if user == "" {
@@ -239,7 +265,6 @@ func (s *Server) internalHandler(b *blobCopies) http.Handler {
 		w.Header().Set("Tus-Resumable", tusVersion)
 		f.patchHere(w, r, r.PathValue("id"), user)
 	})
-	return peersOnly(mux)
 }
 
 // peersOnly refuses a request that did not come through the transport's

@@ -2,13 +2,14 @@ package gateway
 
 import (
 	"crypto/tls"
-	"net/http"
-	"slices"
-
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parley-chat/parley/actors"
 	"github.com/parley-chat/parley/actors/membership"
@@ -18,8 +19,10 @@ import (
 
 // ClusterOptions make an App one node of a cluster.
 type ClusterOptions struct {
-	// NodeID is this node; Peers the raft address of every node, this one
-	// included (its address is the one to bind).
+	// NodeID is this node; Peers the inter-node address of every node the
+	// cluster started with (or, for a joining node, of every current node),
+	// this one included: its address is the one to bind. Nodes added or
+	// removed later come from the replicated roster (actors/membership).
 	NodeID uint64
 	Peers  map[uint64]string
 	// ActorHost and ActorPort are the actor endpoint (0: a free port).
@@ -27,6 +30,10 @@ type ClusterOptions struct {
 	ActorPort int
 	// TLS is the node's mutual-TLS config (actors/nodetls).
 	TLS *tls.Config
+	// Join: this node joins a running cluster, with an empty store; an
+	// operator adds it (POST /admin/nodes on a member). Ignored once the
+	// node has its replicas.
+	Join bool
 	// PublicURL is this node's WebSocket URL for clients.
 	PublicURL string
 	// WriteTimeout bounds one replicated commit. Default 10s.
@@ -35,8 +42,19 @@ type ClusterOptions struct {
 
 // clusterParts are what a cluster node runs beside a single node's parts.
 type clusterParts struct {
-	tr  *replication.Transport
-	eng *replication.Engine
+	tr   *replication.Transport
+	eng  *replication.Engine
+	self uint64
+	// seedRoster is the seed list (ClusterOptions.Peers).
+	seedRoster membership.Roster
+	// joining holds a joining node out of service until it caught up
+	// (holdJoin, which stopJoin ends and closes joinDone).
+	joining  atomic.Bool
+	stopJoin chan struct{}
+	joinDone chan struct{}
+	// roster is the last roster applied to the transport (setRoster).
+	rosterMu sync.Mutex
+	roster   membership.Roster
 	// client calls the peers' internal HTTP; copies keeps blobs on a
 	// majority (nil when files are disabled); internal serves the peers.
 	client   *http.Client
@@ -86,14 +104,18 @@ func startCluster(c *ClusterOptions, store *persistence.Store, ao *actors.Option
 	if !ok {
 		return nil, fmt.Errorf("gateway: node %d is not in the cluster's peer list", c.NodeID)
 	}
-	nodes := make([]uint64, 0, len(c.Peers))
-	for id := range c.Peers {
-		nodes = append(nodes, id)
+	seeds := membership.Roster(c.Peers)
+	roster, removed, err := membership.ReadRoster(store, seeds)
+	if err != nil {
+		return nil, err
+	}
+	if removed[c.NodeID] {
+		return nil, fmt.Errorf("gateway: node %d was removed from the cluster; a node that joins again needs a new id", c.NodeID)
 	}
 	var eng *replication.Engine
 	ready := make(chan struct{})
 	tr, err := replication.NewTransport(replication.TransportOptions{
-		ID: c.NodeID, Listen: listen, Peers: c.Peers, TLS: c.TLS, Logger: log,
+		ID: c.NodeID, Listen: listen, Peers: roster, TLS: c.TLS, Logger: log,
 		Deliver: func(from uint64, batch []replication.Envelope) {
 			<-ready // the engine starts right after the transport
 			eng.Deliver(from, batch)
@@ -102,32 +124,70 @@ func startCluster(c *ClusterOptions, store *persistence.Store, ao *actors.Option
 	if err != nil {
 		return nil, err
 	}
-	eng, err = replication.Start(replication.Options{ID: c.NodeID, Members: nodes, DB: store.Pebble(), Sender: tr, Logger: log})
+	parts := &clusterParts{tr: tr, self: c.NodeID, client: tr.InternalClient(), roster: roster, seedRoster: seeds}
+	parts.joining.Store(c.Join)
+	eng, err = replication.Start(replication.Options{ID: c.NodeID, Members: seeds.IDs(), Join: c.Join,
+		DB: store.Pebble(), Sender: tr, Logger: log, Internal: parts.client})
 	if err != nil {
 		tr.Close()
 		return nil, err
 	}
 	close(ready)
+	parts.eng = eng
 	store.SetReplicator(eng, c.WriteTimeout)
 	ao.Cluster = &actors.ClusterOptions{
-		NodeID: c.NodeID, Nodes: nodes, Host: c.ActorHost, Port: c.ActorPort, TLS: c.TLS,
+		NodeID: c.NodeID, Seeds: seeds, OnRoster: parts.setRoster, Hold: parts.joining.Load, Host: c.ActorHost, Port: c.ActorPort, TLS: c.TLS,
 		Alive: tr.Alive, Gateway: c.PublicURL,
 	}
-	parts := &clusterParts{tr: tr, eng: eng, client: tr.InternalClient()}
 	if ao.Blobs != nil {
-		var peers []uint64
-		for _, id := range nodes {
-			if id != c.NodeID {
-				peers = append(peers, id)
-			}
-		}
-		slices.Sort(peers)
 		ao.Uploads.EnsureDefaults()
-		parts.copies = &blobCopies{peers: peers, blobs: ao.Blobs, hc: parts.client,
+		parts.copies = &blobCopies{blobs: ao.Blobs, hc: parts.client,
 			log: log.With("component", "blob-copies"), maxSize: ao.Uploads.MaxSize}
+		parts.copies.setPeers(parts.others(roster))
 		ao.BlobCopies = parts.copies
 	}
 	return parts, nil
+}
+
+// currentRoster returns the roster the transport follows.
+func (p *clusterParts) currentRoster() membership.Roster {
+	p.rosterMu.Lock()
+	defer p.rosterMu.Unlock()
+	return p.roster
+}
+
+// seeds returns the seed list.
+func (p *clusterParts) seeds() membership.Roster { return p.seedRoster }
+
+// others returns roster's nodes but this one, in order.
+func (p *clusterParts) others(roster membership.Roster) []uint64 {
+	var out []uint64
+	for _, id := range roster.IDs() {
+		if id != p.self {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// setRoster follows a change of the cluster's roster (membership's
+// OnRoster): the transport dials the nodes added and forgets the nodes
+// removed, and blob copies go to the new set.
+func (p *clusterParts) setRoster(r membership.Roster) {
+	p.rosterMu.Lock()
+	defer p.rosterMu.Unlock()
+	for id, addr := range r {
+		p.tr.SetPeer(id, addr)
+	}
+	for id := range p.roster {
+		if _, ok := r[id]; !ok && id != p.self {
+			p.tr.RemovePeer(id)
+		}
+	}
+	p.roster = r
+	if p.copies != nil {
+		p.copies.setPeers(p.others(r))
+	}
 }
 
 // stop ends replication (after the grains stopped, before the store closes).
@@ -139,6 +199,10 @@ func (p *clusterParts) stop() {
 		close(p.stopBalance)
 		<-p.balanceDone
 	}
+	if p.stopJoin != nil {
+		close(p.stopJoin)
+		<-p.joinDone
+	}
 	if p.internal != nil {
 		p.internal.Close()
 	}
@@ -146,14 +210,11 @@ func (p *clusterParts) stop() {
 	p.tr.Close()
 }
 
-// serveInternal starts the peers' internal HTTP (blob copies, forwarded
-// upload chunks) and gives the gateway its client.
+// serveInternal starts the peers' internal HTTP (raft snapshots, blob
+// copies, forwarded upload chunks) and gives the gateway its client.
 func (p *clusterParts) serveInternal(gw *Server) {
 	gw.internal = p.client
-	if p.copies == nil {
-		return
-	}
-	p.internal = replication.InternalServer(gw.internalHandler(p.copies))
+	p.internal = replication.InternalServer(gw.internalHandler(p.eng, p.copies))
 	go p.internal.Serve(p.tr.Internal())
 }
 
@@ -166,6 +227,10 @@ type ClusterStatus struct {
 	Leading int `json:"leading"`
 	// Grains counts this node's activations per kind.
 	Grains map[string]int64 `json:"grains"`
+	// Roster is the cluster's nodes (members or not) and their addresses.
+	Roster RosterView `json:"roster"`
+	// Joining: this node is still catching up after it joined.
+	Joining bool `json:"joining,omitempty"`
 }
 
 // ClusterMember is one member as this node sees it.
@@ -178,8 +243,8 @@ type ClusterMember struct {
 
 // AttachCluster exports a cluster node's replication state (metrics and
 // GET /admin/cluster).
-func (s *Server) AttachCluster(id uint64, eng *replication.Engine) {
-	s.clusterID, s.engine = id, eng
+func (s *Server) AttachCluster(id uint64, eng *replication.Engine, roster func() membership.Roster) {
+	s.clusterID, s.engine, s.roster = id, eng, roster
 	s.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_raft_groups_led", Help: "Raft groups (shards) this node leads."},
 			func() float64 { return float64(len(replication.LedBy(id, eng.Status()))) }),
@@ -198,7 +263,8 @@ func (s *Server) clusterStatus() *ClusterStatus {
 	if s.engine == nil || s.node == nil {
 		return nil
 	}
-	st := &ClusterStatus{Node: s.clusterID, Groups: s.engine.Status(), Grains: map[string]int64{}}
+	st := &ClusterStatus{Node: s.clusterID, Groups: s.engine.Status(), Grains: map[string]int64{},
+		Roster: rosterView(s.roster()), Joining: s.joining.Load()}
 	st.Leading = len(replication.LedBy(s.clusterID, st.Groups))
 	for _, m := range s.node.Members() {
 		st.Members = append(st.Members, ClusterMember{Node: m.NodeId, Actor: membership.Endpoint(m),

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/parley-chat/parley/actors"
+	"github.com/parley-chat/parley/actors/membership"
 	pb "github.com/parley-chat/parley/gateway/protocol"
 	"github.com/parley-chat/parley/persistence/replication"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,9 +36,15 @@ type Server struct {
 	// drain is App.Drain there.
 	clusterID uint64
 	engine    *replication.Engine
+	roster    func() membership.Roster
 	// internal is the client of the peers' internal HTTP (cluster only).
 	internal *http.Client
 	drain    func(context.Context) error
+	// nodes adds and removes cluster nodes (the App, cluster only).
+	nodes nodeAdmin
+	// joining: this cluster node has not caught up with its replicas yet
+	// (ClusterOptions.Join); clients are sent away.
+	joining  atomic.Bool
 	upgrader *gws.Upgrader
 	nextID   atomic.Uint64
 	metrics  *metrics
@@ -112,8 +120,18 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // Handle adds a handler to the server's mux (e.g. the web client at /).
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// joiningMsg answers clients of a node that is still joining its cluster.
+const joiningMsg = "this node is joining the cluster: connect to another node"
+
+// ServeHTTP implements http.Handler. A node that is joining its cluster
+// serves only the operator (admin, metrics) until it has caught up.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.joining.Load() && !strings.HasPrefix(r.URL.Path, "/admin/") && r.URL.Path != "/metrics" {
+		http.Error(w, joiningMsg, http.StatusServiceUnavailable)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 func (s *Server) originAllowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
@@ -142,6 +160,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 func (s *Server) admitWS(r *http.Request) (int, string) {
 	if s.closing.Load() || s.node == nil {
 		return http.StatusServiceUnavailable, "shutting down"
+	}
+	if s.joining.Load() {
+		return http.StatusServiceUnavailable, joiningMsg
 	}
 	if !s.originAllowed(r) {
 		s.metrics.errors.WithLabelValues("origin_refused").Inc()

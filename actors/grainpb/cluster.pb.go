@@ -134,6 +134,80 @@ func (x *NodeRecord) GetDraining() bool {
 	return false
 }
 
+// RosterEntry is a node an operator added to or removed from a running
+// cluster (KindMeta, entity "roster", suffix the node id). The nodes of
+// the seed list (-cluster-peers) need none, unless removed.
+type RosterEntry struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// raft_addr is the node's inter-node address (raft and internal HTTP).
+	RaftAddr string `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	// removed: the node left the raft groups for good; its id is never
+	// used again.
+	Removed       bool  `protobuf:"varint,3,opt,name=removed,proto3" json:"removed,omitempty"`
+	ChangedMs     int64 `protobuf:"varint,4,opt,name=changed_ms,json=changedMs,proto3" json:"changed_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RosterEntry) Reset() {
+	*x = RosterEntry{}
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RosterEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RosterEntry) ProtoMessage() {}
+
+func (x *RosterEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RosterEntry.ProtoReflect.Descriptor instead.
+func (*RosterEntry) Descriptor() ([]byte, []int) {
+	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RosterEntry) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *RosterEntry) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *RosterEntry) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
+func (x *RosterEntry) GetChangedMs() int64 {
+	if x != nil {
+		return x.ChangedMs
+	}
+	return 0
+}
+
 // RelayPublish is Fanout.Publish / PublishTargeted for another node's links.
 type RelayPublish struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -149,7 +223,7 @@ type RelayPublish struct {
 
 func (x *RelayPublish) Reset() {
 	*x = RelayPublish{}
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[1]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -161,7 +235,7 @@ func (x *RelayPublish) String() string {
 func (*RelayPublish) ProtoMessage() {}
 
 func (x *RelayPublish) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[1]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -174,7 +248,7 @@ func (x *RelayPublish) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayPublish.ProtoReflect.Descriptor instead.
 func (*RelayPublish) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{1}
+	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RelayPublish) GetConv() string {
@@ -232,7 +306,7 @@ type RelayMembership struct {
 
 func (x *RelayMembership) Reset() {
 	*x = RelayMembership{}
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[2]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -244,7 +318,7 @@ func (x *RelayMembership) String() string {
 func (*RelayMembership) ProtoMessage() {}
 
 func (x *RelayMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[2]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -257,7 +331,7 @@ func (x *RelayMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayMembership.ProtoReflect.Descriptor instead.
 func (*RelayMembership) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{2}
+	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RelayMembership) GetConv() string {
@@ -299,7 +373,7 @@ type RelayFrames struct {
 
 func (x *RelayFrames) Reset() {
 	*x = RelayFrames{}
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[3]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +385,7 @@ func (x *RelayFrames) String() string {
 func (*RelayFrames) ProtoMessage() {}
 
 func (x *RelayFrames) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[3]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,7 +398,7 @@ func (x *RelayFrames) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayFrames.ProtoReflect.Descriptor instead.
 func (*RelayFrames) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{3}
+	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RelayFrames) GetLinks() []uint64 {
@@ -353,7 +427,7 @@ type RelayClose struct {
 
 func (x *RelayClose) Reset() {
 	*x = RelayClose{}
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[4]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +439,7 @@ func (x *RelayClose) String() string {
 func (*RelayClose) ProtoMessage() {}
 
 func (x *RelayClose) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[4]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +452,7 @@ func (x *RelayClose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayClose.ProtoReflect.Descriptor instead.
 func (*RelayClose) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{4}
+	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RelayClose) GetLink() uint64 {
@@ -413,7 +487,7 @@ type RelayBind struct {
 
 func (x *RelayBind) Reset() {
 	*x = RelayBind{}
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[5]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +499,7 @@ func (x *RelayBind) String() string {
 func (*RelayBind) ProtoMessage() {}
 
 func (x *RelayBind) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[5]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +512,7 @@ func (x *RelayBind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayBind.ProtoReflect.Descriptor instead.
 func (*RelayBind) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{5}
+	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RelayBind) GetSession() string {
@@ -466,7 +540,7 @@ type RelaySessionLink struct {
 
 func (x *RelaySessionLink) Reset() {
 	*x = RelaySessionLink{}
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[6]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +552,7 @@ func (x *RelaySessionLink) String() string {
 func (*RelaySessionLink) ProtoMessage() {}
 
 func (x *RelaySessionLink) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[6]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +565,7 @@ func (x *RelaySessionLink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelaySessionLink.ProtoReflect.Descriptor instead.
 func (*RelaySessionLink) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{6}
+	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RelaySessionLink) GetSession() string {
@@ -510,7 +584,7 @@ type RelaySessionLinkReply struct {
 
 func (x *RelaySessionLinkReply) Reset() {
 	*x = RelaySessionLinkReply{}
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[7]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +596,7 @@ func (x *RelaySessionLinkReply) String() string {
 func (*RelaySessionLinkReply) ProtoMessage() {}
 
 func (x *RelaySessionLinkReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_grainpb_cluster_proto_msgTypes[7]
+	mi := &file_actors_grainpb_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +609,7 @@ func (x *RelaySessionLinkReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelaySessionLinkReply.ProtoReflect.Descriptor instead.
 func (*RelaySessionLinkReply) Descriptor() ([]byte, []int) {
-	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{7}
+	return file_actors_grainpb_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RelaySessionLinkReply) GetLink() uint64 {
@@ -560,7 +634,13 @@ const file_actors_grainpb_cluster_proto_rawDesc = "" +
 	"\n" +
 	"started_ms\x18\x06 \x01(\x03R\tstartedMs\x12\x18\n" +
 	"\agateway\x18\a \x01(\tR\agateway\x12\x1a\n" +
-	"\bdraining\x18\b \x01(\bR\bdraining\"\xa4\x01\n" +
+	"\bdraining\x18\b \x01(\bR\bdraining\"|\n" +
+	"\vRosterEntry\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1b\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x18\n" +
+	"\aremoved\x18\x03 \x01(\bR\aremoved\x12\x1d\n" +
+	"\n" +
+	"changed_ms\x18\x04 \x01(\x03R\tchangedMs\"\xa4\x01\n" +
 	"\fRelayPublish\x12\x12\n" +
 	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x14\n" +
@@ -601,16 +681,17 @@ func file_actors_grainpb_cluster_proto_rawDescGZIP() []byte {
 	return file_actors_grainpb_cluster_proto_rawDescData
 }
 
-var file_actors_grainpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_actors_grainpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_actors_grainpb_cluster_proto_goTypes = []any{
 	(*NodeRecord)(nil),            // 0: parley.grains.v1.NodeRecord
-	(*RelayPublish)(nil),          // 1: parley.grains.v1.RelayPublish
-	(*RelayMembership)(nil),       // 2: parley.grains.v1.RelayMembership
-	(*RelayFrames)(nil),           // 3: parley.grains.v1.RelayFrames
-	(*RelayClose)(nil),            // 4: parley.grains.v1.RelayClose
-	(*RelayBind)(nil),             // 5: parley.grains.v1.RelayBind
-	(*RelaySessionLink)(nil),      // 6: parley.grains.v1.RelaySessionLink
-	(*RelaySessionLinkReply)(nil), // 7: parley.grains.v1.RelaySessionLinkReply
+	(*RosterEntry)(nil),           // 1: parley.grains.v1.RosterEntry
+	(*RelayPublish)(nil),          // 2: parley.grains.v1.RelayPublish
+	(*RelayMembership)(nil),       // 3: parley.grains.v1.RelayMembership
+	(*RelayFrames)(nil),           // 4: parley.grains.v1.RelayFrames
+	(*RelayClose)(nil),            // 5: parley.grains.v1.RelayClose
+	(*RelayBind)(nil),             // 6: parley.grains.v1.RelayBind
+	(*RelaySessionLink)(nil),      // 7: parley.grains.v1.RelaySessionLink
+	(*RelaySessionLinkReply)(nil), // 8: parley.grains.v1.RelaySessionLinkReply
 }
 var file_actors_grainpb_cluster_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
@@ -631,7 +712,7 @@ func file_actors_grainpb_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_grainpb_cluster_proto_rawDesc), len(file_actors_grainpb_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,6 +1,6 @@
 // Package membership is the protoactor cluster provider of a Parley
-// cluster: a fixed list of node ids whose records live in the replicated
-// store, and whose liveness is what the raft transport hears.
+// cluster: the nodes of the roster (roster.go), whose records live in the
+// replicated store, and whose liveness is what the raft transport hears.
 //
 // Each node writes its NodeRecord (its actor endpoint, this run's actor
 // system id, its public gateway address) through the replicated store when
@@ -32,13 +32,21 @@ import (
 
 // Options configure a Provider.
 type Options struct {
-	// Self is this node's id; Nodes every configured node id (Self too).
+	// Self is this node's id; Seeds the nodes the cluster started with
+	// (-cluster-peers, Self too), the roster before any change.
 	Self  uint64
-	Nodes []uint64
+	Seeds Roster
+	// OnRoster, if set, is called with the roster when the provider starts
+	// and whenever it changes (from the refresh goroutine).
+	OnRoster func(Roster)
 	// Store is the replicated store.
 	Store *persistence.Store
 	// Alive reports whether a node was heard from within d.
 	Alive func(node uint64, d time.Duration) bool
+	// Hold, if set, is asked before this node registers: while it reports
+	// true the node stays out of the members (no grains are placed on it).
+	// A joining node holds until its replicas have caught up.
+	Hold func() bool
 	// Gateway is this node's public WebSocket URL, published for clients.
 	Gateway string
 	// Every is the refresh period (default 100ms); Within the silence after
@@ -67,6 +75,7 @@ type Provider struct {
 	records map[uint64]*grainpb.NodeRecord // the members, by node id
 	members []*cluster.Member              // the last topology
 	last    string                         // fingerprint of the last topology
+	roster  Roster                         // the last roster read
 }
 
 // New returns a provider; protoactor starts it with StartMember.
@@ -158,7 +167,7 @@ func (p *Provider) run(c *cluster.Cluster) {
 	t := time.NewTicker(p.o.Every)
 	defer t.Stop()
 	for {
-		if !registered {
+		if !registered && (p.o.Hold == nil || !p.o.Hold()) {
 			// Needs a majority of the shard's replicas: a node starting
 			// alone waits for a second one.
 			if err := p.register(); err != nil {
@@ -188,12 +197,42 @@ func (p *Provider) register() error {
 	return b.Commit()
 }
 
+// refreshRoster reads the roster and reports a change to OnRoster.
+func (p *Provider) refreshRoster() Roster {
+	r, _, err := ReadRoster(p.o.Store, p.o.Seeds)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.log.Warn("read roster", "err", err)
+		return p.roster
+	}
+	if p.roster == nil || r.String() != p.roster.String() {
+		p.log.Info("cluster roster", "nodes", r.String())
+		p.roster = r
+		if p.o.OnRoster != nil {
+			p.o.OnRoster(r)
+		}
+	}
+	return p.roster
+}
+
+// Nodes returns the ids of the roster's nodes (members or not).
+func (p *Provider) Nodes() []uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.roster == nil {
+		return p.o.Seeds.IDs()
+	}
+	return p.roster.IDs()
+}
+
 // refresh recomputes the members and tells protoactor if they changed.
 func (p *Provider) refresh(c *cluster.Cluster) {
+	roster := p.refreshRoster()
 	p.mu.Lock()
 	records := map[uint64]*grainpb.NodeRecord{p.o.Self: p.self}
 	p.mu.Unlock()
-	for _, id := range p.o.Nodes {
+	for _, id := range roster.IDs() {
 		if id == p.o.Self || !p.o.Alive(id, p.o.Within) {
 			continue
 		}

@@ -83,7 +83,7 @@ func clusterOptions(c Config) (*gateway.ClusterOptions, error) {
 		public = "ws://" + c.Addr + "/ws"
 	}
 	return &gateway.ClusterOptions{NodeID: c.ClusterNode, Peers: peers, ActorHost: host, ActorPort: port,
-		TLS: tlsConf, PublicURL: public}, nil
+		TLS: tlsConf, PublicURL: public, Join: c.ClusterJoin}, nil
 }
 
 // cert is `parley cert ca|node`: the cluster's private PKI.

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +30,8 @@ type clusterNode struct {
 	dir               string
 	cmd               *exec.Cmd
 	caF, certF, keyF  string
+	// join: start with -cluster-join (a node added to a running cluster).
+	join bool
 }
 
 func (n *clusterNode) url() string { return "ws://" + n.addr + "/ws" }
@@ -80,7 +83,8 @@ func (n *clusterNode) start(t *testing.T, peers string) {
 	n.cmd = exec.Command(os.Args[0], "-test.run=^$", "--", "serve", "-addr", n.addr, "-data", n.dir,
 		"-argon-memory-kib", "64", "-argon-time", "1", "-log-level", "warn",
 		"-cluster-node", fmt.Sprint(n.id), "-cluster-peers", peers, "-cluster-actor-addr", n.actor,
-		"-cluster-ca", n.caF, "-cluster-cert", n.certF, "-cluster-key", n.keyF, "-admin-token", clusterAdminToken)
+		"-cluster-ca", n.caF, "-cluster-cert", n.certF, "-cluster-key", n.keyF, "-admin-token", clusterAdminToken,
+		fmt.Sprint("-cluster-join=", n.join))
 	n.cmd.Env = append(os.Environ(), "PARLEY_CHILD=1")
 	n.cmd.Stderr = os.Stderr
 	if err := n.cmd.Start(); err != nil {
@@ -411,11 +415,17 @@ func groupOnCluster(t *testing.T, prefix, title string) (context.Context, []*clu
 	return ctx, nodes, clients, recv, g
 }
 
-// startTestCluster starts nodes, waits until they agree on the raft
+// startTestCluster starts n nodes, waits until they agree on the raft
 // leaders, and stops them when the test ends.
 func startTestCluster(t *testing.T, n int) []*clusterNode {
 	t.Helper()
-	nodes := newTestCluster(t, n)
+	return startNodes(t, newTestCluster(t, n))
+}
+
+// startNodes starts nodes as one cluster, waits until they agree on the
+// raft leaders, and stops them when the test ends.
+func startNodes(t *testing.T, nodes []*clusterNode) []*clusterNode {
+	t.Helper()
 	peers := peerList(nodes)
 	for _, nd := range nodes {
 		nd.start(t, peers)
@@ -439,7 +449,8 @@ func startTestCluster(t *testing.T, n int) []*clusterNode {
 // its users chat. Node 1 hands its grains and raft leaderships to the
 // others and exits cleanly; its client reconnects exactly once (to a
 // survivor) and the clients of the other nodes not at all; every message
-// is delivered to every member exactly once, in order.
+// is delivered to every member exactly once, in order. Node 1 is then
+// removed (DELETE /admin/nodes/1) and the two others chat on.
 func TestClusterDrain(t *testing.T) {
 	ctx, nodes, clients, recv, g := groupOnCluster(t, "drain", "drained")
 	const users = 3
@@ -486,4 +497,26 @@ func TestClusterDrain(t *testing.T) {
 		}
 	}
 	waitSettled(t, nodes[1:])
+	// The drained node is then removed for good: every group has the two
+	// others as its voters, and they go on acknowledging alone.
+	code, roster, body := nodes[1].adminNodes(t, http.MethodDelete, nodes[0].id, "")
+	if code != http.StatusOK || roster.Peers != peerList(nodes[1:]) {
+		t.Fatalf("remove the drained node: %d %s", code, body)
+	}
+	for _, n := range nodes[1:] {
+		for _, gr := range n.status(t).Groups {
+			if !slices.Equal(gr.Voters, []uint64{2, 3}) {
+				t.Fatalf("node %d shard %d voters %v, want [2 3]", n.id, gr.Shard, gr.Voters)
+			}
+		}
+	}
+	const more = 10
+	_, sentMore := sendFromAll(t, ctx, clients, g.Id, "e", more, 0)
+	if acked := sentMore(); len(acked) != users*more {
+		t.Fatalf("%d of %d sends acknowledged after the removal", len(acked), users*more)
+	}
+	for i, r := range recv {
+		r.waitTexts(t, ctx, g.Id, users*(perSender+more))
+		r.check(t, i)
+	}
 }

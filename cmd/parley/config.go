@@ -84,6 +84,10 @@ type Config struct {
 	ClusterCA   string `json:"cluster_ca"`
 	ClusterCert string `json:"cluster_cert"`
 	ClusterKey  string `json:"cluster_key"`
+	// ClusterJoin: this node joins a running cluster with an empty data
+	// directory; ClusterPeers then lists every current node and this one,
+	// and an operator adds it (POST /admin/nodes on a member).
+	ClusterJoin bool `json:"cluster_join"`
 	// PublicURL is the WebSocket URL clients use to reach this node
 	// (published to the cluster). Default ws://<addr>/ws.
 	PublicURL string `json:"public_url"`
@@ -238,6 +242,7 @@ func loadConfig(args []string) (Config, error) {
 	fs.StringVar(&c.ClusterCA, "cluster-ca", c.ClusterCA, "cluster CA certificate (PEM)")
 	fs.StringVar(&c.ClusterCert, "cluster-cert", c.ClusterCert, "this node's certificate (PEM, from parley cert node)")
 	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "this node's private key (PEM)")
+	fs.BoolVar(&c.ClusterJoin, "cluster-join", c.ClusterJoin, "join a running cluster (then POST /admin/nodes on a member); -cluster-peers lists every current node and this one")
 	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "WebSocket URL clients use for this node (default ws://<addr>/ws)")
 	// First pass to find -config; the file is applied, then env, then flags again.
 	if err := fs.Parse(args); err != nil {

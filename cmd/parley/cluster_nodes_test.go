@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parley-chat/parley/client"
+	"github.com/parley-chat/parley/gateway"
+	pb "github.com/parley-chat/parley/gateway/protocol"
+)
+
+// adminNodes calls POST /admin/nodes (add: node id at addr) or DELETE
+// /admin/nodes/{id} on n and returns the status and the roster answered.
+func (n *clusterNode) adminNodes(t *testing.T, method string, id uint64, addr string) (int, gateway.RosterView, string) {
+	t.Helper()
+	url, body := "http://"+n.addr+"/admin/nodes", io.Reader(nil)
+	if method == http.MethodPost {
+		b, _ := json.Marshal(map[string]any{"node": id, "addr": addr})
+		body = bytes.NewReader(b)
+	} else {
+		url += fmt.Sprintf("/%d", id)
+	}
+	req, _ := http.NewRequest(method, url, body)
+	req.Header.Set("Authorization", "Bearer "+clusterAdminToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	var v gateway.RosterView
+	if res.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(raw, &v); err != nil {
+			t.Fatalf("%s /admin/nodes: %v in %s", method, err, raw)
+		}
+	}
+	return res.StatusCode, v, string(raw)
+}
+
+// kill SIGKILLs the node's process and waits for it.
+func (n *clusterNode) kill(t *testing.T) {
+	t.Helper()
+	if err := n.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	n.cmd.Wait()
+}
+
+// TestClusterReplaceNode: node 3 of a chatting cluster loses its disk
+// (SIGKILL, data directory deleted). An operator removes it and adds
+// node 4, started on an empty disk with -cluster-join; node 4 catches up
+// from raft snapshots and serves a user the whole history. Node 1 is then
+// SIGKILLed: with nodes 2 and 4 left the cluster still acknowledges,
+// which it could not unless node 4 is a voter of every group. Every
+// client gets every message exactly once, in order, throughout.
+func TestClusterReplaceNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process cluster test")
+	}
+	all := newTestCluster(t, 4)
+	nodes := startNodes(t, all[:3])
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	clients, recv := dialMembers(t, ctx, nodes, "rep")
+	g, err := clients[0].CreateGroup(ctx, "replaced", clients[1].UserID(), clients[2].UserID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const per = 20
+	round := func(prefix string, total int) {
+		t.Helper()
+		_, sent := sendFromAll(t, ctx, clients, g.Id, prefix, per, 0)
+		if acked := sent(); len(acked) != len(clients)*per || t.Failed() {
+			t.Fatalf("round %s: %d of %d sends acknowledged", prefix, len(acked), len(clients)*per)
+		}
+		for i, r := range recv {
+			r.waitTexts(t, ctx, g.Id, total)
+			r.check(t, i)
+		}
+	}
+	round("a", 3*per)
+
+	lost := nodes[2]
+	lost.kill(t)
+	if err := os.RemoveAll(lost.dir); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, body := nodes[0].adminNodes(t, http.MethodDelete, 1, ""); code != http.StatusBadRequest {
+		t.Fatalf("node 1 removing itself: %d %s, want 400", code, body)
+	}
+	code, roster, body := nodes[0].adminNodes(t, http.MethodDelete, lost.id, "")
+	if code != http.StatusOK || len(roster.Nodes) != 2 {
+		t.Fatalf("remove node 3: %d %s", code, body)
+	}
+	fresh := all[3]
+	if code, _, body := nodes[1].adminNodes(t, http.MethodPost, fresh.id, fresh.raft); code != http.StatusConflict {
+		t.Fatalf("adding node 4 before it runs: %d %s, want 409", code, body)
+	}
+	if code, _, body := nodes[1].adminNodes(t, http.MethodPost, lost.id, lost.raft); code != http.StatusConflict {
+		t.Fatalf("adding the removed node 3 again: %d %s, want 409", code, body)
+	}
+	fresh.join = true
+	fresh.start(t, peerList([]*clusterNode{nodes[0], nodes[1], fresh}))
+	t.Cleanup(func() { fresh.stop(t) })
+	code, roster, body = nodes[1].adminNodes(t, http.MethodPost, fresh.id, fresh.raft)
+	if code != http.StatusOK || roster.Peers != peerList([]*clusterNode{nodes[0], nodes[1], fresh}) {
+		t.Fatalf("add node 4: %d %s", code, body)
+	}
+	fresh.waitHealthy(t)
+	now := []*clusterNode{nodes[0], nodes[1], fresh}
+	waitSettled(t, now)
+	for _, n := range now {
+		st := n.status(t)
+		if st.Roster.Peers != roster.Peers {
+			t.Errorf("node %d roster %q, want %q", n.id, st.Roster.Peers, roster.Peers)
+		}
+		for _, gr := range st.Groups {
+			if !slices.Equal(gr.Voters, []uint64{1, 2, 4}) {
+				t.Fatalf("node %d shard %d voters %v, want [1 2 4]", n.id, gr.Shard, gr.Voters)
+			}
+		}
+	}
+	round("b", 6*per)
+
+	// The new node serves the whole history to a user it never saw.
+	late, err := client.Dial(ctx, client.Options{URL: fresh.url(), Device: &pb.Device{Id: "late"}, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if _, err := late.Login(ctx, "rep2", "password-rep2"); err != nil {
+		t.Fatalf("login on node 4: %v", err)
+	}
+	hist, err := late.History(ctx, g.Id, 0, 1000)
+	if err != nil {
+		t.Fatalf("history on node 4: %v", err)
+	}
+	texts := 0
+	for i, m := range hist.Messages {
+		if m.Seq != int64(i+1) {
+			t.Fatalf("history on node 4: seq %d at %d", m.Seq, i)
+		}
+		if m.Kind == pb.MessageKind_MESSAGE_KIND_TEXT {
+			texts++
+		}
+	}
+	if texts != 6*per {
+		t.Fatalf("history on node 4 has %d texts, want %d", texts, 6*per)
+	}
+
+	// Nodes 2 and 4 are a quorum of every group only if node 4 votes.
+	nodes[0].kill(t)
+	round("c", 9*per)
+	t.Logf("node 3 replaced by node 4; after node 1's loss the cluster kept acknowledging")
+}
