@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/parley-chat/parley/actors"
+	"github.com/parley-chat/parley/actors/membership"
 	"github.com/parley-chat/parley/media"
 	"github.com/parley-chat/parley/persistence"
 	"github.com/parley-chat/parley/web"
@@ -154,7 +155,7 @@ func (a *App) Drain(ctx context.Context) error {
 	if err := a.Node.Drain(); err != nil {
 		return err
 	}
-	alive := func(id uint64) bool { return a.cluster.tr.Alive(id, 1500*time.Millisecond) }
+	alive := func(id uint64) bool { return a.cluster.tr.Alive(id, membership.DefaultWithin) }
 	if err := a.cluster.eng.TransferLeaderships(ctx, alive); err != nil {
 		a.log.Warn("drain: leaderships not all handed over", "err", err)
 	}

@@ -127,7 +127,8 @@ func startCluster(c *ClusterOptions, store *persistence.Store, ao *actors.Option
 	parts := &clusterParts{tr: tr, self: c.NodeID, client: tr.InternalClient(), roster: roster, seedRoster: seeds}
 	parts.joining.Store(c.Join)
 	eng, err = replication.Start(replication.Options{ID: c.NodeID, Members: seeds.IDs(), Join: c.Join,
-		DB: store.Pebble(), Sender: tr, Logger: log, Internal: parts.client})
+		DB: store.Pebble(), Sender: tr, Logger: log, Internal: parts.client,
+		Alive: func(id uint64) bool { return tr.Alive(id, membership.DefaultWithin) }})
 	if err != nil {
 		tr.Close()
 		return nil, err

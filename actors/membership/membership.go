@@ -57,6 +57,10 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// DefaultWithin is Options.Within's default: a node not heard from for
+// this long is no member.
+const DefaultWithin = 1500 * time.Millisecond
+
 // Provider implements cluster.ClusterProvider.
 type Provider struct {
 	o        Options
@@ -84,7 +88,7 @@ func New(o Options) *Provider {
 		o.Every = 100 * time.Millisecond
 	}
 	if o.Within == 0 {
-		o.Within = 1500 * time.Millisecond
+		o.Within = DefaultWithin
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

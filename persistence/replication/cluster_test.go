@@ -137,7 +137,8 @@ func (c *testCluster) start(id uint64) {
 		}
 	}
 	e, err := replication.Start(replication.Options{ID: id, Members: c.ids, Join: nd.join, DB: st.Pebble(), Sender: tr, Logger: quiet,
-		TruncateAfter: c.truncateAfter, Internal: tr.InternalClient()})
+		TruncateAfter: c.truncateAfter, Internal: tr.InternalClient(),
+		Alive: func(peer uint64) bool { return tr.Alive(peer, 1500*time.Millisecond) }})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -53,6 +53,10 @@ type Options struct {
 	Tick time.Duration
 	// ElectionTicks; default 10 (a failover in 0.5-1 s at the default tick).
 	ElectionTicks int
+	// Alive, if set, reports whether the transport heard from a peer
+	// lately; a group with no leader and no live majority then fails its
+	// waiting writes at once (ErrNoQuorum, quorum.go).
+	Alive func(node uint64) bool
 	// TruncateAfter: a group's leader cuts the log once this many applied
 	// entries could go (truncate.go); default 4096.
 	TruncateAfter uint64
@@ -305,6 +309,7 @@ func (e *Engine) run() {
 				}
 				e.maybeTruncate(g)
 				e.giveUpSnapshots(g)
+				e.failCutOff(g)
 			}
 			if e.ticks%100 == 0 {
 				e.snaps.expire(time.Now(), false)

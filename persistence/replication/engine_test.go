@@ -306,6 +306,46 @@ func TestMinorityStopsAcknowledging(t *testing.T) {
 	}
 }
 
+// TestCutOffNodeFailsFast: a node cut off from both others fails its new
+// writes with ErrNoQuorum once it knows no leader and hears from no
+// majority, instead of holding each caller until its timeout (10 s here,
+// which would end it with "outcome unknown: context deadline exceeded").
+// A write on the majority side goes through meanwhile; after the heal the
+// cut-off node writes again.
+func TestCutOffNodeFailsFast(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	const user = "cut-off"
+	if err := c.write(3, persistence.KindUser, user, nil, "before", false, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Node 3's status (refreshed each tick) shows the leader, then the cut.
+	shard := uint8(persistence.ShardOf(persistence.KindUser, user))
+	for c.nodes[3].eng.Leader(shard) == 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.partition(3, true)
+	for deadline := time.Now().Add(10 * time.Second); c.nodes[3].eng.Leader(shard) != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("cut-off node 3 still follows leader %d of shard %d", c.nodes[3].eng.Leader(shard), shard)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := c.write(3, persistence.KindUser, user, nil, "cut", false, 0, 0); !errors.Is(err, replication.ErrNoQuorum) {
+		t.Fatalf("write on the cut-off node: %v, want ErrNoQuorum", err)
+	}
+	if err := c.write(1, persistence.KindUser, user, nil, "majority", false, 0, 0); err != nil {
+		t.Fatalf("write on the majority side: %v", err)
+	}
+	c.partition(3, false)
+	c.waitValue(3, persistence.KindUser, user, nil, "majority")
+	if err := c.write(3, persistence.KindUser, user, nil, "healed", false, 0, 0); err != nil {
+		t.Fatalf("write on the healed node: %v", err)
+	}
+	for _, id := range c.ids {
+		c.waitValue(id, persistence.KindUser, user, nil, "healed")
+	}
+}
+
 // TestStoreClaimFencesOlderActivation: the store-level claim a grain makes
 // at activation fences every batch of its entity (its whole key family: a
 // member row is the conversation's), and an older activation elsewhere

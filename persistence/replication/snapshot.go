@@ -188,7 +188,13 @@ type fetched struct {
 // fetchSnapshot starts fetching the state a MsgSnap refers to (once per
 // group at a time); the message is stepped when the state is here.
 func (e *Engine) fetchSnapshot(g *group, m *pb.Message) {
-	if g.fetching || m.GetSnapshot().GetMetadata().GetIndex() <= g.applied {
+	if g.fetching {
+		return // the leader sends it again if this fetch fails
+	}
+	if m.GetSnapshot().GetMetadata().GetIndex() <= g.applied {
+		// Stale: raft restores no snapshot at or below its commit index,
+		// it only answers with its own, so the leader moves on at once.
+		_ = g.rn.Step(m)
 		return
 	}
 	ref, err := decodeSnapshotRef(m.GetSnapshot().GetData())
