@@ -14,16 +14,17 @@ import (
 // node.
 type departures struct {
 	// changed runs after a topology change that removed or added members
-	// (the node wakes grains with durable timers: their owner moved).
-	changed func()
+	// (the node wakes grains with durable timers: their owner moved);
+	// left, after one that removed members (Fanout.Resync).
+	changed, left func()
 
 	mu      sync.Mutex
 	members map[string]bool          // current member addresses
 	gone    map[string]chan struct{} // closed when the address leaves
 }
 
-func newDepartures(es *eventstream.EventStream, changed func()) *departures {
-	d := &departures{members: map[string]bool{}, gone: map[string]chan struct{}{}, changed: changed}
+func newDepartures(es *eventstream.EventStream, left, changed func()) *departures {
+	d := &departures{members: map[string]bool{}, gone: map[string]chan struct{}{}, changed: changed, left: left}
 	es.Subscribe(func(ev any) {
 		if t, ok := ev.(*cluster.ClusterTopology); ok {
 			d.update(t.Members)
@@ -45,13 +46,17 @@ func (d *departures) update(members []*cluster.Member) {
 			delete(d.gone, addr)
 		}
 	}
-	moved := len(old) != len(d.members)
+	gone := false
 	for addr := range old {
-		moved = moved || !d.members[addr]
+		gone = gone || !d.members[addr]
 	}
+	moved := gone || len(old) != len(d.members)
 	d.mu.Unlock()
 	if moved && len(old) > 0 && d.changed != nil {
 		d.changed()
+	}
+	if gone && d.left != nil {
+		d.left()
 	}
 }
 

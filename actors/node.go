@@ -52,6 +52,11 @@ type Fanout interface {
 	// SendToLinks writes one encoded frame to each of links (channels) and
 	// returns the links that are gone.
 	SendToLinks(links []uint64, frame []byte) (gone []uint64)
+	// Resync says a member node left the cluster: messages it committed
+	// may not have been relayed to this node's links before it died, so
+	// the local links are caught up from the conversations' logs (in the
+	// background; a link gets no message twice).
+	Resync()
 	// SendManyToLinks writes several encoded frames, in order, to each of
 	// links (a channel's burst of messages to one presence set), so that
 	// each link can write them in one system call; it returns the links
@@ -148,6 +153,10 @@ type ClusterOptions struct {
 	// Port 0 picks a free one.
 	Host string
 	Port int
+	// Advertise, if set, is the endpoint ("host:port") the other nodes
+	// reach this one's actor endpoint at, when it is not the bound one
+	// (a NAT, a container's port mapping, a proxy).
+	Advertise string
 	// TLS secures the actor endpoint both ways (actors/nodetls).
 	TLS *tls.Config
 	// Alive reports whether a node was heard from within d (the raft
@@ -233,7 +242,8 @@ func (n *Node) joinCluster(c *ClusterOptions) (cluster.ClusterProvider, *remote.
 		Store: n.opts.Store, Alive: c.Alive, Gateway: c.Gateway, Logger: n.opts.Logger})
 	rcfg := remote.Configure(c.Host, c.Port,
 		remote.WithServerOptions(grpc.Creds(credentials.NewTLS(c.TLS))),
-		remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(c.TLS))))
+		remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(c.TLS))),
+		remote.WithAdvertisedHost(c.Advertise))
 	// One connection attempt, not five 2 s apart: the messages to a node
 	// that died then dead-letter at once, so a grain call fails over to the
 	// grain's new node instead of waiting out its timeout.
@@ -249,7 +259,7 @@ func (n *Node) joinCluster(c *ClusterOptions) (cluster.ClusterProvider, *remote.
 	// timers (calls, channel outboxes) so that their timers run on their
 	// new node without waiting for a request. Every node does it; a wake
 	// is idempotent.
-	n.departures = newDepartures(n.System.EventStream, func() {
+	n.departures = newDepartures(n.System.EventStream, n.opts.Fanout.Resync, func() {
 		n.spawn(n.wakeCalls)
 		n.spawn(n.wakeChannels)
 	})

@@ -163,6 +163,10 @@ func (r *relay) BindSession(session string, link uint64) {
 // runs in a session grain's activation.
 const sessionLinkTimeout = 500 * time.Millisecond
 
+// Resync implements Fanout: only this node's links are caught up here
+// (every node gets its own departure event).
+func (r *relay) Resync() { r.local.Resync() }
+
 // SessionLink asks this node's hub, then the other members'.
 func (r *relay) SessionLink(session string) uint64 {
 	if l := r.local.SessionLink(session); l != 0 {

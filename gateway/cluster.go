@@ -25,9 +25,11 @@ type ClusterOptions struct {
 	// removed later come from the replicated roster (actors/membership).
 	NodeID uint64
 	Peers  map[uint64]string
-	// ActorHost and ActorPort are the actor endpoint (0: a free port).
-	ActorHost string
-	ActorPort int
+	// ActorHost and ActorPort are the actor endpoint (0: a free port);
+	// ActorAdvertise, if set, the address the others reach it at.
+	ActorHost      string
+	ActorPort      int
+	ActorAdvertise string
 	// TLS is the node's mutual-TLS config (actors/nodetls).
 	TLS *tls.Config
 	// Join: this node joins a running cluster, with an empty store; an
@@ -137,7 +139,7 @@ func startCluster(c *ClusterOptions, store *persistence.Store, ao *actors.Option
 	parts.eng = eng
 	store.SetReplicator(eng, c.WriteTimeout)
 	ao.Cluster = &actors.ClusterOptions{
-		NodeID: c.NodeID, Seeds: seeds, OnRoster: parts.setRoster, Hold: parts.joining.Load, Host: c.ActorHost, Port: c.ActorPort, TLS: c.TLS,
+		NodeID: c.NodeID, Seeds: seeds, OnRoster: parts.setRoster, Hold: parts.joining.Load, Host: c.ActorHost, Port: c.ActorPort, Advertise: c.ActorAdvertise, TLS: c.TLS,
 		Alive: tr.Alive, Gateway: c.PublicURL,
 	}
 	if ao.Blobs != nil {

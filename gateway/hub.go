@@ -27,6 +27,11 @@ type Hub struct {
 
 	// Published counts frames written to link queues (deliveries).
 	Published atomic.Int64
+
+	// resync is the catch-up Resync runs (Server.catchUp); resyncing and
+	// resyncAgain make runs one at a time, coalesced (catchup.go).
+	resync                 atomic.Pointer[func()]
+	resyncing, resyncAgain atomic.Bool
 }
 
 type hubUser struct {

@@ -94,18 +94,39 @@ type heldFrame struct {
 // wrote it; during a replay it is held and written after the replay.
 func (l *link) deliver(conv string, seq int64, frame []byte) bool {
 	l.mu.Lock()
-	if cs := l.cursors[conv]; cs != nil {
-		if cs.replaying {
-			cs.held = append(cs.held, heldFrame{seq, frame})
-			l.mu.Unlock()
-			return true
+	cs := l.cursors[conv]
+	if cs == nil {
+		// Tracked from the first delivery on: a catch-up (catchup.go)
+		// then knows what this link has.
+		if l.cursors == nil {
+			l.cursors = map[string]*convCursor{}
 		}
-		if seq <= cs.floor {
-			l.mu.Unlock()
-			return false
-		}
-		cs.floor = seq
+		l.cursors[conv] = &convCursor{floor: seq}
+		return l.enqueueLocked(frame)
 	}
+	if cs.replaying {
+		cs.held = append(cs.held, heldFrame{seq, frame})
+		l.mu.Unlock()
+		return true
+	}
+	if seq <= cs.floor {
+		l.mu.Unlock()
+		return false
+	}
+	cs.floor = seq
+	return l.enqueueLocked(frame)
+}
+
+// deliverTracked is deliver for a catch-up: only to a link whose delivery
+// on conv is tracked and not replaying, and only above its floor.
+func (l *link) deliverTracked(conv string, seq int64, frame []byte) bool {
+	l.mu.Lock()
+	cs := l.cursors[conv]
+	if cs == nil || cs.replaying || seq <= cs.floor {
+		l.mu.Unlock()
+		return false
+	}
+	cs.floor = seq
 	return l.enqueueLocked(frame)
 }
 

@@ -79,6 +79,8 @@ func NewServer(opts Options, hub *Hub, log *slog.Logger) (*Server, error) {
 	s := &Server{opts: opts, log: log.With("component", "gateway"), hub: hub, reg: prometheus.NewRegistry(),
 		egress: newEgress(opts.FilesEgressLimit, opts.FilesEgressFileLimit)}
 	s.nextID.Store(opts.NodeID << actors.LinkNodeShift)
+	catchUp := s.catchUp
+	hub.resync.Store(&catchUp)
 	s.writers = newWriters(runtime.GOMAXPROCS(0))
 	s.upgrader = gws.NewUpgrader(&handler{s: s}, &gws.ServerOption{
 		ReadMaxPayloadSize:  opts.MaxFrameBytes,

@@ -54,6 +54,11 @@ func (c *Config) validateCluster() error {
 	if _, _, err := net.SplitHostPort(c.ClusterActorAddr); err != nil {
 		return fmt.Errorf("cluster_actor_addr %q: %w", c.ClusterActorAddr, err)
 	}
+	if c.ClusterActorAdvertise != "" {
+		if _, _, err := net.SplitHostPort(c.ClusterActorAdvertise); err != nil {
+			return fmt.Errorf("cluster_actor_advertise %q: %w", c.ClusterActorAdvertise, err)
+		}
+	}
 	if c.ClusterCA == "" || c.ClusterCert == "" || c.ClusterKey == "" {
 		return errors.New("a cluster node needs cluster_ca, cluster_cert and cluster_key (make them with parley cert)")
 	}
@@ -83,7 +88,7 @@ func clusterOptions(c Config) (*gateway.ClusterOptions, error) {
 		public = "ws://" + c.Addr + "/ws"
 	}
 	return &gateway.ClusterOptions{NodeID: c.ClusterNode, Peers: peers, ActorHost: host, ActorPort: port,
-		TLS: tlsConf, PublicURL: public, Join: c.ClusterJoin}, nil
+		ActorAdvertise: c.ClusterActorAdvertise, TLS: tlsConf, PublicURL: public, Join: c.ClusterJoin}, nil
 }
 
 // cert is `parley cert ca|node`: the cluster's private PKI.

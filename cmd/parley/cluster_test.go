@@ -32,6 +32,8 @@ type clusterNode struct {
 	caF, certF, keyF  string
 	// join: start with -cluster-join (a node added to a running cluster).
 	join bool
+	// extra are more flags for serve.
+	extra []string
 }
 
 func (n *clusterNode) url() string { return "ws://" + n.addr + "/ws" }
@@ -85,6 +87,7 @@ func (n *clusterNode) start(t *testing.T, peers string) {
 		"-cluster-node", fmt.Sprint(n.id), "-cluster-peers", peers, "-cluster-actor-addr", n.actor,
 		"-cluster-ca", n.caF, "-cluster-cert", n.certF, "-cluster-key", n.keyF, "-admin-token", clusterAdminToken,
 		fmt.Sprint("-cluster-join=", n.join))
+	n.cmd.Args = append(n.cmd.Args, n.extra...)
 	n.cmd.Env = append(os.Environ(), "PARLEY_CHILD=1")
 	n.cmd.Stderr = os.Stderr
 	if err := n.cmd.Start(); err != nil {

@@ -79,6 +79,9 @@ type Config struct {
 	// ClusterActorAddr is this node's private actor endpoint host:port
 	// (port 0: any free port; the address is published to the others).
 	ClusterActorAddr string `json:"cluster_actor_addr"`
+	// ClusterActorAdvertise is the host:port the other nodes reach the
+	// actor endpoint at, if not ClusterActorAddr (NAT, port mapping).
+	ClusterActorAdvertise string `json:"cluster_actor_advertise"`
 	// ClusterCA, ClusterCert, ClusterKey are PEM files: the cluster CA and
 	// this node's certificate and key (mutual TLS between nodes).
 	ClusterCA   string `json:"cluster_ca"`
@@ -239,6 +242,7 @@ func loadConfig(args []string) (Config, error) {
 	fs.Uint64Var(&c.ClusterNode, "cluster-node", c.ClusterNode, "this node's id in a cluster (0: single node)")
 	fs.StringVar(&c.ClusterPeers, "cluster-peers", c.ClusterPeers, "every node's raft address: 1=10.0.0.1:7400,2=10.0.0.2:7400,3=... (this one included)")
 	fs.StringVar(&c.ClusterActorAddr, "cluster-actor-addr", c.ClusterActorAddr, "this node's private actor endpoint host:port (port 0: any)")
+	fs.StringVar(&c.ClusterActorAdvertise, "cluster-actor-advertise", c.ClusterActorAdvertise, "host:port the other nodes reach the actor endpoint at, if not -cluster-actor-addr (NAT, port mapping)")
 	fs.StringVar(&c.ClusterCA, "cluster-ca", c.ClusterCA, "cluster CA certificate (PEM)")
 	fs.StringVar(&c.ClusterCert, "cluster-cert", c.ClusterCert, "this node's certificate (PEM, from parley cert node)")
 	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "this node's private key (PEM)")
