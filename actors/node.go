@@ -276,6 +276,16 @@ func (n *Node) Drain() error {
 	return n.members.Drain()
 }
 
+// FreezeMembers stops following the cluster's membership: the topology
+// stays as it is until the node stops. A node removed from the cluster
+// calls it first: the others stop talking to it, and seeing them all
+// leave would only move every grain onto itself while it exits.
+func (n *Node) FreezeMembers() {
+	if n.members != nil {
+		n.members.Shutdown(false)
+	}
+}
+
 // Members returns the cluster's member records (nil on a single node).
 func (n *Node) Members() []*grainpb.NodeRecord {
 	if n.members == nil {

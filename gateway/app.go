@@ -113,11 +113,11 @@ func NewApp(o AppOptions) (*App, error) {
 	app := &App{Store: store, Hub: hub, Node: node, Gateway: gw, Media: sfu, log: o.Logger, cluster: cp}
 	if cp != nil {
 		gw.AttachCluster(o.Cluster.NodeID, cp.eng, cp.currentRoster)
-		cp.serveInternal(gw)
+		cp.serveInternal(gw, app.leaveRemoved)
 		gw.drain = app.Drain
 		gw.nodes = app
 		cp.stopBalance, cp.balanceDone = make(chan struct{}), make(chan struct{})
-		go cp.balance(node, o.Cluster.NodeID)
+		go cp.balance(node, app.leaveRemoved)
 		if cp.joining.Load() {
 			gw.joining.Store(true)
 			cp.stopJoin, cp.joinDone = make(chan struct{}), make(chan struct{})
@@ -167,6 +167,19 @@ func (a *App) Drain(ctx context.Context) error {
 	}
 	a.log.Info("drained")
 	return nil
+}
+
+// leaveRemoved ends Serve on a node that was removed from the cluster: its
+// links are closed with 1001, so each client reconnects to a member.
+func (a *App) leaveRemoved() {
+	a.log.Warn("this node was removed from the cluster: closing its links and exiting")
+	a.Node.FreezeMembers()
+	a.stopMu.Lock()
+	stop := a.stopServe
+	a.stopMu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }
 
 // Close stops grains and closes the store.

@@ -202,12 +202,18 @@ func (b *blobCopies) Drop(ctx context.Context, hash string) {
 	}
 }
 
-// internalHandler serves the peers' internal HTTP: raft snapshots, and
+// internalHandler serves the peers' internal HTTP: raft snapshots, the
+// notice that this node was removed (removed ends it), and
 // (b not nil: files are enabled) blob copies and the upload chunks
 // another node forwarded to the node of their upload grain.
-func (s *Server) internalHandler(eng *replication.Engine, b *blobCopies) http.Handler {
+func (s *Server) internalHandler(eng *replication.Engine, b *blobCopies, removed func()) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /raft/snapshot/{token}", eng.SnapshotHandler())
+	mux.HandleFunc("POST /cluster/removed", func(w http.ResponseWriter, r *http.Request) {
+		// A peer removed this node from the cluster (nodes.go).
+		w.WriteHeader(http.StatusNoContent)
+		go removed()
+	})
 	if b != nil {
 		b.routes(mux, &files{s: s})
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,21 +72,29 @@ type clusterParts struct {
 const balanceEvery = 5 * time.Second
 
 // balance evens out raft leaderships over the members that are not
-// draining, every balanceEvery, until stopped.
-func (p *clusterParts) balance(node *actors.Node, self uint64) {
+// draining, every balanceEvery, and every second checks whether this node
+// was removed from the cluster (then calls removed, once), until stopped.
+func (p *clusterParts) balance(node *actors.Node, removed func()) {
 	defer close(p.balanceDone)
-	t := time.NewTicker(balanceEvery)
+	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	for tick := 1; ; tick++ {
 		select {
 		case <-p.stopBalance:
 			return
 		case <-t.C:
 		}
+		if p.wasRemoved() {
+			removed()
+			return
+		}
+		if tick%int(balanceEvery/time.Second) != 0 {
+			continue
+		}
 		var eligible []uint64
 		for _, m := range node.Members() {
 			if m.Draining {
-				if m.NodeId == self {
+				if m.NodeId == p.self {
 					return // a draining node hands leaderships away instead
 				}
 				continue
@@ -94,6 +103,25 @@ func (p *clusterParts) balance(node *actors.Node, self uint64) {
 		}
 		p.eng.Balance(eligible)
 	}
+}
+
+// wasRemoved reports whether this node has applied its own removal from
+// every raft group (DELETE /admin/nodes on another node): it can no
+// longer write anything, and its clients must move.
+func (p *clusterParts) wasRemoved() bool {
+	if p.joining.Load() {
+		return false // no voters yet: not added, not removed
+	}
+	groups := p.eng.Status()
+	if len(groups) != replication.NumGroups {
+		return false
+	}
+	for _, g := range groups {
+		if slices.Contains(g.Voters, p.self) {
+			return false
+		}
+	}
+	return true
 }
 
 // startCluster replicates store through the raft groups and fills the
@@ -215,9 +243,9 @@ func (p *clusterParts) stop() {
 
 // serveInternal starts the peers' internal HTTP (raft snapshots, blob
 // copies, forwarded upload chunks) and gives the gateway its client.
-func (p *clusterParts) serveInternal(gw *Server) {
+func (p *clusterParts) serveInternal(gw *Server, removed func()) {
 	gw.internal = p.client
-	p.internal = replication.InternalServer(gw.internalHandler(p.eng, p.copies))
+	p.internal = replication.InternalServer(gw.internalHandler(p.eng, p.copies, removed))
 	go p.internal.Serve(p.tr.Internal())
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/parley-chat/parley/actors/membership"
+	"github.com/parley-chat/parley/persistence"
 	"github.com/parley-chat/parley/persistence/replication"
 )
 
@@ -25,8 +26,10 @@ import (
 //     raft group (it catches up from snapshots), and finally admitted as a
 //     member once its replicas are fresh (App's join gate);
 //   - remove: the node leaves every raft group first, while the others
-//     still talk to it, and only then is it marked removed in the roster,
-//     so every node forgets it. Its id is never used again.
+//     still talk to it; if it is up, it is told, closes its links (its
+//     clients reconnect to a member) and exits; only then is it marked
+//     removed in the roster, so every node forgets it. Its id is never
+//     used again.
 
 // errNodeRequest reports an add or remove request that is refused as
 // given (the admin API answers 400); replication.ErrMembership is a
@@ -63,7 +66,7 @@ func (a *App) AddNode(ctx context.Context, id uint64, addr string) (membership.R
 	if err := cp.reach(ctx, id, addr); err != nil {
 		return nil, err
 	}
-	if err := membership.WriteRosterEntry(a.Store, id, addr, false); err != nil {
+	if err := writeRoster(ctx, a.Store, id, addr, false); err != nil {
 		return nil, err
 	}
 	if err := cp.eng.ChangeVoter(ctx, id, true); err != nil {
@@ -116,12 +119,70 @@ func (a *App) RemoveNode(ctx context.Context, id uint64) (membership.Roster, err
 	if err := cp.eng.ChangeVoter(ctx, id, false); err != nil {
 		return nil, err
 	}
-	if err := membership.WriteRosterEntry(a.Store, id, addr, true); err != nil {
+	cp.tellRemoved(ctx, id)
+	cp.waitLeaders(ctx, id)
+	if err := writeRoster(ctx, a.Store, id, addr, true); err != nil {
 		return nil, err
 	}
 	a.log.Info("node removed", "node", id)
 	delete(roster, id)
 	return roster, nil
+}
+
+// waitLeaders waits (while ctx lasts) until this node knows a leader
+// other than gone for every group: the groups gone led elect new leaders
+// once it is removed, and a write meanwhile would go to the old one.
+func (p *clusterParts) waitLeaders(ctx context.Context, gone uint64) {
+	for {
+		ok := true
+		for _, g := range p.eng.Status() {
+			ok = ok && g.Leader != 0 && g.Leader != gone
+		}
+		if ok {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// writeRoster writes a roster entry, again while it fails and ctx lasts:
+// right after a membership change a group may be electing a leader (the
+// removed node led it), and an unfenced write forwarded to the old one is
+// lost. Writing the same entry twice is harmless.
+func writeRoster(ctx context.Context, st *persistence.Store, id uint64, addr string, removed bool) error {
+	for {
+		err := membership.WriteRosterEntry(st, id, addr, removed)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// tellRemoved tells node id, if it is up, that it was removed: a removed
+// replica rarely learns it from raft (the leader stops sending to it once
+// the change applies, often before the replica heard it committed), and a
+// node that keeps serving could only fail its clients' writes. It closes
+// its links, so they reconnect to a member, and exits. Best effort: a
+// dead node is not waited for.
+func (p *clusterParts) tellRemoved(ctx context.Context, id uint64) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("https://node-%d/cluster/removed", id), nil)
+	if err != nil {
+		return
+	}
+	if res, err := p.client.Do(req); err == nil {
+		res.Body.Close()
+	}
 }
 
 // holdJoin keeps a joining node out of service until every one of its

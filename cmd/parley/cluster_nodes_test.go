@@ -162,3 +162,46 @@ func TestClusterReplaceNode(t *testing.T) {
 	round("c", 9*per)
 	t.Logf("node 3 replaced by node 4; after node 1's loss the cluster kept acknowledging")
 }
+
+// TestClusterRemoveLiveNode: node 3 is removed (DELETE /admin/nodes/3 on
+// node 1) while the three users chat, without a drain first. Node 3 is
+// told, closes its links and exits cleanly; its user reconnects once, to
+// a member, and every message reaches every user exactly once, in order;
+// nodes 1 and 2 are then the only voters of every group.
+func TestClusterRemoveLiveNode(t *testing.T) {
+	ctx, nodes, clients, recv, g := groupOnCluster(t, "live", "removed live")
+	const per = 60
+	removeAt, sent := sendFromAll(t, ctx, clients, g.Id, "r", per, per/3)
+	<-removeAt
+	code, roster, body := nodes[0].adminNodes(t, http.MethodDelete, 3, "")
+	if code != http.StatusOK || roster.Peers != peerList(nodes[:2]) {
+		t.Fatalf("remove live node 3: %d %s", code, body)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- nodes[2].cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("removed node exit: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the removed node did not exit")
+	}
+	if acked := sent(); len(acked) != 3*per || t.Failed() {
+		t.Fatalf("%d of %d sends acknowledged", len(acked), 3*per)
+	}
+	for i, r := range recv {
+		r.waitTexts(t, ctx, g.Id, 3*per)
+		r.check(t, i)
+	}
+	if n := clients[2].Reconnects(); n != 1 {
+		t.Errorf("the removed node's client reconnected %d times, want 1", n)
+	}
+	for _, n := range nodes[:2] {
+		for _, gr := range n.status(t).Groups {
+			if !slices.Equal(gr.Voters, []uint64{1, 2}) {
+				t.Fatalf("node %d shard %d voters %v, want [1 2]", n.id, gr.Shard, gr.Voters)
+			}
+		}
+	}
+}
