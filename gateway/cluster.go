@@ -117,7 +117,7 @@ func (p *clusterParts) wasRemoved() bool {
 		return false
 	}
 	for _, g := range groups {
-		if slices.Contains(g.Voters, p.self) {
+		if slices.Contains(g.Voters, p.self) || slices.Contains(g.Learners, p.self) {
 			return false
 		}
 	}

@@ -21,10 +21,11 @@ import (
 // /admin/nodes). The order of the steps keeps a quorum at every moment:
 //
 //   - add: the new node must already run (started with -cluster-join) and
-//     be reachable, or the larger quorum could not be met; it is written
-//     to the roster, so every node dials it, then made a voter of every
-//     raft group (it catches up from snapshots), and finally admitted as a
-//     member once its replicas are fresh (App's join gate);
+//     be reachable; it is written to the roster, so every node dials it,
+//     then made a learner of every raft group (it catches up from
+//     snapshots; the quorum ignores it meanwhile), becomes a member once
+//     its replicas are fresh (its join gate), and is then promoted to
+//     voter;
 //   - remove: the node leaves every raft group first, while the others
 //     still talk to it; if it is up, it is told, closes its links (its
 //     clients reconnect to a member) and exits; only then is it marked
@@ -69,12 +70,36 @@ func (a *App) AddNode(ctx context.Context, id uint64, addr string) (membership.R
 	if err := writeRoster(ctx, a.Store, id, addr, false); err != nil {
 		return nil, err
 	}
-	if err := cp.eng.ChangeVoter(ctx, id, true); err != nil {
+	if err := cp.eng.ChangeMember(ctx, id, replication.Learner); err != nil {
+		return nil, err
+	}
+	if err := a.waitMember(ctx, id); err != nil {
+		return nil, err
+	}
+	if err := cp.eng.ChangeMember(ctx, id, replication.Voter); err != nil {
 		return nil, err
 	}
 	a.log.Info("node added", "node", id, "addr", addr)
 	roster[id] = addr
 	return roster, nil
+}
+
+// waitMember waits until node id is a member: a joining node registers
+// only once its join gate passed, i.e. once it caught up with every group
+// (holdJoin). Until then it stays a learner, which the quorum ignores.
+func (a *App) waitMember(ctx context.Context, id uint64) error {
+	for {
+		for _, m := range a.Node.Members() {
+			if m.NodeId == id {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node %d is a learner and has not caught up yet: %w", id, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // reach checks that node id answers at addr (it pings every peer it
@@ -116,7 +141,7 @@ func (a *App) RemoveNode(ctx context.Context, id uint64) (membership.Roster, err
 	if id == cp.self {
 		return nil, fmt.Errorf("%w: a node does not remove itself; ask another node", errNodeRequest)
 	}
-	if err := cp.eng.ChangeVoter(ctx, id, false); err != nil {
+	if err := cp.eng.ChangeMember(ctx, id, replication.Removed); err != nil {
 		return nil, err
 	}
 	cp.tellRemoved(ctx, id)

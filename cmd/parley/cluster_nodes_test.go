@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parley-chat/parley/client"
 	"github.com/parley-chat/parley/gateway"
 	pb "github.com/parley-chat/parley/gateway/protocol"
 )
@@ -44,6 +43,32 @@ func (n *clusterNode) adminNodes(t *testing.T, method string, id uint64, addr st
 		}
 	}
 	return res.StatusCode, v, string(raw)
+}
+
+// waitVoters waits until every node in nodes reports want as the voters
+// of every raft group (each node applies a membership change on its own
+// time).
+func waitVoters(t *testing.T, nodes []*clusterNode, want ...uint64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for _, n := range nodes {
+		for {
+			bad := ""
+			for _, gr := range n.status(t).Groups {
+				if !slices.Equal(gr.Voters, want) {
+					bad = fmt.Sprintf("shard %d voters %v", gr.Shard, gr.Voters)
+					break
+				}
+			}
+			if bad == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d: %s, want %v", n.id, bad, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
 
 // kill SIGKILLs the node's process and waits for it.
@@ -118,37 +143,17 @@ func TestClusterReplaceNode(t *testing.T) {
 	fresh.waitHealthy(t)
 	now := []*clusterNode{nodes[0], nodes[1], fresh}
 	waitSettled(t, now)
+	waitVoters(t, now, 1, 2, 4)
 	for _, n := range now {
-		st := n.status(t)
-		if st.Roster.Peers != roster.Peers {
+		if st := n.status(t); st.Roster.Peers != roster.Peers {
 			t.Errorf("node %d roster %q, want %q", n.id, st.Roster.Peers, roster.Peers)
-		}
-		for _, gr := range st.Groups {
-			if !slices.Equal(gr.Voters, []uint64{1, 2, 4}) {
-				t.Fatalf("node %d shard %d voters %v, want [1 2 4]", n.id, gr.Shard, gr.Voters)
-			}
 		}
 	}
 	round("b", 6*per)
 
 	// The new node serves the whole history to a user it never saw.
-	late, err := client.Dial(ctx, client.Options{URL: fresh.url(), Device: &pb.Device{Id: "late"}, Timeout: 20 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer late.Close()
-	if _, err := late.Login(ctx, "rep2", "password-rep2"); err != nil {
-		t.Fatalf("login on node 4: %v", err)
-	}
-	hist, err := late.History(ctx, g.Id, 0, 1000)
-	if err != nil {
-		t.Fatalf("history on node 4: %v", err)
-	}
 	texts := 0
-	for i, m := range hist.Messages {
-		if m.Seq != int64(i+1) {
-			t.Fatalf("history on node 4: seq %d at %d", m.Seq, i)
-		}
+	for _, m := range historyOn(t, ctx, fresh, "rep2", g.Id) {
 		if m.Kind == pb.MessageKind_MESSAGE_KIND_TEXT {
 			texts++
 		}
@@ -197,11 +202,5 @@ func TestClusterRemoveLiveNode(t *testing.T) {
 	if n := clients[2].Reconnects(); n != 1 {
 		t.Errorf("the removed node's client reconnected %d times, want 1", n)
 	}
-	for _, n := range nodes[:2] {
-		for _, gr := range n.status(t).Groups {
-			if !slices.Equal(gr.Voters, []uint64{1, 2}) {
-				t.Fatalf("node %d shard %d voters %v, want [1 2]", n.id, gr.Shard, gr.Voters)
-			}
-		}
-	}
+	waitVoters(t, nodes[:2], 1, 2)
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parley-chat/parley/client"
 	pb "github.com/parley-chat/parley/gateway/protocol"
 )
 
@@ -106,29 +105,23 @@ func TestClusterPartition(t *testing.T) {
 	proxies := map[uint64]map[uint64]*linkProxy{}
 	for _, from := range nodes {
 		proxies[from.id] = map[uint64]*linkProxy{}
+		for _, to := range nodes {
+			if to != from {
+				proxies[from.id][to.id] = newLinkProxy(t, to.raft)
+			}
+		}
+	}
+	startNodesWith(t, nodes, func(from *clusterNode) string {
 		var peers []string
 		for _, to := range nodes {
 			addr := to.raft
 			if to != from {
-				proxies[from.id][to.id] = newLinkProxy(t, to.raft)
 				addr = proxies[from.id][to.id].addr()
 			}
 			peers = append(peers, fmt.Sprintf("%d=%s", to.id, addr))
 		}
-		from.start(t, strings.Join(peers, ","))
-	}
-	t.Cleanup(func() {
-		var wg sync.WaitGroup
-		for _, nd := range nodes {
-			wg.Add(1)
-			go func() { defer wg.Done(); nd.stop(t) }()
-		}
-		wg.Wait()
+		return strings.Join(peers, ",")
 	})
-	for _, nd := range nodes {
-		nd.waitHealthy(t)
-	}
-	waitSettled(t, nodes)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	clients, recv := dialMembers(t, ctx, nodes, "part")
@@ -183,24 +176,10 @@ func TestClusterPartition(t *testing.T) {
 	// Every node serves the same log, each text once.
 	var logs []string
 	for _, n := range nodes {
-		c, err := client.Dial(ctx, client.Options{URL: n.url(), Device: &pb.Device{Id: "audit"}, Timeout: 20 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Login(ctx, "part0", "password-part0"); err != nil {
-			t.Fatal(err)
-		}
-		hist, err := c.History(ctx, g.Id, 0, 1000)
-		c.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		hist := historyOn(t, ctx, n, "part0", g.Id)
 		var b strings.Builder
 		seen := map[string]bool{}
-		for i, m := range hist.Messages {
-			if m.Seq != int64(i+1) {
-				t.Fatalf("node %d: seq %d at %d", n.id, m.Seq, i)
-			}
+		for _, m := range hist {
 			if m.Kind == pb.MessageKind_MESSAGE_KIND_TEXT {
 				if seen[m.Text] {
 					t.Fatalf("node %d: %q twice in the log", n.id, m.Text)

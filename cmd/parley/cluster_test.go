@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,6 +33,9 @@ type clusterNode struct {
 	join bool
 	// extra are more flags for serve.
 	extra []string
+	// races is where the race detector writes the reports of the node's
+	// processes (race.go).
+	races string
 }
 
 func (n *clusterNode) url() string { return "ws://" + n.addr + "/ws" }
@@ -57,7 +59,7 @@ func newTestCluster(t *testing.T, n int) []*clusterNode {
 		if err != nil {
 			t.Fatal(err)
 		}
-		nd := &clusterNode{id: id, addr: freeAddr(t), raft: freeAddr(t), actor: freeAddr(t), dir: t.TempDir(), caF: caF,
+		nd := &clusterNode{id: id, addr: freeAddr(t), raft: freeAddr(t), actor: freeAddr(t), dir: t.TempDir(), races: t.TempDir(), caF: caF,
 			certF: filepath.Join(pki, fmt.Sprintf("node-%d.pem", id)), keyF: filepath.Join(pki, fmt.Sprintf("node-%d-key.pem", id))}
 		if err := os.WriteFile(nd.certF, certPEM, 0o644); err != nil {
 			t.Fatal(err)
@@ -88,11 +90,13 @@ func (n *clusterNode) start(t *testing.T, peers string) {
 		"-cluster-ca", n.caF, "-cluster-cert", n.certF, "-cluster-key", n.keyF, "-admin-token", clusterAdminToken,
 		fmt.Sprint("-cluster-join=", n.join))
 	n.cmd.Args = append(n.cmd.Args, n.extra...)
-	n.cmd.Env = append(os.Environ(), "PARLEY_CHILD=1")
+	n.cmd.Env = append(os.Environ(), "PARLEY_CHILD=1", raceEnv(n.races))
 	n.cmd.Stderr = os.Stderr
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// Registered before the test's stop of the node, so it runs after.
+	t.Cleanup(func() { checkRaces(t, n.races) })
 }
 
 func (n *clusterNode) waitHealthy(t *testing.T) {
@@ -302,23 +306,8 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 		r.waitTexts(t, ctx, g.Id, total+after)
 		r.check(t, i)
 	}
-	late, err := client.Dial(ctx, client.Options{URL: victim.url(), Device: &pb.Device{Id: "late"}, Timeout: 20 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer late.Close()
-	if _, err := late.Login(ctx, "member2", "password-member2"); err != nil {
-		t.Fatalf("login on the rejoined node: %v", err)
-	}
-	hist, err := late.History(ctx, g.Id, 0, 1000)
-	if err != nil {
-		t.Fatalf("history on the rejoined node: %v", err)
-	}
 	texts := 0
-	for i, m := range hist.Messages {
-		if m.Seq != int64(i+1) {
-			t.Fatalf("history on the rejoined node: seq %d at %d", m.Seq, i)
-		}
+	for _, m := range historyOn(t, ctx, victim, "member2", g.Id) {
 		if m.Kind == pb.MessageKind_MESSAGE_KIND_TEXT {
 			texts++
 		}
@@ -330,6 +319,31 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 		t.Errorf("the dead node's user needed %v after the kill to have every message (> 15 s)", rebuilt)
 	}
 	t.Logf("node %d SIGKILLed; its user had all %d messages %v after the kill", victim.id, total, rebuilt)
+}
+
+// historyOn logs user in on node n with a new client and returns conv's
+// history there (up to 1000 messages), failing the test unless its seqs
+// run 1, 2, 3... without a gap.
+func historyOn(t *testing.T, ctx context.Context, n *clusterNode, user, conv string) []*pb.Message {
+	t.Helper()
+	c, err := client.Dial(ctx, client.Options{URL: n.url(), Device: &pb.Device{Id: "audit"}, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Login(ctx, user, "password-"+user); err != nil {
+		t.Fatalf("login on node %d: %v", n.id, err)
+	}
+	hist, err := c.History(ctx, conv, 0, 1000)
+	if err != nil {
+		t.Fatalf("history on node %d: %v", n.id, err)
+	}
+	for i, m := range hist.Messages {
+		if m.Seq != int64(i+1) {
+			t.Fatalf("history on node %d: seq %d at %d", n.id, m.Seq, i)
+		}
+	}
+	return hist.Messages
 }
 
 // dialMembers registers and logs in one user per node, user i on node i
@@ -430,8 +444,15 @@ func startTestCluster(t *testing.T, n int) []*clusterNode {
 func startNodes(t *testing.T, nodes []*clusterNode) []*clusterNode {
 	t.Helper()
 	peers := peerList(nodes)
+	return startNodesWith(t, nodes, func(*clusterNode) string { return peers })
+}
+
+// startNodesWith is startNodes with each node's -cluster-peers from
+// peersOf.
+func startNodesWith(t *testing.T, nodes []*clusterNode, peersOf func(*clusterNode) string) []*clusterNode {
+	t.Helper()
 	for _, nd := range nodes {
-		nd.start(t, peers)
+		nd.start(t, peersOf(nd))
 	}
 	t.Cleanup(func() {
 		var wg sync.WaitGroup
@@ -506,13 +527,7 @@ func TestClusterDrain(t *testing.T) {
 	if code != http.StatusOK || roster.Peers != peerList(nodes[1:]) {
 		t.Fatalf("remove the drained node: %d %s", code, body)
 	}
-	for _, n := range nodes[1:] {
-		for _, gr := range n.status(t).Groups {
-			if !slices.Equal(gr.Voters, []uint64{2, 3}) {
-				t.Fatalf("node %d shard %d voters %v, want [2 3]", n.id, gr.Shard, gr.Voters)
-			}
-		}
-	}
+	waitVoters(t, nodes[1:], 2, 3)
 	const more = 10
 	_, sentMore := sendFromAll(t, ctx, clients, g.Id, "e", more, 0)
 	if acked := sentMore(); len(acked) != users*more {

@@ -73,10 +73,11 @@ func (e *Engine) applyEntry(ab *pebble.Batch, g *group, ent *pb.Entry, fences ma
 		if err := proto.Unmarshal(ent.GetData(), &cc); err != nil {
 			return out, false, fmt.Errorf("replication: shard %d conf change %d: %w", g.shard, ent.GetIndex(), err)
 		}
+		was := g.st.conf
 		if err := g.st.setConf(ab, g.rn.ApplyConfChange(&cc)); err != nil {
 			return out, false, err
 		}
-		return out, false, g.addedNode(ab, &cc, ent.GetIndex())
+		return out, false, g.addedNode(ab, was, &cc, ent.GetIndex())
 	}
 	if len(ent.GetData()) == 0 {
 		return out, false, nil // a new leader's empty entry

@@ -107,8 +107,10 @@ type GroupStatus struct {
 	Applied uint64 `json:"applied"`
 	// LogFirst is the first index still in this replica's log.
 	LogFirst uint64 `json:"log_first"`
-	// Voters are the group's voting members as this replica applied them.
-	Voters []uint64 `json:"voters"`
+	// Voters and Learners are the group's members as this replica applied
+	// them (learners receive the log and do not vote).
+	Voters   []uint64 `json:"voters"`
+	Learners []uint64 `json:"learners,omitempty"`
 }
 
 // Status returns every group's status as of the last tick.
@@ -135,7 +137,8 @@ func (e *Engine) snapshotStatus() {
 		st := g.rn.BasicStatus()
 		out = append(out, GroupStatus{Shard: g.shard, State: st.RaftState.String(), Leader: st.Lead,
 			Term: st.GetTerm(), Commit: st.GetCommit(), Applied: g.applied, LogFirst: g.st.first,
-			Voters: slices.Sorted(slices.Values(g.st.conf.GetVoters()))})
+			Voters:   slices.Sorted(slices.Values(g.st.conf.GetVoters())),
+			Learners: slices.Sorted(slices.Values(g.st.conf.GetLearners()))})
 	}
 	e.statusMu.Lock()
 	e.status = out
@@ -334,7 +337,7 @@ func (e *Engine) drainInputs() {
 	e.inbox, e.props, e.reads, e.transfers, e.installs, e.confs = nil, nil, nil, nil, nil, nil
 	e.mu.Unlock()
 	for _, c := range confs {
-		// Dropped (no leader, a change pending): ChangeVoter retries.
+		// Dropped (no leader, a change pending): ChangeMember retries.
 		_ = e.groups[c.shard].rn.ProposeConfChange(c.cc)
 	}
 	for _, f := range installs {

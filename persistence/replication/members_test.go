@@ -13,15 +13,45 @@ import (
 
 // addNode starts node id on an empty disk as a joining node (it knows the
 // others' addresses, they learn its own) and has node by add it to every
-// group.
+// group: as a learner, then, once it caught up, as a voter.
 func (c *testCluster) addNode(id, by uint64) {
+	c.t.Helper()
+	c.startJoiner(id)
+	c.changeMember(by, id, replication.Learner)
+	c.waitFresh(id)
+	c.changeMember(by, id, replication.Voter)
+}
+
+// startJoiner starts node id on an empty disk with Join set.
+func (c *testCluster) startJoiner(id uint64) {
 	c.t.Helper()
 	c.nodes[id] = &testNode{id: id, dir: c.t.TempDir(), join: true}
 	c.addrs[id] = "127.0.0.1:0"
 	c.ids = append(c.ids, id)
 	c.start(id)
-	if err := c.nodes[by].eng.ChangeVoter(ctxT(c.t.(*testing.T), 30*time.Second), id, true); err != nil {
-		c.t.Fatalf("add node %d through node %d: %v", id, by, err)
+}
+
+// changeMember has node by make node id m in every group.
+func (c *testCluster) changeMember(by, id uint64, m replication.Membership) {
+	c.t.Helper()
+	if err := c.nodes[by].eng.ChangeMember(ctxT(c.t.(*testing.T), 30*time.Second), id, m); err != nil {
+		c.t.Fatalf("node %d: make node %d %v: %v", by, id, m, err)
+	}
+}
+
+// waitFresh waits until node id passes a read barrier on every shard
+// (it has caught up), as a joining server's gate does.
+func (c *testCluster) waitFresh(id uint64) {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := c.nodes[id].store.FreshAll()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("node %d never caught up: %v", id, err)
+		}
 	}
 }
 
@@ -29,9 +59,7 @@ func (c *testCluster) addNode(id, by uint64) {
 // left as it is.
 func (c *testCluster) removeNode(id, by uint64) {
 	c.t.Helper()
-	if err := c.nodes[by].eng.ChangeVoter(ctxT(c.t.(*testing.T), 30*time.Second), id, false); err != nil {
-		c.t.Fatalf("remove node %d through node %d: %v", id, by, err)
-	}
+	c.changeMember(by, id, replication.Removed)
 	c.ids = slices.DeleteFunc(c.ids, func(x uint64) bool { return x == id })
 }
 
@@ -88,20 +116,26 @@ func (c *testCluster) fill(user string, from, to int, ids ...uint64) {
 func shortCuts(c *testCluster) { c.truncateAfter, c.writeTimeout = 20, 3*time.Second }
 
 // TestAddNodeWhileOneIsDown grows a cluster of three, one of them stopped,
-// to four. The new node starts with an empty disk and catches up from a
-// snapshot (its log starts past 1, and it holds the writes made before it
-// existed); the stopped node, whose log ends before the change, also
-// catches up from a snapshot when it returns. The four replicas agree, the
-// new node's writes commit, and removing it again leaves three voters
-// that keep committing without it.
+// to four. The new node is a learner first: with it not even started,
+// nodes 1 and 2 still commit (as a voter it would make the quorum three
+// of four, out of reach). It starts with an empty disk and catches up
+// from a snapshot (its log starts past 1, and it holds the writes made
+// before it existed), then is promoted; the stopped node, whose log ends
+// before the change, also catches up from a snapshot when it returns. The
+// four replicas agree, the new node's writes commit, and removing it
+// again leaves three voters that keep committing without it.
 func TestAddNodeWhileOneIsDown(t *testing.T) {
 	c := newCluster(t, 3, nil, shortCuts)
 	const user = "grown"
 	shard := uint8(persistence.ShardOf(persistence.KindUser, user))
 	c.fill(user, 0, 60, 1, 2, 3)
 	c.stop(3)
-	c.fill(user, 60, 80, 1, 2)
-	c.addNode(4, 1)
+	c.fill(user, 60, 70, 1, 2)
+	c.changeMember(1, 4, replication.Learner)
+	c.fill(user, 70, 80, 1, 2)
+	c.startJoiner(4)
+	c.waitFresh(4)
+	c.changeMember(2, 4, replication.Voter)
 	c.waitValue(4, persistence.KindUser, user, []byte("0"), "v0")
 	c.waitValue(4, persistence.KindUser, user, []byte("79"), "v79")
 	if first := c.logFirst(4, shard); first <= 1 {
@@ -158,10 +192,10 @@ func TestMembershipChangesRefused(t *testing.T) {
 	ctx := ctxT(t, 5*time.Second)
 	for _, tc := range []struct {
 		node uint64
-		add  bool
-	}{{1, false}, {0, true}, {0, false}} {
-		if err := c.nodes[1].eng.ChangeVoter(ctx, tc.node, tc.add); !errors.Is(err, replication.ErrMembership) {
-			t.Errorf("ChangeVoter(%d, add=%v) = %v, want ErrMembership", tc.node, tc.add, err)
+		m    replication.Membership
+	}{{1, replication.Removed}, {0, replication.Voter}, {0, replication.Learner}, {0, replication.Removed}} {
+		if err := c.nodes[1].eng.ChangeMember(ctx, tc.node, tc.m); !errors.Is(err, replication.ErrMembership) {
+			t.Errorf("ChangeMember(%d, %v) = %v, want ErrMembership", tc.node, tc.m, err)
 		}
 	}
 }
