@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -741,10 +742,20 @@ func (r raftLogger) Warning(v ...any)            { r.l.Warn(fmt.Sprint(v...)) }
 func (r raftLogger) Warningf(f string, v ...any) { r.l.Warn(fmt.Sprintf(f, v...)) }
 func (r raftLogger) Error(v ...any)              { r.l.Error(fmt.Sprint(v...)) }
 func (r raftLogger) Errorf(f string, v ...any)   { r.l.Error(fmt.Sprintf(f, v...)) }
-func (r raftLogger) Fatal(v ...any)              { r.l.Error(fmt.Sprint(v...)); panic(fmt.Sprint(v...)) }
-func (r raftLogger) Fatalf(f string, v ...any) {
-	r.l.Error(fmt.Sprintf(f, v...))
-	panic(fmt.Sprintf(f, v...))
+func (r raftLogger) Fatal(v ...any)              { r.fatal(fmt.Sprint(v...)) }
+func (r raftLogger) Fatalf(f string, v ...any)   { r.fatal(fmt.Sprintf(f, v...)) }
+
+// fatal logs raft's fatal error and panics, as raft requires. The one an
+// operator can cause gets a remedy: a replica whose log is behind what
+// the group committed ("tocommit ... out of range") lost its data, or is
+// a new disk under an old node id.
+func (r raftLogger) fatal(msg string) {
+	if strings.Contains(msg, "tocommit") {
+		msg += "; this node's log is behind what its group committed: its data directory was lost or replaced." +
+			" Remove the node (DELETE /admin/nodes/{id} on a member) and add it back under a new id with -cluster-join (docs/operations.md §7)"
+	}
+	r.l.Error(msg)
+	panic(msg)
 }
 func (r raftLogger) Panic(v ...any)            { r.Fatal(v...) }
 func (r raftLogger) Panicf(f string, v ...any) { r.Fatalf(f, v...) }
