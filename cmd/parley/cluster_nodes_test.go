@@ -182,16 +182,7 @@ func TestClusterRemoveLiveNode(t *testing.T) {
 	if code != http.StatusOK || roster.Peers != peerList(nodes[:2]) {
 		t.Fatalf("remove live node 3: %d %s", code, body)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- nodes[2].cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("removed node exit: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the removed node did not exit")
-	}
+	nodes[2].waitExit(t, 30*time.Second, "removed")
 	if acked := sent(); len(acked) != 3*per || t.Failed() {
 		t.Fatalf("%d of %d sends acknowledged", len(acked), 3*per)
 	}

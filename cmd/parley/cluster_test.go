@@ -201,6 +201,22 @@ func waitBalanced(t *testing.T, nodes []*clusterNode, min int) {
 	}
 }
 
+// waitExit waits up to within for the node's process to exit on its own
+// (drained, or removed: what), with status 0.
+func (n *clusterNode) waitExit(t *testing.T, within time.Duration, what string) {
+	t.Helper()
+	exited := make(chan error, 1)
+	go func() { exited <- n.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("%s node %d exit: %v", what, n.id, err)
+		}
+	case <-time.After(within):
+		t.Fatalf("the %s node %d did not exit", what, n.id)
+	}
+}
+
 // stop ends a running node with SIGTERM; its exit must be clean (a data
 // race found in the child under -race makes it exit 66).
 func (n *clusterNode) stop(t *testing.T) {
@@ -491,16 +507,7 @@ func TestClusterDrain(t *testing.T) {
 	if res.StatusCode != http.StatusAccepted {
 		t.Fatalf("drain: %s", res.Status)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- nodes[0].cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("drained node exit: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the drained node did not exit")
-	}
+	nodes[0].waitExit(t, 60*time.Second, "drained")
 	sent()
 	if t.Failed() {
 		t.FailNow()
