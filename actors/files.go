@@ -151,12 +151,21 @@ func (n *Node) CallOpts(timeout time.Duration) []cluster.GrainCallOption {
 
 // uploadRecords calls fn with every stored upload record, shard by shard.
 func (n *Node) uploadRecords(fn func(*grainpb.UploadRecord)) error {
+	if err := scanKind(n.opts.Store, persistence.KindUpload, func() *grainpb.UploadRecord { return &grainpb.UploadRecord{} }, fn); err != nil {
+		return fmt.Errorf("scan uploads: %w", err)
+	}
+	return nil
+}
+
+// scanKind decodes every record of kind (all shards) into a new T and
+// calls fn with it.
+func scanKind[T proto.Message](st *persistence.Store, kind persistence.Kind, newT func() T, fn func(T)) error {
 	for shard := 0; shard < persistence.NumShards; shard++ {
-		lower := []byte{byte(shard), byte(persistence.KindUpload)}
-		upper := []byte{byte(shard), byte(persistence.KindUpload) + 1}
+		lower := []byte{byte(shard), byte(kind)}
+		upper := []byte{byte(shard), byte(kind) + 1}
 		var decErr error
-		err := n.opts.Store.Scan(lower, upper, 0, func(k, v []byte) bool {
-			rec := &grainpb.UploadRecord{}
+		err := st.Scan(lower, upper, 0, func(k, v []byte) bool {
+			rec := newT()
 			if decErr = proto.Unmarshal(v, rec); decErr != nil {
 				return false
 			}
@@ -167,7 +176,7 @@ func (n *Node) uploadRecords(fn func(*grainpb.UploadRecord)) error {
 			err = decErr
 		}
 		if err != nil {
-			return fmt.Errorf("scan uploads: %w", err)
+			return err
 		}
 	}
 	return nil
@@ -212,6 +221,41 @@ func (n *Node) recoverFilesInCluster() {
 	}
 	if err := n.recoverFiles(clusterKeepNew); err != nil {
 		n.log.Error("file recovery at start", "err", err)
+	}
+	n.fetchMissingBlobs()
+}
+
+// fetchMissingBlobs copies from the other nodes the content of every
+// stored file this node lacks: all of them on a node that joined, the
+// uploads made while it was down on one that returns (a copy to it is
+// best effort once a majority has one). After a lost node is replaced,
+// each blob is on a majority again. One at a time, in the background.
+func (n *Node) fetchMissingBlobs() {
+	var missing []string
+	err := scanKind(n.opts.Store, persistence.KindFile, func() *grainpb.FileRecord { return &grainpb.FileRecord{} }, func(r *grainpb.FileRecord) {
+		if r.Stored && !n.opts.Blobs.Has(r.FileId) {
+			missing = append(missing, r.FileId)
+		}
+	})
+	if err != nil {
+		n.log.Error("scan files for missing contents", "err", err)
+		return
+	}
+	fetched := 0
+	for _, h := range missing {
+		if n.stopping.Load() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		if err := n.opts.BlobCopies.Fetch(ctx, h); err != nil {
+			n.log.Warn("fetch a missing file content", "file_id", h, "err", err)
+		} else {
+			fetched++
+		}
+		cancel()
+	}
+	if len(missing) > 0 {
+		n.log.Info("fetched missing file contents", "fetched", fetched, "missing", len(missing))
 	}
 }
 

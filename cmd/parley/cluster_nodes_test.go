@@ -8,11 +8,13 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/parley-chat/parley/client"
 	"github.com/parley-chat/parley/gateway"
 	pb "github.com/parley-chat/parley/gateway/protocol"
 )
@@ -83,10 +85,12 @@ func (n *clusterNode) kill(t *testing.T) {
 // TestClusterReplaceNode: node 3 of a chatting cluster loses its disk
 // (SIGKILL, data directory deleted). An operator removes it and adds
 // node 4, started on an empty disk with -cluster-join; node 4 catches up
-// from raft snapshots and serves a user the whole history. Node 1 is then
+// from raft snapshots, fetches the contents of the files uploaded through
+// node 3, and serves a user the whole history. Node 1 is then
 // SIGKILLed: with nodes 2 and 4 left the cluster still acknowledges,
-// which it could not unless node 4 is a voter of every group. Every
-// client gets every message exactly once, in order, throughout.
+// which it could not unless node 4 is a voter of every group, and node 2
+// still serves the files. Every client gets every message exactly once,
+// in order, throughout.
 func TestClusterReplaceNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process cluster test")
@@ -113,6 +117,18 @@ func TestClusterReplaceNode(t *testing.T) {
 		}
 	}
 	round("a", 3*per)
+	// Files uploaded through the node about to be lost: their contents
+	// must end up on the node that replaces it.
+	contents := map[string][]byte{}
+	for i := range 2 {
+		data := bytes.Repeat([]byte(fmt.Sprintf("replaced file %d;", i)), 4000+i)
+		res, err := clients[2].Upload(ctx, bytes.NewReader(data), int64(len(data)),
+			client.UploadOptions{Conversation: g.Id, Name: fmt.Sprintf("r%d.txt", i)})
+		if err != nil {
+			t.Fatalf("upload %d through node 3: %v", i, err)
+		}
+		contents[res.FileID] = data
+	}
 
 	lost := nodes[2]
 	lost.kill(t)
@@ -150,6 +166,18 @@ func TestClusterReplaceNode(t *testing.T) {
 		}
 	}
 	round("b", 6*per)
+	// Node 4 fetched every stored file content it lacked.
+	for id := range contents {
+		path := filepath.Join(fresh.dir, "blobs", id[:2], id[2:])
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if _, err := os.Stat(path); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node 4 has no copy of file %s", id[:8])
+			}
+		}
+	}
 
 	// The new node serves the whole history to a user it never saw.
 	texts := 0
@@ -165,6 +193,12 @@ func TestClusterReplaceNode(t *testing.T) {
 	// Nodes 2 and 4 are a quorum of every group only if node 4 votes.
 	nodes[0].kill(t)
 	round("c", 9*per)
+	for id, want := range contents {
+		var got bytes.Buffer
+		if _, err := clients[1].Download(ctx, id, &got, nil); err != nil || !bytes.Equal(got.Bytes(), want) {
+			t.Fatalf("download %s from node 2 after node 1's loss: %v (%d bytes, want %d)", id[:8], err, got.Len(), len(want))
+		}
+	}
 	t.Logf("node 3 replaced by node 4; after node 1's loss the cluster kept acknowledging")
 }
 
