@@ -86,6 +86,7 @@ func (s *Server) catchUp() {
 		caught += s.catchUpConv(conv, users)
 	}
 	if caught > 0 {
+		s.caughtUp.Add(int64(caught))
 		s.log.Info("caught up after a node left", "conversations", len(convs), "deliveries", caught)
 	}
 }

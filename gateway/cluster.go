@@ -286,6 +286,16 @@ func (s *Server) AttachCluster(id uint64, eng *replication.Engine, roster func()
 				}
 				return float64(len(s.node.Members()))
 			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_cluster_roster_nodes", Help: "Nodes in the cluster's roster (members or not)."},
+			func() float64 { return float64(len(roster())) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_raft_snapshots_offered_total", Help: "Raft snapshots this node made as a leader (for a replica below its log)."},
+			func() float64 { return float64(eng.Stats().SnapshotsOffered) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_raft_snapshots_installed_total", Help: "Raft snapshots this node's replicas installed."},
+			func() float64 { return float64(eng.Stats().SnapshotsInstalled) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_raft_no_quorum_total", Help: "Writes failed at once because this node could not reach a majority."},
+			func() float64 { return float64(eng.Stats().NoQuorum) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_cluster_catchup_deliveries_total", Help: "Messages written to links by the catch-up after a member left (relays lost with it)."},
+			func() float64 { return float64(s.caughtUp.Load()) }),
 	)
 }
 

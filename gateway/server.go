@@ -42,6 +42,8 @@ type Server struct {
 	drain    func(context.Context) error
 	// nodes adds and removes cluster nodes (the App, cluster only).
 	nodes nodeAdmin
+	// caughtUp counts the catch-up's deliveries (catchup.go).
+	caughtUp atomic.Int64
 	// joining: this cluster node has not caught up with its replicas yet
 	// (ClusterOptions.Join); clients are sent away.
 	joining  atomic.Bool

@@ -166,6 +166,7 @@ func TestClusterReplaceNode(t *testing.T) {
 		}
 	}
 	round("b", 6*per)
+	fresh.wantMetrics(t, `(?m)^parley_raft_snapshots_installed_total [1-9]`, `(?m)^parley_cluster_roster_nodes 3$`)
 	// Node 4 fetched every stored file content it lacked.
 	for id := range contents {
 		path := filepath.Join(fresh.dir, "blobs", id[:2], id[2:])

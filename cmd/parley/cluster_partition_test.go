@@ -158,6 +158,7 @@ func TestClusterPartition(t *testing.T) {
 		}
 		t.Logf("send on the minority side: %v", err)
 	}
+	nodes[2].wantMetrics(t, `(?m)^parley_raft_no_quorum_total [1-9]`)
 	cutNode3(false)
 	waitSettled(t, nodes)
 	for i := range 3 {

@@ -105,6 +105,7 @@ func TestClusterLostRelay(t *testing.T) {
 	recv[2].waitTexts(t, wctx, g.Id, 16)
 	wcancel()
 	t.Logf("node 3's user got the lost relay %v after node 1's death", time.Since(killed).Round(time.Millisecond))
+	nodes[2].wantMetrics(t, `(?m)^parley_cluster_catchup_deliveries_total [1-9]`)
 
 	_, sentAfter := sendFromAll(t, ctx, clients, g.Id, "b", 5, 0)
 	sentAfter()

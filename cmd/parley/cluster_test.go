@@ -201,6 +201,23 @@ func waitBalanced(t *testing.T, nodes []*clusterNode, min int) {
 	}
 }
 
+// wantMetrics fails the test unless the node's /metrics has a line
+// matching each of res.
+func (n *clusterNode) wantMetrics(t *testing.T, res ...string) {
+	t.Helper()
+	res0, err := http.Get("http://" + n.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res0.Body)
+	res0.Body.Close()
+	for _, re := range res {
+		if !regexp.MustCompile(re).Match(body) {
+			t.Errorf("node %d /metrics has no line matching %s", n.id, re)
+		}
+	}
+}
+
 // waitExit waits up to within for the node's process to exit on its own
 // (drained, or removed: what), with status 0.
 func (n *clusterNode) waitExit(t *testing.T, within time.Duration, what string) {
@@ -299,17 +316,7 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	waitBalanced(t, nodes, 16)
 	// Each node exports its replication state and its replicated commits.
 	for _, n := range nodes[:2] {
-		res, err := http.Get("http://" + n.addr + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		for _, re := range []string{`(?m)^parley_raft_groups_led [1-9]`, `(?m)^parley_cluster_members 3$`, `(?m)^parley_fsync_seconds_count [1-9]`} {
-			if !regexp.MustCompile(re).Match(body) {
-				t.Errorf("node %d /metrics has no line matching %s", n.id, re)
-			}
-		}
+		n.wantMetrics(t, `(?m)^parley_raft_groups_led [1-9]`, `(?m)^parley_cluster_members 3$`, `(?m)^parley_fsync_seconds_count [1-9]`)
 	}
 	const after = 30
 	for k := range after {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -96,6 +97,22 @@ type Engine struct {
 	// status is a snapshot of every group, refreshed each tick.
 	statusMu sync.Mutex
 	status   []GroupStatus
+
+	snapshotsOffered, snapshotsInstalled, noQuorum atomic.Uint64
+}
+
+// Stats are an engine's counters since it started (exported as metrics).
+type Stats struct {
+	// SnapshotsOffered counts snapshots this node made as a leader;
+	// SnapshotsInstalled, snapshots its replicas installed.
+	SnapshotsOffered, SnapshotsInstalled uint64
+	// NoQuorum counts writes and claims failed with ErrNoQuorum.
+	NoQuorum uint64
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats {
+	return Stats{e.snapshotsOffered.Load(), e.snapshotsInstalled.Load(), e.noQuorum.Load()}
 }
 
 // GroupStatus is one group's replica as this node sees it.
@@ -411,6 +428,7 @@ func (e *Engine) handleReady() error {
 			if err := g.stageSnapshot(wb, rd.Snapshot); err != nil {
 				return err
 			}
+			e.snapshotsInstalled.Add(1)
 			mustSync = true
 		}
 		if err := g.st.stage(wb, &rd); err != nil {

@@ -333,6 +333,9 @@ func TestCutOffNodeFailsFast(t *testing.T) {
 	if err := c.write(3, persistence.KindUser, user, nil, "cut", false, 0, 0); !errors.Is(err, replication.ErrNoQuorum) {
 		t.Fatalf("write on the cut-off node: %v, want ErrNoQuorum", err)
 	}
+	if n := c.nodes[3].eng.Stats().NoQuorum; n == 0 {
+		t.Fatal("node 3 counts no write failed for want of a quorum")
+	}
 	if err := c.write(1, persistence.KindUser, user, nil, "majority", false, 0, 0); err != nil {
 		t.Fatalf("write on the majority side: %v", err)
 	}

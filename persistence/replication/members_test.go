@@ -141,6 +141,9 @@ func TestAddNodeWhileOneIsDown(t *testing.T) {
 	if first := c.logFirst(4, shard); first <= 1 {
 		t.Fatalf("node 4 caught up without a snapshot (log starts at %d)", first)
 	}
+	if st := c.nodes[4].eng.Stats(); st.SnapshotsInstalled == 0 {
+		t.Fatalf("node 4 stats: %+v, want snapshots installed", st)
+	}
 	c.fill(user, 80, 100, 4, 1, 2)
 	c.start(3)
 	c.waitValue(3, persistence.KindUser, user, []byte("99"), "v99")

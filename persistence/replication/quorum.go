@@ -37,6 +37,7 @@ func (e *Engine) failCutOff(g *group) {
 	if alive > len(voters)/2 {
 		return
 	}
+	e.noQuorum.Add(uint64(len(g.queue) + len(g.pending)))
 	for _, p := range g.queue {
 		// Never proposed: it cannot commit.
 		e.finish(g, p.cmd.number, result{err: fmt.Errorf("shard %d: %w", g.shard, ErrNoQuorum)})

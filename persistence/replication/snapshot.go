@@ -119,6 +119,7 @@ func (e *Engine) snapshot(g *group) (*pb.Snapshot, error) {
 	}
 	token := e.snaps.add(&pinned{shard: g.shard, snap: e.opts.DB.NewSnapshot(), until: time.Now().Add(snapshotTTL)})
 	e.log.Info("snapshot offered", "shard", g.shard, "index", idx)
+	e.snapshotsOffered.Add(1)
 	return &pb.Snapshot{
 		Data:     snapshotRef{node: e.opts.ID, token: token}.encode(),
 		Metadata: &pb.SnapshotMetadata{ConfState: proto.CloneOf(g.st.conf), Index: proto.Uint64(idx), Term: proto.Uint64(term)},
