@@ -496,6 +496,12 @@ func (g *userGrain) CallClaim(req *grainpb.CallClaimReq, ctx cluster.GrainContex
 	if req.Release {
 		slot.Release(req.CallId, req.Version)
 	} else {
+		if slot.Active && slot.Call != req.CallId && g.slotStale(slot.Call) {
+			// The call holding the slot is over for this user; its
+			// release is still on its way (it runs apart from the
+			// notice the user's client already got).
+			slot.Release(slot.Call, slot.Version)
+		}
 		ok = slot.Claim(req.CallId, req.Version)
 	}
 	if slot != before {
@@ -506,6 +512,40 @@ func (g *userGrain) CallClaim(req *grainpb.CallClaimReq, ctx cluster.GrainContex
 		}
 	}
 	return &grainpb.CallClaimReply{Ok: ok, CurrentCall: slot.Call}, nil
+}
+
+// slotStale reports whether call, which holds the user's busy slot, no
+// longer counts the user as in it: a call re-activated after its node
+// died removes its participants (media_lost) and tells their clients at
+// once, while the releases of their slots go through a retried queue; a
+// new call in between must not find the user busy. Any doubt (the call
+// does not answer) keeps the slot.
+func (g *userGrain) slotStale(callID string) bool {
+	info, err := grainpb.GetCallGrainClient(g.n.Cluster, callID).Info(&grainpb.CallReq{Actor: g.id}, g.n.callOpts()...)
+	if err != nil {
+		return cluster.FromError(err).Reason == pb.CodeNotFound
+	}
+	return !holdsUser(info, g.id)
+}
+
+// holdsUser reports whether a call counts user among its active
+// participants (ringing, joining or in the room).
+func holdsUser(info *pb.CallInfo, user string) bool {
+	if info.Ended {
+		return false
+	}
+	for _, p := range info.Participants {
+		if p.UserId != user {
+			continue
+		}
+		switch p.State {
+		case pb.CallParticipantState_CALL_PARTICIPANT_STATE_RINGING,
+			pb.CallParticipantState_CALL_PARTICIPANT_STATE_JOINING,
+			pb.CallParticipantState_CALL_PARTICIPANT_STATE_IN_ROOM:
+			return true
+		}
+	}
+	return false
 }
 
 // CallRing rings every device of the user (an invitation; not if the user

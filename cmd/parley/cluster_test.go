@@ -201,20 +201,33 @@ func waitBalanced(t *testing.T, nodes []*clusterNode, min int) {
 	}
 }
 
-// wantMetrics fails the test unless the node's /metrics has a line
-// matching each of res.
+// wantMetrics fails the test unless the node's /metrics has, within 10 s
+// (counters move after the events the test saw), a line matching each of
+// res.
 func (n *clusterNode) wantMetrics(t *testing.T, res ...string) {
 	t.Helper()
-	res0, err := http.Get("http://" + n.addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res0.Body)
-	res0.Body.Close()
-	for _, re := range res {
-		if !regexp.MustCompile(re).Match(body) {
-			t.Errorf("node %d /metrics has no line matching %s", n.id, re)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + n.addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
 		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var missing []string
+		for _, re := range res {
+			if !regexp.MustCompile(re).Match(body) {
+				missing = append(missing, re)
+			}
+		}
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("node %d /metrics has no line matching %s", n.id, strings.Join(missing, ", "))
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
