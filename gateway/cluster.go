@@ -187,9 +187,6 @@ func (p *clusterParts) currentRoster() membership.Roster {
 	return p.roster
 }
 
-// seeds returns the seed list.
-func (p *clusterParts) seeds() membership.Roster { return p.seedRoster }
-
 // others returns roster's nodes but this one, in order.
 func (p *clusterParts) others(roster membership.Roster) []uint64 {
 	var out []uint64

@@ -8,10 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/parley-chat/parley/actors/grainpb"
 	"github.com/parley-chat/parley/actors/membership"
 	"github.com/parley-chat/parley/persistence"
 	"github.com/parley-chat/parley/persistence/replication"
@@ -51,7 +53,7 @@ func (a *App) AddNode(ctx context.Context, id uint64, addr string) (membership.R
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("%w: address %q: %v", errNodeRequest, addr, err)
 	}
-	roster, removed, err := membership.ReadRoster(a.Store, cp.seeds())
+	roster, removed, err := membership.ReadRoster(a.Store, cp.seedRoster)
 	if err != nil {
 		return nil, err
 	}
@@ -88,18 +90,26 @@ func (a *App) AddNode(ctx context.Context, id uint64, addr string) (membership.R
 // only once its join gate passed, i.e. once it caught up with every group
 // (holdJoin). Until then it stays a learner, which the quorum ignores.
 func (a *App) waitMember(ctx context.Context, id uint64) error {
-	for {
-		for _, m := range a.Node.Members() {
-			if m.NodeId == id {
-				return nil
-			}
-		}
+	err := pollUntil(ctx, 100*time.Millisecond, func() bool {
+		return slices.ContainsFunc(a.Node.Members(), func(m *grainpb.NodeRecord) bool { return m.NodeId == id })
+	})
+	if err != nil {
+		return fmt.Errorf("node %d is a learner and has not caught up yet: %w", id, err)
+	}
+	return nil
+}
+
+// pollUntil calls done every period until it reports true (nil) or ctx
+// ends (ctx's error).
+func pollUntil(ctx context.Context, period time.Duration, done func() bool) error {
+	for !done() {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("node %d is a learner and has not caught up yet: %w", id, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
+			return ctx.Err()
+		case <-time.After(period):
 		}
 	}
+	return nil
 }
 
 // reach checks that node id answers at addr (it pings every peer it
@@ -111,16 +121,12 @@ func (p *clusterParts) reach(ctx context.Context, id uint64, addr string) error 
 	p.tr.SetPeer(id, addr)
 	ctx, cancel := context.WithTimeout(ctx, reachWait)
 	defer cancel()
-	for !p.tr.Alive(id, replication.PingEvery*5) {
-		select {
-		case <-ctx.Done():
-			if !known {
-				p.tr.RemovePeer(id)
-			}
-			return fmt.Errorf("%w: node %d does not answer at %s: start it first (parley serve -cluster-join, with every current node in -cluster-peers)",
-				replication.ErrMembership, id, addr)
-		case <-time.After(replication.PingEvery):
+	if pollUntil(ctx, replication.PingEvery, func() bool { return p.tr.Alive(id, replication.PingEvery*5) }) != nil {
+		if !known {
+			p.tr.RemovePeer(id)
 		}
+		return fmt.Errorf("%w: node %d does not answer at %s: start it first (parley serve -cluster-join, with every current node in -cluster-peers)",
+			replication.ErrMembership, id, addr)
 	}
 	return nil
 }
@@ -130,7 +136,7 @@ func (p *clusterParts) reach(ctx context.Context, id uint64, addr string) error 
 // cannot remove itself.
 func (a *App) RemoveNode(ctx context.Context, id uint64) (membership.Roster, error) {
 	cp := a.cluster
-	roster, _, err := membership.ReadRoster(a.Store, cp.seeds())
+	roster, _, err := membership.ReadRoster(a.Store, cp.seedRoster)
 	if err != nil {
 		return nil, err
 	}
@@ -158,20 +164,9 @@ func (a *App) RemoveNode(ctx context.Context, id uint64) (membership.Roster, err
 // other than gone for every group: the groups gone led elect new leaders
 // once it is removed, and a write meanwhile would go to the old one.
 func (p *clusterParts) waitLeaders(ctx context.Context, gone uint64) {
-	for {
-		ok := true
-		for _, g := range p.eng.Status() {
-			ok = ok && g.Leader != 0 && g.Leader != gone
-		}
-		if ok {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	_ = pollUntil(ctx, 50*time.Millisecond, func() bool {
+		return !slices.ContainsFunc(p.eng.Status(), func(g replication.GroupStatus) bool { return g.Leader == 0 || g.Leader == gone })
+	})
 }
 
 // writeRoster writes a roster entry, again while it fails and ctx lasts:
@@ -179,17 +174,12 @@ func (p *clusterParts) waitLeaders(ctx context.Context, gone uint64) {
 // removed node led it), and an unfenced write forwarded to the old one is
 // lost. Writing the same entry twice is harmless.
 func writeRoster(ctx context.Context, st *persistence.Store, id uint64, addr string, removed bool) error {
-	for {
-		err := membership.WriteRosterEntry(st, id, addr, removed)
-		if err == nil || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	var err error
+	_ = pollUntil(ctx, 200*time.Millisecond, func() bool {
+		err = membership.WriteRosterEntry(st, id, addr, removed)
+		return err == nil
+	})
+	return err
 }
 
 // tellRemoved tells node id, if it is up, that it was removed: a removed

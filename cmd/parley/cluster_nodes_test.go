@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -97,13 +96,7 @@ func TestClusterReplaceNode(t *testing.T) {
 	}
 	all := newTestCluster(t, 4)
 	nodes := startNodes(t, all[:3])
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	clients, recv := dialMembers(t, ctx, nodes, "rep")
-	g, err := clients[0].CreateGroup(ctx, "replaced", clients[1].UserID(), clients[2].UserID())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, clients, recv, g := groupOn(t, nodes, "rep", "replaced")
 	const per = 20
 	round := func(prefix string, total int) {
 		t.Helper()

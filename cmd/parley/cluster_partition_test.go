@@ -122,13 +122,7 @@ func TestClusterPartition(t *testing.T) {
 		}
 		return strings.Join(peers, ",")
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	clients, recv := dialMembers(t, ctx, nodes, "part")
-	g, err := clients[0].CreateGroup(ctx, "partitioned", clients[1].UserID(), clients[2].UserID())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, clients, recv, g := groupOn(t, nodes, "part", "partitioned")
 	const per = 10
 	_, sent := sendFromAll(t, ctx, clients, g.Id, "a", per, 0)
 	sent()

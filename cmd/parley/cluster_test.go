@@ -458,6 +458,14 @@ func groupOnCluster(t *testing.T, prefix, title string) (context.Context, []*clu
 		t.Skip("multi-process cluster test")
 	}
 	nodes := startTestCluster(t, 3)
+	ctx, clients, recv, g := groupOn(t, nodes, prefix, title)
+	return ctx, nodes, clients, recv, g
+}
+
+// groupOn is groupOnCluster on nodes already started: one user per node,
+// in a group titled title.
+func groupOn(t *testing.T, nodes []*clusterNode, prefix, title string) (context.Context, []*client.Client, []*receiver, *pb.Conversation) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	clients, recv := dialMembers(t, ctx, nodes, prefix)
@@ -465,7 +473,7 @@ func groupOnCluster(t *testing.T, prefix, title string) (context.Context, []*clu
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ctx, nodes, clients, recv, g
+	return ctx, clients, recv, g
 }
 
 // startTestCluster starts n nodes, waits until they agree on the raft

@@ -52,6 +52,7 @@ func (c *testCluster) waitFresh(id uint64) {
 		if time.Now().After(deadline) {
 			c.t.Fatalf("node %d never caught up: %v", id, err)
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
