@@ -30,6 +30,9 @@ type Metrics struct {
 	// MailboxDepth is the number of messages waiting in the mailboxes of
 	// all grains of a kind, by kind name.
 	MailboxDepth map[string]*atomic.Int64
+	// Activations counts the grains of a kind started on this node (a
+	// passivated grain's next request starts it again), by kind name.
+	Activations map[string]*atomic.Int64
 	// CallsStarted and CallsEnded count calls; CallRequestsDropped counts
 	// call requests that did not fit the call's state (early or stale),
 	// answered with call_state and otherwise ignored.
@@ -42,10 +45,11 @@ type Metrics struct {
 	ResumeListRereads atomic.Int64
 }
 
-// depthCounter is a mailbox middleware keeping a kind's queued-message count.
-type depthCounter struct{ n *atomic.Int64 }
+// depthCounter is a mailbox middleware keeping a kind's queued-message
+// count and counting its grains' starts.
+type depthCounter struct{ n, started *atomic.Int64 }
 
-func (d depthCounter) MailboxStarted()     {}
+func (d depthCounter) MailboxStarted()     { d.started.Add(1) }
 func (d depthCounter) MessagePosted(any)   { d.n.Add(1) }
 func (d depthCounter) MessageReceived(any) { d.n.Add(-1) }
 func (d depthCounter) MailboxEmpty()       {}
@@ -53,14 +57,14 @@ func (d depthCounter) MailboxEmpty()       {}
 // mailbox returns the props option counting the depth of kind's mailboxes
 // (and answering the requests a stopped grain left unread, see stopSafe).
 func (m *Metrics) mailbox(kind string) actor.PropsOption {
-	return actor.WithMailbox(stopSafe(actor.Unbounded(depthCounter{m.MailboxDepth[kind]})))
+	return actor.WithMailbox(stopSafe(actor.Unbounded(depthCounter{m.MailboxDepth[kind], m.Activations[kind]})))
 }
 
 // NewMetrics returns zeroed metrics.
 func NewMetrics() *Metrics {
-	m := &Metrics{MailboxDepth: map[string]*atomic.Int64{}}
+	m := &Metrics{MailboxDepth: map[string]*atomic.Int64{}, Activations: map[string]*atomic.Int64{}}
 	for _, k := range []string{KindUsername, KindUser, KindSession, KindConversation, KindUpload, KindFile, KindChannel, KindCall} {
-		m.MailboxDepth[k] = new(atomic.Int64)
+		m.MailboxDepth[k], m.Activations[k] = new(atomic.Int64), new(atomic.Int64)
 	}
 	return m
 }

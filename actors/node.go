@@ -368,7 +368,7 @@ func Start(opts Options) (*Node, error) {
 	// Cluster.Shutdown rewrites; seen under -race).
 	cfg.GossipInterval = time.Hour
 	if opts.GrainIdle > 0 {
-		n.idle = newIdleWheel(n.System.Root, opts.GrainIdle)
+		n.idle = newIdleWheel(n.System.Root, opts.GrainIdle, cutGrace)
 	}
 	n.Cluster = cluster.New(n.System, cfg)
 	nodes.Store(n.Cluster, n)

@@ -89,18 +89,24 @@ func (g *sessionGrain) Terminate(ctx cluster.GrainContext) {
 // connected users is unchanged; a cut session is held at most this long.
 const cutGrace = 5 * time.Second
 
-// recentlyCut reports whether the session is rebuildable and was cut less
-// than cutGrace ago, with no link since.
-func (g *sessionGrain) recentlyCut() bool {
+// keep is how much longer the grain stays activated even when idle: until
+// cutGrace after the cut of a rebuildable session with no link since, and
+// as long as it holds P2SP holdings (re-checked every cutGrace).
+func (g *sessionGrain) keep() time.Duration {
+	if len(g.holding) > 0 {
+		return cutGrace
+	}
 	r := g.st.Rec
-	return r != nil && r.Rebuild && !r.Ended && g.st.Link == 0 && r.CutAtMs > 0 &&
-		g.n.now()-r.CutAtMs < cutGrace.Milliseconds()
+	if r == nil || !r.Rebuild || r.Ended || g.st.Link != 0 || r.CutAtMs <= 0 {
+		return 0
+	}
+	return max(0, time.Duration(r.CutAtMs+cutGrace.Milliseconds()-g.n.now())*time.Millisecond)
 }
 
 func (g *sessionGrain) ReceiveDefault(ctx cluster.GrainContext) {
 	// P2SP holdings live in memory only (the files must be told when the
 	// link goes): a session that holds any stays activated.
-	g.idle.receive(ctx, len(g.holding) > 0 || g.recentlyCut())
+	g.idle.receive(ctx, g.keep())
 	if p, ok := ctx.Message().(*passivate); ok && p.gen == g.passGen && g.st.Link == 0 {
 		ctx.Poison(ctx.Self())
 	}

@@ -76,7 +76,7 @@ func (g *userGrain) Init(ctx cluster.GrainContext) {
 func (g *userGrain) Terminate(ctx cluster.GrainContext) {
 	g.n.opts.Store.Release(persistence.KindUser, g.id)
 }
-func (g *userGrain) ReceiveDefault(ctx cluster.GrainContext) { g.idle.receive(ctx, false) }
+func (g *userGrain) ReceiveDefault(ctx cluster.GrainContext) { g.idle.receive(ctx, 0) }
 
 func (g *userGrain) save(rec *grainpb.UserRecord) error {
 	b := g.n.opts.Store.NewBatch(persistence.KindUser, g.id)
@@ -439,7 +439,7 @@ func (g *usernameGrain) Init(ctx cluster.GrainContext) {
 func (g *usernameGrain) Terminate(ctx cluster.GrainContext) {
 	g.n.opts.Store.Release(persistence.KindUsername, g.id)
 }
-func (g *usernameGrain) ReceiveDefault(ctx cluster.GrainContext) { g.idle.receive(ctx, false) }
+func (g *usernameGrain) ReceiveDefault(ctx cluster.GrainContext) { g.idle.receive(ctx, 0) }
 
 // Claim binds the username to a user id if it is free. The user id of a
 // username is derived from it, so a claim is idempotent and a crash between

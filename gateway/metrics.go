@@ -71,6 +71,12 @@ func (m *metrics) registerNode(n *actors.Node) {
 			ConstLabels: prometheus.Labels{"kind": kind},
 		}, func() float64 { return float64(depth.Load()) }))
 	}
+	for kind, started := range am.Activations {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "parley_grain_activations_total", Help: "Grains of a kind started on this node (a passivated grain's next request starts it again).",
+			ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 { return float64(started.Load()) }))
+	}
 	for kind := range am.MailboxDepth {
 		// The placement's own count of the kind's activations.
 		k := n.Cluster.GetClusterKind(kind)

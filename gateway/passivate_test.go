@@ -82,6 +82,10 @@ func TestIdleGrainsPassivate(t *testing.T) {
 		}
 		collect(t, alice, g.Id, 1, 10*time.Second)
 	}
+	// Each event and each ack above found the session grain stopped.
+	if a := metric(t, srv.Addr, `parley_grain_activations_total{kind="Session"}`); a < 3 {
+		t.Fatalf("parley_grain_activations_total{kind=\"Session\"} = %v after 3 re-activations", a)
+	}
 	settle()
 	list, err := alice.Call(ctx, &pb.ClientFrame{Command: &pb.ClientFrame_ListConversations{ListConversations: &pb.ListConversations{}}})
 	if err != nil || len(list.GetConversationList().GetConversations()) != len(groups) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/parley-chat/parley/bench/internal/control"
@@ -96,7 +97,7 @@ func (h *harness) rebuildStorm(ctx context.Context) error {
 		}
 		return c
 	}
-	var confirm50, confirm99, cpuPer []float64
+	var confirm50, confirm99, cpuPer, clientPer []float64
 	for run := range o.Runs {
 		if err := e.sleep(settle); err != nil {
 			return err
@@ -131,6 +132,7 @@ func (h *harness) rebuildStorm(ctx context.Context) error {
 		}
 		// Rebuild.
 		prof := h.profile(fmt.Sprintf("rebuild-run%d", run+1), o.Jitter+2*time.Second)
+		m0, _ := scrape(e.srv.addr)
 		c2, _ := cpuTime(e.srv.pid())
 		w0, tr := e.pool.cpu(), time.Now()
 		rs, err := e.pool.each(func(int) control.Command {
@@ -138,6 +140,7 @@ func (h *harness) rebuildStorm(ctx context.Context) error {
 		})
 		c3, _ := cpuTime(e.srv.pid())
 		w1, wall := e.pool.cpu(), time.Since(tr)
+		m1, _ := scrape(e.srv.addr)
 		if err != nil {
 			return err
 		}
@@ -170,16 +173,22 @@ func (h *harness) rebuildStorm(ctx context.Context) error {
 			run+1, n, cutTook.Round(time.Millisecond), float64((c1-c0).Microseconds())/float64(n), rb.Rebuilt, formatCounts(rb.Refused), formatCounts(rb.Failed), rb.Behind)
 		h.printf("         dial->rebuild-confirm %s; dial->caught up %s; all caught up %s after the first dial\n",
 			lat(rb.Confirm), lat(rb.CaughtUp), span.Round(time.Millisecond))
-		h.printf("         server CPU %s over the rebuild (%s) = %.0f µs per rebuild; clients CPU %s\n",
-			fmtDur(c3-c2), wall.Round(time.Millisecond), per, fmtDur(w1-w0))
+		cliPer := 0.0
+		if done := rb.Rebuilt + sumInts(rb.Refused); done > 0 {
+			cliPer = float64((w1 - w0).Microseconds()) / float64(done)
+		}
+		clientPer = append(clientPer, cliPer)
+		h.printf("         server CPU %s over the rebuild (%s) = %.0f µs per rebuild; clients CPU %s = %.0f µs per rebuild\n",
+			fmtDur(c3-c2), wall.Round(time.Millisecond), per, fmtDur(w1-w0), cliPer)
+		h.printf("         grains started during the rebuild: %s\n", activations(m0, m1))
 		h.printf("         checks: message events %d of %d expected (missed + live after), duplicates %d, gaps %d; session events replayed before helloOk %d (of %d pushed while cut), session dups %d, gaps %d\n",
 			s1.Delivered-s0.Delivered, wantDeliv, s1.Dups-s0.Dups, s1.Gaps-s0.Gaps, rb.SessionReplayed, n, s1.SessionDups-s0.SessionDups, s1.SessionGaps-s0.SessionGaps)
 		if s1.Dups != s0.Dups || s1.Gaps != s0.Gaps || rb.Behind > 0 || len(rb.Failed) > 0 || s1.Delivered-s0.Delivered != wantDeliv {
 			h.printf("         CHECK FAILED: not every client got every message exactly once, in order\n")
 		}
 	}
-	h.printf("  median of %d: dial->rebuild-confirm p50 %.2fms %s, p99 %.2fms %s (target < 250ms); server CPU %.0f µs per rebuild %s (target <= 300)\n",
-		o.Runs, median(confirm50), runs(confirm50, "%.1f"), median(confirm99), runs(confirm99, "%.1f"), median(cpuPer), runs(cpuPer, "%.0f"))
+	h.printf("  median of %d: dial->rebuild-confirm p50 %.2fms %s, p99 %.2fms %s (target < 250ms); server CPU %.0f µs per rebuild %s (target <= 300); clients CPU %.0f µs per rebuild %s\n",
+		o.Runs, median(confirm50), runs(confirm50, "%.1f"), median(confirm99), runs(confirm99, "%.1f"), median(cpuPer), runs(cpuPer, "%.0f"), median(clientPer), runs(clientPer, "%.0f"))
 	st := e.serverState()
 	final, err := e.pool.stats()
 	if err != nil {
@@ -187,6 +196,22 @@ func (h *harness) rebuildStorm(ctx context.Context) error {
 	}
 	h.printServer(e, st, final)
 	return nil
+}
+
+// activations renders the parley_grain_activations_total increase per
+// kind between two scrapes (kinds that started none are left out).
+func activations(m0, m1 metrics) string {
+	const prefix = "parley_grain_activations_total"
+	d := map[string]int{}
+	for k, v := range m1.withPrefix(prefix) {
+		if n := int(v - m0[k]); n > 0 {
+			d[strings.TrimSuffix(strings.TrimPrefix(k, prefix+`{kind="`), `"}`)] = n
+		}
+	}
+	if len(m1.withPrefix(prefix)) == 0 {
+		return "n/a (the server has no parley_grain_activations_total)"
+	}
+	return formatCounts(d)
 }
 
 func fmtDur(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
@@ -285,7 +310,7 @@ func (h *harness) reconnectBaseline(ctx context.Context) error {
 		return err
 	}
 	defer e.close()
-	var p50, p99, cpuPer []float64
+	var p50, p99, cpuPer, clientPer []float64
 	for run := range o.Runs {
 		if err := e.sleep(settle); err != nil {
 			return err
@@ -297,10 +322,12 @@ func (h *harness) reconnectBaseline(ctx context.Context) error {
 			return err
 		}
 		c0, _ := cpuTime(e.srv.pid())
+		w0 := e.pool.cpu()
 		rs, err := e.pool.each(func(int) control.Command {
 			return control.Command{Op: control.OpRebuild, Plain: true, Jitter: int64(o.Jitter), Timeout: int64(rebuildTimeout)}
 		})
 		c1, _ := cpuTime(e.srv.pid())
+		w1 := e.pool.cpu()
 		if err != nil {
 			return err
 		}
@@ -308,17 +335,18 @@ func (h *harness) reconnectBaseline(ctx context.Context) error {
 		for _, r := range rs {
 			rb.Add(r.Rebuild)
 		}
-		per := 0.0
+		per, cliPer := 0.0, 0.0
 		if rb.Rebuilt > 0 {
 			per = float64((c1 - c0).Microseconds()) / float64(rb.Rebuilt)
+			cliPer = float64((w1 - w0).Microseconds()) / float64(rb.Rebuilt)
 		}
 		p50 = append(p50, float64(rb.Confirm.Quantile(0.5))/1e6)
 		p99 = append(p99, float64(rb.Confirm.Quantile(0.99))/1e6)
-		cpuPer = append(cpuPer, per)
-		h.printf("  run %d: %d reconnected, failed %s; dial->helloOk %s; server CPU %s = %.0f µs per reconnect\n",
-			run+1, rb.Rebuilt, formatCounts(rb.Failed), lat(rb.Confirm), fmtDur(c1-c0), per)
+		cpuPer, clientPer = append(cpuPer, per), append(clientPer, cliPer)
+		h.printf("  run %d: %d reconnected, failed %s; dial->helloOk %s; server CPU %s = %.0f µs per reconnect; clients CPU %.0f µs per reconnect\n",
+			run+1, rb.Rebuilt, formatCounts(rb.Failed), lat(rb.Confirm), fmtDur(c1-c0), per, cliPer)
 	}
-	h.printf("  median of %d: dial->helloOk p50 %.2fms %s, p99 %.2fms %s; server CPU %.0f µs per reconnect %s\n",
-		o.Runs, median(p50), runs(p50, "%.1f"), median(p99), runs(p99, "%.1f"), median(cpuPer), runs(cpuPer, "%.0f"))
+	h.printf("  median of %d: dial->helloOk p50 %.2fms %s, p99 %.2fms %s; server CPU %.0f µs per reconnect %s; clients CPU %.0f µs per reconnect %s\n",
+		o.Runs, median(p50), runs(p50, "%.1f"), median(p99), runs(p99, "%.1f"), median(cpuPer), runs(cpuPer, "%.0f"), median(clientPer), runs(clientPer, "%.0f"))
 	return nil
 }

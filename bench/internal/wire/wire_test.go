@@ -5,6 +5,7 @@ import (
 	"time"
 
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"google.golang.org/protobuf/proto"
 )
 
 // The scanner must read what the server's own encoder writes (protojson
@@ -93,5 +94,27 @@ func TestIntAndChannelFrames(t *testing.T) {
 	}
 	if s := f.GetChannelSend(); f.Id != "s8" || s.GetChannelId() != "c1" || s.GetClientId() != "k-8" || s.GetText() != "hello" {
 		t.Fatalf("decoded %v", f)
+	}
+}
+
+// A hello built by appending decodes to the same Hello protojson would
+// have sent, for each shape the bench sends.
+func TestAppendHelloDecodes(t *testing.T) {
+	dev := &pb.Device{Id: "d-1", Type: pb.DeviceType_DEVICE_TYPE_BOT}
+	for _, h := range []*pb.Hello{
+		{Versions: []int32{pb.Version}},
+		{Versions: []int32{pb.Version, 7}, Token: `t"ok\en` + "\x01", Device: dev, Rebuild: true},
+		{Versions: []int32{pb.Version}, Token: "tok", Device: dev,
+			Resume:  &pb.Resume{SessionId: "s1", RebuildToken: "rt", LastSessionSeq: 9_000_000_000},
+			Cursors: []*pb.Cursor{{ConversationId: "g1", Seq: 5}, {ConversationId: "g2"}}},
+	} {
+		b := AppendHello(nil, "c3", h)
+		f, err := pb.DecodeClientFrame(b)
+		if err != nil {
+			t.Fatalf("decode %s: %v", b, err)
+		}
+		if f.Id != "c3" || !proto.Equal(f.GetHello(), h) {
+			t.Fatalf("%s decoded to %v, want %v", b, f.GetHello(), h)
+		}
 	}
 }

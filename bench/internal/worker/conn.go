@@ -132,7 +132,13 @@ func (c *conn) call(ctx context.Context, f *pb.ClientFrame) (*pb.ServerFrame, er
 		delete(c.waits, f.Id)
 		c.mu.Unlock()
 	}()
-	if err := ws.WriteMessage(gws.OpcodeText, pb.EncodeClientFrame(f)); err != nil {
+	var b []byte
+	if h := f.GetHello(); h != nil {
+		b = wire.AppendHello(nil, f.Id, h)
+	} else {
+		b = pb.EncodeClientFrame(f)
+	}
+	if err := ws.WriteMessage(gws.OpcodeText, b); err != nil {
 		return nil, fmt.Errorf("write: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
