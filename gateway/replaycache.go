@@ -19,6 +19,14 @@ import (
 // the frame only if the bytes are identical. So a message that changed
 // since (deleted into a tombstone) or that reads differently for this
 // user (a sub-group's hidden placeholder) never gets another's frame.
+//
+// The binary check is skipped for the very message the entry was last
+// checked against: a conversation grain answers the members who replay
+// from the same cursor with the same page of its kept tail, whose
+// messages are never modified (a tombstone is a new message, and the
+// tail is dropped by every commit), and the entry keeps its message
+// alive, so its address is never another message's. The check cost half
+// of a replayed message in the rebuild storm.
 var replayFrames = newFrameCache(4096)
 
 type frameKey struct {
@@ -27,8 +35,9 @@ type frameKey struct {
 }
 
 type cachedFrame struct {
-	bin   []byte // deterministic binary encoding of the message
-	frame []byte // WebSocket text frame of {"message": ...}
+	msg   *pb.Message // the message bin was last compared with
+	bin   []byte      // deterministic binary encoding of the message
+	frame []byte      // WebSocket text frame of {"message": ...}
 }
 
 // frameCache is a bounded map; when full, an arbitrary entry makes room.
@@ -47,18 +56,21 @@ var binOpts = proto.MarshalOptions{Deterministic: true}
 // frame returns the WebSocket frame of a message event for m, encoded
 // once for every link that replays the same message.
 func (c *frameCache) frame(m *pb.Message) []byte {
-	bin, err := binOpts.Marshal(m)
-	if err != nil {
-		return wsTextFrame(pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_Message{Message: m}}))
-	}
 	k := frameKey{m.ConversationId, m.Seq}
 	c.mu.Lock()
 	e, ok := c.m[k]
 	c.mu.Unlock()
-	if ok && bytes.Equal(e.bin, bin) {
+	if ok && e.msg == m {
 		return e.frame
 	}
-	f := wsTextFrame(pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_Message{Message: m}}))
+	bin, err := binOpts.Marshal(m)
+	if err != nil {
+		return wsTextFrame(pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_Message{Message: m}}))
+	}
+	f := e.frame
+	if !ok || !bytes.Equal(e.bin, bin) {
+		f = wsTextFrame(pb.Encode(&pb.ServerFrame{Body: &pb.ServerFrame_Message{Message: m}}))
+	}
 	c.mu.Lock()
 	if _, ok := c.m[k]; !ok && len(c.m) >= c.max {
 		for old := range c.m {
@@ -66,7 +78,7 @@ func (c *frameCache) frame(m *pb.Message) []byte {
 			break
 		}
 	}
-	c.m[k] = cachedFrame{bin: bin, frame: f}
+	c.m[k] = cachedFrame{msg: m, bin: bin, frame: f}
 	c.mu.Unlock()
 	return f
 }

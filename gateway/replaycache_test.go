@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	pb "github.com/parley-chat/parley/gateway/protocol"
+	"google.golang.org/protobuf/proto"
 )
 
 // A replayed message is encoded once for every link, and a message that
@@ -38,5 +39,31 @@ func TestReplayFrameCache(t *testing.T) {
 	}
 	if len(c.m) > 3 {
 		t.Fatalf("%d entries, bound 3", len(c.m))
+	}
+}
+
+// BenchmarkReplayFrame: a link's lookup of a cached message's frame, for
+// the message the entry was built from (a member replaying the grain's
+// kept tail) and for an equal copy (decoded again: checked in binary).
+func BenchmarkReplayFrame(b *testing.B) {
+	m := &pb.Message{ConversationId: "g1", Seq: 7, Kind: pb.MessageKind_MESSAGE_KIND_TEXT, Sender: "u1", Text: "hello there, a message of a typical length", TimeMs: 1700000000000}
+	for _, tc := range []struct {
+		name string
+		msg  func() *pb.Message
+	}{
+		{"same", func() *pb.Message { return m }},
+		{"copy", func() *pb.Message { return proto.Clone(m).(*pb.Message) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := newFrameCache(16)
+			c.frame(m)
+			msgs := []*pb.Message{tc.msg(), tc.msg()}
+			b.ResetTimer()
+			for i := range b.N {
+				if len(c.frame(msgs[i%2])) == 0 {
+					b.Fatal("empty frame")
+				}
+			}
+		})
 	}
 }
