@@ -104,11 +104,15 @@ func (g *sessionGrain) keep() time.Duration {
 }
 
 func (g *sessionGrain) ReceiveDefault(ctx cluster.GrainContext) {
-	// P2SP holdings live in memory only (the files must be told when the
-	// link goes): a session that holds any stays activated.
-	g.idle.receive(ctx, g.keep())
-	if p, ok := ctx.Message().(*passivate); ok && p.gen == g.passGen && g.st.Link == 0 {
-		ctx.Poison(ctx.Self())
+	switch m := ctx.Message().(type) {
+	case idleCheck:
+		// P2SP holdings live in memory only (the files must be told when
+		// the link goes): a session that holds any stays activated.
+		g.idle.receive(ctx, g.keep())
+	case *passivate:
+		if m.gen == g.passGen && g.st.Link == 0 {
+			ctx.Poison(ctx.Self())
+		}
 	}
 }
 

@@ -177,6 +177,7 @@ func (l *link) flush(sc *scratch) bool {
 		return false
 	}
 	wrote, err := tryWrite(l.raw, bufs, sc)
+	l.srv.metrics.linkWrites.Inc()
 	if err != nil {
 		l.writeFailed()
 		return false
@@ -185,9 +186,12 @@ func (l *link) flush(sc *scratch) bool {
 		// The send buffer is full: the rest waits on a goroutine of the
 		// link's own, under the write deadline.
 		l.srv.metrics.blockedWrites.Inc()
-		go l.drain(consume(bufs, wrote))
+		rest := consume(bufs, wrote)
+		l.srv.metrics.framesWritten.Add(float64(len(bufs) - len(rest))) // drain counts the rest
+		go l.drain(rest)
 		return false
 	}
+	l.srv.metrics.framesWritten.Add(float64(len(bufs)))
 	clear(bufs)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -249,6 +253,8 @@ func (l *link) drain(bufs net.Buffers) {
 	for bufs != nil {
 		l.armWriteDeadline()
 		var err error
+		l.srv.metrics.linkWrites.Inc()
+		l.srv.metrics.framesWritten.Add(float64(len(bufs)))
 		if len(bufs) == 1 {
 			// One frame: a plain write (writev would make the socket keep
 			// an iovec array for the life of the link).

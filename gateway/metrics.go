@@ -12,6 +12,8 @@ type metrics struct {
 	errors        *prometheus.CounterVec
 	slowConsumers prometheus.Counter
 	blockedWrites prometheus.Counter
+	linkWrites    prometheus.Counter
+	framesWritten prometheus.Counter
 	commands      prometheus.Counter
 	fsync         prometheus.Histogram
 	uploadBytes   prometheus.Counter
@@ -25,6 +27,8 @@ func newMetrics(s *Server) *metrics {
 		errors:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_errors_total", Help: "Error replies and refusals by code."}, []string{"code"}),
 		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_slow_consumers_total", Help: "Links closed because their outbound queue overflowed."}),
 		blockedWrites: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_blocked_writes_total", Help: "Link writes the socket could not take whole at once, finished on the link's own goroutine under the write deadline (slow or stalled readers)."}),
+		linkWrites:    prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_link_writes_total", Help: "Socket writes to links (one writev carries every frame queued at the time)."}),
+		framesWritten: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_link_frames_written_total", Help: "WebSocket frames handed to link socket writes; divided by parley_link_writes_total, the frames per write."}),
 		commands:      prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_commands_total", Help: "Client commands decoded."}),
 		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_fsync_seconds", Help: "Duration of synced commits (cluster: replicated commits, from proposal to applied on this node).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
@@ -33,7 +37,7 @@ func newMetrics(s *Server) *metrics {
 		reg:           s.reg,
 	}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connections, m.errors, m.slowConsumers, m.blockedWrites, m.commands, m.fsync, m.uploadBytes, m.downloadBytes,
+		m.connections, m.errors, m.slowConsumers, m.blockedWrites, m.linkWrites, m.framesWritten, m.commands, m.fsync, m.uploadBytes, m.downloadBytes,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_outbound_queue_bytes", Help: "Bytes queued to links, all links."},
 			func() float64 { return float64(s.queuedBytes.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_deliveries_total", Help: "Frames queued to links by the hub."},

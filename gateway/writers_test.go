@@ -90,6 +90,12 @@ func TestStalledReaderGetsEveryFrameWhole(t *testing.T) {
 		}
 		next++
 	}
+	// Every message went through a counted write, and the frames queued
+	// while the reader stalled left together (fewer writes than frames).
+	frames, writes := metric(t, srv.Addr, "parley_link_frames_written_total"), metric(t, srv.Addr, "parley_link_writes_total")
+	if frames < n || writes < 1 || writes >= frames {
+		t.Fatalf("parley_link_frames_written_total %v, parley_link_writes_total %v after %d messages", frames, writes, n)
+	}
 	for i := range pings {
 		select {
 		case p := <-ev.pongs:

@@ -180,7 +180,7 @@ func (h *harness) rebuildStorm(ctx context.Context) error {
 		clientPer = append(clientPer, cliPer)
 		h.printf("         server CPU %s over the rebuild (%s) = %.0f µs per rebuild; clients CPU %s = %.0f µs per rebuild\n",
 			fmtDur(c3-c2), wall.Round(time.Millisecond), per, fmtDur(w1-w0), cliPer)
-		h.printf("         grains started during the rebuild: %s\n", activations(m0, m1))
+		h.printf("         grains started during the rebuild: %s; %s\n", activations(m0, m1), writesPer(m0, m1, rb.Rebuilt+sumInts(rb.Refused)))
 		h.printf("         checks: message events %d of %d expected (missed + live after), duplicates %d, gaps %d; session events replayed before helloOk %d (of %d pushed while cut), session dups %d, gaps %d\n",
 			s1.Delivered-s0.Delivered, wantDeliv, s1.Dups-s0.Dups, s1.Gaps-s0.Gaps, rb.SessionReplayed, n, s1.SessionDups-s0.SessionDups, s1.SessionGaps-s0.SessionGaps)
 		if s1.Dups != s0.Dups || s1.Gaps != s0.Gaps || rb.Behind > 0 || len(rb.Failed) > 0 || s1.Delivered-s0.Delivered != wantDeliv {
@@ -212,6 +212,18 @@ func activations(m0, m1 metrics) string {
 		return "n/a (the server has no parley_grain_activations_total)"
 	}
 	return formatCounts(d)
+}
+
+// writesPer renders the link socket writes and frames per rebuild between
+// two scrapes.
+func writesPer(m0, m1 metrics, n int) string {
+	w1, ok := m1.get("parley_link_writes_total")
+	if !ok || n == 0 {
+		return "writes n/a"
+	}
+	f1, _ := m1.get("parley_link_frames_written_total")
+	w, f := w1-m0["parley_link_writes_total"], f1-m0["parley_link_frames_written_total"]
+	return fmt.Sprintf("%.1f socket writes and %.1f frames per rebuild", w/float64(n), f/float64(n))
 }
 
 func fmtDur(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
