@@ -44,6 +44,8 @@ type env struct {
 	// rebuild: links log in with rebuildable sessions and track their
 	// conversations' seqs (rebuild-storm).
 	rebuild bool
+	// workerProcs, when > 0, is each worker's GOMAXPROCS.
+	workerProcs int
 }
 
 // startEnv starts the server (on dataDir, which may hold registered
@@ -75,10 +77,13 @@ func (h *harness) startEnv(ctx context.Context, t target, n int, dataDir string,
 
 // startConnected starts a server with n registered accounts and logs each
 // in on a link of its own, printing the set-up.
-func (h *harness) startConnected(ctx context.Context, t target, n int, dataDir string) (*env, error) {
+func (h *harness) startConnected(ctx context.Context, t target, n int, dataDir string, opts ...func(*env)) (*env, error) {
 	e, err := h.startEnv(ctx, t, n, dataDir, true)
 	if err != nil {
 		return nil, err
+	}
+	for _, o := range opts {
+		o(e)
 	}
 	cr, err := e.connect()
 	if cr != nil {
@@ -105,7 +110,7 @@ func (e *env) connect() (*connectResult, error) {
 	n := len(e.accts)
 	procs := max(o.Procs, (n+maxLinksPerWorker-1)/maxLinksPerWorker)
 	var err error
-	if e.pool, err = startPool(o.Self, e.srv.url(), procs); err != nil {
+	if e.pool, err = startPool(o.Self, e.srv.url(), procs, e.workerProcs); err != nil {
 		return nil, err
 	}
 	e.ranges, e.where = split(n, procs)

@@ -33,14 +33,15 @@ type workerProc struct {
 	done chan struct{}
 }
 
-// startPool starts procs workers against url.
-func startPool(self, url string, procs int) (*pool, error) {
+// startPool starts procs workers against url; gomaxprocs > 0 sets each
+// worker's GOMAXPROCS.
+func startPool(self, url string, procs, gomaxprocs int) (*pool, error) {
 	if procs > 250 {
 		return nil, fmt.Errorf("at most 250 worker processes (one source address each)")
 	}
 	p := &pool{}
 	for k := range procs {
-		w, err := startWorker(self, url, k)
+		w, err := startWorker(self, url, k, gomaxprocs)
 		if err != nil {
 			p.close()
 			return nil, err
@@ -50,10 +51,13 @@ func startPool(self, url string, procs int) (*pool, error) {
 	return p, nil
 }
 
-func startWorker(self, url string, k int) (*workerProc, error) {
+func startWorker(self, url string, k, gomaxprocs int) (*workerProc, error) {
 	src := "127.0.0." + strconv.Itoa(2+k)
 	cmd := exec.Command(self, "-worker", "-url", url, "-src", src)
 	cmd.Env = cleanEnv()
+	if gomaxprocs > 0 {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(gomaxprocs))
+	}
 	cmd.SysProcAttr = childAttr()
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()

@@ -115,6 +115,9 @@ func (h *harness) profile(name string, d time.Duration) func() {
 		return func() {}
 	}
 	path := filepath.Join(h.tmp, name+".pprof")
+	// Allocation snapshots bracket the window: go tool pprof -diff_base
+	// NAME.allocs0 NAME.allocs1 shows what the window allocated.
+	h.saveAllocs(filepath.Join(h.tmp, name+".allocs0"))
 	done := make(chan error, 1)
 	go func() {
 		c := http.Client{Timeout: d + 30*time.Second}
@@ -140,12 +143,33 @@ func (h *harness) profile(name string, d time.Duration) func() {
 		done <- err
 	}()
 	return func() {
+		h.saveAllocs(filepath.Join(h.tmp, name+".allocs1"))
 		if err := <-done; err != nil {
 			h.printf("  profile %s: %v\n", name, err)
 			return
 		}
-		h.printf("  server CPU profile (%s): %s\n", d, path)
+		h.printf("  server CPU profile (%s): %s (allocations: .allocs0/.allocs1)\n", d, path)
 	}
+}
+
+// saveAllocs writes the server's cumulative allocation profile to path.
+func (h *harness) saveAllocs(path string) {
+	c := http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/allocs", pprofAddr))
+	if err != nil {
+		h.printf("  allocation profile: %v\n", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		h.printf("  allocation profile: %v\n", err)
+		return
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		h.printf("  allocation profile: %v\n", err)
+	}
+	f.Close()
 }
 
 // cleanEnv drops PARLEY_* variables: the bench sets every flag it needs.
