@@ -72,7 +72,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, ready chan<- string)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := gateway.Listen(ctx, cfg.Addr)
 	if err != nil {
 		app.Close()
 		return fmt.Errorf("listen %s: %w", cfg.Addr, err)

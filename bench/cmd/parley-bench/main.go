@@ -153,7 +153,10 @@ func runBaseline(ctx context.Context, addr string) error {
 	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
 		return fmt.Errorf("-addr %q: the baseline listens on loopback only", addr)
 	}
-	ln, err := net.Listen("tcp", addr)
+	// Listened to as Parley does (gateway.Listen: no TCP keepalive), so
+	// that the two servers pay the same per-connection set-up.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return err
 	}
