@@ -51,7 +51,7 @@ func DecodeClientFrame(data []byte) (*ClientFrame, *DecodeError) {
 	if !utf8.Valid(data) {
 		return nil, &DecodeError{Code: CodeBadJSON, Message: "frame is not valid UTF-8"}
 	}
-	if f, ok := decodeHelloFast(data); ok {
+	if f, ok := decodeFast(data); ok {
 		return f, nil
 	}
 	return decodeClientFrameSlow(data)
@@ -120,6 +120,9 @@ func Encode(m proto.Message) []byte {
 			return b
 		}
 		if b, ok := encodeSessionEventFast(f); ok {
+			return b
+		}
+		if b, ok := encodeReplyFast(f); ok {
 			return b
 		}
 	}

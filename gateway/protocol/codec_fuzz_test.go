@@ -39,7 +39,7 @@ func FuzzDecodeClientFrame(f *testing.F) {
 			// The hello fast path must agree with the general decoder on
 			// every input it accepts.
 			if utf8.Valid(in) {
-				if fast, ok := decodeHelloFast(in); ok {
+				if fast, ok := decodeFast(in); ok {
 					slow, serr := decodeClientFrameSlow(in)
 					if serr != nil {
 						t.Fatalf("fast path accepted %q, general decoder: %v", in, serr)
@@ -94,11 +94,13 @@ func TestDecodeClientFrameCodes(t *testing.T) {
 	}
 }
 
-// TestDecodeHelloFast checks that the fast path takes the frames clients
-// send (so the bench measures it) and agrees with the general decoder.
-func TestDecodeHelloFast(t *testing.T) {
-	for _, s := range []string{seedFrames[0], seedFrames[8], seedFrames[9], seedFrames[10]} {
-		fast, ok := decodeHelloFast([]byte(s))
+// TestDecodeFast checks that the fast path takes the frames clients send
+// (hello, ack, ping: so the bench measures it) and agrees with the general
+// decoder.
+func TestDecodeFast(t *testing.T) {
+	for _, s := range []string{seedFrames[0], seedFrames[4], seedFrames[7], seedFrames[8], seedFrames[9], seedFrames[10],
+		`{"id":"k7","ack":{"sessionSeq":7}}`, `{"ack":{},"id":"k"}`, ` { "id" : "p" , "ping" : { } } `} {
+		fast, ok := decodeFast([]byte(s))
 		if !ok {
 			t.Fatalf("fast path refused %s", s)
 		}
@@ -111,7 +113,7 @@ func TestDecodeHelloFast(t *testing.T) {
 		Resume: &Resume{SessionId: "s", RebuildToken: "r", LastSessionSeq: 9}, Cursors: []*Cursor{{ConversationId: "g", Seq: 3}, {}}}}}
 	for i := 0; i < 20; i++ { // protojson spacing varies
 		b := EncodeClientFrame(h)
-		fast, ok := decodeHelloFast(b)
+		fast, ok := decodeFast(b)
 		if !ok || !proto.Equal(fast, h) {
 			t.Fatalf("fast path on %s: %v %v", b, fast, ok)
 		}
@@ -120,8 +122,11 @@ func TestDecodeHelloFast(t *testing.T) {
 		`{"id":"1","hello":{"versions":[01]}}`, `{"id":"1","hello":{"token":"a\"b"}}`, `{"id":"1","hello":{"token":null}}`,
 		`{"id":"1","hello":{},"hello":{}}`, `{"id":"1","hello":{"rebuild":true,"rebuild":true}}`, `{"id":"1","hello":{"resume":{"session_id":"s"}}}`,
 		`{"id":"1","hello":{"versions":[1e0]}}`, `{"id":"1","hello":{"device":{"type":1}}}`, `{"id":"1","hello":{}} x`, `{"id":"","hello":{}}`,
+		`{"id":"1","ack":{"sessionSeq":"3","sessionSeq":"4"}}`, `{"id":"1","ack":{"session_seq":"3"}}`, `{"id":"1","ack":{"sessionSeq":"x"}}`,
+		`{"id":"1","ack":{"sessionSeq":"99999999999999999999"}}`, `{"id":"1","ack":{"sessionSeq":null}}`, `{"id":"1","ack":null}`,
+		`{"id":"1","ping":{"x":1}}`, `{"id":"1","ping":{},"ack":{}}`, `{"id":"1","ack":{},"hello":{}}`, `{"id":"1","ping":[]}`,
 	} {
-		if _, ok := decodeHelloFast([]byte(s)); ok {
+		if _, ok := decodeFast([]byte(s)); ok {
 			t.Errorf("fast path took %s", s)
 		}
 	}

@@ -93,6 +93,29 @@ func encodeSessionEventFast(f *ServerFrame) ([]byte, bool) {
 	return e.frame()
 }
 
+// encodeReplyFast writes the bodyless replies every online client gets
+// (ok, to an ack; pong, to a ping) without protojson, like
+// encodeHelloOKFast; it declines every other frame.
+// TestEncodeReplyFast checks it against protojson.
+func encodeReplyFast(f *ServerFrame) ([]byte, bool) {
+	switch b := f.Body.(type) {
+	case *ServerFrame_Ok:
+		if b.Ok == nil {
+			return nil, false
+		}
+		e := beginFrame(f.Re, "ok", 32+len(f.Re))
+		return e.frame()
+	case *ServerFrame_Pong:
+		if b.Pong == nil {
+			return nil, false
+		}
+		e := beginFrame(f.Re, "pong", 48+len(f.Re))
+		e.i64("serverTimeMs", b.Pong.ServerTimeMs)
+		return e.frame()
+	}
+	return nil, false
+}
+
 // conversation writes c as an object; false (decline) if c is nil, has
 // members or an enum value without a name.
 func (e *jsonEnc) conversation(c *Conversation) bool {

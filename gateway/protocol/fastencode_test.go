@@ -76,6 +76,28 @@ func TestEncodeSessionEventFast(t *testing.T) {
 	})
 }
 
+// TestEncodeReplyFast: the ok and pong replies are written exactly as
+// protojson writes them (up to its random spacing); other frames are
+// declined.
+func TestEncodeReplyFast(t *testing.T) {
+	knowsFields(t, map[proto.Message]int{&Empty{}: 0, &Pong{}: 1})
+	rng := rand.New(rand.NewSource(3))
+	res := []string{"", "k12", "p", `q"uote`, "café", "tab\t"}
+	i64s := []int64{0, 1, -1, 1764300000000, math.MaxInt64, math.MinInt64}
+	matchesProtojson(t, encodeReplyFast, func() *ServerFrame {
+		f := &ServerFrame{Re: res[rng.Intn(len(res))], Body: &ServerFrame_Ok{Ok: &Empty{}}}
+		if rng.Intn(2) == 0 {
+			f.Body = &ServerFrame_Pong{Pong: &Pong{ServerTimeMs: i64s[rng.Intn(len(i64s))]}}
+		}
+		return f
+	})
+	for _, f := range []*ServerFrame{{Re: "x", Body: &ServerFrame_Sent{Sent: &Sent{}}}, {Re: "x", Body: &ServerFrame_Ok{}}, {Re: "x"}} {
+		if _, ok := encodeReplyFast(f); ok {
+			t.Fatalf("fast encoder took %v", f)
+		}
+	}
+}
+
 // knowsFields: the encoder knows every field of these messages; a new
 // field must be added to it (or make it decline).
 func knowsFields(t *testing.T, fields map[proto.Message]int) {

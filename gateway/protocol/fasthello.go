@@ -4,20 +4,22 @@ import (
 	"strconv"
 )
 
-// decodeHelloFast decodes the common shape of a hello frame without
-// encoding/json or protojson: {"id":"…","hello":{…}} with camelCase field
-// names, strings without escapes, no nulls, no duplicate keys, enums by
-// name and integers in their plain decimal form. Anything else (and every
-// malformed input) returns ok=false and the caller takes the general path,
-// so the result is always the one protojson gives (FuzzDecodeClientFrame
-// checks that they agree). data must already be valid UTF-8.
-func decodeHelloFast(data []byte) (f *ClientFrame, ok bool) {
+// decodeFast decodes the common shapes of the frequent commands (hello,
+// and ack and ping, which every online client sends) without
+// encoding/json or protojson: {"id":"…","<command>":{…}} with camelCase
+// field names, strings without escapes, no nulls, no duplicate keys, enums
+// by name and integers in their plain decimal form. Anything else (and
+// every malformed input) returns ok=false and the caller takes the general
+// path, so the result is always the one protojson gives
+// (FuzzDecodeClientFrame checks that they agree). data must already be
+// valid UTF-8.
+func decodeFast(data []byte) (f *ClientFrame, ok bool) {
 	p := fastParser{b: data}
 	if !p.lit('{') {
 		return nil, false
 	}
 	var id string
-	var h *Hello
+	var cmd isClientFrame_Command
 	var seenID bool
 	for first := true; ; first = false {
 		if p.lit('}') {
@@ -33,8 +35,7 @@ func decodeHelloFast(data []byte) (f *ClientFrame, ok bool) {
 		if !ok || !p.lit(':') {
 			return nil, false
 		}
-		switch k {
-		case "id":
+		if k == "id" {
 			if seenID {
 				return nil, false
 			}
@@ -42,22 +43,35 @@ func decodeHelloFast(data []byte) (f *ClientFrame, ok bool) {
 			if id, ok = p.str(); !ok {
 				return nil, false
 			}
+			continue
+		}
+		if cmd != nil {
+			return nil, false // a second command: the general path says which error
+		}
+		switch k {
 		case "hello":
-			if h != nil {
-				return nil, false
-			}
-			if h, ok = p.hello(); !ok {
-				return nil, false
-			}
+			var h *Hello
+			h, ok = p.hello()
+			cmd = &ClientFrame_Hello{Hello: h}
+		case "ack":
+			var a *Ack
+			a, ok = p.ack()
+			cmd = &ClientFrame_Ack{Ack: a}
+		case "ping":
+			ok = p.object(func(string) bool { return false })
+			cmd = &ClientFrame_Ping{Ping: &Ping{}}
 		default:
+			return nil, false
+		}
+		if !ok {
 			return nil, false
 		}
 	}
 	p.ws()
-	if p.i != len(p.b) || h == nil || id == "" || len(id) > MaxIDLen {
+	if p.i != len(p.b) || cmd == nil || id == "" || len(id) > MaxIDLen {
 		return nil, false
 	}
-	return &ClientFrame{Id: id, Command: &ClientFrame_Hello{Hello: h}}, true
+	return &ClientFrame{Id: id, Command: cmd}, true
 }
 
 type fastParser struct {
@@ -292,6 +306,19 @@ func (p *fastParser) hello() (*Hello, bool) {
 		return ok
 	})
 	return h, ok
+}
+
+func (p *fastParser) ack() (*Ack, bool) {
+	a := &Ack{}
+	ok := p.object(func(k string) bool {
+		if k != "sessionSeq" {
+			return false
+		}
+		var ok bool
+		a.SessionSeq, ok = p.int64()
+		return ok
+	})
+	return a, ok
 }
 
 func (p *fastParser) device() (*Device, bool) {
