@@ -91,7 +91,8 @@ const cutGrace = 5 * time.Second
 
 // keep is how much longer the grain stays activated even when idle: until
 // cutGrace after the cut of a rebuildable session with no link since, and
-// as long as it holds P2SP holdings (re-checked every cutGrace).
+// as long as it holds P2SP holdings (re-checked every cutGrace), which
+// live in memory only (the files must be told when the link goes).
 func (g *sessionGrain) keep() time.Duration {
 	if len(g.holding) > 0 {
 		return cutGrace
@@ -106,8 +107,6 @@ func (g *sessionGrain) keep() time.Duration {
 func (g *sessionGrain) ReceiveDefault(ctx cluster.GrainContext) {
 	switch m := ctx.Message().(type) {
 	case idleCheck:
-		// P2SP holdings live in memory only (the files must be told when
-		// the link goes): a session that holds any stays activated.
 		g.idle.receive(ctx, g.keep())
 	case *passivate:
 		if m.gen == g.passGen && g.st.Link == 0 {

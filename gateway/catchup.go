@@ -140,7 +140,8 @@ func (s *Server) catchUpConv(conv string, users map[string][]trackedLink) int {
 	return n
 }
 
-// history reads conv's messages after seq as user sees them.
+// history reads conv's messages after seq as user sees them (a replay's
+// or a catch-up's page).
 func (s *Server) history(conv, user string, after int64, limit int32) (*pb.HistoryPage, error) {
 	p, err := s.node.Request(actors.KindConversation, conv, "History", &grainpb.HistoryReq{Actor: user, AfterSeq: after, Limit: limit})
 	if err != nil {
@@ -148,7 +149,7 @@ func (s *Server) history(conv, user string, after int64, limit int32) (*pb.Histo
 	}
 	res, err := p.Result()
 	if err != nil {
-		s.log.Debug("catch-up history", "conversation_id", conv, "err", err)
+		s.log.Debug("history page", "conversation_id", conv, "err", err)
 		return nil, err
 	}
 	return res.(*pb.HistoryPage), nil

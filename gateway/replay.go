@@ -1,10 +1,6 @@
 package gateway
 
-import (
-	"github.com/parley-chat/parley/actors"
-	"github.com/parley-chat/parley/actors/grainpb"
-	pb "github.com/parley-chat/parley/gateway/protocol"
-)
+import pb "github.com/parley-chat/parley/gateway/protocol"
 
 // replayPage is the history page size of a replay.
 const replayPage = 500
@@ -64,16 +60,10 @@ func (l *link) replayPage(conv string, cs *convCursor) bool {
 	if closed {
 		return false
 	}
-	p, err := l.srv.node.Request(actors.KindConversation, conv, "History", &grainpb.HistoryReq{Actor: l.userID, AfterSeq: after, Limit: replayPage})
+	page, err := l.srv.history(conv, l.userID, after, replayPage)
 	if err != nil {
 		return false
 	}
-	res, err := p.Result()
-	if err != nil {
-		l.srv.log.Debug("replay history", "conversation_id", conv, "err", err)
-		return false
-	}
-	page := res.(*pb.HistoryPage)
 	for _, m := range page.Messages {
 		frame := replayFrames.frame(m)
 		l.mu.Lock()

@@ -36,8 +36,8 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		cut := int(split) % (len(data) + 1)
 		for _, in := range [][]byte{data, data[:cut], data[cut:]} {
 			frame, derr := DecodeClientFrame(in)
-			// The hello fast path must agree with the general decoder on
-			// every input it accepts.
+			// The fast path must agree with the general decoder on every
+			// input it accepts.
 			if utf8.Valid(in) {
 				if fast, ok := decodeFast(in); ok {
 					slow, serr := decodeClientFrameSlow(in)

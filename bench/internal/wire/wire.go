@@ -237,8 +237,8 @@ func SendID(re []byte) (uint64, bool) {
 
 // AppendHello appends a hello command frame for h, as protojson would
 // write it (int64 as strings, enums by name). The rebuild storm's clients
-// send thousands of these at once, and protojson's reflection made the
-// encoding a sixth of a client's CPU there.
+// send thousands of these at once; protojson's encoding was 7 % of the
+// workers' CPU profile over a storm run.
 func AppendHello(dst []byte, id string, h *pb.Hello) []byte {
 	dst = append(dst, `{"id":`...)
 	dst = appendString(dst, id)
