@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,20 +38,37 @@ func TestMain(m *testing.M) {
 // default): a port found by listening on :0 and closing could be taken,
 // before the child binds it, as the source port of any outgoing
 // connection or by another :0 bind (a CI run failed on that: "bind:
-// address already in use" for a cluster node's raft port).
+// address already in use" for a cluster node's raft port). A port is
+// handed out once per test process: it is free only until its user binds
+// it, and a second freeAddr before that found it free again (a CI run
+// failed so: a partition test's proxy took a node's raft port before the
+// node started).
 func freeAddr(t *testing.T) string {
 	t.Helper()
+	givenPorts.mu.Lock()
+	defer givenPorts.mu.Unlock()
 	for range 1000 {
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000)))
+		port := 20000 + rand.IntN(12000)
+		if givenPorts.m[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
 			addr := ln.Addr().String()
 			ln.Close()
+			givenPorts.m[port] = true
 			return addr
 		}
 	}
 	t.Fatal("no free port in 20000-31999")
 	return ""
 }
+
+// givenPorts are the ports freeAddr handed out.
+var givenPorts = struct {
+	mu sync.Mutex
+	m  map[int]bool
+}{m: map[int]bool{}}
 
 // startChild runs `parley serve` as a child process and waits until healthy.
 func startChild(t *testing.T, addr, dir string) *exec.Cmd {
